@@ -1,0 +1,304 @@
+"""Correlator: folds device alerts into incidents, in the manner of Alertmanager.
+
+Alerts with one group key (group, region) fold into one open incident. Its first
+notification waits ``group_wait_s`` so the alerts of one event arrive together; while
+it grows, updates go out at most every ``group_interval_s`` (at once when severity
+rises: a page must not wait for the interval); after ``resolve_timeout_s`` without a
+new alert it resolves. Incidents of different groups in one region that open within
+``cascade_window_s`` of each other share a ``cascade_id`` (the earliest one's id), and
+severity rises with breadth: distinct devices, and groups in the cascade.
+
+Timers run on the processing clock (``now_ts``, passed in); first/last seen are the
+alerts' event times. The state is plain dicts, lists and numbers (``to_state``) so an
+adapter can keep it in Redis with msgpack.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+class Severity(enum.IntEnum):
+    """How loud an incident is; rises with its breadth."""
+
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+    PAGE = 3
+
+
+@dataclass(frozen=True)
+class CorrelatorConfig:
+    """Grouping timers (seconds of processing time) and severity thresholds."""
+
+    #: Short, because detection must be seen within seconds (DESIGN: DETECTION_BOUND_S).
+    group_wait_s: float = 0.5
+    group_interval_s: float = 30.0
+    resolve_timeout_s: float = 300.0
+    cascade_window_s: float = 60.0
+    sample_size: int = 10
+    warning_devices: int = 5
+    critical_devices: int = 50
+    page_devices: int = 500
+    critical_groups: int = 2
+    page_groups: int = 3
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One device's alert from the detector: the first reading of an episode."""
+
+    device_id: int
+    group: str
+    region: str
+    ts: float
+    kind: str
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A snapshot of an incident as notified."""
+
+    incident_id: str
+    group: str
+    region: str
+    device_count: int
+    sample_device_ids: tuple[int, ...]
+    first_seen_ts: float
+    last_seen_ts: float
+    severity: Severity
+    cascade_id: str | None
+    alert_count: int
+    kinds: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class IncidentUpdate:
+    """A notification: ``status`` is "firing" (first), "updated" or "resolved"."""
+
+    status: str
+    incident: Incident
+    at_ts: float
+
+
+def incident_id(group: str, region: str, first_seen_ts: float) -> str:
+    """Deterministic: the same alerts replayed give the same id."""
+    key = f"{region}\x1f{group}\x1f{first_seen_ts!r}".encode()
+    return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
+
+
+@dataclass
+class _Open:
+    incident_id: str
+    group: str
+    region: str
+    devices: set[int]
+    sample: list[int]
+    first_seen_ts: float
+    last_seen_ts: float
+    opened_ts: float
+    last_alert_ts: float
+    alert_count: int
+    kinds: dict[str, int]
+    cascade_id: str | None = None
+    notified_ts: float | None = None
+    notified_severity: int = -1
+    dirty: bool = True
+    severity: int = 0
+
+
+class Correlator:
+    """Folds alerts into incidents; pure, with the clock passed in."""
+
+    def __init__(self, config: CorrelatorConfig | None = None) -> None:
+        self.config = config or CorrelatorConfig()
+        self._open: dict[tuple[str, str], _Open] = {}
+
+    def observe(self, alerts: Iterable[Alert], now_ts: float) -> list[IncidentUpdate]:
+        """Fold ``alerts`` in and return the notifications due at ``now_ts``."""
+        by_key: dict[tuple[str, str], list[Alert]] = {}
+        for alert in alerts:
+            by_key.setdefault((alert.group, alert.region), []).append(alert)
+        for key in sorted(by_key):
+            batch = sorted(by_key[key], key=lambda a: (a.ts, a.device_id))
+            self._fold(key, batch, now_ts)
+        self._rate()
+        return self.tick(now_ts)
+
+    def tick(self, now_ts: float) -> list[IncidentUpdate]:
+        """Notifications due at ``now_ts``: first notices, growth updates, resolutions."""
+        cfg = self.config
+        updates: list[IncidentUpdate] = []
+        for key in sorted(self._open, key=lambda k: self._open[k].incident_id):
+            inc = self._open[key]
+            if now_ts - inc.last_alert_ts >= cfg.resolve_timeout_s:
+                del self._open[key]
+                if inc.notified_ts is not None:
+                    updates.append(IncidentUpdate("resolved", _snapshot(inc), now_ts))
+                continue
+            if inc.notified_ts is None:
+                due = now_ts - inc.opened_ts >= cfg.group_wait_s
+                status = "firing"
+            else:
+                interval_over = now_ts - inc.notified_ts >= cfg.group_interval_s
+                due = inc.dirty and (interval_over or inc.severity > inc.notified_severity)
+                status = "updated"
+            if due:
+                inc.notified_ts = now_ts
+                inc.notified_severity = inc.severity
+                inc.dirty = False
+                updates.append(IncidentUpdate(status, _snapshot(inc), now_ts))
+        return updates
+
+    def open_incidents(self) -> list[Incident]:
+        return [_snapshot(inc) for inc in sorted(self._open.values(), key=lambda i: i.incident_id)]
+
+    def devices(self, incident_id: str) -> frozenset[int]:
+        """Every device of an open incident: whose pending routine data to process now."""
+        for inc in self._open.values():
+            if inc.incident_id == incident_id:
+                return frozenset(inc.devices)
+        return frozenset()
+
+    def _fold(self, key: tuple[str, str], batch: list[Alert], now_ts: float) -> None:
+        inc = self._open.get(key)
+        if inc is None:
+            group, region = key
+            first = batch[0].ts
+            inc = _Open(
+                incident_id=incident_id(group, region, first),
+                group=group,
+                region=region,
+                devices=set(),
+                sample=[],
+                first_seen_ts=first,
+                last_seen_ts=first,
+                opened_ts=now_ts,
+                last_alert_ts=now_ts,
+                alert_count=0,
+                kinds={},
+            )
+            self._open[key] = inc
+            self._link_cascade(inc)
+        for alert in batch:
+            if alert.device_id not in inc.devices:
+                inc.devices.add(alert.device_id)
+                if len(inc.sample) < self.config.sample_size:
+                    inc.sample.append(alert.device_id)
+            inc.kinds[alert.kind] = inc.kinds.get(alert.kind, 0) + 1
+        inc.alert_count += len(batch)
+        inc.first_seen_ts = min(inc.first_seen_ts, batch[0].ts)
+        inc.last_seen_ts = max(inc.last_seen_ts, batch[-1].ts)
+        inc.last_alert_ts = now_ts
+        inc.dirty = True
+
+    def _link_cascade(self, new: _Open) -> None:
+        window = self.config.cascade_window_s
+        peers = [
+            inc
+            for inc in self._open.values()
+            if inc is not new
+            and inc.region == new.region
+            and abs(inc.first_seen_ts - new.first_seen_ts) <= window
+        ]
+        if not peers:
+            return
+        root = min(peers, key=lambda i: (i.first_seen_ts, i.incident_id))
+        cascade_id = root.cascade_id or root.incident_id
+        for inc in [*peers, new]:
+            if inc.cascade_id is None:
+                inc.cascade_id = cascade_id
+                inc.dirty = True
+
+    def _rate(self) -> None:
+        cfg = self.config
+        devices: dict[str, int] = {}
+        groups: dict[str, int] = {}
+        for inc in self._open.values():
+            if inc.cascade_id is not None:
+                devices[inc.cascade_id] = devices.get(inc.cascade_id, 0) + len(inc.devices)
+                groups[inc.cascade_id] = groups.get(inc.cascade_id, 0) + 1
+        for inc in self._open.values():
+            n_devices = devices.get(inc.cascade_id or "", len(inc.devices))
+            n_groups = groups.get(inc.cascade_id or "", 1)
+            severity = max(_by_devices(cfg, n_devices), _by_groups(cfg, n_groups))
+            if severity != inc.severity:
+                inc.severity = severity
+                inc.dirty = True
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain primitives for msgpack; ``from_state`` restores an equal correlator."""
+        return {
+            "version": 1,
+            "incidents": [
+                {
+                    "incident_id": inc.incident_id,
+                    "group": inc.group,
+                    "region": inc.region,
+                    "devices": sorted(inc.devices),
+                    "sample": list(inc.sample),
+                    "first_seen_ts": inc.first_seen_ts,
+                    "last_seen_ts": inc.last_seen_ts,
+                    "opened_ts": inc.opened_ts,
+                    "last_alert_ts": inc.last_alert_ts,
+                    "alert_count": inc.alert_count,
+                    "kinds": dict(inc.kinds),
+                    "cascade_id": inc.cascade_id,
+                    "notified_ts": inc.notified_ts,
+                    "notified_severity": inc.notified_severity,
+                    "dirty": inc.dirty,
+                    "severity": inc.severity,
+                }
+                for inc in sorted(self._open.values(), key=lambda i: i.incident_id)
+            ],
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any], config: CorrelatorConfig | None = None
+    ) -> Correlator:
+        correlator = cls(config)
+        for row in state.get("incidents", []):
+            fields = dict(row)
+            fields["devices"] = set(fields["devices"])
+            inc = _Open(**fields)
+            correlator._open[(inc.group, inc.region)] = inc
+        return correlator
+
+
+def _by_devices(cfg: CorrelatorConfig, n_devices: int) -> int:
+    if n_devices >= cfg.page_devices:
+        return Severity.PAGE
+    if n_devices >= cfg.critical_devices:
+        return Severity.CRITICAL
+    if n_devices >= cfg.warning_devices:
+        return Severity.WARNING
+    return Severity.INFO
+
+
+def _by_groups(cfg: CorrelatorConfig, n_groups: int) -> int:
+    if n_groups >= cfg.page_groups:
+        return Severity.PAGE
+    if n_groups >= cfg.critical_groups:
+        return Severity.CRITICAL
+    return Severity.INFO
+
+
+def _snapshot(inc: _Open) -> Incident:
+    return Incident(
+        incident_id=inc.incident_id,
+        group=inc.group,
+        region=inc.region,
+        device_count=len(inc.devices),
+        sample_device_ids=tuple(inc.sample),
+        first_seen_ts=inc.first_seen_ts,
+        last_seen_ts=inc.last_seen_ts,
+        severity=Severity(inc.severity),
+        cascade_id=inc.cascade_id,
+        alert_count=inc.alert_count,
+        kinds=tuple(sorted(inc.kinds.items())),
+    )
