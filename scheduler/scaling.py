@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from scheduler.errors import ConfigError
 from scheduler.forecast import DailyProfile, HoltForecaster
 
+#: Fraction of a slot forgiven when rounding demand up: a forecast a hair above
+#: an exact fit should not buy a whole idle slot (target_utilization has headroom).
+SLOT_ROUNDING_TOLERANCE = 0.02
+
 
 @dataclass(frozen=True)
 class ScalingConfig:
@@ -127,8 +131,7 @@ class ScalingPolicy:
         deficit_rps = max(0.0, obs.arrival_rps - obs.current_slots * per_slot)
         backlog = obs.queue_depth + deficit_rps * cfg.slot_startup_s
         backlog_slots = backlog / (per_slot * cfg.drain_target_s)
-        # A hair of tolerance so float noise on an exact fit does not add a slot.
-        demand = max(0, math.ceil(arrival_slots + backlog_slots - 1e-9))
+        demand = max(0, math.ceil(arrival_slots + backlog_slots - SLOT_ROUNDING_TOLERANCE))
         return ScalingDecision(
             obs.now_ts, demand, demand, obs.arrival_rps, forecast_rps, profile_rps,
             sizing_rps, arrival_slots, backlog_slots, "",

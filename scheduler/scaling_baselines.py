@@ -37,7 +37,6 @@ class CeleryStockRule:
       ``keepalive_s`` has passed since the later of the last scale-up and the
       last task received. Under steady traffic a task arrives every moment, so
       it keeps the pool at its high-water mark until traffic stops entirely.
-    - Shrinking only removes idle processes (billiard raises when all busy).
 
     ``queue_depth`` counts readings; ``readings_per_task`` turns it into tasks
     (a micro-batch is one task). A task counts as received in an observation
@@ -76,18 +75,20 @@ class CeleryStockRule:
         if obs.queue_depth > 0 or obs.arrival_rps > 0:
             self._last_received_ts = obs.now_ts
         qty = self.reserved_requests(obs)
+        target = procs
         grow_to = min(qty, self.max_slots)
+        shrink_to = max(qty, self.min_slots)
         if grow_to > procs:
             self._last_scale_up_ts = obs.now_ts
-            return grow_to
-        shrink_to = max(qty, self.min_slots)
-        if shrink_to < procs:
+            target = grow_to
+        elif shrink_to < procs:
             marks = [t for t in (self._last_scale_up_ts, self._last_received_ts) if t is not None]
-            last_active = max(marks) if marks else None
-            if last_active is not None and obs.now_ts - last_active > self.keepalive_s:
-                idle = max(0, procs - obs.busy_slots)
-                return procs - min(procs - shrink_to, idle)
-        return min(max(procs, self.min_slots), self.max_slots)
+            # Reserved requests include the running ones, so shrinking to
+            # ``qty`` only ever removes idle processes, as billiard requires.
+            if marks and obs.now_ts - max(marks) > self.keepalive_s:
+                target = shrink_to
+        # The pool starts at min and ``autoscale(max, min)`` re-bounds it at once.
+        return min(max(target, self.min_slots), self.max_slots)
 
 
 class HpaRule:
@@ -145,6 +146,10 @@ class HpaRule:
             return self._applied if self._applied is not None else obs.current_slots
         self._next_sync_ts = obs.now_ts + self.period_s
         current = obs.current_slots
+        if not self._recommendations:
+            # As the controller does on its first look at a target: the
+            # current size counts as a recommendation made now.
+            self._recommendations.append((obs.now_ts, current))
         recommendation = min(self.max_slots, max(self.min_slots, self.recommend(obs)))
         self._recommendations.append((obs.now_ts, recommendation))
         while self._recommendations[0][0] < obs.now_ts - self.scale_down_window_s:
