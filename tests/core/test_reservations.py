@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -176,10 +177,8 @@ def test_earliest_fit_is_feasible_and_nothing_earlier_is(existing, slots, durati
     # Given whatever bookings fit among random requests (times in whole units)
     book = ReservationBook({"r": 4}, {"r": 0})
     for start, dur, n in existing:
-        try:
+        with contextlib.suppress(ReservationConflict):
             book.book("r", float(start), float(dur), n, "op", now_ts=0.0)
-        except ReservationConflict:
-            pass
     # Then capacity is never exceeded at any instant
     assert all(book.reserved_slots("r", t + 0.5) <= 4 for t in range(60))
     # When asking for the earliest fit
