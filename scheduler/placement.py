@@ -54,7 +54,7 @@ class PlacementConfig:
     rtt_base_ms: float = 2.0
     #: Light in fibre covers 1,000 km in 5 ms; routes are ~1.5x the great circle.
     rtt_ms_per_1000_km: float = 15.0
-    #: A remote region takes moved work only with at least this share of its slots free.
+    #: A remote region takes moved work only with this share of its slots free (and ≥ 1 slot).
     spare_capacity_threshold: float = 0.25
     #: Wire size of one reading in a columnar batch, for byte and cost accounting.
     reading_bytes: int = 64
