@@ -21,7 +21,7 @@ clipped at ``clip_z`` standard deviations, so a spike barely moves it) and keeps
 
 A reading's ``score`` is the largest of those ratios to their thresholds, so ``score >= 1``
 is anomalous. One alert per episode: ``alert`` is True only on an episode's first
-reading, and an episode ends after ``episode_end_readings`` normal readings.
+reading, and an episode ends after ``episode_end_readings`` quiet readings in a row.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "fast_level",  # unclipped fast EWMA, where the level re-anchors after a shift
     "cusum_pos",
     "cusum_neg",
-    "run_pos",  # readings since cusum_pos was last zero
+    "run_pos",  # readings since cusum_pos last rose past evidence_floor
     "run_neg",
     "last_value",
     "flat_run",  # consecutive readings equal to the one before
@@ -54,6 +54,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "interval_s",  # EWMA of the time between readings
     "in_episode",
     "episode_start_ts",
+    "episode_kind",  # the kind that opened the current episode
     "normal_run",  # consecutive normal readings inside an episode
     "dropout_mark_ts",  # last_ts of the silence already reported by find_dropouts
 )
@@ -73,6 +74,7 @@ K = len(STATE_FIELDS)
     _INTERVAL,
     _INEP,
     _EPSTART,
+    _EPKIND,
     _NORMRUN,
     _DROPMARK,
 ) = range(K)
@@ -99,8 +101,10 @@ class DetectorConfig:
     cusum_h: float = 8.0
     #: One reading adds at most this to the CUSUM, so a lone spike cannot look like a shift.
     cusum_clip_z: float = 4.0
-    #: A CUSUM alarm within this many readings of its start is a level shift, not drift.
+    #: A CUSUM alarm within this many readings of its evidence passing ``evidence_floor``,
+    #: or one whose evidence is fading, is a level shift; a later, still-growing one is drift.
     shift_max_run: int = 6
+    evidence_floor: float = 1.0
     stuck_readings: int = 10
     #: Values closer than this (in value units) count as a repeat.
     flat_tolerance: float = 0.0
@@ -113,7 +117,10 @@ class DetectorConfig:
     dropout_min_s: float = 1.0
     #: Readings before the interval estimate is trusted for dropouts.
     dropout_warmup_readings: int = 5
+    #: An episode ends after this many consecutive quiet readings (score below clear_score);
+    #: the gap between clear_score and 1 keeps a drift hovering at its threshold in one episode.
     episode_end_readings: int = 5
+    clear_score: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -241,8 +248,8 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL]:
     zc = np.where(warm & ~is_flat, zc, 0.0)
     cpos = np.maximum(0.0, st[:, _CPOS] + zc - c.cusum_k)
     cneg = np.maximum(0.0, st[:, _CNEG] - zc - c.cusum_k)
-    rpos = np.where(cpos > 0, st[:, _RPOS] + 1.0, 0.0)
-    rneg = np.where(cneg > 0, st[:, _RNEG] + 1.0, 0.0)
+    rpos = np.where(cpos >= c.evidence_floor, st[:, _RPOS] + 1.0, 0.0)
+    rneg = np.where(cneg >= c.evidence_floor, st[:, _RNEG] + 1.0, 0.0)
 
     dt = t - st[:, _LASTTS]
     interval = st[:, _INTERVAL]
@@ -281,12 +288,16 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL]:
     st[:, _VAR] = np.where(learn, new_var, st[:, _VAR])
     st[:, _FAST] = new_fast
 
-    shift_alarm = r_cusum >= 1.0
-    st[:, _LEVEL] = np.where(shift_alarm, new_fast, st[:, _LEVEL])
-    st[:, _CPOS] = np.where(shift_alarm, 0.0, cpos)
-    st[:, _CNEG] = np.where(shift_alarm, 0.0, cneg)
-    st[:, _RPOS] = np.where(shift_alarm, 0.0, rpos)
-    st[:, _RNEG] = np.where(shift_alarm, 0.0, rneg)
+    # After a shift the level jumps to where the values now are, so the episode can end;
+    # a drift keeps going, so its evidence is only capped and the episode lasts while it does.
+    first_crossing = np.maximum(st[:, _CPOS], st[:, _CNEG]) < c.cusum_h
+    in_drift = (st[:, _INEP] > 0) & (st[:, _EPKIND] == DRIFT)
+    re_anchor = (kind == LEVEL_SHIFT) & first_crossing & ~in_drift
+    st[:, _LEVEL] = np.where(re_anchor, new_fast, st[:, _LEVEL])
+    st[:, _CPOS] = np.where(re_anchor, 0.0, np.minimum(cpos, c.cusum_h))
+    st[:, _CNEG] = np.where(re_anchor, 0.0, np.minimum(cneg, c.cusum_h))
+    st[:, _RPOS] = np.where(re_anchor, 0.0, rpos)
+    st[:, _RNEG] = np.where(re_anchor, 0.0, rneg)
 
     # A gap is not a normal interval: cap its weight so one dropout does not retune the device.
     forward = seen & (dt > 0)
@@ -300,8 +311,10 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL]:
 
     in_episode = st[:, _INEP] > 0
     alert = anomalous & ~in_episode
-    normal_run = np.where(anomalous, 0.0, st[:, _NORMRUN] + in_episode)
+    quiet = score < c.clear_score
+    normal_run = np.where(quiet, st[:, _NORMRUN] + in_episode, 0.0)
     st[:, _EPSTART] = np.where(alert, t, st[:, _EPSTART])
+    st[:, _EPKIND] = np.where(alert, kind, st[:, _EPKIND])
     ended = in_episode & (normal_run >= c.episode_end_readings)
     st[:, _INEP] = np.where(anomalous | (in_episode & ~ended), 1.0, 0.0)
     st[:, _NORMRUN] = np.where(ended, 0.0, normal_run)
