@@ -38,9 +38,11 @@ class ScalingConfig:
     target_utilization: float = 0.97
     #: Time a new slot takes to become useful; the backlog keeps growing meanwhile.
     slot_startup_s: float = 1.0
-    #: Holt smoothing weights per second for the arrival forecast.
-    forecast_alpha: float = 0.5
-    forecast_beta: float = 0.3
+    #: Holt smoothing weights per second for the arrival forecast. Gentler than
+    #: the forecaster's own defaults: per-second arrival noise held for a whole
+    #: window is idle capacity, and the measured rate already covers steps.
+    forecast_alpha: float = 0.1
+    forecast_beta: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_slots <= self.max_slots:
@@ -74,21 +76,33 @@ class ScalingDecision:
 
     now_ts: float
     desired_slots: int
-    #: Slots this observation alone asks for, before the window and the clamp.
+    #: Slots this observation asks for: measured or forecast arrivals plus backlog.
     demand_slots: int
+    #: The same from the smoothed rate; the window holds these, so a one-second
+    #: noise peak is served at once but does not keep slots for a whole window.
+    settled_slots: int
+    #: The largest settled demand within the stabilization window.
+    held_slots: int
     measured_rps: float
+    level_rps: float
     forecast_rps: float
-    #: Measured rate plus the rise the daily curve expects ahead; None until learned.
-    profile_rps: float | None
-    #: The arrival rate the pool was sized for (the largest of the three).
-    sizing_rps: float
-    arrival_slots: float
+    #: The rise the daily curve expects over the look-ahead; None until learned.
+    profile_rise_rps: float | None
     backlog_slots: float
     reason: str
 
 
 class ScalingPolicy:
-    """Queue-depth and forecast driven pool sizing; one instance per pool."""
+    """Queue-depth and forecast driven pool sizing; one instance per pool.
+
+    ``demand = arrival / (service_rps_per_slot × target_utilization)
+    + backlog / (service_rps_per_slot × drain_target_s)``, where arrival is
+    the largest of the measured rate, the trend forecast ``forecast_horizon_s``
+    ahead and the rate plus the daily curve's expected rise, and backlog is the
+    queue plus what the current pool's deficit adds while new slots start.
+    Up at once to this demand; down only to the largest *settled* demand (the
+    same sum on the smoothed level) of the last ``scale_down_window_s``.
+    """
 
     def __init__(self, config: ScalingConfig, profile: DailyProfile | None = None) -> None:
         self.config = config
@@ -97,76 +111,66 @@ class ScalingPolicy:
         #: pre-scale before predictable peaks; pass one trained on past days to
         #: have it useful from the start, or None to switch look-ahead off.
         self.profile = profile
-        self._recent: deque[tuple[float, int]] = deque()
+        self._settled: deque[tuple[float, int]] = deque()
         self.last_decision: ScalingDecision | None = None
 
-    def _sizing_rates(self, obs: ScalingObservation) -> tuple[float, float | None]:
+    def _profile_rise_rps(self, now_ts: float) -> float | None:
+        if self.profile is None:
+            return None
         cfg = self.config
-        forecast_rps = self.forecaster.predict(cfg.forecast_horizon_s)
-        profile_rps: float | None = None
-        if self.profile is not None:
-            now_rps = self.profile.expected(obs.now_ts)
-            ahead_rps = self.profile.expected(
-                obs.now_ts + cfg.forecast_horizon_s + cfg.slot_startup_s
-            )
-            if now_rps is not None and ahead_rps is not None:
-                # Only the curve's expected *rise* is added to today's measured
-                # rate: a quieter-than-usual day is not sized to the usual level.
-                profile_rps = obs.arrival_rps + max(0.0, ahead_rps - now_rps)
-        return forecast_rps, profile_rps
+        now_rps = self.profile.expected(now_ts)
+        ahead_rps = self.profile.expected(now_ts + cfg.forecast_horizon_s + cfg.slot_startup_s)
+        if now_rps is None or ahead_rps is None:
+            return None
+        # Only the curve's expected *rise* is used, added to today's rate: a
+        # quieter-than-usual day is not sized to the usual level.
+        return max(0.0, ahead_rps - now_rps)
 
-    def _demand(self, obs: ScalingObservation) -> ScalingDecision:
-        cfg = self.config
-        forecast_rps, profile_rps = self._sizing_rates(obs)
-        sizing_rps = max(obs.arrival_rps, forecast_rps, profile_rps or 0.0)
-        per_slot = obs.service_rps_per_slot
-        if per_slot <= 0:
-            held = obs.current_slots
-            return ScalingDecision(
-                obs.now_ts, held, held, obs.arrival_rps, forecast_rps, profile_rps,
-                sizing_rps, 0.0, 0.0, "no service-rate measurement yet: holding",
-            )  # fmt: skip
-        arrival_slots = sizing_rps / (per_slot * cfg.target_utilization)
-        # While new slots start up, the current pool's deficit adds to the backlog.
-        deficit_rps = max(0.0, obs.arrival_rps - obs.current_slots * per_slot)
-        backlog = obs.queue_depth + deficit_rps * cfg.slot_startup_s
-        backlog_slots = backlog / (per_slot * cfg.drain_target_s)
-        demand = max(0, math.ceil(arrival_slots + backlog_slots - SLOT_ROUNDING_TOLERANCE))
-        return ScalingDecision(
-            obs.now_ts, demand, demand, obs.arrival_rps, forecast_rps, profile_rps,
-            sizing_rps, arrival_slots, backlog_slots, "",
-        )  # fmt: skip
+    def _slots(self, arrival_rps: float, backlog_slots: float, per_slot_rps: float) -> int:
+        arrival_slots = arrival_rps / (per_slot_rps * self.config.target_utilization)
+        return max(0, math.ceil(arrival_slots + backlog_slots - SLOT_ROUNDING_TOLERANCE))
 
     def desired_slots(self, obs: ScalingObservation) -> int:
         """The pool size to aim for now; also records ``last_decision``."""
         cfg = self.config
         self.forecaster.update(obs.now_ts, obs.arrival_rps)
-        raw = self._demand(obs)
+        level_rps = self.forecaster.level_rps
+        forecast_rps = self.forecaster.predict(cfg.forecast_horizon_s)
+        rise_rps = self._profile_rise_rps(obs.now_ts)
         if self.profile is not None:
             self.profile.observe(obs.now_ts, obs.arrival_rps)
-        self._recent.append((obs.now_ts, raw.demand_slots))
-        while self._recent and self._recent[0][0] < obs.now_ts - cfg.scale_down_window_s:
-            self._recent.popleft()
-        windowed = max(slots for _, slots in self._recent)
-        desired = min(cfg.max_slots, max(cfg.min_slots, windowed))
-        if raw.reason:
-            reason = raw.reason
-        elif desired == cfg.max_slots and windowed > cfg.max_slots:
-            reason = f"demand {windowed} capped at the region budget {cfg.max_slots}"
-        elif desired == cfg.min_slots and windowed < cfg.min_slots:
-            reason = f"demand {windowed} raised to the guaranteed minimum {cfg.min_slots}"
-        elif windowed > raw.demand_slots:
-            reason = (
-                f"demand {raw.demand_slots}, holding {windowed} "
-                f"(largest within {cfg.scale_down_window_s:g} s)"
-            )
+        per_slot = obs.service_rps_per_slot
+        backlog_slots = 0.0
+        if per_slot > 0:
+            # While new slots start up, the current pool's deficit adds to the backlog.
+            deficit_rps = max(0.0, obs.arrival_rps - obs.current_slots * per_slot)
+            backlog = obs.queue_depth + deficit_rps * cfg.slot_startup_s
+            backlog_slots = backlog / (per_slot * cfg.drain_target_s)
+            rise = rise_rps or 0.0
+            demand = self._slots(max(obs.arrival_rps + rise, forecast_rps), backlog_slots, per_slot)
+            settled = self._slots(max(level_rps + rise, forecast_rps), backlog_slots, per_slot)
+        else:
+            demand = settled = obs.current_slots
+        self._settled.append((obs.now_ts, settled))
+        while self._settled[0][0] < obs.now_ts - cfg.scale_down_window_s:
+            self._settled.popleft()
+        held = max(slots for _, slots in self._settled)
+        wanted = max(demand, held)
+        desired = min(cfg.max_slots, max(cfg.min_slots, wanted))
+        if per_slot <= 0:
+            reason = "no service-rate measurement yet: holding"
+        elif wanted > cfg.max_slots:
+            reason = f"demand {wanted} capped at the region budget {cfg.max_slots}"
+        elif wanted < cfg.min_slots:
+            reason = f"demand {wanted} raised to the guaranteed minimum {cfg.min_slots}"
+        elif held > demand:
+            reason = f"demand {demand}, holding {held} (within {cfg.scale_down_window_s:g} s)"
         elif desired > obs.current_slots:
             reason = f"scale up at once to demand {desired}"
         else:
             reason = f"demand {desired}"
-        decision = ScalingDecision(
-            raw.now_ts, desired, raw.demand_slots, raw.measured_rps, raw.forecast_rps,
-            raw.profile_rps, raw.sizing_rps, raw.arrival_slots, raw.backlog_slots, reason,
+        self.last_decision = ScalingDecision(
+            obs.now_ts, desired, demand, settled, held, obs.arrival_rps, level_rps,
+            forecast_rps, rise_rps, backlog_slots, reason,
         )  # fmt: skip
-        self.last_decision = decision
         return desired
