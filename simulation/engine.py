@@ -1,0 +1,365 @@
+"""The simulator: a fixed-step virtual clock over per-region queues and slots.
+
+Work is fluid but counted in whole readings, per region and class (anomaly,
+screen, premium, standard), so conservation is checked exactly. Every
+decision is taken by the runtime's own policy objects: placement with region
+health, the scaling policy (or a baseline), the capacity ledger, preemption,
+the reservation book with pre-drain and operation runs. Latencies come
+afterwards from the cumulative arrival and service curves (simulation.metrics).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scheduler.capacity import CapacityBudget, CapacityLedger
+from scheduler.forecast import DailyProfile
+from scheduler.geography import TransferCostMatrix
+from scheduler.health import RegionHealth
+from scheduler.maintenance import drain_slots
+from scheduler.model import Topology, WorkClass
+from scheduler.placement import PlacementPolicy, RegionLoad, round_robin_place
+from scheduler.preemption import PreemptionConfig, PreemptionPolicy
+from scheduler.reservations import ReservationBook
+from scheduler.scaling import ScalingObservation
+from simulation.maintenance_sim import MaintenanceDriver
+from simulation.pools import Pool, make_scaler
+from simulation.spec import SimSpec
+from simulation.trace import ANOMALY, CLASSES, PREMIUM, SCREEN, STANDARD, Trace
+
+#: Claim order of the capacity ledger, as indices into CLASSES.
+_CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+
+
+def _integer_arrivals(rate: np.ndarray, step_s: float) -> np.ndarray:
+    """Whole readings per step from a rate, carrying fractions so totals match the integral."""
+    cum = np.floor(np.cumsum(rate * step_s, axis=0))
+    return np.diff(cum, axis=0, prepend=np.zeros((1, *rate.shape[1:])))
+
+
+class Simulator:
+    """One run of a SimSpec; ``run()`` returns the Trace the figures are computed from."""
+
+    def __init__(self, spec: SimSpec) -> None:
+        self.spec = spec
+        sv = spec.service
+        self.n_steps = round(spec.duration_s / spec.step_s)
+        self.ctrl_every = max(1, round(spec.control_period_s / spec.step_s))
+        fleet = spec.fleet
+        self.regions = fleet.regions
+        self.n_regions = len(self.regions)
+        self.topology = Topology(tiers=fleet.tiers, regions=fleet.regions)
+        self.cohorts = fleet.cohorts()
+        self.tier_class = np.array([PREMIUM if t == "premium" else STANDARD for t in fleet.tiers])
+        self.cohort_class = self.tier_class[self.cohorts.tier]
+        self.rate_per_slot = np.array(
+            [sv.anomaly_rps_per_slot, sv.screen_rps_per_slot, sv.routine_rps_per_slot,
+             sv.routine_rps_per_slot]
+        )  # fmt: skip
+        #: Slot-seconds per reading relative to routine work: the pool's common unit.
+        self.routine_equiv = sv.routine_rps_per_slot / self.rate_per_slot
+        self.budget = np.array([s.capacity_slots for s in spec.sites])
+        self.cost_matrix = TransferCostMatrix.from_distance(spec.sites)
+        self.placement = PlacementPolicy(self.topology, spec.sites, self.cost_matrix)
+        self.health = RegionHealth(spec.silence_timeout_s, regions=self.regions)
+        self.preemption = PreemptionPolicy(PreemptionConfig(chunk_readings=sv.chunk_readings))
+        self.ledgers = [CapacityLedger(self._class_budget(int(b))) for b in self.budget]
+        self.book = ReservationBook(
+            {r: int(b) for r, b in zip(self.regions, self.budget, strict=True)},
+            {r: self.ledgers[i].budget.premium_guarantee_slots for i, r in enumerate(self.regions)},
+        )
+        self.maintenance = MaintenanceDriver(spec, self.book, self.regions)
+        self.devices_by_cell = np.zeros((self.n_regions, len(fleet.tiers)))
+        np.add.at(self.devices_by_cell, (fleet.home_region, fleet.tier), 1.0)
+        self.mean_interval_s = float(np.mean(fleet.reading_interval_s))
+
+    def _class_budget(self, total: int) -> CapacityBudget:
+        sh = self.spec.shares
+        return CapacityBudget(
+            total_slots=total,
+            premium_guarantee_slots=int(total * sh.premium_guarantee),
+            standard_min_slots=int(total * sh.standard_min),
+            anomaly_burst_slots=int(total * sh.anomaly_burst),
+            screen_min_slots=int(total * sh.screen_min),
+        )
+
+    def _cell_arrivals(self) -> tuple[np.ndarray, np.ndarray]:
+        """Accepted-at-validation and dead-lettered readings per step and (region, tier)."""
+        t = np.arange(self.n_steps) * self.spec.step_s
+        offered = _integer_arrivals(self.spec.pattern.rate_rps(t), self.spec.step_s)
+        invalid = _integer_arrivals(
+            self.spec.pattern.rate_rps(t) * self.spec.service.invalid_share, self.spec.step_s
+        )
+        invalid = np.minimum(invalid, offered)
+        return offered - invalid, invalid
+
+    def _pools(self, first_work_rps: np.ndarray) -> list[Pool]:
+        spec = self.spec
+        pools = []
+        for r in range(self.n_regions):
+            profile = self._pretrained_profile(r) if spec.pretrain_daily_profile else None
+            lo = self.ledgers[r].budget.premium_guarantee_slots // 4 + 1
+            scaler = make_scaler(
+                spec.scaler, spec.scaling, lo, int(self.budget[r]),
+                spec.service.batch_readings, profile,
+            )  # fmt: skip
+            if spec.initial_slots is not None:
+                initial = spec.initial_slots[r]
+            else:
+                per_slot = spec.service.routine_rps_per_slot * spec.scaling.target_utilization
+                initial = max(lo, math.ceil(first_work_rps[r] / per_slot))
+            pools.append(
+                Pool(scaler, min(initial, int(self.budget[r])), spec.scaling.slot_startup_s)
+            )
+        return pools
+
+    def _home_work_rps(self, t_s: np.ndarray) -> np.ndarray:
+        """Routine-equivalent work per region if all data stayed home: routine plus screening."""
+        rate = self.spec.pattern.rate_rps(t_s)
+        routine = rate.sum(axis=2)
+        return routine * (1.0 + self.routine_equiv[SCREEN])
+
+    def _pretrained_profile(self, region: int) -> DailyProfile:
+        """The daily curve as yesterday's traffic (same pattern, one day earlier) taught it."""
+        profile = DailyProfile(bucket_s=300.0)
+        t = np.arange(-86_400.0, 0.0, 60.0)
+        work = self._home_work_rps(t)[:, region]
+        for ts, w in zip(t + self.spec.start_ts, work, strict=True):
+            profile.observe(float(ts), float(w))
+        return profile
+
+    def run(self) -> Trace:
+        spec, sv = self.spec, self.spec.service
+        n, n_r, dt = self.n_steps, self.n_regions, spec.step_s
+        accepted, invalid = self._cell_arrivals()
+        tr = Trace.empty(spec, n, n_r, self.regions)
+        tr.dead_lettered = float(invalid.sum())
+        coh = self.cohorts
+        c_home, c_tier = coh.home_region.astype(np.intp), coh.tier.astype(np.intp)
+        cum_share = np.zeros(len(coh))
+        for k in range(len(coh)):
+            same = (c_home[: k + 1] == c_home[k]) & (c_tier[: k + 1] == c_tier[k])
+            cum_share[k] = coh.share_of_cell[: k + 1][same].sum()
+        last_in_cell = np.array(
+            [not np.any((c_home[k + 1 :] == c_home[k]) & (c_tier[k + 1 :] == c_tier[k]))
+             for k in range(len(coh))]
+        )  # fmt: skip
+        cum_hi = np.where(last_in_cell, 1.0, cum_share)
+        cum_lo = cum_hi - coh.share_of_cell
+        cum_lo = np.where(cum_lo < 1e-12, 0.0, cum_lo)
+
+        pools = self._pools(self._home_work_rps(np.zeros(1))[0])
+        queue = np.zeros((n_r, len(CLASSES)))
+        buffered = np.zeros(len(coh))  # readings held at ingest: no allowed region, or backpressure
+        dest = np.full(len(coh), -1, dtype=np.intp)
+        grant_slots = np.zeros((n_r, len(CLASSES)))
+        data_cap = self.budget.astype(np.int64).copy()
+        busy_prev = np.zeros(n_r)
+        period_in = np.zeros((n_r, len(CLASSES)))
+        period_busy = np.zeros(n_r)
+        cum_screen_in = np.zeros(n_r)
+        cum_screen_out = np.zeros(n_r)
+        pending_detect: list[tuple[int, float, int]] = []  # (event index, screen target, region)
+        events = sorted(enumerate(spec.anomalies), key=lambda e: e[1].t_s)
+        next_event = 0
+        rr_start = 0
+        rr_copies = 6  # round-robin baseline over 1–3 allowed regions splits each cohort evenly
+
+        for i in range(n):
+            t = i * dt
+            now_ts = spec.start_ts + t
+            down = np.array([any(p.region == r and p.start_s <= t < p.end_s for p in spec.partitions)
+                             for r in range(n_r)])  # fmt: skip
+            for pool in pools:
+                pool.advance(t)
+            if i % self.ctrl_every == 0:
+                for r, name in enumerate(self.regions):
+                    if not down[r]:
+                        self.health.heartbeat(name, now_ts)
+                healthy = self.health.healthy_mask(self.regions, now_ts)
+                ready = np.array([p.ready for p in pools], dtype=np.float64)
+                load = RegionLoad(
+                    backlog_readings=queue[:, PREMIUM] + queue[:, STANDARD],
+                    service_rps=np.where(down, 0.0, ready * sv.routine_rps_per_slot),
+                    free_slots=np.maximum(ready - busy_prev, 0.0),
+                )
+                dest = self.placement.place(
+                    coh.home_region, coh.allowed_mask, coh.tier, healthy, load
+                ).astype(np.intp)
+                rr = round_robin_place(
+                    np.repeat(coh.home_region, rr_copies), np.repeat(coh.allowed_mask, rr_copies),
+                    np.repeat(coh.tier, rr_copies), healthy, n_r, rr_start,
+                ).astype(np.intp).reshape(len(coh), rr_copies)  # fmt: skip
+                rr_start += 1
+                tr.rr_dest_share[:] = [
+                    [np.mean(rr[k] == d) for d in range(n_r)] for k in range(len(coh))
+                ]
+                data_cap = self._control_tick(
+                    i, t, now_ts, pools, queue, period_in, period_busy, busy_prev, grant_slots, tr
+                )
+                period_in[:] = 0.0
+                period_busy[:] = 0.0
+
+            # Ingest: split each (region, tier) into cohorts, route by the placement decision.
+            cell = accepted[i]
+            amount = np.floor(cell[c_home, c_tier] * cum_hi) - np.floor(
+                cell[c_home, c_tier] * cum_lo
+            )
+            amount += buffered
+            buffered[:] = 0.0
+            blocked = dest < 0
+            over_cap = (dest >= 0) & (self.cohort_class == STANDARD)
+            over_cap &= queue[np.maximum(dest, 0), STANDARD] > spec.backlog_cap_readings
+            hold = blocked | over_cap
+            buffered[hold] = amount[hold]
+            tr.buffered[i] = buffered.sum()
+            tr.backpressured[i] = amount[over_cap & ~blocked].sum()
+            go = ~hold
+            allowed_bit = (coh.allowed_mask.astype(np.int64) >> np.maximum(dest, 0)) & 1
+            tr.residency_violations += float(amount[go & (allowed_bit == 0)].sum())
+            flat = np.bincount(
+                dest[go] * len(CLASSES) + self.cohort_class[go], weights=amount[go],
+                minlength=n_r * len(CLASSES),
+            ).reshape(n_r, len(CLASSES))  # fmt: skip
+            flat[:, SCREEN] = flat[:, PREMIUM] + flat[:, STANDARD]
+            tr.placed_home[i] = amount[go & (dest == c_home)].sum()
+            tr.placed[i] = amount[go].sum()
+            moved = go & (dest != c_home)
+            tr.moved_bytes[i] = amount[moved].sum() * self.placement.config.reading_bytes
+            tr.moved_cost[i] = (
+                amount[moved] * self.placement.config.reading_bytes / 1e9
+                * self.placement.cost_per_gb[c_home[moved], dest[moved]]
+            ).sum()  # fmt: skip
+            rr_bytes = amount[go, None] * tr.rr_dest_share[go] * self.placement.config.reading_bytes
+            rr_cost = rr_bytes / 1e9 * self.placement.cost_per_gb[c_home[go]]
+            rr_away = np.arange(n_r)[None, :] != c_home[go, None]
+            tr.rr_moved_cost[i] = float((rr_cost * rr_away).sum())
+            tr.rr_moved_bytes[i] = float((rr_bytes * rr_away).sum())
+
+            # Anomalies: an event's first abnormal readings reach the screen queue.
+            while next_event < len(events) and events[next_event][1].t_s <= t:
+                idx, ev = events[next_event]
+                pending_detect.append(
+                    (idx, cum_screen_in[ev.region] + flat[ev.region, SCREEN], ev.region)
+                )
+                next_event += 1
+
+            queue += flat
+            tr.arrived[i] = flat
+            cum_screen_in += flat[:, SCREEN]
+
+            served = self._serve(queue, pools, grant_slots, down)
+            queue -= served
+            tr.served[i] = served
+            cum_screen_out += served[:, SCREEN]
+            busy = (served / self.rate_per_slot).sum(axis=1) / dt
+            tr.busy_slots[i] = busy
+            period_busy += busy * dt
+            period_in += flat
+
+            # Screened: the anomaly workflow takes the affected devices' pending routine data.
+            still = []
+            for idx, target, r in pending_detect:
+                if cum_screen_out[r] + 1e-9 < target:
+                    still.append((idx, target, r))
+                    continue
+                ev = spec.anomalies[idx]
+                share = min(1.0, ev.devices / max(self.devices_by_cell[r, ev.tier], 1.0))
+                cls = int(self.tier_class[ev.tier])
+                take = math.floor(queue[r, cls] * share)
+                queue[r, cls] -= take
+                queue[r, ANOMALY] += take
+                tr.served[i, r, cls] += take
+                tr.arrived[i, r, ANOMALY] += take
+                free = int(pools[r].ready - busy[r])
+                tr.anomaly_enqueued.append((idx, t, r, self._slot_release_s(1, free, busy[r])))
+            pending_detect = still
+            busy_prev = busy
+            tr.queue[i] = queue
+            tr.ready[i] = [p.ready for p in pools]
+            tr.provisioned[i] = [p.provisioned for p in pools]
+            tr.data_cap[i] = data_cap
+            tr.maintenance_slots[i] = [self.book.reserved_slots(r, now_ts) for r in self.regions]
+            tr.down[i] = down
+        tr.final_queue = queue.copy()
+        tr.final_buffered = float(buffered.sum())
+        tr.accepted_total = float(accepted.sum())
+        tr.maintenance_runs = self.maintenance.outcomes()
+        return tr
+
+    def _slot_release_s(self, anomaly_tasks: int, free_slots: int, busy_slots: float) -> float:
+        """Time until a slot is free for an anomaly task: now, a chunk, or a whole routine batch."""
+        sv = self.spec.service
+        if free_slots >= anomaly_tasks:
+            return 0.0
+        if self.preemption.should_yield(anomaly_tasks, free_slots, WorkClass.STANDARD):
+            chunk = self.preemption.chunk_size(sv.routine_rps_per_slot)
+            return chunk / sv.routine_rps_per_slot
+        return sv.batch_readings / sv.routine_rps_per_slot
+
+    def _control_tick(
+        self,
+        i: int,
+        t: float,
+        now_ts: float,
+        pools: list[Pool],
+        queue: np.ndarray,
+        period_in: np.ndarray,
+        period_busy: np.ndarray,
+        busy_prev: np.ndarray,
+        grant_slots: np.ndarray,
+        tr: Trace,
+    ) -> np.ndarray:
+        """Scaling, maintenance pre-drain and the ledger's class grants, once per control period."""
+        spec = self.spec
+        period = spec.control_period_s
+        caps = np.zeros(self.n_regions, dtype=np.int64)
+        for r, (name, pool) in enumerate(zip(self.regions, pools, strict=True)):
+            held = drain_slots(now_ts, self.book, name, spec.pre_drain_lead_s)
+            cap = int(self.budget[r]) - held
+            caps[r] = cap
+            obs = ScalingObservation(
+                now_ts=now_ts,
+                queue_depth=int((queue[r] * self.routine_equiv).sum()),
+                arrival_rps=float((period_in[r] * self.routine_equiv).sum() / period) if i else 0.0,
+                service_rps_per_slot=spec.service.routine_rps_per_slot,
+                busy_slots=math.ceil(period_busy[r] / period - 1e-9),
+                current_slots=pool.provisioned,
+            )
+            desired = pool.provisioned if i == 0 else pool.scaler.desired_slots(obs)
+            if pool.provisioned > cap:
+                self.maintenance.data_shrunk(r, t, busy_prev[r] > cap)
+            pool.resize(t, min(desired, cap))
+            self.maintenance.tick(r, t, now_ts, held)
+            reserved = self.book.reserved_slots(name, now_ts)
+            demand = {
+                c: math.ceil(queue[r, k] / (self.rate_per_slot[k] * period)
+                             + period_in[r, k] / (self.rate_per_slot[k] * period))
+                for k, c in enumerate(CLASSES)
+            }  # fmt: skip
+            grants = self.ledgers[r].allocate(demand, reserved)
+            grant_slots[r] = [grants[c] for c in CLASSES]
+        return caps
+
+    def _serve(
+        self, queue: np.ndarray, pools: list[Pool], grant_slots: np.ndarray, down: np.ndarray
+    ) -> np.ndarray:
+        """Readings served this step: ledger grants first, then the rest in queue order."""
+        dt = self.spec.step_s
+        ready = np.array([p.ready for p in pools], dtype=np.float64)
+        left = np.where(down, 0.0, ready * dt)  # slot-seconds this step
+        need = queue / self.rate_per_slot
+        take = np.zeros_like(queue)
+        for c in (WorkClass.PREMIUM, WorkClass.ANOMALY, WorkClass.SCREEN, WorkClass.STANDARD):
+            k = _CLASS_INDEX[c]
+            got = np.minimum(np.minimum(need[:, k], grant_slots[:, k] * dt), left)
+            take[:, k] += got
+            left -= got
+        for k in range(len(CLASSES)):
+            got = np.minimum(need[:, k] - take[:, k], left)
+            take[:, k] += got
+            left -= got
+        served = np.floor(take * self.rate_per_slot + 1e-6)
+        return np.minimum(served, queue)
