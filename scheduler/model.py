@@ -112,3 +112,16 @@ def empty_batch(batch_id: str, region: str, tier: str, metrics: Sequence[str]) -
         values=np.empty((0, m), dtype=np.float64),
         ingest_ts=np.empty(0, dtype=np.float64),
     )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A rejected reading or batch, kept with the reason it was rejected."""
+
+    reason: str
+    detail: str
+    payload: bytes
+    source: str  # "ingest" or the task that gave up
+    at_ts: float
+    #: Readings this letter stands for: 1 for a reading, the batch size for a batch.
+    readings: int = 1

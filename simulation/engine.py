@@ -71,6 +71,7 @@ class Simulator:
             {r: self.ledgers[i].budget.premium_guarantee_slots for i, r in enumerate(self.regions)},
         )
         self.maintenance = MaintenanceDriver(spec, self.book, self.regions)
+        self.reserved = np.zeros(self.n_regions, dtype=np.int64)
         self.devices_by_cell = np.zeros((self.n_regions, len(fleet.tiers)))
         np.add.at(self.devices_by_cell, (fleet.home_region, fleet.tier), 1.0)
         self.mean_interval_s = float(np.mean(fleet.reading_interval_s))
@@ -197,7 +198,7 @@ class Simulator:
                     [np.mean(rr[k] == d) for d in range(n_r)] for k in range(len(coh))
                 ]
                 data_cap = self._control_tick(
-                    i, t, now_ts, pools, queue, period_in, period_busy, busy_prev, grant_slots, tr
+                    i, t, now_ts, pools, queue, period_in, period_busy, busy_prev
                 )
                 period_in[:] = 0.0
                 period_busy[:] = 0.0
@@ -250,6 +251,7 @@ class Simulator:
             tr.arrived[i] = flat
             cum_screen_in += flat[:, SCREEN]
 
+            self._allocate(queue, grant_slots)
             served = self._serve(queue, pools, grant_slots, down)
             queue -= served
             tr.served[i] = served
@@ -309,8 +311,6 @@ class Simulator:
         period_in: np.ndarray,
         period_busy: np.ndarray,
         busy_prev: np.ndarray,
-        grant_slots: np.ndarray,
-        tr: Trace,
     ) -> np.ndarray:
         """Scaling, maintenance pre-drain and the ledger's class grants, once per control period."""
         spec = self.spec
@@ -333,15 +333,16 @@ class Simulator:
                 self.maintenance.data_shrunk(r, t, busy_prev[r] > cap)
             pool.resize(t, min(desired, cap))
             self.maintenance.tick(r, t, now_ts, held)
-            reserved = self.book.reserved_slots(name, now_ts)
-            demand = {
-                c: math.ceil(queue[r, k] / (self.rate_per_slot[k] * period)
-                             + period_in[r, k] / (self.rate_per_slot[k] * period))
-                for k, c in enumerate(CLASSES)
-            }  # fmt: skip
-            grants = self.ledgers[r].allocate(demand, reserved)
-            grant_slots[r] = [grants[c] for c in CLASSES]
+            self.reserved[r] = self.book.reserved_slots(name, now_ts)
         return caps
+
+    def _allocate(self, queue: np.ndarray, grant_slots: np.ndarray) -> None:
+        """The ledger's class grants for what is queued now (it is cheap: every step)."""
+        need = np.ceil(queue / (self.rate_per_slot * self.spec.step_s) - 1e-9).astype(np.int64)
+        for r, ledger in enumerate(self.ledgers):
+            demand = {c: int(need[r, k]) for k, c in enumerate(CLASSES)}
+            grants = ledger.allocate(demand, int(self.reserved[r]))
+            grant_slots[r] = [grants[c] for c in CLASSES]
 
     def _serve(
         self, queue: np.ndarray, pools: list[Pool], grant_slots: np.ndarray, down: np.ndarray

@@ -158,6 +158,24 @@ def wastage_pct(trace: Trace, mask: np.ndarray) -> float:
     return float(100.0 * idle / prov) if prov else math.nan
 
 
+def granularity_floor_pct(trace: Trace, mask: np.ndarray) -> float:
+    """Idle share that whole slots force even if each second had exactly ceil(need) slots."""
+    need = offered_slots(trace)[mask]
+    floor = np.ceil(need - 1e-9)
+    return float(100.0 * (floor - need).sum() / max(floor.sum(), 1e-9))
+
+
+def policy_wastage_pct(trace: Trace, mask: np.ndarray) -> float:
+    """Slot-seconds provisioned beyond ceil(need), as a share of those provisioned.
+
+    This is the part of wastage a scaler controls; the rest is the granularity floor.
+    """
+    need = offered_slots(trace)[mask]
+    prov = trace.provisioned[mask]
+    excess = np.maximum(prov - np.ceil(need - 1e-9), 0.0)
+    return float(100.0 * excess.sum() / max(prov.sum(), 1e-9))
+
+
 def offered_slots(trace: Trace) -> np.ndarray:
     """Routine-equivalent slots the arriving work needs, per step and region."""
     sv = trace.spec.service
@@ -176,6 +194,8 @@ def scaling_reaction_s(trace: Trace, level_window_s: float = 60.0) -> float:
     for t0, regions in trace.spec.load_steps:
         i0 = round(t0 / step)
         i1 = min(i0 + int(level_window_s / step), need.shape[0])
+        if i0 >= i1:
+            continue
         for r in regions:
             level = min(float(need[i0:i1, r].mean()), float(trace.data_cap[i0:i1, r].min()))
             hit = np.flatnonzero(trace.ready[i0:, r] >= level - 1e-9)
@@ -225,6 +245,12 @@ def figures(trace: Trace) -> dict[str, Any]:
         "held_at_ingest_max": float(trace.buffered.max()),
         "backpressured_max": float(trace.backpressured.max()),
     }
+    if mask.any():
+        out["wastage_pct"] = wastage_pct(trace, mask)
+        out["granularity_floor_pct"] = granularity_floor_pct(trace, mask)
+        out["policy_wastage_pct"] = policy_wastage_pct(trace, mask)
+        placed = max(float(trace.placed[mask].sum()), 1.0)
+        out["home_region_pct"] = float(100.0 * trace.placed_home[mask].sum() / placed)
     if spec.load_steps:
         out["scaling_reaction_s"] = scaling_reaction_s(trace)
     if spec.anomalies:

@@ -1,0 +1,172 @@
+"""The producer: validate, classify, place, micro-batch and publish readings.
+
+Accepts single readings (dicts or JSON bytes, as devices and gateways send
+them) and columnar arrays (as a gateway batch hands them over). Bad readings
+go to the dead-letter stream with their reason; they never fail the good ones
+beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.batching import Batcher, BatchingConfig
+from scheduler.errors import InvalidReading
+from scheduler.model import Batch, DeadLetter
+from scheduler.registry import Registry
+from scheduler.validation import REASONS, Limits, check_columns, parse_reading
+from stores.protocols import StateStore
+
+
+class Publisher(Protocol):
+    def publish(self, batch: Batch) -> None: ...
+
+
+#: Chooses each reading's processing region from (registry, row index); home region by default.
+Placer = Callable[[Registry, npt.NDArray[np.int64]], npt.NDArray[np.integer]]
+
+
+def home_placer(registry: Registry, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.integer]:
+    return registry.home_region[rows]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    rejected: int
+    #: Rejections by reason code, e.g. {"unknown_device": 3}.
+    reasons: Mapping[str, int]
+
+
+class Producer:
+    def __init__(
+        self,
+        registry: Callable[[], Registry],
+        publisher: Publisher,
+        store: StateStore,
+        limits: Limits | None = None,
+        batching: BatchingConfig | None = None,
+        producer_id: str = "p0",
+        placer: Placer = home_placer,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self.publisher = publisher
+        self.store = store
+        self.limits = limits or Limits()
+        self.clock = clock
+        self.placer = placer
+        reg = registry()
+        self.batcher = Batcher(reg.topology, self.limits.metrics, producer_id, batching)
+        self.published_batches = 0
+        self.published_readings = 0
+
+    def ingest(self, readings: Iterable[Mapping[str, object] | bytes | str]) -> IngestResult:
+        """Single readings, each a dict or JSON bytes/str."""
+        now = self.clock()
+        ids: list[int] = []
+        tss: list[float] = []
+        vals: list[tuple[float, ...]] = []
+        letters: list[DeadLetter] = []
+        for raw in readings:
+            try:
+                d, t, v = parse_reading(raw, self.limits, now)
+            except InvalidReading as exc:
+                letters.append(DeadLetter(exc.reason, exc.detail, _raw_bytes(raw), "ingest", now))
+                continue
+            ids.append(d)
+            tss.append(t)
+            vals.append(v)
+        m = len(self.limits.metrics)
+        result = self.ingest_columns(
+            np.asarray(ids, dtype=np.uint64),
+            np.asarray(tss, dtype=np.float64),
+            np.asarray(vals, dtype=np.float64).reshape(len(ids), m),
+            now_ts=now,
+            extra_letters=letters,
+        )
+        return result
+
+    def ingest_columns(
+        self,
+        device_id: npt.ArrayLike,
+        ts: npt.ArrayLike,
+        values: npt.ArrayLike,
+        now_ts: float | None = None,
+        extra_letters: list[DeadLetter] | None = None,
+    ) -> IngestResult:
+        """Columnar readings: ids (n,), event times (n,), values (n, metrics)."""
+        now = self.clock() if now_ts is None else now_ts
+        letters = extra_letters or []
+        dev = np.asarray(device_id, dtype=np.uint64)
+        t = np.asarray(ts, dtype=np.float64)
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim == 1 and len(self.limits.metrics) == 1:
+            v = v[:, None]
+        reg = self._registry()
+        rows = reg.lookup(dev)
+        reason = check_columns(t, v, rows >= 0, self.limits, now)
+        ok = reason == 0
+        if not ok.all():
+            for i in np.flatnonzero(~ok):
+                payload = {"device_id": int(dev[i]), "ts": float(t[i])}
+                if v.ndim == 2 and v.shape[0] == len(dev):
+                    payload.update(zip(self.limits.metrics, map(float, v[i]), strict=False))
+                code = REASONS[reason[i]]
+                letters.append(DeadLetter(code, "", json.dumps(payload).encode(), "ingest", now))
+        accepted = int(ok.sum())
+        if accepted:
+            good_rows = rows[ok]
+            region = self.placer(reg, good_rows)
+            full = self.batcher.add(
+                region,
+                reg.tier[good_rows],
+                dev[ok],
+                t[ok],
+                v[ok],
+                np.full(accepted, now),
+            )
+            self._publish(full)
+        self.store.incr_counters({"ingested": accepted + len(letters), "accepted": accepted})
+        self.store.add_dead_letters(letters)
+        reasons: dict[str, int] = {}
+        for dl in letters:
+            reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
+        self.poll(now)
+        return IngestResult(accepted=accepted, rejected=len(letters), reasons=reasons)
+
+    def poll(self, now_ts: float | None = None) -> int:
+        """Publish batches that reached their age limit; returns how many."""
+        due = self.batcher.due(self.clock() if now_ts is None else now_ts)
+        self._publish(due)
+        return len(due)
+
+    def flush(self) -> int:
+        """Publish everything buffered (shutdown, end of a run)."""
+        rest = self.batcher.drain()
+        self._publish(rest)
+        return len(rest)
+
+    def _publish(self, batches: list[Batch]) -> None:
+        for b in batches:
+            self.publisher.publish(b)
+            self.published_batches += 1
+            self.published_readings += len(b)
+
+
+def _raw_bytes(raw: object) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, str):
+        return raw.encode()
+    try:
+        return json.dumps(raw).encode()
+    except (TypeError, ValueError):
+        return repr(raw).encode()

@@ -1,0 +1,92 @@
+"""A run against real Redis with real worker processes, owning one key prefix.
+
+Everything it writes (state and broker keys) lives under its prefix, and it
+deletes exactly those keys when it ends; nothing else on the server is touched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from ingest.celery_publisher import CeleryPublisher
+from ingest.producer import Producer
+from ingest.synthetic import SyntheticStream
+from iotsched.cluster import LocalCluster
+from scheduler.batching import BatchingConfig
+from scheduler.registry import Registry, generate_registry
+from scheduler.settings import Settings
+from stores.keys import Keys
+from stores.redis_state import RedisStateStore
+from tasks.app import make_app
+
+
+class RedisRun:
+    def __init__(
+        self,
+        redis_url: str,
+        key_prefix: str | None = None,
+        devices: int = 100_000,
+        seed: int = 0,
+        concurrency: int = 1,
+        pool: str = "prefork",
+        batching: BatchingConfig | None = None,
+        keep: bool = False,
+    ) -> None:
+        self.redis_url = redis_url
+        prefix = key_prefix or f"iotsched-run-{uuid.uuid4().hex[:8]}"
+        self.settings = Settings(redis_url=redis_url, key_prefix=prefix)
+        self.keys = Keys(prefix)
+        self.store = RedisStateStore(redis.Redis.from_url(redis_url), self.keys)
+        self.devices = devices
+        self.seed = seed
+        self.keep = keep
+        self.batching = batching
+        self.cluster = LocalCluster(
+            redis_url, prefix, self.settings.regions, concurrency=concurrency, pool=pool
+        )
+        self.app = make_app(
+            broker_url=redis_url,
+            broker_transport_options={
+                "queue_order_strategy": "priority",
+                "global_keyprefix": self.keys.broker_prefix,
+            },
+        )
+        self.registry: Registry | None = None
+        self._producer: Producer | None = None
+
+    def __enter__(self) -> RedisRun:
+        self.registry = generate_registry(self.devices, seed=self.seed)
+        self.store.save_registry(self.registry)
+        self.registry = self.store.load_registry()
+        self.cluster.start()
+        return self
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            reg = self.registry
+            assert reg is not None
+            self._producer = Producer(
+                lambda: reg, CeleryPublisher(self.app), self.store, batching=self.batching
+            )
+        return self._producer
+
+    def stream(self, n_metrics: int = 1) -> SyntheticStream:
+        assert self.registry is not None
+        return SyntheticStream(self.registry, n_metrics=n_metrics, seed=self.seed)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        *_: Any,
+    ) -> None:
+        self.cluster.stop()
+        self.app.close()
+        if not self.keep:
+            self.store.delete_all()

@@ -1,0 +1,170 @@
+"""Micro-batching per (region, tier): flush on size or on age.
+
+Rows arrive as columns tagged with region and tier codes; they are grouped
+with one sort and appended to per-key buffers. A buffer is cut into batches of
+``max_readings`` as soon as it fills, and flushed whole once its oldest row is
+older than the tier's age limit. Batch ids are deterministic:
+``{producer_id}:{region}:{tier}:{sequence}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler import defaults
+from scheduler.model import Batch, Topology
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_readings: int = defaults.BATCH_MAX_READINGS
+    #: Age limit per tier name; tiers not listed use ``default_max_age_ms``.
+    max_age_ms: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "premium": defaults.PREMIUM_MAX_AGE_MS,
+            "standard": defaults.STANDARD_MAX_AGE_MS,
+        }
+    )
+    default_max_age_ms: float = defaults.STANDARD_MAX_AGE_MS
+
+    def age_limit_s(self, tier: str) -> float:
+        return self.max_age_ms.get(tier, self.default_max_age_ms) / 1000.0
+
+
+@dataclass
+class _Buffer:
+    chunks: list[
+        tuple[
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.float64],
+            npt.NDArray[np.float64],
+            npt.NDArray[np.float64],
+        ]
+    ] = field(default_factory=list)  # noqa: E501
+    rows: int = 0
+    oldest_ts: float = 0.0
+
+
+class Batcher:
+    """Buffers accepted rows per (region, tier) and hands out due micro-batches."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        metrics: tuple[str, ...],
+        producer_id: str,
+        config: BatchingConfig | None = None,
+    ) -> None:
+        self.topology = topology
+        self.metrics = metrics
+        self.producer_id = producer_id
+        self.config = config or BatchingConfig()
+        self._buffers: dict[tuple[int, int], _Buffer] = {}
+        self._seq = 0
+
+    @property
+    def buffered_readings(self) -> int:
+        return sum(b.rows for b in self._buffers.values())
+
+    def add(
+        self,
+        region: npt.NDArray[np.integer],
+        tier: npt.NDArray[np.integer],
+        device_id: npt.NDArray[np.uint64],
+        ts: npt.NDArray[np.float64],
+        values: npt.NDArray[np.float64],
+        ingest_ts: npt.NDArray[np.float64],
+    ) -> list[Batch]:
+        """Append rows; returns the batches that filled up (flush on size)."""
+        n_tiers = len(self.topology.tiers)
+        key = region.astype(np.int64) * n_tiers + tier.astype(np.int64)
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else []
+        ends = np.r_[starts[1:], len(key)] if len(key) else []
+        full: list[Batch] = []
+        for s, e in zip(starts, ends, strict=True):
+            k = int(sorted_key[s])
+            rows = order[s:e]
+            buf_key = (k // n_tiers, k % n_tiers)
+            buf = self._buffers.setdefault(buf_key, _Buffer())
+            if buf.rows == 0:
+                buf.oldest_ts = float(ingest_ts[rows].min())
+            buf.chunks.append((device_id[rows], ts[rows], values[rows], ingest_ts[rows]))
+            buf.rows += len(rows)
+            if buf.rows >= self.config.max_readings:
+                full.extend(self._cut(buf_key, buf, whole=False))
+        return full
+
+    def due(self, now_ts: float) -> list[Batch]:
+        """Batches whose oldest row has reached its tier's age limit (flush on age)."""
+        out: list[Batch] = []
+        for key, buf in self._buffers.items():
+            tier = self.topology.tiers[key[1]]
+            if buf.rows and now_ts - buf.oldest_ts >= self.config.age_limit_s(tier):
+                out.extend(self._cut(key, buf, whole=True))
+        return out
+
+    def next_due_ts(self) -> float | None:
+        """When the next age flush falls due, so a producer loop can sleep until then."""
+        due = [
+            b.oldest_ts + self.config.age_limit_s(self.topology.tiers[k[1]])
+            for k, b in self._buffers.items()
+            if b.rows
+        ]
+        return min(due) if due else None
+
+    def drain(self) -> list[Batch]:
+        """Everything buffered, whatever its age (shutdown)."""
+        out: list[Batch] = []
+        for key, buf in self._buffers.items():
+            if buf.rows:
+                out.extend(self._cut(key, buf, whole=True))
+        return out
+
+    def _cut(self, key: tuple[int, int], buf: _Buffer, whole: bool) -> list[Batch]:
+        dev = np.concatenate([c[0] for c in buf.chunks])
+        ts = np.concatenate([c[1] for c in buf.chunks])
+        vals = np.concatenate([c[2] for c in buf.chunks])
+        ing = np.concatenate([c[3] for c in buf.chunks])
+        size = self.config.max_readings
+        n_out = len(dev) if whole else (len(dev) // size) * size
+        batches = [
+            self._make(
+                key, dev[i : i + size], ts[i : i + size], vals[i : i + size], ing[i : i + size]
+            )
+            for i in range(0, n_out, size)
+        ]
+        rest = len(dev) - n_out
+        if rest:
+            buf.chunks = [(dev[n_out:], ts[n_out:], vals[n_out:], ing[n_out:])]
+            buf.oldest_ts = float(ing[n_out:].min())
+        else:
+            buf.chunks = []
+        buf.rows = rest
+        return batches
+
+    def _make(
+        self,
+        key: tuple[int, int],
+        dev: npt.NDArray[np.uint64],
+        ts: npt.NDArray[np.float64],
+        vals: npt.NDArray[np.float64],
+        ing: npt.NDArray[np.float64],
+    ) -> Batch:
+        region, tier = self.topology.regions[key[0]], self.topology.tiers[key[1]]
+        self._seq += 1
+        return Batch(
+            batch_id=f"{self.producer_id}:{region}:{tier}:{self._seq}",
+            region=region,
+            tier=tier,
+            metrics=self.metrics,
+            device_id=dev,
+            ts=ts,
+            values=vals,
+            ingest_ts=ing,
+        )

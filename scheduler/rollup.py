@@ -1,0 +1,97 @@
+"""Per-device, per-minute rollups (count, sum, min, max, last) of a columnar batch.
+
+One sort groups the batch by (device, minute); ``np.*.reduceat`` folds each
+group. The result is a delta that a store merges into what it already holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+MINUTE_S = 60
+
+
+@dataclass(frozen=True)
+class RollupDelta:
+    """One row per (device, minute); value columns are (rows, metrics)."""
+
+    device_id: npt.NDArray[np.uint64]
+    minute_ts: npt.NDArray[np.int64]
+    count: npt.NDArray[np.int64]
+    last_ts: npt.NDArray[np.float64]
+    sum: npt.NDArray[np.float64]
+    min: npt.NDArray[np.float64]
+    max: npt.NDArray[np.float64]
+    last: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.device_id.shape[0])
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """A stored rollup for one device and minute."""
+
+    count: int
+    last_ts: float
+    sum: tuple[float, ...]
+    min: tuple[float, ...]
+    max: tuple[float, ...]
+    last: tuple[float, ...]
+
+
+def compute_rollups(
+    device_id: npt.NDArray[np.uint64], ts: npt.NDArray[np.float64], values: npt.NDArray[np.float64]
+) -> RollupDelta:
+    minute = (np.floor(ts / MINUTE_S) * MINUTE_S).astype(np.int64)
+    # lexsort's last key is primary: group by device, then minute, then time so
+    # the last row of each group is the latest reading.
+    order = np.lexsort((ts, minute, device_id))
+    dev, mnt, t, v = device_id[order], minute[order], ts[order], values[order]
+    n = dev.shape[0]
+    if n == 0:
+        empty_v = np.empty((0, values.shape[1] if values.ndim == 2 else 0))
+        return RollupDelta(dev, mnt, np.empty(0, np.int64), t, empty_v, empty_v, empty_v, empty_v)
+    new_group = np.r_[True, (dev[1:] != dev[:-1]) | (mnt[1:] != mnt[:-1])]
+    starts = np.flatnonzero(new_group)
+    ends = np.r_[starts[1:], n]
+    last_idx = ends - 1
+    return RollupDelta(
+        device_id=dev[starts],
+        minute_ts=mnt[starts],
+        count=(ends - starts).astype(np.int64),
+        last_ts=t[last_idx],
+        sum=np.add.reduceat(v, starts, axis=0),
+        min=np.minimum.reduceat(v, starts, axis=0),
+        max=np.maximum.reduceat(v, starts, axis=0),
+        last=v[last_idx],
+    )
+
+
+def merge(a: Rollup | None, d: Rollup) -> Rollup:
+    """Fold a delta into a stored rollup; the in-memory store uses the same rule as Lua."""
+    if a is None:
+        return d
+    newer = d.last_ts >= a.last_ts
+    return Rollup(
+        count=a.count + d.count,
+        last_ts=max(a.last_ts, d.last_ts),
+        sum=tuple(x + y for x, y in zip(a.sum, d.sum, strict=True)),
+        min=tuple(min(x, y) for x, y in zip(a.min, d.min, strict=True)),
+        max=tuple(max(x, y) for x, y in zip(a.max, d.max, strict=True)),
+        last=d.last if newer else a.last,
+    )
+
+
+def delta_row(delta: RollupDelta, i: int) -> Rollup:
+    return Rollup(
+        count=int(delta.count[i]),
+        last_ts=float(delta.last_ts[i]),
+        sum=tuple(float(x) for x in delta.sum[i]),
+        min=tuple(float(x) for x in delta.min[i]),
+        max=tuple(float(x) for x in delta.max[i]),
+        last=tuple(float(x) for x in delta.last[i]),
+    )

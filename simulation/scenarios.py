@@ -1,0 +1,299 @@
+"""Named scenarios: the critical user scenarios, the edge cases, and a simulated day.
+
+Each scenario is a SimSpec built on the same 1,000,000-device fleet plus the
+success criteria it must meet; tests and ``iotsched simulate`` both run them
+through ``run_scenario``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
+from scheduler.geography import DEFAULT_SITES, RegionSite
+from simulation.engine import Simulator
+from simulation.fleet import Fleet, generate_fleet
+from simulation.loads import (
+    EventBursts,
+    LoadPattern,
+    Modulated,
+    Product,
+    Ramp,
+    Steady,
+    StepSpike,
+    all_regions,
+    daily,
+    one_region,
+)
+from simulation.metrics import figures
+from simulation.spec import (
+    AnomalyEvent,
+    MaintenanceWindow,
+    Partition,
+    ServiceModel,
+    SimSpec,
+)
+from simulation.trace import Trace
+
+EU, US, AP = 0, 1, 2
+PREMIUM_TIER, STANDARD_TIER = 0, 1
+#: Region budgets (the cloud limit) for the 1M fleet at ~1M readings/s.
+BUDGET_SLOTS = (48, 48, 64)
+#: Seed's requirement is 30 s; the aim is 5 s.
+REACTION_BOUND_S = 30.0
+WASTAGE_BOUND_PCT = 5.0
+#: Maintenance "on time" (issue 8: < 1 s late).
+MAINTENANCE_LATE_BOUND_S = 1.0
+#: Anomaly workflow start once a slot is needed (issue 5: preemption p99 < 1 s).
+ANOMALY_START_BOUND_MS = 1000.0
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A success criterion on one figure: ``figure op bound``."""
+
+    figure: str
+    op: str  # "<", "<=", "==", ">=", ">"
+    bound: float
+
+    def check(self, figs: dict[str, Any]) -> bool:
+        value = figs.get(self.figure, math.nan)
+        ops: dict[str, Callable[[float, float], bool]] = {
+            "<": operator.lt, "<=": operator.le, "==": operator.eq, ">=": operator.ge,
+            ">": operator.gt,
+        }  # fmt: skip
+        return bool(ops[self.op](value, self.bound))
+
+    def describe(self) -> str:
+        return f"{self.figure} {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    build: Callable[[int], SimSpec]
+    criteria: tuple[Criterion, ...]
+    critical: bool = True
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    figures: dict[str, Any]
+    trace: Trace
+    wall_time_s: float
+
+    def failed(self) -> list[Criterion]:
+        return [c for c in self.scenario.criteria if not c.check(self.figures)]
+
+
+@functools.lru_cache(maxsize=4)
+def fleet_1m(seed: int = 0) -> Fleet:
+    """The 1,000,000-device fleet every scenario runs on (cached: ~0.5 s to build)."""
+    return generate_fleet(1_000_000, seed=seed)
+
+
+def sites(budgets: tuple[int, ...] = BUDGET_SLOTS) -> tuple[RegionSite, ...]:
+    return tuple(
+        RegionSite(s.name, s.lat_deg, s.lon_deg, b)
+        for s, b in zip(DEFAULT_SITES, budgets, strict=True)
+    )
+
+
+def _steady(fleet: Fleet, factor: float = 1.0) -> LoadPattern:
+    return Steady(factor, fleet.rate_rps_by_region_tier())
+
+
+def _tier_mask(fleet: Fleet, tier: int) -> LoadPattern:
+    """The fleet's load restricted to one tier."""
+    rate = fleet.rate_rps_by_region_tier().copy()
+    rate[:, [t for t in range(rate.shape[1]) if t != tier]] = 0.0
+    return Steady(1.0, rate)
+
+
+def _base(seed: int, duration_s: float, **kw: Any) -> SimSpec:
+    fleet = fleet_1m()
+    return SimSpec(
+        fleet=fleet, sites=sites(), pattern=_steady(fleet), duration_s=duration_s, seed=seed, **kw
+    )
+
+
+LOSSLESS = (Criterion("lost", "==", 0.0), Criterion("residency_violations", "==", 0.0))
+PREMIUM_BOUND = Criterion("premium_p99_ms", "<", PREMIUM_LATENCY_BOUND_MS)
+REACTS = Criterion("scaling_reaction_s", "<=", REACTION_BOUND_S)
+LEAN = Criterion("wastage_pct", "<", WASTAGE_BOUND_PCT)
+DETECTS = Criterion("detection_p99_s", "<", DETECTION_BOUND_S)
+ANOMALY_STARTS = Criterion("anomaly_start_p99_ms", "<", ANOMALY_START_BOUND_MS)
+MAINTENANCE_ON_TIME = Criterion("maintenance_start_delay_s", "<", MAINTENANCE_LATE_BOUND_S)
+
+
+def sudden_spike(seed: int) -> SimSpec:
+    """eu-west load jumps 4× for two minutes out of nowhere."""
+    spec = _base(seed, 360.0, load_steps=((60.0, (EU,)),), disturbances=((60.0, 180.0),))
+    spike = StepSpike(60.0, 120.0, 4.0, one_region(3, EU))
+    return replace(spec, pattern=Modulated(spec.pattern, spike))
+
+
+def mixed_tiers_peak(seed: int) -> SimSpec:
+    """At peak, standard offered load is 12× normal (about 2× every budget), premium 1.5×."""
+    fleet = fleet_1m()
+    pattern = _tier_mask(fleet, PREMIUM_TIER) * 1.5 + _tier_mask(fleet, STANDARD_TIER) * 12.0
+    return replace(_base(seed, 240.0), pattern=pattern, disturbances=((0.0, 240.0),))
+
+
+def geo_diverse(seed: int) -> SimSpec:
+    """Half an hour of follow-the-sun load from devices on every continent."""
+    fleet = fleet_1m()
+    pattern = daily(1.0, fleet.rate_rps_by_region_tier() / 1.0, seed=seed, start_utc_hour=13.0)
+    return replace(_base(seed, 1800.0, step_s=0.5), pattern=pattern, pretrain_daily_profile=True)
+
+
+def anomalies_under_load(seed: int) -> SimSpec:
+    """us-east standard load goes 2.5× and backs up for minutes while anomalies hit 2,000–5,000 devices."""
+    fleet = fleet_1m()
+    rate = fleet.rate_rps_by_region_tier()
+    extra = np.zeros_like(rate)
+    extra[US, STANDARD_TIER] = 1.5 * rate[US, STANDARD_TIER]
+    from_30s = Ramp(30.0, 30.001, 0.0, 1.0, all_regions(3))
+    pattern = _steady(fleet) + Modulated(Steady(1.0, extra), from_30s)
+    events = tuple(
+        AnomalyEvent(60.0 + 20.0 * k, US, 2_000 + 1_000 * (k % 4), tier=k % 2) for k in range(8)
+    )
+    spec = _base(seed, 300.0, anomalies=events, disturbances=((0.0, 300.0),))
+    return replace(spec, pattern=pattern, sites=sites((48, 24, 64)))
+
+
+def maintenance_normal(seed: int) -> SimSpec:
+    """A 2-minute window holding 12 slots in us-east under normal load."""
+    window = MaintenanceWindow(US, 120.0, 120.0, 12)
+    return _base(seed, 360.0, maintenance=(window,))
+
+
+def spike_beyond_capacity(seed: int) -> SimSpec:
+    """Every region at 3× for two minutes with budgets halved: past what scaling can give."""
+    spec = _base(
+        seed, 420.0, load_steps=((60.0, (EU, US, AP)),), disturbances=((60.0, 180.0),),
+        backlog_cap_readings=30_000_000.0,
+    )  # fmt: skip
+    spike = StepSpike(60.0, 120.0, 3.0, all_regions(3))
+    return replace(spec, pattern=Modulated(spec.pattern, spike), sites=sites((24, 24, 32)))
+
+
+def region_partition(seed: int) -> SimSpec:
+    """eu-west is cut off for two minutes: EU-only data waits, the rest fails over."""
+    return _base(seed, 420.0, partitions=(Partition(EU, 60.0, 180.0),))
+
+
+def resource_exhaustion(seed: int) -> SimSpec:
+    """Budgets cut to a third while load sits at 1.5×: nowhere to fail over to."""
+    spec = _base(
+        seed, 300.0, disturbances=((0.0, 300.0),), backlog_cap_readings=20_000_000.0,
+    )  # fmt: skip
+    return replace(spec, sites=sites((16, 16, 22)), pattern=_steady(spec.fleet, 1.5))
+
+
+def cascading_anomalies(seed: int) -> SimSpec:
+    """An incident spreads over ap-south's device groups: 10 waves, 10,000 devices at most."""
+    events = tuple(
+        AnomalyEvent(30.0 + 6.0 * k, AP, 1_000 * (k + 1), tier=STANDARD_TIER, kind="cascade")
+        for k in range(10)
+    )
+    return _base(seed, 240.0, anomalies=events)
+
+
+def failed_maintenance(seed: int) -> SimSpec:
+    """Compaction fails every try in its window, is rebooked past a conflicting window, succeeds."""
+    windows = (
+        MaintenanceWindow(EU, 60.0, 120.0, 10, failing_tries=3),
+        MaintenanceWindow(EU, 180.0, 120.0, 30, operation="rebuild_registry_snapshot"),
+    )
+    return _base(seed, 600.0, maintenance=windows)
+
+
+def simulated_day(seed: int, scaler: str = "policy") -> SimSpec:
+    """24 h of the 1M fleet: follow-the-sun, noise, and two spikes nobody predicted."""
+    fleet = fleet_1m()
+    spikes = Product(
+        (StepSpike(9.5 * 3600, 600.0, 3.0, one_region(3, EU)),
+         StepSpike(17.2 * 3600, 600.0, 2.5, one_region(3, AP)))
+    )  # fmt: skip
+    base = daily(1.0, fleet.rate_rps_by_region_tier(), seed=seed, amplitude=0.4)
+    return SimSpec(
+        fleet=fleet,
+        sites=sites(),
+        pattern=Modulated(base, spikes),
+        duration_s=86_400.0,
+        step_s=1.0,
+        seed=seed,
+        scaler=scaler,
+        pretrain_daily_profile=scaler == "policy",
+        load_steps=((9.5 * 3600, (EU,)), (17.2 * 3600, (AP,))),
+        disturbances=((9.5 * 3600, 9.5 * 3600 + 600), (17.2 * 3600, 17.2 * 3600 + 600)),
+        service=ServiceModel(),
+    )
+
+
+def event_bursts(seed: int) -> SimSpec:
+    """Bursts set off by outside events (storms, firmware pushes) at seeded times and regions."""
+    spec = _base(seed, 900.0, step_s=0.2)
+    bursts = EventBursts(seed, 3, 900.0, rate_per_h=12.0, peak_factor=2.5, decay_s=60.0)
+    return replace(spec, pattern=Modulated(spec.pattern, bursts))
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("sudden_spike", sudden_spike.__doc__ or "", sudden_spike,
+                 (REACTS, PREMIUM_BOUND, LEAN, *LOSSLESS)),
+        Scenario("mixed_tiers_peak", mixed_tiers_peak.__doc__ or "", mixed_tiers_peak,
+                 (PREMIUM_BOUND, *LOSSLESS)),
+        Scenario("geo_diverse", geo_diverse.__doc__ or "", geo_diverse,
+                 (Criterion("home_region_pct", ">=", 99.0), PREMIUM_BOUND, LEAN, *LOSSLESS)),
+        Scenario("anomalies_under_load", anomalies_under_load.__doc__ or "", anomalies_under_load,
+                 (DETECTS, ANOMALY_STARTS, PREMIUM_BOUND, *LOSSLESS)),
+        Scenario("maintenance_normal", maintenance_normal.__doc__ or "", maintenance_normal,
+                 (MAINTENANCE_ON_TIME, PREMIUM_BOUND, LEAN, *LOSSLESS)),
+        Scenario("spike_beyond_capacity", spike_beyond_capacity.__doc__ or "",
+                 spike_beyond_capacity, (REACTS, PREMIUM_BOUND, *LOSSLESS), critical=False),
+        Scenario("region_partition", region_partition.__doc__ or "", region_partition,
+                 (PREMIUM_BOUND, *LOSSLESS, Criterion("queued", "==", 0.0),
+                  Criterion("held_at_ingest", "==", 0.0), Criterion("held_at_ingest_max", ">", 0.0),
+                  Criterion("cross_region_gb", ">", 0.0)), critical=False),
+        Scenario("resource_exhaustion", resource_exhaustion.__doc__ or "", resource_exhaustion,
+                 (PREMIUM_BOUND, *LOSSLESS), critical=False),
+        Scenario("cascading_anomalies", cascading_anomalies.__doc__ or "", cascading_anomalies,
+                 (DETECTS, ANOMALY_STARTS, PREMIUM_BOUND, *LOSSLESS), critical=False),
+        Scenario("failed_maintenance", failed_maintenance.__doc__ or "", failed_maintenance,
+                 (MAINTENANCE_ON_TIME, PREMIUM_BOUND, *LOSSLESS), critical=False),
+        Scenario("event_bursts", event_bursts.__doc__ or "", event_bursts,
+                 (PREMIUM_BOUND, *LOSSLESS), critical=False),
+        Scenario("simulated_day", simulated_day.__doc__ or "", simulated_day,
+                 (REACTS, PREMIUM_BOUND, LEAN, *LOSSLESS)),
+    )
+}  # fmt: skip
+
+
+def run_spec(scenario: Scenario, spec: SimSpec) -> Outcome:
+    started = time.perf_counter()
+    trace = Simulator(spec).run()
+    figs = figures(trace)
+    wall = time.perf_counter() - started
+    figs["wall_time_s"] = wall
+    return Outcome(scenario, figs, trace, wall)
+
+
+def run_scenario(name: str, seed: int = 0) -> Outcome:
+    """Run a named scenario; raises KeyError naming the known ones for an unknown name."""
+    if name not in SCENARIOS:
+        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+    scenario = SCENARIOS[name]
+    return run_spec(scenario, scenario.build(seed))

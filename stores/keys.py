@@ -1,0 +1,68 @@
+"""Every Redis key iotsched uses is named here, and nowhere else.
+
+All keys share one prefix, so a deployment (or a benchmark run) owns exactly
+the keys under ``{prefix}:`` and can list or delete them without touching
+anything else on the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "iotsched"
+
+    def claim(self, batch_id: str) -> str:
+        """Set once when a batch's effects are applied; a redelivery finds it and skips."""
+        return f"{self.prefix}:claim:{batch_id}"
+
+    def rollup(self, minute_ts: int, device_id: int) -> str:
+        return f"{self.prefix}:rollup:{minute_ts}:{device_id}"
+
+    def rollup_pattern(self) -> str:
+        return f"{self.prefix}:rollup:*"
+
+    @property
+    def counters(self) -> str:
+        return f"{self.prefix}:counters"
+
+    def latency(self, kind: str, tier: str) -> str:
+        """Histogram hash: bucket → count; kind is "ingest" or "event"."""
+        return f"{self.prefix}:latency:{kind}:{tier}"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:deadletter"
+
+    @property
+    def registry(self) -> str:
+        return f"{self.prefix}:registry"
+
+    @property
+    def registry_version(self) -> str:
+        return f"{self.prefix}:registry:version"
+
+    def detector_state(self, device_id: int) -> str:
+        return f"{self.prefix}:det:{device_id}"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}:alerts"
+
+    @property
+    def heartbeats(self) -> str:
+        return f"{self.prefix}:heartbeats"
+
+    @property
+    def reservations(self) -> str:
+        return f"{self.prefix}:reservations"
+
+    @property
+    def broker_prefix(self) -> str:
+        """kombu ``global_keyprefix``: broker lists and bindings live under the same prefix."""
+        return f"{self.prefix}:q:"
+
+    def owned_pattern(self) -> str:
+        return f"{self.prefix}:*"
