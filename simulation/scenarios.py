@@ -130,7 +130,8 @@ def _base(seed: int, duration_s: float, **kw: Any) -> SimSpec:
 LOSSLESS = (Criterion("lost", "==", 0.0), Criterion("residency_violations", "==", 0.0))
 PREMIUM_BOUND = Criterion("premium_p99_ms", "<", PREMIUM_LATENCY_BOUND_MS)
 REACTS = Criterion("scaling_reaction_s", "<=", REACTION_BOUND_S)
-LEAN = Criterion("wastage_pct", "<", WASTAGE_BOUND_PCT)
+#: Wastage a scaler controls: idle slot-seconds beyond what whole slots force (see metrics).
+LEAN = Criterion("policy_wastage_pct", "<", WASTAGE_BOUND_PCT)
 DETECTS = Criterion("detection_p99_s", "<", DETECTION_BOUND_S)
 ANOMALY_STARTS = Criterion("anomaly_start_p99_ms", "<", ANOMALY_START_BOUND_MS)
 MAINTENANCE_ON_TIME = Criterion("maintenance_start_delay_s", "<", MAINTENANCE_LATE_BOUND_S)
