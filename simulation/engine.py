@@ -205,6 +205,7 @@ class Simulator:
 
             # Ingest: split each (region, tier) into cohorts, route by the placement decision.
             cell = accepted[i]
+            tr.offered[i] = cell.sum(axis=1)
             amount = np.floor(cell[c_home, c_tier] * cum_hi) - np.floor(
                 cell[c_home, c_tier] * cum_lo
             )

@@ -21,6 +21,8 @@ class Trace:
 
     spec: SimSpec
     regions: tuple[str, ...]
+    #: Readings offered by devices, by home region (before placement and ingest holds).
+    offered: np.ndarray
     arrived: np.ndarray
     served: np.ndarray
     queue: np.ndarray
@@ -55,6 +57,7 @@ class Trace:
         return cls(
             spec=spec,
             regions=regions,
+            offered=np.zeros((n, n_r)),
             arrived=np.zeros((n, n_r, n_c)),
             served=np.zeros((n, n_r, n_c)),
             queue=np.zeros((n, n_r, n_c)),
