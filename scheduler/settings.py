@@ -30,6 +30,10 @@ class Settings:
     visibility_timeout_s: int = 300
     #: How often a worker sweeps for messages abandoned by a dead worker.
     unacked_restore_interval_s: int = 5
+    #: Publish every batch to ``{region}.screen`` too (``IOTSCHED_SCREENING=0`` turns it off).
+    screening: bool = True
+    #: Incident notifications are also POSTed here as JSON when set.
+    alert_webhook_url: str = ""
 
     @property
     def topology(self) -> Topology:
@@ -63,6 +67,9 @@ class Settings:
                 unacked_restore_interval_s=int(
                     e.get("IOTSCHED_UNACKED_RESTORE_INTERVAL_S", base.unacked_restore_interval_s)
                 ),
+                screening=e.get("IOTSCHED_SCREENING", "1").strip().lower()
+                not in ("0", "false", "no", "off"),
+                alert_webhook_url=e.get("IOTSCHED_ALERT_WEBHOOK_URL", ""),
             )
         except ValueError as exc:
             raise ConfigError(f"bad IOTSCHED_* setting: {exc}") from exc

@@ -51,6 +51,34 @@ class Keys:
     def alerts(self) -> str:
         return f"{self.prefix}:alerts"
 
+    def screen_claim(self, batch_id: str) -> str:
+        """Set once when a batch's screening effects are stored (its own namespace)."""
+        return f"{self.prefix}:claim:screen:{batch_id}"
+
+    def anomaly_claim(self, batch_id: str) -> str:
+        """Set once when a screened batch's alerts are folded into incidents."""
+        return f"{self.prefix}:claim:anomaly:{batch_id}"
+
+    def detection_latency(self, stage: str) -> str:
+        """Histogram hash: bucket → count; stage "alert" (event time → device alert emitted)
+        or "notify" (incident first seen → first notification)."""
+        return f"{self.prefix}:latency:detection:{stage}"
+
+    def incidents(self, region: str) -> str:
+        """A region's correlator state (msgpack)."""
+        return f"{self.prefix}:incidents:{region}"
+
+    def incidents_lock(self, region: str) -> str:
+        return f"{self.prefix}:incidents:{region}:lock"
+
+    def incidents_tick(self, region: str) -> str:
+        """When the next correlator tick for a region is scheduled (epoch seconds)."""
+        return f"{self.prefix}:incidents:{region}:tick"
+
+    def broker_queue(self, queue: str) -> str:
+        """The broker list of a Celery queue (its default-priority list)."""
+        return f"{self.broker_prefix}{queue}"
+
     @property
     def heartbeats(self) -> str:
         return f"{self.prefix}:heartbeats"
