@@ -88,6 +88,34 @@ class Keys:
         return f"{self.prefix}:reservations"
 
     @property
+    def maintenance_runs(self) -> str:
+        """Hash: reservation id → its operation run (JSON), beside the reservation book."""
+        return f"{self.prefix}:maintenance:runs"
+
+    @property
+    def maintenance_drain(self) -> str:
+        """Hash: region → slots data pools must hold back now (pre-drain level) for maintenance."""
+        return f"{self.prefix}:maintenance:drain"
+
+    @property
+    def maintenance_events(self) -> str:
+        """Stream of maintenance run events (dispatched, started, succeeded, failed, rebooked)."""
+        return f"{self.prefix}:maintenance:events"
+
+    @property
+    def transfer(self) -> str:
+        """Hash of placement accounting: readings/bytes/cost moved per region pair, home, waiting."""
+        return f"{self.prefix}:transfer"
+
+    def rollup_minute_ts(self, key: str) -> int | None:
+        """The minute of a rollup key built by ``rollup``; None for any other key."""
+        head = f"{self.prefix}:rollup:"
+        if not key.startswith(head):
+            return None
+        minute, _, _device = key[len(head) :].partition(":")
+        return int(minute) if minute.isdigit() else None
+
+    @property
     def broker_prefix(self) -> str:
         """kombu ``global_keyprefix``: broker lists and bindings live under the same prefix."""
         return f"{self.prefix}:q:"
