@@ -34,6 +34,22 @@ class Settings:
     screening: bool = True
     #: Incident notifications are also POSTed here as JSON when set.
     alert_webhook_url: str = ""
+    #: ``worker_autoscaler`` for ``--autoscale``: "queue" (workers.autoscaler) or "stock" (Celery's).
+    autoscaler: str = "queue"
+    #: How often the autoscaler's background thread re-reads queue figures from Redis.
+    autoscale_refresh_s: float = 0.25
+    #: Shrink only to the largest demand seen within this window.
+    scale_down_window_s: float = 60.0
+    #: A backlog should be cleared within this long by the slots added for it.
+    drain_target_s: float = 2.0
+    #: Tasks one slot is assumed to finish per second until it has been measured.
+    service_rps_prior: float = 10.0
+    #: A region's slot budget (the cloud limit) and the shares held for classes.
+    region_budget_slots: int = 64
+    premium_guarantee_slots: int = 0
+    standard_min_slots: int = 0
+    anomaly_burst_slots: int = 0
+    screen_min_slots: int = 0
 
     @property
     def topology(self) -> Topology:
@@ -70,6 +86,30 @@ class Settings:
                 screening=e.get("IOTSCHED_SCREENING", "1").strip().lower()
                 not in ("0", "false", "no", "off"),
                 alert_webhook_url=e.get("IOTSCHED_ALERT_WEBHOOK_URL", ""),
+                autoscaler=e.get("IOTSCHED_AUTOSCALER", base.autoscaler),
+                autoscale_refresh_s=float(
+                    e.get("IOTSCHED_AUTOSCALE_REFRESH_S", base.autoscale_refresh_s)
+                ),
+                scale_down_window_s=float(
+                    e.get("IOTSCHED_SCALE_DOWN_WINDOW_S", base.scale_down_window_s)
+                ),
+                drain_target_s=float(e.get("IOTSCHED_DRAIN_TARGET_S", base.drain_target_s)),
+                service_rps_prior=float(
+                    e.get("IOTSCHED_SERVICE_RPS_PRIOR", base.service_rps_prior)
+                ),
+                region_budget_slots=int(
+                    e.get("IOTSCHED_REGION_BUDGET_SLOTS", base.region_budget_slots)
+                ),
+                premium_guarantee_slots=int(
+                    e.get("IOTSCHED_PREMIUM_GUARANTEE_SLOTS", base.premium_guarantee_slots)
+                ),
+                standard_min_slots=int(
+                    e.get("IOTSCHED_STANDARD_MIN_SLOTS", base.standard_min_slots)
+                ),
+                anomaly_burst_slots=int(
+                    e.get("IOTSCHED_ANOMALY_BURST_SLOTS", base.anomaly_burst_slots)
+                ),
+                screen_min_slots=int(e.get("IOTSCHED_SCREEN_MIN_SLOTS", base.screen_min_slots)),
             )
         except ValueError as exc:
             raise ConfigError(f"bad IOTSCHED_* setting: {exc}") from exc

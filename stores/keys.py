@@ -122,3 +122,25 @@ class Keys:
 
     def owned_pattern(self) -> str:
         return f"{self.prefix}:*"
+
+    def broker_queue_lists(self, queue: str) -> tuple[str, ...]:
+        """Every broker list of a Celery queue. kombu's Redis transport keeps one per
+        priority step (0, 3, 6, 9): step 0 under the queue's own name, the others as
+        ``name + "\\x06\\x16" + step`` (kombu.transport.redis ``_q_for_pri``)."""
+        base = f"{self.broker_prefix}{queue}"
+        return (base, *(f"{base}\x06\x16{step}" for step in (3, 6, 9)))
+
+    @property
+    def scaling_taken(self) -> str:
+        """Hash: queue → messages workers took off it; arrival = Δdepth + Δtaken."""
+        return f"{self.prefix}:scaling:taken"
+
+    @property
+    def scaling_pools(self) -> str:
+        """Hash: worker node name → JSON of its pool (slots, busy, desired, at_ts)."""
+        return f"{self.prefix}:scaling:pools"
+
+    @property
+    def scaling_replicas(self) -> str:
+        """Hash: region → desired worker replicas, for an orchestrator to apply."""
+        return f"{self.prefix}:scaling:replicas"
