@@ -18,8 +18,17 @@ class Keys:
         """Set once when a batch's effects are applied; a redelivery finds it and skips."""
         return f"{self.prefix}:claim:{batch_id}"
 
-    def rollup(self, minute_ts: int, device_id: int) -> str:
-        return f"{self.prefix}:rollup:{minute_ts}:{device_id}"
+    def rollup(self, minute_ts: int, writer: str) -> str:
+        """Hash of one minute's rollups written by one worker process: device id → packed row.
+
+        Each process writes only its own hash, so concurrent batches never race
+        on a read-modify-write; a reader merges the rows of every writer.
+        """
+        return f"{self.prefix}:rollup:{minute_ts}:{writer}"
+
+    def rollup_writers(self, minute_ts: int) -> str:
+        """Set of the writers that hold rollups for a minute."""
+        return f"{self.prefix}:rollup-writers:{minute_ts}"
 
     def rollup_pattern(self) -> str:
         return f"{self.prefix}:rollup:*"
@@ -108,11 +117,11 @@ class Keys:
         return f"{self.prefix}:transfer"
 
     def rollup_minute_ts(self, key: str) -> int | None:
-        """The minute of a rollup key built by ``rollup``; None for any other key."""
+        """The minute of a rollup hash built by ``rollup``; None for any other key."""
         head = f"{self.prefix}:rollup:"
         if not key.startswith(head):
             return None
-        minute, _, _device = key[len(head) :].partition(":")
+        minute, _, _writer = key[len(head) :].partition(":")
         return int(minute) if minute.isdigit() else None
 
     @property

@@ -8,6 +8,8 @@ already claimed — which is what makes redelivery after a crash harmless.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,70 +20,21 @@ import redis
 from scheduler import defaults
 from scheduler.model import DeadLetter, Topology
 from scheduler.registry import Registry
-from scheduler.rollup import Rollup, RollupDelta
+from scheduler.rollup import (
+    Rollup,
+    RollupDelta,
+    decode_rows,
+    delta_rows,
+    encode_rows,
+    merge_rows,
+    row_to_rollup,
+)
 from stores.keys import Keys
 
-_APPLY_BATCH = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('HINCRBY', KEYS[2], 'duplicate_deliveries', 1)
-  return 0
-end
-local ttl = tonumber(ARGV[2])
-local m = tonumber(ARGV[5])
-local a = 8
-for _ = 1, tonumber(ARGV[6]) do
-  redis.call('HINCRBY', KEYS[3], ARGV[a], ARGV[a + 1]); a = a + 2
-end
-for _ = 1, tonumber(ARGV[7]) do
-  redis.call('HINCRBY', KEYS[4], ARGV[a], ARGV[a + 1]); a = a + 2
-end
-redis.call('HINCRBY', KEYS[2], 'processed:' .. ARGV[4], ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'batches:' .. ARGV[4], 1)
-local fields = {'n', 'lt'}
-for j = 1, m do
-  fields[#fields + 1] = 's' .. j; fields[#fields + 1] = 'mn' .. j
-  fields[#fields + 1] = 'mx' .. j; fields[#fields + 1] = 'l' .. j
-end
-local stride = #fields
-local fmt = '%.17g'
-for k = 5, #KEYS do
-  local key = KEYS[k]
-  local cur = redis.call('HMGET', key, unpack(fields))
-  local kv = {}
-  if not cur[1] then
-    for f = 1, stride do
-      kv[#kv + 1] = fields[f]; kv[#kv + 1] = ARGV[a + f - 1]
-    end
-    redis.call('HSET', key, unpack(kv))
-    redis.call('EXPIRE', key, ttl)
-  else
-    local newer = tonumber(ARGV[a + 1]) >= tonumber(cur[2])
-    kv = {'n', tonumber(cur[1]) + tonumber(ARGV[a])}
-    kv[3] = 'lt'; kv[4] = newer and ARGV[a + 1] or cur[2]
-    for j = 0, m - 1 do
-      local o = 3 + 4 * j
-      kv[#kv + 1] = fields[o]
-      kv[#kv + 1] = string.format(fmt, tonumber(cur[o]) + tonumber(ARGV[a + o - 1]))
-      kv[#kv + 1] = fields[o + 1]
-      kv[#kv + 1] = string.format(fmt, math.min(tonumber(cur[o + 1]), tonumber(ARGV[a + o])))
-      kv[#kv + 1] = fields[o + 2]
-      kv[#kv + 1] = string.format(fmt, math.max(tonumber(cur[o + 2]), tonumber(ARGV[a + o + 1])))
-      kv[#kv + 1] = fields[o + 3]
-      kv[#kv + 1] = newer and ARGV[a + o + 2] or cur[o + 3]
-    end
-    redis.call('HSET', key, unpack(kv))
-  end
-  a = a + stride
-end
-return 1
-"""
 
-
-def _hist_args(hist: Mapping[int, int]) -> list[int]:
-    out: list[int] = []
-    for bucket, count in hist.items():
-        out += (bucket, count)
-    return out
+def writer_id() -> str:
+    """This process's rollup writer id; a forked child gets its own."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class RedisStateStore:
@@ -100,7 +53,7 @@ class RedisStateStore:
         self.claim_ttl_s = claim_ttl_s
         self.rollup_ttl_s = rollup_ttl_s
         self.dead_letter_maxlen = dead_letter_maxlen
-        self._apply = client.register_script(_APPLY_BATCH)
+        self.writer = writer_id()
 
     @classmethod
     def from_url(cls, url: str, keys: Keys | None = None) -> RedisStateStore:
@@ -114,73 +67,74 @@ class RedisStateStore:
         latency: Mapping[str, Mapping[int, int]],
         readings: int,
     ) -> bool:
+        """Merge the batch's rollups into this writer's hashes and count it, atomically.
+
+        Round trips: WATCH+EXISTS on the claim, one HMGET per minute touched
+        (usually one or two), then one MULTI/EXEC with every write. If another
+        delivery claimed the batch meanwhile, EXEC aborts and nothing is applied.
+        """
         k = self.keys
-        dev = delta.device_id.tolist()
-        mnt = delta.minute_ts.tolist()
-        rollup_keys = [k.rollup(m, d) for m, d in zip(mnt, dev, strict=True)]
-        m = delta.sum.shape[1]
-        # Columns interleaved per row: n, lt, then (sum, min, max, last) per metric.
-        cols = np.empty((len(delta), 2 + 4 * m), dtype=object)
-        cols[:, 0] = delta.count.tolist()
-        cols[:, 1] = list(map(repr, delta.last_ts.tolist()))
-        for j in range(m):
-            for off, arr in enumerate((delta.sum, delta.min, delta.max, delta.last)):
-                cols[:, 2 + 4 * j + off] = list(map(repr, arr[:, j].tolist()))
-        h_ingest = _hist_args(latency.get("ingest", {}))
-        h_event = _hist_args(latency.get("event", {}))
-        args: list[Any] = [
-            self.claim_ttl_s,
-            self.rollup_ttl_s,
-            readings,
-            tier,
-            m,
-            len(h_ingest) // 2,
-            len(h_event) // 2,
-            *h_ingest,
-            *h_event,
-            *cols.ravel().tolist(),
-        ]
-        keys = [
-            k.claim(batch_id),
-            k.counters,
-            k.latency("ingest", tier),
-            k.latency("event", tier),
-            *rollup_keys,
-        ]
-        return bool(self._apply(keys=keys, args=args))
+        claim = k.claim(batch_id)
+        minutes = np.unique(delta.minute_ts)
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(claim)
+                if pipe.exists(claim):
+                    pipe.unwatch()
+                    self.client.hincrby(k.counters, "duplicate_deliveries", 1)
+                    return False
+                writes: list[tuple[str, list[int], list[bytes]]] = []
+                for minute in minutes.tolist():
+                    sel = np.flatnonzero(delta.minute_ts == minute)
+                    devices = delta.device_id[sel].tolist()
+                    key = k.rollup(minute, self.writer)
+                    stored = pipe.hmget(key, devices)
+                    rows = merge_rows(
+                        decode_rows(stored, delta.sum.shape[1]), delta_rows(delta, sel)
+                    )
+                    writes.append((key, devices, encode_rows(rows)))
+                pipe.multi()
+                pipe.set(claim, 1, ex=self.claim_ttl_s)
+                for (key, devices, blobs), minute in zip(writes, minutes.tolist(), strict=True):
+                    pipe.hset(key, mapping=dict(zip(devices, blobs, strict=True)))
+                    pipe.expire(key, self.rollup_ttl_s)
+                    pipe.sadd(k.rollup_writers(minute), self.writer)
+                    pipe.expire(k.rollup_writers(minute), self.rollup_ttl_s)
+                for kind, hist in latency.items():
+                    for bucket, count in hist.items():
+                        pipe.hincrby(k.latency(kind, tier), str(bucket), count)
+                pipe.hincrby(k.counters, f"processed:{tier}", readings)
+                pipe.hincrby(k.counters, f"batches:{tier}", 1)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                self.client.hincrby(k.counters, "duplicate_deliveries", 1)
+                return False
 
     def rollup(self, device_id: int, minute_ts: int, n_metrics: int) -> Rollup | None:
-        raw = self.client.hgetall(self.keys.rollup(minute_ts, device_id))
-        if not raw:
+        writers = self.client.smembers(self.keys.rollup_writers(minute_ts))
+        if not writers:
             return None
-        f = {key.decode(): float(v) for key, v in raw.items()}
-        idx = range(1, n_metrics + 1)
-        return Rollup(
-            count=int(f["n"]),
-            last_ts=f["lt"],
-            sum=tuple(f[f"s{j}"] for j in idx),
-            min=tuple(f[f"mn{j}"] for j in idx),
-            max=tuple(f[f"mx{j}"] for j in idx),
-            last=tuple(f[f"l{j}"] for j in idx),
-        )
+        pipe = self.client.pipeline(transaction=False)
+        for w in sorted(writers):
+            pipe.hget(self.keys.rollup(minute_ts, w.decode()), device_id)
+        rows = decode_rows(pipe.execute(), n_metrics)
+        merged = rows[0]
+        for row in rows[1:]:
+            merged = merge_rows(merged[None, :], row[None, :])[0]
+        if merged[0] == 0:
+            return None
+        return row_to_rollup(merged, n_metrics)
 
     def rollup_count_total(self) -> int:
         total = 0
-        batch: list[bytes] = []
-        for key in self.client.scan_iter(match=self.keys.rollup_pattern(), count=10_000):
-            batch.append(key)
-            if len(batch) >= 10_000:
-                total += self._sum_counts(batch)
-                batch = []
-        return total + self._sum_counts(batch)
-
-    def _sum_counts(self, keys: list[bytes]) -> int:
-        if not keys:
-            return 0
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, "n")
-        return sum(int(v) for v in pipe.execute() if v is not None)
+        for key in self.client.scan_iter(match=self.keys.rollup_pattern(), count=1_000):
+            blobs = self.client.hvals(key)
+            if blobs:
+                first = np.frombuffer(b"".join(blobs), dtype="<f8")
+                width = len(blobs[0]) // 8
+                total += int(first.reshape(-1, width)[:, 0].sum())
+        return total
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         if not letters:

@@ -1,0 +1,88 @@
+"""``iotsched bench``: real Redis, real worker processes, a synthetic fleet; one JSON object.
+
+The run owns one key prefix on the server (state and broker keys alike) and
+deletes exactly those keys when it ends; it never flushes a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
+from scheduler.batching import BatchingConfig
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="measure throughput and latency on real Redis and workers")
+    p.add_argument("--readings", type=int, default=1_000_000, help="readings to offer")
+    p.add_argument("--devices", type=int, default=1_000_000, help="fleet size")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to use")
+    p.add_argument("--concurrency", type=int, default=1, help="pool processes per region worker")
+    p.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
+    p.add_argument("--rate-rps", type=float, default=None, help="pace the producer (default: max)")
+    p.add_argument("--batch-readings", type=int, default=5_000, help="micro-batch size")
+    p.add_argument("--chunk", type=int, default=20_000, help="readings per gateway chunk")
+    p.add_argument("--no-verify", action="store_true", help="skip re-reading every rollup")
+    p.add_argument("--timeout-s", type=float, default=600.0, help="give up draining after")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print only the JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.readings <= 0 or args.devices <= 0 or args.concurrency <= 0:
+        raise SystemExit("bench: --readings, --devices and --concurrency must be positive")
+    from iotsched.redis_run import RedisRun
+
+    progress = None if args.json else stderr_progress
+    prefix = f"iotsched-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    batching = BatchingConfig(max_readings=args.batch_readings)
+    t0 = time.time()
+    with RedisRun(
+        args.redis_url,
+        prefix,
+        args.devices,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        pool=args.pool,
+        batching=batching,
+    ) as run_:
+        _wait_workers_ready(run_)
+        setup_s = time.time() - t0
+        result = drive(
+            run_.producer, run_.stream(), args.readings, args.rate_rps, args.chunk, None, progress
+        )
+        drained, done = wait_drained(run_.store, args.timeout_s, progress)
+        summary: dict[str, Any] = summarize(
+            run_.store, run_.settings.tiers, result, done, verify=not args.no_verify
+        )
+        summary.update(
+            devices=args.devices,
+            drained=drained,
+            producer_seconds=round(result.finished_ts - result.started_ts, 3),
+            setup_seconds=round(setup_s, 3),
+            workers=len(run_.settings.regions),
+            concurrency=args.concurrency,
+            pool=args.pool,
+            batch_readings=args.batch_readings,
+        )
+    print(json.dumps(summary, indent=None if args.json else 2))
+    ok = drained and summary["lost"] == 0 and summary["duplicated"] == 0
+    return 0 if ok else 1
+
+
+def _wait_workers_ready(run_: Any, timeout_s: float = 60.0) -> None:
+    """Wait until every region's worker answers a ping, so start-up is not measured."""
+    expected = len(run_.settings.regions)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        replies = run_.app.control.ping(timeout=0.5) or []
+        if len(replies) >= expected:
+            return
+    print("bench: workers did not answer within 60 s", file=sys.stderr)
