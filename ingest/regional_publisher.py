@@ -1,0 +1,60 @@
+"""Publish each region's batches to that region's broker.
+
+``Settings.region_broker_urls`` (``IOTSCHED_BROKER_URL_<REGION>``) names a
+broker per region; regions without one use the shared app. One Celery app per
+distinct broker URL, each wrapped in the ordinary CeleryPublisher, so what is
+published (task, queues, serializer) stays defined in one place.
+
+A region's workers must consume from the same broker: start them with
+``IOTSCHED_BROKER_URL`` set to that region's URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+
+from ingest.celery_publisher import CeleryPublisher
+from scheduler.model import Batch
+from tasks.app import make_app
+
+
+class RegionalPublisher:
+    def __init__(
+        self, default_app: Celery, region_apps: Mapping[str, Celery] | None = None
+    ) -> None:
+        self.default = CeleryPublisher(default_app)
+        self._by_region = {r: CeleryPublisher(a) for r, a in (region_apps or {}).items()}
+        self._owned: list[Celery] = []
+
+    @classmethod
+    def from_urls(
+        cls, default_app: Celery, region_broker_urls: Mapping[str, str]
+    ) -> RegionalPublisher:
+        """One app per distinct region broker URL, configured like ``default_app`` otherwise."""
+        transport: dict[str, Any] = dict(default_app.conf.broker_transport_options or {})
+        by_url: dict[str, Celery] = {}
+        region_apps: dict[str, Celery] = {}
+        for region, url in region_broker_urls.items():
+            if not url or url == default_app.conf.broker_url:
+                continue
+            if url not in by_url:
+                by_url[url] = make_app(broker_url=url, broker_transport_options=transport)
+            region_apps[region] = by_url[url]
+        publisher = cls(default_app, region_apps)
+        publisher._owned = list(by_url.values())
+        return publisher
+
+    def app_for(self, region: str) -> Celery:
+        return self._by_region.get(region, self.default).app
+
+    def publish(self, batch: Batch) -> None:
+        self._by_region.get(batch.region, self.default).publish(batch)
+
+    def close(self) -> None:
+        """Close the broker connections of the apps this publisher created."""
+        for a in self._owned:
+            a.close()
+        self._owned = []
