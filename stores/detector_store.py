@@ -42,27 +42,44 @@ class DetectorStore(Protocol):
         """State rows for ``device_ids`` (fresh where unknown); None if the batch was screened."""
 
     def commit(
-        self, batch_id: str, device_ids: U64, states: F64, latency: Mapping[int, int]
+        self,
+        batch_id: str,
+        device_ids: U64,
+        states: F64,
+        latency: Mapping[int, int],
+        readings: int,
+        alerts: int,
     ) -> bool:
-        """Claim the batch and store its states and alert latency at once; False if claimed."""
+        """Claim the batch and store its states, alert latency and counts at once.
+
+        False (and nothing stored) when the batch was claimed before.
+        """
 
     def add_latency(self, stage: str, latency: Mapping[int, int]) -> None:
         """Add bucket counts to a detection latency histogram (e.g. the "notify" stage)."""
 
     def detection_histogram(self, stage: str = ALERT_STAGE) -> dict[int, int]: ...
 
+    def screen_counters(self) -> dict[str, int]:
+        """``screened_readings``, ``device_alerts`` and ``screen_duplicates`` so far."""
+
+
+COUNTER_NAMES = ("screened_readings", "device_alerts", "screen_duplicates")
 
 _COMMIT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('HINCRBY', KEYS[3], 'screen_duplicates', 1)
   return 0
 end
 local ttl = ARGV[2]
+redis.call('HINCRBY', KEYS[3], 'screened_readings', ARGV[4])
+redis.call('HINCRBY', KEYS[3], 'device_alerts', ARGV[5])
 local n_hist = tonumber(ARGV[3])
-local a = 4
+local a = 6
 for _ = 1, n_hist do
   redis.call('HINCRBY', KEYS[2], ARGV[a], ARGV[a + 1]); a = a + 2
 end
-for k = 3, #KEYS do
+for k = 4, #KEYS do
   redis.call('SET', KEYS[k], ARGV[a], 'EX', ttl); a = a + 1
 end
 return 1
@@ -94,7 +111,13 @@ class RedisDetectorStore:
         return unpack_states(blobs[1:], metrics)
 
     def commit(
-        self, batch_id: str, device_ids: U64, states: F64, latency: Mapping[int, int]
+        self,
+        batch_id: str,
+        device_ids: U64,
+        states: F64,
+        latency: Mapping[int, int],
+        readings: int,
+        alerts: int,
     ) -> bool:
         k = self.keys
         hist: list[int] = []
@@ -103,12 +126,15 @@ class RedisDetectorStore:
         keys = [
             k.screen_claim(batch_id),
             k.detection_latency(ALERT_STAGE),
+            k.counters,
             *map(k.detector_state, device_ids.tolist()),
         ]
         args: list[Any] = [
             self.claim_ttl_s,
             self.state_ttl_s,
             len(hist) // 2,
+            readings,
+            alerts,
             *hist,
             *pack_states(states),
         ]
@@ -125,6 +151,10 @@ class RedisDetectorStore:
     def detection_histogram(self, stage: str = ALERT_STAGE) -> dict[int, int]:
         return detection_histogram(self.client, self.keys, stage)
 
+    def screen_counters(self) -> dict[str, int]:
+        raw: Any = self.client.hmget(self.keys.counters, list(COUNTER_NAMES))
+        return {name: int(v or 0) for name, v in zip(COUNTER_NAMES, raw, strict=True)}
+
 
 class MemoryDetectorStore:
     """The in-memory twin; one lock makes ``commit`` atomic like the Lua script."""
@@ -134,6 +164,7 @@ class MemoryDetectorStore:
         self._claims: set[str] = set()
         self._states: dict[int, bytes] = {}
         self._latency: dict[str, dict[int, int]] = {}
+        self._counters = dict.fromkeys(COUNTER_NAMES, 0)
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
         with self._lock:
@@ -143,13 +174,22 @@ class MemoryDetectorStore:
         return unpack_states(blobs, metrics)
 
     def commit(
-        self, batch_id: str, device_ids: U64, states: F64, latency: Mapping[int, int]
+        self,
+        batch_id: str,
+        device_ids: U64,
+        states: F64,
+        latency: Mapping[int, int],
+        readings: int,
+        alerts: int,
     ) -> bool:
         blobs = pack_states(states)
         with self._lock:
             if batch_id in self._claims:
+                self._counters["screen_duplicates"] += 1
                 return False
             self._claims.add(batch_id)
+            self._counters["screened_readings"] += readings
+            self._counters["device_alerts"] += alerts
             self._states.update(zip(device_ids.tolist(), blobs, strict=True))
             self._merge(ALERT_STAGE, latency)
             return True
@@ -164,6 +204,10 @@ class MemoryDetectorStore:
     def detection_histogram(self, stage: str = ALERT_STAGE) -> dict[int, int]:
         with self._lock:
             return dict(self._latency.get(stage, {}))
+
+    def screen_counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counters)
 
 
 def detection_histogram(

@@ -1,6 +1,9 @@
 """The app with every task registered: what ``celery -A tasks.all:app worker`` loads."""
 
-import tasks.routine  # noqa: F401  (registers the task)
+# Each import registers its tasks on the app.
+import tasks.anomaly
+import tasks.routine
+import tasks.screen  # noqa: F401
 from tasks.app import app
 from workers.heartbeat import install_heartbeat
 

@@ -1,0 +1,226 @@
+"""Anomaly workflow tasks on ``{region}.anomaly``: alerts become incidents, incidents alerts.
+
+``iotsched.anomaly`` folds one screened batch's device alerts into the region's
+incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
+due. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
+the group wait of a new incident, growth updates, and resolution. One tick at a time
+is booked per region, for the earliest moment something falls due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from celery import Task
+from celery.signals import worker_process_init
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from alerts.config import sinks_from_settings
+from alerts.document import AlertSink, alert_document
+from ingest.registry_cache import RegistryCache
+from scheduler.correlation import Alert, Correlator, CorrelatorConfig, IncidentUpdate
+from scheduler.detection import KIND_NAMES
+from scheduler.errors import InvalidBatch, IotschedError, TransientError
+from scheduler.latency import bucket_counts
+from scheduler.model import WorkClass, queue_name
+from scheduler.registry import Registry
+from stores.detector_store import NOTIFY_STAGE
+from stores.incident_store import IncidentStore, MemoryIncidentStore, RedisIncidentStore
+from tasks import context
+from tasks.app import app
+from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
+
+TICK_TASK = "iotsched.incident_tick"
+MAX_RETRIES = 5
+UNKNOWN_GROUP = "unknown"
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class AnomalyRuntime:
+    """What the anomaly tasks of a process use; built once from the context, or installed."""
+
+    incidents: IncidentStore
+    sinks: Sequence[AlertSink]
+    registry: Callable[[], Registry]
+    config: CorrelatorConfig
+
+
+_lock = threading.Lock()
+_runtime: AnomalyRuntime | None = None
+
+
+def install_runtime(runtime: AnomalyRuntime | None) -> None:
+    """Use this runtime in this process (tests, embedded); None rebuilds from context."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+
+
+def runtime() -> AnomalyRuntime:
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                state = context.store()
+                client = getattr(state, "client", None)
+                keys = getattr(state, "keys", None)
+                incidents: IncidentStore = (
+                    RedisIncidentStore(client, keys)
+                    if client is not None
+                    else MemoryIncidentStore()
+                )
+                _runtime = AnomalyRuntime(
+                    incidents=incidents,
+                    sinks=sinks_from_settings(context.settings(), client),
+                    registry=RegistryCache(state).get,
+                    config=CorrelatorConfig(),
+                )
+    return _runtime
+
+
+@worker_process_init.connect
+def _fresh_runtime(**_: Any) -> None:
+    install_runtime(None)
+
+
+def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str, list[Alert]]:
+    """(batch id, region, alerts) of a screening task's alerts payload."""
+    try:
+        if payload["v"] != ALERTS_WIRE_VERSION:
+            raise InvalidBatch(f"unsupported alerts wire version {payload['v']}")
+        region = str(payload["region"])
+        device_id = np.frombuffer(payload["device_id"], dtype="<u8")
+        ts = np.frombuffer(payload["ts"], dtype="<f8")
+        kind = np.frombuffer(payload["kind"], dtype="i1")
+        if not (device_id.size == ts.size == kind.size == int(payload["n"])):
+            raise InvalidBatch("alert column lengths disagree with n")
+        batch_id = str(payload["batch_id"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidBatch(f"cannot decode alerts: {exc}") from exc
+    rows = registry.lookup(device_id)
+    group = np.where(rows >= 0, registry.group[np.maximum(rows, 0)], -1)
+    alerts = [
+        Alert(int(d), str(g) if g >= 0 else UNKNOWN_GROUP, region, float(t), KIND_NAMES[k])
+        for d, g, t, k in zip(
+            device_id.tolist(), group.tolist(), ts.tolist(), kind.tolist(), strict=True
+        )
+    ]
+    return batch_id, region, alerts
+
+
+def next_due_ts(state: dict[str, Any], config: CorrelatorConfig) -> float | None:
+    """The earliest moment a timer of an open incident falls due; None with none open."""
+    due: list[float] = []
+    for inc in state.get("incidents", []):
+        if inc["notified_ts"] is None:
+            due.append(inc["opened_ts"] + config.group_wait_s)
+        elif inc["dirty"]:
+            due.append(inc["notified_ts"] + config.group_interval_s)
+        due.append(inc["last_alert_ts"] + config.resolve_timeout_s)
+    return min(due) if due else None
+
+
+def correlate(
+    rt: AnomalyRuntime, region: str, batch_id: str | None, alerts: list[Alert], now_ts: float
+) -> tuple[list[IncidentUpdate], float | None] | None:
+    """Fold alerts (or just run the timers) under the region's lock; None if folded before."""
+
+    def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
+        correlator = (
+            Correlator.from_state(state, rt.config) if state is not None else Correlator(rt.config)
+        )
+        updates = correlator.observe(alerts, now_ts) if alerts else correlator.tick(now_ts)
+        new_state = correlator.to_state()
+        return new_state, (updates, next_due_ts(new_state, rt.config))
+
+    return rt.incidents.fold(region, batch_id, step)
+
+
+def notify(rt: AnomalyRuntime, updates: list[IncidentUpdate]) -> int:
+    """Send due notifications to every sink; one failing sink does not silence the others."""
+    if not updates:
+        return 0
+    documents = [alert_document(u) for u in updates]
+    failures = 0
+    for sink in rt.sinks:
+        try:
+            sink.emit(documents)
+        except (IotschedError, OSError) as exc:
+            failures += 1
+            LOGGER.error("alert sink %s failed: %s", sink.name, exc)
+    firing = np.array(
+        [(u.at_ts - u.incident.first_seen_ts) * 1000.0 for u in updates if u.status == "firing"]
+    )
+    detector_store().add_latency(NOTIFY_STAGE, bucket_counts(firing))
+    if failures:
+        context.store().incr_counters({"alert_sink_failures": failures})
+    return len(documents)
+
+
+def book_tick(rt: AnomalyRuntime, region: str, due_ts: float | None, now_ts: float) -> None:
+    if due_ts is None or not rt.incidents.want_tick(region, due_ts, now_ts):
+        return
+    app.send_task(
+        TICK_TASK,
+        args=({"region": region},),
+        queue=queue_name(region, WorkClass.ANOMALY.value),
+        countdown=max(0.0, due_ts - now_ts),
+        serializer="msgpack",
+    )
+
+
+def handle_alerts(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) -> int:
+    """The anomaly task's work: returns the number of notifications sent."""
+    batch_id, region, alerts = decode_alerts(payload, rt.registry())
+    folded = correlate(rt, region, batch_id, alerts, now_ts)
+    if folded is None:
+        return 0
+    updates, due = folded
+    sent = notify(rt, updates)
+    book_tick(rt, region, due, now_ts)
+    return sent
+
+
+def handle_tick(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) -> int:
+    region = str(payload["region"])
+    folded = correlate(rt, region, None, [], now_ts)
+    assert folded is not None  # no batch id: never skipped as a duplicate
+    updates, due = folded
+    sent = notify(rt, updates)
+    book_tick(rt, region, due, now_ts)
+    return sent
+
+
+def _retry(task: Task, payload: dict[str, Any], exc: Exception) -> int:
+    if task.request.retries >= MAX_RETRIES:
+        dead_letter_copy(payload, "retries_exhausted", repr(exc), str(task.name))
+        return 0
+    raise task.retry(exc=exc, countdown=min(0.05 * 2**task.request.retries, 1.0)) from exc
+
+
+@app.task(name=ANOMALY_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
+def process_anomaly(self: Task, payload: dict[str, Any]) -> int:
+    try:
+        return handle_alerts(payload, runtime(), time.time())
+    except InvalidBatch as exc:
+        dead_letter_copy(payload, "invalid_alerts", str(exc), ANOMALY_TASK)
+        return 0
+    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
+        return _retry(self, payload, exc)
+
+
+@app.task(name=TICK_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
+def process_incident_tick(self: Task, payload: dict[str, Any]) -> int:
+    try:
+        return handle_tick(payload, runtime(), time.time())
+    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
+        return _retry(self, payload, exc)

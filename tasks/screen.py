@@ -1,0 +1,167 @@
+"""Screening task: every batch through the detector, ahead of any routine queue.
+
+Load the batch's device states (one MGET), screen them, hand the alerts (the first
+reading of each episode) to ``{region}.anomaly``, then store the new states, the
+detection latency and the counts in one atomic commit that also claims the batch id.
+
+Alerts are published before the commit: a worker killed in between leaves the batch
+unclaimed, its redelivery screens the same states again and republishes the same
+alerts, and the anomaly task folds each screened batch once (its own claim). So an
+alert is never lost to a crash and never counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+from celery import Task
+from celery.signals import worker_process_init
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from scheduler.codec import decode_batch
+from scheduler.detection import DetectorConfig, screen
+from scheduler.errors import InvalidBatch, TransientError
+from scheduler.latency import bucket_counts
+from scheduler.model import Batch, DeadLetter, WorkClass, queue_name
+from stores.detector_store import DetectorStore, MemoryDetectorStore, RedisDetectorStore
+from tasks import context
+from tasks.app import app
+
+SCREEN_TASK = "iotsched.screen"
+ANOMALY_TASK = "iotsched.anomaly"
+ALERTS_WIRE_VERSION = 1
+MAX_RETRIES = 5
+
+LOGGER = logging.getLogger(__name__)
+
+#: Receives the columnar alerts payload of one screened batch.
+EmitAlerts = Callable[[dict[str, Any]], None]
+
+_lock = threading.Lock()
+_store: DetectorStore | None = None
+
+
+def install_detector_store(store: DetectorStore | None) -> None:
+    """Use this detector store in this process (tests, embedded); None rebuilds from context."""
+    global _store
+    with _lock:
+        _store = store
+
+
+def detector_store() -> DetectorStore:
+    """The Redis store beside the state store, sharing its client; in memory otherwise."""
+    global _store
+    if _store is None:
+        with _lock:
+            if _store is None:
+                state = context.store()
+                client = getattr(state, "client", None)
+                keys = getattr(state, "keys", None)
+                _store = (
+                    RedisDetectorStore(client, keys)
+                    if client is not None
+                    else MemoryDetectorStore()
+                )
+    return _store
+
+
+@worker_process_init.connect
+def _fresh_store(**_: Any) -> None:
+    install_detector_store(None)
+
+
+def alerts_payload(
+    batch: Batch, rows: np.ndarray, kinds: np.ndarray, emitted_ts: float
+) -> dict[str, Any]:
+    """The alerts of one batch as compact columns (msgpack-safe)."""
+    return {
+        "v": ALERTS_WIRE_VERSION,
+        "batch_id": batch.batch_id,
+        "region": batch.region,
+        "n": int(rows.size),
+        "device_id": np.ascontiguousarray(batch.device_id[rows], dtype="<u8").tobytes(),
+        "ts": np.ascontiguousarray(batch.ts[rows], dtype="<f8").tobytes(),
+        "kind": np.ascontiguousarray(kinds, dtype="i1").tobytes(),
+        "emitted_ts": emitted_ts,
+    }
+
+
+def screen_batch(
+    batch: Batch,
+    store: DetectorStore,
+    emit: EmitAlerts,
+    config: DetectorConfig | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int | None:
+    """Screen one batch and emit its alerts; the number of alerts, None if screened before."""
+    devices, row = np.unique(batch.device_id, return_inverse=True)
+    states = store.load(batch.batch_id, devices, len(batch.metrics))
+    if states is None:
+        return None
+    result = screen(states, row.astype(np.intp), batch.ts, batch.values, config or DetectorConfig())
+    alert = result.alert.reshape(len(batch), -1)
+    rows = np.flatnonzero(alert.any(axis=1))
+    # With several metrics a reading's kind is that of its first alerting metric.
+    kinds = result.kind.reshape(len(batch), -1)[rows, alert[rows].argmax(axis=1)]
+    emitted_ts = clock()
+    if rows.size:
+        emit(alerts_payload(batch, rows, kinds, emitted_ts))
+    latency = bucket_counts((emitted_ts - batch.ts[rows]) * 1000.0)
+    store.commit(batch.batch_id, devices, result.states, latency, len(batch), int(rows.size))
+    return int(rows.size)
+
+
+def publish_alerts(payload: dict[str, Any]) -> None:
+    app.send_task(
+        ANOMALY_TASK,
+        args=(payload,),
+        queue=queue_name(str(payload["region"]), WorkClass.ANOMALY.value),
+        serializer="msgpack",
+    )
+
+
+def dead_letter_copy(payload: Any, reason: str, detail: str, source: str = SCREEN_TASK) -> None:
+    """Keep a payload that is not the readings' only copy: it adds no dead-lettered readings."""
+    # readings=0: the routine copy of the batch accounts for its readings.
+    try:
+        raw = msgpack.packb(payload, use_bin_type=True)
+    except (TypeError, ValueError):
+        raw = repr(payload).encode()
+    context.store().add_dead_letters(
+        [DeadLetter(reason, detail, raw, source, time.time(), readings=0)]
+    )
+
+
+@app.task(
+    name=SCREEN_TASK,
+    bind=True,
+    acks_late=True,
+    max_retries=MAX_RETRIES,
+    soft_time_limit=30,
+    time_limit=60,
+)
+def process_screen(self: Task, payload: dict[str, Any]) -> int:
+    """Returns the number of device alerts emitted (0 when screened before)."""
+    try:
+        batch = decode_batch(payload)
+    except InvalidBatch as exc:
+        dead_letter_copy(payload, "invalid_batch", str(exc))
+        return 0
+    try:
+        return screen_batch(batch, detector_store(), publish_alerts) or 0
+    except InvalidBatch as exc:
+        dead_letter_copy(payload, "invalid_batch", str(exc))
+        return 0
+    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
+        if self.request.retries >= MAX_RETRIES:
+            dead_letter_copy(payload, "screen_retries_exhausted", repr(exc))
+            return 0
+        # Screening is the latency-critical path: retry soon, not on the routine backoff.
+        raise self.retry(exc=exc, countdown=min(0.05 * 2**self.request.retries, 1.0)) from exc
