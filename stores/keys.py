@@ -116,13 +116,20 @@ class Keys:
         """Hash of placement accounting: readings/bytes/cost moved per region pair, home, waiting."""
         return f"{self.prefix}:transfer"
 
+    def rollup_family_pattern(self) -> str:
+        """Matches rollup hashes and their writer sets (``rollup``, ``rollup_writers``)."""
+        return f"{self.prefix}:rollup*"
+
     def rollup_minute_ts(self, key: str) -> int | None:
-        """The minute of a rollup hash built by ``rollup``; None for any other key."""
-        head = f"{self.prefix}:rollup:"
-        if not key.startswith(head):
-            return None
-        minute, _, _writer = key[len(head) :].partition(":")
-        return int(minute) if minute.isdigit() else None
+        """The minute of a key built by ``rollup`` or ``rollup_writers``; None for any other."""
+        for head in (f"{self.prefix}:rollup:", f"{self.prefix}:rollup-writers:"):
+            if key.startswith(head):
+                minute = key[len(head) :].partition(":")[0]
+                return int(minute) if minute.isdigit() else None
+        return None
+
+    def detector_state_pattern(self) -> str:
+        return f"{self.prefix}:det:*"
 
     @property
     def broker_prefix(self) -> str:
