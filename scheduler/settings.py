@@ -50,6 +50,9 @@ class Settings:
     standard_min_slots: int = 0
     anomaly_burst_slots: int = 0
     screen_min_slots: int = 0
+    #: Tries of a maintenance operation inside its window, and the first backoff (doubling).
+    maintenance_max_tries: int = 3
+    maintenance_backoff_s: float = 5.0
 
     @property
     def topology(self) -> Topology:
@@ -110,6 +113,12 @@ class Settings:
                     e.get("IOTSCHED_ANOMALY_BURST_SLOTS", base.anomaly_burst_slots)
                 ),
                 screen_min_slots=int(e.get("IOTSCHED_SCREEN_MIN_SLOTS", base.screen_min_slots)),
+                maintenance_max_tries=int(
+                    e.get("IOTSCHED_MAINTENANCE_MAX_TRIES", base.maintenance_max_tries)
+                ),
+                maintenance_backoff_s=float(
+                    e.get("IOTSCHED_MAINTENANCE_BACKOFF_S", base.maintenance_backoff_s)
+                ),
             )
         except ValueError as exc:
             raise ConfigError(f"bad IOTSCHED_* setting: {exc}") from exc
