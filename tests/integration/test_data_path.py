@@ -1,0 +1,193 @@
+"""The data path on a private redis-server with real ``celery worker`` processes.
+
+Given readings from a mixed fleet, when they are ingested and workers run,
+then they land in the right queues, premium overtakes a standard backlog,
+a worker killed mid-batch loses nothing and applies nothing twice, and bad
+input is dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from ingest.celery_publisher import CeleryPublisher
+from ingest.producer import Producer
+from ingest.synthetic import SyntheticStream, bad_readings
+from iotsched.cluster import LocalCluster
+from scheduler.batching import BatchingConfig
+from scheduler.model import queue_name
+from scheduler.registry import Registry, generate_registry
+from stores.keys import Keys
+from stores.redis_state import RedisStateStore
+from tasks.app import make_app
+from tasks.routine import ROUTINE_TASK
+
+pytestmark = pytest.mark.integration
+
+REGIONS = ("eu-west", "us-east", "ap-south")
+FAST_RECOVERY = {"IOTSCHED_VISIBILITY_TIMEOUT_S": "3", "IOTSCHED_UNACKED_RESTORE_INTERVAL_S": "1"}
+
+
+class Env:
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.keys = Keys(prefix)
+        self.client = redis.Redis.from_url(url)
+        self.store = RedisStateStore(self.client, self.keys)
+        self.app = make_app(
+            broker_url=url,
+            broker_transport_options={
+                "queue_order_strategy": "priority",
+                "global_keyprefix": self.keys.broker_prefix,
+            },
+        )
+        self.registry: Registry = generate_registry(20_000, seed=11)
+        self.store.save_registry(self.registry)
+        self.clusters: list[LocalCluster] = []
+
+    def producer(self, max_readings: int = 500) -> Producer:
+        return Producer(
+            lambda: self.registry,
+            CeleryPublisher(self.app),
+            self.store,
+            batching=BatchingConfig(max_readings=max_readings),
+        )
+
+    def depth(self, queue: str) -> int:
+        return sum(int(self.client.llen(k)) for k in self.keys.broker_queue_lists(queue))
+
+    def workers(self, regions: tuple[str, ...] = REGIONS, **env: str) -> LocalCluster:
+        cluster = LocalCluster(
+            self.url, self.keys.prefix, regions, concurrency=1, env_extra={**FAST_RECOVERY, **env}
+        )
+        cluster.start()
+        self.clusters.append(cluster)
+        return cluster
+
+    def wait_processed(self, readings: int, timeout_s: float = 60) -> dict[str, int]:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            c = self.store.counters()
+            if sum(v for k, v in c.items() if k.startswith("processed:")) >= readings:
+                return c
+            time.sleep(0.05)
+        raise AssertionError(f"only {self.store.counters()} of {readings} processed")
+
+
+@pytest.fixture
+def env(redis_server: str, key_prefix: str) -> Iterator[Env]:
+    e = Env(redis_server, key_prefix)
+    yield e
+    for c in e.clusters:
+        c.stop()
+    e.app.close()
+    e.store.delete_all()
+
+
+def test_mixed_tiers_and_regions_land_in_their_own_queues(env: Env) -> None:
+    # Given no worker runs, when a mixed stream is ingested
+    reg = env.registry
+    producer = env.producer()
+    ids = reg.device_id[:6_000]
+    producer.ingest_columns(ids, np.full(len(ids), time.time()), np.ones(len(ids)))
+    producer.flush()
+    # Then every (region, tier) queue holds exactly its devices' batches
+    rows = reg.lookup(ids)
+    for r, region in enumerate(REGIONS):
+        for t, tier in enumerate(reg.topology.tiers):
+            want = int(np.sum((reg.home_region[rows] == r) & (reg.tier[rows] == t)))
+            batches = env.depth(queue_name(region, tier))
+            assert want > 0
+            assert batches == -(-want // 500), (region, tier)
+    assert env.depth("default") == 0
+
+
+def test_premium_is_taken_before_a_long_standard_backlog(env: Env) -> None:
+    # Given 40 standard batches queued in eu-west, then one premium batch
+    reg = env.registry
+    producer = env.producer(max_readings=2_000)
+    std = reg.device_id[(reg.home_region == 0) & (reg.tier == 1)]
+    prem = reg.device_id[(reg.home_region == 0) & (reg.tier == 0)][:100]
+    now = time.time()
+    for _ in range(40):
+        producer.ingest_columns(std[:2_000], np.full(2_000, now), np.ones(2_000))
+    producer.ingest_columns(prem, np.full(len(prem), now), np.ones(len(prem)))
+    producer.flush()
+    assert env.depth("eu-west.standard") == 40 and env.depth("eu-west.premium") == 1
+    # When one eu-west worker starts
+    env.workers(("eu-west",))
+    c = env.wait_processed(100)
+    # Then the premium batch was done while at most one standard batch had been
+    c = env.store.counters()
+    assert c.get("processed:premium", 0) == 100
+    assert c.get("batches:standard", 0) <= 1
+    env.wait_processed(100 + 40 * 2_000)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(env: Env) -> None:
+    # Given a backlog of large batches in one region
+    reg = env.registry
+    producer = env.producer(max_readings=20_000)
+    stream = SyntheticStream(reg, seed=1)
+    eu = reg.device_id[reg.home_region == 0]
+    total = 0
+    for _ in range(15):
+        _, ts, values = stream.chunk(20_000, time.time())
+        ids = np.resize(eu, 20_000)
+        producer.ingest_columns(ids, ts, values)
+        total += 20_000
+    producer.flush()
+    # When its worker is SIGKILLed while processing, then replaced
+    cluster = env.workers(("eu-west",))
+    env.wait_processed(20_000)
+    cluster.kill("data-eu-west")
+    killed_at = env.store.counters()
+    env.workers(("eu-west",))
+    c = env.wait_processed(total, timeout_s=90)
+    # Then every reading is applied exactly once
+    assert sum(v for k, v in killed_at.items() if k.startswith("processed:")) < total
+    assert sum(v for k, v in c.items() if k.startswith("processed:")) == total
+    assert env.store.rollup_count_total() == total
+
+
+def test_bad_input_is_dead_lettered_with_its_reason(env: Env) -> None:
+    # Given bad single readings and a corrupt batch message
+    producer = env.producer()
+    now = time.time()
+    result = producer.ingest(bad_readings(now, ("value",)))
+    env.app.send_task(
+        ROUTINE_TASK,
+        args=({"v": 1, "id": "corrupt", "n": 3},),
+        queue="us-east.standard",
+        serializer="msgpack",
+    )
+    # When a worker runs
+    env.workers(("us-east",))
+    deadline = time.time() + 30
+    while time.time() < deadline and len(env.store.dead_letters(100)) < 10:
+        time.sleep(0.05)
+    # Then each is in the dead-letter stream with the reason ingest or the task gave
+    assert result.accepted == 0
+    reasons = [d.reason for d in env.store.dead_letters(100)]
+    assert sorted(reasons) == sorted(
+        [
+            "malformed",
+            "missing_field",
+            "extra_field",
+            "wrong_type",
+            "not_finite",
+            "ts_future",
+            "ts_past",
+            "unknown_device",
+            "oversize",
+            "invalid_batch",
+        ]
+    )
+    corrupt = [d for d in env.store.dead_letters(100) if d.reason == "invalid_batch"][0]
+    assert corrupt.source == ROUTINE_TASK and corrupt.readings == 3
