@@ -22,10 +22,18 @@ ALERT_STREAM_MAXLEN = 100_000
 class RedisStreamSink:
     name = "stream"
 
-    def __init__(self, client: redis.Redis, keys: Keys, maxlen: int = ALERT_STREAM_MAXLEN) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        maxlen: int = ALERT_STREAM_MAXLEN,
+        approximate: bool = True,
+    ) -> None:
+        """``approximate`` trimming (the default) lets Redis drop whole nodes, cheaply."""
         self.client = client
         self.keys = keys
         self.maxlen = maxlen
+        self.approximate = approximate
 
     def emit(self, documents: Sequence[dict[str, Any]]) -> None:
         if not documents:
@@ -42,7 +50,7 @@ class RedisStreamSink:
                     "body": json.dumps(doc, sort_keys=True),
                 },
                 maxlen=self.maxlen,
-                approximate=True,
+                approximate=self.approximate,
             )
         pipe.execute()
 
