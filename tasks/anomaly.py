@@ -31,8 +31,9 @@ from scheduler.errors import InvalidBatch, IotschedError, TransientError
 from scheduler.latency import bucket_counts
 from scheduler.model import WorkClass, queue_name
 from scheduler.registry import Registry
-from stores.detector_store import NOTIFY_STAGE
+from stores.detector_store import NOTIFY_STAGE, DetectorStore
 from stores.incident_store import IncidentStore, MemoryIncidentStore, RedisIncidentStore
+from stores.protocols import StateStore
 from tasks import context
 from tasks.app import app
 from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
@@ -52,6 +53,11 @@ class AnomalyRuntime:
     sinks: Sequence[AlertSink]
     registry: Callable[[], Registry]
     config: CorrelatorConfig
+    #: Where notify latency and sink failures are recorded.
+    detector: DetectorStore
+    state: StateStore
+    #: Runs the region's timers after ``countdown_s``: a tick task on its anomaly queue.
+    schedule_tick: Callable[[str, float], None]
 
 
 _lock = threading.Lock()
@@ -83,6 +89,9 @@ def runtime() -> AnomalyRuntime:
                     sinks=sinks_from_settings(context.settings(), client),
                     registry=RegistryCache(state).get,
                     config=CorrelatorConfig(),
+                    detector=detector_store(),
+                    state=state,
+                    schedule_tick=send_tick,
                 )
     return _runtime
 
@@ -160,22 +169,25 @@ def notify(rt: AnomalyRuntime, updates: list[IncidentUpdate]) -> int:
     firing = np.array(
         [(u.at_ts - u.incident.first_seen_ts) * 1000.0 for u in updates if u.status == "firing"]
     )
-    detector_store().add_latency(NOTIFY_STAGE, bucket_counts(firing))
+    rt.detector.add_latency(NOTIFY_STAGE, bucket_counts(firing))
     if failures:
-        context.store().incr_counters({"alert_sink_failures": failures})
+        rt.state.incr_counters({"alert_sink_failures": failures})
     return len(documents)
 
 
-def book_tick(rt: AnomalyRuntime, region: str, due_ts: float | None, now_ts: float) -> None:
-    if due_ts is None or not rt.incidents.want_tick(region, due_ts, now_ts):
-        return
+def send_tick(region: str, countdown_s: float) -> None:
     app.send_task(
         TICK_TASK,
         args=({"region": region},),
         queue=queue_name(region, WorkClass.ANOMALY.value),
-        countdown=max(0.0, due_ts - now_ts),
+        countdown=countdown_s,
         serializer="msgpack",
     )
+
+
+def book_tick(rt: AnomalyRuntime, region: str, due_ts: float | None, now_ts: float) -> None:
+    if due_ts is not None and rt.incidents.want_tick(region, due_ts, now_ts):
+        rt.schedule_tick(region, max(0.0, due_ts - now_ts))
 
 
 def handle_alerts(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) -> int:
