@@ -2,6 +2,7 @@
 
 # Each import registers its tasks on the app.
 import tasks.anomaly
+import tasks.maintenance
 import tasks.routine
 import tasks.screen  # noqa: F401
 from tasks.app import app
