@@ -136,6 +136,14 @@ class Keys:
         """kombu ``global_keyprefix``: broker lists and bindings live under the same prefix."""
         return f"{self.prefix}:q:"
 
+    def preempt_tokens(self, region: str) -> str:
+        """Counter of routine tasks that agreed to yield to the current anomaly backlog."""
+        return f"{self.prefix}:preempt:tokens:{region}"
+
+    def anomaly_start_latency(self, region: str) -> str:
+        """Histogram hash: bucket → count of anomaly tasks' wait, enqueued → started."""
+        return f"{self.prefix}:preempt:start:{region}"
+
     def owned_pattern(self) -> str:
         return f"{self.prefix}:*"
 

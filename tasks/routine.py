@@ -1,48 +1,337 @@
-"""Routine processing task: a batch becomes per-device, per-minute rollups, once."""
+"""Routine processing: a batch becomes per-device, per-minute rollups, chunk by chunk, once.
+
+Chunks and claims — why a reading is never lost and never applied twice
+-----------------------------------------------------------------------
+A batch of ``n`` readings is cut into fixed chunks of ``chunk_readings``
+(``PreemptionPolicy.plan_chunks`` on the original ``n``). Chunk ``i`` is
+applied by one atomic ``apply_batch`` under the claim id ``f"{batch_id}#{i}"``:
+the store claims the id and applies the chunk's effects together, or does
+nothing when the id was claimed before.
+
+Between chunks (after at least one, so every delivery makes progress) the task
+asks the preemption signal whether anomaly work is waiting for its slot. If so
+it publishes the unprocessed remainder to the batch's own queue as a new
+message that keeps the *original* ``batch_id`` and carries ``chunk0`` (the
+index of its first chunk in the original plan) and ``chunk_readings``, then
+returns, which frees the slot. The remainder's chunks keep their original
+indexes, hence their original claim ids. So:
+
+- the original message delivered again (its worker killed after the remainder
+  went out, or a visibility timeout) walks the same claim ids: chunks applied
+  by anyone are skipped, and a chunk both it and the remainder reach is
+  applied by whichever claims it first;
+- a remainder delivered twice, or retried, is the same story;
+- a retry after a transient failure carries the remainder from the failing
+  chunk; ``SoftTimeLimitExceeded`` defers the remainder like a preemption;
+- work given up on (retries exhausted, no progress within the soft limit
+  ``MAX_STALLS`` times, hard time limit, pool process lost past the retry
+  budget, an unexpected error) is dead-lettered chunk by chunk after claiming
+  each chunk id for the dead-letter stream (stores/chunk_claims.py): a chunk
+  is counted as applied or as dead-lettered, never both.
+
+The chunk size of an original message is ``defaults.ROUTINE_CHUNK_READINGS``,
+a constant of the wire format: changing it while batches of the old size are
+still queued would give a redelivered original different claim ids.
+
+Accelerated processing (anomaly workflows) reuses the scheme: ``apply_chunks``
+applies chosen chunks of a queued routine payload now, under the same claim
+ids, so when the routine task reaches them later it skips them (counted in
+``duplicate_deliveries``) — the redundant routine work is skipped for free.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import msgpack
+import numpy as np
 from celery import Task
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import task_failure
 
-from scheduler.codec import decode_batch
-from scheduler.errors import InvalidBatch, TransientError
+from scheduler import defaults
+from scheduler.codec import decode_batch, encode_batch
+from scheduler.errors import InvalidBatch
+from scheduler.model import Batch, DeadLetter, WorkClass, queue_name
+from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.routine import routine_effects
+from stores.chunk_claims import ChunkClaims, RedisChunkClaims, UnsharedChunkClaims
+from stores.preemption_signal import NeverYield, PreemptionSignal, RedisPreemptionSignal
+from stores.protocols import StateStore
 from tasks import context
 from tasks.app import app
 from tasks.deadletter import dead_letter_payload
+from tasks.limits import ROUTINE, TRANSIENT_ERRORS, task_options
 
 ROUTINE_TASK = "iotsched.routine"
-MAX_RETRIES = 5
+PROBE_TASK = "iotsched.anomaly_probe"
+#: Soft time limits hit without finishing a single chunk before the rest is dead-lettered.
+MAX_STALLS = 3
+
+LOGGER = logging.getLogger(__name__)
+
+
+def claim_id(batch_id: str, chunk_index: int) -> str:
+    return f"{batch_id}#{chunk_index}"
+
+
+@dataclass
+class ChunkCursor:
+    """A routine message's readings and how far through its chunks the task is."""
+
+    batch: Batch
+    #: Index of this message's first chunk in the original batch's plan.
+    chunk0: int
+    chunk_readings: int
+    #: Soft time limits this batch hit without progress so far.
+    stalls: int = 0
+    #: Chunks of this message finished (applied now, or found claimed).
+    done: int = 0
+    applied_readings: int = 0
+    skipped_readings: int = 0
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ChunkCursor:
+        batch = decode_batch(payload)
+        try:
+            chunk0 = int(payload.get("chunk0", 0))
+            size = int(payload.get("chunk_readings", defaults.ROUTINE_CHUNK_READINGS))
+            stalls = int(payload.get("stalls", 0))
+        except (TypeError, ValueError) as exc:
+            raise InvalidBatch(f"bad chunk fields: {exc}") from exc
+        if chunk0 < 0 or size < 1:
+            raise InvalidBatch(f"bad chunk fields: chunk0={chunk0} chunk_readings={size}")
+        return cls(batch, chunk0, size, stalls)
+
+    @cached_property
+    def plan(self) -> list[slice]:
+        return PreemptionPolicy(PreemptionConfig(chunk_readings=self.chunk_readings)).plan_chunks(
+            len(self.batch)
+        )
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(len(self.batch) / self.chunk_readings)
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.n_chunks
+
+    def chunk(self, k: int) -> Batch:
+        """Chunk ``k`` of this message, under its claim id in the original plan."""
+        return self.batch.take(self.plan[k], claim_id(self.batch.batch_id, self.chunk0 + k))
+
+    def rest_payload(self, stalled: bool = False) -> dict[str, Any]:
+        """The unfinished chunks as a message of their own (same batch id, original indexes)."""
+        start = self.done * self.chunk_readings
+        rest = self.batch.take(slice(start, len(self.batch)), self.batch.batch_id)
+        rest.attempt = self.batch.attempt + 1
+        payload = encode_batch(rest)
+        payload.update(
+            chunk0=self.chunk0 + self.done,
+            chunk_readings=self.chunk_readings,
+            stalls=self.stalls + 1 if stalled else 0,
+        )
+        return payload
+
+    def rest_claim_ids(self) -> list[tuple[str, int]]:
+        plan = self.plan
+        return [
+            (claim_id(self.batch.batch_id, self.chunk0 + k), plan[k].stop - plan[k].start)
+            for k in range(self.done, self.n_chunks)
+        ]
+
+
+def apply_chunk(cursor: ChunkCursor, store: StateStore) -> bool:
+    """Apply the cursor's next chunk; False when it had been applied before."""
+    chunk = cursor.chunk(cursor.done)
+    effects = routine_effects(chunk, processed_ts=time.time())
+    applied = store.apply_batch(
+        chunk.batch_id, chunk.tier, effects.delta, effects.latency, effects.readings
+    )
+    if applied:
+        cursor.applied_readings += len(chunk)
+    else:
+        cursor.skipped_readings += len(chunk)
+    cursor.done += 1
+    return applied
+
+
+def apply_chunks(payload: dict[str, Any], chunk_indexes: Iterable[int] | None = None) -> int:
+    """Apply chosen chunks (original-plan indexes) of a routine payload now; readings applied.
+
+    For accelerated processing: an anomaly workflow that finds a queued routine
+    batch holding affected devices applies the chunks holding them here; the
+    routine task skips those chunks when it gets to the message.
+    """
+    cursor = ChunkCursor.from_payload(payload)
+    wanted = None if chunk_indexes is None else set(chunk_indexes)
+    store = context.store()
+    applied = 0
+    for k in range(cursor.n_chunks):
+        cursor.done = k
+        if wanted is None or cursor.chunk0 + k in wanted:
+            before = cursor.applied_readings
+            apply_chunk(cursor, store)
+            applied += cursor.applied_readings - before
+    return applied
+
+
+def chunks_holding(payload: dict[str, Any], device_ids: Iterable[int]) -> list[int]:
+    """Original-plan indexes of the payload's chunks that hold any of ``device_ids``."""
+    cursor = ChunkCursor.from_payload(payload)
+    wanted = np.fromiter(device_ids, dtype=np.uint64)
+    hit = np.flatnonzero(np.isin(cursor.batch.device_id, wanted))
+    return sorted({cursor.chunk0 + int(i) // cursor.chunk_readings for i in hit})
+
+
+# --- per-process adapters -------------------------------------------------------------
+
+_signal: tuple[StateStore, PreemptionSignal, ChunkClaims] | None = None
+
+
+def _adapters() -> tuple[PreemptionSignal, ChunkClaims]:
+    """Signal and claims sharing the state store's Redis client; rebuilt if the store is."""
+    global _signal
+    store = context.store()
+    if _signal is None or _signal[0] is not store:
+        client = getattr(store, "client", None)
+        keys = getattr(store, "keys", None)
+        if client is not None and keys is not None:
+            ttl_s = int(getattr(store, "claim_ttl_s", defaults.BATCH_CLAIM_TTL_S))
+            _signal = (
+                store,
+                RedisPreemptionSignal(client, keys),
+                RedisChunkClaims(client, keys, ttl_s),
+            )
+        else:
+            _signal = (store, NeverYield(), UnsharedChunkClaims())
+    return _signal[1], _signal[2]
+
+
+def work_class(tier: str) -> WorkClass:
+    """Premium batches are premium work; any other tier is standard work."""
+    return WorkClass.PREMIUM if tier == WorkClass.PREMIUM.value else WorkClass.STANDARD
+
+
+def publish_rest(payload: dict[str, Any]) -> None:
+    """Send a remainder back to its own queue (the batch's region and tier)."""
+    app.send_task(
+        ROUTINE_TASK,
+        args=(payload,),
+        queue=queue_name(str(payload["region"]), str(payload["tier"])),
+        serializer="msgpack",
+    )
+
+
+#: How remainders are sent; tests and the embedded runner may swap it.
+requeue: Callable[[dict[str, Any]], None] = publish_rest
+
+
+def _defer(cursor: ChunkCursor, reason: str, stalled: bool = False) -> None:
+    payload = cursor.rest_payload(stalled)
+    requeue(payload)
+    context.store().incr_counters(
+        {"deferred_readings": int(payload["n"]), f"deferrals:{reason}": 1}
+    )
+
+
+def dead_letter_rest(cursor: ChunkCursor, reason: str, detail: str) -> int:
+    """Dead-letter the chunks not applied (claiming each first); returns readings dead-lettered."""
+    _, claims = _adapters()
+    rest = cursor.rest_claim_ids()
+    won = claims.claim_for_dead_letter([cid for cid, _ in rest])
+    plan = cursor.plan
+    letters: list[DeadLetter] = []
+    for k, ((cid, size), ok) in enumerate(zip(rest, won, strict=True), start=cursor.done):
+        if not ok:
+            continue
+        chunk = cursor.batch.take(plan[k], cid)
+        raw = msgpack.packb(encode_batch(chunk), use_bin_type=True)
+        letters.append(DeadLetter(reason, detail, raw, ROUTINE_TASK, time.time(), size))
+    context.store().add_dead_letters(letters)
+    return sum(dl.readings for dl in letters)
 
 
 @app.task(
     name=ROUTINE_TASK,
     bind=True,
-    acks_late=True,
-    max_retries=MAX_RETRIES,
-    soft_time_limit=60,
-    time_limit=90,
+    # Hard time limit: ack, and the failure handler dead-letters what is left.
+    acks_on_timeout=True,
+    # A pool process lost mid-batch (OOM, kill) retries, up to the retry budget.
+    retry_on_worker_lost=True,
+    **task_options("routine"),
 )
 def process_routine(self: Task, payload: dict[str, Any]) -> int:
-    """Returns the number of readings applied (0 when this batch was applied before)."""
+    """Returns the number of readings applied by this delivery."""
     try:
-        batch = decode_batch(payload)
+        cursor = ChunkCursor.from_payload(payload)
     except InvalidBatch as exc:
         dead_letter_payload(payload, "invalid_batch", str(exc), ROUTINE_TASK)
         return 0
-    effects = routine_effects(batch, processed_ts=time.time())
+    batch = cursor.batch
+    store = context.store()
+    signal, _ = _adapters()
+    work = work_class(batch.tier)
     try:
-        applied = context.store().apply_batch(
-            batch.batch_id, batch.tier, effects.delta, effects.latency, effects.readings
-        )
-    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
-        if self.request.retries >= MAX_RETRIES:
-            dead_letter_payload(payload, "retries_exhausted", repr(exc), ROUTINE_TASK)
-            return 0
-        raise self.retry(exc=exc, countdown=min(0.2 * 2**self.request.retries, 10.0)) from exc
-    return effects.readings if applied else 0
+        while not cursor.finished:
+            if cursor.done > 0 and signal.should_yield(batch.region, work):
+                _defer(cursor, "preempted")
+                return cursor.applied_readings
+            apply_chunk(cursor, store)
+    except SoftTimeLimitExceeded:
+        stalled = cursor.done == 0
+        if stalled and cursor.stalls + 1 >= MAX_STALLS:
+            dead_letter_rest(cursor, "soft_time_limit", f"no chunk finished {MAX_STALLS} times")
+        else:
+            _defer(cursor, "soft_time_limit", stalled)
+    except TRANSIENT_ERRORS as exc:
+        if ROUTINE.exhausted(self.request.retries):
+            dead_letter_rest(cursor, "retries_exhausted", repr(exc))
+            return cursor.applied_readings
+        raise self.retry(
+            args=(cursor.rest_payload(),),
+            countdown=ROUTINE.backoff_s(self.request.retries),
+            exc=exc,
+        ) from exc
+    except Exception as exc:  # a bug or bad data: keep the readings, with the reason
+        LOGGER.exception("routine batch %s failed", batch.batch_id)
+        dead_letter_rest(cursor, "task_error", repr(exc))
+    return cursor.applied_readings
+
+
+@task_failure.connect(sender=process_routine)
+def _given_up(exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
+    """Hard time limit or pool process lost past the retry budget: dead-letter the rest.
+
+    Runs in the worker's main process, which acked (or dropped) the message.
+    """
+    if not args or isinstance(exception, SoftTimeLimitExceeded):
+        return
+    try:
+        cursor = ChunkCursor.from_payload(args[0])
+    except InvalidBatch:
+        dead_letter_payload(args[0], "invalid_batch", repr(exception), ROUTINE_TASK)
+        return
+    dead_letter_rest(cursor, type(exception).__name__, repr(exception))
+
+
+@app.task(name=PROBE_TASK, acks_late=True, soft_time_limit=5, time_limit=10)
+def anomaly_probe(region: str, enqueued_ts: float, hold_ms: float = 0.0) -> None:
+    """A stand-in anomaly task: records its wait (enqueued → started), then holds its slot.
+
+    Sent to ``{region}.anomaly`` by the overload benchmark and the integration
+    tests, so it takes exactly the path real anomaly work takes.
+    """
+    started = time.time()
+    signal, _ = _adapters()
+    if isinstance(signal, RedisPreemptionSignal):
+        signal.record_anomaly_start(region, enqueued_ts, started)
+    if hold_ms > 0:
+        time.sleep(hold_ms / 1e3)
