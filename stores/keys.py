@@ -84,6 +84,10 @@ class Keys:
         """When the next correlator tick for a region is scheduled (epoch seconds)."""
         return f"{self.prefix}:incidents:{region}:tick"
 
+    def broker_queue(self, queue: str) -> str:
+        """The broker list of a Celery queue (its default-priority list)."""
+        return f"{self.broker_prefix}{queue}"
+
     @property
     def heartbeats(self) -> str:
         return f"{self.prefix}:heartbeats"
