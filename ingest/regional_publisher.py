@@ -23,15 +23,22 @@ from tasks.app import make_app
 
 class RegionalPublisher:
     def __init__(
-        self, default_app: Celery, region_apps: Mapping[str, Celery] | None = None
+        self,
+        default_app: Celery,
+        region_apps: Mapping[str, Celery] | None = None,
+        screening: bool | None = None,
     ) -> None:
-        self.default = CeleryPublisher(default_app)
-        self._by_region = {r: CeleryPublisher(a) for r, a in (region_apps or {}).items()}
+        """``screening`` as for CeleryPublisher: None follows ``IOTSCHED_SCREENING``."""
+        self.default = CeleryPublisher(default_app, screening)
+        self._by_region = {r: CeleryPublisher(a, screening) for r, a in (region_apps or {}).items()}
         self._owned: list[Celery] = []
 
     @classmethod
     def from_urls(
-        cls, default_app: Celery, region_broker_urls: Mapping[str, str]
+        cls,
+        default_app: Celery,
+        region_broker_urls: Mapping[str, str],
+        screening: bool | None = None,
     ) -> RegionalPublisher:
         """One app per distinct region broker URL, configured like ``default_app`` otherwise."""
         transport: dict[str, Any] = dict(default_app.conf.broker_transport_options or {})
@@ -43,7 +50,7 @@ class RegionalPublisher:
             if url not in by_url:
                 by_url[url] = make_app(broker_url=url, broker_transport_options=transport)
             region_apps[region] = by_url[url]
-        publisher = cls(default_app, region_apps)
+        publisher = cls(default_app, region_apps, screening)
         publisher._owned = list(by_url.values())
         return publisher
 

@@ -103,13 +103,12 @@ def run_book(args: argparse.Namespace) -> int:
     try:
         r = store.book(args.region, start, args.duration_s, args.slots, args.operation, now)
     except ReservationConflict as exc:
-        hint = (
-            "no start can fit"
-            if exc.earliest_start_ts is None or math.isinf(exc.earliest_start_ts)
-            else f"earliest start that fits: {_iso(exc.earliest_start_ts)} "
-            f"(--start {_iso(exc.earliest_start_ts)})"
-        )
-        raise ConfigError(f"booking refused: {exc}\n  {hint}") from exc
+        fit = exc.earliest_start_ts
+        if fit is None or math.isinf(fit):
+            raise ConfigError(f"booking refused: {exc}") from exc
+        raise ConfigError(
+            f"booking refused: {exc}\n  earliest start that fits: {_iso(fit)} (--start {_iso(fit)})"
+        ) from exc
     print(f"booked {_line(r)}")
     return 0
 

@@ -63,7 +63,7 @@ class HealthStore:
         return health
 
     def queued_messages(self) -> dict[str, int]:
-        """Messages in each region's data queues (the broker lists, default priority)."""
+        """Messages in each region's data queues (every priority list of each)."""
         by_client: dict[int, tuple[redis.Redis, list[str]]] = {}
         for region in self.regions:
             c = self.broker_clients.get(region, self.client)
@@ -71,11 +71,17 @@ class HealthStore:
         depth: dict[str, int] = {}
         for c, regions in by_client.values():
             pipe = c.pipeline(transaction=False)
+            per = 0
             for region in regions:
-                for kind in self.kinds:
-                    pipe.llen(self.keys.broker_queue(queue_name(region, kind)))
+                lists = [
+                    key
+                    for kind in self.kinds
+                    for key in self.keys.broker_queue_lists(queue_name(region, kind))
+                ]
+                per = len(lists)
+                for key in lists:
+                    pipe.llen(key)
             counts = pipe.execute()
-            per = len(self.kinds)
             for i, region in enumerate(regions):
                 depth[region] = int(sum(counts[i * per : (i + 1) * per]))
         return depth
