@@ -38,3 +38,11 @@ task_create_missing_queues = True
 worker_send_task_events = True
 task_send_sent_event = False
 worker_hijack_root_logger = False
+
+# `celery worker --autoscale MAX,MIN` sizes the pool from broker queue depth and forecast;
+# IOTSCHED_AUTOSCALER=stock keeps Celery's own rule (reserved requests, keepalive).
+worker_autoscaler = (
+    "celery.worker.autoscale:Autoscaler"
+    if _settings.autoscaler == "stock"
+    else "workers.autoscaler:QueueDepthAutoscaler"
+)

@@ -1,0 +1,179 @@
+"""A worker pool's target size from queue figures: one scaling policy per work class,
+the region's capacity ledger over them, and this worker's share of the result.
+
+No Celery and no Redis here: the autoscaler's background thread feeds it figures
+it has already read, and the event loop only reads the ``PoolFigures`` it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scheduler.capacity import CapacityBudget, CapacityLedger
+from scheduler.model import WorkClass
+from scheduler.scaling import ScalingConfig, ScalingObservation, ScalingPolicy
+from scheduler.settings import Settings
+from stores.queue_depth import QueueRates
+
+#: Slot-seconds of measured busy time before a service rate is trusted over the prior.
+SERVICE_EVIDENCE_SLOT_S = 1.0
+#: Weight of a new service-rate measurement against the running estimate.
+SERVICE_SMOOTHING = 0.5
+
+
+def work_class(queue: str) -> WorkClass:
+    """``eu-west.premium`` → PREMIUM; a queue outside the naming scheme counts as standard."""
+    try:
+        return WorkClass(queue.rpartition(".")[2])
+    except ValueError:
+        return WorkClass.STANDARD
+
+
+@dataclass(frozen=True)
+class LocalLoad:
+    """What this worker holds: taken off the broker but not finished, per queue."""
+
+    #: Messages prefetched (reserved) and not yet started.
+    waiting: Mapping[str, int] = field(default_factory=dict)
+    #: Messages being processed.
+    busy: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    """The cached numbers the event loop acts on; ``at_ts`` in epoch seconds."""
+
+    at_ts: float
+    #: Slots this worker's pool should have (bounds and other workers applied).
+    target_slots: int
+    #: Slots the region's consumers of these queues should have in total.
+    region_slots: int
+    #: Slots the ledger granted per class (queue name → slots).
+    grants: Mapping[str, int]
+    service_rps_per_slot: float
+    #: Messages waiting per queue, in the broker plus prefetched here.
+    depth: Mapping[str, int]
+    arrival_rps: Mapping[str, float]
+    reason: str
+
+
+class ServiceMeter:
+    """Tasks one busy slot finishes per second, from completions over sampled busy time."""
+
+    def __init__(self, prior_rps: float) -> None:
+        self.rate_rps = prior_rps
+        self.measured = False
+        self._last: tuple[float, int, int] | None = None
+        self._done = 0
+        self._busy_slot_s = 0.0
+
+    def update(self, now_ts: float, completed_total: int, busy_slots: int) -> float:
+        """Fold in a sample of the cumulative completions and the slots busy now."""
+        last, self._last = self._last, (now_ts, completed_total, busy_slots)
+        if last is None or now_ts <= last[0]:
+            return self.rate_rps
+        # Trapezoid over the interval: sampled busy counts are an unbiased
+        # estimate of busy time even for tasks shorter than the interval.
+        self._busy_slot_s += (now_ts - last[0]) * (busy_slots + last[2]) / 2
+        self._done += max(0, completed_total - last[1])
+        if self._busy_slot_s >= SERVICE_EVIDENCE_SLOT_S and self._done > 0:
+            measured = self._done / self._busy_slot_s
+            weight = SERVICE_SMOOTHING if self.measured else 1.0
+            self.rate_rps += weight * (measured - self.rate_rps)
+            self.measured = True
+            self._done, self._busy_slot_s = 0, 0.0
+        return self.rate_rps
+
+
+class PoolSizer:
+    """Sizes one worker's pool over the queues it consumes; one instance per worker."""
+
+    def __init__(self, queues: Sequence[str], cfg: Settings) -> None:
+        self.queues = tuple(queues)
+        self.budget = CapacityBudget(
+            total_slots=cfg.region_budget_slots,
+            premium_guarantee_slots=cfg.premium_guarantee_slots,
+            standard_min_slots=cfg.standard_min_slots,
+            anomaly_burst_slots=cfg.anomaly_burst_slots,
+            screen_min_slots=cfg.screen_min_slots,
+        )
+        self.ledger = CapacityLedger(self.budget)
+        scaling = ScalingConfig(
+            drain_target_s=cfg.drain_target_s,
+            min_slots=0,
+            max_slots=cfg.region_budget_slots,
+            scale_down_window_s=cfg.scale_down_window_s,
+        )
+        self.policies = {q: ScalingPolicy(scaling) for q in self.queues}
+        self._granted: dict[str, int] = {q: 0 for q in self.queues}
+
+    def size(
+        self,
+        rates: QueueRates,
+        local: LocalLoad,
+        service_rps_per_slot: float,
+        bounds: tuple[int, int],
+        share: tuple[int, int] = (0, 1),
+        consuming: Sequence[str] | None = None,
+    ) -> PoolFigures:
+        """Target for this pool of ``bounds`` (min, max) slots.
+
+        ``share`` is (this worker's rank, number of workers) among the region's
+        workers consuming these queues: each takes an even share of the region's
+        slots, the first ``region_slots % workers`` one more. An even split by rank
+        converges at once; "region minus what the others hold" would make two
+        workers chase each other's last figures. ``consuming`` lists the queues
+        still consumed (None: all); with none left the worker is draining.
+        """
+        active = (
+            self.queues if consuming is None else tuple(q for q in self.queues if q in consuming)
+        )
+        demand: dict[WorkClass, int] = {}
+        depth: dict[str, int] = {}
+        reasons: list[str] = []
+        for queue in self.queues:
+            depth[queue] = rates.depth.get(queue, 0) + local.waiting.get(queue, 0)
+            obs = ScalingObservation(
+                now_ts=rates.at_ts,
+                queue_depth=depth[queue],
+                arrival_rps=rates.arrival_rps.get(queue, 0.0),
+                service_rps_per_slot=service_rps_per_slot,
+                busy_slots=local.busy.get(queue, 0),
+                current_slots=self._granted[queue],
+            )
+            # Every policy sees every sample, so its window and forecast stay current.
+            wanted = self.policies[queue].desired_slots(obs)
+            if queue in active:
+                cls = work_class(queue)
+                demand[cls] = demand.get(cls, 0) + wanted
+                if wanted:
+                    reasons.append(f"{queue}: {self.policies[queue].last_decision.reason}")  # type: ignore[union-attr]
+        maintenance = min(demand.pop(WorkClass.MAINTENANCE, 0), self.ledger.max_maintenance_slots())
+        by_class = self.ledger.allocate(demand, maintenance)
+        grants = {q: by_class[work_class(q)] if q in active else 0 for q in self.queues}
+        # Two queues of one class (unusual) share its grant: credit it once.
+        region_slots = sum(by_class[c] for c in {work_class(q) for q in active})
+        self._granted = grants
+        low, high = bounds
+        if not active:
+            # Draining: keep slots for what this worker still holds, add none.
+            held = sum(local.busy.values()) + sum(local.waiting.values())
+            target, why = min(high, max(low, held)), "not consuming (draining)"
+        else:
+            rank, workers = share
+            mine = region_slots // workers + (1 if rank < region_slots % workers else 0)
+            target = min(high, max(low, mine))
+            why = "; ".join(reasons) or "no demand"
+            if workers > 1:
+                why += f"; share {rank + 1} of {workers} workers"
+        return PoolFigures(
+            at_ts=rates.at_ts,
+            target_slots=target,
+            region_slots=region_slots,
+            grants=grants,
+            service_rps_per_slot=service_rps_per_slot,
+            depth=depth,
+            arrival_rps=dict(rates.arrival_rps),
+            reason=why,
+        )
