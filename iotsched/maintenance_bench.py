@@ -1,0 +1,244 @@
+"""Maintenance windows on real workers: start delay under load, premium p99, rebooking.
+
+Shared by ``iotsched maintenance bench`` (prints the figures) and the
+integration tests (assert on them). One region, one data worker, one
+maintenance worker (``-Q eu-west.maintenance``) and the control worker that
+runs beat, all real ``celery worker`` processes on a real Redis.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from ingest.celery_publisher import CeleryPublisher
+from ingest.producer import Producer
+from ingest.synthetic import SyntheticStream
+from iotsched.cluster import PROJECT_ROOT, LocalCluster, worker_env
+from iotsched.loadrun import drive, processed_count
+from scheduler.errors import ConfigError, TransientError
+from scheduler.geography import DEFAULT_SITES
+from scheduler.latency import percentile_ms
+from scheduler.registry import generate_registry
+from scheduler.settings import Settings
+from stores.health_store import HealthStore, text
+from stores.keys import Keys
+from stores.redis_state import RedisStateStore
+from stores.reservation_store import ReservationStore
+from tasks.app import make_app
+from workers.beat import control_worker_argv
+
+REGION = DEFAULT_SITES[0].name
+BASE_ENV = {
+    "IOTSCHED_REGIONS": REGION,
+    "IOTSCHED_SCREENING": "0",
+    "IOTSCHED_REGION_BUDGET_SLOTS": "4",
+    "IOTSCHED_PREMIUM_GUARANTEE_SLOTS": "1",
+}
+
+
+def wait_for(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.time() + timeout_s
+    while not ready():
+        if time.time() > deadline:
+            raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def private_redis(url: str | None = None) -> Iterator[str]:
+    """``url`` when given, else a throwaway redis-server on a free port for the duration."""
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ConfigError("redis-server is not installed: pass --redis-url")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    workdir = tempfile.mkdtemp(prefix="iotsched-bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        wait_for(lambda: _pings(client), 10, "redis-server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+class MaintenanceRig:
+    """Data, maintenance and control workers for one region under one key prefix."""
+
+    def __init__(self, redis_url: str, key_prefix: str | None = None, **env: str) -> None:
+        self.url = redis_url
+        self.keys = Keys(key_prefix or f"iotsched-maint-{uuid.uuid4().hex[:8]}")
+        self.env = {**BASE_ENV, **env}
+        self.client = redis.Redis.from_url(redis_url)
+        self.state = RedisStateStore(self.client, self.keys)
+        settings = Settings.from_env({**self.env, "IOTSCHED_KEY_PREFIX": self.keys.prefix})
+        self.book = ReservationStore.from_settings(self.client, settings)
+        transport = {
+            "queue_order_strategy": "priority",
+            "global_keyprefix": self.keys.broker_prefix,
+        }
+        self.app = make_app(broker_url=redis_url, broker_transport_options=transport)
+        self.clusters: list[LocalCluster] = []
+        self.control: subprocess.Popen[bytes] | None = None
+
+    def start(self, data: bool) -> None:
+        roles = ["maintenance", *(["data"] if data else [])]
+        for role in roles:
+            cluster = LocalCluster(self.url, self.keys.prefix, (REGION,), env_extra=self.env)
+            cluster.start(role)
+            self.clusters.append(cluster)
+        self.control = subprocess.Popen(
+            control_worker_argv(),
+            env=worker_env(self.url, self.keys.prefix, **self.env),
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        names = {f"{role}-{REGION}" for role in roles} | {"control"}
+        wait_for(lambda: names <= self._ping(), 30, f"workers {sorted(names)}")
+        if data:
+            health = HealthStore(self.client, self.keys, (REGION,))
+            wait_for(lambda: REGION in health.heartbeats(), 10, "data worker heartbeat")
+
+    def _ping(self) -> set[str]:
+        replies = self.app.control.ping(timeout=0.5)
+        return {name.split("@")[0] for reply in replies for name in reply}
+
+    def stop(self) -> None:
+        if self.control is not None:
+            self.control.terminate()
+            self.control.wait(15)
+        for cluster in self.clusters:
+            cluster.stop()
+        self.app.close()
+        self.state.delete_all()
+
+    def event(self, kind: str, reservation_id: str) -> dict[str, str] | None:
+        for e in self.book.events():
+            if e["event"] == kind and e["reservation_id"] == reservation_id:
+                return e
+        return None
+
+
+def _premium_hist(state: RedisStateStore) -> dict[int, int]:
+    return state.latency_histogram("ingest", "premium")
+
+
+def on_time_under_load(
+    redis_url: str, rate_rps: float = 3_000.0, lead_s: float = 4.0, window_s: float = 4.0
+) -> dict[str, Any]:
+    """A window booked during steady load: its start delay, and premium p99 inside it."""
+    rig = MaintenanceRig(redis_url)
+    try:
+        registry = generate_registry(20_000, seed=3, sites=DEFAULT_SITES[:1])
+        rig.state.save_registry(registry)
+        rig.start(data=True)
+        producer = Producer(lambda: registry, CeleryPublisher(rig.app, False), rig.state)
+        stream = SyntheticStream(registry, seed=3)
+        load_s = lead_s + window_s + 1.0
+        loader = threading.Thread(
+            target=drive, args=(producer, stream, int(rate_rps * load_s), rate_rps, 1_000)
+        )
+        loader.start()
+        now = time.time()
+        r = rig.book.book(REGION, now + lead_s, window_s, 1, "expire_rollups", now)
+        wait_for(lambda: time.time() >= r.start_ts, lead_s + 1, "window start")
+        before, done_before = _premium_hist(rig.state), processed_count(rig.state.counters())
+        drain_at_start = rig.book.drain_levels().get(REGION)
+        wait_for(lambda: time.time() >= r.end_ts, window_s + 1, "window end")
+        after, done_after = _premium_hist(rig.state), processed_count(rig.state.counters())
+        loader.join()
+        ingested = rig.state.counters()["ingested"]
+        wait_for(lambda: processed_count(rig.state.counters()) >= ingested, 30, "load drained")
+        started = rig.event("started", r.reservation_id)
+        finished = rig.event("succeeded", r.reservation_id)
+        in_window = {b: n - before.get(b, 0) for b, n in after.items() if n > before.get(b, 0)}
+        return {
+            "window": {"start_ts": r.start_ts, "duration_s": window_s, "slots": r.slots},
+            "operation": r.operation,
+            "load_rps": rate_rps,
+            "start_delay_s": None if started is None else round(float(started["delay_s"]), 4),
+            "operation_succeeded": finished is not None,
+            "drain_slots_at_start": drain_at_start,
+            "processed_during_window": done_after - done_before,
+            "premium_p99_ms_during_window": percentile_ms(in_window, 99),
+            "premium_p99_ms_whole_run": percentile_ms(after, 99),
+            "premium_readings_during_window": sum(in_window.values()),
+            "readings_ingested": ingested,
+            "readings_processed": processed_count(rig.state.counters()),
+        }
+    finally:
+        rig.stop()
+
+
+def failing_is_rebooked(
+    redis_url: str, lead_s: float = 2.0, window_s: float = 3.0
+) -> dict[str, Any]:
+    """A window whose operation fails every try: retried, then rebooked with an alert."""
+    rig = MaintenanceRig(
+        redis_url, IOTSCHED_MAINTENANCE_MAX_TRIES="2", IOTSCHED_MAINTENANCE_BACKOFF_S="0.5"
+    )
+    try:
+        # No registry stored: rebuild_registry has nothing to rebuild from and fails.
+        rig.start(data=False)
+        now = time.time()
+        r = rig.book.book(REGION, now + lead_s, window_s, 1, "rebuild_registry", now)
+        wait_for(lambda: rig.client.xlen(rig.keys.alerts) > 0, lead_s + window_s + 5, "alert")
+        entries: Any = rig.client.xrange(rig.keys.alerts)
+        alert = {text(k): text(v) for k, v in entries[0][1].items()}
+        book = {x.reservation_id: x for x in rig.book.list()}
+        new = book.get(alert.get("rebooked_as", ""))
+        events = [e["event"] for e in rig.book.events() if e["reservation_id"] == r.reservation_id]
+        return {
+            "failed_window": {"id": r.reservation_id, "start_ts": r.start_ts, "end_ts": r.end_ts},
+            "events": events,
+            "alert": alert,
+            "failed_window_released": r.reservation_id not in book,
+            "rebooked": None
+            if new is None
+            else {
+                "id": new.reservation_id,
+                "start_ts": new.start_ts,
+                "starts_after_failed_window": new.start_ts >= r.end_ts,
+                "attempt": new.attempt,
+                "operation": new.operation,
+            },
+        }
+    finally:
+        rig.stop()
+
+
+def maintenance_bench(redis_url: str | None = None, rate_rps: float = 3_000.0) -> dict[str, Any]:
+    with private_redis(redis_url) as url:
+        return {
+            "on_time_under_load": on_time_under_load(url, rate_rps),
+            "failing_operation": failing_is_rebooked(url),
+        }

@@ -1,0 +1,240 @@
+"""``iotsched partition-bench``: a region cut off and healed, with real workers and real Redis.
+
+Two regions, each with its own broker (eu-west on Redis db 1, us-east on the
+shared db 0), one data worker each, heartbeats, and the regional placer. The
+eu-west worker is killed (its heartbeat stops); readings keep coming. Those of
+eu-west devices that may also be processed in us-east fail over there; those
+locked to eu-west wait in eu-west's queue. The worker is restarted and the
+queue drains. Printed: the counts at each stage, checked against each other.
+
+Where a reading was processed is the region of the queue it was published to:
+a region's workers consume only ``{region}.*`` (``workers/profiles.py``), on
+that region's broker. So residency is checked on every published batch (an
+audit wrapper around the publisher) and, during the partition, by decoding
+what actually sits in eu-west's broker lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import redis
+
+from ingest.placement import PlacerConfig, make_placer, read_account
+from ingest.producer import Producer, Publisher
+from ingest.regional_publisher import RegionalPublisher
+from ingest.synthetic import SyntheticStream
+from iotsched.cluster import LocalCluster
+from iotsched.maintenance_bench import private_redis, wait_for
+from scheduler.batching import BatchingConfig
+from scheduler.codec import decode_batch
+from scheduler.geography import DEFAULT_SITES
+from scheduler.model import Batch, queue_name
+from scheduler.registry import Registry, generate_registry
+from stores.health_store import DATA_KINDS, HealthStore
+from stores.keys import Keys
+from stores.redis_state import RedisStateStore
+from tasks.app import make_app
+
+SITES = DEFAULT_SITES[:2]
+REGIONS = tuple(s.name for s in SITES)
+CUT, KEPT = REGIONS
+FAST_RECOVERY = {"IOTSCHED_VISIBILITY_TIMEOUT_S": "5", "IOTSCHED_UNACKED_RESTORE_INTERVAL_S": "1"}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("partition-bench", help="cut a region off, heal it, print the counts (JSON)")
+    p.add_argument("--redis-url", help="use this Redis (default: a private redis-server)")
+    p.add_argument("--readings", type=int, default=10_000, help="readings per phase")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with private_redis(args.redis_url) as url:
+        result = partition_scenario(url, readings_per_phase=args.readings)
+    print(json.dumps(result, indent=2))
+    return 0 if result["after_heal"]["lost"] == 0 and result["outside_allowed"] == 0 else 1
+
+
+@dataclass
+class AuditPublisher:
+    """Counts, per published batch, readings outside their allowed regions (must stay 0)."""
+
+    inner: Publisher
+    registry: Registry
+    outside_allowed: int = 0
+    published: dict[str, int] = field(default_factory=dict)
+
+    def publish(self, batch: Batch) -> None:
+        bit = 1 << self.registry.topology.region_code(batch.region)
+        rows = self.registry.lookup(batch.device_id)
+        self.outside_allowed += int(((self.registry.allowed_mask[rows] & bit) == 0).sum())
+        self.published[batch.region] = self.published.get(batch.region, 0) + len(batch)
+        self.inner.publish(batch)
+
+
+def queued_batches(client: redis.Redis, keys: Keys, region: str) -> list[Batch]:
+    """Decode every routine batch waiting in ``region``'s data queues, as the broker holds it."""
+    found = []
+    for kind in DATA_KINDS:
+        for key in keys.broker_queue_lists(queue_name(region, kind)):
+            for raw in client.lrange(key, 0, -1):
+                message = json.loads(raw)
+                body = base64.b64decode(message["body"])
+                args, _kwargs, _embed = msgpack.unpackb(body, raw=False)
+                found.append(decode_batch(args[0]))
+    return found
+
+
+def _with_db(url: str, db: int) -> str:
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def partition_scenario(
+    redis_url: str,
+    key_prefix: str | None = None,
+    devices: int = 20_000,
+    readings_per_phase: int = 10_000,
+    seed: int = 5,
+) -> dict[str, Any]:
+    started = time.time()
+    prefix = key_prefix or f"iotsched-partition-{uuid.uuid4().hex[:8]}"
+    keys = Keys(prefix)
+    client = redis.Redis.from_url(redis_url)
+    cut_broker_url = _with_db(redis_url, 1)
+    cut_broker = redis.Redis.from_url(cut_broker_url)
+    store = RedisStateStore(client, keys)
+    registry = generate_registry(devices, seed=seed, sites=SITES, resident_share=0.3)
+    store.save_registry(registry)
+    env = {**FAST_RECOVERY, "IOTSCHED_REGIONS": ",".join(REGIONS), "IOTSCHED_SCREENING": "0"}
+    clusters = {
+        CUT: LocalCluster(
+            redis_url, prefix, (CUT,), env_extra={**env, "IOTSCHED_BROKER_URL": cut_broker_url}
+        ),
+        KEPT: LocalCluster(redis_url, prefix, (KEPT,), env_extra=env),
+    }
+    transport = {"queue_order_strategy": "priority", "global_keyprefix": keys.broker_prefix}
+    app = make_app(broker_url=redis_url, broker_transport_options=transport)
+    publisher = RegionalPublisher.from_urls(app, {CUT: cut_broker_url}, screening=False)
+    audit = AuditPublisher(publisher, registry)
+    placer = make_placer(
+        client,
+        keys,
+        registry.topology,
+        SITES,
+        broker_clients={CUT: cut_broker},
+        config=PlacerConfig(refresh_ms=100, silence_timeout_s=2.0),
+    )
+    producer = Producer(
+        lambda: registry,
+        audit,
+        store,
+        batching=BatchingConfig(max_readings=500),
+        placer=placer,
+    )
+    stream = SyntheticStream(registry, seed=seed)
+    health = HealthStore(client, keys, REGIONS)
+    cut_bit = 1 << registry.topology.region_code(CUT)
+
+    def ingest(n: int) -> np.ndarray:
+        ids_all = []
+        for _ in range(n // 2_000):
+            ids, ts, values = stream.chunk(2_000, time.time())
+            producer.ingest_columns(ids, ts, values)
+            ids_all.append(ids)
+        producer.flush()
+        placer.flush()
+        return np.concatenate(ids_all)
+
+    def processed() -> int:
+        c = store.counters()
+        return sum(v for k, v in c.items() if k.startswith("processed:")) + c.get(
+            "dead_lettered", 0
+        )
+
+    try:
+        for cluster in clusters.values():
+            cluster.start()
+        wait_for(lambda: set(REGIONS) <= set(health.heartbeats()), 30, "both regions' heartbeat")
+        placer.refresh()
+
+        # Normal operation: every region healthy, readings stay home.
+        ingest(readings_per_phase)
+        wait_for(lambda: processed() >= store.counters().get("ingested", 0), 30, "normal drain")
+        normal = read_account(client, keys)
+
+        # Partition: the cut region's worker dies, its heartbeat stops.
+        clusters[CUT].kill(f"data-{CUT}")
+        cut_at = time.time()
+
+        def cut_seen() -> bool:
+            placer.refresh()
+            return not placer.healthy_mask & cut_bit
+
+        wait_for(cut_seen, 15, f"{CUT} seen as partitioned")
+        detected_s = time.time() - cut_at
+        ids = ingest(readings_per_phase)
+        rows = registry.lookup(ids)
+        from_cut = registry.home_region[rows] == registry.topology.region_code(CUT)
+        locked = registry.allowed_mask[rows] == cut_bit
+        expected_waiting = int((from_cut & locked).sum())
+        ingested_now = store.counters()["ingested"]
+        wait_for(lambda: processed() >= ingested_now - expected_waiting, 30, f"{KEPT} drained")
+        waiting = queued_batches(cut_broker, keys, CUT)
+        waiting_ids = np.concatenate([b.device_id for b in waiting]) if waiting else ids[:0]
+        waiting_rows = registry.lookup(waiting_ids)
+        during = read_account(client, keys)
+
+        # Heal: the cut region's worker comes back and drains what waited.
+        clusters[CUT].start()
+        healed_at = time.time()
+        wait_for(lambda: processed() >= store.counters()["ingested"], 30, f"{CUT} backlog drained")
+        drained_s = time.time() - healed_at
+        counts = store.counters()
+        done = sum(v for k, v in counts.items() if k.startswith("processed:"))
+        moved = f"readings:{CUT}>{KEPT}"
+        return {
+            "regions": list(REGIONS),
+            "normal": {
+                "readings": readings_per_phase,
+                "home_share": normal.get("home_readings", 0.0)
+                / max(1.0, normal.get("home_readings", 0.0) + normal.get(moved, 0.0)),
+            },
+            "partition": {
+                "detected_after_s": round(detected_s, 2),
+                "readings": readings_per_phase,
+                "from_cut_region": int(from_cut.sum()),
+                "failed_over_to_kept_region": int(during.get(moved, 0) - normal.get(moved, 0)),
+                "expected_waiting_locked": expected_waiting,
+                "waiting_in_cut_region_queue": len(waiting_ids),
+                "waiting_not_locked": int((registry.allowed_mask[waiting_rows] != cut_bit).sum()),
+                "cross_region_bytes": during.get(f"bytes:{CUT}>{KEPT}", 0.0),
+                "cross_region_cost": round(during.get(f"cost:{CUT}>{KEPT}", 0.0), 9),
+            },
+            "after_heal": {
+                "backlog_drained_s": round(drained_s, 2),
+                "ingested": counts.get("ingested", 0),
+                "processed": done,
+                "dead_lettered": counts.get("dead_lettered", 0),
+                "rollup_count": store.rollup_count_total(),
+                "lost": counts.get("ingested", 0) - done - counts.get("dead_lettered", 0),
+            },
+            "published_by_region": audit.published,
+            "outside_allowed": audit.outside_allowed,
+            "seconds": round(time.time() - started, 1),
+        }
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
+        publisher.close()
+        app.close()
+        store.delete_all()
+        RedisStateStore(cut_broker, keys).delete_all()
