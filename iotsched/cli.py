@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "iotsched.simulate_cmd",
     "iotsched.report_cmd",
     "iotsched.maintenance_cmd",
+    "iotsched.partition_cmd",
 )
 
 
