@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "iotsched.report_cmd",
     "iotsched.maintenance_cmd",
     "iotsched.partition_cmd",
+    "iotsched.scale_cmd",
 )
 
 
