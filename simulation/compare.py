@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 from simulation.pools import SCALERS
@@ -19,6 +18,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("scaling_reaction_s", "reaction s", "{:.1f}"),
     ("premium_p99_ms", "premium p99 ms", "{:.0f}"),
     ("standard_p99_ms", "standard p99 ms", "{:.0f}"),
+    ("standard_p99_disturbed_ms", "std p99 in spikes ms", "{:.0f}"),
     ("wastage_pct", "wastage %", "{:.1f}"),
     ("policy_wastage_pct", "beyond floor %", "{:.1f}"),
     ("slot_hours", "slot-hours", "{:.0f}"),
@@ -27,12 +27,15 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def side_by_side(seed: int = 0, hours: float = 24.0) -> dict[str, dict[str, Any]]:
-    """Figures per scaler for the same simulated day (or its first ``hours``)."""
+def side_by_side(seed: int = 0, hours: float = 24.0, **day: Any) -> dict[str, dict[str, Any]]:
+    """Figures per scaler for the same simulated day (or its first ``hours``).
+
+    ``day`` passes on to ``simulated_day`` (start hour, spikes) for shorter comparisons.
+    """
     scenario = SCENARIOS["simulated_day"]
     rows: dict[str, dict[str, Any]] = {}
     for scaler in SCALERS:
-        spec = replace(simulated_day(seed, scaler), duration_s=hours * 3600.0)
+        spec = simulated_day(seed, scaler, hours=hours, **day)
         figs = run_spec(scenario, spec).figures
         figs["slot_hours"] = figs["slot_seconds"] / 3600.0
         rows[scaler] = figs

@@ -24,6 +24,7 @@ from scheduler.placement import PlacementPolicy, RegionLoad, round_robin_place
 from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.reservations import ReservationBook
 from scheduler.scaling import ScalingObservation
+from simulation.ingest_sim import Ingest
 from simulation.maintenance_sim import MaintenanceDriver
 from simulation.pools import Pool, make_scaler
 from simulation.spec import SimSpec
@@ -138,22 +139,9 @@ class Simulator:
         tr = Trace.empty(spec, n, n_r, self.regions)
         tr.dead_lettered = float(invalid.sum())
         coh = self.cohorts
-        c_home, c_tier = coh.home_region.astype(np.intp), coh.tier.astype(np.intp)
-        cum_share = np.zeros(len(coh))
-        for k in range(len(coh)):
-            same = (c_home[: k + 1] == c_home[k]) & (c_tier[: k + 1] == c_tier[k])
-            cum_share[k] = coh.share_of_cell[: k + 1][same].sum()
-        last_in_cell = np.array(
-            [not np.any((c_home[k + 1 :] == c_home[k]) & (c_tier[k + 1 :] == c_tier[k]))
-             for k in range(len(coh))]
-        )  # fmt: skip
-        cum_hi = np.where(last_in_cell, 1.0, cum_share)
-        cum_lo = cum_hi - coh.share_of_cell
-        cum_lo = np.where(cum_lo < 1e-12, 0.0, cum_lo)
-
+        ingest = Ingest(coh, self.cohort_class, self.placement, n_r)
         pools = self._pools(self._home_work_rps(np.zeros(1))[0])
         queue = np.zeros((n_r, len(CLASSES)))
-        buffered = np.zeros(len(coh))  # readings held at ingest: no allowed region, or backpressure
         dest = np.full(len(coh), -1, dtype=np.intp)
         grant_slots = np.zeros((n_r, len(CLASSES)))
         data_cap = self.budget.astype(np.int64).copy()
@@ -165,14 +153,16 @@ class Simulator:
         pending_detect: list[tuple[int, float, int]] = []  # (event index, screen target, region)
         events = sorted(enumerate(spec.anomalies), key=lambda e: e[1].t_s)
         next_event = 0
-        rr_start = 0
-        rr_copies = 6  # round-robin baseline over 1–3 allowed regions splits each cohort evenly
+        rr_healthy = -1
+        t_all = np.arange(n) * dt
+        down_all = np.zeros((n, n_r), dtype=bool)
+        for p in spec.partitions:
+            down_all[(t_all >= p.start_s) & (t_all < p.end_s), p.region] = True
 
         for i in range(n):
             t = i * dt
             now_ts = spec.start_ts + t
-            down = np.array([any(p.region == r and p.start_s <= t < p.end_s for p in spec.partitions)
-                             for r in range(n_r)])  # fmt: skip
+            down = down_all[i]
             for pool in pools:
                 pool.advance(t)
             if i % self.ctrl_every == 0:
@@ -189,56 +179,18 @@ class Simulator:
                 dest = self.placement.place(
                     coh.home_region, coh.allowed_mask, coh.tier, healthy, load
                 ).astype(np.intp)
-                rr = round_robin_place(
-                    np.repeat(coh.home_region, rr_copies), np.repeat(coh.allowed_mask, rr_copies),
-                    np.repeat(coh.tier, rr_copies), healthy, n_r, rr_start,
-                ).astype(np.intp).reshape(len(coh), rr_copies)  # fmt: skip
-                rr_start += 1
-                tr.rr_dest_share[:] = [
-                    [np.mean(rr[k] == d) for d in range(n_r)] for k in range(len(coh))
-                ]
+                if healthy != rr_healthy:
+                    tr.rr_dest_share[:] = self._round_robin_share(healthy)
+                    rr_healthy = healthy
                 data_cap = self._control_tick(
                     i, t, now_ts, pools, queue, period_in, period_busy, busy_prev
                 )
                 period_in[:] = 0.0
                 period_busy[:] = 0.0
 
-            # Ingest: split each (region, tier) into cohorts, route by the placement decision.
             cell = accepted[i]
             tr.offered[i] = cell.sum(axis=1)
-            amount = np.floor(cell[c_home, c_tier] * cum_hi) - np.floor(
-                cell[c_home, c_tier] * cum_lo
-            )
-            amount += buffered
-            buffered[:] = 0.0
-            blocked = dest < 0
-            over_cap = (dest >= 0) & (self.cohort_class == STANDARD)
-            over_cap &= queue[np.maximum(dest, 0), STANDARD] > spec.backlog_cap_readings
-            hold = blocked | over_cap
-            buffered[hold] = amount[hold]
-            tr.buffered[i] = buffered.sum()
-            tr.backpressured[i] = amount[over_cap & ~blocked].sum()
-            go = ~hold
-            allowed_bit = (coh.allowed_mask.astype(np.int64) >> np.maximum(dest, 0)) & 1
-            tr.residency_violations += float(amount[go & (allowed_bit == 0)].sum())
-            flat = np.bincount(
-                dest[go] * len(CLASSES) + self.cohort_class[go], weights=amount[go],
-                minlength=n_r * len(CLASSES),
-            ).reshape(n_r, len(CLASSES))  # fmt: skip
-            flat[:, SCREEN] = flat[:, PREMIUM] + flat[:, STANDARD]
-            tr.placed_home[i] = amount[go & (dest == c_home)].sum()
-            tr.placed[i] = amount[go].sum()
-            moved = go & (dest != c_home)
-            tr.moved_bytes[i] = amount[moved].sum() * self.placement.config.reading_bytes
-            tr.moved_cost[i] = (
-                amount[moved] * self.placement.config.reading_bytes / 1e9
-                * self.placement.cost_per_gb[c_home[moved], dest[moved]]
-            ).sum()  # fmt: skip
-            rr_bytes = amount[go, None] * tr.rr_dest_share[go] * self.placement.config.reading_bytes
-            rr_cost = rr_bytes / 1e9 * self.placement.cost_per_gb[c_home[go]]
-            rr_away = np.arange(n_r)[None, :] != c_home[go, None]
-            tr.rr_moved_cost[i] = float((rr_cost * rr_away).sum())
-            tr.rr_moved_bytes[i] = float((rr_bytes * rr_away).sum())
+            flat = ingest.route(i, cell, dest, queue, spec.backlog_cap_readings, tr)
 
             # Anomalies: an event's first abnormal readings reach the screen queue.
             while next_event < len(events) and events[next_event][1].t_s <= t:
@@ -284,13 +236,26 @@ class Simulator:
             tr.ready[i] = [p.ready for p in pools]
             tr.provisioned[i] = [p.provisioned for p in pools]
             tr.data_cap[i] = data_cap
-            tr.maintenance_slots[i] = [self.book.reserved_slots(r, now_ts) for r in self.regions]
+            tr.maintenance_slots[i] = self.reserved
             tr.down[i] = down
         tr.final_queue = queue.copy()
-        tr.final_buffered = float(buffered.sum())
+        tr.final_buffered = ingest.held
         tr.accepted_total = float(accepted.sum())
         tr.maintenance_runs = self.maintenance.outcomes()
         return tr
+
+    def _round_robin_share(self, healthy: int) -> np.ndarray:
+        """Share of each cohort the round-robin baseline sends to each region.
+
+        Six copies of a cohort, placed in turn, split it evenly over its 1, 2
+        or 3 allowed healthy regions, whatever turn the rotation is on.
+        """
+        coh, copies = self.cohorts, 6
+        rr = round_robin_place(
+            np.repeat(coh.home_region, copies), np.repeat(coh.allowed_mask, copies),
+            np.repeat(coh.tier, copies), healthy, self.n_regions,
+        ).astype(np.intp).reshape(len(coh), copies)  # fmt: skip
+        return np.asarray((rr[:, :, None] == np.arange(self.n_regions)).mean(axis=1))
 
     def _slot_release_s(self, anomaly_tasks: int, free_slots: int, busy_slots: float) -> float:
         """Time until a slot is free for an anomaly task: now, a chunk, or a whole routine batch."""

@@ -232,11 +232,7 @@ def figures(trace: Trace) -> dict[str, Any]:
         "premium_p99_ms": prem.percentile_ms(99, never_down),
         "standard_p50_ms": std.percentile_ms(50, never_down),
         "standard_p99_ms": std.percentile_ms(99, never_down),
-        "wastage_pct": wastage_pct(trace, mask),
         "slot_seconds": float(trace.provisioned.sum() * spec.step_s),
-        "home_region_pct": float(
-            100.0 * trace.placed_home[mask].sum() / max(trace.placed[mask].sum(), 1.0)
-        ),
         "cross_region_gb": float(trace.moved_bytes.sum() / 1e9),
         "cross_region_cost": float(trace.moved_cost.sum()),
         "round_robin_cross_region_gb": float(trace.rr_moved_bytes.sum() / 1e9),
@@ -251,6 +247,14 @@ def figures(trace: Trace) -> dict[str, Any]:
         out["policy_wastage_pct"] = policy_wastage_pct(trace, mask)
         placed = max(float(trace.placed[mask].sum()), 1.0)
         out["home_region_pct"] = float(100.0 * trace.placed_home[mask].sum() / placed)
+    if spec.disturbances:
+        hit = ~normal_mask(trace)
+        out["premium_p99_disturbed_ms"] = Latency(
+            prem.latency_s[hit], prem.weight[hit]
+        ).percentile_ms(99)
+        out["standard_p99_disturbed_ms"] = Latency(
+            std.latency_s[hit], std.weight[hit]
+        ).percentile_ms(99)
     if spec.load_steps:
         out["scaling_reaction_s"] = scaling_reaction_s(trace)
     if spec.anomalies:

@@ -51,10 +51,7 @@ class Pool:
         self.slot_startup_s = slot_startup_s
         #: (ready_at_s, slots) in start order.
         self._starting: deque[tuple[float, int]] = deque()
-
-    @property
-    def starting(self) -> int:
-        return sum(n for _, n in self._starting)
+        self.starting = 0
 
     @property
     def provisioned(self) -> int:
@@ -64,18 +61,22 @@ class Pool:
     def advance(self, t_s: float) -> None:
         """Slots whose start-up has finished by ``t_s`` become ready."""
         while self._starting and self._starting[0][0] <= t_s:
-            self.ready += self._starting.popleft()[1]
+            n = self._starting.popleft()[1]
+            self.ready += n
+            self.starting -= n
 
     def resize(self, t_s: float, target: int) -> None:
         """Grow (slots ready after start-up) or shrink (starting slots cancelled first)."""
         excess = self.provisioned - target
         if excess < 0:
             self._starting.append((t_s + self.slot_startup_s, -excess))
+            self.starting -= excess
             return
         while excess > 0 and self._starting:
             when, n = self._starting.pop()
             cut = min(n, excess)
             excess -= cut
+            self.starting -= cut
             if n > cut:
                 self._starting.append((when, n - cut))
         self.ready -= excess

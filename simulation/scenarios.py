@@ -35,10 +35,10 @@ from simulation.loads import (
 )
 from simulation.metrics import figures
 from simulation.spec import (
+    DEFAULT_START_TS,
     AnomalyEvent,
     MaintenanceWindow,
     Partition,
-    ServiceModel,
     SimSpec,
 )
 from simulation.trace import Trace
@@ -159,18 +159,18 @@ def geo_diverse(seed: int) -> SimSpec:
 
 
 def anomalies_under_load(seed: int) -> SimSpec:
-    """us-east standard load goes 2.5× and backs up for minutes while anomalies hit 2,000–5,000 devices."""
+    """us-east standard load goes 3.5× past its budget and backs up for minutes; anomalies hit."""
     fleet = fleet_1m()
     rate = fleet.rate_rps_by_region_tier()
     extra = np.zeros_like(rate)
-    extra[US, STANDARD_TIER] = 1.5 * rate[US, STANDARD_TIER]
+    extra[US, STANDARD_TIER] = 2.5 * rate[US, STANDARD_TIER]
     from_30s = Ramp(30.0, 30.001, 0.0, 1.0, all_regions(3))
     pattern = _steady(fleet) + Modulated(Steady(1.0, extra), from_30s)
     events = tuple(
         AnomalyEvent(60.0 + 20.0 * k, US, 2_000 + 1_000 * (k % 4), tier=k % 2) for k in range(8)
     )
     spec = _base(seed, 300.0, anomalies=events, disturbances=((0.0, 300.0),))
-    return replace(spec, pattern=pattern, sites=sites((48, 24, 64)))
+    return replace(spec, pattern=pattern, sites=sites((48, 16, 64)))
 
 
 def maintenance_normal(seed: int) -> SimSpec:
@@ -220,26 +220,37 @@ def failed_maintenance(seed: int) -> SimSpec:
     return _base(seed, 600.0, maintenance=windows)
 
 
-def simulated_day(seed: int, scaler: str = "policy") -> SimSpec:
+#: The simulated day's unpredictable spikes: (hour into the run, region, factor), 10 min each.
+DAY_SPIKES: tuple[tuple[float, int, float], ...] = ((9.5, EU, 3.0), (17.2, AP, 2.5))
+SPIKE_S = 600.0
+
+
+def simulated_day(
+    seed: int,
+    scaler: str = "policy",
+    hours: float = 24.0,
+    start_utc_hour: float = 0.0,
+    spikes: tuple[tuple[float, int, float], ...] = DAY_SPIKES,
+) -> SimSpec:
     """24 h of the 1M fleet: follow-the-sun, noise, and two spikes nobody predicted."""
     fleet = fleet_1m()
-    spikes = Product(
-        (StepSpike(9.5 * 3600, 600.0, 3.0, one_region(3, EU)),
-         StepSpike(17.2 * 3600, 600.0, 2.5, one_region(3, AP)))
+    steps = tuple(StepSpike(h * 3600, SPIKE_S, f, one_region(3, r)) for h, r, f in spikes)
+    base = daily(
+        1.0, fleet.rate_rps_by_region_tier(), seed=seed, amplitude=0.4,
+        start_utc_hour=start_utc_hour,
     )  # fmt: skip
-    base = daily(1.0, fleet.rate_rps_by_region_tier(), seed=seed, amplitude=0.4)
     return SimSpec(
         fleet=fleet,
         sites=sites(),
-        pattern=Modulated(base, spikes),
-        duration_s=86_400.0,
+        pattern=Modulated(base, Product(steps)) if steps else base,
+        duration_s=hours * 3600.0,
         step_s=1.0,
         seed=seed,
+        start_ts=DEFAULT_START_TS + start_utc_hour * 3600.0,
         scaler=scaler,
         pretrain_daily_profile=scaler == "policy",
-        load_steps=((9.5 * 3600, (EU,)), (17.2 * 3600, (AP,))),
-        disturbances=((9.5 * 3600, 9.5 * 3600 + 600), (17.2 * 3600, 17.2 * 3600 + 600)),
-        service=ServiceModel(),
+        load_steps=tuple((h * 3600, (r,)) for h, r, _ in spikes),
+        disturbances=tuple((h * 3600, h * 3600 + SPIKE_S) for h, _, _ in spikes),
     )
 
 
