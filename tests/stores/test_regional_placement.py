@@ -1,0 +1,188 @@
+"""The producer's regional placer, heartbeats and per-region publishing, on fakeredis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+import numpy as np
+import pytest
+
+from ingest.placement import PlacerConfig, make_placer, read_account
+from ingest.regional_publisher import RegionalPublisher
+from scheduler.model import Topology, empty_batch
+from scheduler.registry import build_registry
+from stores.health_store import HealthStore
+from stores.keys import Keys
+from tasks.app import make_app
+from workers.heartbeat import Heartbeater, regions_served
+
+KEYS = Keys("t")
+TOPO = Topology(regions=("eu-west", "us-east", "ap-south"))
+EU, US, AP = 1, 2, 4  # residency bits
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _registry() -> Any:
+    # device: home, allowed regions
+    rows = [
+        (1, 0, EU | US | AP),  # eu-west, may go anywhere
+        (2, 0, EU),  # eu-west only
+        (3, 1, US | AP),  # us-east, never eu
+        (4, 1, EU),  # homed in us-east but only allowed in eu-west (a tenant rule)
+    ]
+    ids, home, allowed = zip(*rows, strict=True)
+    return build_registry(TOPO, ids, np.zeros(4), home, np.zeros(4), allowed)
+
+
+def _placer(client: fakeredis.FakeRedis, clock: Clock, mono: Clock) -> Any:
+    placer = make_placer(client, KEYS, TOPO, config=PlacerConfig(silence_timeout_s=3.0))
+    placer.clock, placer.monotonic = clock, mono
+    return placer
+
+
+def _beat(client: fakeredis.FakeRedis, ts: float, *regions: str) -> None:
+    Heartbeater(client, KEYS, regions, clock=lambda: ts).beat_once()
+
+
+def test_healthy_regions_keep_readings_home_and_count_them() -> None:
+    # Given every region heartbeating
+    client, now = fakeredis.FakeRedis(), 1_000.0
+    _beat(client, now, "eu-west", "us-east", "ap-south")
+    placer = _placer(client, Clock(now), Clock(0.0))
+    reg = _registry()
+    # When readings of devices 1..3 are placed
+    placed = placer(reg, np.array([0, 1, 2]))
+    placer.flush()
+    # Then each is placed in its home region, and the home count is in Redis
+    assert placed.tolist() == [0, 0, 1]
+    assert read_account(client, KEYS)["home_readings"] == 3
+
+
+def test_a_silent_region_fails_over_inside_residency_or_waits_at_home() -> None:
+    # Given eu-west silent for longer than the timeout, the others alive
+    client, now = fakeredis.FakeRedis(), 1_000.0
+    _beat(client, now - 10, "eu-west")
+    _beat(client, now, "us-east", "ap-south")
+    placer = _placer(client, Clock(now), Clock(0.0))
+    # When eu-west devices' readings are placed
+    placed = placer(_registry(), np.array([0, 1]))
+    placer.flush()
+    account = read_account(client, KEYS)
+    # Then the unrestricted one moves (to the cheapest healthy region) and is billed;
+    # the eu-west-only one stays queued at home: it waits, it is not moved
+    assert placed[0] in (1, 2) and placed[1] == 0
+    moved_to = TOPO.regions[int(placed[0])]
+    assert account[f"readings:eu-west>{moved_to}"] == 1
+    assert account[f"cost:eu-west>{moved_to}"] > 0
+    assert account["waiting_readings"] == 1
+
+
+def test_waiting_readings_never_queue_where_they_are_not_allowed() -> None:
+    # Given eu-west silent and a device homed in us-east but allowed only in eu-west
+    client, now = fakeredis.FakeRedis(), 1_000.0
+    _beat(client, now - 10, "eu-west")
+    _beat(client, now, "us-east", "ap-south")
+    placer = _placer(client, Clock(now), Clock(0.0))
+    # When its reading is placed
+    placed = placer(_registry(), np.array([3]))
+    # Then it waits in eu-west's queue (its only allowed region), not at home
+    assert placed.tolist() == [0]
+
+
+def test_health_is_read_at_most_once_per_refresh_interval() -> None:
+    # Given a placer whose cache is fresh
+    client, now = fakeredis.FakeRedis(), 1_000.0
+    _beat(client, now, "eu-west", "us-east", "ap-south")
+    mono = Clock(0.0)
+    placer = _placer(client, Clock(now), mono)
+    reads = {"n": 0}
+    real = placer.store.snapshot
+
+    def counted() -> Any:
+        reads["n"] += 1
+        return real()
+
+    placer.store.snapshot = counted
+    reg = _registry()
+    # When it places 100 micro-batches within one refresh interval, then one more later
+    for _ in range(100):
+        placer(reg, np.array([0, 1, 2]))
+    mono.t += 0.5
+    placer(reg, np.array([0]))
+    # Then Redis was read twice in all
+    assert reads["n"] == 2
+
+
+def test_queue_depth_counts_each_regions_data_queues_on_its_own_broker() -> None:
+    # Given eu-west queues on their own broker and us-east on the shared one
+    shared, eu_broker = fakeredis.FakeRedis(), fakeredis.FakeRedis()
+    eu_broker.rpush(KEYS.broker_queue("eu-west.premium"), "m1", "m2")
+    shared.rpush(KEYS.broker_queue("us-east.standard"), "m3")
+    shared.rpush(KEYS.broker_queue("eu-west.premium"), "not-here")
+    health = HealthStore(shared, KEYS, TOPO.regions, broker_clients={"eu-west": eu_broker})
+    # When depths are read
+    depth = health.queued_messages()
+    # Then each region's queues are counted where they live
+    assert depth == {"eu-west": 2, "us-east": 1, "ap-south": 0}
+
+
+def test_only_data_queues_make_a_worker_heartbeat_for_a_region() -> None:
+    assert regions_served(["eu-west.anomaly", "eu-west.premium", "us-east.maintenance"]) == [
+        "eu-west"
+    ]
+    assert regions_served(["maintenance.control"]) == []
+
+
+@dataclass
+class StubApp:
+    sent: list[str] = field(default_factory=list)
+
+    def send_task(self, name: str, args: Any, queue: str, serializer: str) -> None:
+        self.sent.append(queue)
+
+
+def test_each_region_publishes_to_its_own_broker() -> None:
+    # Given eu-west with its own broker app and the rest on the shared one
+    shared, eu = StubApp(), StubApp()
+    publisher = RegionalPublisher(shared, {"eu-west": eu}, screening=False)  # type: ignore[arg-type]
+    # When a batch of each region is published
+    publisher.publish(empty_batch("b1", "eu-west", "premium", ("value",)))
+    publisher.publish(empty_batch("b2", "us-east", "standard", ("value",)))
+    # Then each lands on its region's queue, on that region's broker
+    assert eu.sent == ["eu-west.premium"] and shared.sent == ["us-east.standard"]
+
+
+def test_regions_sharing_a_broker_url_share_one_app() -> None:
+    base = make_app(broker_url="redis://shared:6379/0")
+    publisher = RegionalPublisher.from_urls(
+        base,
+        {
+            "eu-west": "redis://eu:6379/0",
+            "eu-north": "redis://eu:6379/0",
+            "us-east": "redis://shared:6379/0",
+        },
+    )
+    try:
+        assert publisher.app_for("eu-west") is publisher.app_for("eu-north")
+        assert publisher.app_for("eu-west").conf.broker_url == "redis://eu:6379/0"
+        assert publisher.app_for("us-east") is base and publisher.app_for("ap-south") is base
+    finally:
+        publisher.close()
+        base.close()
+
+
+@pytest.mark.parametrize("silent_s, healthy", [(2.0, True), (4.0, False)])
+def test_health_store_turns_silence_into_partition(silent_s: float, healthy: bool) -> None:
+    client = fakeredis.FakeRedis()
+    _beat(client, 100.0, "eu-west")
+    health = HealthStore(client, KEYS, ("eu-west",)).health(3.0, now_ts=100.0)
+    assert health.is_healthy("eu-west", 100.0 + silent_s) is healthy
