@@ -1,7 +1,9 @@
 """A synthetic telemetry stream from a registry's fleet, for the demo and the benchmark.
 
-Each device reports a smooth signal (its own level and phase) plus noise;
-chunks pick devices uniformly, as a gateway fan-in would.
+Each device reports a smooth signal (its own level and phase) plus noise.
+Devices report in a fixed shuffled rotation, so at a steady rate every device
+reports at a regular interval, as metering devices do; a gateway's chunk
+therefore mixes devices of every tier and region.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ class SyntheticStream:
         n = len(registry)
         self._level = self.rng.normal(20.0, 5.0, size=(n, n_metrics))
         self._phase = self.rng.uniform(0, 2 * np.pi, size=n)
+        self._order = self.rng.permutation(n)
+        self._cursor = 0
 
     def chunk(
         self, n: int, now_ts: float
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """``n`` readings with event times spread over the last 10 ms before ``now_ts``."""
-        rows = self.rng.integers(0, len(self.registry), size=n)
+        take = (self._cursor + np.arange(n)) % len(self._order)
+        self._cursor = int((self._cursor + n) % len(self._order))
+        rows = self._order[take]
         ts = now_ts - self.rng.uniform(0.0, 0.01, size=n)
         wave = np.sin(ts / 600.0 + self._phase[rows])[:, None]
         values = self._level[rows] + 3.0 * wave + self.rng.normal(0, 0.5, size=(n, self.n_metrics))

@@ -15,12 +15,14 @@ COMMAND_MODULES = (
     "iotsched.worker_cmd",
     "iotsched.registry_cmd",
     "iotsched.status_cmd",
+    "iotsched.produce_cmd",
     "iotsched.detect_cmd",
     "iotsched.simulate_cmd",
     "iotsched.report_cmd",
     "iotsched.maintenance_cmd",
     "iotsched.partition_cmd",
     "iotsched.scale_cmd",
+    "iotsched.overload_cmd",
 )
 
 

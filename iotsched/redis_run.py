@@ -6,6 +6,8 @@ deletes exactly those keys when it ends; nothing else on the server is touched.
 
 from __future__ import annotations
 
+import signal
+import sys
 import uuid
 from types import TracebackType
 from typing import Any
@@ -59,6 +61,8 @@ class RedisRun:
         self._producer: Producer | None = None
 
     def __enter__(self) -> RedisRun:
+        # A TERM (Ctrl-C from a supervisor, a timeout) still runs the clean-up below.
+        signal.signal(signal.SIGTERM, _exit_on_term)
         self.registry = generate_registry(self.devices, seed=self.seed)
         self.store.save_registry(self.registry)
         self.registry = self.store.load_registry()
@@ -90,3 +94,7 @@ class RedisRun:
         self.app.close()
         if not self.keep:
             self.store.delete_all()
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)

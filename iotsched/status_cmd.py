@@ -1,0 +1,71 @@
+"""``iotsched status``: queue depths, counters, latency and recent dead letters at a glance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import redis
+
+from scheduler.latency import percentile_ms
+from scheduler.settings import Settings
+from stores.keys import Keys
+from stores.redis_state import RedisStateStore
+from workers.profiles import region_queues
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="show queue depths, counters and latency")
+    p.add_argument("--redis-url", help="Redis to read (default IOTSCHED_REDIS_URL)")
+    p.add_argument("--prefix", help="key prefix (default IOTSCHED_KEY_PREFIX)")
+    p.add_argument("--dead-letters", type=int, default=5, help="recent dead letters to show")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    keys = Keys(args.prefix or settings.key_prefix)
+    client = redis.Redis.from_url(args.redis_url or settings.redis_url)
+    store = RedisStateStore(client, keys)
+    pipe = client.pipeline(transaction=False)
+    queues = [
+        q
+        for r in settings.regions
+        for role in ("data", "maintenance")
+        for q in region_queues(r, role)
+    ]
+    for q in queues:
+        for k in keys.broker_queue_lists(q):
+            pipe.llen(k)
+    lens = pipe.execute()
+    depth = {q: sum(lens[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)}
+    latency = {}
+    for tier in settings.tiers:
+        h = store.latency_histogram("ingest", tier)
+        latency[tier] = {"p50_ms": percentile_ms(h, 50), "p99_ms": percentile_ms(h, 99)}
+    out = {
+        "queues": depth,
+        "counters": store.counters(),
+        "latency": latency,
+        "dead_letters": [
+            {"reason": d.reason, "detail": d.detail, "source": d.source, "at_ts": d.at_ts}
+            for d in store.dead_letters(args.dead_letters)
+        ],
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print("queue depth (messages)")
+    for q, n in depth.items():
+        print(f"  {q:<28} {n:>8,}")
+    print("counters")
+    for k, v in sorted(out["counters"].items()):
+        print(f"  {k:<28} {v:>12,}")
+    print("latency, ingest → processed")
+    for tier, lat in latency.items():
+        print(f"  {tier:<28} p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms")
+    print("recent dead letters")
+    for d in out["dead_letters"]:
+        print(f"  {d['reason']:<20} {d['source']:<18} {d['detail'][:60]}")
+    return 0

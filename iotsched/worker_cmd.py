@@ -1,0 +1,37 @@
+"""``iotsched worker --region R``: a Celery worker on R's queues, in DESIGN's order."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from scheduler.settings import Settings
+from workers.profiles import ROLES, worker_argv
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="start a Celery worker for one region and role")
+    p.add_argument("--region", required=True, help="region whose queues to consume")
+    p.add_argument("--role", default="data", choices=ROLES, help="data or maintenance")
+    p.add_argument("--concurrency", type=int, default=2, help="pool processes")
+    p.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--dry-run", action="store_true", help="print the celery command, run nothing")
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra args after --")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if args.region not in settings.regions:
+        raise SystemExit(
+            f"worker: unknown region {args.region!r}; configured: {', '.join(settings.regions)}"
+            " (IOTSCHED_REGIONS)"
+        )
+    extra = [a for a in args.celery_args if a != "--"]
+    argv = worker_argv(args.region, args.role, args.concurrency, args.pool, args.loglevel, extra)
+    if args.dry_run:
+        print(" ".join(argv))
+        return 0
+    os.execv(argv[0], argv)
+    return 0  # pragma: no cover  (execv does not return)
