@@ -89,7 +89,7 @@ class Simulator:
 
     def _cell_arrivals(self) -> tuple[np.ndarray, np.ndarray]:
         """Accepted-at-validation and dead-lettered readings per step and (region, tier)."""
-        t = np.arange(self.n_steps) * self.spec.step_s
+        t = np.arange(self.n_steps, dtype=np.float64) * self.spec.step_s
         offered = _integer_arrivals(self.spec.pattern.rate_rps(t), self.spec.step_s)
         invalid = _integer_arrivals(
             self.spec.pattern.rate_rps(t) * self.spec.service.invalid_share, self.spec.step_s
@@ -121,7 +121,7 @@ class Simulator:
         """Routine-equivalent work per region if all data stayed home: routine plus screening."""
         rate = self.spec.pattern.rate_rps(t_s)
         routine = rate.sum(axis=2)
-        return routine * (1.0 + self.routine_equiv[SCREEN])
+        return np.asarray(routine * (1.0 + self.routine_equiv[SCREEN]))
 
     def _pretrained_profile(self, region: int) -> DailyProfile:
         """The daily curve as yesterday's traffic (same pattern, one day earlier) taught it."""
@@ -329,4 +329,4 @@ class Simulator:
             take[:, k] += got
             left -= got
         served = np.floor(take * self.rate_per_slot + 1e-6)
-        return np.minimum(served, queue)
+        return np.asarray(np.minimum(served, queue))

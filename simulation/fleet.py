@@ -53,7 +53,7 @@ class Fleet:
     def shares(self) -> npt.NDArray[np.float64]:
         """Share of readings per [home region, tier], summing to 1."""
         r = self.rate_rps_by_region_tier()
-        return r / r.sum()
+        return np.asarray(r / r.sum(), dtype=np.float64)
 
     def cohorts(self) -> Cohorts:
         """Devices folded into (home region, allowed mask, tier) cohorts, with their rate."""

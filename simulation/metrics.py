@@ -49,7 +49,7 @@ def fifo_wait_s(arrived: np.ndarray, served: np.ndarray, step_s: float) -> np.nd
     t_mid = (np.arange(arrived.shape[0]) + 0.5) * step_s
     done = _done_time_s(np.cumsum(served), mid, step_s)
     end = arrived.shape[0] * step_s
-    return np.maximum(np.where(np.isfinite(done), done, end) - t_mid, 0.0)
+    return np.asarray(np.maximum(np.where(np.isfinite(done), done, end) - t_mid, 0.0))
 
 
 def flush_age_s(trace: Trace, cls: int) -> np.ndarray:
@@ -88,8 +88,9 @@ class Latency:
 
 def tier_latency(trace: Trace, cls: int) -> Latency:
     step = trace.spec.step_s
-    lat = np.zeros(trace.arrived.shape[:2])
-    for r in range(lat.shape[1]):
+    n_steps, n_regions = trace.arrived.shape[0], trace.arrived.shape[1]
+    lat = np.zeros((n_steps, n_regions))
+    for r in range(n_regions):
         lat[:, r] = fifo_wait_s(trace.arrived[:, r, cls], trace.served[:, r, cls], step)
     return Latency(lat + batch_overhead_s(trace, cls), trace.arrived[:, :, cls])
 

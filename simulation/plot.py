@@ -8,12 +8,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and in CI
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from scheduler.defaults import PREMIUM_LATENCY_BOUND_MS  # noqa: E402
-from simulation.metrics import tier_latency  # noqa: E402
-from simulation.trace import CLASSES, PREMIUM, STANDARD, Trace  # noqa: E402
+from scheduler.defaults import PREMIUM_LATENCY_BOUND_MS
+from simulation.metrics import tier_latency
+from simulation.trace import CLASSES, PREMIUM, STANDARD, Trace
 
 #: At most this many points per curve: a day at 1 s steps is binned to ~1.5 min.
 MAX_POINTS = 1_000

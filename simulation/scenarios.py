@@ -19,6 +19,7 @@ import numpy as np
 
 from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
 from scheduler.geography import DEFAULT_SITES, RegionSite
+from simulation.detector_cal import readings_to_detect
 from simulation.engine import Simulator
 from simulation.fleet import Fleet, generate_fleet
 from simulation.loads import (
@@ -166,9 +167,14 @@ def anomalies_under_load(seed: int) -> SimSpec:
     extra[US, STANDARD_TIER] = 2.5 * rate[US, STANDARD_TIER]
     from_30s = Ramp(30.0, 30.001, 0.0, 1.0, all_regions(3))
     pattern = _steady(fleet) + Modulated(Steady(1.0, extra), from_30s)
+    kinds = ("spike", "dip", "shift")
     events = tuple(
-        AnomalyEvent(60.0 + 20.0 * k, US, 2_000 + 1_000 * (k % 4), tier=k % 2) for k in range(8)
-    )
+        AnomalyEvent(
+            60.0 + 20.0 * k, US, 2_000 + 1_000 * (k % 4), tier=k % 2,
+            readings_to_detect=readings_to_detect(kinds[k % 3])[0], kind=kinds[k % 3],
+        )
+        for k in range(8)
+    )  # fmt: skip
     spec = _base(seed, 300.0, anomalies=events, disturbances=((0.0, 300.0),))
     return replace(spec, pattern=pattern, sites=sites((48, 16, 64)))
 
@@ -205,7 +211,14 @@ def resource_exhaustion(seed: int) -> SimSpec:
 def cascading_anomalies(seed: int) -> SimSpec:
     """An incident spreads over ap-south's device groups: 10 waves, 10,000 devices at most."""
     events = tuple(
-        AnomalyEvent(30.0 + 6.0 * k, AP, 1_000 * (k + 1), tier=STANDARD_TIER, kind="cascade")
+        AnomalyEvent(
+            30.0 + 6.0 * k,
+            AP,
+            1_000 * (k + 1),
+            tier=STANDARD_TIER,
+            readings_to_detect=readings_to_detect("shift")[0],
+            kind="cascade of level shifts",
+        )
         for k in range(10)
     )
     return _base(seed, 240.0, anomalies=events)

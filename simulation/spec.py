@@ -72,8 +72,8 @@ class AnomalyEvent:
     """``devices`` devices of one region's cohort turn abnormal at ``t_s``.
 
     ``tier`` picks the tier of the affected devices; ``readings_to_detect`` is
-    how many abnormal readings the detector needs (1 for a spike; the scenario
-    measures it on the real detector).
+    how many abnormal readings the detector needs (scenarios measure it on the
+    real detector: simulation.detector_cal).
     """
 
     t_s: float
@@ -111,11 +111,11 @@ class SimSpec:
     start_ts: float = DEFAULT_START_TS
     #: "policy" (ScalingPolicy), "celery" (CeleryStockRule) or "hpa" (HpaRule).
     scaler: str = "policy"
-    scaling: ScalingConfig = ScalingConfig()
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
     #: Learn the daily curve from a previous day of this pattern (pre-scaling ahead of peaks).
     pretrain_daily_profile: bool = False
-    service: ServiceModel = ServiceModel()
-    shares: ClassShares = ClassShares()
+    service: ServiceModel = field(default_factory=ServiceModel)
+    shares: ClassShares = field(default_factory=ClassShares)
     partitions: tuple[Partition, ...] = ()
     anomalies: tuple[AnomalyEvent, ...] = ()
     maintenance: tuple[MaintenanceWindow, ...] = ()

@@ -124,3 +124,17 @@ def test_million_device_fleet_is_fast_reproducible_and_resident() -> None:
     assert np.bincount(
         cohorts.home_region * 2 + cohorts.tier, weights=cohorts.share_of_cell
     ) == pytest.approx(np.ones(6))
+
+
+def test_real_detector_needs_one_reading_for_spikes_and_shifts_more_for_stuck() -> None:
+    # Given seeded injected anomalies screened by scheduler.detection
+    from simulation.detector_cal import readings_to_detect
+
+    spike, spike_share = readings_to_detect("spike")
+    shift, _ = readings_to_detect("shift")
+    stuck, _ = readings_to_detect("stuck")
+    # Then spikes and shifts alert on their first abnormal reading, every device caught;
+    # a stuck sensor needs its run of repeats first
+    assert (spike, shift) == (1, 1)
+    assert spike_share == 1.0
+    assert stuck > 5

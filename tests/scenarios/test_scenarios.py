@@ -21,7 +21,7 @@ from simulation.trace import PREMIUM, STANDARD
 pytestmark = pytest.mark.scenario
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def outcome(name: str) -> Outcome:
     return run_scenario(name, seed=0)
 
