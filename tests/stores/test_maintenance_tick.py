@@ -141,3 +141,28 @@ def test_trim_streams_trims_old_alerts() -> None:
     trim_streams(client, KEYS, "", time.time() + 10)
     # Then only the recent alert is left
     assert [f[b"kind"] for _id, f in client.xrange(KEYS.alerts)] == [b"new"]
+
+
+def test_work_cut_off_at_the_window_end_resumes_from_its_cursor_in_the_next_window(
+    store: ReservationStore,
+) -> None:
+    # Given an operation that started in its window
+    r = store.book("eu-west", NOW + 5, 10, 1, "expire_rollups", NOW)
+    rid = r.reservation_id
+    _tick(store, NOW + 4)
+    store.update(functools.partial(begin, reservation_id=rid, try_no=1, now_ts=NOW + 5))
+    # When it stops at the cutoff with work left (SCAN cursor 4242)
+    store.update(
+        functools.partial(
+            finish,
+            reservation_id=rid,
+            try_no=1,
+            now_ts=r.end_ts,
+            outcome=OpOutcome(False, "4242"),
+        )
+    )
+    # Then the rest is deferred to a new window whose run resumes at the cursor
+    state = store.load()
+    (new,) = [x for x in state.book.list() if x.rebooked_from == rid]
+    assert state.runs[new.reservation_id]["run"]["cursor"] == "4242"
+    assert store.client.xlen(KEYS.alerts) == 1
