@@ -17,10 +17,26 @@ from scheduler.registry import Registry
 
 
 class SyntheticStream:
-    def __init__(self, registry: Registry, n_metrics: int = 1, seed: int = 0) -> None:
+    """``spikes_per_chunk`` readings of each chunk get a spike of ``spike_sigma`` noise widths,
+    once every device has reported ``warmup_readings`` times (the detector's warm-up)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        n_metrics: int = 1,
+        seed: int = 0,
+        spikes_per_chunk: int = 0,
+        spike_sigma: float = 60.0,
+        warmup_readings: int = 25,
+    ) -> None:
         self.registry = registry
         self.n_metrics = n_metrics
         self.rng = np.random.default_rng(seed)
+        self.spikes_per_chunk = spikes_per_chunk
+        self.spike_sigma = spike_sigma
+        self.warmup_readings = warmup_readings
+        self.injected = 0
+        self._emitted = 0
         n = len(registry)
         self._level = self.rng.normal(20.0, 5.0, size=(n, n_metrics))
         self._phase = self.rng.uniform(0, 2 * np.pi, size=n)
@@ -37,6 +53,13 @@ class SyntheticStream:
         ts = now_ts - self.rng.uniform(0.0, 0.01, size=n)
         wave = np.sin(ts / 600.0 + self._phase[rows])[:, None]
         values = self._level[rows] + 3.0 * wave + self.rng.normal(0, 0.5, size=(n, self.n_metrics))
+        self._emitted += n
+        warm = self._emitted >= self.warmup_readings * len(self.registry)
+        if self.spikes_per_chunk and warm:
+            k = min(self.spikes_per_chunk, n)
+            hit = self.rng.choice(n, size=k, replace=False)
+            values[hit, 0] += self.spike_sigma * 0.5 * self.rng.choice([-1.0, 1.0], size=k)
+            self.injected += k
         return self.registry.device_id[rows], ts, values
 
     def json_readings(self, n: int, now_ts: float, metrics: tuple[str, ...]) -> list[bytes]:

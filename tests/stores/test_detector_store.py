@@ -116,12 +116,11 @@ def test_bench_reads_the_histogram_from_a_client_and_keys() -> None:
     assert detection_histogram(client, Keys("run-2")) == {}
 
 
-def test_states_expire_after_their_ttl() -> None:
-    # Given a Redis store with a one-hour state TTL
+def test_states_carry_no_ttl_because_maintenance_compacts_silent_devices() -> None:
+    # Given a Redis store that committed one device's state
     client = fakeredis.FakeRedis()
     keys = Keys("t")
-    RedisDetectorStore(client, keys, state_ttl_s=3600).commit(
-        "b1", _ids(9), fresh_states(1), {}, readings=1, alerts=0
-    )
-    # Then the device's state key carries that TTL
-    assert 3500 < client.ttl(keys.detector_state(9)) <= 3600
+    RedisDetectorStore(client, keys).commit("b1", _ids(9), fresh_states(1), {}, 1, 0)
+    # Then the state persists (bounded by the fleet), while the batch claim expires
+    assert client.ttl(keys.detector_state(9)) == -1
+    assert client.ttl(keys.screen_claim("b1")) > 0
