@@ -92,11 +92,17 @@ class _Sampler(threading.Thread):
         return [b for b in list(self.samples) if b.at_ts >= ts]
 
 
-def _wait(cond: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.02) -> float:
+def _wait(
+    cond: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    detail: Callable[[], str] = lambda: "",
+    poll_s: float = 0.02,
+) -> float:
     deadline = time.time() + timeout_s
     while not cond():
         if time.time() > deadline:
-            raise TimeoutError(f"scale-bench: timed out waiting for {what}")
+            raise TimeoutError(f"scale-bench: timed out waiting for {what} {detail()}")
         time.sleep(poll_s)
     return time.time()
 
@@ -158,6 +164,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         depth = reader.sample(queues).depth
         return sum(depth.values()) == 0 and processed() >= published
 
+    def status() -> str:
+        last = sampler.samples[-1] if sampler.samples else None
+        depth = dict(reader.sample(queues).depth)
+        return f"(depth {depth}, processed {processed()} of {published}, pool {last})"
+
     worker = sup.start_worker(cfg.region)
     sampler = _Sampler(sup.heartbeats, worker.node, cfg.refresh_s)
     try:
@@ -167,7 +178,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         ready_s = time.time() - t0
 
         publish("premium", cfg.calibrate_batches)
-        _wait(drained, cfg.timeout_s, "calibration batches")
+        _wait(drained, cfg.timeout_s, "calibration batches", status)
         service_rps = sampler.samples[-1].service_rps
 
         rate = cfg.steady_load * service_rps
@@ -182,12 +193,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         steady = sampler.since(steady_start + cfg.steady_s / 2)
         slot_samples = sum(b.slots for b in steady)
         busy_samples = sum(b.busy for b in steady)
-        _wait(drained, cfg.timeout_s, "the steady load")
+        _wait(drained, cfg.timeout_s, "the steady load", status)
         # A clean step: let the pool settle back to its minimum first.
         _wait(
             lambda: sampler.samples[-1].slots == cfg.min_slots,
             cfg.scale_down_window_s + cfg.timeout_s,
             "the pool to settle before the step",
+            status,
         )
         before = sampler.samples[-1].slots
 
@@ -201,10 +213,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     return beat
             return None
 
-        _wait(lambda: matched() is not None, cfg.timeout_s, "the pool to grow")
+        _wait(lambda: matched() is not None, cfg.timeout_s, "the pool to grow", status)
         grown = matched()
         assert grown is not None
-        drained_ts = _wait(drained, cfg.timeout_s, "the burst to drain")
+        drained_ts = _wait(drained, cfg.timeout_s, "the burst to drain", status)
         burst = sampler.since(step_ts)
         first_up = next(b for b in burst if b.target_slots > before)
         shrunk_ts = _wait(
@@ -214,17 +226,11 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             ),
             cfg.scale_down_window_s + cfg.timeout_s,
             "the pool to shrink",
+            status,
         )
         done = processed()
         trace = [
-            (
-                round(b.at_ts - t0, 2),
-                b.slots,
-                b.busy,
-                b.held,
-                b.target_slots,
-                round(b.service_rps, 1),
-            )
+            (round(b.at_ts - t0, 2), b.slots, b.busy, b.held, b.target_slots, b.reason)
             for b in sampler.samples
         ]
         return {

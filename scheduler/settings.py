@@ -44,6 +44,9 @@ class Settings:
     drain_target_s: float = 2.0
     #: Tasks one slot is assumed to finish per second until it has been measured.
     service_rps_prior: float = 10.0
+    #: Holt level weight per second for arrivals (ScalingConfig's default); higher
+    #: forgets a burst sooner, so the pool shrinks sooner after the window.
+    forecast_alpha: float = 0.1
     #: A region's slot budget (the cloud limit) and the shares held for classes.
     region_budget_slots: int = 64
     premium_guarantee_slots: int = 0
@@ -100,6 +103,7 @@ class Settings:
                 service_rps_prior=float(
                     e.get("IOTSCHED_SERVICE_RPS_PRIOR", base.service_rps_prior)
                 ),
+                forecast_alpha=float(e.get("IOTSCHED_FORECAST_ALPHA", base.forecast_alpha)),
                 region_budget_slots=int(
                     e.get("IOTSCHED_REGION_BUDGET_SLOTS", base.region_budget_slots)
                 ),

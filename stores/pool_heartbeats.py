@@ -35,6 +35,8 @@ class PoolBeat:
     service_rps: float
     consuming: bool
     at_ts: float
+    #: Why the autoscaler chose ``target_slots``, for operators.
+    reason: str = ""
 
     def fresh(self, now_ts: float, fresh_s: float) -> bool:
         return now_ts - self.at_ts <= fresh_s

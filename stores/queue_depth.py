@@ -20,6 +20,7 @@ all regions) is sampled too and turned into ``ingested_rps``.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,22 +133,34 @@ class QueueRates:
 
 
 class RateMeter:
-    """Turns successive cumulative samples into rates; a counter reset reads as zero."""
+    """Turns successive cumulative samples into rates; a counter reset reads as zero.
 
-    def __init__(self) -> None:
-        self._last: QueueSample | None = None
+    Rates are taken over the last ``window_s`` (the oldest sample at least that
+    old), not between adjacent samples: a sampler refreshing every 0.1 s sees a
+    few messages per interval, and a rate from one interval is mostly noise.
+    """
+
+    def __init__(self, window_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[QueueSample] = deque()
 
     def update(self, sample: QueueSample) -> QueueRates | None:
-        """Rates since the previous sample; None for the first (or a same-instant) one."""
-        last, self._last = self._last, sample
-        if last is None or sample.at_ts <= last.at_ts:
+        """Rates up to this sample; None for the first (or a same-instant) one."""
+        samples = self._samples
+        if samples and sample.at_ts <= samples[-1].at_ts:
             return None
-        dt = sample.at_ts - last.at_ts
+        samples.append(sample)
+        while len(samples) > 2 and samples[1].at_ts <= sample.at_ts - self.window_s:
+            samples.popleft()
+        if len(samples) < 2:
+            return None
+        base = samples[0]
+        dt = sample.at_ts - base.at_ts
         arrival: dict[str, float] = {}
         taken: dict[str, float] = {}
         for queue, depth in sample.depth.items():
-            took = max(0, sample.taken.get(queue, 0) - last.taken.get(queue, 0))
-            grew = depth - last.depth.get(queue, depth)
+            took = max(0, sample.taken.get(queue, 0) - base.taken.get(queue, 0))
+            grew = depth - base.depth.get(queue, depth)
             taken[queue] = took / dt
             arrival[queue] = max(0.0, (grew + took) / dt)
         return QueueRates(
@@ -156,5 +169,5 @@ class RateMeter:
             depth=dict(sample.depth),
             arrival_rps=arrival,
             taken_rps=taken,
-            ingested_rps=max(0, sample.ingested - last.ingested) / dt,
+            ingested_rps=max(0, sample.ingested - base.ingested) / dt,
         )

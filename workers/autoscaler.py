@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 STALE_REFRESHES = 8
 #: A pool heartbeat older than this many refreshes (at least 3 s) is a gone worker.
 HEARTBEAT_REFRESHES = 12
+#: Arrival rates are measured over this long: short enough to follow a ramp,
+#: long enough that one refresh's handful of messages is not read as a peak.
+ARRIVAL_WINDOW_S = 1.0
 AUTOSCALER_PATH = "workers.autoscaler:QueueDepthAutoscaler"
 
 
@@ -65,7 +68,9 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         mutex: Any = None,
         *,
         settings: Settings | None = None,
+        client: redis.Redis | None = None,
         clock: Callable[[], float] = time.time,
+        background: bool = True,
     ) -> None:
         self.settings = cfg = settings or context.settings()
         # The stock class uses keepalive as the loop's re-check period (and as a
@@ -81,15 +86,21 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         self.keys = Keys(cfg.key_prefix)
         self.sizer = PoolSizer(self.queues, cfg)
         self.service = ServiceMeter(cfg.service_rps_prior)
-        self.meter = RateMeter()
+        self.meter = RateMeter(max(ARRIVAL_WINDOW_S, 4 * cfg.autoscale_refresh_s))
         self.figures: PoolFigures | None = None
-        self._reader: QueueDepthReader | None = None
-        self._state_client: redis.Redis | None = None
+        #: Built on first refresh from settings unless given (tests pass fakeredis).
+        self._state_client: redis.Redis | None = client
+        self._reader: QueueDepthReader | None = (
+            None if client is None else QueueDepthReader(client, self.keys, client, clock)
+        )
         #: Messages taken per queue, written only by the event loop; the
         #: refresher reads a copy and reports the growth since its last flush.
         self._taken: dict[str, int] = {}
         self._flushed: dict[str, int] = {}
         self._share = (0, 1)
+        self._region_current: int | None = None
+        #: False: nothing refreshes on its own; the caller drives ``refresh()`` (tests).
+        self.background = background
         self._refresher: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -129,7 +140,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
 
     def _ensure_refresher(self) -> None:
         # Started on first use, after the pool has forked its first children.
-        if self._refresher is None:
+        if self._refresher is None and self.background:
             self._refresher = threading.Thread(
                 target=self._refresh_forever, name="iotsched-autoscale", daemon=True
             )
@@ -209,9 +220,14 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         figures = None
         if rates is not None:
             figures = self.sizer.size(
-                rates, local, service_rps, (self.min_concurrency, self.max_concurrency),
-                self._share, consuming,
-            )  # fmt: skip
+                rates,
+                local,
+                service_rps,
+                bounds=(self.min_concurrency, self.max_concurrency),
+                share=self._share,
+                consuming=consuming,
+                region_current_slots=self._region_current,
+            )
             self.figures = figures
         held = sum(local.busy.values()) + sum(local.waiting.values())
         self._exchange_heartbeats(client, sample.at_ts, busy_slots, held, bool(consuming), figures)
@@ -239,8 +255,15 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
             service_rps=self.service.rate_rps,
             consuming=consuming,
             at_ts=now_ts,
+            reason=figures.reason if figures else "warming up",
         )
         beats = PoolHeartbeats(client, self.keys).exchange(beat)
+        fresh_s = heartbeat_fresh_s(self.settings)
+        self._region_current = sum(
+            b.slots
+            for b in beats.values()
+            if b.region == self.region and b.consuming and b.fresh(now_ts, fresh_s)
+        )
         self._share = pool_share(
             self.node, self.region, beats, now_ts, heartbeat_fresh_s(self.settings)
         )

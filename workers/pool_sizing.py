@@ -86,11 +86,36 @@ class ServiceMeter:
         return self.rate_rps
 
 
+def apportion(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """Split ``total`` slots by weight, largest remainders first; sums to ``total``."""
+    keys = list(weights)
+    if not keys:
+        return {}
+    weight_sum = sum(max(0.0, weights[k]) for k in keys)
+    if weight_sum <= 0:
+        return {k: (total if i == len(keys) - 1 else 0) for i, k in enumerate(keys)}
+    exact = {k: total * max(0.0, weights[k]) / weight_sum for k in keys}
+    out = {k: int(exact[k]) for k in keys}
+    by_remainder = sorted(keys, key=lambda k: exact[k] - out[k], reverse=True)
+    for k in by_remainder[: total - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
 class PoolSizer:
-    """Sizes one worker's pool over the queues it consumes; one instance per worker."""
+    """Sizes one worker's pool over the queues it consumes; one instance per worker.
+
+    One scaling policy sizes the whole region (all the queues this pool
+    consumes, summed): one pool serves them in queue order, and a policy per
+    class would round each class's trickle up to a whole slot. That total is
+    then apportioned to the classes by their load and put through the capacity
+    ledger, which applies the region budget, the maintenance reservation and
+    the per-class guarantees; the pool's target is what the ledger grants.
+    """
 
     def __init__(self, queues: Sequence[str], cfg: Settings) -> None:
         self.queues = tuple(queues)
+        self.drain_target_s = cfg.drain_target_s
         self.budget = CapacityBudget(
             total_slots=cfg.region_budget_slots,
             premium_guarantee_slots=cfg.premium_guarantee_slots,
@@ -99,14 +124,15 @@ class PoolSizer:
             screen_min_slots=cfg.screen_min_slots,
         )
         self.ledger = CapacityLedger(self.budget)
-        scaling = ScalingConfig(
-            drain_target_s=cfg.drain_target_s,
-            min_slots=0,
-            max_slots=cfg.region_budget_slots,
-            scale_down_window_s=cfg.scale_down_window_s,
+        self.policy = ScalingPolicy(
+            ScalingConfig(
+                drain_target_s=cfg.drain_target_s,
+                min_slots=0,
+                max_slots=cfg.region_budget_slots,
+                scale_down_window_s=cfg.scale_down_window_s,
+                forecast_alpha=cfg.forecast_alpha,
+            )
         )
-        self.policies = {q: ScalingPolicy(scaling) for q in self.queues}
-        self._granted: dict[str, int] = {q: 0 for q in self.queues}
 
     def size(
         self,
@@ -116,6 +142,7 @@ class PoolSizer:
         bounds: tuple[int, int],
         share: tuple[int, int] = (0, 1),
         consuming: Sequence[str] | None = None,
+        region_current_slots: int | None = None,
     ) -> PoolFigures:
         """Target for this pool of ``bounds`` (min, max) slots.
 
@@ -125,46 +152,48 @@ class PoolSizer:
         converges at once; "region minus what the others hold" would make two
         workers chase each other's last figures. ``consuming`` lists the queues
         still consumed (None: all); with none left the worker is draining.
+        ``region_current_slots`` is what the region's pools hold now (default:
+        the busy slots seen here).
         """
         active = (
             self.queues if consuming is None else tuple(q for q in self.queues if q in consuming)
         )
+        depth = {q: rates.depth.get(q, 0) + local.waiting.get(q, 0) for q in self.queues}
+        arrival = {q: rates.arrival_rps.get(q, 0.0) for q in self.queues}
+        busy = sum(local.busy.values())
+        obs = ScalingObservation(
+            now_ts=rates.at_ts,
+            queue_depth=sum(depth[q] for q in active),
+            arrival_rps=sum(arrival[q] for q in active),
+            service_rps_per_slot=service_rps_per_slot,
+            busy_slots=busy,
+            current_slots=busy if region_current_slots is None else region_current_slots,
+        )
+        # The policy sees every sample, draining or not, so its window stays current.
+        wanted = self.policy.desired_slots(obs)
+        weights = {q: arrival[q] + depth[q] / self.drain_target_s for q in active}
         demand: dict[WorkClass, int] = {}
-        depth: dict[str, int] = {}
-        reasons: list[str] = []
-        for queue in self.queues:
-            depth[queue] = rates.depth.get(queue, 0) + local.waiting.get(queue, 0)
-            obs = ScalingObservation(
-                now_ts=rates.at_ts,
-                queue_depth=depth[queue],
-                arrival_rps=rates.arrival_rps.get(queue, 0.0),
-                service_rps_per_slot=service_rps_per_slot,
-                busy_slots=local.busy.get(queue, 0),
-                current_slots=self._granted[queue],
-            )
-            # Every policy sees every sample, so its window and forecast stay current.
-            wanted = self.policies[queue].desired_slots(obs)
-            if queue in active:
-                cls = work_class(queue)
-                demand[cls] = demand.get(cls, 0) + wanted
-                if wanted:
-                    reasons.append(f"{queue}: {self.policies[queue].last_decision.reason}")  # type: ignore[union-attr]
+        for queue, slots in apportion(wanted, weights).items():
+            cls = work_class(queue)
+            demand[cls] = demand.get(cls, 0) + slots
         maintenance = min(demand.pop(WorkClass.MAINTENANCE, 0), self.ledger.max_maintenance_slots())
         by_class = self.ledger.allocate(demand, maintenance)
         grants = {q: by_class[work_class(q)] if q in active else 0 for q in self.queues}
         # Two queues of one class (unusual) share its grant: credit it once.
         region_slots = sum(by_class[c] for c in {work_class(q) for q in active})
-        self._granted = grants
         low, high = bounds
+        decision = self.policy.last_decision
         if not active:
             # Draining: keep slots for what this worker still holds, add none.
-            held = sum(local.busy.values()) + sum(local.waiting.values())
+            held = busy + sum(local.waiting.values())
             target, why = min(high, max(low, held)), "not consuming (draining)"
         else:
             rank, workers = share
             mine = region_slots // workers + (1 if rank < region_slots % workers else 0)
             target = min(high, max(low, mine))
-            why = "; ".join(reasons) or "no demand"
+            why = decision.reason if decision is not None else "no decision"
+            if region_slots < wanted:
+                why += f"; ledger grants {region_slots} (budget {self.budget.total_slots})"
             if workers > 1:
                 why += f"; share {rank + 1} of {workers} workers"
         return PoolFigures(
@@ -174,6 +203,6 @@ class PoolSizer:
             grants=grants,
             service_rps_per_slot=service_rps_per_slot,
             depth=depth,
-            arrival_rps=dict(rates.arrival_rps),
+            arrival_rps=arrival,
             reason=why,
         )
