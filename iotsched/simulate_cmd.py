@@ -68,15 +68,13 @@ def as_table(outcome: Outcome) -> str:
         shown = f"{v:,.3f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
         lines.append(f"  {k.ljust(width)}  {shown}")
     for run in figs.get("maintenance_runs", []):
-        lines.append(
+        line = (
             f"  maintenance {run['reservation_id']} {run['operation']} at {run['start_s']:.0f} s:"
             f" {run['state']}, {run['start_delay_s']:.3f} s late"
-            + (
-                f", rebooked as {run['rebooked_as']} at {run['rebooked_start_s']:.0f} s"
-                if run["rebooked_as"]
-                else ""
-            )  # fmt: skip
         )
+        if run["rebooked_as"]:
+            line += f", rebooked as {run['rebooked_as']} at {run['rebooked_start_s']:.0f} s"
+        lines.append(line)
     lines.append("")
     for c in outcome.scenario.criteria:
         lines.append(f"  [{'pass' if c.check(figs) else 'FAIL'}] {c.describe()}")
