@@ -26,6 +26,9 @@ from stores.protocols import StateStore
 
 
 class Publisher(Protocol):
+    """Sends batches on. A publisher that buffers (coalesced screening copies) may
+    also define ``poll(now_ts)`` and ``flush()``; the producer calls them when present."""
+
     def publish(self, batch: Batch) -> None: ...
 
 
@@ -144,14 +147,21 @@ class Producer:
 
     def poll(self, now_ts: float | None = None) -> int:
         """Publish batches that reached their age limit; returns how many."""
-        due = self.batcher.due(self.clock() if now_ts is None else now_ts)
+        now = self.clock() if now_ts is None else now_ts
+        due = self.batcher.due(now)
         self._publish(due)
+        poll = getattr(self.publisher, "poll", None)
+        if poll is not None:
+            poll(now)
         return len(due)
 
     def flush(self) -> int:
         """Publish everything buffered (shutdown, end of a run)."""
         rest = self.batcher.drain()
         self._publish(rest)
+        flush = getattr(self.publisher, "flush", None)
+        if flush is not None:
+            flush()
         return len(rest)
 
     def _publish(self, batches: list[Batch]) -> None:

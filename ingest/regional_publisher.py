@@ -60,6 +60,14 @@ class RegionalPublisher:
     def publish(self, batch: Batch) -> None:
         self._by_region.get(batch.region, self.default).publish(batch)
 
+    def poll(self, now_ts: float | None = None) -> None:
+        for publisher in {id(p): p for p in (self.default, *self._by_region.values())}.values():
+            publisher.poll(now_ts)
+
+    def flush(self) -> None:
+        for publisher in {id(p): p for p in (self.default, *self._by_region.values())}.values():
+            publisher.flush()
+
     def close(self) -> None:
         """Close the broker connections of the apps this publisher created."""
         for a in self._owned:

@@ -1,0 +1,85 @@
+"""Given routine batches, the publisher sends each to its queue and coalesces screening copies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ingest.celery_publisher import CeleryPublisher
+from scheduler.codec import decode_batch
+from scheduler.model import Batch
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Batch]] = []
+
+    def send_task(self, name: str, args: tuple[Any, ...], queue: str, serializer: str) -> None:
+        assert serializer == "msgpack"
+        self.sent.append((name, queue, decode_batch(args[0])))
+
+
+def batch(i: int, region: str, tier: str, n: int) -> Batch:
+    return Batch(
+        f"p:{region}:{tier}:{i}",
+        region,
+        tier,
+        ("value",),
+        np.arange(n, dtype=np.uint64),
+        np.zeros(n),
+        np.zeros((n, 1)),
+        np.zeros(n),
+    )
+
+
+def test_screening_copies_are_coalesced_per_region_and_sent_on_age() -> None:
+    now = [100.0]
+    app = FakeApp()
+    pub = CeleryPublisher(app, screening=True, screen_max_age_ms=100, clock=lambda: now[0])  # type: ignore[arg-type]
+    # Given four small routine batches of two regions within 100 ms
+    for i, (region, tier) in enumerate(
+        [
+            ("eu-west", "premium"),
+            ("eu-west", "standard"),
+            ("us-east", "premium"),
+            ("eu-west", "premium"),
+        ]
+    ):
+        pub.publish(batch(i, region, tier, 10))
+    # Then each went at once to its routine queue, and no screening copy yet
+    assert [q for _, q, _ in app.sent] == [
+        "eu-west.premium",
+        "eu-west.standard",
+        "us-east.premium",
+        "eu-west.premium",
+    ]
+    # When more than 100 ms pass
+    now[0] += 0.15
+    pub.poll()
+    screens = [(q, b) for name, q, b in app.sent if name == "iotsched.screen"]
+    # Then one screening copy per region holds every reading of that region
+    assert sorted((q, len(b)) for q, b in screens) == [
+        ("eu-west.screen", 30),
+        ("us-east.screen", 10),
+    ]
+    assert len({b.batch_id for _, b in screens}) == 2
+
+
+def test_a_full_screening_copy_goes_at_once_and_flush_sends_the_rest() -> None:
+    app = FakeApp()
+    pub = CeleryPublisher(app, screening=True, screen_max_readings=100, clock=lambda: 0.0)  # type: ignore[arg-type]
+    pub.publish(batch(1, "ap-south", "standard", 60))
+    pub.publish(batch(2, "ap-south", "standard", 60))
+    pub.publish(batch(3, "ap-south", "premium", 5))
+    assert [len(b) for n, _, b in app.sent if n == "iotsched.screen"] == [120]
+    pub.flush()
+    assert [len(b) for n, _, b in app.sent if n == "iotsched.screen"] == [120, 5]
+
+
+def test_without_screening_only_routine_tasks_are_sent() -> None:
+    app = FakeApp()
+    pub = CeleryPublisher(app, screening=False)  # type: ignore[arg-type]
+    pub.publish(batch(1, "eu-west", "premium", 3))
+    pub.flush()
+    assert [(n, q) for n, q, _ in app.sent] == [("iotsched.routine", "eu-west.premium")]
