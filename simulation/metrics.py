@@ -112,8 +112,11 @@ def detection_s(trace: Trace, per_event_devices: int = 500) -> np.ndarray:
         pick = rng.choice(cells, size=min(per_event_devices, ev.devices, cells.size), replace=False)
         interval = fleet.reading_interval_s[pick].astype(np.float64)
         emitted = ev.t_s + rng.random(pick.size) * interval + (ev.readings_to_detect - 1) * interval
-        cls = PREMIUM if fleet.tiers[ev.tier] == "premium" else STANDARD
-        age = flush_age_s(trace, cls)[:, r]
+        screen_rps = trace.arrived[:, r, SCREEN] / step
+        age = np.minimum(
+            spec.service.screen_max_age_s,
+            spec.service.batch_readings / np.maximum(screen_rps, 1e-9),
+        )
         idx = np.minimum((emitted / step).astype(np.int64), trace.arrived.shape[0] - 1)
         flushed = emitted + age[idx]
         cum_a = np.concatenate(([0.0], np.cumsum(trace.arrived[:, r, SCREEN])))

@@ -43,6 +43,9 @@ class ServiceModel:
     batch_readings: int = BATCH_MAX_READINGS
     premium_max_age_s: float = PREMIUM_MAX_AGE_MS / 1000.0
     standard_max_age_s: float = STANDARD_MAX_AGE_MS / 1000.0
+    #: The producer coalesces screening copies per region, flushing on size or at this age
+    #: (ingest.celery_publisher.SCREEN_MAX_AGE_MS; not importable here: ingest uses Celery).
+    screen_max_age_s: float = 0.1
     chunk_readings: int = ROUTINE_CHUNK_READINGS
     #: Share of offered readings that fail validation and go to the dead-letter stream.
     invalid_share: float = 1e-5
