@@ -4,9 +4,11 @@ One ``celery worker --autoscale MAX,MIN`` for one region (started by the
 Supervisor), on a real Redis under a key prefix the run owns and deletes.
 
 1. calibrate: a few batches, so the autoscaler has measured its service rate;
-2. steady: premium batches at ``steady_load`` × one slot's measured rate; the
-   pool's slots and busy slots are sampled from its heartbeats; wastage =
-   1 − Σbusy ÷ Σslots over the second half (idle slot-seconds ÷ provisioned);
+2. steady: premium batches at ``steady_load`` × one slot's measured rate; over
+   the second half, provisioned slot-seconds integrate the pool size from its
+   heartbeats and busy slot-seconds are the task-seconds its processes report
+   (workers/busy_time.py); wastage = idle ÷ provisioned slot-seconds. With
+   integer slots, wastage cannot go below 1 − ideal_slots ÷ ceil(ideal_slots);
 3. step: a burst of standard batches at once. reaction_s = step → the pool
    reports the size the autoscaler asked for; drained_s = step → queue empty
    and every published reading processed;
@@ -22,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -92,6 +95,22 @@ class _Sampler(threading.Thread):
         return [b for b in list(self.samples) if b.at_ts >= ts]
 
 
+def span_s(beats: list[PoolBeat]) -> float:
+    return beats[-1].at_ts - beats[0].at_ts if len(beats) > 1 else 0.0
+
+
+def slot_seconds(beats: list[PoolBeat]) -> tuple[float, float]:
+    """(provisioned, busy) slot-seconds between the first and last beat.
+
+    Provisioned integrates the pool size over time; busy is the task-seconds
+    the pool's processes report running (exact, not sampled).
+    """
+    if len(beats) < 2:
+        return 0.0, 0.0
+    provisioned = sum(a.slots * (b.at_ts - a.at_ts) for a, b in pairwise(beats))
+    return provisioned, beats[-1].busy_s - beats[0].busy_s
+
+
 def _wait(
     cond: Callable[[], bool],
     timeout_s: float,
@@ -144,17 +163,20 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     reader = QueueDepthReader(client, keys)
     published = 0
 
-    def publish(tier: str, batches: int) -> None:
+    def encode(tier: str, batches: int) -> list[dict[str, Any]]:
+        return [
+            encode_batch(make_batch(cfg.region, tier, cfg.batch_readings, rng))
+            for _ in range(batches)
+        ]
+
+    def send(tier: str, payloads: list[dict[str, Any]]) -> None:
         nonlocal published
-        for _ in range(batches):
-            batch = make_batch(cfg.region, tier, cfg.batch_readings, rng)
+        for payload in payloads:
             app.send_task(
-                ROUTINE_TASK,
-                args=(encode_batch(batch),),
-                queue=queue_name(cfg.region, tier),
+                ROUTINE_TASK, args=(payload,), queue=queue_name(cfg.region, tier),
                 serializer="msgpack",
-            )
-            published += len(batch)
+            )  # fmt: skip
+            published += int(payload["n"])
 
     def processed() -> int:
         counters = store.counters()
@@ -177,22 +199,39 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         _wait(lambda: bool(sampler.samples), cfg.timeout_s, "the worker's first heartbeat")
         ready_s = time.time() - t0
 
-        publish("premium", cfg.calibrate_batches)
-        _wait(drained, cfg.timeout_s, "calibration batches", status)
-        service_rps = sampler.samples[-1].service_rps
+        # One batch at a time: one slot's service rate, not a contended pool's.
+        before_calibration = sampler.samples[-1]
+        for payload in encode("premium", cfg.calibrate_batches):
+            send("premium", [payload])
+            _wait(lambda: processed() >= published, cfg.timeout_s, "a calibration batch", status)
+        calibrated = _wait(
+            lambda: (
+                sampler.samples[-1].finished - before_calibration.finished >= cfg.calibrate_batches
+            ),
+            cfg.timeout_s,
+            "the calibration heartbeat",
+            status,
+        )
+        after_calibration = sampler.since(calibrated - cfg.refresh_s)[-1]
+        service_rps = (after_calibration.finished - before_calibration.finished) / max(
+            1e-9, after_calibration.busy_s - before_calibration.busy_s
+        )
 
         rate = cfg.steady_load * service_rps
+        steady_payloads = encode("premium", int(rate * cfg.steady_s) + 1)
         steady_start = time.time()
         sent = 0
         while time.time() - steady_start < cfg.steady_s:
-            due = int((time.time() - steady_start) * rate)
+            due = min(len(steady_payloads), int((time.time() - steady_start) * rate))
             if due > sent:
-                publish("premium", due - sent)
+                send("premium", steady_payloads[sent:due])
                 sent = due
-            time.sleep(0.005)
+            time.sleep(0.002)
         steady = sampler.since(steady_start + cfg.steady_s / 2)
-        slot_samples = sum(b.slots for b in steady)
-        busy_samples = sum(b.busy for b in steady)
+        provisioned_slot_s, busy_slot_s = slot_seconds(steady)
+        steady_service_rps = (steady[-1].finished - steady[0].finished) / max(
+            1e-9, steady[-1].busy_s - steady[0].busy_s
+        )
         _wait(drained, cfg.timeout_s, "the steady load", status)
         # A clean step: let the pool settle back to its minimum first.
         _wait(
@@ -203,22 +242,30 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         )
         before = sampler.samples[-1].slots
 
+        burst_payloads = encode("standard", cfg.burst_batches)
         step_ts = time.time()
-        publish("standard", cfg.burst_batches)
+        send("standard", burst_payloads)
         publish_s = time.time() - step_ts
 
-        def matched() -> PoolBeat | None:
+        def matched(target: Callable[[PoolBeat], int]) -> PoolBeat | None:
             for beat in sampler.since(step_ts):
-                if beat.target_slots > before and beat.slots >= beat.target_slots:
+                if target(beat) > before and beat.slots >= target(beat):
                     return beat
             return None
 
-        _wait(lambda: matched() is not None, cfg.timeout_s, "the pool to grow", status)
-        grown = matched()
+        _wait(
+            lambda: matched(lambda b: b.target_slots) is not None,
+            cfg.timeout_s,
+            "the pool to grow",
+            status,
+        )
+        grown = matched(lambda b: b.target_slots)
         assert grown is not None
         drained_ts = _wait(drained, cfg.timeout_s, "the burst to drain", status)
         burst = sampler.since(step_ts)
         first_up = next(b for b in burst if b.target_slots > before)
+        peak_target = max(b.target_slots for b in burst)
+        peak = matched(lambda b: peak_target)
         shrunk_ts = _wait(
             lambda: (
                 sampler.samples[-1].slots == cfg.min_slots
@@ -230,7 +277,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         )
         done = processed()
         trace = [
-            (round(b.at_ts - t0, 2), b.slots, b.busy, b.held, b.target_slots, b.reason)
+            (round(b.at_ts - t0, 2), b.slots, round(b.busy_s, 2), b.held, b.target_slots, b.reason)
             for b in sampler.samples
         ]
         return {
@@ -241,12 +288,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "batch_readings": cfg.batch_readings,
             "worker_ready_s": round(ready_s, 2),
             "service_tasks_per_slot_s": round(service_rps, 1),
+            "autoscaler_service_estimate": round(after_calibration.service_rps, 1),
             "steady": {
                 "arrival_tasks_s": round(rate, 1),
                 "seconds_sampled": round(cfg.steady_s / 2, 1),
-                "mean_slots": round(slot_samples / max(1, len(steady)), 2),
-                "utilization": round(busy_samples / max(1, slot_samples), 3),
-                "wastage": round(1 - busy_samples / max(1, slot_samples), 3),
+                "service_tasks_per_slot_s": round(steady_service_rps, 1),
+                "ideal_slots": round(rate / steady_service_rps, 2),
+                "mean_slots": round(provisioned_slot_s / max(1e-9, span_s(steady)), 2),
+                "utilization": round(busy_slot_s / max(1e-9, provisioned_slot_s), 3),
+                "wastage": round(1 - busy_slot_s / max(1e-9, provisioned_slot_s), 3),
             },
             "step": {
                 "batches": cfg.burst_batches,
@@ -255,7 +305,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 "first_target": first_up.target_slots,
                 "detect_s": round(first_up.at_ts - step_ts, 2),
                 "desired_slots": grown.target_slots,
-                "peak_target": max(b.target_slots for b in burst),
+                "peak_target": peak_target,
+                "peak_matched_s": None if peak is None else round(peak.at_ts - step_ts, 2),
                 "reaction_s": round(grown.at_ts - step_ts, 2),
                 "drained_s": round(drained_ts - step_ts, 2),
                 "shrunk_to_min_s_after_drain": round(shrunk_ts - drained_ts, 2),

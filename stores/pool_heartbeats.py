@@ -24,7 +24,12 @@ class PoolBeat:
     node: str
     region: str
     slots: int
+    #: Slots running a task at the moment of the beat.
     busy: int
+    #: Task-seconds the pool has run since the worker started (for utilisation).
+    busy_s: float
+    #: Tasks the pool has finished since the worker started.
+    finished: int
     #: Messages the worker holds (running or prefetched); a drain waits for 0.
     held: int
     max_slots: int

@@ -31,6 +31,7 @@ from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats, pool_share
 from stores.queue_depth import QueueDepthReader, RateMeter
 from tasks import context
+from workers import busy_time
 from workers.pool_sizing import LocalLoad, PoolFigures, PoolSizer, ServiceMeter
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         self.keys = Keys(cfg.key_prefix)
         self.sizer = PoolSizer(self.queues, cfg)
         self.service = ServiceMeter(cfg.service_rps_prior)
+        self.busy_time = busy_time.install()
         self.meter = RateMeter(max(ARRIVAL_WINDOW_S, 4 * cfg.autoscale_refresh_s))
         self.figures: PoolFigures | None = None
         #: Built on first refresh from settings unless given (tests pass fakeredis).
@@ -196,15 +198,14 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
             self._reader = QueueDepthReader(broker, self.keys, self._state_client, self.clock)
         return self._reader, self._state_client
 
-    def local_load(self) -> tuple[LocalLoad, int, int]:
-        """What this worker holds per queue, the busy slots and the tasks completed so far."""
+    def local_load(self) -> tuple[LocalLoad, int]:
+        """What this worker holds per queue, and the slots busy now."""
         # tuple()/dict() copy these in one step under the GIL while the loop mutates them.
         reserved = Counter(_queue_of(r) for r in tuple(state.reserved_requests))
         active = Counter(_queue_of(r) for r in tuple(state.active_requests))
         waiting = {q: max(0, n - active.get(q, 0)) for q, n in reserved.items() if q}
         busy = {q: n for q, n in active.items() if q}
-        completed = sum(dict(state.total_count).values())
-        return LocalLoad(waiting, busy), sum(active.values()), completed
+        return LocalLoad(waiting, busy), sum(active.values())
 
     def refresh(self) -> PoolFigures | None:
         """One refresh: sample, size, publish this pool's heartbeat; returns the figures."""
@@ -213,8 +214,9 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         delta = {q: n - self._flushed.get(q, 0) for q, n in taken_now.items()}
         sample = reader.sample(self.queues, delta)
         self._flushed = taken_now
-        local, busy_slots, completed = self.local_load()
-        service_rps = self.service.update(sample.at_ts, completed, busy_slots)
+        local, busy_slots = self.local_load()
+        busy_s, finished = self.busy_time.totals()
+        service_rps = self.service.update(finished, busy_s)
         rates = self.meter.update(sample)
         consuming = self._consuming()
         figures = None
@@ -230,7 +232,9 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
             )
             self.figures = figures
         held = sum(local.busy.values()) + sum(local.waiting.values())
-        self._exchange_heartbeats(client, sample.at_ts, busy_slots, held, bool(consuming), figures)
+        self._exchange_heartbeats(
+            client, sample.at_ts, busy_slots, (busy_s, finished), held, bool(consuming), figures
+        )
         return figures
 
     def _exchange_heartbeats(
@@ -238,6 +242,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         client: redis.Redis,
         now_ts: float,
         busy_slots: int,
+        work: tuple[float, int],
         held: int,
         consuming: bool,
         figures: PoolFigures | None,
@@ -247,6 +252,8 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
             region=self.region,
             slots=self.processes,
             busy=busy_slots,
+            busy_s=work[0],
+            finished=work[1],
             held=held,
             max_slots=self.max_concurrency,
             min_slots=self.min_concurrency,

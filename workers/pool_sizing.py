@@ -16,8 +16,8 @@ from scheduler.scaling import ScalingConfig, ScalingObservation, ScalingPolicy
 from scheduler.settings import Settings
 from stores.queue_depth import QueueRates
 
-#: Slot-seconds of measured busy time before a service rate is trusted over the prior.
-SERVICE_EVIDENCE_SLOT_S = 1.0
+#: Task-seconds of measured work before a service rate is trusted over the prior.
+SERVICE_EVIDENCE_SLOT_S = 0.5
 #: Weight of a new service-rate measurement against the running estimate.
 SERVICE_SMOOTHING = 0.5
 
@@ -59,24 +59,23 @@ class PoolFigures:
 
 
 class ServiceMeter:
-    """Tasks one busy slot finishes per second, from completions over sampled busy time."""
+    """Tasks one busy slot finishes per second: finished tasks over task-seconds run."""
 
     def __init__(self, prior_rps: float) -> None:
         self.rate_rps = prior_rps
         self.measured = False
-        self._last: tuple[float, int, int] | None = None
+        self._last: tuple[int, float] | None = None
         self._done = 0
         self._busy_slot_s = 0.0
 
-    def update(self, now_ts: float, completed_total: int, busy_slots: int) -> float:
-        """Fold in a sample of the cumulative completions and the slots busy now."""
-        last, self._last = self._last, (now_ts, completed_total, busy_slots)
-        if last is None or now_ts <= last[0]:
+    def update(self, finished_total: int, busy_s_total: float) -> float:
+        """Fold in the cumulative finished tasks and task-seconds; returns the rate."""
+        last, self._last = self._last, (finished_total, busy_s_total)
+        if last is None:
             return self.rate_rps
-        # Trapezoid over the interval: sampled busy counts are an unbiased
-        # estimate of busy time even for tasks shorter than the interval.
-        self._busy_slot_s += (now_ts - last[0]) * (busy_slots + last[2]) / 2
-        self._done += max(0, completed_total - last[1])
+        # max(0, …): a restarted meter reads as no progress, never as negative time.
+        self._done += max(0, finished_total - last[0])
+        self._busy_slot_s += max(0.0, busy_s_total - last[1])
         if self._busy_slot_s >= SERVICE_EVIDENCE_SLOT_S and self._done > 0:
             measured = self._done / self._busy_slot_s
             weight = SERVICE_SMOOTHING if self.measured else 1.0

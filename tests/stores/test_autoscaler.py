@@ -130,9 +130,7 @@ def test_the_region_budget_caps_the_pool_below_its_max() -> None:
 def test_the_premium_guarantee_is_granted_before_standard_demand() -> None:
     # Given a budget of 4 with 2 slots guaranteed to premium, and both tiers backlogged
     client, clock, pool = fakeredis.FakeRedis(), Clock(), FakePool(1)
-    scaler = scaler_for(
-        client, clock, pool, region_budget_slots=4, premium_guarantee_slots=2
-    )
+    scaler = scaler_for(client, clock, pool, region_budget_slots=4, premium_guarantee_slots=2)
     refresh_for(scaler, clock, 0.5)
     push(client, STANDARD, 500)
     push(client, f"{REGION}.premium", 500)
@@ -148,8 +146,8 @@ def test_workers_of_a_region_split_its_slots_evenly() -> None:
     client, clock, pool = fakeredis.FakeRedis(), Clock(), FakePool(1)
     scaler = scaler_for(client, clock, pool, bounds=(64, 1))
     peer = PoolBeat(
-        node="data-eu-west-2@host", region=REGION, slots=1, busy=0, held=0, max_slots=16,
-        min_slots=1, target_slots=1, region_slots=1, service_rps=10.0, consuming=True,
+        node="data-eu-west-2@host", region=REGION, slots=1, busy=0, busy_s=0.0, finished=0, held=0,
+        max_slots=16, min_slots=1, target_slots=1, region_slots=1, service_rps=10.0, consuming=True,
         at_ts=clock.now_ts,
     )  # fmt: skip
     beats = PoolHeartbeats(client, Keys("t"))
