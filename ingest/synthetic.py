@@ -79,7 +79,7 @@ class SyntheticStream:
 
 def bad_readings(now_ts: float, metrics: tuple[str, ...]) -> list[bytes | dict[str, object]]:
     """One reading of each kind ingest must reject, with the reason it should give."""
-    good = {"device_id": 1, "ts": now_ts, **{m: 1.0 for m in metrics}}
+    good: dict[str, object] = {"device_id": 1, "ts": now_ts, **{m: 1.0 for m in metrics}}
     missing = dict(good)
     missing.pop(metrics[0])
     return [

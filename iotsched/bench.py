@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     ) as run_:
         _wait_workers_ready(run_)
         setup_s = time.time() - t0
+        assert run_.registry is not None
         stream = SyntheticStream(
             run_.registry, seed=args.seed, spikes_per_chunk=args.spikes_per_chunk
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,10 +55,8 @@ class LocalCluster:
         children = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         for child in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         proc.wait()
 
     def stop(self, timeout_s: float = 15.0) -> None:

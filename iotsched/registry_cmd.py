@@ -61,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
         version = store.save_registry(reg)
         print(f"stored {len(reg):,} devices from {args.file} as version {version}")
         return 0
-    reg = store.load_registry()
-    if reg is None:
+    stored = store.load_registry()
+    if stored is None:
         raise ConfigError("no registry stored yet: run `iotsched registry generate` first")
+    reg = stored
     if args.action == "export":
         sys.stdout.write(registry_to_csv(reg))
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import redis
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     for tier in settings.tiers:
         h = store.latency_histogram("ingest", tier)
         latency[tier] = {"p50_ms": percentile_ms(h, 50), "p99_ms": percentile_ms(h, 99)}
-    out = {
+    out: dict[str, Any] = {
         "queues": depth,
         "counters": store.counters(),
         "latency": latency,

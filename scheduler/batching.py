@@ -44,7 +44,7 @@ class _Buffer:
             npt.NDArray[np.float64],
             npt.NDArray[np.float64],
         ]
-    ] = field(default_factory=list)  # noqa: E501
+    ] = field(default_factory=list)
     rows: int = 0
     oldest_ts: float = 0.0
 
@@ -80,12 +80,14 @@ class Batcher:
         ingest_ts: npt.NDArray[np.float64],
     ) -> list[Batch]:
         """Append rows; returns the batches that filled up (flush on size)."""
+        if len(device_id) == 0:
+            return []
         n_tiers = len(self.topology.tiers)
         key = region.astype(np.int64) * n_tiers + tier.astype(np.int64)
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
-        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else []
-        ends = np.r_[starts[1:], len(key)] if len(key) else []
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        ends = np.r_[starts[1:], len(key)]
         full: list[Batch] = []
         for s, e in zip(starts, ends, strict=True):
             k = int(sorted_key[s])

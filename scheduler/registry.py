@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -87,7 +88,7 @@ def build_registry(
     """Validate and sort columns into a snapshot; raises ConfigError on bad input."""
     ids = np.asarray(device_id, dtype=np.uint64)
     n = ids.shape[0]
-    cols = {
+    cols: dict[str, npt.NDArray[Any]] = {
         "tier": np.asarray(tier, dtype=np.uint8),
         "home_region": np.asarray(home_region, dtype=np.uint8),
         "group": np.asarray(group, dtype=np.uint32),

@@ -145,8 +145,8 @@ def merge_rows(
 
 def encode_rows(rows: npt.NDArray[np.float64]) -> list[bytes]:
     packed = np.ascontiguousarray(rows, dtype="<f8")
-    out: list[bytes] = packed.view(np.dtype((np.void, packed.shape[1] * 8))).ravel().tolist()
-    return out
+    out = packed.view(np.dtype((np.void, packed.shape[1] * 8))).ravel().tolist()
+    return out  # type: ignore[return-value]
 
 
 def decode_rows(blobs: list[bytes | None], n_metrics: int) -> npt.NDArray[np.float64]:

@@ -34,7 +34,8 @@ class Settings:
     screening: bool = True
     #: Incident notifications are also POSTed here as JSON when set.
     alert_webhook_url: str = ""
-    #: ``worker_autoscaler`` for ``--autoscale``: "queue" (workers.autoscaler) or "stock" (Celery's).
+    #: ``worker_autoscaler`` for ``--autoscale``: "queue" (workers.autoscaler) or
+    #: "stock" (Celery's).
     autoscaler: str = "queue"
     #: How often the autoscaler's background thread re-reads queue figures from Redis.
     autoscale_refresh_s: float = 0.25

@@ -86,8 +86,8 @@ def parse_reading(
         v = obj[name]
         if not _is_number(v):
             raise InvalidReading("wrong_type", f"{name} must be a number")
-        values.append(float(v))  # type: ignore[arg-type]
-    ts_f = float(ts)  # type: ignore[arg-type]
+        values.append(float(v))  # type: ignore[arg-type,unused-ignore]
+    ts_f = float(ts)  # type: ignore[arg-type,unused-ignore]
     if not math.isfinite(ts_f) or not all(math.isfinite(v) for v in values):
         raise InvalidReading("not_finite", "NaN or infinite value")
     if any(abs(v) > limits.max_abs_value for v in values):
@@ -114,7 +114,7 @@ def check_columns(
         return reason
     finite = np.isfinite(ts) & np.isfinite(values).all(axis=1)
     in_range = (np.abs(np.nan_to_num(values)) <= limits.max_abs_value).all(axis=1)
-    checks: Sequence[tuple[str, npt.NDArray[np.bool_]]] = (
+    checks: Sequence[tuple[str, npt.NDArray[np.bool_] | np.bool_]] = (
         ("not_finite", ~finite),
         ("out_of_range", ~in_range),
         ("ts_future", ts > now_ts + limits.max_future_skew_s),

@@ -77,7 +77,7 @@ class RedisDetectorStore:
         keys: Keys | None = None,
         claim_ttl_s: int = defaults.BATCH_CLAIM_TTL_S,
     ) -> None:
-        self.client = client
+        self.client: Any = client  # redis-py's reply unions: see RedisStateStore
         self.keys = keys or Keys()
         self.claim_ttl_s = claim_ttl_s
 

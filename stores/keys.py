@@ -113,7 +113,7 @@ class Keys:
 
     @property
     def transfer(self) -> str:
-        """Hash of placement accounting: readings/bytes/cost moved per region pair, home, waiting."""
+        """Hash of placement accounting: readings, bytes, cost per region pair; home; waiting."""
         return f"{self.prefix}:transfer"
 
     def rollup_family_pattern(self) -> str:

@@ -48,7 +48,9 @@ class RedisStateStore:
         rollup_ttl_s: int = defaults.ROLLUP_TTL_S,
         dead_letter_maxlen: int = defaults.DEAD_LETTER_MAXLEN,
     ) -> None:
-        self.client = client
+        # redis-py annotates replies as unions of bytes/str/awaitables; with
+        # decode_responses off they are bytes, so the client is used untyped.
+        self.client: Any = client
         self.keys = keys or Keys()
         self.claim_ttl_s = claim_ttl_s
         self.rollup_ttl_s = rollup_ttl_s
@@ -204,7 +206,7 @@ class RedisStateStore:
             "lon_deg",
         ):
             columns[name] = getattr(registry, name).tobytes()
-        self.client.hset(self.keys.registry, mapping=columns)  # type: ignore[arg-type]
+        self.client.hset(self.keys.registry, mapping=columns)
         return version
 
     def registry_version(self) -> int:
@@ -229,7 +231,7 @@ class RedisStateStore:
                 ("lon_deg", np.float32),
             )
         }
-        return Registry(topology=topo, version=int(raw[b"version"]), **cols)
+        return Registry(topology=topo, version=int(raw[b"version"]), **cols)  # type: ignore[arg-type]
 
     def delete_all(self) -> int:
         """Remove every key under this store's prefix (broker keys included); returns the count."""

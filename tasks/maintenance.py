@@ -236,7 +236,7 @@ def _region_app(region: str) -> Celery:
     return RegionalPublisher.from_urls(app, cfg.region_broker_urls).app_for(region)
 
 
-@app.task(name=TICK_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+@app.task(name=TICK_TASK, ignore_result=True)
 def maintenance_tick() -> int:
     """Start due windows, settle failed runs, publish drain levels; returns tries sent."""
     now = time.time()
@@ -254,7 +254,7 @@ def maintenance_tick() -> int:
     return len(sends)
 
 
-@app.task(name=RUN_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
+@app.task(name=RUN_TASK, acks_late=True, ignore_result=True)
 def run_operation(reservation_id: str, try_no: int) -> str:
     """Run one try of a reservation's operation until done or its window's cutoff."""
     store = _store()

@@ -8,7 +8,6 @@ input is dead-lettered with its reason.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -192,5 +191,5 @@ def test_bad_input_is_dead_lettered_with_its_reason(env: Env) -> None:
             "invalid_batch",
         ]
     )
-    corrupt = [d for d in env.store.dead_letters(100) if d.reason == "invalid_batch"][0]
+    corrupt = next(d for d in env.store.dead_letters(100) if d.reason == "invalid_batch")
     assert corrupt.source == ROUTINE_TASK and corrupt.readings == 3

@@ -1,4 +1,4 @@
-"""Given a producer, good readings reach the right queues in batches and bad ones are dead-lettered."""
+"""Given a producer, good readings reach their queues in batches; bad ones are dead-lettered."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def make(max_readings: int = 5_000):  # type: ignore[no-untyped-def]
 
 
 def test_readings_are_routed_by_their_devices_tier_and_home_region() -> None:
-    reg, store, pub, producer = make()
+    reg, _store, pub, producer = make()
     ids = reg.device_id[::7]
     producer.ingest_columns(ids, np.full(len(ids), NOW - 1), np.ones(len(ids)))
     producer.flush()
@@ -78,7 +78,7 @@ def test_bad_readings_are_dead_lettered_and_never_sink_the_good_ones() -> None:
 
 
 def test_full_batches_publish_at_once_and_the_rest_on_age() -> None:
-    reg, store, pub, producer = make(max_readings=100)
+    reg, _store, pub, producer = make(max_readings=100)
     premium = reg.device_id[(reg.tier == 0) & (reg.home_region == 0)][:250]
     producer.ingest_columns(premium, np.full(250, NOW), np.ones(250), now_ts=NOW)
     assert [len(b) for b in pub.batches] == [100, 100]
