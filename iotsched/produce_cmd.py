@@ -12,7 +12,7 @@ import time
 
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
-from ingest.registry_cache import RegistryCache
+from stores.registry_cache import RegistryCache
 from ingest.synthetic import SyntheticStream
 from iotsched.loadrun import drive, stderr_progress
 from scheduler.settings import Settings

@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alerts.config import sinks_from_settings
 from alerts.document import AlertSink, alert_document
-from ingest.registry_cache import RegistryCache
+from stores.registry_cache import RegistryCache
 from scheduler.correlation import Alert, Correlator, CorrelatorConfig, IncidentUpdate
 from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError, TransientError
