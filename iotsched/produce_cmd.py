@@ -12,13 +12,13 @@ import time
 
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
-from stores.registry_cache import RegistryCache
 from ingest.synthetic import SyntheticStream
 from iotsched.loadrun import drive, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
+from stores.registry_cache import RegistryCache
 from tasks.app import app
 
 

@@ -24,7 +24,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alerts.config import sinks_from_settings
 from alerts.document import AlertSink, alert_document
-from stores.registry_cache import RegistryCache
 from scheduler.correlation import Alert, Correlator, CorrelatorConfig, IncidentUpdate
 from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError, TransientError
@@ -34,6 +33,7 @@ from scheduler.registry import Registry
 from stores.detector_store import NOTIFY_STAGE, DetectorStore
 from stores.incident_store import IncidentStore, MemoryIncidentStore, RedisIncidentStore
 from stores.protocols import StateStore
+from stores.registry_cache import RegistryCache
 from tasks import context
 from tasks.app import app
 from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
