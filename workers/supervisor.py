@@ -155,10 +155,11 @@ class Supervisor:
                     self.drain(worker)
         # redis-py types mapping keys as a union that dict[str, int] does not match.
         self.client.hset(self.keys.scaling_replicas, mapping=self.replicas)  # type: ignore[arg-type]
-        self._advance_drains(beats, now)
+        self.finish_drains(beats, now)
         return dict(self.replicas)
 
-    def _advance_drains(self, beats: Mapping[str, PoolBeat], now: float) -> None:
+    def finish_drains(self, beats: Mapping[str, PoolBeat], now: float) -> None:
+        """SIGTERM drained workers that hold nothing (or ran out of time); reap exited ones."""
         for worker in list(self.workers):
             if worker.proc.poll() is not None:
                 self.workers.remove(worker)

@@ -156,6 +156,7 @@ def test_the_supervisor_adds_a_worker_for_a_burst_and_drains_it_afterwards(
     # Given a supervised region of one-slot workers, at its minimum of one replica
     sup.step()
     assert len(sup.running(REGION)) == 1
+    first = sup.running(REGION)[0]
     wait_until(lambda: len(deployment.pools()) == 1, 20, "the first worker", sup.step)
     # When a burst arrives that one slot cannot drain within the target
     deployment.publish(300)
@@ -168,7 +169,37 @@ def test_the_supervisor_adds_a_worker_for_a_burst_and_drains_it_afterwards(
     wait_until(lambda: second.proc.poll() is not None, 25, "the drained worker to exit", sup.step)
     assert second.draining_since_ts is not None
     assert second.proc.returncode == 0
-    assert [w.node for w in sup.running(REGION)] != [second.node]
+    assert [w.node for w in sup.running(REGION)] == [first.node]
     assert deployment.client.hget(deployment.keys.scaling_replicas, REGION) == b"1"
     # And every published reading was processed
+    assert deployment.processed() == deployment.published
+
+
+TWO_WORKERS = FleetConfig(
+    regions=(REGION,), max_slots=2, min_slots=1, min_replicas=2, max_replicas=2,
+    drain_timeout_s=15, env_extra=FAST_SCALING,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("deployment", [TWO_WORKERS], indirect=True)
+def test_a_worker_drained_mid_burst_finishes_its_work_and_exits_with_nothing_lost(
+    deployment: Deployment,
+) -> None:
+    sup = deployment.sup
+    # Given two workers of a region sharing a burst
+    older, newer = sup.start_worker(REGION), sup.start_worker(REGION)
+    wait_until(lambda: len(deployment.pools()) == 2, 20, "both workers")
+    deployment.publish(300)
+    wait_until(lambda: deployment.pools()[newer.node].finished > 5, 10, "the newer worker's share")
+    # When the newer one is drained while the burst is still being processed
+    sup.drain(newer)
+    # Then it stops consuming, holds nothing once its in-flight work is done, and exits warmly
+    wait_until(
+        lambda: newer.proc.poll() is not None, 25, "the drained worker to exit",
+        lambda: sup.finish_drains(deployment.pools(), time.time()),
+    )  # fmt: skip
+    assert newer.proc.returncode == 0
+    # And the other worker processes the rest: every published reading, none lost
+    wait_until(deployment.drained, 30, "the rest of the burst")
+    assert older.proc.poll() is None
     assert deployment.processed() == deployment.published
