@@ -1,22 +1,108 @@
-"""Worker launch profiles: which queues, in which order, for a region and role."""
+"""Worker launch profiles: which queues, in which order, for a region and role.
+
+Capacity classes are realised by *which* queues a worker consumes, because a
+Celery worker on Redis takes its ``-Q`` list strictly in order (one BRPOP over
+all of them, ``queue_order_strategy: priority``). A region's slots are split by
+the capacity ledger (scheduler/capacity.py) into roles:
+
+- ``premium``: the premium guarantee. ``-Q premium, anomaly, screen``, never
+  standard: a slot holding a long standard batch could not serve premium at
+  once, and premium work does not preempt standard work.
+- ``standard``: the standard minimum share. ``-Q anomaly, standard, screen,
+  premium``: standard before screening and premium, so standard never starves
+  under sustained premium load; anomaly first because a routine task that
+  yields to anomaly work must find it first when it frees its slot (anomaly
+  work is rare and bounded by its burst share).
+- ``data``: the anomaly burst, the screening minimum and the rest, taken by
+  demand in DESIGN's order ``-Q anomaly, screen, premium, standard``.
+- ``maintenance``: reserved slots, ``-Q maintenance`` only.
+
+Prefetch is 1 everywhere, so a worker never holds a message it is not running.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from scheduler.capacity import CapacityBudget, CapacityLedger, consumer_share
 from scheduler.model import QUEUE_ORDER, WorkClass, queue_name
+from scheduler.settings import Settings
 
-ROLES = ("data", "maintenance")
+A, S, P, D = WorkClass.ANOMALY, WorkClass.SCREEN, WorkClass.PREMIUM, WorkClass.STANDARD
+
+#: Queue order of each role; "data" is DESIGN's order.
+ROLE_QUEUES: dict[str, tuple[WorkClass, ...]] = {
+    "data": QUEUE_ORDER,
+    "premium": (P, A, S),
+    "standard": (A, D, S, P),
+    "maintenance": (WorkClass.MAINTENANCE,),
+}
+ROLES = tuple(ROLE_QUEUES)
+#: The role that serves the slots a class is granted first (consumer_share's groups).
+CLASS_ROLE: dict[WorkClass, str] = {
+    A: "data",
+    S: "data",
+    P: "premium",
+    D: "standard",
+    WorkClass.MAINTENANCE: "maintenance",
+}
+
+
+class ClassWorker(NamedTuple):
+    """One worker process of a region: its node name, ``-Q`` list and pool size."""
+
+    name: str
+    queues: list[str]
+    concurrency: int
 
 
 def region_queues(region: str, role: str = "data") -> list[str]:
-    """A data worker drains anomaly, screen, premium, standard in that order."""
-    if role == "maintenance":
-        return [queue_name(region, WorkClass.MAINTENANCE.value)]
-    if role != "data":
+    """The ``-Q`` list of a role; a data worker drains anomaly, screen, premium, standard."""
+    if role not in ROLE_QUEUES:
         raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
-    return [queue_name(region, c.value) for c in QUEUE_ORDER]
+    return [queue_name(region, c.value) for c in ROLE_QUEUES[role]]
+
+
+def budget_from_settings(settings: Settings) -> CapacityBudget:
+    """A region's budget from ``IOTSCHED_REGION_BUDGET_SLOTS`` and the class shares."""
+    return CapacityBudget(
+        total_slots=settings.region_budget_slots,
+        premium_guarantee_slots=settings.premium_guarantee_slots,
+        standard_min_slots=settings.standard_min_slots,
+        anomaly_burst_slots=settings.anomaly_burst_slots,
+        screen_min_slots=settings.screen_min_slots,
+    )
+
+
+def class_slots(budget: CapacityBudget, maintenance_reserved_slots: int = 0) -> dict[str, int]:
+    """Slots per role: the ledger's grants under full demand, grouped by consumer_share.
+
+    Full demand is the load the guarantees exist for: every class wants every
+    slot. The grants are then exactly the guarantees and minimums, and the
+    rest goes to the first class in queue order (anomaly), i.e. to ``data``
+    slots that fall back to every other queue in order.
+    """
+    demand = {c: budget.total_slots for c in QUEUE_ORDER}
+    grants = CapacityLedger(budget).allocate(demand, maintenance_reserved_slots)
+    slots: dict[str, int] = {}
+    for group in consumer_share(grants):
+        role = CLASS_ROLE[group.queues[0]]
+        slots[role] = slots.get(role, 0) + group.slots
+    return slots
+
+
+def class_workers(
+    region: str, budget: CapacityBudget, maintenance_reserved_slots: int = 0
+) -> list[ClassWorker]:
+    """The region's worker processes: one per role with slots, sized by the ledger."""
+    slots = class_slots(budget, maintenance_reserved_slots)
+    return [
+        ClassWorker(f"{role}-{region}", region_queues(region, role), slots[role])
+        for role in ROLES
+        if slots.get(role, 0) > 0
+    ]
 
 
 def worker_argv(
