@@ -15,6 +15,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--role", default="data", choices=ROLES, help="data or maintenance")
     p.add_argument("--concurrency", type=int, default=2, help="pool processes")
     p.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
+    p.add_argument(
+        "--autoscale",
+        metavar="MAX,MIN",
+        help="size the pool from queue depth and forecast (workers.autoscaler)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--dry-run", action="store_true", help="print the celery command, run nothing")
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra args after --")
@@ -29,6 +34,11 @@ def run(args: argparse.Namespace) -> int:
             " (IOTSCHED_REGIONS)"
         )
     extra = [a for a in args.celery_args if a != "--"]
+    if args.autoscale:
+        from iotsched.scale_cmd import parse_autoscale
+
+        high, low = parse_autoscale(args.autoscale)
+        extra += ["--autoscale", f"{high},{low}"]
     argv = worker_argv(args.region, args.role, args.concurrency, args.pool, args.loglevel, extra)
     if args.dry_run:
         print(" ".join(argv))
