@@ -264,8 +264,10 @@ def dead_letter_rest(cursor: ChunkCursor, reason: str, detail: str) -> int:
     bind=True,
     # Hard time limit: ack, and the failure handler dead-letters what is left.
     acks_on_timeout=True,
-    # A pool process lost mid-batch (OOM, kill) retries, up to the retry budget.
+    # A pool process lost mid-batch (OOM, kill) retries, up to the retry budget, soon
+    # (Celery's default delay for that retry is three minutes).
     retry_on_worker_lost=True,
+    default_retry_delay=1,
     **task_options("routine"),
 )
 def process_routine(self: Task, payload: dict[str, Any]) -> int:
