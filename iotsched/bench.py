@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             run_.store, run_.settings.tiers, result, done, verify=not args.no_verify
         )
         summary["detection_ms"] = _detection(run_)
+        summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)
         summary["anomalies_injected"] = stream.injected
         summary.update(
             devices=args.devices,
@@ -103,6 +104,20 @@ def _detection(run_: Any) -> dict[str, Any]:
         "alerts": counters.get("device_alerts", 0),
         "screened_readings": counters.get("screened_readings", 0),
     }
+
+
+def _lookup_ms(registry: Any, ids: int = 100_000, repeats: int = 5) -> float:
+    """Median time to classify ``ids`` random device ids against the fleet snapshot."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    sample = registry.device_id[rng.integers(0, len(registry), ids)]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        registry.lookup(sample)
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.median(times)), 3)
 
 
 def _round(x: float | None) -> float | None:
