@@ -35,7 +35,9 @@ worker_prefetch_multiplier = 1
 
 task_default_queue = "default"
 task_create_missing_queues = True
-worker_send_task_events = True
+# Task events cost a publish per state change; Flower switches them on when it starts
+# (its enable_events broadcast), so workers do not pay for them otherwise.
+worker_send_task_events = False
 task_send_sent_event = False
 worker_hijack_root_logger = False
 
