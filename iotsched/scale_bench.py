@@ -8,7 +8,7 @@ Supervisor), on a real Redis under a key prefix the run owns and deletes.
    the second half, provisioned slot-seconds integrate the pool size from its
    heartbeats and busy slot-seconds are the task-seconds its processes report
    (workers/busy_time.py); wastage = idle ÷ provisioned slot-seconds. With
-   integer slots, wastage cannot go below 1 − ideal_slots ÷ ceil(ideal_slots);
+   integer slots it cannot go below 1 − mean_busy ÷ ceil(mean_busy) (the floor);
 3. step: a burst of standard batches at once. reaction_s = step → the pool
    reports the size the autoscaler asked for; drained_s = step → queue empty
    and every published reading processed;
@@ -233,7 +233,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         steady_service_rps = (steady[-1].finished - steady[0].finished) / max(
             1e-9, steady[-1].busy_s - steady[0].busy_s
         )
-        ideal_slots = rate / steady_service_rps
+        # What the load needed, in slots: busy slot-seconds over the span. Integer
+        # slots cannot be fuller than mean_busy / ceil(mean_busy): the floor.
+        mean_busy = busy_slot_s / max(1e-9, span_s(steady))
+        finished_rps = (steady[-1].finished - steady[0].finished) / max(1e-9, span_s(steady))
         _wait(drained, cfg.timeout_s, "the steady load", status)
         # A clean step: let the pool settle back to its minimum first.
         _wait(
@@ -294,12 +297,19 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "steady": {
                 "arrival_tasks_s": round(rate, 1),
                 "seconds_sampled": round(cfg.steady_s / 2, 1),
+                "finished_tasks_s": round(finished_rps, 1),
                 "service_tasks_per_slot_s": round(steady_service_rps, 1),
-                "ideal_slots": round(ideal_slots, 2),
-                "wastage_floor": round(1 - ideal_slots / max(1, math.ceil(ideal_slots)), 3),
+                "mean_busy_slots": round(mean_busy, 2),
+                "wastage_floor": round(1 - mean_busy / max(1, math.ceil(mean_busy)), 3),
                 "mean_slots": round(provisioned_slot_s / max(1e-9, span_s(steady)), 2),
                 "utilization": round(busy_slot_s / max(1e-9, provisioned_slot_s), 3),
                 "wastage": round(1 - busy_slot_s / max(1e-9, provisioned_slot_s), 3),
+                # What the policy added on top of the floor (over-provisioning).
+                "policy_excess": round(
+                    mean_busy / max(1, math.ceil(mean_busy))
+                    - busy_slot_s / max(1e-9, provisioned_slot_s),
+                    3,
+                ),
             },
             "step": {
                 "batches": cfg.burst_batches,
