@@ -304,7 +304,8 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 "mean_slots": round(provisioned_slot_s / max(1e-9, span_s(steady)), 2),
                 "utilization": round(busy_slot_s / max(1e-9, provisioned_slot_s), 3),
                 "wastage": round(1 - busy_slot_s / max(1e-9, provisioned_slot_s), 3),
-                # What the policy added on top of the floor (over-provisioning).
+                # What the policy added on top of the floor; negative: part of the time
+                # the pool ran below ceil(mean_busy_slots) (it queued instead).
                 "policy_excess": round(
                     mean_busy / max(1, math.ceil(mean_busy))
                     - busy_slot_s / max(1e-9, provisioned_slot_s),
