@@ -16,8 +16,10 @@ from scheduler.scaling import ScalingConfig, ScalingObservation, ScalingPolicy
 from scheduler.settings import Settings
 from stores.queue_depth import QueueRates
 
-#: Task-seconds of measured work before a service rate is trusted over the prior.
+#: A service rate is trusted over the prior after this many task-seconds of
+#: timed work, or this many tasks (short tasks reach the count first).
 SERVICE_EVIDENCE_SLOT_S = 0.5
+SERVICE_EVIDENCE_TASKS = 50
 #: Weight of a new service-rate measurement against the running estimate.
 SERVICE_SMOOTHING = 0.5
 
@@ -76,7 +78,10 @@ class ServiceMeter:
         # max(0, …): a restarted meter reads as no progress, never as negative time.
         self._done += max(0, finished_total - last[0])
         self._busy_slot_s += max(0.0, busy_s_total - last[1])
-        if self._busy_slot_s >= SERVICE_EVIDENCE_SLOT_S and self._done > 0:
+        enough = (
+            self._busy_slot_s >= SERVICE_EVIDENCE_SLOT_S or self._done >= SERVICE_EVIDENCE_TASKS
+        )
+        if enough and self._done > 0 and self._busy_slot_s > 0:
             measured = self._done / self._busy_slot_s
             weight = SERVICE_SMOOTHING if self.measured else 1.0
             self.rate_rps += weight * (measured - self.rate_rps)

@@ -46,6 +46,13 @@ def test_service_rate_keeps_the_prior_until_enough_work_was_timed() -> None:
     assert meter.update(45, 1.5) == pytest.approx(35.0)
 
 
+def test_many_short_tasks_are_enough_evidence() -> None:
+    meter = ServiceMeter(prior_rps=10.0)
+    meter.update(0, 0.0)
+    # 60 tasks of 5 ms each: 0.3 task-seconds, but 60 tasks
+    assert meter.update(60, 0.3) == pytest.approx(200.0)
+
+
 def test_a_restarted_meter_reads_as_no_progress() -> None:
     meter = ServiceMeter(prior_rps=10.0)
     meter.update(100, 9.0)
