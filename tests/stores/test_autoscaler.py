@@ -94,26 +94,30 @@ def refresh_for(scaler: QueueDepthAutoscaler, clock: Clock, seconds: float) -> N
 
 
 def test_a_backlog_grows_the_pool_at_once_and_its_end_shrinks_it_after_the_window() -> None:
-    # Given an idle worker at its minimum of 1 slot
+    # Given an idle worker at its minimum of 1 slot (prior: 10 tasks/s per slot)
     client, clock, pool = fakeredis.FakeRedis(), Clock(), FakePool(1)
     scaler = scaler_for(client, clock, pool)
     refresh_for(scaler, clock, 1.0)
     assert pool.num_processes == 1
-    # When 60 batches land on its standard queue (prior: 10 tasks/s per slot, drain in 2 s)
+    # When 60 batches land on its standard queue
     push(client, STANDARD, 60)
     refresh_for(scaler, clock, 0.25)
     # Then the next refresh sizes the pool for the backlog and the loop grows it at once
     assert pool.num_processes == 8
     assert pool.calls == ["grow 7"]
-    # When the backlog is taken and nothing more arrives
+    # When workers keep taking 120 messages/s off the queue for 3 s, then arrivals stop
     client.delete(*Keys("t").broker_queue_lists(STANDARD))
+    for _ in range(12):
+        client.hincrby(Keys("t").scaling_taken, STANDARD, 30)
+        refresh_for(scaler, clock, 0.25)
+    assert pool.num_processes == 8
     refresh_for(scaler, clock, 4.0)
-    # Then within the 5 s stabilisation window the pool keeps the settled (smoothed)
-    # demand of the burst, well above its minimum (the one-refresh peak is let go)
-    assert pool.num_processes >= 4
-    # And shrinks back to its minimum once the window (and the burst's level) has passed
+    # Then within the 5 s stabilisation window the pool keeps its size
+    assert pool.num_processes == 8
+    # And once the window (and the load's smoothed level) has passed, it shrinks to 1
     refresh_for(scaler, clock, 10.0)
     assert pool.num_processes == 1
+    assert pool.calls[-1].startswith("shrink")
 
 
 def test_the_region_budget_caps_the_pool_below_its_max() -> None:
