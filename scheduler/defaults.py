@@ -30,8 +30,10 @@ PREMIUM_LATENCY_BOUND_MS = 500.0
 #: Anomaly detection bound (event time → alert).
 DETECTION_BOUND_S = 5.0
 
-#: Readings per chunk inside a routine task, between preemption checks.
-ROUTINE_CHUNK_READINGS = 1_000
+#: Readings per chunk inside a routine task, between preemption checks. One full
+#: micro-batch is one chunk (about 12 ms of work, one store transaction); only
+#: larger batches (bulk uploads, merged deferrals) are cut. 1,000 cost 70 % more time.
+ROUTINE_CHUNK_READINGS = 5_000
 
 #: Registry snapshot refresh check interval in workers and producers.
 REGISTRY_REFRESH_S = 5.0

@@ -125,10 +125,10 @@ def test_premium_is_taken_before_a_long_standard_backlog(env: Env) -> None:
     while env.store.counters().get("processed:premium", 0) < 100:
         assert time.time() < deadline, "premium batch never processed"
         time.sleep(0.002)
-    standard_before = env.store.counters().get("batches:standard", 0)
+    standard_before = env.store.counters().get("processed:standard", 0)
     # Then the premium batch was done while at most the one standard batch a
     # worker may hold prefetched had been
-    assert standard_before <= 1
+    assert standard_before <= 20_000
     env.wait_processed(100 + 20 * 20_000)
 
 

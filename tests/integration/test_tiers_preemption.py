@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import redis
 
+from scheduler import defaults
 from scheduler.capacity import CapacityBudget
 from scheduler.codec import encode_batch
 from scheduler.latency import percentile_ms
@@ -198,7 +199,7 @@ def test_long_batch_preempted_midway_completes_later(region: Region) -> None:
     # Then a routine batch yielded mid-way (after a chunk, before its end) ...
     assert region.store.counters().get("deferrals:preempted", 0) > deferrals
     # ... and every chunk of every long batch was applied, none dead-lettered
-    n_chunks = LONG_READINGS // 1_000
+    n_chunks = -(-LONG_READINGS // defaults.ROUTINE_CHUNK_READINGS)
     claims = region.client.mget(
         [region.keys.claim(claim_id(b, i)) for b in ids for i in range(n_chunks)]
     )

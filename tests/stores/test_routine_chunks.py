@@ -12,6 +12,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from scheduler import defaults
 from scheduler.codec import encode_batch
 from scheduler.model import Batch, WorkClass
 from scheduler.rollup import RollupDelta
@@ -22,7 +23,13 @@ from tasks import context, routine
 from tasks.limits import ROUTINE
 
 REGION = "eu-west"
-N = 2_500  # three chunks of the default 1,000: 1,000 + 1,000 + 500
+N = 2_500  # three chunks of 1,000: 1,000 + 1,000 + 500
+
+
+@pytest.fixture(autouse=True)
+def chunks_of_1000(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small chunks keep the arithmetic readable; the scheme does not depend on the size."""
+    monkeypatch.setattr(defaults, "ROUTINE_CHUNK_READINGS", 1_000)
 
 
 def make_payload(n: int = N, tier: str = "standard", batch_id: str = "b1") -> dict[str, Any]:
