@@ -12,13 +12,12 @@ A region's workers must consume from the same broker: start them with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from celery import Celery
 
 from ingest.celery_publisher import CeleryPublisher
 from scheduler.model import Batch
-from tasks.app import make_app
+from tasks.app import region_apps
 
 
 class RegionalPublisher:
@@ -41,17 +40,9 @@ class RegionalPublisher:
         screening: bool | None = None,
     ) -> RegionalPublisher:
         """One app per distinct region broker URL, configured like ``default_app`` otherwise."""
-        transport: dict[str, Any] = dict(default_app.conf.broker_transport_options or {})
-        by_url: dict[str, Celery] = {}
-        region_apps: dict[str, Celery] = {}
-        for region, url in region_broker_urls.items():
-            if not url or url == default_app.conf.broker_url:
-                continue
-            if url not in by_url:
-                by_url[url] = make_app(broker_url=url, broker_transport_options=transport)
-            region_apps[region] = by_url[url]
-        publisher = cls(default_app, region_apps, screening)
-        publisher._owned = list(by_url.values())
+        apps = region_apps(default_app, region_broker_urls)
+        publisher = cls(default_app, apps, screening)
+        publisher._owned = list({id(a): a for a in apps.values()}.values())
         return publisher
 
     def app_for(self, region: str) -> Celery:

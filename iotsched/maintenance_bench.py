@@ -24,7 +24,6 @@ import redis
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from iotsched.cluster import PROJECT_ROOT, LocalCluster, worker_env
 from iotsched.loadrun import drive, processed_count
 from scheduler.errors import ConfigError, TransientError
 from scheduler.geography import DEFAULT_SITES
@@ -37,6 +36,7 @@ from stores.redis_state import RedisStateStore
 from stores.reservation_store import ReservationStore
 from tasks.app import make_app
 from workers.beat import control_worker_argv
+from workers.cluster import PROJECT_ROOT, LocalCluster, worker_env
 
 REGION = DEFAULT_SITES[0].name
 BASE_ENV = {

@@ -32,7 +32,6 @@ from ingest.placement import PlacerConfig, make_placer, read_account
 from ingest.producer import Producer, Publisher
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
-from iotsched.cluster import LocalCluster
 from iotsched.maintenance_bench import private_redis, wait_for
 from scheduler.batching import BatchingConfig
 from scheduler.codec import decode_batch
@@ -43,6 +42,7 @@ from stores.health_store import DATA_KINDS, HealthStore
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
 from tasks.app import make_app
+from workers.cluster import LocalCluster
 
 SITES = DEFAULT_SITES[:2]
 REGIONS = tuple(s.name for s in SITES)

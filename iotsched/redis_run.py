@@ -17,13 +17,13 @@ import redis
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from iotsched.cluster import LocalCluster
 from scheduler.batching import BatchingConfig
 from scheduler.registry import Registry, generate_registry
 from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
 from tasks.app import make_app
+from workers.cluster import LocalCluster
 
 
 class RedisRun:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
@@ -17,6 +18,21 @@ def make_app(**overrides: Any) -> Celery:
     if overrides:
         celery_app.conf.update(**overrides)
     return celery_app
+
+
+def region_apps(default_app: Celery, region_broker_urls: Mapping[str, str]) -> dict[str, Celery]:
+    """One app per distinct region broker URL (configured like ``default_app`` otherwise);
+    regions on the shared broker are left out."""
+    transport: dict[str, Any] = dict(default_app.conf.broker_transport_options or {})
+    by_url: dict[str, Celery] = {}
+    apps: dict[str, Celery] = {}
+    for region, url in region_broker_urls.items():
+        if not url or url == default_app.conf.broker_url:
+            continue
+        if url not in by_url:
+            by_url[url] = make_app(broker_url=url, broker_transport_options=transport)
+        apps[region] = by_url[url]
+    return apps
 
 
 app = make_app()

@@ -38,7 +38,7 @@ from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.reservation_store import BookState, ReservationStore
 from tasks import context
-from tasks.app import app
+from tasks.app import app, region_apps
 from tasks.maintenance_ops import OpOutcome, operation
 
 TICK_TASK = "iotsched.maintenance.tick"
@@ -230,10 +230,7 @@ def _store() -> ReservationStore:
 @functools.cache
 def _region_app(region: str) -> Celery:
     """The app publishing to ``region``'s broker (its own, or the shared one)."""
-    from ingest.regional_publisher import RegionalPublisher
-
-    cfg = context.settings()
-    return RegionalPublisher.from_urls(app, cfg.region_broker_urls).app_for(region)
+    return region_apps(app, context.settings().region_broker_urls).get(region, app)
 
 
 @app.task(name=TICK_TASK, ignore_result=True)

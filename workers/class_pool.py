@@ -1,6 +1,6 @@
 """Real worker processes per region laid out by capacity class (workers/profiles.py).
 
-Like ``iotsched.cluster.LocalCluster`` (and stopped or killed the same way),
+Like ``workers.cluster.LocalCluster`` (and stopped or killed the same way),
 but a region gets one ``celery worker`` per role the capacity ledger grants
 slots to: ``premium`` (the guarantee), ``standard`` (the minimum share),
 ``data`` (anomaly burst, screening and the rest by demand), ``maintenance``.
@@ -12,8 +12,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from iotsched.cluster import PROJECT_ROOT, LocalCluster, worker_env
 from scheduler.capacity import CapacityBudget
+from workers.cluster import PROJECT_ROOT, LocalCluster, worker_env
 from workers.profiles import ClassWorker, class_workers, worker_argv
 
 

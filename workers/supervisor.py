@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
-from iotsched.cluster import PROJECT_ROOT, worker_env
 from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
 from workers.autoscaler import heartbeat_fresh_s
+from workers.cluster import PROJECT_ROOT, worker_env
 from workers.profiles import region_queues, worker_argv
 
 

@@ -18,7 +18,6 @@ import redis
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream, bad_readings
-from iotsched.cluster import LocalCluster
 from scheduler.batching import BatchingConfig
 from scheduler.model import queue_name
 from scheduler.registry import Registry, generate_registry
@@ -26,6 +25,7 @@ from stores.keys import Keys
 from stores.redis_state import RedisStateStore
 from tasks.app import make_app
 from tasks.routine import ROUTINE_TASK
+from workers.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 
