@@ -25,6 +25,7 @@ import redis
 from scheduler import defaults
 from scheduler.detection import pack_states, unpack_states
 from scheduler.latency import merge_counts
+from stores.claims import apply_once
 from stores.keys import Keys
 
 U64 = npt.NDArray[np.uint64]
@@ -105,27 +106,23 @@ class RedisDetectorStore:
         native MSET costs Redis far less than a SET EX per device in Lua.
         """
         k = self.keys
-        claim = k.screen_claim(batch_id)
         names = map(k.detector_state, device_ids.tolist())
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(claim)
-                if pipe.exists(claim):
-                    pipe.unwatch()
-                    self.client.hincrby(k.counters, "screen_duplicates", 1)
-                    return False
-                pipe.multi()
-                pipe.set(claim, 1, ex=self.claim_ttl_s)
-                pipe.mset(dict(zip(names, pack_states(states), strict=True)))
-                pipe.hincrby(k.counters, "screened_readings", readings)
-                pipe.hincrby(k.counters, "device_alerts", alerts)
-                for bucket, count in latency.items():
-                    pipe.hincrby(k.detection_latency(ALERT_STAGE), str(bucket), count)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                self.client.hincrby(k.counters, "screen_duplicates", 1)
-                return False
+
+        def write(pipe: Any) -> None:
+            pipe.mset(dict(zip(names, pack_states(states), strict=True)))
+            pipe.hincrby(k.counters, "screened_readings", readings)
+            pipe.hincrby(k.counters, "device_alerts", alerts)
+            for bucket, count in latency.items():
+                pipe.hincrby(k.detection_latency(ALERT_STAGE), str(bucket), count)
+
+        return apply_once(
+            self.client,
+            k.screen_claim(batch_id),
+            self.claim_ttl_s,
+            k.counters,
+            "screen_duplicates",
+            lambda _pipe: write,
+        )
 
     def add_latency(self, stage: str, latency: Mapping[int, int]) -> None:
         if not latency:

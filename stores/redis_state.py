@@ -29,6 +29,7 @@ from scheduler.rollup import (
     merge_rows,
     row_to_rollup,
 )
+from stores.claims import Writer, apply_once
 from stores.keys import Keys
 
 
@@ -76,28 +77,19 @@ class RedisStateStore:
         delivery claimed the batch meanwhile, EXEC aborts and nothing is applied.
         """
         k = self.keys
-        claim = k.claim(batch_id)
-        minutes = np.unique(delta.minute_ts)
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(claim)
-                if pipe.exists(claim):
-                    pipe.unwatch()
-                    self.client.hincrby(k.counters, "duplicate_deliveries", 1)
-                    return False
-                writes: list[tuple[str, list[int], list[bytes]]] = []
-                for minute in minutes.tolist():
-                    sel = np.flatnonzero(delta.minute_ts == minute)
-                    devices = delta.device_id[sel].tolist()
-                    key = k.rollup(minute, self.writer)
-                    stored = pipe.hmget(key, devices)
-                    rows = merge_rows(
-                        decode_rows(stored, delta.sum.shape[1]), delta_rows(delta, sel)
-                    )
-                    writes.append((key, devices, encode_rows(rows)))
-                pipe.multi()
-                pipe.set(claim, 1, ex=self.claim_ttl_s)
-                for (key, devices, blobs), minute in zip(writes, minutes.tolist(), strict=True):
+
+        def prepare(pipe: Any) -> Writer:
+            merged: list[tuple[int, str, list[int], list[bytes]]] = []
+            for minute in np.unique(delta.minute_ts).tolist():
+                sel = np.flatnonzero(delta.minute_ts == minute)
+                devices = delta.device_id[sel].tolist()
+                key = k.rollup(minute, self.writer)
+                stored = pipe.hmget(key, devices)
+                rows = merge_rows(decode_rows(stored, delta.sum.shape[1]), delta_rows(delta, sel))
+                merged.append((minute, key, devices, encode_rows(rows)))
+
+            def write(pipe: Any) -> None:
+                for minute, key, devices, blobs in merged:
                     pipe.hset(key, mapping=dict(zip(devices, blobs, strict=True)))
                     pipe.expire(key, self.rollup_ttl_s)
                     pipe.sadd(k.rollup_writers(minute), self.writer)
@@ -107,11 +99,17 @@ class RedisStateStore:
                         pipe.hincrby(k.latency(kind, tier), str(bucket), count)
                 pipe.hincrby(k.counters, f"processed:{tier}", readings)
                 pipe.hincrby(k.counters, f"batches:{tier}", 1)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                self.client.hincrby(k.counters, "duplicate_deliveries", 1)
-                return False
+
+            return write
+
+        return apply_once(
+            self.client,
+            k.claim(batch_id),
+            self.claim_ttl_s,
+            k.counters,
+            "duplicate_deliveries",
+            prepare,
+        )
 
     def rollup(self, device_id: int, minute_ts: int, n_metrics: int) -> Rollup | None:
         writers = self.client.smembers(self.keys.rollup_writers(minute_ts))
