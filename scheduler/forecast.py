@@ -29,17 +29,27 @@ class HoltForecaster:
     often the caller happens to sample.
     """
 
-    def __init__(self, alpha: float = 0.5, beta: float = 0.3, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        beta: float = 0.3,
+        interval_s: float = 1.0,
+        error_weight: float = 0.05,
+    ) -> None:
         _check_weight("alpha", alpha)
         _check_weight("beta", beta)
+        _check_weight("error_weight", error_weight)
         if interval_s <= 0:
             raise ConfigError(f"interval_s must be positive, got {interval_s}")
         self.alpha = alpha
         self.beta = beta
         self.interval_s = interval_s
+        #: Weight per ``interval_s`` of the running mean of squared forecast errors.
+        self.error_weight = error_weight
         self._last_ts: float | None = None
         self._level_rps = 0.0
         self._trend_rps_per_s = 0.0
+        self._sq_relative_error: float | None = None
 
     @property
     def level_rps(self) -> float:
@@ -48,6 +58,18 @@ class HoltForecaster:
     @property
     def trend_rps_per_s(self) -> float:
         return self._trend_rps_per_s
+
+    @property
+    def relative_error(self) -> float:
+        """RMS error of the forecast one sample ahead, as a fraction of the rate.
+
+        How far the forecast can be trusted: about the noise of a steady load,
+        large just after a step. Infinite until a sample could be checked
+        against a forecast.
+        """
+        if self._sq_relative_error is None:
+            return math.inf
+        return math.sqrt(self._sq_relative_error)
 
     def _weight(self, base: float, dt_s: float) -> float:
         return 1.0 - math.pow(1.0 - base, dt_s / self.interval_s)
@@ -69,11 +91,19 @@ class HoltForecaster:
         a = self._weight(self.alpha, dt_s)
         b = self._weight(self.beta, dt_s)
         projected = self._level_rps + self._trend_rps_per_s * dt_s
+        self._fold_error(rate_rps, max(0.0, projected), dt_s)
         level = a * rate_rps + (1.0 - a) * projected
         slope = (level - self._level_rps) / dt_s
         self._trend_rps_per_s = b * slope + (1.0 - b) * self._trend_rps_per_s
         self._level_rps = level
         self._last_ts = now_ts
+
+    def _fold_error(self, rate_rps: float, predicted_rps: float, dt_s: float) -> None:
+        scale = max(rate_rps, predicted_rps)
+        relative = (rate_rps - predicted_rps) / scale if scale > 0 else 0.0
+        old = self._sq_relative_error
+        w = self._weight(self.error_weight, dt_s)
+        self._sq_relative_error = relative**2 if old is None else w * relative**2 + (1 - w) * old
 
     def predict(self, horizon_s: float) -> float:
         """Expected arrival rate ``horizon_s`` after the last sample; 0 before any sample."""

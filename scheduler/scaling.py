@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from scheduler.errors import ConfigError
 from scheduler.forecast import DailyProfile, HoltForecaster
 
-#: Fraction of a slot forgiven when rounding demand up: a forecast a hair above
-#: an exact fit should not buy a whole idle slot (target_utilization has headroom).
-SLOT_ROUNDING_TOLERANCE = 0.02
+#: Demand within this of a whole number of slots is that number (float noise).
+_FLOAT_SLACK_SLOTS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,8 @@ class ScalingConfig:
     scale_down_window_s: float = 60.0
     #: How far ahead the trend forecast and the daily curve are read.
     forecast_horizon_s: float = 10.0
-    #: Busy fraction aimed at; 0.97 leaves 3 % headroom (the target is < 5 % idle).
+    #: Busy fraction aimed at while the forecast is unsure (0.97 leaves 3 % headroom);
+    #: a confident forecast narrows the headroom (see headroom_per_forecast_error).
     target_utilization: float = 0.97
     #: Time a new slot takes to become useful; the backlog keeps growing meanwhile.
     slot_startup_s: float = 1.0
@@ -43,12 +43,30 @@ class ScalingConfig:
     #: window is idle capacity, and the measured rate already covers steps.
     forecast_alpha: float = 0.1
     forecast_beta: float = 0.02
+    #: Headroom is this many RMS one-second forecast errors (relative), capped at
+    #: 1 - target_utilization: a steady load with 1 % noise needs 1 %, not 3 %.
+    headroom_per_forecast_error: float = 1.0
+    #: Demand this far past a whole number of slots is rounded down, not up. At
+    #: night a region needs 5–8 slots, so a whole slot for a fraction is 10 %
+    #: idle; instead the fraction queues, last in queue order (standard work,
+    #: whose budget is seconds; premium goes first), and the backlog term buys
+    #: the extra slot once that queue is worth one, then lets it go when drained.
+    fractional_slot_tolerance: float = 0.5
+    #: A queue under this many seconds of one slot's work (0.1 s: about one
+    #: 5,000-reading batch) counts as drained. Until then a slot bought for the
+    #: backlog is kept, so the queue empties each cycle instead of hovering just
+    #: under the buy threshold, and slots start (idle, paid for) less often.
+    drained_backlog_s: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_slots <= self.max_slots:
             raise ConfigError(f"need 0 <= min_slots <= max_slots, got {self}")
         if not 0 < self.target_utilization <= 1:
             raise ConfigError(f"target_utilization must be in (0, 1], got {self}")
+        if not 0 <= self.fractional_slot_tolerance < 1:
+            raise ConfigError(f"fractional_slot_tolerance must be in [0, 1), got {self}")
+        if min(self.headroom_per_forecast_error, self.drained_backlog_s) < 0:
+            raise ConfigError(f"headroom and drained backlog cannot be negative, got {self}")
         if self.drain_target_s <= 0:
             raise ConfigError(f"drain_target_s must be positive, got {self}")
         if min(self.scale_down_window_s, self.forecast_horizon_s, self.slot_startup_s) < 0:
@@ -90,18 +108,24 @@ class ScalingDecision:
     profile_rise_rps: float | None
     backlog_slots: float
     reason: str
+    #: Busy fraction aimed at for this decision: 1 minus the headroom the
+    #: forecast's recent error asks for, never below target_utilization.
+    utilization: float = 1.0
 
 
 class ScalingPolicy:
     """Queue-depth and forecast driven pool sizing; one instance per pool.
 
-    ``demand = arrival / (service_rps_per_slot × target_utilization)
+    ``demand = arrival / (service_rps_per_slot × utilization)
     + backlog / (service_rps_per_slot × drain_target_s)``, where arrival is
     the largest of the measured rate, the trend forecast ``forecast_horizon_s``
-    ahead and the rate plus the daily curve's expected rise, and backlog is the
-    queue plus what the current pool's deficit adds while new slots start.
-    Up at once to this demand; down only to the largest *settled* demand (the
-    same sum on the smoothed level) of the last ``scale_down_window_s``.
+    ahead and the rate plus the daily curve's expected rise; backlog is the
+    queue plus what the current pool's deficit adds while new slots start;
+    utilization is 1 minus a headroom sized to the forecast's recent error
+    (at most ``1 - target_utilization``). Demand is rounded up to whole slots
+    only past ``fractional_slot_tolerance``. Up at once to this demand; down
+    only to the largest *settled* demand (the arrival part on the smoothed
+    level: a drained queue needs no slots) of the last ``scale_down_window_s``.
     """
 
     def __init__(self, config: ScalingConfig, profile: DailyProfile | None = None) -> None:
@@ -126,9 +150,13 @@ class ScalingPolicy:
         # quieter-than-usual day is not sized to the usual level.
         return max(0.0, ahead_rps - now_rps)
 
-    def _slots(self, arrival_rps: float, backlog_slots: float, per_slot_rps: float) -> int:
-        arrival_slots = arrival_rps / (per_slot_rps * self.config.target_utilization)
-        return max(0, math.ceil(arrival_slots + backlog_slots - SLOT_ROUNDING_TOLERANCE))
+    def _utilization(self) -> float:
+        cfg = self.config
+        headroom = cfg.headroom_per_forecast_error * self.forecaster.relative_error
+        return max(cfg.target_utilization, 1.0 - headroom)
+
+    def _slots(self, arrival_slots: float, backlog_slots: float, tolerance: float) -> int:
+        return max(0, math.ceil(arrival_slots + backlog_slots - tolerance))
 
     def desired_slots(self, obs: ScalingObservation) -> int:
         """The pool size to aim for now; also records ``last_decision``."""
@@ -141,14 +169,26 @@ class ScalingPolicy:
             self.profile.observe(obs.now_ts, obs.arrival_rps)
         per_slot = obs.service_rps_per_slot
         backlog_slots = 0.0
+        utilization = self._utilization()
         if per_slot > 0:
             # While new slots start up, the current pool's deficit adds to the backlog.
             deficit_rps = max(0.0, obs.arrival_rps - obs.current_slots * per_slot)
             backlog = obs.queue_depth + deficit_rps * cfg.slot_startup_s
             backlog_slots = backlog / (per_slot * cfg.drain_target_s)
             rise = rise_rps or 0.0
-            demand = self._slots(max(obs.arrival_rps + rise, forecast_rps), backlog_slots, per_slot)
-            settled = self._slots(max(level_rps + rise, forecast_rps), backlog_slots, per_slot)
+            per_busy_slot = per_slot * utilization
+            arrival_slots = max(obs.arrival_rps + rise, forecast_rps) / per_busy_slot
+            tolerance = cfg.fractional_slot_tolerance
+            demand = self._slots(arrival_slots, backlog_slots, tolerance)
+            if obs.queue_depth > per_slot * cfg.drained_backlog_s:
+                # Still draining: keep the slots the whole demand needs, add none for it.
+                whole = self._slots(arrival_slots, backlog_slots, _FLOAT_SLACK_SLOTS)
+                demand = max(demand, min(obs.current_slots, whole))
+            # The window holds arrivals only: a queue, once drained, needs no slots,
+            # and holding its slot for a whole window is what rounding down saves.
+            settled = self._slots(
+                max(level_rps + rise, forecast_rps) / per_busy_slot, 0.0, tolerance
+            )
         else:
             demand = settled = obs.current_slots
         self._settled.append((obs.now_ts, settled))
@@ -171,6 +211,6 @@ class ScalingPolicy:
             reason = f"demand {desired}"
         self.last_decision = ScalingDecision(
             obs.now_ts, desired, demand, settled, held, obs.arrival_rps, level_rps,
-            forecast_rps, rise_rps, backlog_slots, reason,
+            forecast_rps, rise_rps, backlog_slots, reason, utilization,
         )  # fmt: skip
         return desired

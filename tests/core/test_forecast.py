@@ -132,3 +132,32 @@ def test_a_short_spike_is_not_learned_as_part_of_the_day() -> None:
 def test_daily_profile_rejects_a_bucket_longer_than_the_period() -> None:
     with pytest.raises(ConfigError):
         DailyProfile(bucket_s=200.0, period_s=100.0)
+
+
+def test_relative_error_is_unknown_until_a_forecast_could_be_checked() -> None:
+    holt = HoltForecaster()
+    assert holt.relative_error == math.inf
+    holt.update(0.0, 1_000.0)
+    assert holt.relative_error == math.inf
+    holt.update(1.0, 1_000.0)
+    assert holt.relative_error == 0.0
+
+
+def test_relative_error_is_the_noise_of_a_steady_load_and_grows_after_a_step() -> None:
+    # Given a steady 10k readings/s with ±1 % noise for five minutes
+    holt = HoltForecaster(alpha=0.1, beta=0.02)
+    for t in range(300):
+        holt.update(float(t), 10_000.0 * (1.01 if t % 2 else 0.99))
+    # Then the forecast's error is about that noise
+    assert 0.005 < holt.relative_error < 0.02
+    # When the load steps up 30 % for a few seconds
+    for t in range(300, 305):
+        holt.update(float(t), 13_000.0)
+    # Then the forecast is trusted far less
+    assert holt.relative_error > 0.05
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.5])
+def test_error_weight_out_of_range_is_rejected(weight: float) -> None:
+    with pytest.raises(ConfigError):
+        HoltForecaster(error_weight=weight)

@@ -57,9 +57,12 @@ def steady(policy: ScalingPolicy, arrival_rps: float, slots: int, until_ts: floa
     ("arrival_rps", "queue_depth", "target_utilization", "expected_slots"),
     [
         (10_000.0, 0, 1.0, 10),  # arrivals alone
-        (10_000.0, 0, 0.97, 11),  # 10 / 0.97 = 10.3 -> 11
+        (10_000.0, 0, 0.97, 10),  # 10 / 0.97 = 10.3: the 0.3 slot queues, no slot bought
+        (10_400.0, 0, 0.97, 11),  # 10.4 / 0.97 = 10.7: past half a slot, rounded up
         (9_700.0, 0, 0.97, 10),  # exactly 10 at 97 %
         (10_000.0, 20_000, 1.0, 20),  # backlog drained in 2 s adds 10 slots
+        (10_000.0, 800, 1.0, 10),  # a backlog worth 0.4 slot waits
+        (10_000.0, 1_200, 1.0, 11),  # one worth 0.6 slot buys it
         (0.0, 4_000, 1.0, 2),  # backlog alone
         (0.0, 0, 1.0, 1),  # idle: the minimum
         (1_000_000.0, 0, 1.0, 200),  # capped at the region budget
@@ -103,14 +106,14 @@ def test_scale_down_waits_for_the_stabilization_window() -> None:
 
 
 def test_forecast_raises_capacity_ahead_of_a_ramp() -> None:
-    # Given arrivals ramping by 100 readings/s every second
+    # Given arrivals ramping by 100 readings/s every second for two minutes
     policy = ScalingPolicy(config(forecast_horizon_s=10.0))
     desired: list[int] = []
-    for t in range(60):
+    for t in range(120):
         arrival_rps = 5_000.0 + 100.0 * t
         desired.append(policy.desired_slots(obs(float(t), arrival_rps, 10)))
     # Then capacity is already sized for where the ramp will be in ~10 s
-    now_rps = 5_000.0 + 100.0 * 59
+    now_rps = 5_000.0 + 100.0 * 119
     assert desired[-1] >= math.ceil((now_rps + 800.0) / SERVICE_RPS)
     assert desired[-1] > math.ceil(now_rps / SERVICE_RPS)
     decision = policy.last_decision
@@ -148,6 +151,50 @@ def steady_from(
         desired = policy.desired_slots(obs(t, arrival_rps, slots))
         t += 1.0
     return desired
+
+
+def test_a_fraction_of_a_slot_is_served_from_a_short_queue_not_a_whole_idle_slot() -> None:
+    # Given a steady 5,300 readings/s: 5.3 slots, where rounding up leaves 0.7 idle
+    policy = ScalingPolicy(config(slot_startup_s=1.0))
+    ready, starting, queue = 5, 0, 0.0
+    paid: list[int] = []
+    queues: list[float] = []
+    # When the pool follows the policy each second (a new slot is ready a second later)
+    for t in range(600):
+        ready, starting = ready + starting, 0
+        queue = max(0.0, queue + 5_300.0 - ready * SERVICE_RPS)
+        desired = policy.desired_slots(obs(float(t), 5_300.0, ready, int(queue)))
+        if desired > ready:
+            starting = desired - ready
+        else:
+            ready = desired
+        paid.append(ready + starting)
+        queues.append(queue)
+    # Then it pays for well under the 6 slots rounding up would keep
+    assert sum(paid[60:]) / len(paid[60:]) < 5.6
+    # And the fraction waits in a short queue (under a second of one slot) emptied again and again
+    assert max(queues) < SERVICE_RPS
+    assert sum(q == 0.0 for q in queues[60:]) >= 50
+
+
+def test_headroom_narrows_with_a_confident_forecast_and_widens_after_a_step() -> None:
+    # Given a pool aiming at 90 % busy while unsure, fed a steady load with ±1 % noise
+    policy = ScalingPolicy(config(target_utilization=0.9))
+    first = policy.desired_slots(obs(0.0, 10_000.0, 10))
+    for t in range(1, 300):
+        policy.desired_slots(obs(float(t), 10_000.0 * (1.01 if t % 2 else 0.99), 10))
+    # Then the first decision keeps the full 10 % headroom (10 / 0.9 = 11.1 slots)
+    assert first == 11
+    # And once the forecast has proved itself, the headroom is about the noise
+    confident = policy.last_decision
+    assert confident is not None and confident.utilization > 0.98
+    assert policy.desired_slots(obs(300.0, 10_000.0, 10)) == 10
+    # When the load steps up 30 % and stays there for a few seconds
+    for t in range(301, 306):
+        policy.desired_slots(obs(float(t), 13_000.0, 13))
+    # Then the forecast's misses widen the headroom again, close to its widest
+    assert policy.last_decision is not None
+    assert policy.last_decision.utilization < 0.92
 
 
 def test_startup_time_counts_the_backlog_built_while_slots_start() -> None:
@@ -222,6 +269,9 @@ def test_a_one_second_noise_peak_is_served_but_not_held() -> None:
         {"target_utilization": 1.2},
         {"drain_target_s": 0.0},
         {"scale_down_window_s": -1.0},
+        {"fractional_slot_tolerance": 1.0},
+        {"headroom_per_forecast_error": -1.0},
+        {"drained_backlog_s": -0.1},
     ],
 )
 def test_bad_config_is_rejected(overrides: dict[str, float]) -> None:

@@ -1,8 +1,9 @@
 """Each scenario, run on the 1,000,000-device fleet, meets its success criteria.
 
 The criteria are the issue's: capacity follows load within 30 s (aim 5 s),
-premium p99 < 500 ms, anomalies detected within 5 s, little waste in normal
-operation, maintenance on time, nothing lost, residency never violated.
+premium p99 < 500 ms, anomalies detected within 5 s, wastage (idle ÷
+provisioned slot-seconds) < 5 % in normal operation, maintenance on time,
+nothing lost, residency never violated.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
 from simulation.compare import side_by_side
 from simulation.metrics import tier_latency
-from simulation.scenarios import EU, SCENARIOS, US, Outcome, run_scenario
+from simulation.scenarios import EU, SCENARIOS, US, WASTAGE_BOUND_PCT, Outcome, run_scenario
 from simulation.trace import PREMIUM, STANDARD
 
 pytestmark = pytest.mark.scenario
@@ -134,7 +135,7 @@ def test_spike_beyond_capacity_fills_the_budget_and_pushes_back_explicitly() -> 
     assert list(peak) == [s.capacity_slots for s in tr.spec.sites]
     # And ingest answers with backpressure rather than dropping; all is drained afterwards
     assert f["backpressured_max"] > 0
-    assert f["queued"] == 0 and f["held_at_ingest"] == 0
+    assert f["held_at_ingest"] == 0 and f["queued_drain_s"] < 1.0
     assert f["premium_p99_ms"] < PREMIUM_LATENCY_BOUND_MS
 
 
@@ -149,7 +150,7 @@ def test_partition_holds_eu_only_data_and_delivers_it_after_healing() -> None:
     # Others fail over: us-east and ap-south serve more than their own home load
     assert f["cross_region_gb"] > 0
     # After healing everything is delivered; premium in the healthy regions held its bound
-    assert f["held_at_ingest"] == 0 and f["queued"] == 0
+    assert f["held_at_ingest"] == 0 and f["queued_drain_s"] < 1.0
     prem = tier_latency(tr, PREMIUM)
     assert prem.percentile_ms(99, np.array([1, 2])) < PREMIUM_LATENCY_BOUND_MS
 
@@ -164,6 +165,20 @@ def test_resource_exhaustion_pushes_back_and_never_starves_standard() -> None:
     assert f["premium_p99_ms"] < PREMIUM_LATENCY_BOUND_MS
 
 
+def test_simulated_day_wastes_under_5_pct_with_both_tiers_bounded() -> None:
+    # Given the 24 h day: follow-the-sun, noise, two unpredictable spikes
+    f = outcome("simulated_day").figures
+    # Then under 5 % of provisioned slot-seconds sit idle in normal operation,
+    # whole-slot rounding at night included (it alone would cost more than 4 %)
+    assert f["wastage_pct"] < WASTAGE_BOUND_PCT
+    assert f["granularity_floor_pct"] > 4.0
+    # And premium holds its bound all day while standard waits well under 2 s
+    assert f["premium_p99_ms"] < PREMIUM_LATENCY_BOUND_MS
+    assert f["standard_p99_ms"] < 2_000.0
+    assert f["standard_p99_disturbed_ms"] < 2_000.0
+    assert f["lost"] == 0
+
+
 def test_simulated_day_policy_beats_the_baselines_side_by_side() -> None:
     # Given two hours of the day from 08:00 UTC with a 3x eu-west spike after one hour
     rows = side_by_side(0, hours=2.0, start_utc_hour=8.0, spikes=((1.0, EU, 3.0),))
@@ -174,9 +189,10 @@ def test_simulated_day_policy_beats_the_baselines_side_by_side() -> None:
     # And it provisions fewer slot-seconds than either baseline, wasting less
     assert policy["slot_seconds"] < min(celery["slot_seconds"], hpa["slot_seconds"])
     assert (
-        policy["policy_wastage_pct"]
-        < 5.0
-        < min(celery["policy_wastage_pct"], hpa["policy_wastage_pct"])
+        policy["wastage_pct"] < WASTAGE_BOUND_PCT < min(celery["wastage_pct"], hpa["wastage_pct"])
+    )
+    assert policy["policy_wastage_pct"] < min(
+        celery["policy_wastage_pct"], hpa["policy_wastage_pct"]
     )
     # And nothing is lost under any of them
     assert all(r["lost"] == 0 for r in rows.values())
