@@ -10,7 +10,6 @@ is booked per region, for the earliest moment something falls due.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from celery import Task
-from celery.signals import worker_process_init
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -60,45 +58,26 @@ class AnomalyRuntime:
     schedule_tick: Callable[[str, float], None]
 
 
-_lock = threading.Lock()
-_runtime: AnomalyRuntime | None = None
+def _build_runtime() -> AnomalyRuntime:
+    state = context.store()
+    client = getattr(state, "client", None)
+    keys = getattr(state, "keys", None)
+    incidents: IncidentStore = (
+        RedisIncidentStore(client, keys) if client is not None else MemoryIncidentStore()
+    )
+    return AnomalyRuntime(
+        incidents=incidents,
+        sinks=sinks_from_settings(context.settings(), client),
+        registry=RegistryCache(state).get,
+        config=CorrelatorConfig(),
+        detector=detector_store(),
+        state=state,
+        schedule_tick=send_tick,
+    )
 
 
-def install_runtime(runtime: AnomalyRuntime | None) -> None:
-    """Use this runtime in this process (tests, embedded); None rebuilds from context."""
-    global _runtime
-    with _lock:
-        _runtime = runtime
-
-
-def runtime() -> AnomalyRuntime:
-    global _runtime
-    if _runtime is None:
-        with _lock:
-            if _runtime is None:
-                state = context.store()
-                client = getattr(state, "client", None)
-                keys = getattr(state, "keys", None)
-                incidents: IncidentStore = (
-                    RedisIncidentStore(client, keys)
-                    if client is not None
-                    else MemoryIncidentStore()
-                )
-                _runtime = AnomalyRuntime(
-                    incidents=incidents,
-                    sinks=sinks_from_settings(context.settings(), client),
-                    registry=RegistryCache(state).get,
-                    config=CorrelatorConfig(),
-                    detector=detector_store(),
-                    state=state,
-                    schedule_tick=send_tick,
-                )
-    return _runtime
-
-
-@worker_process_init.connect
-def _fresh_runtime(**_: Any) -> None:
-    install_runtime(None)
+_runtime: context.PerProcess[AnomalyRuntime] = context.PerProcess(_build_runtime)
+runtime = _runtime.get
 
 
 def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str, list[Alert]]:

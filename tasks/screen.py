@@ -13,7 +13,6 @@ alert is never lost to a crash and never counted twice.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 import msgpack
 import numpy as np
 from celery import Task
-from celery.signals import worker_process_init
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -44,37 +42,17 @@ LOGGER = logging.getLogger(__name__)
 #: Receives the columnar alerts payload of one screened batch.
 EmitAlerts = Callable[[dict[str, Any]], None]
 
-_lock = threading.Lock()
-_store: DetectorStore | None = None
 
-
-def install_detector_store(store: DetectorStore | None) -> None:
-    """Use this detector store in this process (tests, embedded); None rebuilds from context."""
-    global _store
-    with _lock:
-        _store = store
-
-
-def detector_store() -> DetectorStore:
+def _build_detector_store() -> DetectorStore:
     """The Redis store beside the state store, sharing its client; in memory otherwise."""
-    global _store
-    if _store is None:
-        with _lock:
-            if _store is None:
-                state = context.store()
-                client = getattr(state, "client", None)
-                keys = getattr(state, "keys", None)
-                _store = (
-                    RedisDetectorStore(client, keys)
-                    if client is not None
-                    else MemoryDetectorStore()
-                )
-    return _store
+    state = context.store()
+    client = getattr(state, "client", None)
+    keys = getattr(state, "keys", None)
+    return RedisDetectorStore(client, keys) if client is not None else MemoryDetectorStore()
 
 
-@worker_process_init.connect
-def _fresh_store(**_: Any) -> None:
-    install_detector_store(None)
+_detector: context.PerProcess[DetectorStore] = context.PerProcess(_build_detector_store)
+detector_store = _detector.get
 
 
 def alerts_payload(
