@@ -51,6 +51,7 @@ class CeleryPublisher:
             args=(encode_batch(batch),),
             queue=queue_name(batch.region, batch.tier),
             serializer="msgpack",
+            argsrepr=_describe(batch),
         )
         if self.screening:
             region = batch.region
@@ -93,4 +94,10 @@ class CeleryPublisher:
             args=(encode_batch(merged),),
             queue=queue_name(region, WorkClass.SCREEN.value),
             serializer="msgpack",
+            argsrepr=_describe(merged),
         )
+
+
+def _describe(batch: Batch) -> str:
+    # What Flower shows for the task; Celery's own repr would walk the raw columns.
+    return f"<batch {batch.batch_id} {batch.region}/{batch.tier} n={len(batch)}>"

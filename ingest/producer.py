@@ -59,6 +59,7 @@ class Producer:
         producer_id: str = "p0",
         placer: Placer = home_placer,
         clock: Callable[[], float] = time.time,
+        counter_flush_s: float = 0.1,
     ) -> None:
         self._registry = registry
         self.publisher = publisher
@@ -70,6 +71,12 @@ class Producer:
         self.batcher = Batcher(reg.topology, self.limits.metrics, producer_id, batching)
         self.published_batches = 0
         self.published_readings = 0
+        # Ingest counters go to the store at most every counter_flush_s (and on
+        # flush), not once per call: a gateway may call ingest hundreds of times
+        # a second, and each write is a round trip.
+        self.counter_flush_s = counter_flush_s
+        self._unsent_counts = {"ingested": 0, "accepted": 0}
+        self._counts_sent_ts = float("-inf")
 
     def ingest(self, readings: Iterable[Mapping[str, object] | bytes | str]) -> IngestResult:
         """Single readings, each a dict or JSON bytes/str."""
@@ -137,8 +144,10 @@ class Producer:
                 np.full(accepted, now),
             )
             self._publish(full)
-        self.store.incr_counters({"ingested": accepted + len(letters), "accepted": accepted})
-        self.store.add_dead_letters(letters)
+        self._unsent_counts["ingested"] += accepted + len(letters)
+        self._unsent_counts["accepted"] += accepted
+        if letters:
+            self.store.add_dead_letters(letters)
         reasons: dict[str, int] = {}
         for dl in letters:
             reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
@@ -153,6 +162,8 @@ class Producer:
         poll = getattr(self.publisher, "poll", None)
         if poll is not None:
             poll(now)
+        if now - self._counts_sent_ts >= self.counter_flush_s:
+            self._send_counts(now)
         return len(due)
 
     def flush(self) -> int:
@@ -162,7 +173,14 @@ class Producer:
         flush = getattr(self.publisher, "flush", None)
         if flush is not None:
             flush()
+        self._send_counts(self.clock())
         return len(rest)
+
+    def _send_counts(self, now: float) -> None:
+        self._counts_sent_ts = now
+        if any(self._unsent_counts.values()):
+            self.store.incr_counters(self._unsent_counts)
+            self._unsent_counts = dict.fromkeys(self._unsent_counts, 0)
 
     def _publish(self, batches: list[Batch]) -> None:
         for b in batches:

@@ -54,11 +54,14 @@ def drive(
     while offered < readings:
         now = time.time()
         if rate_rps:
+            # Offer at least 5 ms of readings at a time, as a gateway would, so
+            # pacing does not turn into one tiny ingest call per loop.
+            step = min(chunk, max(1, int(rate_rps * 0.005)), readings - offered)
             allowed = int((now - started) * rate_rps) - offered
-            if allowed <= 0:
+            if allowed < step:
                 producer.poll(now)
+                wake = started + (offered + step) / rate_rps
                 next_due = producer.batcher.next_due_ts()
-                wake = started + (offered + min(chunk, 1_000)) / rate_rps
                 if next_due is not None:
                     wake = min(wake, next_due)
                 time.sleep(max(0.0, min(wake - time.time(), 0.01)))

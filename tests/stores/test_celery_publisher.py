@@ -15,8 +15,10 @@ class FakeApp:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, Batch]] = []
 
-    def send_task(self, name: str, args: tuple[Any, ...], queue: str, serializer: str) -> None:
-        assert serializer == "msgpack"
+    def send_task(
+        self, name: str, args: tuple[Any, ...], queue: str, serializer: str, argsrepr: str
+    ) -> None:
+        assert serializer == "msgpack" and argsrepr.startswith("<batch ")
         self.sent.append((name, queue, decode_batch(args[0])))
 
 
