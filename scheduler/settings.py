@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from scheduler.errors import ConfigError
 from scheduler.model import DEFAULT_REGIONS, DEFAULT_TIERS, Topology
@@ -68,62 +69,41 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every field ``name`` is read from ``IOTSCHED_<NAME>``; a region's own broker
+        from ``IOTSCHED_BROKER_URL_<REGION>`` (dashes as underscores)."""
         e = os.environ if env is None else env
-        base = cls()
-        try:
-            regions = _csv(e.get("IOTSCHED_REGIONS", ",".join(base.regions)))
-            return cls(
-                redis_url=e.get("IOTSCHED_REDIS_URL", base.redis_url),
-                broker_url=e.get("IOTSCHED_BROKER_URL", ""),
-                key_prefix=e.get("IOTSCHED_KEY_PREFIX", base.key_prefix),
-                regions=regions,
-                tiers=_csv(e.get("IOTSCHED_TIERS", ",".join(base.tiers))),
-                metrics=_csv(e.get("IOTSCHED_METRICS", ",".join(base.metrics))),
-                region_broker_urls={
-                    r: e[f"IOTSCHED_BROKER_URL_{r.upper().replace('-', '_')}"]
-                    for r in regions
-                    if f"IOTSCHED_BROKER_URL_{r.upper().replace('-', '_')}" in e
-                },
-                visibility_timeout_s=int(
-                    e.get("IOTSCHED_VISIBILITY_TIMEOUT_S", base.visibility_timeout_s)
-                ),
-                unacked_restore_interval_s=int(
-                    e.get("IOTSCHED_UNACKED_RESTORE_INTERVAL_S", base.unacked_restore_interval_s)
-                ),
-                screening=e.get("IOTSCHED_SCREENING", "1").strip().lower()
-                not in ("0", "false", "no", "off"),
-                alert_webhook_url=e.get("IOTSCHED_ALERT_WEBHOOK_URL", ""),
-                autoscaler=e.get("IOTSCHED_AUTOSCALER", base.autoscaler),
-                autoscale_refresh_s=float(
-                    e.get("IOTSCHED_AUTOSCALE_REFRESH_S", base.autoscale_refresh_s)
-                ),
-                scale_down_window_s=float(
-                    e.get("IOTSCHED_SCALE_DOWN_WINDOW_S", base.scale_down_window_s)
-                ),
-                drain_target_s=float(e.get("IOTSCHED_DRAIN_TARGET_S", base.drain_target_s)),
-                service_rps_prior=float(
-                    e.get("IOTSCHED_SERVICE_RPS_PRIOR", base.service_rps_prior)
-                ),
-                forecast_alpha=float(e.get("IOTSCHED_FORECAST_ALPHA", base.forecast_alpha)),
-                region_budget_slots=int(
-                    e.get("IOTSCHED_REGION_BUDGET_SLOTS", base.region_budget_slots)
-                ),
-                premium_guarantee_slots=int(
-                    e.get("IOTSCHED_PREMIUM_GUARANTEE_SLOTS", base.premium_guarantee_slots)
-                ),
-                standard_min_slots=int(
-                    e.get("IOTSCHED_STANDARD_MIN_SLOTS", base.standard_min_slots)
-                ),
-                anomaly_burst_slots=int(
-                    e.get("IOTSCHED_ANOMALY_BURST_SLOTS", base.anomaly_burst_slots)
-                ),
-                screen_min_slots=int(e.get("IOTSCHED_SCREEN_MIN_SLOTS", base.screen_min_slots)),
-                maintenance_max_tries=int(
-                    e.get("IOTSCHED_MAINTENANCE_MAX_TRIES", base.maintenance_max_tries)
-                ),
-                maintenance_backoff_s=float(
-                    e.get("IOTSCHED_MAINTENANCE_BACKOFF_S", base.maintenance_backoff_s)
-                ),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"bad IOTSCHED_* setting: {exc}") from exc
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = f"IOTSCHED_{f.name.upper()}"
+            if f.name == "region_broker_urls" or var not in e:
+                continue
+            parse = _PARSERS[str(f.type)]
+            try:
+                values[f.name] = parse(e[var])
+            except ValueError as exc:
+                raise ConfigError(f"{var}={e[var]!r}: expected {f.type}") from exc
+        regions = values.get("regions", cls.regions)
+        values["region_broker_urls"] = {
+            r: e[var]
+            for r in regions
+            if (var := f"IOTSCHED_BROKER_URL_{r.upper().replace('-', '_')}") in e
+        }
+        return cls(**values)
+
+
+def _flag(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": _flag,
+    "tuple[str, ...]": _csv,
+}
