@@ -10,8 +10,11 @@ import argparse
 import sys
 import time
 
-from ingest.celery_publisher import CeleryPublisher
+import redis
+
+from ingest.placement import make_placer
 from ingest.producer import Producer
+from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from iotsched.loadrun import drive, stderr_progress
 from scheduler.settings import Settings
@@ -34,29 +37,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    store = RedisStateStore.from_url(settings.redis_url, Keys(settings.key_prefix))
+    keys = Keys(settings.key_prefix)
+    store = RedisStateStore.from_url(settings.redis_url, keys)
     registry = RegistryCache(store)
+    # Home region unless it is partitioned or overloaded; never outside residency.
+    placer = make_placer(
+        store.client,
+        keys,
+        settings.topology,
+        broker_clients={r: redis.Redis.from_url(u) for r, u in settings.region_broker_urls.items()},
+    )
+    publisher = RegionalPublisher.from_urls(app, settings.region_broker_urls)
     producer = Producer(
         registry.get,
-        CeleryPublisher(app),
+        publisher,
         store,
         limits=Limits(metrics=settings.metrics),
         producer_id=f"produce-{int(time.time())}",
+        placer=placer,
     )
-    if args.stdin:
-        return _from_stdin(producer)
-    stream = SyntheticStream(registry.get(), n_metrics=len(settings.metrics), seed=args.seed)
-    res = drive(
-        producer,
-        stream,
-        int(args.rate_rps * args.seconds),
-        args.rate_rps,
-        2_000,
-        None,
-        stderr_progress,
-    )
-    print(f"offered {res.offered:,}, accepted {res.accepted:,}, rejected {res.rejected:,}")
-    return 0
+    try:
+        if args.stdin:
+            return _from_stdin(producer)
+        stream = SyntheticStream(registry.get(), n_metrics=len(settings.metrics), seed=args.seed)
+        res = drive(
+            producer,
+            stream,
+            int(args.rate_rps * args.seconds),
+            args.rate_rps,
+            2_000,
+            None,
+            stderr_progress,
+        )
+        print(f"offered {res.offered:,}, accepted {res.accepted:,}, rejected {res.rejected:,}")
+        return 0
+    finally:
+        placer.close()
+        publisher.close()
 
 
 def _from_stdin(producer: Producer, chunk: int = 1_000) -> int:

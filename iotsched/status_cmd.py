@@ -65,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {k:<28} {v:>12,}")
     print("latency, ingest → processed")
     for tier, lat in latency.items():
-        print(f"  {tier:<28} p50 {lat['p50_ms']} ms  p99 {lat['p99_ms']} ms")
+        if lat["p50_ms"] is None:
+            print(f"  {tier:<28} -")
+        else:
+            print(f"  {tier:<28} p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms")
     print("recent dead letters")
     for d in out["dead_letters"]:
         print(f"  {d['reason']:<20} {d['source']:<18} {d['detail'][:60]}")
