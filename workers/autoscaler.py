@@ -9,6 +9,11 @@ target with the pool. Growth is immediate; shrinking follows the policies'
 stabilisation window. Figures older than ``STALE_REFRESHES`` refreshes are not
 acted on: while Redis cannot be read the pool keeps its size.
 
+Each refresh also reads the region's maintenance pre-drain level
+(``Keys.maintenance_drain``, published by the maintenance tick): the ledger
+holds those slots back, so the pool shrinks ahead of a window and grows back
+after it, within one refresh of the level changing.
+
 Enable with ``celery worker --autoscale MAX,MIN`` (``worker_autoscaler`` in
 celeryconfig points here unless ``IOTSCHED_AUTOSCALER=stock``).
 """
@@ -101,6 +106,8 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         self._flushed: dict[str, int] = {}
         self._share = (0, 1)
         self._region_current: int | None = None
+        #: The region's pre-drain level as last read by the refresher.
+        self.maintenance_slots = 0
         #: False: nothing refreshes on its own; the caller drives ``refresh()`` (tests).
         self.background = background
         self._refresher: threading.Thread | None = None
@@ -218,6 +225,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         busy_s, finished = self.busy_time.totals()
         service_rps = self.service.update(finished, busy_s)
         rates = self.meter.update(sample)
+        self.maintenance_slots = self.drain_level(client)
         consuming = self._consuming()
         figures = None
         if rates is not None:
@@ -229,6 +237,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
                 share=self._share,
                 consuming=consuming,
                 region_current_slots=self._region_current,
+                maintenance_reserved_slots=self.maintenance_slots,
             )
             self.figures = figures
         held = sum(local.busy.values()) + sum(local.waiting.values())
@@ -236,6 +245,11 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
             client, sample.at_ts, busy_slots, (busy_s, finished), held, bool(consuming), figures
         )
         return figures
+
+    def drain_level(self, client: redis.Redis) -> int:
+        """Slots the maintenance tick holds back from this region's data pools now."""
+        raw: Any = client.hget(self.keys.maintenance_drain, self.region)
+        return max(0, int(raw)) if raw is not None else 0
 
     def _exchange_heartbeats(
         self,

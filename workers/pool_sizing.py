@@ -58,6 +58,8 @@ class PoolFigures:
     depth: Mapping[str, int]
     arrival_rps: Mapping[str, float]
     reason: str
+    #: Slots held back for maintenance (the region's pre-drain level, as applied).
+    maintenance_slots: int = 0
 
 
 class ServiceMeter:
@@ -147,6 +149,7 @@ class PoolSizer:
         share: tuple[int, int] = (0, 1),
         consuming: Sequence[str] | None = None,
         region_current_slots: int | None = None,
+        maintenance_reserved_slots: int = 0,
     ) -> PoolFigures:
         """Target for this pool of ``bounds`` (min, max) slots.
 
@@ -157,7 +160,11 @@ class PoolSizer:
         workers chase each other's last figures. ``consuming`` lists the queues
         still consumed (None: all); with none left the worker is draining.
         ``region_current_slots`` is what the region's pools hold now (default:
-        the busy slots seen here).
+        the busy slots seen here). ``maintenance_reserved_slots`` is the region's
+        pre-drain level (``Keys.maintenance_drain``): slots held back for windows
+        active now or about to start. Data classes share what is left of the
+        budget, and that cap wins over the pool's minimum, so the slots are free
+        when the window starts (maintenance never waits for data processing).
         """
         active = (
             self.queues if consuming is None else tuple(q for q in self.queues if q in consuming)
@@ -180,19 +187,25 @@ class PoolSizer:
         for queue, slots in apportion(wanted, weights).items():
             cls = work_class(queue)
             demand[cls] = demand.get(cls, 0) + slots
-        maintenance = min(demand.pop(WorkClass.MAINTENANCE, 0), self.ledger.max_maintenance_slots())
+        # A level published for a larger budget is clipped: the premium guarantee stays.
+        maintenance = min(
+            max(demand.pop(WorkClass.MAINTENANCE, 0), maintenance_reserved_slots),
+            self.ledger.max_maintenance_slots(),
+        )
         by_class = self.ledger.allocate(demand, maintenance)
         grants = {q: by_class[work_class(q)] if q in active else 0 for q in self.queues}
         # Two queues of one class (unusual) share its grant: credit it once.
         region_slots = sum(by_class[c] for c in {work_class(q) for q in active})
         low, high = bounds
+        rank, workers = share
         decision = self.policy.last_decision
+        data_cap = self.budget.total_slots - maintenance
+        cap = data_cap // workers + (1 if rank < data_cap % workers else 0)
         if not active:
             # Draining: keep slots for what this worker still holds, add none.
             held = busy + sum(local.waiting.values())
             target, why = min(high, max(low, held)), "not consuming (draining)"
         else:
-            rank, workers = share
             mine = region_slots // workers + (1 if rank < region_slots % workers else 0)
             target = min(high, max(low, mine))
             why = decision.reason if decision is not None else "no decision"
@@ -200,6 +213,9 @@ class PoolSizer:
                 why += f"; ledger grants {region_slots} (budget {self.budget.total_slots})"
             if workers > 1:
                 why += f"; share {rank + 1} of {workers} workers"
+        if maintenance > 0:
+            why += f"; maintenance holds {maintenance}, data pools capped at {data_cap}"
+        target = min(target, cap)
         return PoolFigures(
             at_ts=rates.at_ts,
             target_slots=target,
@@ -209,4 +225,5 @@ class PoolSizer:
             depth=depth,
             arrival_rps=arrival,
             reason=why,
+            maintenance_slots=maintenance,
         )

@@ -11,6 +11,11 @@ finish (its heartbeat shows ``held == 0``), then SIGTERM (Celery's warm
 shutdown). A drain that takes longer than ``drain_timeout_s`` is ended the same
 way: warm shutdown still finishes the running task, and with acks_late the
 broker redelivers anything left, so nothing is lost.
+
+Maintenance: the region's pre-drain level (``Keys.maintenance_drain``) caps the
+replicas at ``ceil((budget - drain) / MAX)``, read directly rather than waiting
+for the autoscalers' next figures, so surplus workers drain ahead of a window
+(each remaining autoscaler caps its own pool at its share of what is left).
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
 
 from scheduler.settings import Settings
+from stores.health_store import text
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
 from workers.autoscaler import heartbeat_fresh_s
@@ -61,9 +68,18 @@ class FleetConfig:
 
 
 def desired_replicas(
-    region: str, beats: Iterable[PoolBeat], cfg: FleetConfig, now_ts: float, fresh_s: float
+    region: str,
+    beats: Iterable[PoolBeat],
+    cfg: FleetConfig,
+    now_ts: float,
+    fresh_s: float,
+    data_cap_slots: int | None = None,
 ) -> int | None:
-    """Replicas the region needs from its workers' latest figures; None when none reported."""
+    """Replicas the region needs from its workers' latest figures; None when none reported.
+
+    ``data_cap_slots`` (budget minus the maintenance pre-drain level) bounds the
+    result from above, over ``min_replicas`` too: maintenance does not wait.
+    """
     slots = [
         b.region_slots
         for b in beats
@@ -72,7 +88,23 @@ def desired_replicas(
     if not slots:
         return None
     wanted = math.ceil(max(slots) / cfg.max_slots)
-    return min(cfg.max_replicas, max(cfg.min_replicas, wanted))
+    return cap_replicas(min(cfg.max_replicas, max(cfg.min_replicas, wanted)), cfg, data_cap_slots)
+
+
+def cap_replicas(replicas: int, cfg: FleetConfig, data_cap_slots: int | None) -> int:
+    """``replicas`` reduced to what ``data_cap_slots`` can employ (None: no cap)."""
+    if data_cap_slots is None:
+        return replicas
+    return min(replicas, math.ceil(max(0, data_cap_slots) / cfg.max_slots))
+
+
+def data_cap_slots(settings: Settings, drain_slots: int) -> int:
+    """Slots a region's data pools may hold while maintenance holds ``drain_slots``.
+
+    The level is clipped as the ledger clips it: never into the premium guarantee.
+    """
+    held = min(max(0, drain_slots), settings.region_budget_slots - settings.premium_guarantee_slots)
+    return settings.region_budget_slots - held
 
 
 def compose_scale_args(replicas: Mapping[str, int]) -> str:
@@ -140,13 +172,15 @@ class Supervisor:
         """Reconcile once: publish desired replicas, start or drain workers, end drains."""
         now = self.clock()
         beats = self.heartbeats.read()
+        drain = self.drain_levels()
         fresh_s = heartbeat_fresh_s(self.settings)
         for region in self.cfg.regions:
-            wanted = desired_replicas(region, beats.values(), self.cfg, now, fresh_s)
+            cap = data_cap_slots(self.settings, drain.get(region, 0))
+            wanted = desired_replicas(region, beats.values(), self.cfg, now, fresh_s, cap)
             running = self.running(region)
             if wanted is None:
                 # No figures yet (nothing started, or every worker restarting).
-                wanted = max(self.cfg.min_replicas, len(running))
+                wanted = cap_replicas(max(self.cfg.min_replicas, len(running)), self.cfg, cap)
             self.replicas[region] = wanted
             for _ in range(wanted - len(running)):
                 self.start_worker(region)
@@ -157,6 +191,11 @@ class Supervisor:
         self.client.hset(self.keys.scaling_replicas, mapping=self.replicas)  # type: ignore[arg-type]
         self.finish_drains(beats, now)
         return dict(self.replicas)
+
+    def drain_levels(self) -> dict[str, int]:
+        """Maintenance pre-drain level per region, as last published by the maintenance tick."""
+        raw: Any = self.client.hgetall(self.keys.maintenance_drain)
+        return {text(k): int(v) for k, v in raw.items()}
 
     def finish_drains(self, beats: Mapping[str, PoolBeat], now: float) -> None:
         """SIGTERM drained workers that hold nothing (or ran out of time); reap exited ones."""
