@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +37,9 @@ class IncidentStore(Protocol):
         """True when no timer run is booked between now and ``due_ts``: the caller books one."""
 
     def load(self, region: str) -> State | None: ...
+
+    def want_accelerate(self, region: str, incident_id: str, interval_s: float) -> bool:
+        """True at most once per ``interval_s`` per incident: the caller accelerates it."""
 
 
 class RedisIncidentStore:
@@ -94,6 +98,10 @@ class RedisIncidentStore:
         self.client.set(key, repr(due_ts), px=max(1, int((due_ts - now_ts + 1.0) * 1000)))
         return True
 
+    def want_accelerate(self, region: str, incident_id: str, interval_s: float) -> bool:
+        gate = self.keys.accelerate_gate(region, incident_id)
+        return bool(self.client.set(gate, 1, nx=True, px=max(1, int(interval_s * 1000))))
+
 
 class MemoryIncidentStore:
     """The in-memory twin; one lock serialises folds like the Redis lock does."""
@@ -103,6 +111,7 @@ class MemoryIncidentStore:
         self._states: dict[str, bytes] = {}
         self._claims: set[str] = set()
         self._ticks: dict[str, float] = {}
+        self._accelerated: dict[tuple[str, str], float] = {}
 
     def fold(self, region: str, batch_id: str | None, step: Step[T]) -> T | None:
         with self._lock:
@@ -131,4 +140,13 @@ class MemoryIncidentStore:
             if current is not None and now_ts <= current <= due_ts + 1e-3:
                 return False
             self._ticks[region] = due_ts
+            return True
+
+    def want_accelerate(self, region: str, incident_id: str, interval_s: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            last = self._accelerated.get((region, incident_id))
+            if last is not None and now - last < interval_s:
+                return False
+            self._accelerated[(region, incident_id)] = now
             return True

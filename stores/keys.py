@@ -131,6 +131,14 @@ class Keys:
     def detector_state_pattern(self) -> str:
         return f"{self.prefix}:det:*"
 
+    def accelerate_gate(self, region: str, incident_id: str) -> str:
+        """Set (with a short TTL) while an incident's accelerated processing may not run again."""
+        return f"{self.prefix}:incidents:{region}:accelerate:{incident_id}"
+
+    def dropout_cursor(self, region: str) -> str:
+        """A region's dropout sweep position: the SCAN cursor over detector states."""
+        return f"{self.prefix}:dropout:{region}:cursor"
+
     @property
     def broker_prefix(self) -> str:
         """kombu ``global_keyprefix``: broker lists and bindings live under the same prefix."""

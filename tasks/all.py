@@ -1,6 +1,7 @@
 """The app with every task registered: what ``celery -A tasks.all:app worker`` loads."""
 
 # Each import registers its tasks on the app.
+import tasks.accelerate
 import tasks.anomaly
 import tasks.maintenance
 import tasks.routine

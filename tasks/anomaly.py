@@ -2,7 +2,8 @@
 
 ``iotsched.anomaly`` folds one screened batch's device alerts into the region's
 incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
-due. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
+due, and books accelerated processing (``tasks.accelerate``) of every incident it
+opened or grew. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
 the group wait of a new incident, growth updates, and resolution. One tick at a time
 is booked per region, for the earliest moment something falls due.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from celery import Task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,6 +35,7 @@ from stores.incident_store import IncidentStore, MemoryIncidentStore, RedisIncid
 from stores.protocols import StateStore
 from stores.registry_cache import RegistryCache
 from tasks import context
+from tasks.accelerate import MIN_INTERVAL_S, send_accelerate
 from tasks.app import app
 from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
 
@@ -56,6 +59,10 @@ class AnomalyRuntime:
     state: StateStore
     #: Runs the region's timers after ``countdown_s``: a tick task on its anomaly queue.
     schedule_tick: Callable[[str, float], None]
+    #: Processes the pending routine data of (region, incident id, devices) now; None
+    #: where the broker cannot be read (the embedded in-memory run).
+    accelerate: Callable[[str, str, npt.NDArray[np.uint64]], None] | None = None
+    accelerate_interval_s: float = MIN_INTERVAL_S
 
 
 def _build_runtime() -> AnomalyRuntime:
@@ -73,6 +80,7 @@ def _build_runtime() -> AnomalyRuntime:
         detector=detector_store(),
         state=state,
         schedule_tick=send_tick,
+        accelerate=send_accelerate if client is not None else None,
     )
 
 
@@ -117,20 +125,48 @@ def next_due_ts(state: dict[str, Any], config: CorrelatorConfig) -> float | None
     return min(due) if due else None
 
 
+@dataclass
+class Folded:
+    """What one fold did: notifications due, the next timer, incidents opened or grown."""
+
+    updates: list[IncidentUpdate]
+    due_ts: float | None
+    #: (incident id, all its devices) of each incident this fold opened or grew.
+    grown: list[tuple[str, frozenset[int]]]
+
+
 def correlate(
     rt: AnomalyRuntime, region: str, batch_id: str | None, alerts: list[Alert], now_ts: float
-) -> tuple[list[IncidentUpdate], float | None] | None:
+) -> Folded | None:
     """Fold alerts (or just run the timers) under the region's lock; None if folded before."""
 
-    def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], Any]:
+    def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], Folded]:
         correlator = (
             Correlator.from_state(state, rt.config) if state is not None else Correlator(rt.config)
         )
+        before = {i.incident_id: i.device_count for i in correlator.open_incidents()}
         updates = correlator.observe(alerts, now_ts) if alerts else correlator.tick(now_ts)
+        grown = [
+            (i.incident_id, correlator.devices(i.incident_id))
+            for i in correlator.open_incidents()
+            if i.device_count > before.get(i.incident_id, 0)
+        ]
         new_state = correlator.to_state()
-        return new_state, (updates, next_due_ts(new_state, rt.config))
+        return new_state, Folded(updates, next_due_ts(new_state, rt.config), grown)
 
     return rt.incidents.fold(region, batch_id, step)
+
+
+def book_acceleration(rt: AnomalyRuntime, region: str, folded: Folded) -> int:
+    """Book accelerated processing of each grown incident, at most once per interval each."""
+    if rt.accelerate is None:
+        return 0
+    booked = 0
+    for incident, devices in folded.grown:
+        if rt.incidents.want_accelerate(region, incident, rt.accelerate_interval_s):
+            rt.accelerate(region, incident, np.fromiter(devices, dtype=np.uint64))
+            booked += 1
+    return booked
 
 
 def notify(rt: AnomalyRuntime, updates: list[IncidentUpdate]) -> int:
@@ -175,9 +211,9 @@ def handle_alerts(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) ->
     folded = correlate(rt, region, batch_id, alerts, now_ts)
     if folded is None:
         return 0
-    updates, due = folded
-    sent = notify(rt, updates)
-    book_tick(rt, region, due, now_ts)
+    sent = notify(rt, folded.updates)
+    book_tick(rt, region, folded.due_ts, now_ts)
+    book_acceleration(rt, region, folded)
     return sent
 
 
@@ -185,9 +221,8 @@ def handle_tick(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) -> i
     region = str(payload["region"])
     folded = correlate(rt, region, None, [], now_ts)
     assert folded is not None  # no batch id: never skipped as a duplicate
-    updates, due = folded
-    sent = notify(rt, updates)
-    book_tick(rt, region, due, now_ts)
+    sent = notify(rt, folded.updates)
+    book_tick(rt, region, folded.due_ts, now_ts)
     return sent
 
 

@@ -1,0 +1,161 @@
+"""Queued routine batches read straight from the broker lists, and applied early for an incident.
+
+Messages are published by a real Celery app whose kombu Redis transport talks to
+fakeredis, so the scan decodes exactly the envelope kombu writes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import fakeredis
+import numpy as np
+import pytest
+import redis
+from celery import Celery
+from kombu.transport import redis as kombu_redis
+
+from scheduler import defaults
+from scheduler.codec import encode_batch
+from scheduler.model import Batch
+from stores.keys import Keys
+from stores.queue_scan import QueueScan
+from stores.redis_state import RedisStateStore
+from tasks import context, routine
+from tasks.accelerate import accelerate
+from tasks.app import make_app
+
+REGION = "eu-west"
+KEYS = Keys("t")
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def client(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(server=server)
+
+
+@pytest.fixture
+def broker(server: fakeredis.FakeServer) -> Iterator[Celery]:
+    """A Celery app publishing through kombu's Redis transport into the fake server."""
+
+    def fake_pool(self: Any, asynchronous: bool = False) -> redis.ConnectionPool:
+        return redis.ConnectionPool(connection_class=fakeredis.FakeRedisConnection, server=server)
+
+    with mock.patch.object(kombu_redis.Channel, "_get_pool", fake_pool):
+        app = make_app(
+            # A host of its own: kombu keeps producer pools per connection, process-wide.
+            broker_url=f"redis://fake-{uuid.uuid4().hex[:8]}:6379/0",
+            broker_transport_options={
+                "queue_order_strategy": "priority",
+                "global_keyprefix": KEYS.broker_prefix,
+            },
+        )
+        yield app
+        app.close()
+
+
+@pytest.fixture
+def store(client: fakeredis.FakeRedis) -> Iterator[RedisStateStore]:
+    s = RedisStateStore(client, KEYS)
+    context.install(s)
+    yield s
+    context.reset()
+
+
+def payload(batch_id: str, first_device: int, n: int, tier: str = "standard") -> dict[str, Any]:
+    now = time.time()
+    return encode_batch(
+        Batch(
+            batch_id=batch_id,
+            region=REGION,
+            tier=tier,
+            metrics=("value",),
+            device_id=np.arange(first_device, first_device + n, dtype=np.uint64),
+            ts=np.full(n, now - 1.0),
+            values=np.ones((n, 1)),
+            ingest_ts=np.full(n, now - 0.5),
+        )
+    )
+
+
+def publish(app: Celery, p: dict[str, Any], **options: Any) -> None:
+    app.send_task(
+        routine.ROUTINE_TASK,
+        args=(p,),
+        queue=f"{REGION}.{p['tier']}",
+        serializer="msgpack",
+        **options,
+    )
+
+
+def test_scan_decodes_queued_routine_batches_of_both_tiers(
+    broker: Celery, client: fakeredis.FakeRedis
+) -> None:
+    # Given routine batches queued by Celery in premium and standard (one with a priority),
+    # and a message of another task
+    publish(broker, payload("p1", 0, 10, "premium"))
+    publish(broker, payload("s1", 100, 10))
+    publish(broker, payload("s2", 200, 10), priority=5)
+    broker.send_task("iotsched.other", args=(1,), queue=f"{REGION}.standard")
+    # When the region's queues are scanned
+    found = QueueScan(client, KEYS).routine_payloads(REGION)
+    # Then every routine payload is found, premium first, and the other message is skipped
+    assert sorted(p["id"] for p in found.payloads) == ["p1", "s1", "s2"]
+    assert found.payloads[0]["id"] == "p1"
+    assert (found.scanned_messages, found.skipped_messages, found.truncated) == (4, 1, False)
+    # And the messages are still queued for the routine workers
+    assert client.llen(KEYS.broker_queue(f"{REGION}.standard")) == 2
+
+
+def test_scan_stops_at_its_message_and_byte_bounds(
+    broker: Celery, client: fakeredis.FakeRedis
+) -> None:
+    # Given ten queued batches
+    for i in range(10):
+        publish(broker, payload(f"s{i}", i * 10, 10))
+    # When scanned with a bound of 4 messages, then with a byte bound of about 2 messages
+    by_count = QueueScan(client, KEYS, max_messages=4).routine_payloads(REGION)
+    one = len(client.lindex(KEYS.broker_queue(f"{REGION}.standard"), 0) or b"")
+    by_bytes = QueueScan(client, KEYS, max_bytes=2 * one + one // 2).routine_payloads(REGION)
+    # Then each stops there, says so, and the newest batches come first
+    assert [p["id"] for p in by_count.payloads] == ["s9", "s8", "s7", "s6"]
+    assert by_count.truncated
+    assert [p["id"] for p in by_bytes.payloads] == ["s9", "s8"]
+    assert by_bytes.truncated and by_bytes.scanned_bytes <= 2 * one + one // 2
+
+
+def test_accelerated_chunks_are_applied_once_across_the_later_routine_run(
+    broker: Celery,
+    client: fakeredis.FakeRedis,
+    store: RedisStateStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(defaults, "ROUTINE_CHUNK_READINGS", 1_000)
+    # Given two queued batches of 2,500 readings; devices 2,100 and 7,400 are in an incident
+    first, second = payload("b1", 0, 2_500), payload("b2", 5_000, 2_500)
+    publish(broker, first)
+    publish(broker, second)
+    # When the incident's pending data is accelerated (twice: the gate let a growth through)
+    done = accelerate(QueueScan(client, KEYS), REGION, [2_100, 7_400])
+    again = accelerate(QueueScan(client, KEYS), REGION, [2_100, 7_400])
+    # Then exactly the chunks holding them were applied, once
+    assert (done.chunks, done.readings) == (2, 500 + 500)
+    assert (again.chunks, again.readings) == (0, 0)
+    # When the routine worker later processes both queued messages
+    later = [
+        routine.process_routine.apply(args=(p,)).get(disable_sync_subtasks=False)
+        for p in (first, second)
+    ]
+    # Then it skips the accelerated chunks: every reading applied exactly once
+    assert later == [2_000, 2_000]
+    assert store.rollup_count_total() == 5_000
+    assert store.counters()["duplicate_deliveries"] >= 2
