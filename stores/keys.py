@@ -131,6 +131,12 @@ class Keys:
     def detector_state_pattern(self) -> str:
         return f"{self.prefix}:det:*"
 
+    def detector_device_id(self, key: str) -> int | None:
+        """The device of a key built by ``detector_state``; None for any other key."""
+        head = f"{self.prefix}:det:"
+        tail = key[len(head) :] if key.startswith(head) else ""
+        return int(tail) if tail.isdigit() else None
+
     def accelerate_gate(self, region: str, incident_id: str) -> str:
         """Set (with a short TTL) while an incident's accelerated processing may not run again."""
         return f"{self.prefix}:incidents:{region}:accelerate:{incident_id}"

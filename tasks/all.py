@@ -3,6 +3,7 @@
 # Each import registers its tasks on the app.
 import tasks.accelerate
 import tasks.anomaly
+import tasks.dropout
 import tasks.maintenance
 import tasks.routine
 import tasks.screen  # noqa: F401

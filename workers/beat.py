@@ -11,14 +11,20 @@ wasteful).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
+from scheduler.model import WorkClass, queue_name
+from tasks import context
 from tasks.all import app
+from tasks.dropout import DROPOUT_TASK, SWEEP_INTERVAL_S
 from tasks.maintenance import CONTROL_QUEUE, TICK_INTERVAL_S, TICK_TASK
 
 
-def beat_schedule(interval_s: float = TICK_INTERVAL_S) -> dict[str, dict[str, Any]]:
-    return {
+def beat_schedule(
+    interval_s: float = TICK_INTERVAL_S, regions: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
+    schedule: dict[str, dict[str, Any]] = {
         "maintenance-tick": {
             "task": TICK_TASK,
             "schedule": interval_s,
@@ -26,9 +32,21 @@ def beat_schedule(interval_s: float = TICK_INTERVAL_S) -> dict[str, dict[str, An
             "options": {"queue": CONTROL_QUEUE, "expires": 2 * interval_s},
         }
     }
+    for region in regions:
+        # Silent devices are found by sweeping detector states (tasks/dropout.py).
+        schedule[f"dropout-sweep-{region}"] = {
+            "task": DROPOUT_TASK,
+            "schedule": SWEEP_INTERVAL_S,
+            "args": ({"region": region},),
+            "options": {
+                "queue": queue_name(region, WorkClass.SCREEN.value),
+                "expires": 2 * SWEEP_INTERVAL_S,
+            },
+        }
+    return schedule
 
 
-app.conf.beat_schedule = beat_schedule()
+app.conf.beat_schedule = beat_schedule(regions=context.settings().regions)
 
 __all__ = ["app", "beat_schedule", "control_worker_argv"]
 

@@ -1,0 +1,119 @@
+"""The dropout sweep alerts a device silent past its usual interval once, while it is silent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import numpy as np
+import pytest
+
+from scheduler.detection import DROPOUT, DetectorConfig, fresh_states, screen
+from scheduler.model import Batch
+from scheduler.registry import Registry, generate_registry
+from stores.detector_store import RedisDetectorStore
+from stores.dropout_store import RedisDropoutStore
+from stores.keys import Keys
+from tasks.dropout import sweep
+from tasks.screen import screen_batch
+
+NOW = 1_700_000_000.0
+INTERVAL_S = 10.0
+KEYS = Keys("t")
+
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return generate_registry(300, seed=1)
+
+
+def warm_up(client: fakeredis.FakeRedis, device_ids: np.ndarray, last_ts: np.ndarray) -> None:
+    """Store states of devices that reported every 10 s, the last time at ``last_ts``."""
+    readings = 20
+    rows = np.repeat(np.arange(device_ids.size), readings)
+    ts = (last_ts[:, None] - INTERVAL_S * np.arange(readings)[::-1]).ravel()
+    values = 20.0 + np.random.default_rng(0).normal(0.0, 0.5, ts.size)
+    result = screen(fresh_states(device_ids.size), rows, ts, values, DetectorConfig())
+    store = RedisDetectorStore(client, KEYS)
+    store.commit("warm-up", device_ids.astype(np.uint64), result.states, {}, ts.size, 0)
+
+
+def home_devices(registry: Registry, region: str) -> np.ndarray:
+    code = registry.topology.region_code(region)
+    ids: np.ndarray = registry.device_id[registry.home_region == code]
+    return ids
+
+
+def test_a_silent_device_is_alerted_once_by_two_sweeps(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)[:3]
+    other = home_devices(registry, registry.topology.regions[1])[:1]
+    # Given devices that report every 10 s: mine[0] and one of another region went
+    # silent 100 s ago; mine[1] and mine[2] reported 5 s ago
+    ids = np.concatenate([mine, other])
+    warm_up(client, ids, np.array([NOW - 100, NOW - 5, NOW - 5, NOW - 100]))
+    emitted: list[dict[str, Any]] = []
+    store = RedisDropoutStore(client, KEYS)
+    # When the region is swept twice
+    first = sweep(store, registry, region, emitted.append, NOW)
+    second = sweep(store, registry, region, emitted.append, NOW + 30)
+    # Then only its own silent device is alerted, once, as a dropout last heard 100 s ago
+    assert (first.alerts, second.alerts) == (1, 0)
+    assert len(emitted) == 1
+    alerts = emitted[0]
+    assert alerts["region"] == region and alerts["n"] == 1
+    assert np.frombuffer(alerts["device_id"], "<u8").tolist() == [int(mine[0])]
+    assert np.frombuffer(alerts["kind"], "i1").tolist() == [DROPOUT]
+    assert np.frombuffer(alerts["ts"], "<f8")[0] == pytest.approx(NOW - 100)
+
+
+def test_a_device_returning_after_the_sweep_is_not_alerted_again(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    device = home_devices(registry, region)[:1]
+    warm_up(client, device, np.array([NOW - 100]))
+    emitted: list[dict[str, Any]] = []
+    # Given a sweep that reported the silence
+    assert sweep(RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW).alerts
+    # When the device reports again and its batch is screened
+    batch = Batch(
+        "back", region, "standard", ("value",), device.astype(np.uint64),
+        np.array([NOW]), np.array([[20.0]]), np.array([NOW]),
+    )  # fmt: skip
+    screened: list[dict[str, Any]] = []
+    screen_batch(batch, RedisDetectorStore(client, KEYS), screened.append, clock=lambda: NOW)
+    # Then screening does not report that dropout a second time
+    assert screened == []
+
+
+def test_the_sweep_walks_every_state_in_bounded_pages_across_sweeps(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    # Given every device of the region silent for 100 s
+    warm_up(client, mine, np.full(mine.size, NOW - 100))
+    store = RedisDropoutStore(client, KEYS)
+    alerted: list[int] = []
+
+    def emit(p: dict[str, Any]) -> None:
+        alerted.extend(np.frombuffer(p["device_id"], "<u8").tolist())
+
+    # When sweeps of at most one small page each run until a pass finishes
+    sweeps = 0
+    while True:
+        sweeps += 1
+        result = sweep(store, registry, region, emit, NOW, page_size=10, max_pages=1)
+        if result.passes_finished or sweeps > 1_000:
+            break
+    # Then the pass took several sweeps (the cursor carried over) and alerted each device once
+    assert sweeps > 3
+    assert sorted(alerted) == sorted(mine.tolist())
