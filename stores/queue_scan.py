@@ -3,11 +3,13 @@
 Accelerated processing (an incident's devices have pending routine data) needs
 the payloads that sit in ``{region}.premium`` and ``{region}.standard``. Workers
 take messages from the tail of a kombu list (LPUSH, BRPOP), so the head holds the
-newest batches, those that would wait longest: the scan reads the first
-``max_messages`` of every list of both queues (every priority step,
-``Keys.broker_queue_lists``) with LRANGE in one pipelined round trip (so one scan
-transfers at most lists x ``max_messages`` messages), and decodes
-in queue order (premium first) until ``max_messages`` or ``max_bytes`` is spent.
+newest batches, those that would wait longest. The scan reads the head of every
+list of both queues (every priority step, ``Keys.broker_queue_lists``), premium
+first, with one pipelined round trip of LRANGE (``page_messages`` per list), and
+continues only on lists that filled their page while the bounds allow: a short
+queue costs one round trip, a deep one about ``max_bytes`` of transfer (a
+5,000-reading message is about 220 kB), never the whole list. It stops at
+``max_messages`` or ``max_bytes``, whichever comes first.
 
 A message is kombu's JSON envelope around a base64 body; the body of a routine
 task (protocol 2, msgpack) is ``[args, kwargs, embed]`` with the batch payload as
@@ -21,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,9 @@ MSGPACK_CONTENT_TYPE = "application/x-msgpack"
 #: Defaults per incident update: 500 messages of 5,000 readings is about 30 MB raw at most.
 MAX_MESSAGES = 500
 MAX_BYTES = 32 * 1024 * 1024
+#: LRANGE length per list per round trip: a scan fetches at most about ``max_bytes``
+#: plus one round trip's worth (lists x page) past it, whatever the queue depth.
+PAGE_MESSAGES = 32
 DATA_KINDS: tuple[str, ...] = (WorkClass.PREMIUM.value, WorkClass.STANDARD.value)
 
 
@@ -77,12 +82,14 @@ class QueueScan:
         max_messages: int = MAX_MESSAGES,
         max_bytes: int = MAX_BYTES,
         kinds: Sequence[str] = DATA_KINDS,
+        page_messages: int = PAGE_MESSAGES,
     ) -> None:
         self.client = client
         self.keys = keys
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.kinds = tuple(kinds)
+        self.page_messages = page_messages
 
     def lists(self, region: str) -> list[str]:
         return [
@@ -91,27 +98,35 @@ class QueueScan:
             for name in self.keys.broker_queue_lists(queue_name(region, kind))
         ]
 
-    def _fetch(self, region: str) -> Iterator[bytes]:
-        pipe = self.client.pipeline(transaction=False)
-        for name in self.lists(region):
-            # One message past the bound, so a scan that left some out can say so.
-            pipe.lrange(name, 0, self.max_messages)
-        for raws in pipe.execute():
-            yield from raws
-
     def routine_payloads(self, region: str) -> ScanResult:
         payloads: list[dict[str, Any]] = []
         messages = size = skipped = 0
         truncated = False
-        for raw in self._fetch(region):
-            if messages >= self.max_messages or size + len(raw) > self.max_bytes:
-                truncated = True
-                break
-            messages += 1
-            size += len(raw)
-            payload = decode_routine(raw)
-            if payload is None:
-                skipped += 1
-            else:
-                payloads.append(payload)
+        offset = dict.fromkeys(self.lists(region), 0)
+        active = list(offset)
+        while active and not truncated:
+            # One past the message bound, so a scan that left some out can say so.
+            count = min(self.page_messages, self.max_messages - messages + 1)
+            pipe = self.client.pipeline(transaction=False)
+            for name in active:
+                pipe.lrange(name, offset[name], offset[name] + count - 1)
+            full = []
+            for name, raws in zip(active, pipe.execute(), strict=True):
+                offset[name] += len(raws)
+                if len(raws) == count:
+                    full.append(name)
+                for raw in raws:
+                    if messages >= self.max_messages or size + len(raw) > self.max_bytes:
+                        truncated = True
+                        break
+                    messages += 1
+                    size += len(raw)
+                    payload = decode_routine(raw)
+                    if payload is None:
+                        skipped += 1
+                    else:
+                        payloads.append(payload)
+                if truncated:
+                    break
+            active = full
         return ScanResult(payloads, messages, size, skipped, truncated)

@@ -131,6 +131,10 @@ def test_scan_stops_at_its_message_and_byte_bounds(
     assert by_count.truncated
     assert [p["id"] for p in by_bytes.payloads] == ["s9", "s8"]
     assert by_bytes.truncated and by_bytes.scanned_bytes <= 2 * one + one // 2
+    # And a scan reading three messages per round trip stops at its bound the same way
+    paged = QueueScan(client, KEYS, max_messages=7, page_messages=3).routine_payloads(REGION)
+    assert [p["id"] for p in paged.payloads] == [f"s{i}" for i in range(9, 2, -1)]
+    assert paged.truncated
 
 
 def test_accelerated_chunks_are_applied_once_across_the_later_routine_run(
