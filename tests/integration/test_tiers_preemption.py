@@ -151,13 +151,14 @@ def test_layout_follows_the_ledger(region: Region) -> None:
 def test_premium_stays_fast_while_standard_backs_up(region: Region) -> None:
     # Given a standard backlog of several seconds of work
     before = region.store.latency_histogram("ingest", "premium")
-    for _ in range(40):
+    for _ in range(100):
         region.publish("standard", 20_000, "std")
     # When premium batches arrive at a normal rate meanwhile
+    backlog_during_premium = []
     for _ in range(30):
         region.publish("premium", 200)
         time.sleep(0.05)
-    backlog_after_premium = region.depth("standard")
+        backlog_during_premium.append(region.depth("standard"))
     region.wait_drained()
     # Then premium latency stays well inside its bound while standard still waited in line
     after = region.store.latency_histogram("ingest", "premium")
@@ -165,7 +166,7 @@ def test_premium_stays_fast_while_standard_backs_up(region: Region) -> None:
     p99 = percentile_ms(delta, 99)
     assert sum(delta.values()) == 30 * 200
     assert p99 is not None and p99 < 500.0, delta
-    assert backlog_after_premium > 0
+    assert min(backlog_during_premium[:15]) > 0
 
 
 def test_anomaly_at_full_load_starts_within_a_second(region: Region) -> None:

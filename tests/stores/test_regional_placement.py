@@ -146,7 +146,7 @@ def test_only_data_queues_make_a_worker_heartbeat_for_a_region() -> None:
 class StubApp:
     sent: list[str] = field(default_factory=list)
 
-    def send_task(self, name: str, args: Any, queue: str, serializer: str) -> None:
+    def send_task(self, name: str, args: Any, queue: str, **options: Any) -> None:
         self.sent.append(queue)
 
 
