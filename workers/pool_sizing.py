@@ -214,8 +214,9 @@ class PoolSizer:
             if workers > 1:
                 why += f"; share {rank + 1} of {workers} workers"
         if maintenance > 0:
+            # Over the pool's minimum too: the reserved slots must be free at the start.
+            target = min(target, cap)
             why += f"; maintenance holds {maintenance}, data pools capped at {data_cap}"
-        target = min(target, cap)
         return PoolFigures(
             at_ts=rates.at_ts,
             target_slots=target,
