@@ -20,8 +20,10 @@ clipped at ``clip_z`` standard deviations, so a spike barely moves it) and keeps
   ``find_dropouts`` sweep or, if the sweep has not reported it, on the reading that ends it.
 
 A reading's ``score`` is the largest of those ratios to their thresholds, so ``score >= 1``
-is anomalous. One alert per episode: ``alert`` is True only on an episode's first
-reading, and an episode ends after ``episode_end_readings`` quiet readings in a row.
+is anomalous. One alert per episode of abnormal values: ``alert`` is True only on an
+episode's first reading, and an episode ends after ``episode_end_readings`` quiet
+readings in a row. A silence is reported once on its own and opens no episode, so a
+spike just after a gap is still alerted.
 """
 
 from __future__ import annotations
@@ -261,19 +263,23 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL]:
     r_spike = np.where(warm, np.abs(z) / c.spike_z, 0.0)
     r_cusum = np.where(warm, np.maximum(cpos, cneg) / c.cusum_h, 0.0)
     r_stuck = np.where(warm & varies, flat_run / c.stuck_readings, 0.0)
-    ratios = np.stack([r_spike, r_cusum, r_stuck, r_drop])
-    score = ratios.max(axis=0)
-    anomalous = score >= 1.0
+    ratios = np.stack([r_spike, r_cusum, r_stuck])
+    value_score = ratios.max(axis=0)
+    # A silence is reported once by its own mark, not through the value episode: a gap
+    # must not open an episode that would swallow a spike arriving just after it.
+    value_anomalous = value_score >= 1.0
+    dropout = (r_drop >= 1.0) & ~value_anomalous
+    score = np.maximum(value_score, r_drop)
 
     up = cpos >= cneg
     run = np.where(up, rpos, rneg)
     mean_excess = np.where(up, cpos, cneg) / np.maximum(run, 1.0)
     growing = np.abs(zc) - c.cusum_k > mean_excess
     cusum_kind = np.where((run > c.shift_max_run) & growing, DRIFT, LEVEL_SHIFT)
-    by_ratio = np.array([SPIKE, LEVEL_SHIFT, STUCK, DROPOUT])[ratios.argmax(axis=0)]
+    by_ratio = np.array([SPIKE, LEVEL_SHIFT, STUCK])[ratios.argmax(axis=0)]
     kind = np.where(by_ratio == SPIKE, np.where(z < 0, DIP, SPIKE), by_ratio)
     kind = np.where(by_ratio == LEVEL_SHIFT, cusum_kind, kind)
-    kind = np.where(anomalous, kind, NORMAL).astype(np.int8)
+    kind = np.where(value_anomalous, kind, np.where(dropout, DROPOUT, NORMAL)).astype(np.int8)
 
     # Baseline learning: repeats never train it, outliers are clipped once warm.
     learn = ~is_flat
@@ -310,13 +316,14 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL]:
     st[:, _COUNT] = count + 1.0
 
     in_episode = st[:, _INEP] > 0
-    alert = anomalous & ~in_episode
-    quiet = score < c.clear_score
+    opens = value_anomalous & ~in_episode
+    alert = opens | dropout
+    quiet = value_score < c.clear_score
     normal_run = np.where(quiet, st[:, _NORMRUN] + in_episode, 0.0)
-    st[:, _EPSTART] = np.where(alert, t, st[:, _EPSTART])
-    st[:, _EPKIND] = np.where(alert, kind, st[:, _EPKIND])
+    st[:, _EPSTART] = np.where(opens, t, st[:, _EPSTART])
+    st[:, _EPKIND] = np.where(opens, kind, st[:, _EPKIND])
     ended = in_episode & (normal_run >= c.episode_end_readings)
-    st[:, _INEP] = np.where(anomalous | (in_episode & ~ended), 1.0, 0.0)
+    st[:, _INEP] = np.where(value_anomalous | (in_episode & ~ended), 1.0, 0.0)
     st[:, _NORMRUN] = np.where(ended, 0.0, normal_run)
     return score, kind, alert
 

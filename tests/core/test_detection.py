@@ -52,6 +52,17 @@ def test_a_lone_spike_or_dip_alerts_on_that_very_reading(kind: str, sign: float)
     assert result.score[120] >= 1.0
 
 
+def test_a_spike_just_after_a_gap_is_alerted_as_well_as_the_gap() -> None:
+    # Given a warmed-up device that falls silent for ten intervals, then spikes
+    ts, value = series(2, 200)
+    ts[150:] += 100.0
+    value[152] += 12.0
+    # Then the gap alerts on the reading that ends it, and the spike two readings later
+    result = screen_one(ts, value)
+    assert np.flatnonzero(result.alert).tolist() == [150, 152]
+    assert [det.KIND_NAMES[result.kind[i]] for i in (150, 152)] == ["dropout", "spike"]
+
+
 def test_a_level_shift_alerts_once_within_a_few_readings() -> None:
     # Given a device whose level steps up by 4 sigma and stays there
     ts, value = series(2, 400)
