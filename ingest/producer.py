@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -40,12 +40,26 @@ def home_placer(registry: Registry, rows: npt.NDArray[np.int64]) -> npt.NDArray[
     return registry.home_region[rows]
 
 
+#: Per region code, True where the region's routine backlog is past its cap.
+BacklogGate = Callable[[], npt.NDArray[np.bool_]]
+
+_NONE = np.empty(0, dtype=np.intp)
+
+
 @dataclass(frozen=True)
 class IngestResult:
     accepted: int
     rejected: int
     #: Rejections by reason code, e.g. {"unknown_device": 3}.
     reasons: Mapping[str, int]
+    #: Readings not taken because their region's backlog is past its cap: explicit
+    #: backpressure. They are neither accepted nor dead-lettered; the caller still holds
+    #: them and offers them again later. Indexes into what the caller passed in.
+    pushed_back_index: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
+
+    @property
+    def pushed_back(self) -> int:
+        return int(self.pushed_back_index.size)
 
 
 class Producer:
@@ -60,13 +74,17 @@ class Producer:
         placer: Placer = home_placer,
         clock: Callable[[], float] = time.time,
         counter_flush_s: float = 0.1,
+        backlog_gate: BacklogGate | None = None,
     ) -> None:
+        """``backlog_gate`` turns on backpressure: readings of every tier but the first
+        (premium is never pushed back) bound for a region past its cap are handed back."""
         self._registry = registry
         self.publisher = publisher
         self.store = store
         self.limits = limits or Limits()
         self.clock = clock
         self.placer = placer
+        self.backlog_gate = backlog_gate
         reg = registry()
         self.batcher = Batcher(reg.topology, self.limits.metrics, producer_id, batching)
         self.published_batches = 0
@@ -75,7 +93,7 @@ class Producer:
         # flush), not once per call: a gateway may call ingest hundreds of times
         # a second, and each write is a round trip.
         self.counter_flush_s = counter_flush_s
-        self._unsent_counts = {"ingested": 0, "accepted": 0}
+        self._unsent_counts = {"ingested": 0, "accepted": 0, "pushed_back": 0}
         self._counts_sent_ts = float("-inf")
 
     def ingest(self, readings: Iterable[Mapping[str, object] | bytes | str]) -> IngestResult:
@@ -84,8 +102,9 @@ class Producer:
         ids: list[int] = []
         tss: list[float] = []
         vals: list[tuple[float, ...]] = []
+        parsed_from: list[int] = []
         letters: list[DeadLetter] = []
-        for raw in readings:
+        for i, raw in enumerate(readings):
             try:
                 d, t, v = parse_reading(raw, self.limits, now)
             except InvalidReading as exc:
@@ -94,6 +113,7 @@ class Producer:
             ids.append(d)
             tss.append(t)
             vals.append(v)
+            parsed_from.append(i)
         m = len(self.limits.metrics)
         result = self.ingest_columns(
             np.asarray(ids, dtype=np.uint64),
@@ -102,6 +122,9 @@ class Producer:
             now_ts=now,
             extra_letters=letters,
         )
+        if result.pushed_back:
+            back = np.asarray(parsed_from, dtype=np.intp)[result.pushed_back_index]
+            result = replace(result, pushed_back_index=back)
         return result
 
     def ingest_columns(
@@ -131,28 +154,31 @@ class Producer:
                     payload.update(zip(self.limits.metrics, map(float, v[i]), strict=False))
                 code = REASONS[reason[i]]
                 letters.append(DeadLetter(code, "", json.dumps(payload).encode(), "ingest", now))
-        accepted = int(ok.sum())
-        if accepted:
-            good_rows = rows[ok]
-            region = self.placer(reg, good_rows)
+        take = np.flatnonzero(ok)
+        pushed_back = _NONE
+        if take.size:
+            region = self.placer(reg, rows[take])
+            tier = reg.tier[rows[take]]
+            if self.backlog_gate is not None:
+                held = self.backlog_gate()[region] & (tier > 0)
+                if held.any():
+                    pushed_back = take[held]
+                    take, region, tier = take[~held], region[~held], tier[~held]
             full = self.batcher.add(
-                region,
-                reg.tier[good_rows],
-                dev[ok],
-                t[ok],
-                v[ok],
-                np.full(accepted, now),
+                region, tier, dev[take], t[take], v[take], np.full(take.size, now)
             )
             self._publish(full)
+        accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
         self._unsent_counts["accepted"] += accepted
+        self._unsent_counts["pushed_back"] += int(pushed_back.size)
         if letters:
             self.store.add_dead_letters(letters)
         reasons: dict[str, int] = {}
         for dl in letters:
             reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
         self.poll(now)
-        return IngestResult(accepted=accepted, rejected=len(letters), reasons=reasons)
+        return IngestResult(accepted, len(letters), reasons, pushed_back)
 
     def poll(self, now_ts: float | None = None) -> int:
         """Publish batches that reached their age limit; returns how many."""

@@ -13,12 +13,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ingest.producer import Producer
+import numpy as np
+import numpy.typing as npt
+
+from ingest.producer import IngestResult, Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import percentile_ms
 from stores.protocols import StateStore
 
 Progress = Callable[[str], None]
+
+#: How long a producer waits before offering pushed-back readings again.
+PUSHED_BACK_WAIT_S = 0.05
 
 
 def stderr_progress(line: str) -> None:
@@ -32,6 +38,8 @@ class DriveResult:
     rejected: int
     started_ts: float
     finished_ts: float
+    #: Readings handed back by backpressure (each time), all offered again until taken.
+    pushed_back: int = 0
 
 
 def drive(
@@ -50,9 +58,20 @@ def drive(
     """
     started = time.time()
     offered = accepted = rejected = 0
+    held = HeldReadings(max_readings=10 * chunk)
     last_report = started
-    while offered < readings:
+    while offered < readings or held:
         now = time.time()
+        a, r = held.offer_again(producer, now)
+        accepted, rejected = accepted + a, rejected + r
+        if offered >= readings or held.full:
+            # Backpressure: the gateway's buffer is full (or all is offered): wait.
+            if progress and now - last_report >= 1.0:
+                last_report = now
+                progress(f"backpressure: {held.size:,} readings held, offering again")
+            producer.poll(now)
+            time.sleep(PUSHED_BACK_WAIT_S)
+            continue
         if rate_rps:
             # Offer at least 5 ms of readings at a time, as a gateway would, so
             # pacing does not turn into one tiny ingest call per loop.
@@ -70,26 +89,94 @@ def drive(
         else:
             n = min(chunk, readings - offered)
         ids, ts, values = stream.chunk(n, now)
-        res = producer.ingest_columns(ids, ts, values, now_ts=now)
         offered += n
+        res = producer.ingest_columns(ids, ts, values, now_ts=now)
         accepted += res.accepted
         rejected += res.rejected
+        held.hold(res, ids, ts, values, now)
         if extra is not None:
             singles = extra(now)
             if singles:
-                res = producer.ingest(singles)
                 offered += len(singles)
-                accepted += res.accepted
-                rejected += res.rejected
+                a, r = offer_singles(producer, singles)
+                accepted, rejected = accepted + a, rejected + r
         if progress and now - last_report >= 1.0:
             last_report = now
             progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
     producer.flush()
-    return DriveResult(offered, accepted, rejected, started, time.time())
+    return DriveResult(offered, accepted, rejected, started, time.time(), held.pushed_back)
+
+
+class HeldReadings:
+    """Readings handed back by backpressure, held by the gateway and offered again.
+
+    New readings keep flowing (premium is never pushed back) until the buffer
+    holds ``max_readings``; then the gateway waits.
+    """
+
+    def __init__(self, max_readings: int) -> None:
+        self.max_readings = max_readings
+        self.pushed_back = 0
+        self._cols: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | None = None
+        self._retry_at = 0.0
+
+    @property
+    def size(self) -> int:
+        return 0 if self._cols is None else int(self._cols[0].shape[0])
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.max_readings
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def hold(
+        self,
+        res: IngestResult,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        now: float,
+    ) -> None:
+        if not res.pushed_back:
+            return
+        self.pushed_back += res.pushed_back
+        i = res.pushed_back_index
+        if self._cols is None:
+            self._cols = (ids[i], ts[i], values[i])
+            self._retry_at = now + PUSHED_BACK_WAIT_S
+        else:
+            old_ids, old_ts, old_values = self._cols
+            self._cols = (
+                np.concatenate((old_ids, ids[i])),
+                np.concatenate((old_ts, ts[i])),
+                np.concatenate((old_values, values[i])),
+            )
+
+    def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
+        if self._cols is None or now < self._retry_at:
+            return 0, 0
+        (ids, ts, values), self._cols = self._cols, None
+        res = producer.ingest_columns(ids, ts, values, now_ts=now)
+        self.hold(res, ids, ts, values, now)
+        return res.accepted, res.rejected
 
 
 def processed_count(counters: dict[str, int]) -> int:
     return sum(v for k, v in counters.items() if k.startswith("processed:"))
+
+
+def offer_singles(producer: Producer, readings: list[Any]) -> tuple[int, int]:
+    """Ingest single readings, waiting out backpressure; (accepted, rejected)."""
+    accepted = rejected = 0
+    while readings:
+        res = producer.ingest(readings)
+        accepted, rejected = accepted + res.accepted, rejected + res.rejected
+        readings = [readings[i] for i in res.pushed_back_index]
+        if readings:
+            time.sleep(PUSHED_BACK_WAIT_S)
+    return accepted, rejected
 
 
 def wait_drained(

@@ -12,14 +12,16 @@ import time
 
 import redis
 
+from ingest.backlog_gate import QueueBacklogGate
 from ingest.placement import make_placer
 from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
-from iotsched.loadrun import drive, stderr_progress
+from iotsched.loadrun import drive, offer_singles, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.keys import Keys
+from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from stores.registry_cache import RegistryCache
 from tasks.app import app
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         broker_clients={r: redis.Redis.from_url(u) for r, u in settings.region_broker_urls.items()},
     )
     publisher = RegionalPublisher.from_urls(app, settings.region_broker_urls)
+    gate = None
+    if settings.backlog_cap_readings > 0:
+        reader = QueueDepthReader(store.client, keys)
+        gate = QueueBacklogGate(reader, settings.topology, settings.backlog_cap_readings)
     producer = Producer(
         registry.get,
         publisher,
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         limits=Limits(metrics=settings.metrics),
         producer_id=f"produce-{int(time.time())}",
         placer=placer,
+        backlog_gate=gate,
     )
     try:
         if args.stdin:
@@ -83,11 +90,11 @@ def _from_stdin(producer: Producer, chunk: int = 1_000) -> int:
         if line.strip():
             lines.append(line.strip())
         if len(lines) >= chunk:
-            res = producer.ingest(lines)
-            accepted, rejected, lines = accepted + res.accepted, rejected + res.rejected, []
+            a, r = offer_singles(producer, lines)
+            accepted, rejected, lines = accepted + a, rejected + r, []
     if lines:
-        res = producer.ingest(lines)
-        accepted, rejected = accepted + res.accepted, rejected + res.rejected
+        a, r = offer_singles(producer, lines)
+        accepted, rejected = accepted + a, rejected + r
     producer.flush()
     print(f"accepted {accepted:,}, rejected {rejected:,}")
     return 0

@@ -33,6 +33,8 @@ class Settings:
     unacked_restore_interval_s: int = 5
     #: Publish every batch to ``{region}.screen`` too (``IOTSCHED_SCREENING=0`` turns it off).
     screening: bool = True
+    #: Routine readings waiting per region past which ingest pushes back (0: no cap).
+    backlog_cap_readings: int = 0
     #: Incident notifications are also POSTed here as JSON when set.
     alert_webhook_url: str = ""
     #: ``worker_autoscaler`` for ``--autoscale``: "queue" (workers.autoscaler) or

@@ -84,3 +84,32 @@ def test_full_batches_publish_at_once_and_the_rest_on_age() -> None:
     assert [len(b) for b in pub.batches] == [100, 100]
     producer.poll(NOW + 0.026)
     assert [len(b) for b in pub.batches] == [100, 100, 50]
+
+
+def test_past_the_backlog_cap_standard_is_pushed_back_and_premium_still_taken() -> None:
+    # Given eu-west's backlog is past its cap
+    reg = generate_registry(10_000, seed=5)
+    store = MemoryStateStore()
+    pub = Recorder()
+    closed = np.array([True, False, False])
+    producer = Producer(lambda: reg, pub, store, clock=lambda: NOW, backlog_gate=lambda: closed)
+    # When readings of every region and tier arrive, singly and as columns
+    ids = reg.device_id[:3_000]
+    result = producer.ingest_columns(ids, np.full(3_000, NOW), np.ones(3_000))
+    singles = [{"device_id": int(d), "ts": NOW, "value": 1.0} for d in reg.device_id[:50]]
+    single_result = producer.ingest(singles)
+    producer.flush()
+    # Then exactly eu-west's standard readings come back to the caller, the rest is taken
+    rows = reg.lookup(ids)
+    held = (reg.home_region[rows] == 0) & (reg.tier[rows] == 1)
+    assert result.pushed_back_index.tolist() == np.flatnonzero(held).tolist()
+    assert result.accepted == 3_000 - int(held.sum())
+    assert single_result.pushed_back_index.tolist() == np.flatnonzero(held[:50]).tolist()
+    taken = np.concatenate([b.device_id for b in pub.batches])
+    assert not set(taken.tolist()) & set(ids[held].tolist())
+    assert {b.region for b in pub.batches if b.tier == "premium"} >= {"eu-west"}
+    # And they are neither ingested nor dead-lettered: nothing was dropped
+    c = store.counters()
+    assert c["ingested"] == c["accepted"] == 3_050 - int(held.sum()) - int(held[:50].sum())
+    assert c["pushed_back"] == int(held.sum()) + int(held[:50].sum())
+    assert c.get("dead_lettered", 0) == 0
