@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import uuid
 from typing import Any
@@ -61,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
         pool=args.pool,
         batching=batching,
     ) as run_:
-        _wait_workers_ready(run_)
         setup_s = time.time() - t0
         assert run_.registry is not None
         stream = SyntheticStream(
@@ -122,14 +120,3 @@ def _lookup_ms(registry: Any, ids: int = 100_000, repeats: int = 5) -> float:
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
-
-
-def _wait_workers_ready(run_: Any, timeout_s: float = 60.0) -> None:
-    """Wait until every region's worker answers a ping, so start-up is not measured."""
-    expected = len(run_.settings.regions)
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        replies = run_.app.control.ping(timeout=0.5) or []
-        if len(replies) >= expected:
-            return
-    print("bench: workers did not answer within 60 s", file=sys.stderr)
