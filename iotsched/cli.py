@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "iotsched.registry_cmd",
     "iotsched.status_cmd",
     "iotsched.produce_cmd",
+    "iotsched.metrics_cmd",
     "iotsched.detect_cmd",
     "iotsched.simulate_cmd",
     "iotsched.report_cmd",

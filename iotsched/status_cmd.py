@@ -24,10 +24,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
-    keys = Keys(args.prefix or settings.key_prefix)
-    client = redis.Redis.from_url(args.redis_url or settings.redis_url)
+def collect(
+    client: redis.Redis, keys: Keys, settings: Settings, dead_letters: int = 5
+) -> dict[str, Any]:
+    """Queue depths, counters, latency, region heartbeats and recent dead letters."""
     store = RedisStateStore(client, keys)
     pipe = client.pipeline(transaction=False)
     queues = [
@@ -39,21 +39,32 @@ def run(args: argparse.Namespace) -> int:
     for q in queues:
         for k in keys.broker_queue_lists(q):
             pipe.llen(k)
-    lens = pipe.execute()
+    pipe.hgetall(keys.heartbeats)
+    replies = pipe.execute()
+    lens, beats = replies[:-1], replies[-1]
     depth = {q: sum(lens[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)}
     latency = {}
     for tier in settings.tiers:
         h = store.latency_histogram("ingest", tier)
         latency[tier] = {"p50_ms": percentile_ms(h, 50), "p99_ms": percentile_ms(h, 99)}
-    out: dict[str, Any] = {
+    return {
         "queues": depth,
         "counters": store.counters(),
         "latency": latency,
+        "heartbeats": {k.decode(): float(v) for k, v in beats.items()},
         "dead_letters": [
             {"reason": d.reason, "detail": d.detail, "source": d.source, "at_ts": d.at_ts}
-            for d in store.dead_letters(args.dead_letters)
+            for d in (store.dead_letters(dead_letters) if dead_letters > 0 else [])
         ],
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    keys = Keys(args.prefix or settings.key_prefix)
+    client = redis.Redis.from_url(args.redis_url or settings.redis_url)
+    out = collect(client, keys, settings, args.dead_letters)
+    depth, latency = out["queues"], out["latency"]
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
