@@ -17,22 +17,22 @@ from scheduler.registry import Registry
 
 
 class SyntheticStream:
-    """``spikes_per_chunk`` readings of each chunk get a spike of ``spike_sigma`` noise widths,
-    once every device has reported ``warmup_readings`` times (the detector's warm-up)."""
+    """A ``spike_share`` of readings get a spike of ``spike_sigma`` noise widths, once every
+    device has reported ``warmup_readings`` times (the detector's warm-up)."""
 
     def __init__(
         self,
         registry: Registry,
         n_metrics: int = 1,
         seed: int = 0,
-        spikes_per_chunk: int = 0,
+        spike_share: float = 0.0,
         spike_sigma: float = 60.0,
         warmup_readings: int = 25,
     ) -> None:
         self.registry = registry
         self.n_metrics = n_metrics
         self.rng = np.random.default_rng(seed)
-        self.spikes_per_chunk = spikes_per_chunk
+        self.spike_share = spike_share
         self.spike_sigma = spike_sigma
         self.warmup_readings = warmup_readings
         self.injected = 0
@@ -55,8 +55,8 @@ class SyntheticStream:
         values = self._level[rows] + 3.0 * wave + self.rng.normal(0, 0.5, size=(n, self.n_metrics))
         self._emitted += n
         warm = self._emitted >= self.warmup_readings * len(self.registry)
-        if self.spikes_per_chunk and warm:
-            k = min(self.spikes_per_chunk, n)
+        k = int(self.rng.binomial(n, self.spike_share)) if self.spike_share and warm else 0
+        if k:
             hit = self.rng.choice(n, size=k, replace=False)
             values[hit, 0] += self.spike_sigma * 0.5 * self.rng.choice([-1.0, 1.0], size=k)
             self.injected += k

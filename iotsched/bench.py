@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from ingest.synthetic import SyntheticStream
+from iotsched.bench_window import PatternPace, WindowWatch
 from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
 from scheduler.batching import BatchingConfig
 from scheduler.latency import percentile_ms
@@ -30,11 +31,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--batch-readings", type=int, default=5_000, help="micro-batch size")
     p.add_argument("--chunk", type=int, default=20_000, help="readings per gateway chunk")
     p.add_argument(
-        "--spikes-per-chunk",
-        type=int,
-        default=2,
-        help="anomalies injected per gateway chunk once devices are warm (detector warm-up)",
+        "--spike-share",
+        type=float,
+        default=1e-4,
+        help="share of readings given an injected spike once devices are warm (detector warm-up)",
     )
+    p.add_argument(
+        "--pattern",
+        help="pace by a named load pattern (steady, daily, ramp, spike, fleet_spike, bursts, "
+        "beyond_capacity) at --rate-rps base over --horizon-s; --readings then follows",
+    )
+    p.add_argument("--horizon-s", type=float, default=60.0, help="length of --pattern (s)")
     p.add_argument("--no-verify", action="store_true", help="skip re-reading every rollup")
     p.add_argument("--timeout-s", type=float, default=600.0, help="give up draining after")
     p.add_argument("--seed", type=int, default=0)
@@ -48,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from iotsched.redis_run import RedisRun
 
     progress = None if args.json else stderr_progress
+    pace = None
+    if args.pattern:
+        if not args.rate_rps:
+            raise SystemExit("bench: --pattern needs --rate-rps (the pattern's base rate)")
+        pace = PatternPace.named(args.pattern, args.rate_rps, args.horizon_s, args.seed)
+        args.readings = pace.readings
     prefix = f"iotsched-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     batching = BatchingConfig(max_readings=args.batch_readings)
     t0 = time.time()
@@ -62,17 +75,19 @@ def run(args: argparse.Namespace) -> int:
     ) as run_:
         setup_s = time.time() - t0
         assert run_.registry is not None
-        stream = SyntheticStream(
-            run_.registry, seed=args.seed, spikes_per_chunk=args.spikes_per_chunk
-        )
+        stream = SyntheticStream(run_.registry, seed=args.seed, spike_share=args.spike_share)
+        watch = WindowWatch(run_, pace, time.time()).start() if pace else None
         result = drive(
-            run_.producer, stream, args.readings, args.rate_rps, args.chunk, None, progress
+            run_.producer, stream, args.readings, args.rate_rps, args.chunk, None, progress, pace
         )
         drained, done = wait_drained(run_.store, args.timeout_s, progress)
         summary: dict[str, Any] = summarize(
             run_.store, run_.settings.tiers, result, done, verify=not args.no_verify
         )
         summary["detection_ms"] = _detection(run_)
+        if watch is not None:
+            summary["pattern"] = args.pattern
+            summary["during_disturbance"] = watch.report()
         summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)
         summary["anomalies_injected"] = stream.injected
         summary.update(

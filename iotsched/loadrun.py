@@ -50,12 +50,20 @@ def drive(
     chunk: int = 10_000,
     extra: Callable[[float], list[Any]] | None = None,
     progress: Progress | None = None,
+    pace: Callable[[float], float] | None = None,
 ) -> DriveResult:
-    """Offer ``readings`` columnar readings, paced at ``rate_rps`` (None = as fast as possible).
+    """Offer ``readings`` columnar readings, paced at ``rate_rps`` (None = as fast as possible)
+    or by ``pace(elapsed_s)``: how many readings should have been offered by then.
 
     ``extra(now)`` may return single readings (dicts or JSON bytes) to ingest
     alongside, e.g. malformed ones to exercise the dead-letter path.
     """
+    if pace is None and rate_rps:
+        steady_rps = rate_rps
+
+        def pace(elapsed_s: float) -> float:
+            return elapsed_s * steady_rps
+
     started = time.time()
     offered = accepted = rejected = 0
     held = HeldReadings(max_readings=10 * chunk)
@@ -72,18 +80,21 @@ def drive(
             producer.poll(now)
             time.sleep(PUSHED_BACK_WAIT_S)
             continue
-        if rate_rps:
+        if pace is not None:
             # Offer at least 5 ms of readings at a time, as a gateway would, so
             # pacing does not turn into one tiny ingest call per loop.
-            step = min(chunk, max(1, int(rate_rps * 0.005)), readings - offered)
-            allowed = int((now - started) * rate_rps) - offered
+            elapsed = now - started
+            step = min(
+                chunk, max(1, int(pace(elapsed + 0.005) - pace(elapsed))), readings - offered
+            )
+            allowed = int(pace(elapsed)) - offered
             if allowed < step:
                 producer.poll(now)
-                wake = started + (offered + step) / rate_rps
+                wake = now + 0.002
                 next_due = producer.batcher.next_due_ts()
                 if next_due is not None:
                     wake = min(wake, next_due)
-                time.sleep(max(0.0, min(wake - time.time(), 0.01)))
+                time.sleep(max(0.0, wake - time.time()))
                 continue
             n = min(chunk, allowed, readings - offered)
         else:

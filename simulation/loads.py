@@ -256,7 +256,7 @@ def daily(
     return Modulated(Steady(base_rps, shares), Product((sun, noise)))
 
 
-PATTERN_NAMES = ("steady", "daily", "ramp", "spike", "bursts", "beyond_capacity")
+PATTERN_NAMES = ("steady", "daily", "ramp", "spike", "fleet_spike", "bursts", "beyond_capacity")
 
 
 def pattern_by_name(
@@ -285,6 +285,8 @@ def pattern_by_name(
         return Modulated(base, Ramp(third, 2 * third, 1.0, 3.0, everywhere))
     if name == "spike":
         return Modulated(base, StepSpike(third, third, 5.0, one_region(n_regions, 0)))
+    if name == "fleet_spike":
+        return Modulated(base, StepSpike(third, third, 5.0, everywhere))
     if name == "bursts":
         return Modulated(base, EventBursts(seed, n_regions, horizon_s, rate_per_h=3600.0 / third))
     if name == "beyond_capacity":
