@@ -25,21 +25,27 @@ from workers.profiles import region_queues
 def embedded_worker(
     settings: Settings, store: MemoryStateStore, concurrency: int = 2
 ) -> Iterator[Celery]:
+    saved = {k: app.conf[k] for k in ("broker_url", "broker_transport_options")}
     app.conf.update(
         broker_url="memory://",
         broker_transport_options={"polling_interval": 0.001},
-        # The memory transport's polling already serves queues in list order.
-        worker_prefetch_multiplier=1,
     )
     context.install(store, settings)
     queues: Sequence[str] = [q for r in settings.regions for q in region_queues(r)]
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=concurrency,
-        perform_ping_check=False,
-        loglevel="WARNING",
-        queues=list(queues),
-        shutdown_timeout=30.0,
-    ):
-        yield app
+    try:
+        with start_worker(
+            app,
+            pool="threads",
+            concurrency=concurrency,
+            perform_ping_check=False,
+            loglevel="WARNING",
+            queues=list(queues),
+            shutdown_timeout=30.0,
+        ):
+            yield app
+    finally:
+        # The process may go on (tests, a caller's own work): leave the app as found,
+        # with no connection pool still bound to the in-memory broker.
+        app.close()
+        app.conf.update(saved)
+        context.reset()
