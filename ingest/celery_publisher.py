@@ -20,6 +20,7 @@ from scheduler import defaults
 from scheduler.codec import encode_batch
 from scheduler.model import Batch, WorkClass, queue_name
 from scheduler.settings import Settings
+from stores.inflight import InflightLedger
 from tasks.routine import ROUTINE_TASK
 from tasks.screen import SCREEN_TASK
 
@@ -35,9 +36,14 @@ class CeleryPublisher:
         screen_max_readings: int = defaults.BATCH_MAX_READINGS,
         screen_max_age_ms: float = SCREEN_MAX_AGE_MS,
         clock: Callable[[], float] = time.time,
+        ledger: InflightLedger | None = None,
     ) -> None:
-        """``screening`` None follows the environment (``IOTSCHED_SCREENING``, on by default)."""
+        """``screening`` None follows the environment (``IOTSCHED_SCREENING``, on by default).
+
+        With a ``ledger`` every routine batch is recorded before it is published, so a
+        message lost by the broker (a worker killed mid-fetch) is published again."""
         self.app = app
+        self.ledger = ledger
         self.screening = Settings.from_env().screening if screening is None else screening
         self.screen_max_readings = screen_max_readings
         self.screen_max_age_s = screen_max_age_ms / 1000.0
@@ -46,10 +52,14 @@ class CeleryPublisher:
         self._pending_since: dict[str, float] = {}
 
     def publish(self, batch: Batch) -> None:
+        payload = encode_batch(batch)
+        queue = queue_name(batch.region, batch.tier)
+        if self.ledger is not None:
+            self.ledger.record(batch.batch_id, queue, payload, self.clock())
         self.app.send_task(
             ROUTINE_TASK,
-            args=(encode_batch(batch),),
-            queue=queue_name(batch.region, batch.tier),
+            args=(payload,),
+            queue=queue,
             serializer="msgpack",
             argsrepr=_describe(batch),
         )

@@ -17,6 +17,7 @@ from celery import Celery
 
 from ingest.celery_publisher import CeleryPublisher
 from scheduler.model import Batch
+from stores.inflight import InflightLedger
 from tasks.app import region_apps
 
 
@@ -26,10 +27,13 @@ class RegionalPublisher:
         default_app: Celery,
         region_apps: Mapping[str, Celery] | None = None,
         screening: bool | None = None,
+        ledger: InflightLedger | None = None,
     ) -> None:
-        """``screening`` as for CeleryPublisher: None follows ``IOTSCHED_SCREENING``."""
-        self.default = CeleryPublisher(default_app, screening)
-        self._by_region = {r: CeleryPublisher(a, screening) for r, a in (region_apps or {}).items()}
+        """``screening`` and ``ledger`` as for CeleryPublisher."""
+        self.default = CeleryPublisher(default_app, screening, ledger=ledger)
+        self._by_region = {
+            r: CeleryPublisher(a, screening, ledger=ledger) for r, a in (region_apps or {}).items()
+        }
         self._owned: list[Celery] = []
 
     @classmethod
@@ -38,10 +42,11 @@ class RegionalPublisher:
         default_app: Celery,
         region_broker_urls: Mapping[str, str],
         screening: bool | None = None,
+        ledger: InflightLedger | None = None,
     ) -> RegionalPublisher:
         """One app per distinct region broker URL, configured like ``default_app`` otherwise."""
         apps = region_apps(default_app, region_broker_urls)
-        publisher = cls(default_app, apps, screening)
+        publisher = cls(default_app, apps, screening, ledger)
         publisher._owned = list({id(a): a for a in apps.values()}.values())
         return publisher
 

@@ -20,6 +20,7 @@ from ingest.synthetic import SyntheticStream
 from iotsched.loadrun import drive, offer_singles, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits
+from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
         settings.topology,
         broker_clients={r: redis.Redis.from_url(u) for r, u in settings.region_broker_urls.items()},
     )
-    publisher = RegionalPublisher.from_urls(app, settings.region_broker_urls)
+    publisher = RegionalPublisher.from_urls(
+        app, settings.region_broker_urls, ledger=InflightLedger(store.client, keys)
+    )
     gate = None
     if settings.backlog_cap_readings > 0:
         reader = QueueDepthReader(store.client, keys)

@@ -21,6 +21,7 @@ from ingest.synthetic import SyntheticStream
 from scheduler.batching import BatchingConfig
 from scheduler.registry import Registry, generate_registry
 from scheduler.settings import Settings
+from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
 from tasks.app import make_app
@@ -86,7 +87,10 @@ class RedisRun:
             reg = self.registry
             assert reg is not None
             self._producer = Producer(
-                lambda: reg, CeleryPublisher(self.app), self.store, batching=self.batching
+                lambda: reg,
+                CeleryPublisher(self.app, ledger=InflightLedger(self.store.client, self.keys)),
+                self.store,
+                batching=self.batching,
             )
         return self._producer
 

@@ -146,6 +146,20 @@ class Keys:
         return f"{self.prefix}:dropout:{region}:cursor"
 
     @property
+    def inflight(self) -> str:
+        """Hash: routine batch id → its queue and payload, from publish until fully applied."""
+        return f"{self.prefix}:inflight"
+
+    @property
+    def inflight_since(self) -> str:
+        """Sorted set: routine batch id by when it was (re)published."""
+        return f"{self.prefix}:inflight-since"
+
+    @property
+    def inflight_reaper_lock(self) -> str:
+        return f"{self.prefix}:inflight-reaper"
+
+    @property
     def broker_prefix(self) -> str:
         """kombu ``global_keyprefix``: broker lists and bindings live under the same prefix."""
         return f"{self.prefix}:q:"

@@ -9,8 +9,11 @@ import tasks.routine
 import tasks.screen  # noqa: F401
 from tasks.app import app
 from workers.heartbeat import install_heartbeat
+from workers.inflight_reaper import install_inflight_reaper
 
 # Region data workers heartbeat into Redis; placement reads it as region health.
 install_heartbeat(app)
+# Routine batches the broker lost (a worker killed mid-fetch) are published again.
+install_inflight_reaper(app)
 
 __all__ = ["app"]

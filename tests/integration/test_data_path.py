@@ -19,8 +19,10 @@ from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream, bad_readings
 from scheduler.batching import BatchingConfig
-from scheduler.model import queue_name
+from scheduler.codec import encode_batch
+from scheduler.model import Batch, queue_name
 from scheduler.registry import Registry, generate_registry
+from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
 from tasks.app import make_app
@@ -53,7 +55,7 @@ class Env:
     def producer(self, max_readings: int = 500) -> Producer:
         return Producer(
             lambda: self.registry,
-            CeleryPublisher(self.app),
+            CeleryPublisher(self.app, ledger=InflightLedger(self.client, self.keys)),
             self.store,
             batching=BatchingConfig(max_readings=max_readings),
         )
@@ -193,3 +195,31 @@ def test_bad_input_is_dead_lettered_with_its_reason(env: Env) -> None:
     )
     corrupt = next(d for d in env.store.dead_letters(100) if d.reason == "invalid_batch")
     assert corrupt.source == ROUTINE_TASK and corrupt.readings == 3
+
+
+def test_a_batch_the_broker_lost_is_published_again_from_the_ledger(env: Env) -> None:
+    # Given a routine batch recorded in the in-flight ledger whose message never reached
+    # the queue (as when a worker dies between BRPOP and kombu's unacked bookkeeping)
+    reg = env.registry
+    ids = reg.device_id[(reg.home_region == 1) & (reg.tier == 1)][:3_000]
+    batch = Batch(
+        "lost:us-east:standard:1",
+        "us-east",
+        "standard",
+        ("value",),
+        ids,
+        np.full(ids.size, time.time()),
+        np.ones((ids.size, 1)),
+        np.full(ids.size, time.time()),
+    )
+    ledger = InflightLedger(env.client, env.keys)
+    ledger.record(batch.batch_id, "us-east.standard", encode_batch(batch), time.time())
+    env.store.incr_counters({"ingested": ids.size})
+    assert env.depth("us-east.standard") == 0
+    # When a worker runs past the grace period (the visibility timeout, 3 s here)
+    env.workers(("us-east",))
+    c = env.wait_processed(ids.size, timeout_s=30)
+    # Then the reaper published it again, it was applied once, and the ledger is empty
+    assert c["processed:standard"] == ids.size
+    assert env.store.rollup_count_total() == ids.size
+    assert ledger.size() == 0

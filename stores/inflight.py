@@ -1,0 +1,79 @@
+"""The in-flight ledger: every routine batch from publish until it is fully applied.
+
+kombu's Redis transport pops a message with BRPOP and only then records it as
+unacked; a worker killed between the two loses the message for good (kombu
+issue #305; seen here once in four SIGKILL tests). The producer therefore
+records each routine batch here before publishing it, the routine task clears
+it once every chunk is applied or dead-lettered, and a reaper publishes again
+any batch still here after the grace period. Chunk claims make the extra copy
+harmless, so a reading is processed, queued, in this ledger, or dead-lettered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from stores.keys import Keys
+
+
+@dataclass(frozen=True)
+class InflightBatch:
+    batch_id: str
+    queue: str
+    payload: dict[str, Any]
+
+
+class InflightLedger:
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def record(self, batch_id: str, queue: str, payload: dict[str, Any], now_ts: float) -> None:
+        blob = msgpack.packb({"q": queue, "p": payload}, use_bin_type=True)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.inflight, batch_id, blob)
+        pipe.zadd(self.keys.inflight_since, {batch_id: now_ts})
+        pipe.execute()
+
+    def done(self, batch_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.keys.inflight, batch_id)
+        pipe.zrem(self.keys.inflight_since, batch_id)
+        pipe.execute()
+
+    def overdue(self, now_ts: float, grace_s: float, limit: int = 100) -> list[InflightBatch]:
+        """Batches published more than ``grace_s`` ago and not yet done; their clock restarts."""
+        ids = self.client.zrangebyscore(
+            self.keys.inflight_since, "-inf", now_ts - grace_s, start=0, num=limit
+        )
+        if not ids:
+            return []
+        blobs = self.client.hmget(self.keys.inflight, ids)
+        found: list[InflightBatch] = []
+        pipe = self.client.pipeline(transaction=False)
+        for raw_id, blob in zip(ids, blobs, strict=True):
+            if blob is None:  # done meanwhile
+                pipe.zrem(self.keys.inflight_since, raw_id)
+                continue
+            entry = msgpack.unpackb(blob, raw=False)
+            found.append(InflightBatch(raw_id.decode(), entry["q"], entry["p"]))
+            pipe.zadd(self.keys.inflight_since, {raw_id: now_ts})
+        pipe.execute()
+        return found
+
+    def size(self) -> int:
+        return int(self.client.hlen(self.keys.inflight))
+
+    def try_lead(self, holder: str, ttl_s: float) -> bool:
+        """One reaper at a time across the deployment: a lease renewed by its holder."""
+        lock = self.keys.inflight_reaper_lock
+        if self.client.set(lock, holder, nx=True, px=int(ttl_s * 1000)):
+            return True
+        current = self.client.get(lock)
+        if current is not None and current.decode() == holder:
+            self.client.pexpire(lock, int(ttl_s * 1000))
+            return True
+        return False

@@ -1,0 +1,111 @@
+"""Publish again the routine batches the broker lost (see stores.inflight).
+
+A worker bootstep starts a daemon thread in every data worker's main process;
+a lease in Redis makes one of them the reaper at a time. Every second it
+takes the batches still in the in-flight ledger past the grace period (the
+visibility timeout: what kombu itself would wait before delivering again) and
+sends each to its queue. Chunk claims make a copy of a batch that was merely
+slow harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from celery import Celery, bootsteps
+
+from stores.inflight import InflightLedger
+from stores.keys import Keys
+from tasks.routine import ROUTINE_TASK
+
+log = logging.getLogger(__name__)
+
+REAP_INTERVAL_S = 1.0
+
+
+class InflightReaper:
+    def __init__(
+        self,
+        app: Celery,
+        ledger: InflightLedger,
+        grace_s: float,
+        interval_s: float = REAP_INTERVAL_S,
+    ) -> None:
+        self.app = app
+        self.ledger = ledger
+        self.grace_s = grace_s
+        self.interval_s = interval_s
+        self.holder = f"{socket.gethostname()}-{os.getpid()}"
+        self.republished = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def reap_once(self) -> int:
+        if not self.ledger.try_lead(self.holder, ttl_s=3 * self.interval_s):
+            return 0
+        overdue = self.ledger.overdue(time.time(), self.grace_s)
+        for batch in overdue:
+            self.app.send_task(
+                ROUTINE_TASK,
+                args=(batch.payload,),
+                queue=batch.queue,
+                serializer="msgpack",
+                argsrepr=f"<batch {batch.batch_id} republished>",
+            )
+        if overdue:
+            log.warning("published %d overdue routine batches again", len(overdue))
+        self.republished += len(overdue)
+        return len(overdue)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.reap_once()
+            except redis.RedisError as exc:
+                log.warning("in-flight reaper: %s", exc)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="inflight-reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * self.interval_s)
+
+
+class InflightReaperStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker bootstep: run the in-flight reaper beside the consumer."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.reaper: InflightReaper | None = None
+
+    def start(self, parent: Any) -> None:
+        from tasks import context
+
+        client = getattr(context.store(), "client", None)
+        # The embedded worker's broker lives in its own process memory: nothing to reap.
+        if not isinstance(client, redis.Redis):
+            return
+        cfg = context.settings()
+        ledger = InflightLedger(client, Keys(cfg.key_prefix))
+        self.reaper = InflightReaper(parent.app, ledger, grace_s=cfg.visibility_timeout_s)
+        self.reaper.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.reaper is not None:
+            self.reaper.stop()
+            self.reaper = None
+
+    shutdown = stop
+
+
+def install_inflight_reaper(app: Celery) -> None:
+    app.steps["worker"].add(InflightReaperStep)
