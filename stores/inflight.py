@@ -11,6 +11,7 @@ harmless, so a reading is processed, queued, in this ledger, or dead-lettered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,23 +45,35 @@ class InflightLedger:
         pipe.zrem(self.keys.inflight_since, batch_id)
         pipe.execute()
 
-    def overdue(self, now_ts: float, grace_s: float, limit: int = 100) -> list[InflightBatch]:
-        """Batches published more than ``grace_s`` ago and not yet done; their clock restarts."""
+    def overdue(
+        self,
+        now_ts: float,
+        grace_s: float,
+        limit: int = 100,
+        skip_queues: Callable[[set[str]], set[str]] | None = None,
+    ) -> list[InflightBatch]:
+        """Batches published more than ``grace_s`` ago and not yet done; their clock restarts.
+
+        ``skip_queues(queues)`` names queues whose batches are left alone this time.
+        """
         ids = self.client.zrangebyscore(
             self.keys.inflight_since, "-inf", now_ts - grace_s, start=0, num=limit
         )
         if not ids:
             return []
         blobs = self.client.hmget(self.keys.inflight, ids)
-        found: list[InflightBatch] = []
         pipe = self.client.pipeline(transaction=False)
+        candidates: list[InflightBatch] = []
         for raw_id, blob in zip(ids, blobs, strict=True):
             if blob is None:  # done meanwhile
                 pipe.zrem(self.keys.inflight_since, raw_id)
                 continue
             entry = msgpack.unpackb(blob, raw=False)
-            found.append(InflightBatch(raw_id.decode(), entry["q"], entry["p"]))
-            pipe.zadd(self.keys.inflight_since, {raw_id: now_ts})
+            candidates.append(InflightBatch(raw_id.decode(), entry["q"], entry["p"]))
+        skipped = skip_queues({c.queue for c in candidates}) if skip_queues else set()
+        found = [c for c in candidates if c.queue not in skipped]
+        for c in found:
+            pipe.zadd(self.keys.inflight_since, {c.batch_id: now_ts})
         pipe.execute()
         return found
 

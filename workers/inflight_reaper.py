@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from celery import Celery, bootsteps
+from kombu.exceptions import ChannelError, OperationalError
 
 from stores.inflight import InflightLedger
 from stores.keys import Keys
@@ -49,7 +50,9 @@ class InflightReaper:
     def reap_once(self) -> int:
         if not self.ledger.try_lead(self.holder, ttl_s=3 * self.interval_s):
             return 0
-        overdue = self.ledger.overdue(time.time(), self.grace_s)
+        # A batch whose queue still holds messages may simply be waiting its turn
+        # (a backlog, a partitioned region); one whose queue is empty was lost.
+        overdue = self.ledger.overdue(time.time(), self.grace_s, skip_queues=self._busy_queues)
         for batch in overdue:
             self.app.send_task(
                 ROUTINE_TASK,
@@ -63,11 +66,24 @@ class InflightReaper:
         self.republished += len(overdue)
         return len(overdue)
 
+    def _busy_queues(self, queues: set[str]) -> set[str]:
+        busy = set()
+        with self.app.connection_for_read() as conn:
+            channel = conn.default_channel
+            for queue in queues:
+                try:
+                    waiting = channel.queue_declare(queue, passive=True).message_count
+                except ChannelError:  # kombu's Redis transport: an empty queue has no key
+                    waiting = 0
+                if waiting > 0:
+                    busy.add(queue)
+        return busy
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.reap_once()
-            except redis.RedisError as exc:
+            except (redis.RedisError, OperationalError, ChannelError) as exc:
                 log.warning("in-flight reaper: %s", exc)
 
     def start(self) -> None:

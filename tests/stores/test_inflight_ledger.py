@@ -31,3 +31,14 @@ def test_one_reaper_leads_at_a_time_and_keeps_its_lease() -> None:
     assert first.try_lead("w1", ttl_s=3)
     assert not second.try_lead("w2", ttl_s=3)
     assert first.try_lead("w1", ttl_s=3)
+
+
+def test_batches_of_a_queue_still_holding_messages_are_left_to_wait() -> None:
+    ledger = InflightLedger(fakeredis.FakeRedis(), Keys("l"))
+    ledger.record("a", "eu-west.standard", {"id": "a"}, now_ts=100.0)
+    ledger.record("b", "us-east.standard", {"id": "b"}, now_ts=100.0)
+    # When eu-west.standard still has a backlog, only the other queue's batch comes back
+    due = ledger.overdue(110.0, 5.0, skip_queues=lambda qs: qs & {"eu-west.standard"})
+    assert [d.batch_id for d in due] == ["b"]
+    # And the waiting one is looked at again next time, not pushed a grace further
+    assert [d.batch_id for d in ledger.overdue(111.0, 5.0)] == ["a"]
