@@ -52,26 +52,33 @@ class CeleryPublisher:
         self._pending_since: dict[str, float] = {}
 
     def publish(self, batch: Batch) -> None:
-        payload = encode_batch(batch)
-        queue = queue_name(batch.region, batch.tier)
+        self.publish_many([batch])
+
+    def publish_many(self, batches: list[Batch]) -> None:
+        """Publish batches flushed together; their ledger entries cost one round trip."""
+        sends = [(b, queue_name(b.region, b.tier), encode_batch(b)) for b in batches]
         if self.ledger is not None:
-            self.ledger.record(batch.batch_id, queue, payload, self.clock())
-        self.app.send_task(
-            ROUTINE_TASK,
-            args=(payload,),
-            queue=queue,
-            serializer="msgpack",
-            argsrepr=_describe(batch),
-        )
-        if self.screening:
-            region = batch.region
-            if region not in self._pending:
-                self._pending[region] = []
-                self._pending_since[region] = self.clock()
-            self._pending[region].append(batch)
-            if sum(len(b) for b in self._pending[region]) >= self.screen_max_readings:
-                self._send_screen(region)
+            self.ledger.record_many([(b.batch_id, q, p) for b, q, p in sends], self.clock())
+        for batch, queue, payload in sends:
+            self.app.send_task(
+                ROUTINE_TASK,
+                args=(payload,),
+                queue=queue,
+                serializer="msgpack",
+                argsrepr=_describe(batch),
+            )
+            if self.screening:
+                self._hold_for_screening(batch)
         self.poll()
+
+    def _hold_for_screening(self, batch: Batch) -> None:
+        region = batch.region
+        if region not in self._pending:
+            self._pending[region] = []
+            self._pending_since[region] = self.clock()
+        self._pending[region].append(batch)
+        if sum(len(b) for b in self._pending[region]) >= self.screen_max_readings:
+            self._send_screen(region)
 
     def poll(self, now_ts: float | None = None) -> None:
         """Send screening copies that reached their age limit."""

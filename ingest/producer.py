@@ -26,8 +26,9 @@ from stores.protocols import StateStore
 
 
 class Publisher(Protocol):
-    """Sends batches on. A publisher that buffers (coalesced screening copies) may
-    also define ``poll(now_ts)`` and ``flush()``; the producer calls them when present."""
+    """Sends batches on. A publisher may also define ``publish_many(batches)`` (batches
+    flushed together), and, if it buffers (coalesced screening copies), ``poll(now_ts)``
+    and ``flush()``; the producer calls them when present."""
 
     def publish(self, batch: Batch) -> None: ...
 
@@ -209,10 +210,16 @@ class Producer:
             self._unsent_counts = dict.fromkeys(self._unsent_counts, 0)
 
     def _publish(self, batches: list[Batch]) -> None:
-        for b in batches:
-            self.publisher.publish(b)
-            self.published_batches += 1
-            self.published_readings += len(b)
+        if not batches:
+            return
+        publish_many = getattr(self.publisher, "publish_many", None)
+        if publish_many is not None:
+            publish_many(batches)
+        else:
+            for b in batches:
+                self.publisher.publish(b)
+        self.published_batches += len(batches)
+        self.published_readings += sum(len(b) for b in batches)
 
 
 def _raw_bytes(raw: object) -> bytes:

@@ -56,6 +56,14 @@ class RegionalPublisher:
     def publish(self, batch: Batch) -> None:
         self._by_region.get(batch.region, self.default).publish(batch)
 
+    def publish_many(self, batches: list[Batch]) -> None:
+        by_publisher: dict[int, tuple[CeleryPublisher, list[Batch]]] = {}
+        for batch in batches:
+            publisher = self._by_region.get(batch.region, self.default)
+            by_publisher.setdefault(id(publisher), (publisher, []))[1].append(batch)
+        for publisher, group in by_publisher.values():
+            publisher.publish_many(group)
+
     def poll(self, now_ts: float | None = None) -> None:
         for publisher in {id(p): p for p in (self.default, *self._by_region.values())}.values():
             publisher.poll(now_ts)

@@ -11,7 +11,7 @@ harmless, so a reading is processed, queued, in this ledger, or dead-lettered.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +33,22 @@ class InflightLedger:
         self.keys = keys
 
     def record(self, batch_id: str, queue: str, payload: dict[str, Any], now_ts: float) -> None:
-        blob = msgpack.packb({"q": queue, "p": payload}, use_bin_type=True)
+        self.record_many([(batch_id, queue, payload)], now_ts)
+
+    def record_many(
+        self, batches: Sequence[tuple[str, str, dict[str, Any]]], now_ts: float
+    ) -> None:
+        """(batch id, queue, payload) of batches about to be published, in one round trip."""
+        if not batches:
+            return
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.keys.inflight, batch_id, blob)
-        pipe.zadd(self.keys.inflight_since, {batch_id: now_ts})
+        pipe.hset(
+            self.keys.inflight,
+            mapping={
+                bid: msgpack.packb({"q": q, "p": p}, use_bin_type=True) for bid, q, p in batches
+            },
+        )
+        pipe.zadd(self.keys.inflight_since, {bid: now_ts for bid, _, _ in batches})
         pipe.execute()
 
     def done(self, batch_id: str) -> None:
