@@ -6,6 +6,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY . .
 RUN uv sync --frozen --no-dev
 ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1
-RUN useradd --create-home iotsched
+# The beat in the control service writes its schedule file in the working directory.
+RUN useradd --create-home iotsched && chown iotsched /app
 USER iotsched
 CMD ["iotsched", "--help"]
