@@ -60,6 +60,8 @@ class Settings:
     #: Tries of a maintenance operation inside its window, and the first backoff (doubling).
     maintenance_max_tries: int = 3
     maintenance_backoff_s: float = 5.0
+    #: How long before a window data pools start giving up its slots (pre-drain).
+    maintenance_predrain_lead_s: float = 30.0
 
     @property
     def topology(self) -> Topology:

@@ -237,8 +237,10 @@ def _region_app(region: str) -> Celery:
 def maintenance_tick() -> int:
     """Start due windows, settle failed runs, publish drain levels; returns tries sent."""
     now = time.time()
-    policy = retry_policy(context.settings())
-    sends = _store().update(lambda s: plan_tick(s, now, policy))
+    cfg = context.settings()
+    policy = retry_policy(cfg)
+    lead_s = cfg.maintenance_predrain_lead_s
+    sends = _store().update(lambda s: plan_tick(s, now, policy, lead_s=lead_s))
     for d in sends:
         eta = datetime.fromtimestamp(d.due_ts, UTC) if d.due_ts > time.time() else None
         _region_app(d.region).send_task(
