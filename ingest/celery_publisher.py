@@ -58,7 +58,9 @@ class CeleryPublisher:
         """Publish batches flushed together; their ledger entries cost one round trip."""
         sends = [(b, queue_name(b.region, b.tier), encode_batch(b)) for b in batches]
         if self.ledger is not None:
-            self.ledger.record_many([(b.batch_id, q, p) for b, q, p in sends], self.clock())
+            self.ledger.record_many(
+                [(b.batch_id, q, p, ROUTINE_TASK) for b, q, p in sends], self.clock()
+            )
         for batch, queue, payload in sends:
             self.app.send_task(
                 ROUTINE_TASK,
@@ -106,10 +108,14 @@ class CeleryPublisher:
             values=np.concatenate([b.values for b in batches]),
             ingest_ts=np.concatenate([b.ingest_ts for b in batches]),
         )
+        payload = encode_batch(merged)
+        queue = queue_name(region, WorkClass.SCREEN.value)
+        if self.ledger is not None:
+            self.ledger.record(merged.batch_id, queue, payload, SCREEN_TASK, self.clock())
         self.app.send_task(
             SCREEN_TASK,
-            args=(encode_batch(merged),),
-            queue=queue_name(region, WorkClass.SCREEN.value),
+            args=(payload,),
+            queue=queue,
             serializer="msgpack",
             argsrepr=_describe(merged),
         )

@@ -18,6 +18,7 @@ from iotsched.bench_window import PatternPace, WindowWatch
 from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
 from scheduler.batching import BatchingConfig
 from scheduler.latency import percentile_ms
+from stores.inflight import InflightLedger
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             run_.store, run_.settings.tiers, result, done, verify=not args.no_verify
         )
         summary["detection_ms"] = _detection(run_)
+        # Every routine batch and screening copy settled: none is left for the reaper.
+        summary["inflight_left"] = InflightLedger(run_.store.client, run_.keys).size()
         if watch is not None:
             summary["pattern"] = args.pattern
             summary["during_disturbance"] = watch.report()

@@ -1,4 +1,4 @@
-"""The in-flight ledger: every routine batch from publish until it is fully applied.
+"""The in-flight ledger: every routine batch (and screening copy) from publish until done.
 
 kombu's Redis transport pops a message with BRPOP and only then records it as
 unacked; a worker killed between the two loses the message for good (kombu
@@ -25,6 +25,8 @@ class InflightBatch:
     batch_id: str
     queue: str
     payload: dict[str, Any]
+    #: The Celery task that takes the payload.
+    task: str
 
 
 class InflightLedger:
@@ -32,23 +34,26 @@ class InflightLedger:
         self.client = client
         self.keys = keys
 
-    def record(self, batch_id: str, queue: str, payload: dict[str, Any], now_ts: float) -> None:
-        self.record_many([(batch_id, queue, payload)], now_ts)
+    def record(
+        self, batch_id: str, queue: str, payload: dict[str, Any], task: str, now_ts: float
+    ) -> None:
+        self.record_many([(batch_id, queue, payload, task)], now_ts)
 
     def record_many(
-        self, batches: Sequence[tuple[str, str, dict[str, Any]]], now_ts: float
+        self, batches: Sequence[tuple[str, str, dict[str, Any], str]], now_ts: float
     ) -> None:
-        """(batch id, queue, payload) of batches about to be published, in one round trip."""
+        """(batch id, queue, payload, task) of batches about to be published, one round trip."""
         if not batches:
             return
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(
             self.keys.inflight,
             mapping={
-                bid: msgpack.packb({"q": q, "p": p}, use_bin_type=True) for bid, q, p in batches
+                bid: msgpack.packb({"q": q, "p": p, "t": t}, use_bin_type=True)
+                for bid, q, p, t in batches
             },
         )
-        pipe.zadd(self.keys.inflight_since, {bid: now_ts for bid, _, _ in batches})
+        pipe.zadd(self.keys.inflight_since, {bid: now_ts for bid, _, _, _ in batches})
         pipe.execute()
 
     def done(self, batch_id: str) -> None:
@@ -81,7 +86,7 @@ class InflightLedger:
                 pipe.zrem(self.keys.inflight_since, raw_id)
                 continue
             entry = msgpack.unpackb(blob, raw=False)
-            candidates.append(InflightBatch(raw_id.decode(), entry["q"], entry["p"]))
+            candidates.append(InflightBatch(raw_id.decode(), entry["q"], entry["p"], entry["t"]))
         skipped = skip_queues({c.queue for c in candidates}) if skip_queues else set()
         found = [c for c in candidates if c.queue not in skipped]
         for c in found:

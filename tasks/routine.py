@@ -62,12 +62,12 @@ from scheduler.model import Batch, DeadLetter, WorkClass, queue_name
 from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.routine import routine_effects
 from stores.chunk_claims import ChunkClaims, RedisChunkClaims, UnsharedChunkClaims
-from stores.inflight import InflightLedger
 from stores.preemption_signal import NeverYield, PreemptionSignal, RedisPreemptionSignal
 from stores.protocols import StateStore
 from tasks import context
 from tasks.app import app
 from tasks.deadletter import dead_letter_payload
+from tasks.inflight import settle_inflight
 from tasks.limits import ROUTINE, TRANSIENT_ERRORS, task_options
 
 ROUTINE_TASK = "iotsched.routine"
@@ -257,16 +257,8 @@ def dead_letter_rest(cursor: ChunkCursor, reason: str, detail: str) -> int:
         raw = msgpack.packb(encode_batch(chunk), use_bin_type=True)
         letters.append(DeadLetter(reason, detail, raw, ROUTINE_TASK, time.time(), size))
     context.store().add_dead_letters(letters)
-    settle(cursor.batch.batch_id)
+    settle_inflight(cursor.batch.batch_id)
     return sum(dl.readings for dl in letters)
-
-
-def settle(batch_id: str) -> None:
-    """Every chunk of the batch is applied or dead-lettered: drop it from the in-flight ledger."""
-    store = context.store()
-    client, keys = getattr(store, "client", None), getattr(store, "keys", None)
-    if client is not None and keys is not None:
-        InflightLedger(client, keys).done(batch_id)
 
 
 @app.task(
@@ -297,7 +289,7 @@ def process_routine(self: Task, payload: dict[str, Any]) -> int:
                 _defer(cursor, "preempted")
                 return cursor.applied_readings
             apply_chunk(cursor, store)
-        settle(batch.batch_id)
+        settle_inflight(batch.batch_id)
     except SoftTimeLimitExceeded:
         stalled = cursor.done == 0
         if stalled and cursor.stalls + 1 >= MAX_STALLS:

@@ -31,6 +31,7 @@ from scheduler.model import Batch, DeadLetter, WorkClass, queue_name
 from stores.detector_store import DetectorStore, MemoryDetectorStore, RedisDetectorStore
 from tasks import context
 from tasks.app import app
+from tasks.inflight import settle_inflight
 
 SCREEN_TASK = "iotsched.screen"
 ANOMALY_TASK = "iotsched.anomaly"
@@ -133,13 +134,17 @@ def process_screen(self: Task, payload: dict[str, Any]) -> int:
         dead_letter_copy(payload, "invalid_batch", str(exc))
         return 0
     try:
-        return screen_batch(batch, detector_store(), publish_alerts) or 0
+        alerts = screen_batch(batch, detector_store(), publish_alerts) or 0
+        settle_inflight(batch.batch_id)
+        return alerts
     except InvalidBatch as exc:
         dead_letter_copy(payload, "invalid_batch", str(exc))
+        settle_inflight(batch.batch_id)
         return 0
     except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
         if self.request.retries >= MAX_RETRIES:
             dead_letter_copy(payload, "screen_retries_exhausted", repr(exc))
+            settle_inflight(batch.batch_id)
             return 0
         # Screening is the latency-critical path: retry soon, not on the routine backoff.
         raise self.retry(exc=exc, countdown=min(0.05 * 2**self.request.retries, 1.0)) from exc

@@ -23,7 +23,6 @@ from kombu.exceptions import ChannelError, OperationalError
 
 from stores.inflight import InflightLedger
 from stores.keys import Keys
-from tasks.routine import ROUTINE_TASK
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,14 @@ class InflightReaper:
         overdue = self.ledger.overdue(time.time(), self.grace_s, skip_queues=self._busy_queues)
         for batch in overdue:
             self.app.send_task(
-                ROUTINE_TASK,
+                batch.task,
                 args=(batch.payload,),
                 queue=batch.queue,
                 serializer="msgpack",
                 argsrepr=f"<batch {batch.batch_id} republished>",
             )
         if overdue:
-            log.warning("published %d overdue routine batches again", len(overdue))
+            log.warning("published %d overdue batches again", len(overdue))
         self.republished += len(overdue)
         return len(overdue)
 

@@ -213,7 +213,9 @@ def test_a_batch_the_broker_lost_is_published_again_from_the_ledger(env: Env) ->
         np.full(ids.size, time.time()),
     )
     ledger = InflightLedger(env.client, env.keys)
-    ledger.record(batch.batch_id, "us-east.standard", encode_batch(batch), time.time())
+    ledger.record(
+        batch.batch_id, "us-east.standard", encode_batch(batch), ROUTINE_TASK, time.time()
+    )
     env.store.incr_counters({"ingested": ids.size})
     assert env.depth("us-east.standard") == 0
     # When a worker runs past the grace period (the visibility timeout, 3 s here)
