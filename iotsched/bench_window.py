@@ -21,6 +21,7 @@ from scheduler.latency import percentile_ms
 from scheduler.model import WorkClass, queue_name
 from simulation.loads import pattern_by_name
 from stores.detector_store import detection_histogram
+from stores.queue_depth import queue_depths
 
 RESOLUTION_S = 0.01
 
@@ -80,12 +81,8 @@ class WindowWatch:
         return out
 
     def _screen_backlog(self) -> int:
-        client, keys = self.run.store.client, self.run.keys
-        pipe = client.pipeline(transaction=False)
-        for region in self.run.settings.regions:
-            for key in keys.broker_queue_lists(queue_name(region, WorkClass.SCREEN.value)):
-                pipe.llen(key)
-        return int(sum(pipe.execute()))
+        queues = [queue_name(r, WorkClass.SCREEN.value) for r in self.run.settings.regions]
+        return sum(queue_depths(self.run.store.client, self.run.keys, queues).values())
 
     def _watch(self) -> None:
         assert self.pace.window_s is not None

@@ -11,6 +11,7 @@ import redis
 from scheduler.latency import percentile_ms
 from scheduler.settings import Settings
 from stores.keys import Keys
+from stores.queue_depth import fold_lengths, queue_lengths
 from stores.redis_state import RedisStateStore
 from workers.profiles import region_queues
 
@@ -29,20 +30,17 @@ def collect(
 ) -> dict[str, Any]:
     """Queue depths, counters, latency, region heartbeats and recent dead letters."""
     store = RedisStateStore(client, keys)
-    pipe = client.pipeline(transaction=False)
     queues = [
         q
         for r in settings.regions
         for role in ("data", "maintenance")
         for q in region_queues(r, role)
     ]
-    for q in queues:
-        for k in keys.broker_queue_lists(q):
-            pipe.llen(k)
+    pipe = client.pipeline(transaction=False)
+    queue_lengths(pipe, keys, queues)
     pipe.hgetall(keys.heartbeats)
     replies = pipe.execute()
-    lens, beats = replies[:-1], replies[-1]
-    depth = {q: sum(lens[i * 4 : i * 4 + 4]) for i, q in enumerate(queues)}
+    depth, beats = fold_lengths(replies, queues), replies[-1]
     latency = {}
     for tier in settings.tiers:
         h = store.latency_histogram("ingest", tier)

@@ -16,6 +16,7 @@ import redis
 from scheduler.health import RegionHealth
 from scheduler.model import QUEUE_ORDER, queue_name
 from stores.keys import Keys
+from stores.queue_depth import queue_depths
 
 #: Queues that hold readings waiting for a region's data workers.
 DATA_KINDS: tuple[str, ...] = tuple(c.value for c in QUEUE_ORDER)
@@ -70,20 +71,11 @@ class HealthStore:
             by_client.setdefault(id(c), (c, []))[1].append(region)
         depth: dict[str, int] = {}
         for c, regions in by_client.values():
-            pipe = c.pipeline(transaction=False)
-            per = 0
+            per_queue = queue_depths(
+                c, self.keys, [queue_name(r, kind) for r in regions for kind in self.kinds]
+            )
             for region in regions:
-                lists = [
-                    key
-                    for kind in self.kinds
-                    for key in self.keys.broker_queue_lists(queue_name(region, kind))
-                ]
-                per = len(lists)
-                for key in lists:
-                    pipe.llen(key)
-            counts = pipe.execute()
-            for i, region in enumerate(regions):
-                depth[region] = int(sum(counts[i * per : (i + 1) * per]))
+                depth[region] = sum(per_queue[queue_name(region, kind)] for kind in self.kinds)
         return depth
 
     def snapshot(self) -> RegionSnapshot:

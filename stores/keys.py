@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: kombu's Redis priority steps: one broker list per step for every queue.
+PRIORITY_STEPS = (0, 3, 6, 9)
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -180,7 +183,7 @@ class Keys:
         priority step (0, 3, 6, 9): step 0 under the queue's own name, the others as
         ``name + "\\x06\\x16" + step`` (kombu.transport.redis ``_q_for_pri``)."""
         base = f"{self.broker_prefix}{queue}"
-        return (base, *(f"{base}\x06\x16{step}" for step in (3, 6, 9)))
+        return (base, *(f"{base}\x06\x16{step}" for step in PRIORITY_STEPS[1:]))
 
     @property
     def scaling_taken(self) -> str:

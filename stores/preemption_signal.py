@@ -29,6 +29,7 @@ from scheduler.latency import bucket_counts
 from scheduler.model import WorkClass, queue_name
 from scheduler.preemption import YIELD_ORDER, PreemptionPolicy
 from stores.keys import Keys
+from stores.queue_depth import queue_depths
 
 
 class PreemptionSignal(Protocol):
@@ -73,10 +74,8 @@ class RedisPreemptionSignal:
         now = self.clock()
         read_at = self._read_at.get(region)
         if read_at is None or now - read_at >= self.check_interval_s:
-            pipe = self.client.pipeline(transaction=False)
-            for key in self.keys.broker_queue_lists(queue_name(region, WorkClass.ANOMALY.value)):
-                pipe.llen(key)
-            backlog = sum(int(n) for n in pipe.execute())
+            queue = queue_name(region, WorkClass.ANOMALY.value)
+            backlog = queue_depths(self.client, self.keys, [queue])[queue]
             self._read_at[region] = now
             self._backlog[region] = backlog
             if backlog == 0:

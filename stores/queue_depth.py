@@ -27,7 +27,27 @@ from typing import Any
 
 import redis
 
-from stores.keys import Keys
+from stores.keys import PRIORITY_STEPS, Keys
+
+
+def queue_depths(client: Any, keys: Keys, queues: Sequence[str]) -> dict[str, int]:
+    """Messages waiting in each queue (all its priority lists), in one pipelined round trip."""
+    pipe = client.pipeline(transaction=False)
+    queue_lengths(pipe, keys, queues)
+    return fold_lengths(pipe.execute(), queues)
+
+
+def queue_lengths(pipe: Any, keys: Keys, queues: Sequence[str]) -> None:
+    """Queue the LLENs of every priority list of ``queues`` on ``pipe``."""
+    for queue in queues:
+        for key in keys.broker_queue_lists(queue):
+            pipe.llen(key)
+
+
+def fold_lengths(lengths: Sequence[Any], queues: Sequence[str]) -> dict[str, int]:
+    """Sum the replies of ``queue_lengths`` (the first ones of a pipeline) per queue."""
+    per = len(PRIORITY_STEPS)
+    return {q: sum(_int(v) for v in lengths[per * i : per * (i + 1)]) for i, q in enumerate(queues)}
 
 
 @dataclass(frozen=True)
@@ -81,10 +101,8 @@ class QueueDepthReader:
         """Depths of ``queues`` and the counters; first adds ``taken_delta`` to the taken hash."""
         k = self.keys
         pipe = self.broker.pipeline(transaction=False)
-        for queue in queues:
-            for key in k.broker_queue_lists(queue):
-                pipe.llen(key)
-        n_lists = 4 * len(queues)
+        queue_lengths(pipe, k, queues)
+        n_lists = len(PRIORITY_STEPS) * len(queues)
         shared = self.state is self.broker
         state_pipe = pipe if shared else self.state.pipeline(transaction=False)
         for queue, n in (taken_delta or {}).items():
@@ -97,7 +115,7 @@ class QueueDepthReader:
         lengths = results[:n_lists]
         state_results = results[n_lists:] if shared else state_pipe.execute()
         taken_raw, counters_raw = state_results[-2], state_results[-1]
-        depth = {q: sum(_int(v) for v in lengths[4 * i : 4 * i + 4]) for i, q in enumerate(queues)}
+        depth = fold_lengths(lengths, queues)
         counters = _decode(counters_raw)
         return QueueSample(
             at_ts=at_ts,
