@@ -17,14 +17,12 @@ what actually sits in eu-west's broker lists.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
 import redis
 
@@ -40,6 +38,7 @@ from scheduler.model import Batch, queue_name
 from scheduler.registry import Registry, generate_registry
 from stores.health_store import DATA_KINDS, HealthStore
 from stores.keys import Keys
+from stores.queue_scan import decode_routine
 from stores.redis_state import RedisStateStore
 from tasks.app import make_app
 from workers.cluster import LocalCluster
@@ -87,10 +86,9 @@ def queued_batches(client: redis.Redis, keys: Keys, region: str) -> list[Batch]:
     for kind in DATA_KINDS:
         for key in keys.broker_queue_lists(queue_name(region, kind)):
             for raw in client.lrange(key, 0, -1):
-                message = json.loads(raw)
-                body = base64.b64decode(message["body"])
-                args, _kwargs, _embed = msgpack.unpackb(body, raw=False)
-                found.append(decode_batch(args[0]))
+                payload = decode_routine(raw)
+                if payload is not None:
+                    found.append(decode_batch(payload))
     return found
 
 

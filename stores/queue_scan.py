@@ -55,7 +55,7 @@ class ScanResult:
     truncated: bool
 
 
-def decode_routine(raw: bytes) -> dict[str, Any] | None:
+def decode_routine(raw: bytes | str) -> dict[str, Any] | None:
     """The batch payload of one broker message of the routine task; None for anything else."""
     try:
         message = json.loads(raw)
