@@ -4,6 +4,7 @@ Queues are routed by name ({region}.{kind}); Redis message priorities are not us
 """
 
 from scheduler.settings import Settings
+from stores.keys import Keys
 
 _settings = Settings.from_env()
 
@@ -13,7 +14,7 @@ broker_transport_options = {
     # Take queues strictly in the worker's -Q order (anomaly, screen, premium, standard).
     "queue_order_strategy": "priority",
     # Broker keys share the deployment's prefix, so they are owned like the state keys.
-    "global_keyprefix": f"{_settings.key_prefix}:q:",
+    "global_keyprefix": Keys(_settings.key_prefix).broker_prefix,
     # A message held unacked this long is redelivered; batches take milliseconds.
     "visibility_timeout": _settings.visibility_timeout_s,
     # Recover messages of a killed worker within seconds, not the default ~100 s.

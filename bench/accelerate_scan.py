@@ -20,7 +20,7 @@ from scheduler.model import Batch
 from stores.keys import Keys
 from stores.queue_scan import QueueScan
 from tasks import routine
-from tasks.app import make_app
+from tasks.app import broker_app
 
 
 def main() -> None:
@@ -31,8 +31,7 @@ def main() -> None:
     keys = Keys("bench-scan")
     rng = np.random.default_rng(0)
     with private_redis() as url:
-        transport = {"queue_order_strategy": "priority", "global_keyprefix": keys.broker_prefix}
-        app = make_app(broker_url=url, broker_transport_options=transport)
+        app = broker_app(url, keys)
         n = args.readings
         for i in range(args.batches):
             now = time.time()

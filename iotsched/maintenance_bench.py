@@ -34,7 +34,7 @@ from stores.health_store import HealthStore, text
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
 from stores.reservation_store import ReservationStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from workers.beat import control_worker_argv
 from workers.cluster import PROJECT_ROOT, LocalCluster, worker_env
 
@@ -102,11 +102,7 @@ class MaintenanceRig:
         self.state = RedisStateStore(self.client, self.keys)
         settings = Settings.from_env({**self.env, "IOTSCHED_KEY_PREFIX": self.keys.prefix})
         self.book = ReservationStore.from_settings(self.client, settings)
-        transport = {
-            "queue_order_strategy": "priority",
-            "global_keyprefix": self.keys.broker_prefix,
-        }
-        self.app = make_app(broker_url=redis_url, broker_transport_options=transport)
+        self.app = broker_app(redis_url, self.keys)
         self.clusters: list[LocalCluster] = []
         self.control: subprocess.Popen[bytes] | None = None
 

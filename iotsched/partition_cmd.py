@@ -40,7 +40,7 @@ from stores.health_store import DATA_KINDS, HealthStore
 from stores.keys import Keys
 from stores.queue_scan import decode_routine
 from stores.redis_state import RedisStateStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from workers.cluster import LocalCluster
 
 SITES = DEFAULT_SITES[:2]
@@ -119,8 +119,7 @@ def partition_scenario(
         ),
         KEPT: LocalCluster(redis_url, prefix, (KEPT,), env_extra=env),
     }
-    transport = {"queue_order_strategy": "priority", "global_keyprefix": keys.broker_prefix}
-    app = make_app(broker_url=redis_url, broker_transport_options=transport)
+    app = broker_app(redis_url, keys)
     publisher = RegionalPublisher.from_urls(app, {CUT: cut_broker_url}, screening=False)
     audit = AuditPublisher(publisher, registry)
     placer = make_placer(

@@ -24,7 +24,7 @@ from scheduler.settings import Settings
 from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from workers.cluster import LocalCluster
 
 
@@ -52,13 +52,7 @@ class RedisRun:
         self.cluster = LocalCluster(
             redis_url, prefix, self.settings.regions, concurrency=concurrency, pool=pool
         )
-        self.app = make_app(
-            broker_url=redis_url,
-            broker_transport_options={
-                "queue_order_strategy": "priority",
-                "global_keyprefix": self.keys.broker_prefix,
-            },
-        )
+        self.app = broker_app(redis_url, self.keys)
         self.registry: Registry | None = None
         self._producer: Producer | None = None
 

@@ -38,7 +38,7 @@ from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
 from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from tasks.routine import ROUTINE_TASK
 from workers.supervisor import FleetConfig, Supervisor
 
@@ -139,13 +139,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     keys = Keys(prefix)
     client = redis.Redis.from_url(cfg.redis_url)
     store = RedisStateStore(client, keys)
-    app = make_app(
-        broker_url=cfg.redis_url,
-        broker_transport_options={
-            "queue_order_strategy": "priority",
-            "global_keyprefix": keys.broker_prefix,
-        },
-    )
+    app = broker_app(cfg.redis_url, keys)
     fleet = FleetConfig(
         regions=(cfg.region,),
         max_slots=cfg.max_slots,

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
+from stores.keys import Keys
 from tasks import context
 
 
@@ -18,6 +19,18 @@ def make_app(**overrides: Any) -> Celery:
     if overrides:
         celery_app.conf.update(**overrides)
     return celery_app
+
+
+def broker_app(broker_url: str, keys: Keys) -> Celery:
+    """An app publishing for the deployment (or run) that owns ``keys.prefix``: its broker
+    keys live under the same prefix, and workers take queues in ``-Q`` order."""
+    return make_app(
+        broker_url=broker_url,
+        broker_transport_options={
+            "queue_order_strategy": "priority",
+            "global_keyprefix": keys.broker_prefix,
+        },
+    )
 
 
 def region_apps(default_app: Celery, region_broker_urls: Mapping[str, str]) -> dict[str, Celery]:

@@ -29,7 +29,7 @@ from stores.keys import Keys
 from stores.queue_scan import QueueScan
 from stores.redis_state import RedisStateStore
 from tasks import routine
-from tasks.app import make_app
+from tasks.app import broker_app
 from workers.cluster import PROJECT_ROOT, LocalCluster, worker_env
 
 pytestmark = pytest.mark.integration
@@ -77,13 +77,7 @@ def test_a_spike_applies_the_devices_queued_routine_chunks_now_and_only_once(
     store = RedisStateStore(client, keys)
     registry = generate_registry(DEVICES, seed=3, sites=(SITE,))
     store.save_registry(registry)
-    app = make_app(
-        broker_url=redis_server,
-        broker_transport_options={
-            "queue_order_strategy": "priority",
-            "global_keyprefix": keys.broker_prefix,
-        },
-    )
+    app = broker_app(redis_server, keys)
     producer = Producer(
         lambda: registry,
         CeleryPublisher(app, screening=True),

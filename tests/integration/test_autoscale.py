@@ -22,7 +22,7 @@ from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from tasks.routine import ROUTINE_TASK
 from workers.profiles import region_queues
 from workers.supervisor import FleetConfig, Supervisor
@@ -45,13 +45,7 @@ class Deployment:
         self.keys = Keys(prefix)
         self.client = redis.Redis.from_url(redis_url)
         self.store = RedisStateStore(self.client, self.keys)
-        self.app = make_app(
-            broker_url=redis_url,
-            broker_transport_options={
-                "queue_order_strategy": "priority",
-                "global_keyprefix": self.keys.broker_prefix,
-            },
-        )
+        self.app = broker_app(redis_url, self.keys)
         settings = Settings(redis_url=redis_url, key_prefix=prefix, regions=(REGION,))
         self.sup = Supervisor(settings, fleet, self.app, self.client)
         self.reader = QueueDepthReader(self.client, self.keys)

@@ -25,7 +25,7 @@ from scheduler.registry import Registry, generate_registry
 from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from tasks.routine import ROUTINE_TASK
 from workers.cluster import LocalCluster
 
@@ -41,13 +41,7 @@ class Env:
         self.keys = Keys(prefix)
         self.client = redis.Redis.from_url(url)
         self.store = RedisStateStore(self.client, self.keys)
-        self.app = make_app(
-            broker_url=url,
-            broker_transport_options={
-                "queue_order_strategy": "priority",
-                "global_keyprefix": self.keys.broker_prefix,
-            },
-        )
+        self.app = broker_app(url, self.keys)
         self.registry: Registry = generate_registry(20_000, seed=11)
         self.store.save_registry(self.registry)
         self.clusters: list[LocalCluster] = []

@@ -27,7 +27,7 @@ from stores.keys import Keys
 from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from stores.reservation_store import BookState, ReservationStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from tasks.routine import ROUTINE_TASK
 from workers.supervisor import FleetConfig, Supervisor
 
@@ -58,13 +58,7 @@ class Region:
         self.client = redis.Redis.from_url(redis_url)
         self.store = RedisStateStore(self.client, self.keys)
         self.book = ReservationStore(self.client, self.keys, {REGION: BUDGET_SLOTS}, {REGION: 0})
-        self.app = make_app(
-            broker_url=redis_url,
-            broker_transport_options={
-                "queue_order_strategy": "priority",
-                "global_keyprefix": self.keys.broker_prefix,
-            },
-        )
+        self.app = broker_app(redis_url, self.keys)
         settings = Settings(redis_url=redis_url, key_prefix=prefix, regions=(REGION,))
         self.sup = Supervisor(settings, FLEET, self.app, self.client)
         self.reader = QueueDepthReader(self.client, self.keys)

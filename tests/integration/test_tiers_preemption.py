@@ -23,7 +23,7 @@ from scheduler.model import Batch, queue_name
 from stores.keys import Keys
 from stores.preemption_signal import RedisPreemptionSignal
 from stores.redis_state import RedisStateStore
-from tasks.app import make_app
+from tasks.app import broker_app
 from tasks.routine import PROBE_TASK, ROUTINE_TASK, claim_id
 from workers.class_pool import ClassPool
 from workers.profiles import ClassWorker
@@ -41,13 +41,7 @@ class Region:
         self.client = redis.Redis.from_url(redis_url)
         self.store = RedisStateStore(self.client, self.keys)
         self.signal = RedisPreemptionSignal(self.client, self.keys)
-        self.app = make_app(
-            broker_url=redis_url,
-            broker_transport_options={
-                "queue_order_strategy": "priority",
-                "global_keyprefix": self.keys.broker_prefix,
-            },
-        )
+        self.app = broker_app(redis_url, self.keys)
         self.rng = np.random.default_rng(5)
         self.serial = 0
         self.layout: list[ClassWorker] = []

@@ -27,7 +27,7 @@ from stores.queue_scan import QueueScan
 from stores.redis_state import RedisStateStore
 from tasks import context, routine
 from tasks.accelerate import accelerate
-from tasks.app import make_app
+from tasks.app import broker_app
 
 REGION = "eu-west"
 KEYS = Keys("t")
@@ -51,14 +51,8 @@ def broker(server: fakeredis.FakeServer) -> Iterator[Celery]:
         return redis.ConnectionPool(connection_class=fakeredis.FakeRedisConnection, server=server)
 
     with mock.patch.object(kombu_redis.Channel, "_get_pool", fake_pool):
-        app = make_app(
-            # A host of its own: kombu keeps producer pools per connection, process-wide.
-            broker_url=f"redis://fake-{uuid.uuid4().hex[:8]}:6379/0",
-            broker_transport_options={
-                "queue_order_strategy": "priority",
-                "global_keyprefix": KEYS.broker_prefix,
-            },
-        )
+        # A host of its own: kombu keeps producer pools per connection, process-wide.
+        app = broker_app(f"redis://fake-{uuid.uuid4().hex[:8]}:6379/0", KEYS)
         yield app
         app.close()
 
