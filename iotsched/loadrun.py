@@ -19,7 +19,7 @@ import numpy.typing as npt
 from ingest.producer import IngestResult, Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import percentile_ms
-from stores.protocols import StateStore
+from stores.protocols import StateStore, processed_readings
 
 Progress = Callable[[str], None]
 
@@ -174,10 +174,6 @@ class HeldReadings:
         return res.accepted, res.rejected
 
 
-def processed_count(counters: dict[str, int]) -> int:
-    return sum(v for k, v in counters.items() if k.startswith("processed:"))
-
-
 def offer_singles(producer: Producer, readings: list[Any]) -> tuple[int, int]:
     """Ingest single readings, waiting out backpressure; (accepted, rejected)."""
     accepted = rejected = 0
@@ -200,7 +196,7 @@ def wait_drained(
     last_report = 0.0
     while True:
         c = store.counters()
-        processed = processed_count(c)
+        processed = processed_readings(c)
         ingested = c.get("ingested", 0)
         now = time.time()
         if processed + c.get("dead_lettered", 0) >= ingested:
@@ -226,7 +222,7 @@ def summarize(
     independently of the counters, so a lost or doubly applied batch shows.
     """
     c = store.counters()
-    processed_counter = processed_count(c)
+    processed_counter = processed_readings(c)
     processed = store.rollup_count_total() if verify else processed_counter
     ingested = c.get("ingested", 0)
     dead_lettered = c.get("dead_lettered", 0)

@@ -24,7 +24,7 @@ import redis
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from iotsched.loadrun import drive, processed_count
+from iotsched.loadrun import drive
 from scheduler.errors import ConfigError, TransientError
 from scheduler.geography import DEFAULT_SITES
 from scheduler.latency import percentile_ms
@@ -32,6 +32,7 @@ from scheduler.registry import generate_registry
 from scheduler.settings import Settings
 from stores.health_store import HealthStore, text
 from stores.keys import Keys
+from stores.protocols import processed_readings
 from stores.redis_state import RedisStateStore
 from stores.reservation_store import ReservationStore
 from tasks.app import broker_app
@@ -167,13 +168,13 @@ def on_time_under_load(
         now = time.time()
         r = rig.book.book(REGION, now + lead_s, window_s, 1, "expire_rollups", now)
         wait_for(lambda: time.time() >= r.start_ts, lead_s + 1, "window start")
-        before, done_before = _premium_hist(rig.state), processed_count(rig.state.counters())
+        before, done_before = _premium_hist(rig.state), processed_readings(rig.state.counters())
         drain_at_start = rig.book.drain_levels().get(REGION)
         wait_for(lambda: time.time() >= r.end_ts, window_s + 1, "window end")
-        after, done_after = _premium_hist(rig.state), processed_count(rig.state.counters())
+        after, done_after = _premium_hist(rig.state), processed_readings(rig.state.counters())
         loader.join()
         ingested = rig.state.counters()["ingested"]
-        wait_for(lambda: processed_count(rig.state.counters()) >= ingested, 30, "load drained")
+        wait_for(lambda: processed_readings(rig.state.counters()) >= ingested, 30, "load drained")
         started = rig.event("started", r.reservation_id)
         finished = rig.event("succeeded", r.reservation_id)
         in_window = {b: n - before.get(b, 0) for b, n in after.items() if n > before.get(b, 0)}
@@ -189,7 +190,7 @@ def on_time_under_load(
             "premium_p99_ms_whole_run": percentile_ms(after, 99),
             "premium_readings_during_window": sum(in_window.values()),
             "readings_ingested": ingested,
-            "readings_processed": processed_count(rig.state.counters()),
+            "readings_processed": processed_readings(rig.state.counters()),
         }
     finally:
         rig.stop()

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
-from iotsched.loadrun import processed_count, stderr_progress, wait_drained
+from iotsched.loadrun import stderr_progress, wait_drained
 from iotsched.redis_run import RedisRun
 from scheduler.batching import BatchingConfig
 from scheduler.capacity import CapacityBudget
@@ -44,6 +44,7 @@ from scheduler.latency import percentile_ms
 from scheduler.model import Batch, WorkClass, queue_name
 from scheduler.registry import Registry
 from stores.preemption_signal import RedisPreemptionSignal
+from stores.protocols import processed_readings
 from stores.redis_state import RedisStateStore
 from tasks.routine import PROBE_TASK, ROUTINE_TASK
 from tasks.screen import SCREEN_TASK
@@ -210,7 +211,7 @@ def calibrate(
         if depth < 3 * routine_slots:
             standard.send(3 * routine_slots - depth)
         if now - start >= seconds / 3:
-            marks.append((now, processed_count(store.counters())))
+            marks.append((now, processed_readings(store.counters())))
         time.sleep(0.02)
     (t1, d1), (t2, d2) = marks[0], marks[-1]
     return (d2 - d1) / max(t2 - t1, 1e-9)

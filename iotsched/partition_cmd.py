@@ -38,6 +38,7 @@ from scheduler.model import Batch, queue_name
 from scheduler.registry import Registry, generate_registry
 from stores.health_store import DATA_KINDS, HealthStore
 from stores.keys import Keys
+from stores.protocols import processed_readings
 from stores.queue_scan import decode_routine
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
@@ -153,9 +154,7 @@ def partition_scenario(
 
     def processed() -> int:
         c = store.counters()
-        return sum(v for k, v in c.items() if k.startswith("processed:")) + c.get(
-            "dead_lettered", 0
-        )
+        return processed_readings(c) + c.get("dead_lettered", 0)
 
     try:
         for cluster in clusters.values():
@@ -196,7 +195,7 @@ def partition_scenario(
         wait_for(lambda: processed() >= store.counters()["ingested"], 30, f"{CUT} backlog drained")
         drained_s = time.time() - healed_at
         counts = store.counters()
-        done = sum(v for k, v in counts.items() if k.startswith("processed:"))
+        done = processed_readings(counts)
         moved = f"readings:{CUT}>{KEPT}"
         return {
             "regions": list(REGIONS),

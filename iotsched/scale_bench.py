@@ -36,6 +36,7 @@ from scheduler.model import Batch, queue_name
 from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
+from stores.protocols import processed_readings
 from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
@@ -175,7 +176,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
 
     def processed() -> int:
         counters = store.counters()
-        return sum(v for k, v in counters.items() if k.startswith("processed:"))
+        return processed_readings(counters)
 
     def drained() -> bool:
         depth = reader.sample(queues).depth

@@ -42,3 +42,8 @@ class StateStore(Protocol):
     def registry_version(self) -> int: ...
 
     def load_registry(self) -> Registry | None: ...
+
+
+def processed_readings(counters: Mapping[str, int]) -> int:
+    """Readings applied so far, all tiers: the sum of the ``processed:{tier}`` counters."""
+    return sum(v for k, v in counters.items() if k.startswith("processed:"))

@@ -26,6 +26,7 @@ from scheduler.model import WorkClass, queue_name
 from scheduler.registry import generate_registry
 from stores.detector_store import RedisDetectorStore
 from stores.keys import Keys
+from stores.protocols import processed_readings
 from stores.queue_scan import QueueScan
 from stores.redis_state import RedisStateStore
 from tasks import routine
@@ -138,7 +139,7 @@ def test_a_spike_applies_the_devices_queued_routine_chunks_now_and_only_once(
 
 
 def _processed(store: RedisStateStore) -> int:
-    return sum(v for k, v in store.counters().items() if k.startswith("processed:"))
+    return processed_readings(store.counters())
 
 
 def _unclaimed_chunks(client: redis.Redis, keys: Keys, device: int) -> int:

@@ -20,6 +20,7 @@ from scheduler.codec import encode_batch
 from scheduler.model import queue_name
 from scheduler.settings import Settings
 from stores.keys import Keys
+from stores.protocols import processed_readings
 from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
@@ -64,7 +65,7 @@ class Deployment:
             self.published += len(batch)
 
     def processed(self) -> int:
-        return sum(v for k, v in self.store.counters().items() if k.startswith("processed:"))
+        return processed_readings(self.store.counters())
 
     def drained(self) -> bool:
         depth = self.reader.sample(region_queues(REGION)).depth

@@ -22,6 +22,7 @@ from scheduler.latency import percentile_ms
 from scheduler.model import Batch, queue_name
 from stores.keys import Keys
 from stores.preemption_signal import RedisPreemptionSignal
+from stores.protocols import processed_readings
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
 from tasks.routine import PROBE_TASK, ROUTINE_TASK, claim_id
@@ -84,7 +85,7 @@ class Region:
         return int(self.client.llen(self.keys.broker_queue(queue_name(REGION, tier))))
 
     def processed(self) -> int:
-        return sum(v for k, v in self.store.counters().items() if k.startswith("processed:"))
+        return processed_readings(self.store.counters())
 
     def wait_drained(self, timeout_s: float = 20.0) -> None:
         deadline = time.time() + timeout_s
