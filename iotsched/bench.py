@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from ingest.synthetic import SyntheticStream
+from iotsched.argtypes import positive_float, positive_int
 from iotsched.bench_window import PatternPace, WindowWatch
 from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
 from scheduler.batching import BatchingConfig
@@ -23,14 +24,18 @@ from stores.inflight import InflightLedger
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="measure throughput and latency on real Redis and workers")
-    p.add_argument("--readings", type=int, default=1_000_000, help="readings to offer")
-    p.add_argument("--devices", type=int, default=1_000_000, help="fleet size")
+    p.add_argument("--readings", type=positive_int, default=1_000_000, help="readings to offer")
+    p.add_argument("--devices", type=positive_int, default=1_000_000, help="fleet size")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to use")
-    p.add_argument("--concurrency", type=int, default=1, help="pool processes per region worker")
+    p.add_argument(
+        "--concurrency", type=positive_int, default=1, help="pool processes per region worker"
+    )
     p.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
-    p.add_argument("--rate-rps", type=float, default=None, help="pace the producer (default: max)")
-    p.add_argument("--batch-readings", type=int, default=5_000, help="micro-batch size")
-    p.add_argument("--chunk", type=int, default=20_000, help="readings per gateway chunk")
+    p.add_argument(
+        "--rate-rps", type=positive_float, default=None, help="pace the producer (default: max)"
+    )
+    p.add_argument("--batch-readings", type=positive_int, default=5_000, help="micro-batch size")
+    p.add_argument("--chunk", type=positive_int, default=20_000, help="readings per gateway chunk")
     p.add_argument(
         "--spike-share",
         type=float,
@@ -42,9 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="pace by a named load pattern (steady, daily, ramp, spike, fleet_spike, bursts, "
         "beyond_capacity) at --rate-rps base over --horizon-s; --readings then follows",
     )
-    p.add_argument("--horizon-s", type=float, default=60.0, help="length of --pattern (s)")
+    p.add_argument("--horizon-s", type=positive_float, default=60.0, help="length of --pattern (s)")
     p.add_argument("--no-verify", action="store_true", help="skip re-reading every rollup")
-    p.add_argument("--timeout-s", type=float, default=600.0, help="give up draining after")
+    p.add_argument("--timeout-s", type=positive_float, default=600.0, help="give up draining after")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.set_defaults(func=run)

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from ingest.synthetic import SyntheticStream, bad_readings
+from iotsched.argtypes import positive_float, positive_int
 from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
 from scheduler.registry import generate_registry
 from scheduler.settings import Settings
@@ -20,9 +21,11 @@ from scheduler.settings import Settings
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run the data path for a few seconds and print a summary")
-    p.add_argument("--seconds", type=float, default=5.0, help="how long to offer load (s)")
-    p.add_argument("--rate-rps", type=float, default=20_000, help="readings per second offered")
-    p.add_argument("--devices", type=int, default=100_000, help="fleet size")
+    p.add_argument("--seconds", type=positive_float, default=5.0, help="how long to offer load (s)")
+    p.add_argument(
+        "--rate-rps", type=positive_float, default=20_000, help="readings per second offered"
+    )
+    p.add_argument("--devices", type=positive_int, default=100_000, help="fleet size")
     p.add_argument("--redis-url", help="use this Redis and real worker processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import redis
 
+from iotsched.argtypes import positive_float, positive_int
 from scheduler.errors import ConfigError
 from scheduler.reservations import Reservation, ReservationConflict
 from scheduler.settings import Settings
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common(b)
     b.add_argument("--region", required=True)
     b.add_argument("--start", required=True, help="ISO time (UTC if no zone) or +SECONDS from now")
-    b.add_argument("--duration-s", type=float, required=True)
-    b.add_argument("--slots", type=int, required=True)
+    b.add_argument("--duration-s", type=positive_float, required=True)
+    b.add_argument("--slots", type=positive_int, required=True)
     b.add_argument("--operation", required=True, choices=sorted(OPERATIONS))
     b.set_defaults(func=run_book)
 
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "bench", help="measure window start delay and premium p99 under load (JSON)"
     )
     bench.add_argument("--redis-url", help="use this Redis (default: a private redis-server)")
-    bench.add_argument("--rate-rps", type=float, default=3_000.0)
+    bench.add_argument("--rate-rps", type=positive_float, default=3_000.0)
     bench.set_defaults(func=run_bench)
 
 

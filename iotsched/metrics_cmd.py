@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from iotsched.argtypes import key_prefix_option, port
 from iotsched.status_cmd import collect
 from scheduler.settings import Settings
 from stores.keys import Keys
@@ -24,10 +25,10 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("metrics", help="serve Prometheus metrics: queue depth, counters, latency")
-    p.add_argument("--port", type=int, default=9808)
+    p.add_argument("--port", type=port, default=9808)
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     p.add_argument("--redis-url", help="Redis to read (default IOTSCHED_REDIS_URL)")
-    p.add_argument("--prefix", help="key prefix (default IOTSCHED_KEY_PREFIX)")
+    key_prefix_option(p)
     p.add_argument("--once", action="store_true", help="print one exposition and exit")
     p.set_defaults(func=run)
 
@@ -67,7 +68,7 @@ def exposition(status: dict[str, Any], now_ts: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    keys = Keys(args.prefix or settings.key_prefix)
+    keys = Keys(args.key_prefix or settings.key_prefix)
     client = redis.Redis.from_url(args.redis_url or settings.redis_url)
 
     def render() -> bytes:

@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
+from iotsched.argtypes import non_negative_int, positive_float, positive_int
 from iotsched.loadrun import stderr_progress, wait_drained
 from iotsched.redis_run import RedisRun
 from scheduler.batching import BatchingConfig
@@ -59,19 +60,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "overload-bench",
         help="premium vs standard latency under standard overload; preemption latency",
     )
-    p.add_argument("--standard-overload", type=float, default=5.0, help="× measured capacity")
-    p.add_argument("--premium-rps", type=float, default=2_000.0, help="premium offered rate")
-    p.add_argument("--overload-s", type=float, default=4.0, help="length of the overload phase")
+    p.add_argument(
+        "--standard-overload", type=positive_float, default=5.0, help="× measured capacity"
+    )
+    p.add_argument(
+        "--premium-rps", type=positive_float, default=2_000.0, help="premium offered rate"
+    )
+    p.add_argument(
+        "--overload-s", type=positive_float, default=4.0, help="length of the overload phase"
+    )
     # Two slots by default: one machine's producer can offer 5x one standard slot's rate.
-    p.add_argument("--slots", type=int, default=2, help="the region's worker slots")
-    p.add_argument("--premium-slots", type=int, default=1, help="premium guarantee (slots)")
-    p.add_argument("--standard-slots", type=int, default=1, help="standard minimum (slots)")
-    p.add_argument("--probes", type=int, default=20, help="anomaly tasks sent at full load")
-    p.add_argument("--batch-readings", type=int, default=5_000, help="micro-batch size")
-    p.add_argument("--devices", type=int, default=100_000, help="fleet size")
+    p.add_argument("--slots", type=positive_int, default=2, help="the region's worker slots")
+    p.add_argument(
+        "--premium-slots", type=non_negative_int, default=1, help="premium guarantee (slots)"
+    )
+    p.add_argument(
+        "--standard-slots", type=non_negative_int, default=1, help="standard minimum (slots)"
+    )
+    p.add_argument(
+        "--probes", type=non_negative_int, default=20, help="anomaly tasks sent at full load"
+    )
+    p.add_argument("--batch-readings", type=positive_int, default=5_000, help="micro-batch size")
+    p.add_argument("--devices", type=positive_int, default=100_000, help="fleet size")
     p.add_argument("--screening", action="store_true", help="also screen every batch")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to use")
-    p.add_argument("--timeout-s", type=float, default=120.0, help="give up draining after")
+    p.add_argument("--timeout-s", type=positive_float, default=120.0, help="give up draining after")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.set_defaults(func=run)

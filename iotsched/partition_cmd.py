@@ -30,6 +30,7 @@ from ingest.placement import PlacerConfig, make_placer, read_account
 from ingest.producer import Producer, Publisher
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
+from iotsched.argtypes import positive_int
 from iotsched.maintenance_bench import private_redis, wait_for
 from scheduler.batching import BatchingConfig
 from scheduler.codec import decode_batch
@@ -53,7 +54,7 @@ FAST_RECOVERY = {"IOTSCHED_VISIBILITY_TIMEOUT_S": "5", "IOTSCHED_UNACKED_RESTORE
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("partition-bench", help="cut a region off, heal it, print the counts (JSON)")
     p.add_argument("--redis-url", help="use this Redis (default: a private redis-server)")
-    p.add_argument("--readings", type=int, default=10_000, help="readings per phase")
+    p.add_argument("--readings", type=positive_int, default=10_000, help="readings per phase")
     p.set_defaults(func=run)
 
 

@@ -17,6 +17,7 @@ from ingest.placement import make_placer
 from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
+from iotsched.argtypes import positive_float
 from iotsched.loadrun import drive, offer_singles, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits
@@ -32,8 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("produce", help="ingest readings from stdin or a synthetic stream")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--stdin", action="store_true", help="JSON readings, one per line")
-    src.add_argument("--rate-rps", type=float, default=10_000, help="synthetic readings/s")
-    p.add_argument("--seconds", type=float, default=60.0, help="synthetic stream duration")
+    src.add_argument("--rate-rps", type=positive_float, default=10_000, help="synthetic readings/s")
+    p.add_argument("--seconds", type=positive_float, default=60.0, help="synthetic stream duration")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 

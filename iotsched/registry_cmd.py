@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iotsched.argtypes import positive_int, share
 from scheduler.errors import ConfigError
 from scheduler.registry import generate_registry, registry_from_csv, registry_to_csv
 from scheduler.settings import Settings
@@ -21,10 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--redis-url", help="Redis to use (default IOTSCHED_REDIS_URL)")
     actions = p.add_subparsers(dest="action", required=True)
     g = actions.add_parser("generate", help="store a synthetic fleet")
-    g.add_argument("--devices", type=int, default=1_000_000)
+    g.add_argument("--devices", type=positive_int, default=1_000_000)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--premium-share", type=float, default=0.2)
-    g.add_argument("--resident-share", type=float, default=0.1, help="share region-locked")
+    g.add_argument("--premium-share", type=share, default=0.2)
+    g.add_argument("--resident-share", type=share, default=0.1, help="share region-locked")
     ld = actions.add_parser("load", help="store a registry from CSV")
     ld.add_argument("file", type=Path)
     ex = actions.add_parser("export", help="write the stored registry as CSV to stdout")

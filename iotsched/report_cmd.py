@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from iotsched.argtypes import positive_float
 from simulation.compare import format_table, side_by_side
 
 
@@ -17,7 +18,9 @@ def register(subparsers: Any) -> None:
         "p99, wastage and slot-hours side by side (about 30 s per scaler here).",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hours", type=float, default=24.0, help="simulate only the first HOURS")
+    p.add_argument(
+        "--hours", type=positive_float, default=24.0, help="simulate only the first HOURS"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 

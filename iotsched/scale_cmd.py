@@ -15,6 +15,7 @@ import json
 import sys
 import time
 
+from iotsched.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from scheduler.errors import ConfigError
 from scheduler.settings import Settings
 
@@ -22,32 +23,38 @@ from scheduler.settings import Settings
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("scale", help="print the worker replicas a region needs now")
     p.add_argument("--region", required=True)
-    p.add_argument("--max-slots", type=int, default=4, help="pool slots per worker (MAX)")
-    p.add_argument("--min-replicas", type=int, default=1)
-    p.add_argument("--max-replicas", type=int, default=16)
+    p.add_argument("--max-slots", type=positive_int, default=4, help="pool slots per worker (MAX)")
+    p.add_argument("--min-replicas", type=non_negative_int, default=1)
+    p.add_argument("--max-replicas", type=positive_int, default=16)
     p.add_argument("--compose", action="store_true", help="print docker compose --scale args")
     p.set_defaults(func=run_scale)
 
     p = sub.add_parser("supervise", help="run and scale local worker processes per region")
     p.add_argument("--regions", default=None, help="comma-separated (default: IOTSCHED_REGIONS)")
     p.add_argument("--autoscale", default="4,1", metavar="MAX,MIN", help="pool bounds per worker")
-    p.add_argument("--min-replicas", type=int, default=1)
-    p.add_argument("--max-replicas", type=int, default=4)
-    p.add_argument("--interval-s", type=float, default=1.0)
-    p.add_argument("--drain-timeout-s", type=float, default=30.0)
-    p.add_argument("--duration-s", type=float, default=None, help="stop after (default: never)")
+    p.add_argument("--min-replicas", type=non_negative_int, default=1)
+    p.add_argument("--max-replicas", type=positive_int, default=4)
+    p.add_argument("--interval-s", type=positive_float, default=1.0)
+    p.add_argument("--drain-timeout-s", type=non_negative_float, default=30.0)
+    p.add_argument(
+        "--duration-s", type=positive_float, default=None, help="stop after (default: never)"
+    )
     p.set_defaults(func=run_supervise)
 
     p = sub.add_parser("scale-bench", help="autoscaler reaction and wastage on a real worker")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--region", default="eu-west")
     p.add_argument("--autoscale", default="4,1", metavar="MAX,MIN")
-    p.add_argument("--window-s", type=float, default=4.0, help="scale-down window (short)")
-    p.add_argument("--refresh-s", type=float, default=0.1, help="autoscaler refresh period")
-    p.add_argument("--batch-readings", type=int, default=2_000)
-    p.add_argument("--steady-s", type=float, default=10.0)
-    p.add_argument("--steady-load", type=float, default=0.9, help="× one slot's service rate")
-    p.add_argument("--burst-batches", type=int, default=300)
+    p.add_argument("--window-s", type=positive_float, default=4.0, help="scale-down window (short)")
+    p.add_argument(
+        "--refresh-s", type=positive_float, default=0.1, help="autoscaler refresh period"
+    )
+    p.add_argument("--batch-readings", type=positive_int, default=2_000)
+    p.add_argument("--steady-s", type=positive_float, default=10.0)
+    p.add_argument(
+        "--steady-load", type=positive_float, default=0.9, help="× one slot's service rate"
+    )
+    p.add_argument("--burst-batches", type=positive_int, default=300)
     p.add_argument("--trace", action="store_true", help="include every pool heartbeat")
     p.set_defaults(func=run_bench)
 
@@ -73,6 +80,11 @@ def run_scale(args: argparse.Namespace) -> int:
     from workers.supervisor import FleetConfig, compose_scale_args, desired_replicas
 
     settings = Settings.from_env()
+    if args.region not in settings.regions:
+        raise ConfigError(
+            f"unknown region {args.region!r}; configured: {', '.join(settings.regions)}"
+            " (IOTSCHED_REGIONS)"
+        )
     cfg = FleetConfig(
         regions=(args.region,),
         max_slots=args.max_slots,
@@ -97,6 +109,11 @@ def run_supervise(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     regions = tuple(args.regions.split(",")) if args.regions else settings.regions
+    if unknown := sorted(set(regions) - set(settings.regions)):
+        raise ConfigError(
+            f"unknown region {', '.join(unknown)}; configured: {', '.join(settings.regions)}"
+            " (IOTSCHED_REGIONS)"
+        )
     high, low = parse_autoscale(args.autoscale)
     cfg = FleetConfig(
         regions=regions,

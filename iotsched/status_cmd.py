@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from iotsched.argtypes import key_prefix_option, non_negative_int
 from scheduler.latency import percentile_ms
 from scheduler.settings import Settings
 from stores.keys import Keys
@@ -19,8 +20,10 @@ from workers.profiles import region_queues
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="show queue depths, counters and latency")
     p.add_argument("--redis-url", help="Redis to read (default IOTSCHED_REDIS_URL)")
-    p.add_argument("--prefix", help="key prefix (default IOTSCHED_KEY_PREFIX)")
-    p.add_argument("--dead-letters", type=int, default=5, help="recent dead letters to show")
+    key_prefix_option(p)
+    p.add_argument(
+        "--dead-letters", type=non_negative_int, default=5, help="recent dead letters to show"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -59,7 +62,7 @@ def collect(
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    keys = Keys(args.prefix or settings.key_prefix)
+    keys = Keys(args.key_prefix or settings.key_prefix)
     client = redis.Redis.from_url(args.redis_url or settings.redis_url)
     out = collect(client, keys, settings, args.dead_letters)
     depth, latency = out["queues"], out["latency"]

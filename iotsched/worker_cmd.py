@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from iotsched.argtypes import positive_int
 from scheduler.settings import Settings
 from workers.profiles import ROLES, worker_argv
 
@@ -13,7 +14,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("worker", help="start a Celery worker for one region and role")
     p.add_argument("--region", required=True, help="region whose queues to consume")
     p.add_argument("--role", default="data", choices=ROLES, help="data or maintenance")
-    p.add_argument("--concurrency", type=int, default=2, help="pool processes")
+    p.add_argument("--concurrency", type=positive_int, default=2, help="pool processes")
     p.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
     p.add_argument(
         "--autoscale",
