@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -104,6 +104,7 @@ class Producer:
         tss: list[float] = []
         vals: list[tuple[float, ...]] = []
         parsed_from: list[int] = []
+        raws: list[bytes] = []
         letters: list[DeadLetter] = []
         for i, raw in enumerate(readings):
             try:
@@ -115,6 +116,7 @@ class Producer:
             tss.append(t)
             vals.append(v)
             parsed_from.append(i)
+            raws.append(_raw_bytes(raw))
         m = len(self.limits.metrics)
         result = self.ingest_columns(
             np.asarray(ids, dtype=np.uint64),
@@ -122,6 +124,7 @@ class Producer:
             np.asarray(vals, dtype=np.float64).reshape(len(ids), m),
             now_ts=now,
             extra_letters=letters,
+            payloads=raws,
         )
         if result.pushed_back:
             back = np.asarray(parsed_from, dtype=np.intp)[result.pushed_back_index]
@@ -135,8 +138,12 @@ class Producer:
         values: npt.ArrayLike,
         now_ts: float | None = None,
         extra_letters: list[DeadLetter] | None = None,
+        payloads: Sequence[bytes] | None = None,
     ) -> IngestResult:
-        """Columnar readings: ids (n,), event times (n,), values (n, metrics)."""
+        """Columnar readings: ids (n,), event times (n,), values (n, metrics).
+
+        ``payloads``, when given, are the bytes each row arrived as: a rejected row is
+        dead-lettered with them rather than with a re-serialised copy."""
         now = self.clock() if now_ts is None else now_ts
         letters = extra_letters or []
         dev = np.asarray(device_id, dtype=np.uint64)
@@ -154,7 +161,9 @@ class Producer:
                 if v.ndim == 2 and v.shape[0] == len(dev):
                     payload.update(zip(self.limits.metrics, map(float, v[i]), strict=False))
                 code = REASONS[reason[i]]
-                letters.append(DeadLetter(code, "", json.dumps(payload).encode(), "ingest", now))
+                raw = payloads[int(i)] if payloads is not None else json.dumps(payload).encode()
+                detail = _column_detail(code, payload, self.limits, now)
+                letters.append(DeadLetter(code, detail, raw, "ingest", now))
         take = np.flatnonzero(ok)
         pushed_back = _NONE
         if take.size:
@@ -231,3 +240,16 @@ def _raw_bytes(raw: object) -> bytes:
         return json.dumps(raw).encode()
     except (TypeError, ValueError):
         return repr(raw).encode()
+
+
+def _column_detail(code: str, row: Mapping[str, float], limits: Limits, now: float) -> str:
+    """What was wrong with one rejected row, in the words ``parse_reading`` uses."""
+    ts = row["ts"]
+    return {
+        "unknown_device": f"device {row['device_id']} is not in the registry",
+        "ts_future": f"ts {ts} is ahead of ingest clock {now}",
+        "ts_past": f"ts {ts} older than {limits.max_past_age_s:g} s",
+        "out_of_range": f"|value| > {limits.max_abs_value:g}",
+        "not_finite": "NaN or infinite value",
+        "wrong_type": f"values must have one column per metric ({len(limits.metrics)})",
+    }.get(code, code)

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "iotsched.worker_cmd",
     "iotsched.registry_cmd",
     "iotsched.status_cmd",
+    "iotsched.deadletters_cmd",
     "iotsched.produce_cmd",
     "iotsched.metrics_cmd",
     "iotsched.detect_cmd",

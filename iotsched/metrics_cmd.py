@@ -1,14 +1,14 @@
-"""``iotsched metrics``: Prometheus text exposition of what Flower's /metrics lacks.
+"""``iotsched metrics``: Prometheus metrics of what Flower's /metrics lacks.
 
 Flower exports task events but no queue depth. This serves, on each scrape,
-queue depths per queue, every ingest/processing counter, latency quantiles per
-tier and the age of each region's heartbeat — one pipelined read per scrape.
+queue depths, every ingest/processing counter, processing and detection
+latency histograms, heartbeat ages, pool slots per region and work class, and
+open maintenance reservations. Names are in ``iotsched.metrics_exposition``.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,11 +16,15 @@ from typing import Any
 import redis
 
 from iotsched.argtypes import key_prefix_option, port
-from iotsched.status_cmd import collect
+from iotsched.metrics_exposition import Snapshot, exposition
 from scheduler.settings import Settings
+from stores.detector_store import ALERT_STAGE, NOTIFY_STAGE
 from stores.keys import Keys
-
-_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+from stores.pool_heartbeats import decode_beats
+from stores.queue_depth import fold_lengths, queue_lengths
+from stores.reservation_store import ReservationStore
+from workers.autoscaler import heartbeat_fresh_s
+from workers.profiles import region_queues
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,37 +37,65 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def exposition(status: dict[str, Any], now_ts: float) -> str:
-    """Prometheus text format (version 0.0.4) for one ``collect`` result."""
-    out = [
-        "# HELP iotsched_queue_depth_messages Messages waiting in a queue (all priority lists).",
-        "# TYPE iotsched_queue_depth_messages gauge",
+def _hist(raw: dict[bytes, bytes]) -> dict[int, int]:
+    return {int(k): int(v) for k, v in raw.items()}
+
+
+def snapshot(client: redis.Redis, keys: Keys, settings: Settings, now_ts: float) -> Snapshot:
+    """Everything but the reservation book in one pipelined round trip."""
+    queues = [
+        q
+        for r in settings.regions
+        for role in ("data", "maintenance")
+        for q in region_queues(r, role)
     ]
-    for queue, depth in sorted(status["queues"].items()):
-        out.append(f'iotsched_queue_depth_messages{{queue="{queue}"}} {depth}')
-    out += [
-        "# HELP iotsched_events_total Readings, batches and events counted by ingest and tasks.",
-        "# TYPE iotsched_events_total counter",
-    ]
-    for name, value in sorted(status["counters"].items()):
-        metric, _, label = name.partition(":")
-        labels = f'name="{_UNSAFE.sub("_", metric)}"' + (f',tier="{label}"' if label else "")
-        out.append(f"iotsched_events_total{{{labels}}} {value}")
-    out += [
-        "# HELP iotsched_latency_ms Ingest to processed latency (histogram bucket upper edge).",
-        "# TYPE iotsched_latency_ms gauge",
-    ]
-    for tier, lat in sorted(status["latency"].items()):
-        for q, key in (("0.5", "p50_ms"), ("0.99", "p99_ms")):
-            if lat[key] is not None:
-                out.append(f'iotsched_latency_ms{{tier="{tier}",quantile="{q}"}} {lat[key]:.3f}')
-    out += [
-        "# HELP iotsched_heartbeat_age_seconds Seconds since a region's workers last reported.",
-        "# TYPE iotsched_heartbeat_age_seconds gauge",
-    ]
-    for region, ts in sorted(status["heartbeats"].items()):
-        out.append(f'iotsched_heartbeat_age_seconds{{region="{region}"}} {now_ts - ts:.3f}')
-    return "\n".join(out) + "\n"
+    stages = (ALERT_STAGE, NOTIFY_STAGE)
+    pipe = client.pipeline(transaction=False)
+    queue_lengths(pipe, keys, queues)
+    pipe.hgetall(keys.heartbeats)
+    pipe.hgetall(keys.counters)
+    pipe.hgetall(keys.scaling_pools)
+    for tier in settings.tiers:
+        pipe.hgetall(keys.latency("ingest", tier))
+    for stage in stages:
+        pipe.hgetall(keys.detection_latency(stage))
+    replies = pipe.execute()
+    n_lists = sum(len(keys.broker_queue_lists(q)) for q in queues)
+    beats, counters, pools, *hists = replies[n_lists:]
+    tiers = len(settings.tiers)
+    book = ReservationStore.from_settings(client, settings).load().book
+    return Snapshot(
+        now_ts=now_ts,
+        queues=fold_lengths(replies, queues),
+        counters={k.decode(): int(v) for k, v in counters.items()},
+        processing_latency={
+            t: _hist(h) for t, h in zip(settings.tiers, hists[:tiers], strict=True)
+        },
+        detection_latency={s: _hist(h) for s, h in zip(stages, hists[tiers:], strict=True)},
+        heartbeats={k.decode(): float(v) for k, v in beats.items()},
+        slots=_slots(pools, now_ts, heartbeat_fresh_s(settings)),
+        reservations={
+            r: (len(active), sum(x.slots for x in active))
+            for r in settings.regions
+            for active in [book.active(r, now_ts)]
+        },
+    )
+
+
+def _slots(
+    raw: dict[Any, Any], now_ts: float, fresh_s: float
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(region, work class) → (granted, busy) over pools that reported recently.
+
+    The work class is the node name's role part (``data-eu-west@host`` → data)."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for beat in decode_beats(raw).values():
+        if not beat.fresh(now_ts, fresh_s):
+            continue
+        role = beat.node.partition("@")[0].removesuffix(f"-{beat.region}") or "data"
+        granted, busy = out.get((beat.region, role), (0, 0))
+        out[(beat.region, role)] = (granted + beat.slots, busy + beat.busy)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     client = redis.Redis.from_url(args.redis_url or settings.redis_url)
 
     def render() -> bytes:
-        return exposition(collect(client, keys, settings, dead_letters=0), time.time()).encode()
+        return exposition(snapshot(client, keys, settings, time.time())).encode()
 
     if args.once:
         print(render().decode(), end="")
@@ -83,7 +115,12 @@ def run(args: argparse.Namespace) -> int:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404, "only /metrics is served")
                 return
-            body = render()
+            try:
+                body = render()
+            except redis.RedisError as exc:
+                # Prometheus records the failed scrape; the server stays up for the next one.
+                self.send_error(503, f"cannot read Redis: {exc}")
+                return
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

@@ -89,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _from_stdin(producer: Producer, chunk: int = 1_000) -> int:
     lines: list[bytes] = []
-    accepted = rejected = 0
+    accepted = rejected = skipped = 0
     for line in sys.stdin.buffer:
         if line.strip():
             lines.append(line.strip())
+        else:
+            skipped += 1
         if len(lines) >= chunk:
             a, r = offer_singles(producer, lines)
             accepted, rejected, lines = accepted + a, rejected + r, []
@@ -100,5 +102,8 @@ def _from_stdin(producer: Producer, chunk: int = 1_000) -> int:
         a, r = offer_singles(producer, lines)
         accepted, rejected = accepted + a, rejected + r
     producer.flush()
-    print(f"accepted {accepted:,}, rejected {rejected:,}")
+    if skipped:
+        # Counted, so offered lines reconcile with accepted + dead-lettered + skipped.
+        producer.store.incr_counters({"skipped_empty_lines": skipped})
+    print(f"accepted {accepted:,}, rejected {rejected:,}, skipped {skipped:,} empty lines")
     return 0

@@ -7,7 +7,7 @@ thousands of readings is a handful of numpy columns, never a list of objects.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,3 +125,11 @@ class DeadLetter:
     at_ts: float
     #: Readings this letter stands for: 1 for a reading, the batch size for a batch.
     readings: int = 1
+
+
+def readings_by_reason(letters: Iterable[DeadLetter]) -> dict[str, int]:
+    """Readings per dead-letter reason (the ``dead_lettered:{reason}`` counters)."""
+    out: dict[str, int] = {}
+    for dl in letters:
+        out[dl.reason] = out.get(dl.reason, 0) + dl.readings
+    return out

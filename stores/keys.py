@@ -46,6 +46,7 @@ class Keys:
 
     @property
     def dead_letters(self) -> str:
+        """Stream of rejected readings and batches: reason, detail, original payload, source."""
         return f"{self.prefix}:deadletter"
 
     @property

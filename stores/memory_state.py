@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from scheduler import defaults
 from scheduler.latency import merge_counts
-from scheduler.model import DeadLetter
+from scheduler.model import DeadLetter, readings_by_reason
 from scheduler.registry import Registry
 from scheduler.rollup import Rollup, RollupDelta, delta_row, merge
 
@@ -64,6 +64,8 @@ class MemoryStateStore:
         with self._lock:
             self._dead.extend(letters)
             self._bump("dead_lettered", sum(dl.readings for dl in letters))
+            for reason, readings in readings_by_reason(letters).items():
+                self._bump(f"dead_lettered:{reason}", readings)
 
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         with self._lock:

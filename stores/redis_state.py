@@ -18,7 +18,7 @@ import numpy as np
 import redis
 
 from scheduler import defaults
-from scheduler.model import DeadLetter, Topology
+from scheduler.model import DeadLetter, Topology, readings_by_reason
 from scheduler.registry import Registry
 from scheduler.rollup import (
     Rollup,
@@ -155,6 +155,8 @@ class RedisStateStore:
                 approximate=True,
             )
         pipe.hincrby(self.keys.counters, "dead_lettered", sum(dl.readings for dl in letters))
+        for reason, readings in readings_by_reason(letters).items():
+            pipe.hincrby(self.keys.counters, f"dead_lettered:{reason}", readings)
         pipe.execute()
 
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
