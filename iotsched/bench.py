@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from ingest.synthetic import SyntheticStream
-from iotsched.argtypes import positive_float, positive_int
+from iotsched.argtypes import non_negative_int, positive_float, positive_int, share
 from iotsched.bench_window import PatternPace, WindowWatch
 from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
 from scheduler.batching import BatchingConfig
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--chunk", type=positive_int, default=20_000, help="readings per gateway chunk")
     p.add_argument(
         "--spike-share",
-        type=float,
+        type=share,
         default=1e-4,
         help="share of readings given an injected spike once devices are warm (detector warm-up)",
     )
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--horizon-s", type=positive_float, default=60.0, help="length of --pattern (s)")
     p.add_argument("--no-verify", action="store_true", help="skip re-reading every rollup")
     p.add_argument("--timeout-s", type=positive_float, default=600.0, help="give up draining after")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.set_defaults(func=run)
 

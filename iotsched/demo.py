@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from ingest.synthetic import SyntheticStream, bad_readings
-from iotsched.argtypes import positive_float, positive_int
+from iotsched.argtypes import non_negative_int, positive_float, positive_int
 from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
 from scheduler.registry import generate_registry
 from scheduler.settings import Settings
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--devices", type=positive_int, default=100_000, help="fleet size")
     p.add_argument("--redis-url", help="use this Redis and real worker processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 

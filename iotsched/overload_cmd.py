@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--screening", action="store_true", help="also screen every batch")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to use")
     p.add_argument("--timeout-s", type=positive_float, default=120.0, help="give up draining after")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.set_defaults(func=run)
 

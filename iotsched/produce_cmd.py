@@ -17,7 +17,7 @@ from ingest.placement import make_placer
 from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
-from iotsched.argtypes import positive_float
+from iotsched.argtypes import non_negative_int, positive_float
 from iotsched.loadrun import drive, offer_singles, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--stdin", action="store_true", help="JSON readings, one per line")
     src.add_argument("--rate-rps", type=positive_float, default=10_000, help="synthetic readings/s")
     p.add_argument("--seconds", type=positive_float, default=60.0, help="synthetic stream duration")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=run)
 
 

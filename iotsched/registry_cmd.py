@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iotsched.argtypes import positive_int, share
+from iotsched.argtypes import key_prefix_option, non_negative_int, positive_int, share
 from scheduler.errors import ConfigError
 from scheduler.registry import generate_registry, registry_from_csv, registry_to_csv
 from scheduler.settings import Settings
@@ -20,24 +20,29 @@ from stores.redis_state import RedisStateStore
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("registry", help="generate, load, export or show the device registry")
     p.add_argument("--redis-url", help="Redis to use (default IOTSCHED_REDIS_URL)")
+    key_prefix_option(p)
     actions = p.add_subparsers(dest="action", required=True)
     g = actions.add_parser("generate", help="store a synthetic fleet")
+    ld = actions.add_parser("load", help="store a registry from CSV")
+    ex = actions.add_parser("export", help="write the stored registry as CSV to stdout")
+    sh = actions.add_parser("show", help="summarise the stored registry")
+    for q in (g, ld, ex, sh):
+        # Also after the action, like every other command; SUPPRESS keeps a value given before.
+        q.add_argument("--redis-url", default=argparse.SUPPRESS, help="as above")
+        q.add_argument("--key-prefix", default=argparse.SUPPRESS, help="as above")
     g.add_argument("--devices", type=positive_int, default=1_000_000)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=non_negative_int, default=0)
     g.add_argument("--premium-share", type=share, default=0.2)
     g.add_argument("--resident-share", type=share, default=0.1, help="share region-locked")
-    ld = actions.add_parser("load", help="store a registry from CSV")
     ld.add_argument("file", type=Path)
-    ex = actions.add_parser("export", help="write the stored registry as CSV to stdout")
     ex.set_defaults(limit=None)
-    actions.add_parser("show", help="summarise the stored registry")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     url = args.redis_url or settings.redis_url
-    store = RedisStateStore.from_url(url, Keys(settings.key_prefix))
+    store = RedisStateStore.from_url(url, Keys(args.key_prefix or settings.key_prefix))
     if args.action == "generate":
         if args.devices <= 0:
             raise ConfigError("--devices must be positive")

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from iotsched.argtypes import positive_float
+from iotsched.argtypes import non_negative_int, positive_float
 from simulation.compare import format_table, side_by_side
 
 
@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
         description="Run the simulated day once per scaler and print reaction time, premium "
         "p99, wastage and slot-hours side by side (about 30 s per scaler here).",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument(
         "--hours", type=positive_float, default=24.0, help="simulate only the first HOURS"
     )

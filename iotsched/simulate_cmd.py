@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from iotsched.argtypes import non_negative_int
 from simulation.scenarios import SCENARIOS, Outcome, run_scenario
 
 #: The figures the JSON always carries when they apply (issue 3), then the rest.
@@ -33,7 +34,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--list", action="store_true", help="name the scenarios and exit")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", metavar="FILE.png", help="write arrival, queues, slots, latency")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=run)
 
 
