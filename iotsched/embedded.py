@@ -27,7 +27,8 @@ def embedded_worker(
 ) -> Iterator[Celery]:
     saved = {k: app.conf[k] for k in ("broker_url", "broker_transport_options")}
     app.conf.update(
-        broker_url="memory://",
+        # A host name, or kombu warns "No hostname was supplied" on every connection.
+        broker_url="memory://localhost/",
         broker_transport_options={"polling_interval": 0.001},
     )
     context.install(store, settings)

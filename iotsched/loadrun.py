@@ -115,6 +115,10 @@ def drive(
             last_report = now
             progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
     producer.flush()
+    if progress:
+        # The last figure too, so the progress never stops short of the total.
+        elapsed = max(time.time() - started, 1e-9)
+        progress(f"offered {offered:,}/{readings:,} ({offered / elapsed:,.0f} r/s), done")
     return DriveResult(offered, accepted, rejected, started, time.time(), held.pushed_back)
 
 
@@ -200,6 +204,9 @@ def wait_drained(
         ingested = c.get("ingested", 0)
         now = time.time()
         if processed + c.get("dead_lettered", 0) >= ingested:
+            if progress:
+                dead = c.get("dead_lettered", 0)
+                progress(f"processed {processed:,}/{ingested:,} (+{dead:,} dead-lettered), done")
             return True, now
         if now >= deadline:
             return False, now
