@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 import redis
@@ -81,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {tier:<28} -")
         else:
             print(f"  {tier:<28} p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms")
-    print("recent dead letters")
+    print("region heartbeats (age)")
+    now = time.time()
+    for region in settings.regions:
+        ts = out["heartbeats"].get(region)
+        print(f"  {region:<28} {'never' if ts is None else f'{now - ts:.1f} s ago'}")
+    print("recent dead letters (all of them: iotsched deadletters list)")
     for d in out["dead_letters"]:
         print(f"  {d['reason']:<20} {d['source']:<18} {d['detail'][:60]}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import re
 import shutil
 import subprocess
 
@@ -93,3 +95,20 @@ def test_promtool_accepts_the_exposition() -> None:
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+#: Fed by the autoscaler (issue 16), not by this exporter's stored state.
+_EXPORTED_ELSEWHERE = {"iotsched_autoscaler_desired_replicas"}
+
+
+def test_grafana_dashboard_queries_only_exposed_names() -> None:
+    dashboard = json.loads(
+        (pathlib.Path(__file__).parents[2] / "deploy" / "grafana" / "iotsched.json").read_text()
+    )
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\b(?:iotsched|celery)_[a-z_]+", e)}
+    client, keys = _stored_state()
+    text = exposition(snapshot(client, keys, Settings(), 1002.5))
+    declared = set(re.findall(r"^# TYPE (\S+) histogram", text, re.M))
+    exposed = set(re.findall(r"^# TYPE (\S+)", text, re.M)) | {f"{h}_bucket" for h in declared}
+    assert queried - _EXPORTED_ELSEWHERE <= exposed, queried - exposed
