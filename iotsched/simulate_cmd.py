@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from iotsched.argtypes import non_negative_int
+from scheduler.errors import ConfigError
 from simulation.scenarios import SCENARIOS, Outcome, run_scenario
 
 #: The figures the JSON always carries when they apply (issue 3), then the rest.
@@ -90,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name.ljust(width)}  {kind:8}  {sc.summary}")
         return 0
     if args.scenario not in SCENARIOS:
-        print(f"unknown scenario {args.scenario!r}; known: {', '.join(SCENARIOS)}")
-        return 2
+        raise ConfigError(f"unknown scenario {args.scenario!r}; known: {', '.join(SCENARIOS)}")
     outcome = run_scenario(args.scenario, seed=args.seed)
     if args.plot:
         from simulation.plot import plot_trace

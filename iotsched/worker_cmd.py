@@ -6,6 +6,7 @@ import argparse
 import os
 
 from iotsched.argtypes import positive_int
+from scheduler.errors import ConfigError
 from scheduler.settings import Settings
 from workers.profiles import ROLES, worker_argv
 
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.region not in settings.regions:
-        raise SystemExit(
-            f"worker: unknown region {args.region!r}; configured: {', '.join(settings.regions)}"
+        raise ConfigError(
+            f"unknown region {args.region!r}; configured: {', '.join(settings.regions)}"
             " (IOTSCHED_REGIONS)"
         )
     extra = [a for a in args.celery_args if a != "--"]

@@ -126,11 +126,6 @@ def test_password_is_not_printed(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(err) == 1 and "s3cret" not in err[0] and ":***@" in err[0]
 
 
-def test_unknown_region_is_named(capsys: pytest.CaptureFixture[str]) -> None:
-    status, err = _run(["scale", "--region", "mars"], capsys)
-    assert status == 2 and len(err) == 1 and "unknown region 'mars'" in err[0]
-
-
 def test_binary_input_to_detect_is_one_line(
     tmp_path: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -173,3 +168,25 @@ def test_unreachable_redis_from_the_environment_is_one_line() -> None:
         f"iotsched produce: cannot reach Redis at {url} (connection refused);"
         " set IOTSCHED_REDIS_URL"
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["simulate", "--scenario", "nope"], "unknown scenario 'nope'"),
+        (["worker", "--region", "mars", "--dry-run"], "unknown region 'mars'"),
+        (["scale", "--region", "mars"], "unknown region 'mars'"),
+        (["supervise", "--autoscale", "x"], "--autoscale wants MAX,MIN"),
+        (["deadletters", "list", "--since", "yesterday"], "not an ISO-8601 time"),
+        (["registry", "load", "/nonexistent/fleet.csv"], "no such file"),
+        (["detect", "/nonexistent/rec.csv"], "no such file"),
+        (["produce", "--rate-rps", "5", "--stdin"], "not allowed with argument"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_non_numeric_values_give_one_line(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, err = _run(argv, capsys)
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(f"iotsched {argv[0]}") and expected in err[0], err
