@@ -36,6 +36,13 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
 def configured_redis_url(explicit: str | None) -> str:
     """The URL a command used: its ``--redis-url``, else IOTSCHED_REDIS_URL, else the default."""
     return explicit or os.environ.get("IOTSCHED_REDIS_URL") or Settings.redis_url
@@ -76,8 +83,10 @@ def describe(exc: BaseException, redis_url: str) -> tuple[str, int]:
     if isinstance(exc, redis.AuthenticationError) or (
         isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
     ):
+        # Without a password Redis answers with a long protocol message; say what is missing.
+        why = _why(exc) if _has_password(redis_url) else "the URL has no password"
         return (
-            f"Redis at {url} refused the credentials ({_why(exc)}); "
+            f"Redis at {url} refused the credentials ({why}); "
             "set the user and password in IOTSCHED_REDIS_URL",
             EXIT_RUNTIME,
         )

@@ -83,3 +83,12 @@ def test_redact_hides_only_the_password() -> None:
         "rediss://app:***@h:6379/0?ssl_cert_reqs=required"
     )
     assert redact("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_missing_password_is_named() -> None:
+    exc = redis.AuthenticationError("HELLO must be called with the client already authenticated")
+    message, _ = describe(exc, "redis://127.0.0.1:6379/0")
+    assert message == (
+        "Redis at redis://127.0.0.1:6379/0 refused the credentials (the URL has no password); "
+        "set the user and password in IOTSCHED_REDIS_URL"
+    )
