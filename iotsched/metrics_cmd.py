@@ -42,7 +42,8 @@ def _hist(raw: dict[bytes, bytes]) -> dict[int, int]:
 
 
 def snapshot(client: redis.Redis, keys: Keys, settings: Settings, now_ts: float) -> Snapshot:
-    """Everything but the reservation book in one pipelined round trip."""
+    """One pipelined round trip for queues, counters, histograms, heartbeats and pools;
+    one more for the reservation book."""
     queues = [
         q
         for r in settings.regions
