@@ -52,8 +52,11 @@ def run(argv: list[str], env: dict[str, str], what: str, **kw: Any) -> str:
 
 
 def stays_up(argv: list[str], env: dict[str, str], what: str, probe: Any = None) -> None:
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Run from a scratch directory (beat writes its schedule file there), importing this repo.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**env, "PYTHONPATH": root}
+    with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as scratch:
+        proc = subprocess.Popen(argv, env=env, cwd=scratch, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + STAY_UP_S
             while time.monotonic() < deadline and proc.poll() is None:
