@@ -112,6 +112,7 @@ class Producer:
         self.placer = placer
         self.backlog_gate = backlog_gate
         reg = registry()
+        self._registry_snapshot = reg
         self.batcher = Batcher(reg.topology, self.limits.metrics, producer_id, batching)
         self.published_batches = 0
         self.published_readings = 0
@@ -176,7 +177,7 @@ class Producer:
         v = np.asarray(values, dtype=np.float64)
         if v.ndim == 1 and len(self.limits.metrics) == 1:
             v = v[:, None]
-        reg = self._registry()
+        reg = self._current_registry()
         rows = reg.lookup(dev)
         reason = check_columns(t, v, rows >= 0, self.limits, now)
         ok = reason == 0
@@ -233,7 +234,7 @@ class Producer:
         """Publish everything buffered (shutdown, end of a run); what the broker does not
         take stays in the outbox. Returns the batches cut from the batcher."""
         now = self.clock()
-        self._retry_at = float("-inf")
+        self._retry_at = float("-inf")  # shutting down: try the broker once more now
         self._replay(now)
         rest = self.batcher.drain()
         self._publish(rest, now)
@@ -243,6 +244,13 @@ class Producer:
         self._send_counts(now)
         self._send_letters()
         return len(rest)
+
+    def _current_registry(self) -> Registry:
+        """The registry, or the last snapshot while the store cannot be read."""
+        fresh = self._guarded(self._registry)
+        if isinstance(fresh, Registry):
+            self._registry_snapshot = fresh
+        return self._registry_snapshot
 
     @property
     def outbox_held(self) -> int:
@@ -267,12 +275,9 @@ class Producer:
         self, reg: Registry, rows: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]:
         tier = reg.tier[rows]
-        try:
-            return self.placer(reg, rows), tier
-        except OUTAGE_ERRORS as exc:
-            # Health cannot be read: the home region is always within residency.
-            self._note_outage(exc)
-            return reg.home_region[rows], tier
+        placed = self._guarded(self.placer, reg, rows)
+        # Health cannot be read: the home region is always within residency.
+        return (reg.home_region[rows] if placed is None else placed), tier  # type: ignore[return-value]
 
     def _backlog_closed(self, n_regions: int) -> npt.NDArray[np.bool_]:
         assert self.backlog_gate is not None
@@ -280,19 +285,28 @@ class Producer:
         return np.zeros(n_regions, dtype=bool) if closed is None else np.asarray(closed, bool)
 
     def _guarded(self, fn: Callable[..., object], *args: object) -> object | None:
-        """Call ``fn``; an outage is noted and answered with None instead of raised."""
+        """Call ``fn``; an outage is noted and answered with None instead of raised.
+
+        Within ``retry_s`` of an outage Redis is not asked at all: a stopped server
+        costs a socket timeout per call, and the gateway must not wait for each."""
+        if self._in_backoff():
+            return None
         try:
             return fn(*args)
         except OUTAGE_ERRORS as exc:
             self._note_outage(exc)
             return None
 
+    def _in_backoff(self) -> bool:
+        return self.clock() < self._retry_at
+
     def _note_outage(self, exc: BaseException) -> None:
         self.last_outage = f"{type(exc).__name__}: {exc}"
+        self._retry_at = self.clock() + self.retry_s
 
     def _send_counts(self, now: float) -> None:
         self._counts_sent_ts = now
-        if not any(self._unsent_counts.values()):
+        if not any(self._unsent_counts.values()) or self._in_backoff():
             return
         try:
             self.store.incr_counters(self._unsent_counts)
@@ -302,7 +316,7 @@ class Producer:
         self._unsent_counts = dict.fromkeys(self._unsent_counts, 0)
 
     def _send_letters(self) -> None:
-        if not self._unsent_letters:
+        if not self._unsent_letters or self._in_backoff():
             return
         try:
             self.store.add_dead_letters(self._unsent_letters)
@@ -342,7 +356,6 @@ class Producer:
             # Part of the group may have gone out: replaying it is harmless, chunk
             # claims apply a batch id once.
             self._note_outage(exc)
-            self._retry_at = now + self.retry_s
             return False
         self.published_batches += len(batches)
         self.published_readings += sum(len(b) for b in batches)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import redis
 
+from ingest.memory_gate import MemoryGate
 from ingest.outbox import MemoryOutbox, SpoolOutbox
 from ingest.producer import Producer
 from scheduler.batching import BatchingConfig
@@ -230,3 +231,24 @@ def test_memory_outbox_keeps_order_and_count(n: int) -> None:
     box.release(1)
     assert ids(box.peek(2)) == ids([batch(1), batch(2)])
     assert box.held_readings == 3 * n
+
+
+class FakeInfo:
+    def __init__(self, used: int, limit: int) -> None:
+        self.used, self.limit = used, limit
+
+    def info(self, section: str) -> dict[str, int]:
+        assert section == "memory"
+        return {"used_memory": self.used, "maxmemory": self.limit}
+
+
+def test_the_memory_gate_closes_near_maxmemory_and_opens_when_it_is_raised() -> None:
+    client = FakeInfo(used=90, limit=100)
+    clock = Clock()
+    gate = MemoryGate(client, high_water=0.85, refresh_s=1.0, clock=clock)
+    assert gate() is True
+    client.limit = 1_000
+    assert gate() is True  # read at most once per refresh_s
+    clock.now += 1.0
+    assert gate() is False
+    assert MemoryGate(FakeInfo(used=10**9, limit=0))() is False  # no limit configured
