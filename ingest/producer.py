@@ -25,6 +25,7 @@ import redis
 from kombu.exceptions import OperationalError
 
 from ingest.outbox import MemoryOutbox, Outbox
+from ingest.unconfirmed import UnconfirmedWindow
 from scheduler.batching import Batcher, BatchingConfig
 from scheduler.errors import InvalidReading
 from scheduler.model import Batch, DeadLetter
@@ -98,12 +99,15 @@ class Producer:
         outbox_max_readings: int = OUTBOX_MAX_READINGS,
         retry_s: float = 1.0,
         pause_gate: PauseGate | None = None,
+        unconfirmed: UnconfirmedWindow | None = None,
     ) -> None:
         """``backlog_gate`` turns on backpressure: readings of every tier but the first
         (premium is never pushed back) bound for a region past its cap are handed back.
 
         ``outbox`` keeps batches the broker did not take (in memory unless given a
-        ``SpoolOutbox``); while it holds any, publishing is retried every ``retry_s``."""
+        ``SpoolOutbox``); while it holds any, publishing is retried every ``retry_s``.
+        ``unconfirmed`` keeps published batches until Redis has them on disk, and hands
+        them over again after a Redis restart (``appendfsync everysec``)."""
         self._registry = registry
         self.publisher = publisher
         self.store = store
@@ -126,6 +130,7 @@ class Producer:
         self.outbox_max_readings = outbox_max_readings
         self.retry_s = retry_s
         self.pause_gate = pause_gate
+        self.unconfirmed = unconfirmed
         self.last_outage: str | None = None
         self._retry_at = float("-inf")
         self._unsent_letters: list[DeadLetter] = []
@@ -219,6 +224,10 @@ class Producer:
     def poll(self, now_ts: float | None = None) -> int:
         """Publish batches that reached their age limit; returns how many."""
         now = self.clock() if now_ts is None else now_ts
+        if self.unconfirmed is not None:
+            again = self._guarded(self.unconfirmed.check, now)
+            if isinstance(again, list) and again:
+                self.outbox.append(again)
         self._replay(now)
         due = self.batcher.due(now)
         self._publish(due, now)
@@ -359,6 +368,8 @@ class Producer:
             return False
         self.published_batches += len(batches)
         self.published_readings += sum(len(b) for b in batches)
+        if self.unconfirmed is not None:
+            self.unconfirmed.sent(batches, now)
         return True
 
 

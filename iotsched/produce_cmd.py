@@ -23,6 +23,7 @@ from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
 from ingest.placement import make_placer
 from ingest.producer import OUTBOX_MAX_READINGS, Producer
+from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from iotsched.loadrun import drive, offer_singles, stderr_progress
@@ -111,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         outbox=outbox,
         outbox_max_readings=args.outbox_max_readings,
         pause_gate=MemoryGate(client),
+        # Redis killed within a second of a publish (appendfsync everysec) loses it:
+        # keep each batch until Redis has it on disk, hand it over again after a restart.
+        unconfirmed=UnconfirmedWindow(redis_run_id(client)),
     )
     try:
         if args.stdin:

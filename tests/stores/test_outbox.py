@@ -11,6 +11,7 @@ import redis
 from ingest.memory_gate import MemoryGate
 from ingest.outbox import MemoryOutbox, SpoolOutbox
 from ingest.producer import Producer
+from ingest.unconfirmed import UnconfirmedWindow
 from scheduler.batching import BatchingConfig
 from scheduler.model import Batch
 from scheduler.registry import generate_registry
@@ -252,3 +253,15 @@ def test_the_memory_gate_closes_near_maxmemory_and_opens_when_it_is_raised() -> 
     clock.now += 1.0
     assert gate() is False
     assert MemoryGate(FakeInfo(used=10**9, limit=0))() is False  # no limit configured
+
+
+def test_after_a_redis_restart_unconfirmed_batches_are_handed_over_again() -> None:
+    server = {"run_id": "a"}
+    window = UnconfirmedWindow(lambda: server["run_id"], fsync_lag_s=3.0, check_s=0.5)
+    assert window.check(NOW) == []
+    window.sent([batch(1)], NOW)
+    window.sent([batch(2)], NOW + 3.0)
+    assert window.check(NOW + 3.5) == []  # batch 1 is on disk: forgotten
+    server["run_id"] = "b"  # killed and restarted
+    assert ids(window.check(NOW + 4.0)) == ids([batch(2)])
+    assert window.readings == 0 and window.restarts_seen == 1
