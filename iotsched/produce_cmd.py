@@ -23,9 +23,9 @@ from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
 from ingest.placement import make_placer
 from ingest.producer import OUTBOX_MAX_READINGS, Producer
-from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
+from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from iotsched.loadrun import drive, offer_singles, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits

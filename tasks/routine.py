@@ -195,6 +195,9 @@ def apply_chunk(cursor: ChunkCursor, store: StateStore) -> bool:
         _dead_letter_invalid(chunk, reason)
         cursor.invalid_readings += int(np.count_nonzero(reason))
         chunk = chunk.take(np.flatnonzero(reason == 0), chunk.batch_id)
+        if len(chunk) == 0:
+            cursor.done += 1
+            return False
     effects = routine_effects(chunk, processed_ts=time.time())
     applied = store.apply_batch(
         chunk.batch_id, chunk.tier, effects.delta, effects.latency, effects.readings
