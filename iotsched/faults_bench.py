@@ -215,7 +215,12 @@ def run_fault(
             "seconds": round(time.time() - t0, 1),
             "workers_alive": world.workers_alive(),
             "workers_restarted_by_hand": 0,
+            "inflight_left": InflightLedger(world.client, world.keys).size(),
         }
+        if world.producer.unconfirmed is not None:
+            report["redis_restarts_seen"] = world.producer.unconfirmed.restarts_seen
+        if not drained:
+            report["waiting_messages"] = _waiting(world)
         if result.dead_letter_reasons:
             report["dead_letter_reasons"] = result.dead_letter_reasons
         if fault == "poison":
@@ -228,6 +233,17 @@ def run_fault(
     finally:
         stop.set()
         world.close()
+
+
+def _waiting(world: FaultRun) -> dict[str, int]:
+    """Where unaccounted readings may still sit: broker queues and kombu's unacked hash."""
+    from scheduler.model import QUEUE_ORDER, queue_name
+    from stores.queue_depth import queue_depths
+
+    queues = [queue_name(r, c.value) for r in world.settings.regions for c in QUEUE_ORDER]
+    depths = {q: d for q, d in queue_depths(world.client, world.keys, queues).items() if d}
+    depths["unacked"] = int(world.client.hlen(f"{world.keys.broker_prefix}unacked"))
+    return depths
 
 
 def _after(delay_s: float, stop: threading.Event, action: Callable[[], None]) -> None:
@@ -360,7 +376,8 @@ def _maxmemory(
 ) -> None:
     admin = world.redis.client()
     used = int(admin.info("memory")["used_memory"])
-    limit = used + 8 * 1024 * 1024
+    # Just above what is used: ingest pauses at once, and workers' writes meet the limit.
+    limit = used + 512 * 1024
     admin.config_set("maxmemory", limit)
     time.sleep(outage_s)
     extra["maxmemory_bytes"] = limit
