@@ -58,6 +58,8 @@ PauseGate = Callable[[], bool]
 
 #: What a broker or store outage raises on the publish path: the batch waits in the outbox.
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError, OSError)
+#: Told the (device ids, event times) of the readings each call accepted: an audit trail.
+AcceptedHook = Callable[[npt.NDArray[np.uint64], npt.NDArray[np.float64]], None]
 #: Readings the outbox may hold (plus the batcher's window) before ingest pushes back.
 OUTBOX_MAX_READINGS = 2_000_000
 #: Batches published per replay round trip.
@@ -100,6 +102,7 @@ class Producer:
         retry_s: float = 1.0,
         pause_gate: PauseGate | None = None,
         unconfirmed: UnconfirmedWindow | None = None,
+        on_accepted: AcceptedHook | None = None,
     ) -> None:
         """``backlog_gate`` turns on backpressure: readings of every tier but the first
         (premium is never pushed back) bound for a region past its cap are handed back.
@@ -131,6 +134,7 @@ class Producer:
         self.retry_s = retry_s
         self.pause_gate = pause_gate
         self.unconfirmed = unconfirmed
+        self.on_accepted = on_accepted
         self.last_outage: str | None = None
         self._retry_at = float("-inf")
         self._unsent_letters: list[DeadLetter] = []
@@ -207,6 +211,8 @@ class Producer:
             full = self.batcher.add(
                 region, tier, dev[take], t[take], v[take], np.full(take.size, now)
             )
+            if self.on_accepted is not None:
+                self.on_accepted(dev[take], t[take])
             self._publish(full, now)
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
