@@ -46,6 +46,8 @@ class UnconfirmedWindow:
         self.fsync_lag_s = fsync_lag_s
         self.check_s = check_s
         self.restarts_seen = 0
+        #: Readings handed over again after restarts (survivors among them are skipped).
+        self.handed_over_again = 0
         self._sent: deque[tuple[float, Batch]] = deque()
         self._known: str | None = None
         self._checked_at = float("-inf")
@@ -68,6 +70,7 @@ class UnconfirmedWindow:
             self.restarts_seen += 1
             again = [b for _, b in self._sent]
             self._sent.clear()
+            self.handed_over_again += sum(len(b) for b in again)
             return again
         self._known = current
         while self._sent and self._sent[0][0] <= now_ts - self.fsync_lag_s:

@@ -122,6 +122,7 @@ def run_fault(
         }
         if world.producer.unconfirmed is not None:
             report["redis_restarts_seen"] = world.producer.unconfirmed.restarts_seen
+            report["handed_over_again"] = world.producer.unconfirmed.handed_over_again
         if not drained:
             report["waiting_messages"] = waiting_messages(world)
         if result.dead_letter_reasons:
