@@ -36,6 +36,7 @@ from stores.queue_depth import queue_depths
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
 from workers.cluster import LocalCluster, _children
+from workers.heartbeat import WEDGED_EXIT_CODE
 
 FAULTS = (
     "worker_kill_storm",
@@ -100,6 +101,7 @@ class FaultRun:
             unconfirmed=UnconfirmedWindow(redis_run_id(self.client)),
         )
         self.kills = 0
+        self.self_restarts = 0
         self.stream_done = threading.Event()
         self.wait_workers()
 
@@ -111,6 +113,16 @@ class FaultRun:
 
     def workers_alive(self) -> int:
         return sum(p.poll() is None for c in self.clusters.values() for p in c.procs.values())
+
+    def supervise(self) -> None:
+        """What a restart policy does (compose ``restart``): a worker that exited because it
+        found its pool wedged is started again. Nothing else is ever restarted here."""
+        for region, cluster in self.clusters.items():
+            proc = cluster.procs.get(f"data-{region}")
+            if proc is not None and proc.poll() == WEDGED_EXIT_CODE:
+                cluster.procs.clear()
+                cluster.start()
+                self.self_restarts += 1
 
     def close(self) -> None:
         for cluster in self.clusters.values():

@@ -119,6 +119,7 @@ def run_fault(
             "seconds": round(time.time() - t0, 1),
             "workers_alive": world.workers_alive(),
             "inflight_left": InflightLedger(world.client, world.keys).size(),
+            "worker_self_restarts": world.self_restarts,
         }
         if world.producer.unconfirmed is not None:
             report["redis_restarts_seen"] = world.producer.unconfirmed.restarts_seen
@@ -176,10 +177,12 @@ def offer_stream(
             keep[res.pushed_back_index] = False
             log.add(ids[keep], ts[keep])
             if res.pushed_back:
-                pushed += res.pushed_back
                 i = res.pushed_back_index
+                # Readings pushed back at least once (held ones come first in ids).
+                pushed += int(np.count_nonzero(i >= ids.size - max(due, 0)))
                 held = (ids[i], ts[i], values[i])
         producer.poll(now)
+        world.supervise()
         if now - last_say >= 1.0:
             last_say = now
             say(f"offered {offered:,} accepted {log.readings:,} outbox {producer.outbox_held:,}")
@@ -187,7 +190,8 @@ def offer_stream(
             break
         if elapsed >= seconds + hold_timeout_s:
             break
-        time.sleep(0.01)
+        # Held readings are offered again every 50 ms, as a gateway would.
+        time.sleep(0.05 if held is not None else 0.01)
     producer.flush()
     return offered, pushed
 
@@ -200,6 +204,7 @@ def wait_accounted(
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         world.producer.poll()
+        world.supervise()
         try:
             c = world.store.counters()
         except Exception as exc:
