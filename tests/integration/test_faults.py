@@ -80,3 +80,19 @@ def test_at_maxmemory_ingest_pauses_and_everything_drains_once_it_is_raised() ->
 
     assert_exact(report)
     assert report["dead_lettered"] == 0, report
+
+
+@pytest.mark.timeout(110)
+def test_redis_stopped_mid_stream_is_waited_out_and_nothing_is_lost_or_doubled() -> None:
+    report = fault("redis_stop", outage_s=4.0)
+
+    assert_exact(report)
+    assert report["dead_lettered"] == 0, report
+
+
+@pytest.mark.timeout(110)
+def test_workers_killed_again_and_again_apply_every_reading_once() -> None:
+    report = fault("worker_kill_storm", seconds=8.0)
+
+    assert_exact(report)
+    assert report["worker_kills"] >= 2, report
