@@ -9,7 +9,8 @@ any launch profile without another setting.
 A beat proves more than a live thread: before each one the worker checks
 that its pool takes work (``PoolLiveness``): no task running past its hard
 time limit (Celery kills it there, so one still running means the pool can no
-longer report back), and no task received but left unstarted for
+longer report back), no task held by a pool process that is stopped or gone
+for ``process_grace_s``, and no task received but left unstarted for
 ``start_timeout_s`` while nothing else finished. A wedged worker stops
 beating, so placement routes its region's readings around it (within
 residency), then kills its pool processes and exits with ``WEDGED_EXIT_CODE``
@@ -42,6 +43,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 HARD_LIMIT_GRACE_S = 10.0
 #: A task received but not started for this long, with nothing finishing, means the same.
 START_TIMEOUT_S = 30.0
+#: A task's pool process stopped (SIGSTOP, a debugger) or gone this long: wedged.
+PROCESS_GRACE_S = 5.0
 #: Exit status of a worker that found its pool wedged (EX_SOFTWARE).
 WEDGED_EXIT_CODE = 70
 
@@ -55,8 +58,17 @@ class PoolLiveness:
         hard_limit_grace_s: float = HARD_LIMIT_GRACE_S,
         start_timeout_s: float = START_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
+        process_state: Callable[[int], str | None] | None = None,
+        process_grace_s: float = PROCESS_GRACE_S,
+        pool_pids: Callable[[], Iterable[int]] = lambda: (),
     ) -> None:
+        """``process_state(pid)`` is a process's state letter (``ps``), None if it is gone;
+        ``pool_pids()`` the pool's processes, each of which must not stay stopped."""
+        self.pool_pids = pool_pids
         self.requests = requests
+        self.process_state = process_state or proc_state
+        self.process_grace_s = process_grace_s
+        self._stuck_since: dict[str, float] = {}
         self.hard_limit_grace_s = hard_limit_grace_s
         self.start_timeout_s = start_timeout_s
         self.clock = clock
@@ -71,9 +83,17 @@ class PoolLiveness:
         if any(rid not in ids for rid in self._first_seen):
             self._last_progress = now  # a request finished
         self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in current}
+        for pid in self.pool_pids():
+            problem = self._process_problem(f"pool process {pid}", pid, now)
+            if problem is not None:
+                return problem
         for r in current:
             started = getattr(r, "time_start", None)
             if started:
+                holder = getattr(r, "worker_pid", None)
+                problem = self._process_problem(f"task {r.id}", holder, now) if holder else None
+                if problem is not None:
+                    return problem
                 hard = _hard_limit_s(r)
                 if hard and now - started > hard + self.hard_limit_grace_s:
                     return f"task {r.id} running {now - started:.0f} s, past its {hard:.0f} s limit"
@@ -83,6 +103,30 @@ class PoolLiveness:
             ):
                 return f"task {r.id} not started for {now - self._first_seen[r.id]:.0f} s"
         return None
+
+    def _process_problem(self, what: str, pid: int, now: float) -> str | None:
+        state = self.process_state(pid)
+        if state is not None and state not in ("T", "t", "Z", "X"):
+            self._stuck_since.pop(what, None)
+            return None
+        since = self._stuck_since.setdefault(what, now)
+        if now - since > self.process_grace_s:
+            return (
+                f"{what}: pool process {pid} is {'gone' if state is None else 'in state ' + state}"
+            )
+        return None
+
+
+def proc_state(pid: int) -> str | None:
+    """Linux process state letter from /proc (R, S, D, T, Z…); None when the process is gone,
+    "?" where /proc cannot tell (another OS): then only the time limits judge."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else "?"
+    except (OSError, IndexError):
+        return "?"
 
 
 def _hard_limit_s(request: Any) -> float | None:
@@ -181,7 +225,10 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         from celery.worker import state
 
-        liveness = PoolLiveness(lambda: [*state.active_requests, *state.reserved_requests])
+        liveness = PoolLiveness(
+            lambda: [*state.active_requests, *state.reserved_requests],
+            pool_pids=lambda: _pool_pids(parent),
+        )
         self.heartbeater = Heartbeater(
             client,
             Keys(context.settings().key_prefix),
@@ -199,12 +246,17 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
     shutdown = stop
 
 
+def _pool_pids(worker: Any) -> list[int]:
+    """The prefork pool's processes (none for solo and threads pools)."""
+    pool = getattr(getattr(worker, "pool", None), "_pool", None)
+    return [p.pid for p in getattr(pool, "_pool", None) or [] if getattr(p, "pid", None)]
+
+
 def exit_wedged(worker: Any) -> None:
     """Kill the pool processes and leave; a warm shutdown would wait on the wedged pool."""
-    pool = getattr(getattr(worker, "pool", None), "_pool", None)
-    for proc in getattr(pool, "_pool", None) or []:
-        with contextlib.suppress(ProcessLookupError, AttributeError, TypeError):
-            os.kill(proc.pid, signal.SIGKILL)
+    for pid in _pool_pids(worker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     logging.shutdown()
     os._exit(WEDGED_EXIT_CODE)
 

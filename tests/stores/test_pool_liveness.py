@@ -87,3 +87,26 @@ def test_a_wedged_worker_stops_beating_and_hands_over_to_its_supervisor() -> Non
     beats.beat_once()
     assert client.hget(keys.heartbeats, "eu-west") == repr(1_000.0).encode()
     assert len(told) == 1 and beats.wedged == told[0]
+
+
+def test_a_task_whose_pool_process_is_stopped_is_wedged_after_a_grace() -> None:
+    clock = Clock()
+    running = [Req("a", time_start=clock.now)]
+    running[0].worker_pid = 4242  # type: ignore[attr-defined]
+    states = {4242: "T"}
+    live = PoolLiveness(lambda: running, clock=clock, process_state=states.get, process_grace_s=5.0)
+    assert live.problem() is None
+    clock.now += 6.0
+    problem = live.problem()
+    assert problem is not None and "state T" in problem
+    states[4242] = "S"  # continued
+    assert live.problem() is None
+
+
+def test_an_idle_pool_process_left_stopped_is_wedged_too() -> None:
+    clock = Clock()
+    states = {7: "S", 8: "T"}
+    live = PoolLiveness(lambda: [], clock=clock, process_state=states.get, pool_pids=lambda: [7, 8])
+    assert live.problem() is None
+    clock.now += 6.0
+    assert "pool process 8" in (live.problem() or "")
