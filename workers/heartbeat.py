@@ -84,7 +84,7 @@ class PoolLiveness:
             self._last_progress = now  # a request finished
         self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in current}
         for pid in self.pool_pids():
-            problem = self._process_problem(f"pool process {pid}", pid, now)
+            problem = self._process_problem("pool", pid, now)
             if problem is not None:
                 return problem
         for r in current:
@@ -106,10 +106,11 @@ class PoolLiveness:
 
     def _process_problem(self, what: str, pid: int, now: float) -> str | None:
         state = self.process_state(pid)
+        key = f"{what}:{pid}"
         if state is not None and state not in ("T", "t", "Z", "X"):
-            self._stuck_since.pop(what, None)
+            self._stuck_since.pop(key, None)
             return None
-        since = self._stuck_since.setdefault(what, now)
+        since = self._stuck_since.setdefault(key, now)
         if now - since > self.process_grace_s:
             return (
                 f"{what}: pool process {pid} is {'gone' if state is None else 'in state ' + state}"

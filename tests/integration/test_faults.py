@@ -96,3 +96,14 @@ def test_workers_killed_again_and_again_apply_every_reading_once() -> None:
 
     assert_exact(report)
     assert report["worker_kills"] >= 2, report
+
+
+@pytest.mark.timeout(110)
+def test_a_wedged_pool_process_is_detected_and_its_worker_restarts_itself() -> None:
+    report = fault("wedged_child", seconds=8.0)
+
+    assert_exact(report)
+    # The worker found its stopped pool process, stopped beating and exited; started
+    # again (as a restart policy would), it took the batch back: nothing dead-lettered.
+    assert report["worker_self_restarts"] == 1, report
+    assert report["dead_lettered"] == 0, report

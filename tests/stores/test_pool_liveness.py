@@ -109,4 +109,4 @@ def test_an_idle_pool_process_left_stopped_is_wedged_too() -> None:
     live = PoolLiveness(lambda: [], clock=clock, process_state=states.get, pool_pids=lambda: [7, 8])
     assert live.problem() is None
     clock.now += 6.0
-    assert "pool process 8" in (live.problem() or "")
+    assert "pool process 8 is in state T" in (live.problem() or "")
