@@ -62,7 +62,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import task_failure
 
 from scheduler import defaults
@@ -395,9 +395,15 @@ def _settle_if_named(payload: Any) -> None:
 def _given_up(exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
     """Hard time limit or pool process lost past the retry budget: dead-letter the rest.
 
-    Runs in the worker's main process, which acked (or dropped) the message.
+    Runs in the worker's main process, which acked (or dropped) the message. A
+    ``Reject`` is Celery's answer to a retry it could not publish (the broker away):
+    the data is fine, so the batch is left in the in-flight ledger, whose reaper
+    publishes it again, instead of being dead-lettered.
     """
     if not args or isinstance(exception, SoftTimeLimitExceeded):
+        return
+    if isinstance(exception, Reject):
+        LOGGER.warning("routine retry not published (%r): left to the in-flight ledger", exception)
         return
     try:
         cursor = ChunkCursor.from_payload(args[0])
