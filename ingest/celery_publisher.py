@@ -68,6 +68,9 @@ class CeleryPublisher:
                 queue=queue,
                 serializer="msgpack",
                 argsrepr=_describe(batch),
+                # Fail fast: the producer keeps the batch in its outbox and retries,
+                # instead of blocking the gateway in kombu's reconnect loop.
+                retry=False,
             )
             if self.screening:
                 self._hold_for_screening(batch)
@@ -94,8 +97,7 @@ class CeleryPublisher:
             self._send_screen(region)
 
     def _send_screen(self, region: str) -> None:
-        batches = self._pending.pop(region)
-        self._pending_since.pop(region)
+        batches = self._pending[region]
         first = batches[0]
         merged = Batch(
             # A routine batch joins exactly one screening copy, so the first id is unique.
@@ -118,7 +120,11 @@ class CeleryPublisher:
             queue=queue,
             serializer="msgpack",
             argsrepr=_describe(merged),
+            retry=False,
         )
+        # Dropped only once sent: a broker error keeps the copies for the next poll.
+        del self._pending[region]
+        del self._pending_since[region]
 
 
 def _describe(batch: Batch) -> str:

@@ -4,6 +4,11 @@ Accepts single readings (dicts or JSON bytes, as devices and gateways send
 them) and columnar arrays (as a gateway batch hands them over). Bad readings
 go to the dead-letter stream with their reason; they never fail the good ones
 beside them.
+
+A broker or store failure never reaches the caller: a batch that cannot be
+published goes to the outbox (ingest/outbox.py) and is replayed in order once
+the broker answers; while the outbox holds its bound, new readings are pushed
+back (``IngestResult.pushed_back_index``), never dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+import redis
+from kombu.exceptions import OperationalError
 
+from ingest.outbox import MemoryOutbox, Outbox
+from ingest.unconfirmed import UnconfirmedWindow
 from scheduler.batching import Batcher, BatchingConfig
 from scheduler.errors import InvalidReading
 from scheduler.model import Batch, DeadLetter
@@ -43,6 +52,18 @@ def home_placer(registry: Registry, rows: npt.NDArray[np.int64]) -> npt.NDArray[
 
 #: Per region code, True where the region's routine backlog is past its cap.
 BacklogGate = Callable[[], npt.NDArray[np.bool_]]
+#: True while ingest must pause (e.g. Redis close to ``maxmemory``): every new reading
+#: is pushed back.
+PauseGate = Callable[[], bool]
+
+#: What a broker or store outage raises on the publish path: the batch waits in the outbox.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError, OSError)
+#: Told the (device ids, event times) of the readings each call accepted: an audit trail.
+AcceptedHook = Callable[[npt.NDArray[np.uint64], npt.NDArray[np.float64]], None]
+#: Readings the outbox may hold (plus the batcher's window) before ingest pushes back.
+OUTBOX_MAX_READINGS = 2_000_000
+#: Batches published per replay round trip.
+REPLAY_BATCHES = 64
 
 _NONE = np.empty(0, dtype=np.intp)
 
@@ -76,9 +97,20 @@ class Producer:
         clock: Callable[[], float] = time.time,
         counter_flush_s: float = 0.1,
         backlog_gate: BacklogGate | None = None,
+        outbox: Outbox | None = None,
+        outbox_max_readings: int = OUTBOX_MAX_READINGS,
+        retry_s: float = 1.0,
+        pause_gate: PauseGate | None = None,
+        unconfirmed: UnconfirmedWindow | None = None,
+        on_accepted: AcceptedHook | None = None,
     ) -> None:
         """``backlog_gate`` turns on backpressure: readings of every tier but the first
-        (premium is never pushed back) bound for a region past its cap are handed back."""
+        (premium is never pushed back) bound for a region past its cap are handed back.
+
+        ``outbox`` keeps batches the broker did not take (in memory unless given a
+        ``SpoolOutbox``); while it holds any, publishing is retried every ``retry_s``.
+        ``unconfirmed`` keeps published batches until Redis has them on disk, and hands
+        them over again after a Redis restart (``appendfsync everysec``)."""
         self._registry = registry
         self.publisher = publisher
         self.store = store
@@ -87,6 +119,7 @@ class Producer:
         self.placer = placer
         self.backlog_gate = backlog_gate
         reg = registry()
+        self._registry_snapshot = reg
         self.batcher = Batcher(reg.topology, self.limits.metrics, producer_id, batching)
         self.published_batches = 0
         self.published_readings = 0
@@ -96,6 +129,15 @@ class Producer:
         self.counter_flush_s = counter_flush_s
         self._unsent_counts = {"ingested": 0, "accepted": 0, "pushed_back": 0}
         self._counts_sent_ts = float("-inf")
+        self.outbox: Outbox = outbox if outbox is not None else MemoryOutbox()
+        self.outbox_max_readings = outbox_max_readings
+        self.retry_s = retry_s
+        self.pause_gate = pause_gate
+        self.unconfirmed = unconfirmed
+        self.on_accepted = on_accepted
+        self.last_outage: str | None = None
+        self._retry_at = float("-inf")
+        self._unsent_letters: list[DeadLetter] = []
 
     def ingest(self, readings: Iterable[Mapping[str, object] | bytes | str]) -> IngestResult:
         """Single readings, each a dict or JSON bytes/str."""
@@ -151,7 +193,7 @@ class Producer:
         v = np.asarray(values, dtype=np.float64)
         if v.ndim == 1 and len(self.limits.metrics) == 1:
             v = v[:, None]
-        reg = self._registry()
+        reg = self._current_registry()
         rows = reg.lookup(dev)
         reason = check_columns(t, v, rows >= 0, self.limits, now)
         ok = reason == 0
@@ -165,25 +207,29 @@ class Producer:
                 detail = _column_detail(code, payload, self.limits, now)
                 letters.append(DeadLetter(code, detail, raw, "ingest", now))
         take = np.flatnonzero(ok)
-        pushed_back = _NONE
+        room = self._room()
+        pushed_back = take[room:] if take.size > room else _NONE
+        take = take[:room] if take.size > room else take
         if take.size:
-            region = self.placer(reg, rows[take])
-            tier = reg.tier[rows[take]]
+            region, tier = self._place(reg, rows[take])
             if self.backlog_gate is not None:
-                held = self.backlog_gate()[region] & (tier > 0)
+                held = self._backlog_closed(len(reg.topology.regions))[region] & (tier > 0)
                 if held.any():
-                    pushed_back = take[held]
+                    pushed_back = np.sort(np.concatenate((pushed_back, take[held])))
                     take, region, tier = take[~held], region[~held], tier[~held]
             full = self.batcher.add(
                 region, tier, dev[take], t[take], v[take], np.full(take.size, now)
             )
-            self._publish(full)
+            if self.on_accepted is not None:
+                self.on_accepted(dev[take], t[take])
+            self._publish(full, now)
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
         self._unsent_counts["accepted"] += accepted
         self._unsent_counts["pushed_back"] += int(pushed_back.size)
         if letters:
-            self.store.add_dead_letters(letters)
+            self._unsent_letters.extend(letters)
+            self._send_letters()
         reasons: dict[str, int] = {}
         for dl in letters:
             reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
@@ -193,42 +239,153 @@ class Producer:
     def poll(self, now_ts: float | None = None) -> int:
         """Publish batches that reached their age limit; returns how many."""
         now = self.clock() if now_ts is None else now_ts
+        if self.unconfirmed is not None:
+            again = self._guarded(self.unconfirmed.check, now)
+            if isinstance(again, list) and again:
+                self.outbox.append(again)
+        self._replay(now)
         due = self.batcher.due(now)
-        self._publish(due)
+        self._publish(due, now)
         poll = getattr(self.publisher, "poll", None)
-        if poll is not None:
-            poll(now)
+        if poll is not None and not self.outbox_held:
+            self._guarded(poll, now)
         if now - self._counts_sent_ts >= self.counter_flush_s:
             self._send_counts(now)
+            self._send_letters()
         return len(due)
 
     def flush(self) -> int:
-        """Publish everything buffered (shutdown, end of a run)."""
+        """Publish everything buffered (shutdown, end of a run); what the broker does not
+        take stays in the outbox. Returns the batches cut from the batcher."""
+        now = self.clock()
+        self._retry_at = float("-inf")  # shutting down: try the broker once more now
+        self._replay(now)
         rest = self.batcher.drain()
-        self._publish(rest)
+        self._publish(rest, now)
         flush = getattr(self.publisher, "flush", None)
-        if flush is not None:
-            flush()
-        self._send_counts(self.clock())
+        if flush is not None and not self.outbox_held:
+            self._guarded(flush)
+        self._send_counts(now)
+        self._send_letters()
         return len(rest)
+
+    def _current_registry(self) -> Registry:
+        """The registry, or the last snapshot while the store cannot be read."""
+        fresh = self._guarded(self._registry)
+        if isinstance(fresh, Registry):
+            self._registry_snapshot = fresh
+        return self._registry_snapshot
+
+    @property
+    def outbox_held(self) -> int:
+        """Readings waiting in the outbox for the broker."""
+        return self.outbox.held_readings
+
+    @property
+    def degraded(self) -> bool:
+        """True while the broker is not taking batches (the outbox holds some)."""
+        return len(self.outbox) > 0
+
+    def _room(self) -> int:
+        """How many new readings ingest may take now."""
+        if self.pause_gate is not None and self._guarded(self.pause_gate) is True:
+            return 0
+        if not self.degraded:
+            return 1 << 62
+        held = self.outbox.held_readings + self.batcher.buffered_readings
+        return max(0, self.outbox_max_readings - held)
+
+    def _place(
+        self, reg: Registry, rows: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]:
+        tier = reg.tier[rows]
+        placed = self._guarded(self.placer, reg, rows)
+        # Health cannot be read: the home region is always within residency.
+        return (reg.home_region[rows] if placed is None else placed), tier  # type: ignore[return-value]
+
+    def _backlog_closed(self, n_regions: int) -> npt.NDArray[np.bool_]:
+        assert self.backlog_gate is not None
+        closed = self._guarded(self.backlog_gate)
+        return np.zeros(n_regions, dtype=bool) if closed is None else np.asarray(closed, bool)
+
+    def _guarded(self, fn: Callable[..., object], *args: object) -> object | None:
+        """Call ``fn``; an outage is noted and answered with None instead of raised.
+
+        Within ``retry_s`` of an outage Redis is not asked at all: a stopped server
+        costs a socket timeout per call, and the gateway must not wait for each."""
+        if self._in_backoff():
+            return None
+        try:
+            return fn(*args)
+        except OUTAGE_ERRORS as exc:
+            self._note_outage(exc)
+            return None
+
+    def _in_backoff(self) -> bool:
+        return self.clock() < self._retry_at
+
+    def _note_outage(self, exc: BaseException) -> None:
+        self.last_outage = f"{type(exc).__name__}: {exc}"
+        self._retry_at = self.clock() + self.retry_s
 
     def _send_counts(self, now: float) -> None:
         self._counts_sent_ts = now
-        if any(self._unsent_counts.values()):
+        if not any(self._unsent_counts.values()) or self._in_backoff():
+            return
+        try:
             self.store.incr_counters(self._unsent_counts)
-            self._unsent_counts = dict.fromkeys(self._unsent_counts, 0)
+        except OUTAGE_ERRORS as exc:
+            self._note_outage(exc)  # kept for the next flush
+            return
+        self._unsent_counts = dict.fromkeys(self._unsent_counts, 0)
 
-    def _publish(self, batches: list[Batch]) -> None:
+    def _send_letters(self) -> None:
+        if not self._unsent_letters or self._in_backoff():
+            return
+        try:
+            self.store.add_dead_letters(self._unsent_letters)
+        except OUTAGE_ERRORS as exc:
+            self._note_outage(exc)
+            return
+        self._unsent_letters = []
+
+    def _publish(self, batches: list[Batch], now: float) -> None:
+        """Hand batches over: to the broker, or (broker away, or older ones still waiting)
+        to the outbox, behind what it holds, so order is kept."""
         if not batches:
             return
-        publish_many = getattr(self.publisher, "publish_many", None)
-        if publish_many is not None:
-            publish_many(batches)
-        else:
-            for b in batches:
-                self.publisher.publish(b)
+        if self.degraded or now < self._retry_at:
+            self.outbox.append(batches)
+            return
+        if not self._send(batches, now):
+            self.outbox.append(batches)
+
+    def _replay(self, now: float) -> None:
+        """Publish what the outbox holds, oldest first, once the retry interval has passed."""
+        while len(self.outbox) and now >= self._retry_at:
+            group = self.outbox.peek(REPLAY_BATCHES)
+            if not self._send(group, now):
+                return
+            self.outbox.release(len(group))
+
+    def _send(self, batches: list[Batch], now: float) -> bool:
+        try:
+            publish_many = getattr(self.publisher, "publish_many", None)
+            if publish_many is not None:
+                publish_many(batches)
+            else:
+                for b in batches:
+                    self.publisher.publish(b)
+        except OUTAGE_ERRORS as exc:
+            # Part of the group may have gone out: replaying it is harmless, chunk
+            # claims apply a batch id once.
+            self._note_outage(exc)
+            return False
         self.published_batches += len(batches)
         self.published_readings += sum(len(b) for b in batches)
+        if self.unconfirmed is not None:
+            self.unconfirmed.sent(batches, now)
+        return True
 
 
 def _raw_bytes(raw: object) -> bytes:

@@ -17,6 +17,7 @@ from ingest.synthetic import SyntheticStream
 from iotsched.argtypes import non_negative_int, positive_float, positive_int, share
 from iotsched.bench_window import PatternPace, WindowWatch
 from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
+from iotsched.reconcile import AcceptedLog, reconcile
 from scheduler.batching import BatchingConfig
 from scheduler.latency import percentile_ms
 from stores.inflight import InflightLedger
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         setup_s = time.time() - t0
         assert run_.registry is not None
         stream = SyntheticStream(run_.registry, seed=args.seed, spike_share=args.spike_share)
+        accepted = AcceptedLog()
+        run_.producer.on_accepted = accepted.add
         watch = WindowWatch(run_, pace, time.time()).start() if pace else None
         result = drive(
             run_.producer, stream, args.readings, args.rate_rps, args.chunk, None, progress, pace
@@ -90,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
         summary: dict[str, Any] = summarize(
             run_.store, run_.settings.tiers, result, done, verify=not args.no_verify
         )
+        if not args.no_verify:
+            # Exact, per device and minute: counters can disagree with the data after faults.
+            exact = reconcile(
+                accepted, run_.store.client, run_.keys, run_.producer.outbox.peek(1 << 30)
+            )
+            summary.update(lost=exact.lost, duplicated=exact.duplicated, held=exact.held)
         summary["detection_ms"] = _detection(run_)
         # Every routine batch and screening copy settled: none is left for the reaper.
         summary["inflight_left"] = InflightLedger(run_.store.client, run_.keys).size()

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "iotsched.partition_cmd",
     "iotsched.scale_cmd",
     "iotsched.overload_cmd",
+    "iotsched.faults_bench",
 )
 
 

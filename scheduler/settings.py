@@ -9,6 +9,7 @@ from typing import Any
 
 from scheduler.errors import ConfigError
 from scheduler.model import DEFAULT_REGIONS, DEFAULT_TIERS, Topology
+from scheduler.redis_url import normalize_redis_url
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -88,10 +89,13 @@ class Settings:
                 raise ConfigError(f"{var}={e[var]!r}: expected {f.type}") from exc
         regions = values.get("regions", cls.regions)
         values["region_broker_urls"] = {
-            r: e[var]
+            r: normalize_redis_url(e[var])
             for r in regions
             if (var := f"IOTSCHED_BROKER_URL_{r.upper().replace('-', '_')}") in e
         }
+        for name in ("redis_url", "broker_url"):
+            if name in values:
+                values[name] = normalize_redis_url(values[name])
         return cls(**values)
 
 

@@ -28,19 +28,23 @@ def apply_once(
 
     Returns True when this call applied the effects, False for a duplicate.
     """
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(claim_key)
-            if pipe.exists(claim_key):
-                pipe.unwatch()
-            else:
+    while True:
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(claim_key)
+                if pipe.exists(claim_key):
+                    pipe.unwatch()
+                    break
                 write = prepare(pipe)
                 pipe.multi()
                 pipe.set(claim_key, 1, ex=claim_ttl_s)
                 write(pipe)
                 pipe.execute()
                 return True
-        except redis.WatchError:
-            pass
+            except redis.WatchError:
+                # Another delivery claimed it (the next pass sees the claim), or the
+                # connection died under the WATCH (redis-py raises WatchError for that
+                # too): only the claim itself may say "applied before".
+                continue
     client.hincrby(counters_key, duplicate_counter, 1)
     return False

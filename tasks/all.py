@@ -8,6 +8,7 @@ import tasks.maintenance
 import tasks.routine
 import tasks.screen  # noqa: F401
 from tasks.app import app
+from tasks.message_guard import install_message_guard
 from workers.heartbeat import install_heartbeat
 from workers.inflight_reaper import install_inflight_reaper
 
@@ -15,5 +16,7 @@ from workers.inflight_reaper import install_inflight_reaper
 install_heartbeat(app)
 # Routine batches the broker lost (a worker killed mid-fetch) are published again.
 install_inflight_reaper(app)
+# A task message of the wrong shape is dead-lettered instead of stopping the worker.
+install_message_guard(app)
 
 __all__ = ["app"]

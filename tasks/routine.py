@@ -25,9 +25,17 @@ indexes, hence their original claim ids. So:
   chunk; ``SoftTimeLimitExceeded`` defers the remainder like a preemption;
 - work given up on (retries exhausted, no progress within the soft limit
   ``MAX_STALLS`` times, hard time limit, pool process lost past the retry
-  budget, an unexpected error) is dead-lettered chunk by chunk after claiming
-  each chunk id for the dead-letter stream (stores/chunk_claims.py): a chunk
-  is counted as applied or as dead-lettered, never both.
+  budget, an unexpected error) is dead-lettered chunk by chunk, each chunk's
+  claim, stream entry and count in one transaction (tasks/deadletter.py): a
+  chunk is counted as applied or as dead-lettered, never both;
+- when Redis refuses the writes (``maxmemory``, an outage) nothing is recorded
+  and the batch stays in the in-flight ledger, whose reaper publishes it again.
+
+Workers re-validate what they apply: readings that are not finite or come from
+devices the registry does not know (which ingest would have refused) are
+dead-lettered with their reason under the claim ``f"{chunk claim}!{reason}"``,
+and a payload whose columns disagree with its ``n`` is dead-lettered whole,
+counted by its columns, never by the ``n`` it claims.
 
 The chunk size of an original message is ``defaults.ROUTINE_CHUNK_READINGS``,
 a constant of the wire format: changing it while batches of the old size are
@@ -51,27 +59,33 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
+import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import task_failure
 
 from scheduler import defaults
 from scheduler.codec import decode_batch, encode_batch
-from scheduler.errors import InvalidBatch
+from scheduler.errors import ConfigError, InvalidBatch
 from scheduler.model import Batch, DeadLetter, WorkClass, queue_name
 from scheduler.preemption import PreemptionConfig, PreemptionPolicy
+from scheduler.registry import Registry
 from scheduler.routine import routine_effects
-from stores.chunk_claims import ChunkClaims, RedisChunkClaims, UnsharedChunkClaims
+from scheduler.validation import REASON_CODE, REASONS
 from stores.preemption_signal import NeverYield, PreemptionSignal, RedisPreemptionSignal
 from stores.protocols import StateStore
+from stores.registry_cache import RegistryCache
 from tasks import context
 from tasks.app import app
-from tasks.deadletter import dead_letter_payload
+from tasks.deadletter import dead_letter_claimed, dead_letter_payload
 from tasks.inflight import settle_inflight
 from tasks.limits import ROUTINE, TRANSIENT_ERRORS, task_options
 
 ROUTINE_TASK = "iotsched.routine"
 PROBE_TASK = "iotsched.anomaly_probe"
+#: What giving up may meet: the store gone, or refusing writes; the ledger keeps the batch.
+_STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
 #: Soft time limits hit without finishing a single chunk before the rest is dead-lettered.
 MAX_STALLS = 3
 
@@ -96,6 +110,8 @@ class ChunkCursor:
     done: int = 0
     applied_readings: int = 0
     skipped_readings: int = 0
+    #: Readings of this message dead-lettered by re-validation.
+    invalid_readings: int = 0
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> ChunkCursor:
@@ -149,9 +165,39 @@ class ChunkCursor:
         ]
 
 
+def invalid_rows(batch: Batch, registry: Registry | None) -> npt.NDArray[np.uint8]:
+    """Reason code per row (0 = fine): not finite, or a device the registry does not know."""
+    reason = np.zeros(len(batch), dtype=np.uint8)
+    if registry is not None:
+        reason[registry.lookup(batch.device_id) < 0] = REASON_CODE["unknown_device"]
+    finite = np.isfinite(batch.ts) & np.isfinite(batch.values).all(axis=1)
+    reason[~finite] = REASON_CODE["not_finite"]
+    return reason
+
+
+def _dead_letter_invalid(chunk: Batch, reason: npt.NDArray[np.uint8]) -> None:
+    letters = []
+    for code in np.unique(reason[reason > 0]).tolist():
+        rows = chunk.take(np.flatnonzero(reason == code), chunk.batch_id)
+        raw = msgpack.packb(encode_batch(rows), use_bin_type=True)
+        name = REASONS[code]
+        detail = "re-validated by the worker"
+        letter = DeadLetter(name, detail, raw, ROUTINE_TASK, time.time(), len(rows))
+        letters.append((f"{chunk.batch_id}!{name}", letter))
+    dead_letter_claimed(letters)
+
+
 def apply_chunk(cursor: ChunkCursor, store: StateStore) -> bool:
     """Apply the cursor's next chunk; False when it had been applied before."""
     chunk = cursor.chunk(cursor.done)
+    reason = invalid_rows(chunk, _registry())
+    if reason.any():
+        _dead_letter_invalid(chunk, reason)
+        cursor.invalid_readings += int(np.count_nonzero(reason))
+        chunk = chunk.take(np.flatnonzero(reason == 0), chunk.batch_id)
+        if len(chunk) == 0:
+            cursor.done += 1
+            return False
     effects = routine_effects(chunk, processed_ts=time.time())
     applied = store.apply_batch(
         chunk.batch_id, chunk.tier, effects.delta, effects.latency, effects.readings
@@ -194,26 +240,36 @@ def chunks_holding(payload: dict[str, Any], device_ids: Iterable[int]) -> list[i
 
 # --- per-process adapters -------------------------------------------------------------
 
-_signal: tuple[StateStore, PreemptionSignal, ChunkClaims] | None = None
+_signal: tuple[StateStore, PreemptionSignal, RegistryCache] | None = None
 
 
-def _adapters() -> tuple[PreemptionSignal, ChunkClaims]:
-    """Signal and claims sharing the state store's Redis client; rebuilt if the store is."""
+def _adapters() -> tuple[PreemptionSignal, RegistryCache]:
+    """Signal and registry sharing the state store's Redis client; rebuilt if the store is."""
     global _signal
     store = context.store()
     if _signal is None or _signal[0] is not store:
         client = getattr(store, "client", None)
         keys = getattr(store, "keys", None)
         if client is not None and keys is not None:
-            ttl_s = int(getattr(store, "claim_ttl_s", defaults.BATCH_CLAIM_TTL_S))
-            _signal = (
-                store,
-                RedisPreemptionSignal(client, keys),
-                RedisChunkClaims(client, keys, ttl_s),
-            )
+            _signal = (store, RedisPreemptionSignal(client, keys), RegistryCache(store))
         else:
-            _signal = (store, NeverYield(), UnsharedChunkClaims())
+            _signal = (store, NeverYield(), RegistryCache(store))
     return _signal[1], _signal[2]
+
+
+def _registry() -> Registry | None:
+    """The device registry, or None where none is stored (task tests without a fleet)."""
+    try:
+        return _adapters()[1].get()
+    except ConfigError:
+        return None
+
+
+def store_refused(exc: BaseException) -> bool:
+    """Redis refused a write: ``maxmemory`` reached (OOM), or the whole transaction aborted."""
+    return isinstance(exc, redis.ResponseError) and (
+        str(exc).startswith("OOM") or isinstance(exc, redis.exceptions.ExecAbortError)
+    )
 
 
 def work_class(tier: str) -> WorkClass:
@@ -244,21 +300,30 @@ def _defer(cursor: ChunkCursor, reason: str, stalled: bool = False) -> None:
 
 
 def dead_letter_rest(cursor: ChunkCursor, reason: str, detail: str) -> int:
-    """Dead-letter the chunks not applied (claiming each first); returns readings dead-lettered."""
-    _, claims = _adapters()
-    rest = cursor.rest_claim_ids()
-    won = claims.claim_for_dead_letter([cid for cid, _ in rest])
+    """Dead-letter the chunks not applied, each claimed with its entry and count in one
+    transaction; returns readings dead-lettered. A Redis error leaves everything as it
+    was (the batch stays in the in-flight ledger)."""
     plan = cursor.plan
-    letters: list[DeadLetter] = []
-    for k, ((cid, size), ok) in enumerate(zip(rest, won, strict=True), start=cursor.done):
-        if not ok:
-            continue
+    claimed: list[tuple[str, DeadLetter]] = []
+    for k, (cid, size) in enumerate(cursor.rest_claim_ids(), start=cursor.done):
         chunk = cursor.batch.take(plan[k], cid)
         raw = msgpack.packb(encode_batch(chunk), use_bin_type=True)
-        letters.append(DeadLetter(reason, detail, raw, ROUTINE_TASK, time.time(), size))
-    context.store().add_dead_letters(letters)
+        claimed.append((cid, DeadLetter(reason, detail, raw, ROUTINE_TASK, time.time(), size)))
+    won = dead_letter_claimed(claimed)
     settle_inflight(cursor.batch.batch_id)
-    return sum(dl.readings for dl in letters)
+    return sum(dl.readings for (_, dl), ok in zip(claimed, won, strict=True) if ok)
+
+
+def _give_up(cursor: ChunkCursor, reason: str, detail: str) -> None:
+    """Dead-letter the rest, or, when Redis refuses even that, leave it to the ledger."""
+    try:
+        dead_letter_rest(cursor, reason, detail)
+    except _STORE_ERRORS as exc:
+        LOGGER.warning(
+            "batch %s left to the in-flight ledger: dead-lettering failed: %r",
+            cursor.batch.batch_id,
+            exc,
+        )
 
 
 @app.task(
@@ -278,6 +343,7 @@ def process_routine(self: Task, payload: dict[str, Any]) -> int:
         cursor = ChunkCursor.from_payload(payload)
     except InvalidBatch as exc:
         dead_letter_payload(payload, "invalid_batch", str(exc), ROUTINE_TASK)
+        _settle_if_named(payload)
         return 0
     batch = cursor.batch
     store = context.store()
@@ -293,12 +359,20 @@ def process_routine(self: Task, payload: dict[str, Any]) -> int:
     except SoftTimeLimitExceeded:
         stalled = cursor.done == 0
         if stalled and cursor.stalls + 1 >= MAX_STALLS:
-            dead_letter_rest(cursor, "soft_time_limit", f"no chunk finished {MAX_STALLS} times")
+            _give_up(cursor, "soft_time_limit", f"no chunk finished {MAX_STALLS} times")
         else:
             _defer(cursor, "soft_time_limit", stalled)
+    except redis.ResponseError as exc:
+        if not store_refused(exc):
+            LOGGER.exception("routine batch %s failed", batch.batch_id)
+            _give_up(cursor, "task_error", repr(exc))
+        else:
+            # maxmemory: ingest pauses before this; what got through waits in the
+            # in-flight ledger until the reaper finds Redis taking writes again.
+            LOGGER.warning("batch %s left to the in-flight ledger: %s", batch.batch_id, exc)
     except TRANSIENT_ERRORS as exc:
         if ROUTINE.exhausted(self.request.retries):
-            dead_letter_rest(cursor, "retries_exhausted", repr(exc))
+            _give_up(cursor, "retries_exhausted", repr(exc))
             return cursor.applied_readings
         raise self.retry(
             args=(cursor.rest_payload(),),
@@ -307,24 +381,36 @@ def process_routine(self: Task, payload: dict[str, Any]) -> int:
         ) from exc
     except Exception as exc:  # a bug or bad data: keep the readings, with the reason
         LOGGER.exception("routine batch %s failed", batch.batch_id)
-        dead_letter_rest(cursor, "task_error", repr(exc))
+        _give_up(cursor, "task_error", repr(exc))
     return cursor.applied_readings
+
+
+def _settle_if_named(payload: Any) -> None:
+    """An undecodable payload that still names its batch leaves the in-flight ledger."""
+    if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+        settle_inflight(payload["id"])
 
 
 @task_failure.connect(sender=process_routine)
 def _given_up(exception: BaseException | None = None, args: Any = None, **_: Any) -> None:
     """Hard time limit or pool process lost past the retry budget: dead-letter the rest.
 
-    Runs in the worker's main process, which acked (or dropped) the message.
+    Runs in the worker's main process, which acked (or dropped) the message. A
+    ``Reject`` is Celery's answer to a retry it could not publish (the broker away):
+    the data is fine, so the batch is left in the in-flight ledger, whose reaper
+    publishes it again, instead of being dead-lettered.
     """
     if not args or isinstance(exception, SoftTimeLimitExceeded):
+        return
+    if isinstance(exception, Reject):
+        LOGGER.warning("routine retry not published (%r): left to the in-flight ledger", exception)
         return
     try:
         cursor = ChunkCursor.from_payload(args[0])
     except InvalidBatch:
         dead_letter_payload(args[0], "invalid_batch", repr(exception), ROUTINE_TASK)
         return
-    dead_letter_rest(cursor, type(exception).__name__, repr(exception))
+    _give_up(cursor, type(exception).__name__, repr(exception))
 
 
 @app.task(name=PROBE_TASK, acks_late=True, soft_time_limit=5, time_limit=10)

@@ -5,11 +5,25 @@ daemon thread. Only data workers heartbeat: placement asks "can this region
 process readings", which maintenance workers do not answer. The region comes
 from the data queues the worker consumes (``{region}.{kind}``), so it works for
 any launch profile without another setting.
+
+A beat proves more than a live thread: before each one the worker checks
+that its pool takes work (``PoolLiveness``): no task running past its hard
+time limit (Celery kills it there, so one still running means the pool can no
+longer report back), no task held by a pool process that is stopped or gone
+for ``process_grace_s``, and no task received but left unstarted for
+``start_timeout_s`` while nothing else finished. A wedged worker stops
+beating, so placement routes its region's readings around it (within
+residency), then kills its pool processes and exits with ``WEDGED_EXIT_CODE``
+for its supervisor (compose ``restart``, ``iotsched supervise``) to start it
+again; its unacked batch is delivered again after the visibility timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +39,103 @@ log = logging.getLogger(__name__)
 
 #: Seconds between heartbeats; the silence timeout of region health is several of these.
 HEARTBEAT_INTERVAL_S = 1.0
+#: Past its hard time limit by this much, a running task means the pool is wedged.
+HARD_LIMIT_GRACE_S = 10.0
+#: A task received but not started for this long, with nothing finishing, means the same.
+START_TIMEOUT_S = 30.0
+#: A task's pool process stopped (SIGSTOP, a debugger) or gone this long: wedged.
+PROCESS_GRACE_S = 5.0
+#: Exit status of a worker that found its pool wedged (EX_SOFTWARE).
+WEDGED_EXIT_CODE = 70
+
+
+class PoolLiveness:
+    """Is the pool taking work? Fed the worker's requests (``celery.worker.state``)."""
+
+    def __init__(
+        self,
+        requests: Callable[[], Iterable[Any]],
+        hard_limit_grace_s: float = HARD_LIMIT_GRACE_S,
+        start_timeout_s: float = START_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+        process_state: Callable[[int], str | None] | None = None,
+        process_grace_s: float = PROCESS_GRACE_S,
+        pool_pids: Callable[[], Iterable[int]] = lambda: (),
+    ) -> None:
+        """``process_state(pid)`` is a process's state letter (``ps``), None if it is gone;
+        ``pool_pids()`` the pool's processes, each of which must not stay stopped."""
+        self.pool_pids = pool_pids
+        self.requests = requests
+        self.process_state = process_state or proc_state
+        self.process_grace_s = process_grace_s
+        self._stuck_since: dict[str, float] = {}
+        self.hard_limit_grace_s = hard_limit_grace_s
+        self.start_timeout_s = start_timeout_s
+        self.clock = clock
+        self._first_seen: dict[str, float] = {}
+        self._last_progress = clock()
+
+    def problem(self) -> str | None:
+        """Why the pool is wedged, or None when it is working or idle."""
+        now = self.clock()
+        current = list(self.requests())
+        ids = {r.id for r in current}
+        if any(rid not in ids for rid in self._first_seen):
+            self._last_progress = now  # a request finished
+        self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in current}
+        for pid in self.pool_pids():
+            problem = self._process_problem("pool", pid, now)
+            if problem is not None:
+                return problem
+        for r in current:
+            started = getattr(r, "time_start", None)
+            if started:
+                holder = getattr(r, "worker_pid", None)
+                problem = self._process_problem(f"task {r.id}", holder, now) if holder else None
+                if problem is not None:
+                    return problem
+                hard = _hard_limit_s(r)
+                if hard and now - started > hard + self.hard_limit_grace_s:
+                    return f"task {r.id} running {now - started:.0f} s, past its {hard:.0f} s limit"
+            elif (
+                now - self._first_seen[r.id] > self.start_timeout_s
+                and now - self._last_progress > self.start_timeout_s
+            ):
+                return f"task {r.id} not started for {now - self._first_seen[r.id]:.0f} s"
+        return None
+
+    def _process_problem(self, what: str, pid: int, now: float) -> str | None:
+        state = self.process_state(pid)
+        key = f"{what}:{pid}"
+        if state is not None and state not in ("T", "t", "Z", "X"):
+            self._stuck_since.pop(key, None)
+            return None
+        since = self._stuck_since.setdefault(key, now)
+        if now - since > self.process_grace_s:
+            return (
+                f"{what}: pool process {pid} is {'gone' if state is None else 'in state ' + state}"
+            )
+        return None
+
+
+def proc_state(pid: int) -> str | None:
+    """Linux process state letter from /proc (R, S, D, T, Z…); None when the process is gone,
+    "?" where /proc cannot tell (another OS): then only the time limits judge."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else "?"
+    except (OSError, IndexError):
+        return "?"
+
+
+def _hard_limit_s(request: Any) -> float | None:
+    limits = getattr(request, "time_limits", None) or (None, None)
+    task = getattr(request, "task", None)
+    return limits[0] or getattr(task, "time_limit", None)
+
+
 _DATA_KINDS = frozenset(c.value for c in QUEUE_ORDER)
 
 
@@ -48,8 +159,14 @@ class Heartbeater:
         regions: Iterable[str],
         interval_s: float = HEARTBEAT_INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        liveness: PoolLiveness | None = None,
+        on_wedged: Callable[[str], None] | None = None,
     ) -> None:
+        """Without ``liveness`` every beat is written (a process that is not a worker)."""
         self.client = client
+        self.liveness = liveness
+        self.on_wedged = on_wedged
+        self.wedged: str | None = None
         self.keys = keys
         self.regions = tuple(regions)
         self.interval_s = interval_s
@@ -58,6 +175,16 @@ class Heartbeater:
         self._thread: threading.Thread | None = None
 
     def beat_once(self) -> None:
+        if self.liveness is not None:
+            problem = self.liveness.problem()
+            if problem is not None:
+                self.wedged = problem
+                log.error(
+                    "worker pool wedged (%s): no more heartbeats for %s", problem, self.regions
+                )
+                if self.on_wedged is not None:
+                    self.on_wedged(problem)
+                return
         now = repr(self.clock())
         self.client.hset(self.keys.heartbeats, mapping={r: now for r in self.regions})
 
@@ -97,7 +224,19 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         # The embedded worker keeps state in memory: there is no one to tell.
         if not regions or not isinstance(client, redis.Redis):
             return
-        self.heartbeater = Heartbeater(client, Keys(context.settings().key_prefix), regions)
+        from celery.worker import state
+
+        liveness = PoolLiveness(
+            lambda: [*state.active_requests, *state.reserved_requests],
+            pool_pids=lambda: _pool_pids(parent),
+        )
+        self.heartbeater = Heartbeater(
+            client,
+            Keys(context.settings().key_prefix),
+            regions,
+            liveness=liveness,
+            on_wedged=lambda _problem: exit_wedged(parent),
+        )
         self.heartbeater.start()
 
     def stop(self, parent: Any) -> None:
@@ -106,6 +245,21 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             self.heartbeater = None
 
     shutdown = stop
+
+
+def _pool_pids(worker: Any) -> list[int]:
+    """The prefork pool's processes (none for solo and threads pools)."""
+    pool = getattr(getattr(worker, "pool", None), "_pool", None)
+    return [p.pid for p in getattr(pool, "_pool", None) or [] if getattr(p, "pid", None)]
+
+
+def exit_wedged(worker: Any) -> None:
+    """Kill the pool processes and leave; a warm shutdown would wait on the wedged pool."""
+    for pid in _pool_pids(worker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    logging.shutdown()
+    os._exit(WEDGED_EXIT_CODE)
 
 
 def install_heartbeat(app: Celery) -> None:

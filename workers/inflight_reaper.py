@@ -6,6 +6,12 @@ takes the batches still in the in-flight ledger past the grace period (the
 visibility timeout: what kombu itself would wait before delivering again) and
 sends each to its queue. Chunk claims make a copy of a batch that was merely
 slow harmless.
+
+"Is this queue still busy?" is answered with LLEN over the queue's prefixed
+broker lists (``Keys.broker_queue_lists``), not kombu's passive
+``queue_declare``: kombu 5.7's ``global_keyprefix`` does not prefix the
+``EXISTS`` that sends, so every queue read as empty and every waiting batch
+was published again once per grace period.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from kombu.exceptions import ChannelError, OperationalError
 
 from stores.inflight import InflightLedger
 from stores.keys import Keys
+from stores.queue_depth import queue_depths
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +43,15 @@ class InflightReaper:
         ledger: InflightLedger,
         grace_s: float,
         interval_s: float = REAP_INTERVAL_S,
+        broker_client: redis.Redis | None = None,
+        keys: Keys | None = None,
     ) -> None:
+        """``broker_client`` reads queue depth on the workers' broker (by default the
+        ledger's Redis, which is the broker unless ``IOTSCHED_BROKER_URL`` says otherwise)."""
         self.app = app
         self.ledger = ledger
+        self.broker_client = broker_client if broker_client is not None else ledger.client
+        self.keys = keys if keys is not None else ledger.keys
         self.grace_s = grace_s
         self.interval_s = interval_s
         self.holder = f"{socket.gethostname()}-{os.getpid()}"
@@ -66,17 +79,8 @@ class InflightReaper:
         return len(overdue)
 
     def _busy_queues(self, queues: set[str]) -> set[str]:
-        busy = set()
-        with self.app.connection_for_read() as conn:
-            channel = conn.default_channel
-            for queue in queues:
-                try:
-                    waiting = channel.queue_declare(queue, passive=True).message_count
-                except ChannelError:  # kombu's Redis transport: an empty queue has no key
-                    waiting = 0
-                if waiting > 0:
-                    busy.add(queue)
-        return busy
+        depths = queue_depths(self.broker_client, self.keys, sorted(queues))
+        return {q for q, waiting in depths.items() if waiting > 0}
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -110,8 +114,12 @@ class InflightReaperStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if not isinstance(client, redis.Redis):
             return
         cfg = context.settings()
-        ledger = InflightLedger(client, Keys(cfg.key_prefix))
-        self.reaper = InflightReaper(parent.app, ledger, grace_s=cfg.visibility_timeout_s)
+        keys = Keys(cfg.key_prefix)
+        ledger = InflightLedger(client, keys)
+        broker = redis.Redis.from_url(cfg.effective_broker_url)
+        self.reaper = InflightReaper(
+            parent.app, ledger, grace_s=cfg.visibility_timeout_s, broker_client=broker, keys=keys
+        )
         self.reaper.start()
 
     def stop(self, parent: Any) -> None:

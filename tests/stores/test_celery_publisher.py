@@ -16,7 +16,13 @@ class FakeApp:
         self.sent: list[tuple[str, str, Batch]] = []
 
     def send_task(
-        self, name: str, args: tuple[Any, ...], queue: str, serializer: str, argsrepr: str
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        queue: str,
+        serializer: str,
+        argsrepr: str,
+        retry: bool = True,
     ) -> None:
         assert serializer == "msgpack" and argsrepr.startswith("<batch ")
         self.sent.append((name, queue, decode_batch(args[0])))
