@@ -203,7 +203,10 @@ def test_long_batch_preempted_midway_completes_later(region: Region) -> None:
 
 
 def test_every_accepted_reading_is_accounted_for(region: Region) -> None:
-    # Given everything the tests above published, drained
+    # Given batches of both tiers published here (and whatever other tests of the
+    # module published before, in any order), drained
+    region.publish("premium", 2_000, "acct")
+    region.publish("standard", 3_000, "acct")
     region.wait_drained()
     c = region.store.counters()
     # Then each reading was applied exactly once (the rollups hold them) or dead-lettered
