@@ -100,7 +100,12 @@ class Region:
         # The general slot prefers premium to standard: premium needs a deeper queue.
         ids = [self.publish("standard", LONG_READINGS, "long") for _ in range(6)]
         ids += [self.publish("premium", LONG_READINGS, "long") for _ in range(8)]
-        time.sleep(0.2)  # each idle slot takes one at once
+        # Each idle slot takes one at once; wait until every slot has (freshly started
+        # workers on a loaded machine may take a while), not a fixed time.
+        deadline = time.time() + 30
+        while self.depth("premium") + self.depth("standard") > len(ids) - len(self.layout):
+            assert time.time() < deadline, "the slots never took the long batches"
+            time.sleep(0.005)
         # Work still queued in both tiers: no slot that could take anomaly work is idle.
         assert self.depth("premium") > 0 and self.depth("standard") > 0
         return ids
