@@ -84,8 +84,9 @@ def fleet(redis_server: str) -> Iterator[Fleet]:
 
 
 def test_an_injected_spike_is_alerted_within_the_bound(fleet: Fleet) -> None:
-    # Given a warmed-up fleet with no alert yet
-    assert read_alerts(fleet.client, fleet.run.keys) == []
+    # Given a warmed-up fleet with no alert on group 2 yet (the cascade test, in
+    # whichever order it runs, shifts groups 0 and 1 only)
+    assert [d for d in read_alerts(fleet.client, fleet.run.keys) if d["group"] == "2"] == []
     # When one device of group 2 spikes now
     device = int(fleet.ids[fleet.group == 2][17])
     bump = np.where(fleet.ids == device, 40.0, 0.0)
