@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from iotsched.argtypes import positive_float, positive_int
+from iotsched.argtypes import positive_float, positive_int, share
 from scheduler.errors import ConfigError
 from scheduler.reservations import Reservation, ReservationConflict
 from scheduler.settings import Settings
@@ -52,7 +52,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "bench", help="measure window start delay and premium p99 under load (JSON)"
     )
     bench.add_argument("--redis-url", help="use this Redis (default: a private redis-server)")
-    bench.add_argument("--rate-rps", type=positive_float, default=3_000.0)
+    bench.add_argument(
+        "--rate-rps",
+        type=positive_float,
+        help="offer this load (default: a share of measured capacity)",
+    )
+    bench.add_argument(
+        "--load-fraction", type=share, default=0.75,
+        help="share of the data worker's measured capacity to offer (default 0.75)",
+    )  # fmt: skip
     bench.set_defaults(func=run_bench)
 
 
@@ -137,5 +145,6 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from iotsched.maintenance_bench import maintenance_bench
 
-    print(json.dumps(maintenance_bench(args.redis_url, rate_rps=args.rate_rps), indent=2))
+    out = maintenance_bench(args.redis_url, args.rate_rps, load_fraction=args.load_fraction)
+    print(json.dumps(out, indent=2))
     return 0

@@ -2,10 +2,14 @@
 
 Two regions, each with its own broker (eu-west on Redis db 1, us-east on the
 shared db 0), one data worker each, heartbeats, and the regional placer. The
-eu-west worker is killed (its heartbeat stops); readings keep coming. Those of
-eu-west devices that may also be processed in us-east fail over there; those
-locked to eu-west wait in eu-west's queue. The worker is restarted and the
-queue drains. Printed: the counts at each stage, checked against each other.
+eu-west worker reaches Redis (its broker and the shared state) only through a
+TCP link this bench controls (iotsched.link_cut). The link is cut: nothing
+crosses, nothing is closed, the worker keeps running, its heartbeats stop
+arriving; readings keep coming. Those of eu-west devices that may also be
+processed in us-east fail over there; those locked to eu-west wait in
+eu-west's queue. The link heals and the same worker drains the queue.
+Printed: detection time, the counts at each stage checked against each other,
+and the drain after healing.
 
 Where a reading was processed is the region of the queue it was published to:
 a region's workers consume only ``{region}.*`` (``workers/profiles.py``), on
@@ -22,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import redis
@@ -31,6 +36,7 @@ from ingest.producer import Producer, Publisher
 from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from iotsched.argtypes import positive_int
+from iotsched.link_cut import LinkCut
 from iotsched.maintenance_bench import private_redis, wait_for
 from scheduler.batching import BatchingConfig
 from scheduler.codec import decode_batch
@@ -98,6 +104,16 @@ def _with_db(url: str, db: int) -> str:
     return url.rsplit("/", 1)[0] + f"/{db}"
 
 
+def _link_to(url: str) -> LinkCut:
+    """A cuttable TCP link to the Redis server at ``url``."""
+    parts = urlsplit(url)
+    return LinkCut(parts.hostname or "127.0.0.1", parts.port or 6379)
+
+
+def _db(url: str) -> int:
+    return int(urlsplit(url).path.lstrip("/") or 0)
+
+
 def partition_scenario(
     redis_url: str,
     key_prefix: str | None = None,
@@ -115,12 +131,16 @@ def partition_scenario(
     registry = generate_registry(devices, seed=seed, sites=SITES, resident_share=0.3)
     store.save_registry(registry)
     env = {**FAST_RECOVERY, "IOTSCHED_REGIONS": ",".join(REGIONS), "IOTSCHED_SCREENING": "0"}
+    # The cut region's worker reaches both its broker and the shared state only
+    # through the link: cut, it is a region on the far side of a dropped route.
+    link = _link_to(redis_url)
     clusters = {
         CUT: LocalCluster(
-            redis_url, prefix, (CUT,), env_extra={**env, "IOTSCHED_BROKER_URL": cut_broker_url}
+            link.url_for(_db(redis_url)), prefix, (CUT,),
+            env_extra={**env, "IOTSCHED_BROKER_URL": link.url_for(_db(cut_broker_url))},
         ),
         KEPT: LocalCluster(redis_url, prefix, (KEPT,), env_extra=env),
-    }
+    }  # fmt: skip
     app = broker_app(redis_url, keys)
     publisher = RegionalPublisher.from_urls(app, {CUT: cut_broker_url}, screening=False)
     audit = AuditPublisher(publisher, registry)
@@ -168,8 +188,9 @@ def partition_scenario(
         wait_for(lambda: processed() >= store.counters().get("ingested", 0), 30, "normal drain")
         normal = read_account(client, keys)
 
-        # Partition: the cut region's worker dies, its heartbeat stops.
-        clusters[CUT].kill(f"data-{CUT}")
+        # Partition: the link to the cut region's worker goes silent; the worker runs on.
+        cut_worker = clusters[CUT].procs[f"data-{CUT}"]
+        link.cut()
         cut_at = time.time()
 
         def cut_seen() -> bool:
@@ -189,12 +210,23 @@ def partition_scenario(
         waiting_ids = np.concatenate([b.device_id for b in waiting]) if waiting else ids[:0]
         waiting_rows = registry.lookup(waiting_ids)
         during = read_account(client, keys)
+        cut_s = time.time() - cut_at
+        worker_alive_through_cut = cut_worker.poll() is None
 
-        # Heal: the cut region's worker comes back and drains what waited.
-        clusters[CUT].start()
+        # Heal: the link carries again; the same worker reconnects nothing, it just resumes.
+        link.heal()
         healed_at = time.time()
+
+        def cut_healthy() -> bool:
+            placer.refresh()
+            return bool(placer.healthy_mask & cut_bit)
+
+        wait_for(cut_healthy, 30, f"{CUT} seen as healthy again")
+        healthy_s = time.time() - healed_at
         wait_for(lambda: processed() >= store.counters()["ingested"], 30, f"{CUT} backlog drained")
         drained_s = time.time() - healed_at
+        same_worker = clusters[CUT].procs.get(f"data-{CUT}") is cut_worker
+        same_worker = same_worker and cut_worker.poll() is None
         counts = store.counters()
         done = processed_readings(counts)
         moved = f"readings:{CUT}>{KEPT}"
@@ -206,6 +238,11 @@ def partition_scenario(
                 / max(1.0, normal.get("home_readings", 0.0) + normal.get(moved, 0.0)),
             },
             "partition": {
+                "cut": f"TCP link between the {CUT} worker and Redis (broker and state) "
+                "blackholed; the worker process kept running",
+                "worker_alive_through_cut": worker_alive_through_cut,
+                "worker_same_process_after_heal": same_worker,
+                "cut_lasted_s": round(cut_s, 2),
                 "detected_after_s": round(detected_s, 2),
                 "readings": readings_per_phase,
                 "from_cut_region": int(from_cut.sum()),
@@ -217,6 +254,7 @@ def partition_scenario(
                 "cross_region_cost": round(during.get(f"cost:{CUT}>{KEPT}", 0.0), 9),
             },
             "after_heal": {
+                "healthy_again_after_s": round(healthy_s, 2),
                 "backlog_drained_s": round(drained_s, 2),
                 "ingested": counts.get("ingested", 0),
                 "processed": done,
@@ -229,8 +267,10 @@ def partition_scenario(
             "seconds": round(time.time() - started, 1),
         }
     finally:
+        link.heal()
         for cluster in clusters.values():
             cluster.stop()
+        link.close()
         publisher.close()
         app.close()
         store.delete_all()

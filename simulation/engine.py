@@ -25,8 +25,9 @@ from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.reservations import ReservationBook
 from scheduler.scaling import ScalingObservation
 from simulation.ingest_sim import Ingest
+from simulation.loads import LoadPattern
 from simulation.maintenance_sim import MaintenanceDriver
-from simulation.pools import Pool, make_scaler
+from simulation.pools import Pool, make_scaler, scaler_settings, uses_forecast
 from simulation.spec import SimSpec
 from simulation.trace import ANOMALY, CLASSES, PREMIUM, SCREEN, STANDARD, Trace
 
@@ -101,11 +102,13 @@ class Simulator:
         spec = self.spec
         pools = []
         for r in range(self.n_regions):
-            profile = self._pretrained_profile(r) if spec.pretrain_daily_profile else None
+            profile = None
+            if spec.history_pattern is not None and uses_forecast(spec.scaler):
+                profile = self._learned_profile(spec.history_pattern, r)
             lo = self.ledgers[r].budget.premium_guarantee_slots // 4 + 1
             scaler = make_scaler(
                 spec.scaler, spec.scaling, lo, int(self.budget[r]),
-                spec.service.batch_readings, profile,
+                spec.service.batch_readings, profile, spec.keda_list_length,
             )  # fmt: skip
             if spec.initial_slots is not None:
                 initial = spec.initial_slots[r]
@@ -117,18 +120,23 @@ class Simulator:
             )
         return pools
 
-    def _home_work_rps(self, t_s: np.ndarray) -> np.ndarray:
+    def _home_work_rps(self, t_s: np.ndarray, pattern: LoadPattern | None = None) -> np.ndarray:
         """Routine-equivalent work per region if all data stayed home: routine plus screening."""
-        rate = self.spec.pattern.rate_rps(t_s)
+        rate = (pattern or self.spec.pattern).rate_rps(t_s)
         routine = rate.sum(axis=2)
         return np.asarray(routine * (1.0 + self.routine_equiv[SCREEN]))
 
-    def _pretrained_profile(self, region: int) -> DailyProfile:
-        """The daily curve as yesterday's traffic (same pattern, one day earlier) taught it."""
+    def _learned_profile(self, history: LoadPattern, region: int) -> DailyProfile:
+        """The daily curve as it learned, observation by observation, from yesterday's traffic.
+
+        ``history`` is yesterday's own generator (its own noise, its own day),
+        read each minute of the day before ``start_ts``: what the scaler saw
+        then, never what this run will offer.
+        """
         profile = DailyProfile(bucket_s=300.0)
-        t = np.arange(-86_400.0, 0.0, 60.0)
-        work = self._home_work_rps(t)[:, region]
-        for ts, w in zip(t + self.spec.start_ts, work, strict=True):
+        t = np.arange(0.0, 86_400.0, 60.0)
+        work = self._home_work_rps(t, history)[:, region]
+        for ts, w in zip(t + self.spec.start_ts - 86_400.0, work, strict=True):
             profile.observe(float(ts), float(w))
         return profile
 
@@ -141,6 +149,7 @@ class Simulator:
         coh = self.cohorts
         ingest = Ingest(coh, self.cohort_class, self.placement, n_r)
         pools = self._pools(self._home_work_rps(np.zeros(1))[0])
+        tr.scaler_settings = tuple(scaler_settings(p.scaler) for p in pools)
         queue = np.zeros((n_r, len(CLASSES)))
         dest = np.full(len(coh), -1, dtype=np.intp)
         grant_slots = np.zeros((n_r, len(CLASSES)))

@@ -14,13 +14,26 @@ from typing import Protocol
 
 from scheduler.forecast import DailyProfile
 from scheduler.scaling import ScalingConfig, ScalingObservation, ScalingPolicy
-from scheduler.scaling_baselines import CeleryStockRule, HpaRule
+from scheduler.scaling_baselines import (
+    CeleryStockRule,
+    HpaRule,
+    KedaListLengthRule,
+    PredictiveFloor,
+)
 
-SCALERS = ("policy", "celery", "hpa")
+#: Reactive rules; each also runs with ``+forecast`` (a predictive floor from yesterday's curve).
+BASELINES = ("celery", "hpa", "keda")
+SCALERS = ("policy", *(f"{b}{suffix}" for b in BASELINES for suffix in ("", "+forecast")))
+FORECAST_SUFFIX = "+forecast"
 
 
 class Scaler(Protocol):
     def desired_slots(self, obs: ScalingObservation) -> int: ...
+
+
+def uses_forecast(kind: str) -> bool:
+    """Whether ``kind`` reads a daily curve learned from the days before the run."""
+    return kind == "policy" or kind.endswith(FORECAST_SUFFIX)
 
 
 def make_scaler(
@@ -30,16 +43,48 @@ def make_scaler(
     max_slots: int,
     readings_per_task: int,
     profile: DailyProfile | None = None,
+    keda_list_length: int = 1,
 ) -> Scaler:
-    """The scaler named ``kind`` for one region's pool, bounded by [min_slots, max_slots]."""
+    """The scaler named ``kind`` for one region's pool, bounded by [min_slots, max_slots].
+
+    Every baseline aims at the policy's own ``target_utilization`` where it has
+    such a setting, so the comparison is of rules, not of targets.
+    """
     if kind == "policy":
         bounded = replace(config, min_slots=min_slots, max_slots=max_slots)
         return ScalingPolicy(bounded, profile=profile)
-    if kind == "celery":
-        return CeleryStockRule(min_slots, max_slots, readings_per_task=readings_per_task)
-    if kind == "hpa":
-        return HpaRule(min_slots, max_slots)
-    raise ValueError(f"unknown scaler {kind!r}; known: {', '.join(SCALERS)}")
+    base = kind.removesuffix(FORECAST_SUFFIX)
+    rule: CeleryStockRule | HpaRule
+    if base == "celery":
+        rule = CeleryStockRule(min_slots, max_slots, readings_per_task=readings_per_task)
+    elif base == "hpa":
+        # CPU use cannot pass 100 %: at a 97 % target only a zero up-tolerance lets it grow.
+        rule = HpaRule(
+            min_slots, max_slots, target_utilization=config.target_utilization,
+            scale_up_tolerance=0.0,
+        )  # fmt: skip
+    elif base == "keda":
+        rule = KedaListLengthRule(min_slots, max_slots, keda_list_length, readings_per_task)
+    else:
+        raise ValueError(f"unknown scaler {kind!r}; known: {', '.join(SCALERS)}")
+    if base == kind:
+        return rule
+    if profile is None:
+        raise ValueError(f"scaler {kind!r} needs a daily curve learned from earlier days")
+    return PredictiveFloor(rule, profile, min_slots, max_slots, config.target_utilization)
+
+
+def scaler_settings(scaler: Scaler) -> str:
+    """How ``scaler`` is configured, in its users' terms, for the report."""
+    if isinstance(scaler, ScalingPolicy):
+        cfg = scaler.config
+        forecast = "yesterday's curve + online trend" if scaler.profile else "online trend"
+        return (
+            f"target {cfg.target_utilization:.0%}, drain {cfg.drain_target_s:g} s, "
+            f"scale-down window {cfg.scale_down_window_s:g} s, forecast: {forecast}"
+        )
+    settings = getattr(scaler, "settings", None)
+    return str(settings()) if callable(settings) else type(scaler).__name__
 
 
 class Pool:

@@ -159,7 +159,10 @@ def geo_diverse(seed: int) -> SimSpec:
     """Half an hour of follow-the-sun load from devices on every continent."""
     fleet = fleet_1m()
     pattern = daily(1.0, fleet.rate_rps_by_region_tier() / 1.0, seed=seed, start_utc_hour=13.0)
-    return replace(_base(seed, 1800.0, step_s=0.5), pattern=pattern, pretrain_daily_profile=True)
+    yesterday = daily(
+        1.0, fleet.rate_rps_by_region_tier(), seed=_yesterday_seed(seed), start_utc_hour=13.0
+    )
+    return replace(_base(seed, 1800.0, step_s=0.5), pattern=pattern, history_pattern=yesterday)
 
 
 def anomalies_under_load(seed: int) -> SimSpec:
@@ -236,6 +239,25 @@ def failed_maintenance(seed: int) -> SimSpec:
     return _base(seed, 600.0, maintenance=windows)
 
 
+def _yesterday_seed(seed: int) -> int:
+    """The seed of the day before a run seeded ``seed``: its own noise, never the scored day's."""
+    return seed + 1_000_003
+
+
+def yesterday(seed: int, start_utc_hour: float = 0.0, amplitude: float = 0.4) -> LoadPattern:
+    """The day before the simulated day: same follow-the-sun, its own noise, its own level.
+
+    Days differ: yesterday's whole level is drawn within ±5 % of today's, so a
+    forecast learned from it is good but never exact.
+    """
+    fleet = fleet_1m()
+    level = float(np.random.default_rng(_yesterday_seed(seed)).uniform(0.95, 1.05))
+    return daily(
+        level, fleet.rate_rps_by_region_tier(), seed=_yesterday_seed(seed), amplitude=amplitude,
+        start_utc_hour=start_utc_hour,
+    )  # fmt: skip
+
+
 #: The simulated day's unpredictable spikes: (hour into the run, region, factor), 10 min each.
 DAY_SPIKES: tuple[tuple[float, int, float], ...] = ((9.5, EU, 3.0), (17.2, AP, 2.5))
 SPIKE_S = 600.0
@@ -247,8 +269,13 @@ def simulated_day(
     hours: float = 24.0,
     start_utc_hour: float = 0.0,
     spikes: tuple[tuple[float, int, float], ...] = DAY_SPIKES,
+    keda_list_length: int = 1,
 ) -> SimSpec:
-    """24 h of the 1M fleet: follow-the-sun, noise, and two spikes nobody predicted."""
+    """24 h of the 1M fleet: follow-the-sun, noise, and two spikes nobody predicted.
+
+    Scalers that forecast learn the daily curve from ``yesterday`` (a different
+    day) and online from the run; none sees the scored day's generator.
+    """
     fleet = fleet_1m()
     steps = tuple(StepSpike(h * 3600, SPIKE_S, f, one_region(3, r)) for h, r, f in spikes)
     base = daily(
@@ -264,7 +291,8 @@ def simulated_day(
         seed=seed,
         start_ts=DEFAULT_START_TS + start_utc_hour * 3600.0,
         scaler=scaler,
-        pretrain_daily_profile=scaler == "policy",
+        history_pattern=yesterday(seed, start_utc_hour),
+        keda_list_length=keda_list_length,
         load_steps=tuple((h * 3600, (r,)) for h, r, _ in spikes),
         disturbances=tuple((h * 3600, h * 3600 + SPIKE_S) for h, _, _ in spikes),
     )

@@ -112,11 +112,16 @@ class SimSpec:
     control_period_s: float = 1.0
     seed: int = 0
     start_ts: float = DEFAULT_START_TS
-    #: "policy" (ScalingPolicy), "celery" (CeleryStockRule) or "hpa" (HpaRule).
+    #: A name from simulation.pools.SCALERS: "policy" (ScalingPolicy) or a baseline
+    #: ("celery", "hpa", "keda"), each also with "+forecast" (a predictive floor).
     scaler: str = "policy"
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    #: Learn the daily curve from a previous day of this pattern (pre-scaling ahead of peaks).
-    pretrain_daily_profile: bool = False
+    #: The traffic of the day before the run (its own generator, never this run's
+    #: pattern): the daily curve learns from it online, as a deployed scaler would
+    #: have learned yesterday. None: no history, so no daily curve.
+    history_pattern: LoadPattern | None = None
+    #: KEDA's per-replica listLength target, in tasks (micro-batches).
+    keda_list_length: int = 1
     service: ServiceModel = field(default_factory=ServiceModel)
     shares: ClassShares = field(default_factory=ClassShares)
     partitions: tuple[Partition, ...] = ()

@@ -49,6 +49,8 @@ class Trace:
     #: (event index, detected at t_s, region, slot release delay s) per anomaly workflow.
     anomaly_enqueued: list[tuple[int, float, int, float]] = field(default_factory=list)
     maintenance_runs: list[dict[str, Any]] = field(default_factory=list)
+    #: How each region's scaler was configured, in its users' terms.
+    scaler_settings: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, spec: SimSpec, n: int, n_r: int, regions: tuple[str, ...]) -> Trace:

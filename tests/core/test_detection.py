@@ -299,8 +299,9 @@ def test_a_state_of_the_wrong_width_is_rejected() -> None:
         )
 
 
-def test_a_5000_reading_batch_screens_in_well_under_5_ms() -> None:
-    # Given a batch of 5,000 readings of 5,000 warmed devices
+def test_a_5000_reading_batch_screens_faster_than_the_fleet_offers_it() -> None:
+    # Given a batch of 5,000 readings of 5,000 warmed devices (about 1 ms here, best of
+    # 20; that figure is the print below, the bound only has to hold on a loaded CI)
     traffic = normal_traffic(19, 5_000, 30)
     states, _, _ = screen_stream(traffic.device_id, traffic.ts, traffic.value, 5_000)
     rng = np.random.default_rng(1)
@@ -316,4 +317,5 @@ def test_a_5000_reading_batch_screens_in_well_under_5_ms() -> None:
         f"screen 5,000 readings: best {min(timings_ms):.2f} ms, median "
         f"{sorted(timings_ms)[10]:.2f} ms"
     )
-    assert min(timings_ms) < 5.0
+    # Then the best run keeps up with the seed's 100,000 readings/s on one core: 50 ms a batch
+    assert min(timings_ms) < 50.0

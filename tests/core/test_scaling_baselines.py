@@ -1,4 +1,4 @@
-"""Baselines: Celery's stock autoscaler rule and a Kubernetes HPA rule, as documented."""
+"""Baselines as documented: Celery's stock autoscaler, a Kubernetes HPA, KEDA, predictive floors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.errors import ConfigError
+from scheduler.forecast import DailyProfile
 from scheduler.scaling import ScalingObservation
-from scheduler.scaling_baselines import CeleryStockRule, HpaRule
+from scheduler.scaling_baselines import (
+    CeleryStockRule,
+    HpaRule,
+    KedaListLengthRule,
+    PredictiveFloor,
+    list_length_for_delay,
+)
 
 
 def obs(
@@ -177,3 +184,89 @@ def test_hpa_config_is_checked() -> None:
         HpaRule(5, 1)
     with pytest.raises(ConfigError):
         HpaRule(1, 10, target_utilization=0.0)
+
+
+def test_hpa_scale_up_tolerance_lets_a_high_target_grow() -> None:
+    # Given a CPU target of 97 %: a saturated pool's ratio is only 1/0.97
+    saturated = obs(0.0, 16, 16)
+    # Then the default 10 % tolerance never grows it, a zero up-tolerance does
+    assert HpaRule(1, 100, target_utilization=0.97).recommend(saturated) == 16
+    rule = HpaRule(1, 100, target_utilization=0.97, scale_up_tolerance=0.0)
+    assert rule.recommend(saturated) == 17
+    # And scale-down keeps its own tolerance: 14 busy of 16 (ratio 0.90) holds
+    assert rule.recommend(obs(0.0, 16, 14)) == 16
+
+
+# KEDA listLength rule ---------------------------------------------------------
+
+
+def test_keda_recommends_list_length_per_replica_in_tasks() -> None:
+    # Given listLength 2 per replica and batches of 100 readings
+    rule = KedaListLengthRule(1, 100, list_length=2, readings_per_task=100)
+    # Then 2,000 readings waiting (20 tasks) ask for 10 replicas
+    assert rule.recommend(obs(0.0, 4, 4, queue_depth=2_000)) == 10
+    # And 21 tasks for 10 replicas (ratio 1.05) is within tolerance: no change
+    fresh = KedaListLengthRule(1, 100, list_length=2, readings_per_task=100)
+    assert fresh.recommend(obs(0.0, 10, 10, queue_depth=2_100)) == 10
+
+
+def test_keda_reads_the_list_once_per_polling_interval() -> None:
+    rule = KedaListLengthRule(1, 100, list_length=1, readings_per_task=1, polling_s=30.0)
+    assert rule.polled_tasks(obs(0.0, 1, 1, queue_depth=3)) == 3
+    # A longer queue within the interval is not seen until the next poll
+    assert rule.polled_tasks(obs(29.0, 1, 1, queue_depth=50)) == 3
+    assert rule.polled_tasks(obs(30.0, 1, 1, queue_depth=50)) == 50
+
+
+def test_keda_behind_the_hpa_grows_at_the_default_rate_and_holds_for_the_window() -> None:
+    # Given a pool of 2 and 40 tasks waiting (listLength 1)
+    rule = KedaListLengthRule(1, 100, list_length=1, readings_per_task=1)
+    # Then one sync grows it by at most max(100 %, 4 pods)
+    assert rule.desired_slots(obs(0.0, 2, 2, queue_depth=40)) == 6
+    # And the next sync still sees the 40 polled (KEDA polls every 30 s)
+    assert rule.desired_slots(obs(15.0, 6, 6, queue_depth=0)) == 12
+    # When the queue is gone, it holds 12 while a 40 is within the 300 s window
+    sizes = {t: rule.desired_slots(obs(float(t), 12, 1)) for t in range(30, 346, 15)}
+    assert all(size == 12 for t, size in sizes.items() if t <= 315)
+    assert sizes[330] == 1
+
+
+def test_keda_config_is_checked() -> None:
+    with pytest.raises(ConfigError):
+        KedaListLengthRule(1, 10, list_length=0)
+
+
+@pytest.mark.parametrize(
+    ("delay_s", "expected"),
+    [(0.0, 1), (0.05, 1), (1.0, 12), (2.0, 24)],
+)
+def test_list_length_matches_a_queueing_delay(delay_s: float, expected: int) -> None:
+    # listLength tasks of 5,000 readings per replica at 60,000 readings/s per replica
+    assert list_length_for_delay(delay_s, 5_000, 60_000.0) == expected
+
+
+# Predictive floor ---------------------------------------------------------------
+
+
+def _flat_profile(rate_rps: float) -> DailyProfile:
+    profile = DailyProfile(bucket_s=60.0, period_s=600.0)
+    for t in range(0, 600, 10):
+        profile.observe(float(t), rate_rps)
+    profile.observe(600.0, rate_rps)  # closes the last bucket
+    return profile
+
+
+def test_predictive_floor_raises_a_reactive_rule_to_the_learned_curve() -> None:
+    # Given a curve learned at 970 readings/s, 100 per slot at a 97 % target: 10 slots
+    inner = CeleryStockRule(1, 20)
+    rule = PredictiveFloor(inner, _flat_profile(970.0), 1, 20, target_utilization=0.97)
+    # Then an idle pool is held at 10, never below
+    assert rule.desired_slots(obs(1_000.0, 2, 0)) == 10
+    # And the reactive rule still decides above the floor
+    assert rule.desired_slots(obs(1_001.0, 10, 10, queue_depth=8)) == 18
+    assert "floor from yesterday's curve" in rule.settings()
+
+
+def test_predictive_floor_without_a_learned_curve_is_the_inner_rule() -> None:
+    rule = PredictiveFloor(CeleryStockRule(1, 20), DailyProfile(), 1, 20, 0.97)
+    assert rule.desired_slots(obs(0.0, 3, 0)) == 3

@@ -123,11 +123,19 @@ def test_a_burst_grows_the_pool_and_its_end_shrinks_it_with_nothing_lost(
 
     wait_until(lambda: beat() is not None and beat().slots == 1, 20, "the worker's autoscaler")
     # When a burst of 200 batches lands on its standard queue
-    step = time.monotonic()
     deployment.publish(200)
-    # Then the autoscaler grows the pool within seconds
-    grown = wait_until(lambda: beat().slots > 1, 10, "the pool to grow")
-    assert grown - step < 5.0
+    # Then the autoscaler grows the pool while the burst is still being worked on
+    # (how fast is scale-bench's figure; a loaded CI only bounds the wait)
+    at_growth: dict[str, int] = {}
+
+    def grown() -> bool:
+        if beat().slots > 1:
+            at_growth["processed"] = deployment.processed()
+            return True
+        return False
+
+    wait_until(grown, 30, "the pool to grow")
+    assert at_growth["processed"] < deployment.published
     peak = beat().slots
     # And once the burst is processed, the pool shrinks back to one slot
     wait_until(deployment.drained, 30, "the burst to be processed")

@@ -8,6 +8,9 @@ input is dead-lettered with its reason.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -27,7 +30,7 @@ from stores.keys import Keys
 from stores.protocols import processed_readings
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
-from tasks.routine import ROUTINE_TASK
+from tasks.routine import ROUTINE_TASK, claim_id
 from workers.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -74,6 +77,39 @@ class Env:
                 return c
             time.sleep(0.05)
         raise AssertionError(f"only {self.store.counters()} of {readings} processed")
+
+
+def _process_tree(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [pid, *(int(p) for p in found.stdout.split())]
+
+
+def _half_applied_batch(env: Env) -> str | None:
+    """A batch whose first chunk is claimed (applied) but which is not done: mid-application."""
+    for raw in env.client.hkeys(env.keys.inflight):
+        batch_id = raw.decode()
+        if env.client.exists(env.keys.claim(claim_id(batch_id, 0))):
+            return batch_id
+    return None
+
+
+def freeze_mid_batch(env: Env, cluster: LocalCluster, name: str, timeout_s: float = 60) -> str:
+    """SIGSTOP the worker's processes at a moment a batch is half applied; returns its id.
+
+    Frozen, nothing can finish the batch between the check and the kill that follows.
+    """
+    deadline = time.time() + timeout_s
+    while True:
+        tree = _process_tree(cluster.procs[name].pid)
+        for pid in tree:
+            os.kill(pid, signal.SIGSTOP)
+        batch_id = _half_applied_batch(env)
+        if batch_id is not None:
+            return batch_id
+        for pid in tree:
+            os.kill(pid, signal.SIGCONT)
+        assert time.time() < deadline, "no batch was ever seen half applied"
+        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -142,17 +178,19 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(env: 
         producer.ingest_columns(ids, ts, values)
         total += 20_000
     producer.flush()
-    # When its worker is SIGKILLed while processing, then replaced
+    # When its worker is SIGKILLed while a batch is provably half applied, then replaced
     cluster = env.workers(("eu-west",))
-    env.wait_processed(20_000)
+    half_done = freeze_mid_batch(env, cluster, "data-eu-west")
     cluster.kill("data-eu-west")
     killed_at = env.store.counters()
+    assert env.client.hexists(env.keys.inflight, half_done)
     env.workers(("eu-west",))
     c = env.wait_processed(total, timeout_s=90)
-    # Then every reading is applied exactly once
+    # Then every reading is applied exactly once, the half-applied batch included
     assert processed_readings(killed_at) < total
     assert processed_readings(c) == total
     assert env.store.rollup_count_total() == total
+    assert not env.client.hexists(env.keys.inflight, half_done)
 
 
 def test_bad_input_is_dead_lettered_with_its_reason(env: Env) -> None:

@@ -84,8 +84,9 @@ def fleet(redis_server: str) -> Iterator[Fleet]:
 
 
 def test_an_injected_spike_is_alerted_within_the_bound(fleet: Fleet) -> None:
-    # Given a warmed-up fleet with no alert yet
-    assert read_alerts(fleet.client, fleet.run.keys) == []
+    # Given a warmed-up fleet with no alert on group 2 yet (the cascade test, in
+    # whichever order it runs, shifts groups 0 and 1 only)
+    assert [d for d in read_alerts(fleet.client, fleet.run.keys) if d["group"] == "2"] == []
     # When one device of group 2 spikes now
     device = int(fleet.ids[fleet.group == 2][17])
     bump = np.where(fleet.ids == device, 40.0, 0.0)
@@ -99,7 +100,8 @@ def test_an_injected_spike_is_alerted_within_the_bound(fleet: Fleet) -> None:
     mine = [d for d in docs if device in d["sample_device_ids"]]
     assert [d["status"] for d in mine] == ["firing"], docs
     assert mine[0]["group"] == "2" and mine[0]["device_count"] == 1
-    assert mine[0]["first_seen_ts"] == pytest.approx(spike_ts)
+    # The reading's own event time, to the millisecond (a relative tolerance on 1.7e9 is ±1,700 s)
+    assert mine[0]["first_seen_ts"] == pytest.approx(spike_ts, rel=0, abs=1e-3)
     assert 0 < mine[0]["detection_latency_ms"] < DETECTION_BOUND_S * 1000
     assert seen_s < DETECTION_BOUND_S
     # And the device alert's own detection latency was recorded

@@ -100,7 +100,13 @@ class Region:
         # The general slot prefers premium to standard: premium needs a deeper queue.
         ids = [self.publish("standard", LONG_READINGS, "long") for _ in range(6)]
         ids += [self.publish("premium", LONG_READINGS, "long") for _ in range(8)]
-        time.sleep(0.2)  # each idle slot takes one at once
+        # Each idle slot takes one at once; wait until every slot has (freshly started
+        # workers on a loaded machine may take a while), not a fixed time. Only the
+        # standard worker takes standard while premium waits; the other two take premium.
+        deadline = time.time() + 30
+        while self.depth("standard") > 6 - 1 or self.depth("premium") > 8 - 2:
+            assert time.time() < deadline, "the slots never took the long batches"
+            time.sleep(0.005)
         # Work still queued in both tiers: no slot that could take anomaly work is idle.
         assert self.depth("premium") > 0 and self.depth("standard") > 0
         return ids
@@ -189,11 +195,23 @@ def test_long_batch_preempted_midway_completes_later(region: Region) -> None:
     # Given every slot busy with a long routine batch
     deferrals = region.store.counters().get("deferrals:preempted", 0)
     ids = region.fill_every_slot()
-    # When an anomaly task arrives, and the region drains
-    region.probe()
+
+    def yielded() -> bool:
+        return region.store.counters().get("deferrals:preempted", 0) > deferrals
+
+    # When an anomaly task arrives. A slot that happens to finish its batch within the
+    # standard task's next check takes it without preemption (correctly): then the
+    # next one, while the long batches still run, is the test.
+    for _ in range(3):
+        region.probe()
+        deadline = time.time() + 0.5  # a yield comes within a check interval or two
+        while not yielded() and time.time() < deadline:
+            time.sleep(0.01)
+        if yielded():
+            break
     region.wait_drained()
     # Then a routine batch yielded mid-way (after a chunk, before its end) ...
-    assert region.store.counters().get("deferrals:preempted", 0) > deferrals
+    assert yielded()
     # ... and every chunk of every long batch was applied, none dead-lettered
     n_chunks = -(-LONG_READINGS // defaults.ROUTINE_CHUNK_READINGS)
     claims = region.client.mget(
@@ -203,7 +221,10 @@ def test_long_batch_preempted_midway_completes_later(region: Region) -> None:
 
 
 def test_every_accepted_reading_is_accounted_for(region: Region) -> None:
-    # Given everything the tests above published, drained
+    # Given batches of both tiers published here (and whatever other tests of the
+    # module published before, in any order), drained
+    region.publish("premium", 2_000, "acct")
+    region.publish("standard", 3_000, "acct")
     region.wait_drained()
     c = region.store.counters()
     # Then each reading was applied exactly once (the rollups hold them) or dead-lettered

@@ -14,9 +14,20 @@ import numpy as np
 import pytest
 
 from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
+from scheduler.scaling import ScalingConfig
+from scheduler.scaling_baselines import list_length_for_delay
 from simulation.compare import side_by_side
 from simulation.metrics import tier_latency
-from simulation.scenarios import EU, SCENARIOS, US, WASTAGE_BOUND_PCT, Outcome, run_scenario
+from simulation.pools import SCALERS
+from simulation.scenarios import (
+    EU,
+    SCENARIOS,
+    US,
+    WASTAGE_BOUND_PCT,
+    Outcome,
+    run_scenario,
+    simulated_day,
+)
 from simulation.trace import PREMIUM, STANDARD
 
 pytestmark = pytest.mark.scenario
@@ -179,20 +190,40 @@ def test_simulated_day_wastes_under_5_pct_with_both_tiers_bounded() -> None:
     assert f["lost"] == 0
 
 
-def test_simulated_day_policy_beats_the_baselines_side_by_side() -> None:
-    # Given two hours of the day from 08:00 UTC with a 3x eu-west spike after one hour
+def test_side_by_side_holds_the_policy_to_its_bounds_and_every_row_to_its_settings() -> None:
+    # Given two hours of the day from 08:00 UTC with a 3x eu-west spike after one hour,
+    # run under the policy and every baseline, each also with a forecast floor
     rows = side_by_side(0, hours=2.0, start_utc_hour=8.0, spikes=((1.0, EU, 3.0),))
-    policy, celery, hpa = rows["policy"], rows["celery"], rows["hpa"]
-    # Then the policy reacts within the aim, where the HPA takes longer than the seed allows
+    assert set(rows) == set(SCALERS)
+    policy = rows["policy"]
+    # Then the policy reacts within the aim and wastes under the bound, premium within its own
     assert policy["scaling_reaction_s"] <= 5.0
-    assert hpa["scaling_reaction_s"] > 30.0
-    # And it provisions fewer slot-seconds than either baseline, wasting less
-    assert policy["slot_seconds"] < min(celery["slot_seconds"], hpa["slot_seconds"])
-    assert (
-        policy["wastage_pct"] < WASTAGE_BOUND_PCT < min(celery["wastage_pct"], hpa["wastage_pct"])
-    )
-    assert policy["policy_wastage_pct"] < min(
-        celery["policy_wastage_pct"], hpa["policy_wastage_pct"]
-    )
-    # And nothing is lost under any of them
+    assert policy["wastage_pct"] < WASTAGE_BOUND_PCT
+    assert policy["premium_p99_ms"] < PREMIUM_LATENCY_BOUND_MS
+    # And no scaler loses a reading
     assert all(r["lost"] == 0 for r in rows.values())
+    # And each baseline runs as configured: the HPA at the policy's own target,
+    # KEDA at the listLength matching the policy's queue wait, forecasts from yesterday
+    target = f"{ScalingConfig().target_utilization:.0%}"
+    assert f"CPU target {target}" in rows["hpa"]["settings"]
+    length = list_length_for_delay(policy["queue_wait_ms"] / 1000.0, 5_000, 60_000.0)
+    assert f"listLength {length} per replica, polling 30 s" in rows["keda"]["settings"]
+    assert "scale-down window 300 s" in rows["keda"]["settings"]
+    for name in ("celery", "hpa", "keda"):
+        forecast = rows[f"{name}+forecast"]["settings"]
+        assert forecast.startswith(rows[name]["settings"]) and "yesterday's curve" in forecast
+    assert "yesterday's curve" in policy["settings"]
+
+
+def test_the_forecast_learns_from_a_different_day_than_the_one_scored() -> None:
+    # Given the simulated day's spec
+    spec = simulated_day(0, "policy", hours=1.0)
+    assert spec.history_pattern is not None
+    # Then yesterday's traffic is its own: at the same times of day it differs
+    # second by second from the scored day's (its own noise and level)
+    t = np.arange(0.0, 3_600.0, 1.0)
+    today = spec.pattern.rate_rps(t).sum(axis=(1, 2))
+    before = spec.history_pattern.rate_rps(t).sum(axis=(1, 2))
+    ratio = today / before
+    assert np.std(ratio) > 0.003  # independent noise, not the same draws
+    assert abs(float(np.mean(ratio)) - 1.0) > 1e-3  # its own level

@@ -203,9 +203,10 @@ def test_the_event_loop_acts_on_cached_figures_without_waiting_for_redis(
     )
     try:
         # When the loop calls it before any figures exist: it returns at once, unchanged
+        # (well inside the 3 s a Redis call would block for, with slack for a loaded CI)
         started = time.monotonic()
         scaler.maybe_scale()
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 1.0
         assert pool.num_processes == 1
         # When figures the refresher left earlier ask for 3 slots
         scaler.figures = PoolFigures(
@@ -215,7 +216,7 @@ def test_the_event_loop_acts_on_cached_figures_without_waiting_for_redis(
         started = time.monotonic()
         scaler.maybe_scale()
         # Then the loop grows the pool from them at once, without a Redis reply
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 1.0
         assert pool.num_processes == 3
         # And figures gone stale (Redis still silent) are not acted on: the pool holds
         scaler.figures = PoolFigures(**{**scaler.figures.__dict__, "target_slots": 1})
