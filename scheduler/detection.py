@@ -58,6 +58,7 @@ BOOL = npt.NDArray[np.bool_]
 STATE_FIELDS: tuple[str, ...] = (
     "count",  # readings seen
     "level",  # clipped EWMA of the deseasonalised value
+    "trend",  # its damped per-reading slope (Holt), so a smooth cycle is not lagged
     "scale",  # EWMA of the clipped absolute residual
     "slow_mean",  # slow EWMA of the deseasonalised value: what the season is measured from
     "spread",  # slow EWMA of |value - slow_mean|: the signal's own scale
@@ -84,6 +85,7 @@ K = len(STATE_FIELDS)
 (
     _COUNT,
     _LEVEL,
+    _TREND,
     _SCALE,
     _SLOW,
     _SPREAD,
@@ -136,6 +138,9 @@ class DetectorConfig:
     #: Readings before a device is judged; its baseline is still learned meanwhile.
     warmup_readings: int = 20
     level_alpha: float = 0.1
+    #: Share of the level's correction that also corrects the slope, and its damping per reading.
+    trend_beta: float = 0.1
+    trend_damping: float = 0.9
     scale_alpha: float = 0.01
     fast_alpha: float = 0.5
     #: Residuals beyond this are clipped before they update level and scale (robustness).
@@ -300,7 +305,8 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F6
     count = st[:, _COUNT]
     seen = count > 0
     warm = count >= c.warmup_readings
-    level = st[:, _LEVEL]
+    trend = c.trend_damping * st[:, _TREND]
+    level = st[:, _LEVEL] + trend
     last_ts = st[:, _LASTTS]
     dt = np.where(seen, t - last_ts, 0.0)
     dt_pos = np.maximum(dt, 0.0)
@@ -379,6 +385,8 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F6
     new_scale = np.where(seen, st[:, _SCALE] + a_scale * (np.abs(innov) - st[:, _SCALE]), 0.0)
     new_fast = np.where(seen, st[:, _FAST] + c.fast_alpha * (deseason - st[:, _FAST]), deseason)
     st[:, _LEVEL] = np.where(learn, new_level, level)
+    new_trend = np.where(seen, trend + a_level * c.trend_beta * innov, 0.0)
+    st[:, _TREND] = np.where(learn, new_trend, trend)
     st[:, _SCALE] = np.where(learn, new_scale, st[:, _SCALE])
     st[:, _FAST] = new_fast
     # The tail tracker moves up by p and down by 1 - p, so it settles where |z| is
@@ -419,6 +427,7 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F6
     re_anchor = (kind == LEVEL_SHIFT) & first_crossing & ~in_drift
     moved = new_fast - st[:, _LEVEL]
     st[:, _LEVEL] = np.where(re_anchor, new_fast, st[:, _LEVEL])
+    st[:, _TREND] = np.where(re_anchor, 0.0, st[:, _TREND])
     st[:, _SLOW] = np.where(re_anchor, st[:, _SLOW] + moved, st[:, _SLOW])
     st[:, _CPOS] = np.where(re_anchor, 0.0, np.minimum(cpos, c.cusum_h))
     st[:, _CNEG] = np.where(re_anchor, 0.0, np.minimum(cneg, c.cusum_h))
@@ -439,8 +448,9 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F6
     in_episode = st[:, _INEP] > 0
     opens = value_anomalous & ~in_episode
     alert = opens | dropout
-    # A run of repeats that ended while nothing was wrong teaches the usual run length.
-    run_ended = ~is_flat & ~in_episode
+    # Every run of repeats that ended teaches the usual run length: a sensor that resumes
+    # varying was not stuck for good, and counts sit at 0 for as long as nights last.
+    run_ended = ~is_flat
     st[:, _FLATMAX] = np.where(
         run_ended, np.maximum(st[:, _FLATMAX], prior_flat_run), st[:, _FLATMAX]
     )
