@@ -279,7 +279,9 @@ def screen(
         )[present]
         cell_ts = np.repeat(ts, metrics)[present]
         cell_value = flat_values[present]
-        flat_outs = [a.reshape(-1) for a in (score, kind, alert, expected, band)]
+        flat_outs: list[npt.NDArray[np.generic]] = [
+            a.reshape(-1) for a in (score, kind, alert, expected, band)
+        ]
         for take in _rounds(cell_row, cell_ts):
             rows = cell_row[take]
             cell_state = cells[rows]
@@ -287,7 +289,7 @@ def screen(
             cells[rows] = cell_state
             where = present[take]
             for out, got in zip(flat_outs, verdicts, strict=True):
-                out[where] = got
+                out[where] = np.asarray(got)
 
     shape = value.shape
     return ScreenResult(
