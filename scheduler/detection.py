@@ -149,7 +149,7 @@ class DetectorConfig:
     cusum_k: float = 0.6
     cusum_h: float = 8.0
     #: One reading adds at most this to the CUSUM, so a lone spike cannot look like a shift.
-    cusum_clip_z: float = 4.0
+    cusum_clip_z: float = 5.0
     #: A CUSUM alarm within this many readings of its evidence passing ``evidence_floor``,
     #: or one whose evidence is fading, is a level shift; a later, still-growing one is drift.
     shift_max_run: int = 6

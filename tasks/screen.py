@@ -23,6 +23,7 @@ from celery import Task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from scheduler import alert_record
 from scheduler.codec import decode_batch
 from scheduler.detection import DetectorConfig, screen
 from scheduler.errors import InvalidBatch, TransientError
@@ -93,7 +94,10 @@ def screen_batch(
     if rows.size:
         emit(alerts_payload(batch, rows, kinds, emitted_ts))
     latency = bucket_counts((emitted_ts - batch.ts[rows]) * 1000.0)
-    store.commit(batch.batch_id, devices, result.states, latency, len(batch), int(rows.size))
+    record = alert_record.encode(batch.device_id[rows], batch.ts[rows], kinds, emitted_ts)
+    store.commit(
+        batch.batch_id, devices, result.states, latency, len(batch), int(rows.size), record
+    )
     return int(rows.size)
 
 
