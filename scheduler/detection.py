@@ -11,23 +11,25 @@ in units of a robust scale:
 - season: an hour-of-day profile (24 bins, linearly interpolated) plus day-of-week
   offsets, learned online against a slow mean (``scheduler.seasonal``), so a daily or
   weekly cycle stops looking anomalous after it has been seen;
-- level: an EWMA of the deseasonalised value whose updates are clipped, so a spike
-  barely moves it; scale: an EWMA of the clipped absolute residual (heavy tails do not
-  inflate it as a variance would);
+- level: an EWMA of the deseasonalised value with a damped slope (Holt), whose updates
+  are clipped, so a spike barely moves it and a smooth cycle is not lagged before its
+  profile is learned; scale: a slow EWMA of the clipped absolute residual (heavy tails
+  do not inflate it as a variance would);
 - scale floor: relative to the signal's own long-run spread and to its resolution (the
   smallest step it has shown, 1 for counts), never an absolute epsilon, so a noise-free
   cycle or a count hovering at 0 does not divide by almost nothing;
-- heavy tails: the residuals' own 98th percentile is tracked, and a device whose tail
+- heavy tails: the residuals' own 99th percentile is tracked, and a device whose tail
   is wider than a Gaussian's has its residuals shrunk by that ratio before judging;
 - spikes/dips: the one-step normalised residual past ``spike_z``; a spike whose value
   would be ordinary at another time of day is a ``seasonal`` deviation;
 - level shifts and drift: a two-sided CUSUM of the clipped residuals; an alarm whose
   evidence arrived in a few readings, or is fading, is a shift, one still growing is
   drift. A shift re-anchors the level (and the slow mean) where the values now are, so
-  one regime change makes one alert and then is the new normal;
+  one regime change makes one alert and then is the new normal; its episode is watched
+  ``shift_watch_readings`` longer, so a drift that began as a step stays one episode;
 - stuck sensors: a run of repeats longer than ``stuck_readings`` and than
-  ``stuck_factor`` x the longest run the device has shown (counts sitting at 0 at night
-  are not stuck); repeats never train the baseline;
+  ``stuck_factor`` x the longest run the device has shown (counts sitting at 0 through
+  a night are not stuck once a night has been seen); repeats never train the baseline;
 - dropouts: silence past ``dropout_factor`` x the device's usual long interval (a
   tracked 99th percentile of its gaps, so irregular sampling is learned), either by the
   ``find_dropouts`` sweep or, if the sweep has not reported it, on the reading ending it.
@@ -145,6 +147,8 @@ class DetectorConfig:
     fast_alpha: float = 0.5
     #: Residuals beyond this are clipped before they update level and scale (robustness).
     clip_z: float = 3.0
+    #: One reading this far out is a spike; recorded series (tweet counts, road traffic)
+    #: burst past 6 every day, so smaller single-reading spikes are left to the CUSUM.
     spike_z: float = 8.0
     cusum_k: float = 0.6
     cusum_h: float = 8.0

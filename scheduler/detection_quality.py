@@ -6,7 +6,8 @@ an anomalous device between the anomaly's onset and ``settle_s`` after its end i
 explained by it (its end, a shift back, is an event too); every other alert is false.
 An anomaly is recalled when an alert it explains was emitted within ``within_s`` of its
 onset, the event time of its first abnormal reading; the delay of those alerts is the
-detection delay, over true positives only.
+detection delay, over true positives only. ``alerted_share`` counts anomalies alerted at
+all, however late, so an overloaded pipeline is told apart from a detector that missed.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def judge(
         explain(anomaly)
     delays_ms: list[float] = []
     hits: dict[str, list[int]] = {}
+    alerted = 0
     for anomaly in injected:
         inside = explain(anomaly)
         delay_s = alerts["emitted_ts"][inside] - anomaly.onset_ts
+        alerted += int(inside.size > 0)
         hit = bool(inside.size) and float(delay_s.min()) <= within_s
         if hit:
             delays_ms.append(1000.0 * float(delay_s.min()))
@@ -72,6 +75,8 @@ def judge(
         "injected": len(injected),
         "recall": _share(recalled, len(injected)),
         "recall_by_kind": {kind: _share(sum(h), len(h)) for kind, h in sorted(hits.items())},
+        # Alerted at all, however late: tells a slow pipeline from a blind detector.
+        "alerted_share": _share(alerted, len(injected)),
         "false_alerts": false_alerts,
         "false_alerts_per_1000": round(1000.0 * false_alerts / max(screened_readings, 1), 4),
         "detection_ms": {
