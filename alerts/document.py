@@ -47,4 +47,6 @@ def alert_document(update: IncidentUpdate) -> dict[str, Any]:
         "kinds": dict(inc.kinds),
         "at_ts": update.at_ts,
         "detection_latency_ms": detection_latency_ms(update),
+        # The first device alert: its kind, the observed value, expected value and band, score.
+        "first_alert": dict(inc.first_alert) if inc.first_alert else None,
     }

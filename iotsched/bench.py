@@ -44,6 +44,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="share of readings given an injected spike once devices are warm (detector warm-up)",
     )
     p.add_argument(
+        "--anomaly-share",
+        type=share,
+        default=1e-4,
+        help="share of readings that start an injected anomaly of each kind in turn, at 3-8 "
+        "noise widths, judged for recall and false alerts (detection_quality)",
+    )
+    p.add_argument(
         "--pattern",
         help="pace by a named load pattern (steady, daily, ramp, spike, fleet_spike, bursts, "
         "beyond_capacity) at --rate-rps base over --horizon-s; --readings then follows",
@@ -82,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
     ) as run_:
         setup_s = time.time() - t0
         assert run_.registry is not None
-        stream = SyntheticStream(run_.registry, seed=args.seed, spike_share=args.spike_share)
+        stream = SyntheticStream(
+            run_.registry,
+            seed=args.seed,
+            spike_share=args.spike_share,
+            anomaly_share=args.anomaly_share,
+        )
         accepted = AcceptedLog()
         run_.producer.on_accepted = accepted.add
         watch = WindowWatch(run_, pace, time.time()).start() if pace else None
@@ -100,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             )
             summary.update(lost=exact.lost, duplicated=exact.duplicated, held=exact.held)
         summary["detection_ms"] = _detection(run_)
+        summary["detection_quality"] = _detection_quality(run_, stream)
         # Every routine batch and screening copy settled: none is left for the reaper.
         summary["inflight_left"] = InflightLedger(run_.store.client, run_.keys).size()
         if watch is not None:
@@ -134,6 +147,21 @@ def _detection(run_: Any) -> dict[str, Any]:
         "alerts": counters.get("device_alerts", 0),
         "screened_readings": counters.get("screened_readings", 0),
     }
+
+
+def _detection_quality(run_: Any, stream: SyntheticStream) -> dict[str, Any]:
+    """Recall, false alerts and TP delay of the alerts the workers emitted (recent-alerts log)."""
+    from scheduler import alert_record
+    from scheduler.detection_quality import judge
+    from stores.detector_store import RedisDetectorStore
+
+    store = RedisDetectorStore(run_.store.client, run_.keys)
+    alerts = alert_record.decode(store.recent_alerts())
+    low, high = stream.anomaly_sigma
+    realistic = [a for a in stream.truth if low <= a.magnitude_sigma <= high]
+    others = [a for a in stream.truth if not low <= a.magnitude_sigma <= high]
+    screened = store.screen_counters()["screened_readings"]
+    return judge(realistic, alerts, screened, also_explains=others)
 
 
 def _lookup_ms(registry: Any, ids: int = 100_000, repeats: int = 5) -> float:

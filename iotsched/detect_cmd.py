@@ -1,7 +1,10 @@
 """`iotsched detect FILE.csv`: replay a recorded single-device series through the detector.
 
-Writes ``timestamp,value,score,anomaly`` to stdout, one row per usable reading in time
-order, with ``anomaly`` 1 on the first reading of each alert episode. The detector and
+Writes ``timestamp,value,score,anomaly,kind,expected,band`` to stdout, one row per
+usable reading in time order, with ``anomaly`` 1 on the first reading of each alert
+episode; ``kind`` names what the reading looks like (``normal`` when nothing), ``expected``
+is the predicted value and ``band`` the half-width around it past which one reading is a
+spike or dip, so an alert says what was expected and what was observed. The detector and
 its defaults are the ones the screening stage runs, so a recording shows what the
 fleet would have alerted on.
 """
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.detection import DetectorConfig, fresh_states, screen
+from scheduler.detection import KIND_NAMES, DetectorConfig, fresh_states, screen
 
 EXIT_USAGE = 2
 
@@ -53,11 +56,21 @@ def run(args: argparse.Namespace) -> int:
     result = screen(fresh_states(1), np.zeros(ts.size, dtype=np.intp), ts, value, DetectorConfig())
 
     out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(["timestamp", "value", "score", "anomaly"])
-    for (_, _, ts_text, value_text), score, alert in zip(
-        rows, result.score, result.alert, strict=True
+    out.writerow(["timestamp", "value", "score", "anomaly", "kind", "expected", "band"])
+    for (_, _, ts_text, value_text), score, alert, kind, expected, band in zip(
+        rows, result.score, result.alert, result.kind, result.expected, result.band, strict=True
     ):
-        out.writerow([ts_text, value_text, f"{score:.3f}", int(alert)])
+        out.writerow(
+            [
+                ts_text,
+                value_text,
+                f"{score:.3f}",
+                int(alert),
+                KIND_NAMES[kind],
+                f"{expected:.6g}",
+                f"{band:.6g}",
+            ]
+        )
     if skipped:
         print(
             f"iotsched detect: skipped {skipped} row(s) with no usable value or time",

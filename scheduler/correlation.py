@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,13 +51,38 @@ class CorrelatorConfig:
 
 @dataclass(frozen=True)
 class Alert:
-    """One device's alert from the detector: the first reading of an episode."""
+    """One device's alert from the detector: the first reading of an episode.
+
+    ``observed``, ``expected`` and ``band`` are the reading, the detector's prediction and
+    the half-width of its spike band; ``score`` >= 1 is anomalous (NaN when not known).
+    """
 
     device_id: int
     group: str
     region: str
     ts: float
     kind: str
+    observed: float = math.nan
+    expected: float = math.nan
+    band: float = math.nan
+    score: float = math.nan
+
+    def evidence(self) -> dict[str, Any]:
+        """What the detector saw, JSON-ready (unknown numbers as None)."""
+        return {
+            "device_id": self.device_id,
+            "ts": self.ts,
+            "kind": self.kind,
+            **{
+                name: (None if math.isnan(v) else v)
+                for name, v in (
+                    ("observed", self.observed),
+                    ("expected", self.expected),
+                    ("band", self.band),
+                    ("score", self.score),
+                )
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,8 @@ class Incident:
     cascade_id: str | None
     alert_count: int
     kinds: tuple[tuple[str, int], ...]
+    #: The first device alert of the incident, as ``Alert.evidence`` gives it.
+    first_alert: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,7 @@ class _Open:
     notified_severity: int = -1
     dirty: bool = True
     severity: int = 0
+    first_alert: dict[str, Any] | None = None
 
 
 class Correlator:
@@ -190,6 +219,8 @@ class Correlator:
                 if len(inc.sample) < self.config.sample_size:
                     inc.sample.append(alert.device_id)
             inc.kinds[alert.kind] = inc.kinds.get(alert.kind, 0) + 1
+        if inc.first_alert is None or batch[0].ts < inc.first_alert["ts"]:
+            inc.first_alert = batch[0].evidence()
         inc.alert_count += len(batch)
         inc.first_seen_ts = min(inc.first_seen_ts, batch[0].ts)
         inc.last_seen_ts = max(inc.last_seen_ts, batch[-1].ts)
@@ -252,6 +283,7 @@ class Correlator:
                     "notified_severity": inc.notified_severity,
                     "dirty": inc.dirty,
                     "severity": inc.severity,
+                    "first_alert": inc.first_alert,
                 }
                 for inc in sorted(self._open.values(), key=lambda i: i.incident_id)
             ],
@@ -301,4 +333,5 @@ def _snapshot(inc: _Open) -> Incident:
         cascade_id=inc.cascade_id,
         alert_count=inc.alert_count,
         kinds=tuple(sorted(inc.kinds.items())),
+        first_alert=dict(inc.first_alert) if inc.first_alert else None,
     )

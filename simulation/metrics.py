@@ -110,8 +110,15 @@ def detection_s(trace: Trace, per_event_devices: int = 500) -> np.ndarray:
         r = ev.region
         cells = np.flatnonzero((fleet.home_region == r) & (fleet.tier == ev.tier))
         pick = rng.choice(cells, size=min(per_event_devices, ev.devices, cells.size), replace=False)
+        # Devices the detector misses never reach an alert: they count against recall only.
+        pick = pick[rng.random(pick.size) < ev.detected_share]
         interval = fleet.reading_interval_s[pick].astype(np.float64)
-        emitted = ev.t_s + rng.random(pick.size) * interval + (ev.readings_to_detect - 1) * interval
+        needed = (
+            rng.choice(np.asarray(ev.readings_needed), size=pick.size)
+            if ev.readings_needed
+            else np.full(pick.size, ev.readings_to_detect)
+        )
+        emitted = ev.t_s + rng.random(pick.size) * interval + (needed - 1) * interval
         screen_rps = trace.arrived[:, r, SCREEN] / step
         age = np.minimum(
             spec.service.screen_max_age_s,
@@ -281,8 +288,11 @@ def figures(trace: Trace) -> dict[str, Any]:
         out["scaling_reaction_s"] = scaling_reaction_s(trace)
     if spec.anomalies:
         det = detection_s(trace)
-        out["detection_p50_s"] = float(np.percentile(det, 50))
-        out["detection_p99_s"] = float(np.percentile(det, 99))
+        out["detection_p50_s"] = float(np.percentile(det, 50)) if det.size else math.nan
+        out["detection_p99_s"] = float(np.percentile(det, 99)) if det.size else math.nan
+        affected = sum(ev.devices for ev in spec.anomalies)
+        caught = sum(ev.devices * ev.detected_share for ev in spec.anomalies)
+        out["detection_recall"] = caught / affected if affected else math.nan
         start = anomaly_start_s(trace)
         out["anomaly_start_p99_ms"] = (
             float(np.percentile(start, 99) * 1000.0) if start.size else math.nan

@@ -19,7 +19,7 @@ import numpy as np
 
 from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
 from scheduler.geography import DEFAULT_SITES, RegionSite
-from simulation.detector_cal import readings_to_detect
+from simulation.detector_cal import detection_profile
 from simulation.engine import Simulator
 from simulation.fleet import Fleet, generate_fleet
 from simulation.loads import (
@@ -174,10 +174,12 @@ def anomalies_under_load(seed: int) -> SimSpec:
     from_30s = Ramp(30.0, 30.001, 0.0, 1.0, all_regions(3))
     pattern = _steady(fleet) + Modulated(Steady(1.0, extra), from_30s)
     kinds = ("spike", "dip", "shift")
+    measured = {kind: detection_profile(kind) for kind in kinds}
     events = tuple(
         AnomalyEvent(
             60.0 + 20.0 * k, US, 2_000 + 1_000 * (k % 4), tier=k % 2,
-            readings_to_detect=readings_to_detect(kinds[k % 3])[0], kind=kinds[k % 3],
+            readings_to_detect=max((1, *measured[kinds[k % 3]][0])), kind=kinds[k % 3],
+            readings_needed=measured[kinds[k % 3]][0], detected_share=measured[kinds[k % 3]][1],
         )
         for k in range(8)
     )  # fmt: skip
@@ -216,14 +218,17 @@ def resource_exhaustion(seed: int) -> SimSpec:
 
 def cascading_anomalies(seed: int) -> SimSpec:
     """An incident spreads over ap-south's device groups: 10 waves, 10,000 devices at most."""
+    needed, share = detection_profile("shift")
     events = tuple(
         AnomalyEvent(
             30.0 + 6.0 * k,
             AP,
             1_000 * (k + 1),
             tier=STANDARD_TIER,
-            readings_to_detect=readings_to_detect("shift")[0],
+            readings_to_detect=max((1, *needed)),
             kind="cascade of level shifts",
+            readings_needed=needed,
+            detected_share=share,
         )
         for k in range(10)
     )

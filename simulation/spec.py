@@ -75,8 +75,9 @@ class AnomalyEvent:
     """``devices`` devices of one region's cohort turn abnormal at ``t_s``.
 
     ``tier`` picks the tier of the affected devices; ``readings_to_detect`` is
-    how many abnormal readings the detector needs (scenarios measure it on the
-    real detector: simulation.detector_cal).
+    how many abnormal readings the detector needs and ``detected_share`` the share
+    of devices it catches (scenarios measure both on the real detector:
+    simulation.detector_cal).
     """
 
     t_s: float
@@ -85,6 +86,12 @@ class AnomalyEvent:
     tier: int = 1
     readings_to_detect: int = 1
     kind: str = "spike"
+    #: Share of the affected devices the detector alerts on at all (simulation.detector_cal);
+    #: the rest count against recall and not in detection latency.
+    detected_share: float = 1.0
+    #: Readings each detected device needed in calibration; when given, every simulated
+    #: device draws its own from these instead of taking ``readings_to_detect``.
+    readings_needed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,9 @@ F64 = npt.NDArray[np.float64]
 #: afresh (warm-up again) rather than from a stale baseline.
 DETECTOR_STATE_TTL_S = 2 * 24 * 3600
 
+#: Batches with alerts kept in the recent-alerts log; alerts are rare, so this is hours.
+RECENT_ALERT_BATCHES = 100_000
+
 ALERT_STAGE = "alert"
 NOTIFY_STAGE = "notify"
 
@@ -51,11 +54,16 @@ class DetectorStore(Protocol):
         latency: Mapping[int, int],
         readings: int,
         alerts: int,
+        alert_record: bytes = b"",
     ) -> bool:
         """Claim the batch and store its states, alert latency and counts at once.
 
+        ``alert_record`` (``scheduler.alert_record``) joins the capped recent-alerts log.
         False (and nothing stored) when the batch was claimed before.
         """
+
+    def recent_alerts(self) -> list[bytes]:
+        """The recent-alerts log, newest batch first (at most ``RECENT_ALERT_BATCHES``)."""
 
     def add_latency(self, stage: str, latency: Mapping[int, int]) -> None:
         """Add bucket counts to a detection latency histogram (e.g. the "notify" stage)."""
@@ -98,6 +106,7 @@ class RedisDetectorStore:
         latency: Mapping[int, int],
         readings: int,
         alerts: int,
+        alert_record: bytes = b"",
     ) -> bool:
         """Claim the batch and write every state in one MULTI/EXEC.
 
@@ -114,6 +123,9 @@ class RedisDetectorStore:
             pipe.hincrby(k.counters, "device_alerts", alerts)
             for bucket, count in latency.items():
                 pipe.hincrby(k.detection_latency(ALERT_STAGE), str(bucket), count)
+            if alert_record:
+                pipe.lpush(k.recent_device_alerts, alert_record)
+                pipe.ltrim(k.recent_device_alerts, 0, RECENT_ALERT_BATCHES - 1)
 
         return apply_once(
             self.client,
@@ -135,6 +147,10 @@ class RedisDetectorStore:
     def detection_histogram(self, stage: str = ALERT_STAGE) -> dict[int, int]:
         return detection_histogram(self.client, self.keys, stage)
 
+    def recent_alerts(self) -> list[bytes]:
+        raw: Any = self.client.lrange(self.keys.recent_device_alerts, 0, -1)
+        return [bytes(blob) for blob in raw]
+
     def screen_counters(self) -> dict[str, int]:
         raw: Any = self.client.hmget(self.keys.counters, list(COUNTER_NAMES))
         return {name: int(v or 0) for name, v in zip(COUNTER_NAMES, raw, strict=True)}
@@ -149,6 +165,7 @@ class MemoryDetectorStore:
         self._states: dict[int, bytes] = {}
         self._latency: dict[str, dict[int, int]] = {}
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
+        self._recent: list[bytes] = []
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
         with self._lock:
@@ -165,6 +182,7 @@ class MemoryDetectorStore:
         latency: Mapping[int, int],
         readings: int,
         alerts: int,
+        alert_record: bytes = b"",
     ) -> bool:
         blobs = pack_states(states)
         with self._lock:
@@ -176,7 +194,14 @@ class MemoryDetectorStore:
             self._counters["device_alerts"] += alerts
             self._states.update(zip(device_ids.tolist(), blobs, strict=True))
             self._merge(ALERT_STAGE, latency)
+            if alert_record:
+                self._recent.insert(0, alert_record)
+                del self._recent[RECENT_ALERT_BATCHES:]
             return True
+
+    def recent_alerts(self) -> list[bytes]:
+        with self._lock:
+            return list(self._recent)
 
     def add_latency(self, stage: str, latency: Mapping[int, int]) -> None:
         with self._lock:

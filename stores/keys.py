@@ -64,6 +64,11 @@ class Keys:
     def alerts(self) -> str:
         return f"{self.prefix}:alerts"
 
+    @property
+    def recent_device_alerts(self) -> str:
+        """Capped list of device-alert records (``scheduler.alert_record``), newest first."""
+        return f"{self.prefix}:alerts:recent"
+
     def screen_claim(self, batch_id: str) -> str:
         """Set once when a batch's screening effects are stored (its own namespace)."""
         return f"{self.prefix}:claim:screen:{batch_id}"

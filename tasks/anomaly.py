@@ -42,6 +42,8 @@ from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, de
 TICK_TASK = "iotsched.incident_tick"
 MAX_RETRIES = 5
 UNKNOWN_GROUP = "unknown"
+#: Optional float columns of an alerts payload, in ``Alert``'s field order.
+EVIDENCE_COLUMNS = ("observed", "expected", "band", "score")
 
 LOGGER = logging.getLogger(__name__)
 
@@ -99,15 +101,29 @@ def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str
         kind = np.frombuffer(payload["kind"], dtype="i1")
         if not (device_id.size == ts.size == kind.size == int(payload["n"])):
             raise InvalidBatch("alert column lengths disagree with n")
+        # Screening adds what it saw; a sweep's dropout alerts have no value to show.
+        evidence = {
+            name: np.frombuffer(payload[name], dtype="<f8")
+            if name in payload
+            else np.full(device_id.size, np.nan)
+            for name in EVIDENCE_COLUMNS
+        }
+        if any(col.size != device_id.size for col in evidence.values()):
+            raise InvalidBatch("alert evidence lengths disagree with n")
         batch_id = str(payload["batch_id"])
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidBatch(f"cannot decode alerts: {exc}") from exc
     rows = registry.lookup(device_id)
     group = np.where(rows >= 0, registry.group[np.maximum(rows, 0)], -1)
     alerts = [
-        Alert(int(d), str(g) if g >= 0 else UNKNOWN_GROUP, region, float(t), KIND_NAMES[k])
-        for d, g, t, k in zip(
-            device_id.tolist(), group.tolist(), ts.tolist(), kind.tolist(), strict=True
+        Alert(int(d), str(g) if g >= 0 else UNKNOWN_GROUP, region, float(t), KIND_NAMES[k], *seen)
+        for d, g, t, k, *seen in zip(
+            device_id.tolist(),
+            group.tolist(),
+            ts.tolist(),
+            kind.tolist(),
+            *(evidence[name].tolist() for name in EVIDENCE_COLUMNS),
+            strict=True,
         )
     ]
     return batch_id, region, alerts

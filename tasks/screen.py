@@ -23,6 +23,7 @@ from celery import Task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from scheduler import alert_record
 from scheduler.codec import decode_batch
 from scheduler.detection import DetectorConfig, screen
 from scheduler.errors import InvalidBatch, TransientError
@@ -57,10 +58,22 @@ detector_store = _detector.get
 
 
 def alerts_payload(
-    batch: Batch, rows: np.ndarray, kinds: np.ndarray, emitted_ts: float
+    batch: Batch,
+    rows: np.ndarray,
+    kinds: np.ndarray,
+    emitted_ts: float,
+    evidence: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The alerts of one batch as compact columns (msgpack-safe)."""
+    """The alerts of one batch as compact columns (msgpack-safe).
+
+    ``evidence`` adds float columns per alert: observed, expected, band and score.
+    """
+    columns = {
+        name: np.ascontiguousarray(col, dtype="<f8").tobytes()
+        for name, col in (evidence or {}).items()
+    }
     return {
+        **columns,
         "v": ALERTS_WIRE_VERSION,
         "batch_id": batch.batch_id,
         "region": batch.region,
@@ -88,12 +101,23 @@ def screen_batch(
     alert = result.alert.reshape(len(batch), -1)
     rows = np.flatnonzero(alert.any(axis=1))
     # With several metrics a reading's kind is that of its first alerting metric.
-    kinds = result.kind.reshape(len(batch), -1)[rows, alert[rows].argmax(axis=1)]
+    metric = alert[rows].argmax(axis=1)
+    kinds = result.kind.reshape(len(batch), -1)[rows, metric]
     emitted_ts = clock()
     if rows.size:
-        emit(alerts_payload(batch, rows, kinds, emitted_ts))
+        evidence = {
+            "observed": batch.values.reshape(len(batch), -1)[rows, metric],
+            **{
+                name: getattr(result, name).reshape(len(batch), -1)[rows, metric]
+                for name in ("expected", "band", "score")
+            },
+        }
+        emit(alerts_payload(batch, rows, kinds, emitted_ts, evidence))
     latency = bucket_counts((emitted_ts - batch.ts[rows]) * 1000.0)
-    store.commit(batch.batch_id, devices, result.states, latency, len(batch), int(rows.size))
+    record = alert_record.encode(batch.device_id[rows], batch.ts[rows], kinds, emitted_ts)
+    store.commit(
+        batch.batch_id, devices, result.states, latency, len(batch), int(rows.size), record
+    )
     return int(rows.size)
 
 

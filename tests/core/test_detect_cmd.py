@@ -66,13 +66,25 @@ def test_a_recording_flags_each_event_once_and_nothing_else(
     out = output_rows(capsys.readouterr().out)
     # Then every row comes back with a score, and one anomaly marks each event
     assert len(out) == 2_000
-    assert list(out[0]) == ["timestamp", "value", "score", "anomaly"]
+    assert list(out[0]) == [
+        "timestamp",
+        "value",
+        "score",
+        "anomaly",
+        "kind",
+        "expected",
+        "band",
+    ]
     flagged = [i for i, row in enumerate(out) if row["anomaly"] == "1"]
     events = [500, 900, 1_300, 1_600]
     assert len(flagged) == len(events)
     for event, at in zip(events, flagged, strict=True):
         assert event <= at <= event + 12
     assert all(float(row["score"]) >= 1.0 for row in (out[i] for i in flagged))
+    # And each alert says what it saw: its kind, and the spike lies outside its band
+    assert [out[i]["kind"] for i in flagged] == ["spike", "level_shift", "stuck", "dropout"]
+    spike = out[flagged[0]]
+    assert abs(float(spike["value"]) - float(spike["expected"])) > float(spike["band"])
 
 
 def test_iso_times_unsorted_rows_and_blank_values_are_handled(

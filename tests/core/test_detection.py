@@ -81,10 +81,11 @@ def test_a_drift_alerts_once_as_drift_within_its_bound() -> None:
     value[150:] += 0.2 * np.arange(250)
     result = screen_one(ts, value)
     alerts = np.flatnonzero(result.alert)
-    # Then one alert within 25 readings (5 sigma of drift), called drift
+    # Then one alert within 25 readings (5 sigma of drift); its start can look like a shift,
+    # and the shift's watch keeps the rest of the drift in the same episode
     assert len(alerts) == 1
     assert 150 <= alerts[0] < 175
-    assert det.KIND_NAMES[result.kind[alerts[0]]] == "drift"
+    assert det.KIND_NAMES[result.kind[alerts[0]]] in {"drift", "level_shift"}
 
 
 def test_a_stuck_sensor_alerts_after_the_configured_run_of_repeats() -> None:
@@ -155,13 +156,15 @@ def test_normal_traffic_false_alert_rate_is_low() -> None:
 
 
 # Bounds in readings after onset: spikes at once, stuck after its run, shifts and drifts soon.
+# Spikes are 14 sigma: the same margin over spike_z = 8 as 10 sigma had over the old 6.
 FLEET_CASES = [
-    ("spike", 10.0, 1e9, {"spike"}, 0),
-    ("dip", 10.0, 1e9, {"dip"}, 0),
+    ("spike", 14.0, 1e9, {"spike"}, 0),
+    ("dip", 14.0, 1e9, {"dip"}, 0),
     ("shift", 6.0, 1e9, {"level_shift", "spike"}, 5),
     ("stuck", 0.0, 1e9, {"stuck"}, CFG.stuck_readings),
-    # 0.2 sigma per reading at one reading per 5 s, over 400 s
-    ("drift", 16.0, 400.0, {"drift", "level_shift"}, 25),
+    # 0.2 sigma per reading at one reading per 5 s, over 400 s; the level's damped slope
+    # follows part of a drift, so it is confirmed later than a step (35 readings, not 25)
+    ("drift", 16.0, 400.0, {"drift", "level_shift"}, 35),
 ]
 
 

@@ -126,15 +126,19 @@ def test_million_device_fleet_is_fast_reproducible_and_resident() -> None:
     ) == pytest.approx(np.ones(6))
 
 
-def test_real_detector_needs_one_reading_for_spikes_and_shifts_more_for_stuck() -> None:
-    # Given seeded injected anomalies screened by scheduler.detection
+def test_real_detector_at_3_to_8_noise_widths_catches_shifts_and_stuck_not_small_spikes() -> None:
+    # Given seeded anomalies of 3-8 noise widths screened by scheduler.detection
     from simulation.detector_cal import readings_to_detect
 
     spike, spike_share = readings_to_detect("spike")
-    shift, _ = readings_to_detect("shift")
-    stuck, _ = readings_to_detect("stuck")
-    # Then spikes and shifts alert on their first abnormal reading, every device caught;
-    # a stuck sensor needs its run of repeats first
-    assert (spike, shift) == (1, 1)
-    assert spike_share == 1.0
+    shift, shift_share = readings_to_detect("shift")
+    stuck, stuck_share = readings_to_detect("stuck", max_readings=25)
+    # Then a spike is caught on its own reading when at all, but most single readings of
+    # 3-8 noise widths stay inside the 8-sigma band; most shifts are caught within the 3
+    # readings that fit the 5 s window, and a stuck sensor after its run of repeats
+    assert spike == 1
+    assert spike_share < 0.5
+    assert shift_share > 0.7
+    assert 1 <= shift <= 3
+    assert stuck_share > 0.9
     assert stuck > 5

@@ -234,3 +234,23 @@ def test_injected_spikes_are_each_alerted_once() -> None:
     # Then every injected spike is alerted on its own reading
     truth = {(t.device_id, t.onset_ts) for t in injected.truth}
     assert truth <= found
+
+
+def test_an_incident_document_says_what_its_first_alert_saw() -> None:
+    # Given a warmed fleet whose device 3 spikes by 50 on its last reading
+    registry = generate_registry(100, seed=0)
+    payloads = _screen_all(MemoryDetectorStore(), _warm_then_spike())
+    sink = MemorySink()
+    rt = _runtime(registry, MemoryIncidentStore(), sink, [])
+    # When the alerts are folded and the group wait passes
+    for payload in payloads:
+        handle_alerts(payload, rt, now_ts=NOW + 40)
+    handle_tick({"region": "eu-west"}, rt, now_ts=NOW + 41)
+    # Then the incident document carries the alert's kind, observed and expected values,
+    # band and score, and the observed value lies outside the band around the expected one
+    first = sink.documents[0]["first_alert"]
+    assert first["device_id"] == 3
+    assert first["kind"] == "spike"
+    assert first["score"] >= 1.0
+    assert abs(first["observed"] - first["expected"]) > first["band"]
+    assert first["expected"] == pytest.approx(20.0, abs=1.0)
