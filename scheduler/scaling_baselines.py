@@ -119,7 +119,8 @@ class HpaRule:
       target)``, skipped when the ratio is within the tolerance of 1.
     - CPU use cannot pass 100 %, so at a target near 1 the default 10 %
       tolerance would never let it grow; ``scale_up_tolerance`` is the
-      per-HPA ``behavior.scaleUp.tolerance`` (Kubernetes 1.33+) a user sets then.
+      per-HPA ``behavior.scaleUp.tolerance`` (Kubernetes 1.33+, alpha feature gate
+      HPAConfigurableTolerance) a user sets then.
     - Scale-down stabilization: it shrinks only to the largest recommendation
       of the last ``scale_down_window_s``; scale-up has no window by default.
     - Default scale-up rate limit (autoscaling/v2 ``behavior`` defaults): per
