@@ -24,6 +24,11 @@ COMMAND_MODULES = (
     "iotsched.partition_cmd",
     "iotsched.scale_cmd",
     "iotsched.overload_cmd",
+    "iotsched.mqtt_bridge_cmd",
+    "iotsched.mqtt_bench",
+    "iotsched.rollups_cmd",
+    "iotsched.incidents_cmd",
+    "iotsched.export_postgres_cmd",
 )
 
 

@@ -1,0 +1,94 @@
+"""An MQTT v5 connection to a broker, from a URL: ``mqtt://[user:pass@]host[:port]``
+(``mqtts://`` for TLS, port 8883 by default). Shared by the bridge and the bench."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from scheduler.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: Skip verifying the broker's certificate (a test broker with a self-signed one).
+    tls_insecure: bool = False
+    keepalive_s: int = 30
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> BrokerConfig:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError(f"broker URL must be mqtt://HOST[:PORT] or mqtts://..., got {url!r}")
+        tls = parts.scheme == "mqtts"
+        fields: dict[str, object] = {
+            "host": parts.hostname,
+            "port": parts.port or (8883 if tls else 1883),
+            "tls": tls,
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+        }
+        fields.update({k: v for k, v in options.items() if v is not None})
+        return cls(**fields)  # type: ignore[arg-type]
+
+
+def connect(
+    config: BrokerConfig,
+    client_id: str,
+    manual_ack: bool = False,
+    clean_start: bool = True,
+    session_expiry_s: int = 0,
+    receive_maximum: int | None = None,
+    max_inflight: int | None = None,
+) -> mqtt.Client:
+    """A connected MQTT v5 client (network loop not started); raises ConfigError when the
+    broker cannot be reached. ``max_inflight``: QoS>0 publishes awaiting the broker's ack."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if max_inflight is not None:
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)
+    if config.username is not None:
+        client.username_pw_set(config.username, config.password)
+    if config.tls:
+        client.tls_set(
+            ca_certs=config.ca_file,
+            certfile=config.cert_file,
+            keyfile=config.key_file,
+            cert_reqs=ssl.CERT_NONE if config.tls_insecure else ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(config.tls_insecure)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if session_expiry_s:
+        props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum:
+        props.ReceiveMaximum = receive_maximum
+    try:
+        client.connect(
+            config.host,
+            config.port,
+            keepalive=config.keepalive_s,
+            clean_start=clean_start,
+            properties=props,
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot reach MQTT broker {config.host}:{config.port}: {exc}") from exc
+    return client
