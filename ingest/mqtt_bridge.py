@@ -37,8 +37,11 @@ from ingest.producer import Producer
 logger = logging.getLogger(__name__)
 
 DEFAULT_FILTERS = ("devices/+/telemetry", "gateways/+/telemetry")
-#: Unacknowledged messages the broker may send this bridge before it waits for acks.
-RECEIVE_MAXIMUM = 20_000
+#: Unacknowledged messages the broker may send this bridge before it waits for acks: the
+#: protocol's maximum, so a bridge that falls behind holds its backlog in flight rather
+#: than in the broker's per-client queue, which Mosquitto caps (``max_queued_messages``,
+#: 1,000 by default) and past which it drops messages.
+RECEIVE_MAXIMUM = 65_535
 #: Messages decoded and offered to ingest together.
 CYCLE_MESSAGES = 5_000
 #: How long pushed-back readings wait before they are offered again.

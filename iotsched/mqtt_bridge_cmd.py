@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     print(f"bridging {broker.host}:{broker.port} {options.filters} → {keys.prefix}", flush=True)
+    threading.Thread(target=_say_subscribed, args=(bridge,), daemon=True).start()
     try:
         stats = bridge.run()
     finally:
@@ -117,3 +119,8 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _say_subscribed(bridge: MqttBridge) -> None:
+    if bridge.subscribed.wait(60):
+        print("subscribed", flush=True)

@@ -63,7 +63,7 @@ def running_bridge(
 
 
 def publish_all(url: str, messages: list[tuple[str, bytes, str | None]]) -> None:
-    client = connect(BrokerConfig.from_url(url), client_id="", max_inflight=500)
+    client = connect(BrokerConfig.from_url(url), client_id="", max_inflight=0)
     client.loop_start()
     infos = []
     for topic, payload, content_type in messages:
