@@ -120,8 +120,39 @@ def _decode_gateway(
         detail = "a gateway payload must be an array of at most 10000 readings"
         out.letters.append(_letter("malformed", detail, payload[:4096], now_ts))
         return
-    for reading in obj:
-        _take(out, reading, limits)
+    if not _take_clean_array(out, obj, limits):
+        for reading in obj:
+            _take(out, reading, limits)
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _take_clean_array(out: Decoded, readings: list[Any], limits: Limits) -> bool:
+    """A gateway array whose readings are all clean, taken in a few C-level passes (set
+    of types per column); False, taking nothing, when any reading needs a closer look."""
+    metrics = limits.metrics
+    width = len(metrics) + 2
+    if not readings or set(map(type, readings)) != {dict}:
+        return False
+    if any(len(r) != width for r in readings):
+        return False
+    try:
+        ids = [r["device_id"] for r in readings]
+        ts = [r["ts"] for r in readings]
+        columns = [[r[m] for r in readings] for m in metrics]
+    except KeyError:
+        return False
+    if set(map(type, ids)) != {int} or min(ids) < 0 or max(ids) >= 2**63:
+        return False
+    if not set(map(type, ts)) <= _NUMBER_TYPES:
+        return False
+    if any(not set(map(type, col)) <= _NUMBER_TYPES for col in columns):
+        return False
+    out.device_id.extend(ids)
+    out.ts.extend(map(float, ts))
+    out.values.extend(zip(*columns, strict=True))
+    return True
 
 
 def _take(out: Decoded, obj: Any, limits: Limits) -> None:
