@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from ingest.mqtt_client import BrokerConfig, connect
+from ingest.mqtt_client import BrokerConfig, BufferedClient, connect
 from ingest.mqtt_payload import Decoded, decode_message
 from ingest.producer import Producer
 
@@ -44,6 +44,8 @@ DEFAULT_FILTERS = ("devices/+/telemetry", "gateways/+/telemetry")
 RECEIVE_MAXIMUM = 65_535
 #: Messages decoded and offered to ingest together.
 CYCLE_MESSAGES = 5_000
+#: Messages waiting that wake the bridge loop before its next look.
+WAKE_AT_MESSAGES = 256
 #: How long pushed-back readings wait before they are offered again.
 PUSHED_BACK_WAIT_S = 0.05
 
@@ -99,7 +101,7 @@ class MqttBridge:
         self._held_retry_ts = 0.0
         self._to_ack: list[tuple[int, int]] = []
         self._acked_ts = 0.0
-        self._client: mqtt.Client | None = None
+        self._client: BufferedClient | None = None
         self.subscribed = threading.Event()
 
     def stop(self) -> None:
@@ -213,15 +215,19 @@ class MqttBridge:
         client = self._client
         if client is None:
             return
+        client.ack_qos1([mid for mid, qos in self._to_ack if qos == 1])
         for mid, qos in self._to_ack:
-            client.ack(mid, qos)
+            if qos == 2:
+                client.ack(mid, qos)
         self.stats.acked += len(self._to_ack)
         self._to_ack = []
 
     # paho callbacks, on its network thread: hand over and wake the bridge loop.
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._inbox.append(msg)
-        if len(self._inbox) >= 200:
+        # Wake the loop early for a burst; otherwise it looks every few ms on its own.
+        # Once per burst: setting an Event costs more than taking the message.
+        if len(self._inbox) == WAKE_AT_MESSAGES:
             self._wake.set()
 
     def _on_connect(
