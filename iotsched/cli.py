@@ -27,6 +27,11 @@ COMMAND_MODULES = (
     "iotsched.scale_cmd",
     "iotsched.overload_cmd",
     "iotsched.faults_bench",
+    "iotsched.mqtt_bridge_cmd",
+    "iotsched.mqtt_bench",
+    "iotsched.rollups_cmd",
+    "iotsched.incidents_cmd",
+    "iotsched.export_postgres_cmd",
 )
 
 

@@ -99,13 +99,30 @@ def _slots(
     return out
 
 
+def desired_replicas_exposition(client: redis.Redis, keys: Keys) -> str:
+    """``iotsched_autoscaler_desired_replicas{region,class}``: what the autoscaler wants,
+    for KEDA's Prometheus trigger (deploy/kubernetes)."""
+    raw: Any = client.hgetall(keys.scaling_desired)
+    out = [
+        "# HELP iotsched_autoscaler_desired_replicas Worker replicas the autoscaler wants.",
+        "# TYPE iotsched_autoscaler_desired_replicas gauge",
+    ]
+    for field, value in sorted(raw.items()):
+        region, _, cls = field.decode().rpartition(":")
+        out.append(
+            f'iotsched_autoscaler_desired_replicas{{region="{region}",class="{cls}"}} {int(value)}'
+        )
+    return "\n".join(out) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     keys = Keys(args.key_prefix or settings.key_prefix)
     client = redis.Redis.from_url(args.redis_url or settings.redis_url)
 
     def render() -> bytes:
-        return exposition(snapshot(client, keys, settings, time.time())).encode()
+        text = exposition(snapshot(client, keys, settings, time.time()))
+        return (text + desired_replicas_exposition(client, keys)).encode()
 
     if args.once:
         print(render().decode(), end="")

@@ -38,6 +38,8 @@ class Settings:
     backlog_cap_readings: int = 0
     #: Incident notifications are also POSTed here as JSON when set.
     alert_webhook_url: str = ""
+    #: Incidents are also posted to this Alertmanager (its base URL) when set.
+    alertmanager_url: str = ""
     #: ``worker_autoscaler`` for ``--autoscale``: "queue" (workers.autoscaler) or
     #: "stock" (Celery's).
     autoscaler: str = "queue"

@@ -205,3 +205,9 @@ class Keys:
     def scaling_replicas(self) -> str:
         """Hash: region → desired worker replicas, for an orchestrator to apply."""
         return f"{self.prefix}:scaling:replicas"
+
+    @property
+    def scaling_desired(self) -> str:
+        """Hash: "{region}:{class}" → worker replicas the autoscaler wants for that work
+        class ("all": the region's data pools), for an orchestrator's scaler (KEDA)."""
+        return f"{self.prefix}:scaling:desired"

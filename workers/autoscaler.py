@@ -37,7 +37,7 @@ from stores.pool_heartbeats import PoolBeat, PoolHeartbeats, pool_share
 from stores.queue_depth import QueueDepthReader, RateMeter
 from tasks import context
 from workers import busy_time
-from workers.pool_sizing import LocalLoad, PoolFigures, PoolSizer, ServiceMeter
+from workers.pool_sizing import LocalLoad, PoolFigures, PoolSizer, ServiceMeter, work_class
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,9 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
             )
             self.figures = figures
         held = sum(local.busy.values()) + sum(local.waiting.values())
+        if figures is not None and self.region:
+            desired = desired_replicas_by_class(self.region, figures, self.max_concurrency)
+            client.hset(self.keys.scaling_desired, mapping=desired)  # type: ignore[arg-type]
         self._exchange_heartbeats(
             client, sample.at_ts, busy_slots, (busy_s, finished), held, bool(consuming), figures
         )
@@ -288,6 +291,21 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         self._share = pool_share(
             self.node, self.region, beats, now_ts, heartbeat_fresh_s(self.settings)
         )
+
+
+def desired_replicas_by_class(
+    region: str, figures: PoolFigures, slots_per_replica: int
+) -> dict[str, int]:
+    """Worker replicas (of ``slots_per_replica`` slots each) the region's grants call for:
+    per work class, and "all" for the region's data pools together."""
+    per = max(1, slots_per_replica)
+    by_class: dict[str, int] = {}
+    for queue, slots in figures.grants.items():
+        cls = work_class(queue).value
+        by_class[cls] = by_class.get(cls, 0) + slots
+    out = {f"{region}:{cls}": -(-slots // per) for cls, slots in by_class.items()}
+    out[f"{region}:all"] = -(-figures.region_slots // per)
+    return out
 
 
 def autoscaler_options(max_slots: int, min_slots: int) -> dict[str, Any]:

@@ -1,0 +1,160 @@
+"""Given a real MQTT broker and a bridge on it, readings published by devices and gateways
+reach ingest; malformed ones are dead-lettered with their reason; two bridges in one
+shared-subscription group split the stream without duplicates."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgpack
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ingest.mqtt_bridge import BridgeOptions, MqttBridge
+from ingest.mqtt_client import BrokerConfig, connect
+from ingest.producer import Producer
+from scheduler.model import Batch
+from scheduler.registry import Registry, generate_registry
+from stores.memory_state import MemoryStateStore
+
+REG = generate_registry(2_000, seed=3)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.batches: list[Batch] = []
+
+    def publish(self, batch: Batch) -> None:
+        with self.lock:
+            self.batches.append(batch)
+
+    def device_ids(self) -> list[int]:
+        with self.lock:
+            return [int(d) for b in self.batches for d in b.device_id]
+
+
+@contextmanager
+def running_bridge(
+    url: str, root: str, client_id: str, registry: Registry = REG
+) -> Iterator[tuple[MqttBridge, Recorder, MemoryStateStore]]:
+    store = MemoryStateStore()
+    pub = Recorder()
+    producer = Producer(lambda: registry, pub, store)
+    options = BridgeOptions(
+        group=root,
+        filters=(f"{root}/devices/+/telemetry", f"{root}/gateways/+/telemetry"),
+        client_id=client_id,
+        session_expiry_s=0,
+    )
+    bridge = MqttBridge(producer, BrokerConfig.from_url(url), options)
+    thread = threading.Thread(target=bridge.run, daemon=True)
+    thread.start()
+    assert bridge.subscribed.wait(10), "the bridge did not subscribe"
+    try:
+        yield bridge, pub, store
+    finally:
+        bridge.stop()
+        thread.join(10)
+
+
+def publish_all(url: str, messages: list[tuple[str, bytes, str | None]]) -> None:
+    client = connect(BrokerConfig.from_url(url), client_id="", max_inflight=0)
+    client.loop_start()
+    infos = []
+    for topic, payload, content_type in messages:
+        props = None
+        if content_type:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ContentType = content_type
+        infos.append(client.publish(topic, payload, qos=1, properties=props))
+    for info in infos:
+        info.wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def wait_until(check: object, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def reading(device_id: int, value: float = 1.0) -> dict[str, object]:
+    return {"device_id": device_id, "ts": time.time(), "value": value}
+
+
+def test_single_and_gateway_readings_reach_ingest(mqtt_url: str, topic_root: str) -> None:
+    ids = [int(d) for d in REG.device_id[:300]]
+    singles = [
+        (f"{topic_root}/devices/{d}/telemetry", json.dumps(reading(d)).encode(), None)
+        for d in ids[:100]
+    ]
+    gateway_json = (
+        f"{topic_root}/gateways/gw1/telemetry",
+        json.dumps([reading(d) for d in ids[100:200]]).encode(),
+        None,
+    )
+    gateway_msgpack = (
+        f"{topic_root}/gateways/gw2/telemetry",
+        msgpack.packb([reading(d) for d in ids[200:300]]),
+        "application/msgpack",
+    )
+    with running_bridge(mqtt_url, topic_root, f"{topic_root}-a") as (bridge, pub, store):
+        publish_all(mqtt_url, [*singles, gateway_json, gateway_msgpack])
+        wait_until(lambda: bridge.stats.acked >= 102)
+        assert sorted(pub.device_ids()) == sorted(ids)
+        assert store.counters().get("accepted") == 300
+        assert store.dead_letters() == []
+
+
+def test_malformed_payloads_are_dead_lettered_with_reasons(mqtt_url: str, topic_root: str) -> None:
+    d0, d1 = int(REG.device_id[0]), int(REG.device_id[1])
+    bad = [
+        (f"{topic_root}/devices/{d0}/telemetry", b"{not json", None),
+        (f"{topic_root}/devices/{d0}/telemetry", json.dumps(reading(d1)).encode(), None),
+        (
+            f"{topic_root}/devices/{d0}/telemetry",
+            json.dumps({**reading(d0), "extra": 1}).encode(),
+            None,
+        ),
+        (f"{topic_root}/gateways/g/telemetry", b'{"device_id": 1}', None),
+        (
+            f"{topic_root}/gateways/g/telemetry",
+            json.dumps([reading(d0), {**reading(d1), "value": "x"}]).encode(),
+            None,
+        ),
+    ]
+    with running_bridge(mqtt_url, topic_root, f"{topic_root}-a") as (bridge, pub, store):
+        publish_all(mqtt_url, bad)
+        wait_until(lambda: bridge.stats.acked >= 5)
+        reasons = sorted(dl.reason for dl in store.dead_letters())
+        assert reasons == ["extra_field", "malformed", "malformed", "topic_mismatch", "wrong_type"]
+        # The good reading in the mixed gateway message still went through.
+        assert pub.device_ids() == [d0]
+        counters = store.counters()
+        assert counters["ingested"] == 6
+        assert counters["dead_lettered"] == 5
+
+
+def test_two_bridges_share_a_subscription_without_duplicates(
+    mqtt_url: str, topic_root: str
+) -> None:
+    ids = [int(d) for d in REG.device_id[:1_000]]
+    msgs = [
+        (f"{topic_root}/devices/{d}/telemetry", json.dumps(reading(d)).encode(), None) for d in ids
+    ]
+    with (
+        running_bridge(mqtt_url, topic_root, f"{topic_root}-a") as (a, pub_a, _),
+        running_bridge(mqtt_url, topic_root, f"{topic_root}-b") as (b, pub_b, _),
+    ):
+        publish_all(mqtt_url, msgs)
+        wait_until(lambda: a.stats.acked + b.stats.acked >= len(ids))
+        got_a, got_b = pub_a.device_ids(), pub_b.device_ids()
+    assert sorted(got_a + got_b) == sorted(ids)
+    assert got_a and got_b, "both bridges took a share"
