@@ -135,8 +135,13 @@ class Producer:
         values: npt.ArrayLike,
         now_ts: float | None = None,
         extra_letters: list[DeadLetter] | None = None,
+        offered_ts: npt.ArrayLike | None = None,
     ) -> IngestResult:
-        """Columnar readings: ids (n,), event times (n,), values (n, metrics)."""
+        """Columnar readings: ids (n,), event times (n,), values (n, metrics).
+
+        ``offered_ts`` (n,): when each reading was first offered, for readings offered
+        again after a push-back or offered late by a paced source; latency runs from it
+        (never later than now). Default: now."""
         now = self.clock() if now_ts is None else now_ts
         letters = extra_letters or []
         dev = np.asarray(device_id, dtype=np.uint64)
@@ -165,9 +170,11 @@ class Producer:
                 if held.any():
                     pushed_back = take[held]
                     take, region, tier = take[~held], region[~held], tier[~held]
-            full = self.batcher.add(
-                region, tier, dev[take], t[take], v[take], np.full(take.size, now)
-            )
+            if offered_ts is None:
+                first = np.full(take.size, now)
+            else:
+                first = np.minimum(np.asarray(offered_ts, dtype=np.float64)[take], now)
+            full = self.batcher.add(region, tier, dev[take], t[take], v[take], first)
             self._publish(full)
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)

@@ -57,6 +57,11 @@ class PatternPace:
         i = min(int(elapsed_s / RESOLUTION_S), self.cumulative.size - 1)
         return float(self.cumulative[i])
 
+    def offer_instants(self, first: int, n: int) -> np.ndarray:
+        """Seconds from the start at which readings ``first .. first+n-1`` are due."""
+        k = first + np.arange(n, dtype=np.float64) + 1.0
+        return np.searchsorted(self.cumulative, k, side="left") * RESOLUTION_S
+
 
 class WindowWatch:
     """Snapshots histograms at the window's start and after the screening drain."""

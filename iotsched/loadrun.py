@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,27 @@ class DriveResult:
     pushed_back: int = 0
 
 
+class Pace(Protocol):
+    """A load schedule: how many readings should have been offered ``elapsed_s`` in."""
+
+    def __call__(self, elapsed_s: float) -> float: ...
+
+    def offer_instants(self, first: int, n: int) -> npt.NDArray[np.float64]:
+        """Seconds from the start at which readings ``first .. first+n-1`` are due."""
+        ...
+
+
+@dataclass(frozen=True)
+class SteadyPace:
+    rate_rps: float
+
+    def __call__(self, elapsed_s: float) -> float:
+        return elapsed_s * self.rate_rps
+
+    def offer_instants(self, first: int, n: int) -> npt.NDArray[np.float64]:
+        return (first + np.arange(n, dtype=np.float64)) / self.rate_rps
+
+
 def drive(
     producer: Producer,
     stream: SyntheticStream,
@@ -50,19 +71,20 @@ def drive(
     chunk: int = 10_000,
     extra: Callable[[float], list[Any]] | None = None,
     progress: Progress | None = None,
-    pace: Callable[[float], float] | None = None,
+    pace: Pace | None = None,
 ) -> DriveResult:
     """Offer ``readings`` columnar readings, paced at ``rate_rps`` (None = as fast as possible)
     or by ``pace(elapsed_s)``: how many readings should have been offered by then.
+
+    Latency starts when a reading is first offered: paced, at the instant the schedule
+    offered it even if the producer fell behind (no coordinated omission); pushed back,
+    at its first offer, however often it is offered again.
 
     ``extra(now)`` may return single readings (dicts or JSON bytes) to ingest
     alongside, e.g. malformed ones to exercise the dead-letter path.
     """
     if pace is None and rate_rps:
-        steady_rps = rate_rps
-
-        def pace(elapsed_s: float) -> float:
-            return elapsed_s * steady_rps
+        pace = SteadyPace(rate_rps)
 
     started = time.time()
     offered = accepted = rejected = 0
@@ -100,11 +122,14 @@ def drive(
         else:
             n = min(chunk, readings - offered)
         ids, ts, values = stream.chunk(n, now)
+        first = np.full(n, now)
+        if pace is not None:
+            first = np.minimum(started + pace.offer_instants(offered, n), now)
         offered += n
-        res = producer.ingest_columns(ids, ts, values, now_ts=now)
+        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
         accepted += res.accepted
         rejected += res.rejected
-        held.hold(res, ids, ts, values, now)
+        held.hold(res, ids, ts, values, first, now)
         if extra is not None:
             singles = extra(now)
             if singles:
@@ -128,7 +153,8 @@ class HeldReadings:
     def __init__(self, max_readings: int) -> None:
         self.max_readings = max_readings
         self.pushed_back = 0
-        self._cols: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | None = None
+        #: Device ids, event times, values and first-offer times of the readings held.
+        self._cols: tuple[npt.NDArray[Any], ...] | None = None
         self._retry_at = 0.0
 
     @property
@@ -148,29 +174,26 @@ class HeldReadings:
         ids: npt.NDArray[Any],
         ts: npt.NDArray[Any],
         values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
         now: float,
     ) -> None:
         if not res.pushed_back:
             return
         self.pushed_back += res.pushed_back
         i = res.pushed_back_index
+        cols = (ids[i], ts[i], values[i], offered_ts[i])
         if self._cols is None:
-            self._cols = (ids[i], ts[i], values[i])
+            self._cols = cols
             self._retry_at = now + PUSHED_BACK_WAIT_S
         else:
-            old_ids, old_ts, old_values = self._cols
-            self._cols = (
-                np.concatenate((old_ids, ids[i])),
-                np.concatenate((old_ts, ts[i])),
-                np.concatenate((old_values, values[i])),
-            )
+            self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
 
     def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
         if self._cols is None or now < self._retry_at:
             return 0, 0
-        (ids, ts, values), self._cols = self._cols, None
-        res = producer.ingest_columns(ids, ts, values, now_ts=now)
-        self.hold(res, ids, ts, values, now)
+        (ids, ts, values, offered_ts), self._cols = self._cols, None
+        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
+        self.hold(res, ids, ts, values, offered_ts, now)
         return res.accepted, res.rejected
 
 

@@ -3,7 +3,10 @@
 ``iotsched.anomaly`` folds one screened batch's device alerts into the region's
 incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
 due, and books accelerated processing (``tasks.accelerate``) of every incident it
-opened or grew. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
+opened or grew, except storm incidents: a fleet-wide silence or reconnect folds into one
+"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``) and its
+devices' routine data is not accelerated, so a storm never becomes per-device work
+above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
 the group wait of a new incident, growth updates, and resolution. One tick at a time
 is booked per region, for the earliest moment something falls due.
 """
@@ -40,6 +43,8 @@ from tasks.app import app
 from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
 
 TICK_TASK = "iotsched.incident_tick"
+#: Batch ids of dropout sweep alerts (tasks.dropout.dropout_alerts) start with this.
+DROPOUT_BATCH_PREFIX = "dropout:"
 MAX_RETRIES = 5
 UNKNOWN_GROUP = "unknown"
 
@@ -145,11 +150,15 @@ def correlate(
             Correlator.from_state(state, rt.config) if state is not None else Correlator(rt.config)
         )
         before = {i.incident_id: i.device_count for i in correlator.open_incidents()}
-        updates = correlator.observe(alerts, now_ts) if alerts else correlator.tick(now_ts)
+        # A sweep's alerts are devices silent now; a screened batch's ended a silence.
+        silent_now = batch_id is not None and batch_id.startswith(DROPOUT_BATCH_PREFIX)
+        updates = (
+            correlator.observe(alerts, now_ts, silent_now) if alerts else correlator.tick(now_ts)
+        )
         grown = [
             (i.incident_id, correlator.devices(i.incident_id))
             for i in correlator.open_incidents()
-            if i.device_count > before.get(i.incident_id, 0)
+            if i.storm is None and i.device_count > before.get(i.incident_id, 0)
         ]
         new_state = correlator.to_state()
         return new_state, Folded(updates, next_due_ts(new_state, rt.config), grown)

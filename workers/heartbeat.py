@@ -18,14 +18,14 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps
 
-from scheduler.model import QUEUE_ORDER
+from scheduler.model import DATA_QUEUE_KINDS
 from stores.keys import Keys
 
 log = logging.getLogger(__name__)
 
 #: Seconds between heartbeats; the silence timeout of region health is several of these.
 HEARTBEAT_INTERVAL_S = 1.0
-_DATA_KINDS = frozenset(c.value for c in QUEUE_ORDER)
+_DATA_KINDS = frozenset(DATA_QUEUE_KINDS)
 
 
 def regions_served(queue_names: Iterable[str]) -> list[str]:
