@@ -19,10 +19,13 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+import redis
 
 from scheduler import defaults
 from scheduler.admission import WAIT_BUDGET_S, DrainMeter, admits
 from scheduler.model import Topology, WorkClass, queue_name
+from scheduler.settings import Settings
+from stores.keys import Keys
 from stores.queue_depth import QueueDepthReader, QueueSample
 
 
@@ -75,6 +78,13 @@ class QueueBacklogGate:
                     waiting = max(routine, screen)
                     self._closed[code] = not admits(waiting, per_region, self.wait_budget_s)
         return self._closed
+
+
+def admission_gate(settings: Settings, broker: redis.Redis, keys: Keys) -> QueueBacklogGate:
+    """The default gate of a producer: measured (or ``IOTSCHED_BACKLOG_CAP_READINGS``)."""
+    return QueueBacklogGate(
+        QueueDepthReader(broker, keys), settings.topology, settings.backlog_cap_readings
+    )
 
 
 def _waiting_readings(sample: QueueSample, queue: str) -> float:

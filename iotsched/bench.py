@@ -15,7 +15,7 @@ from typing import Any
 
 from ingest.synthetic import SyntheticStream
 from iotsched.bench_window import PatternPace, WindowWatch
-from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
+from iotsched.loadrun import DriveResult, drive, stderr_progress, summarize, wait_drained
 from scheduler.batching import BatchingConfig
 from scheduler.latency import percentile_ms
 from stores.inflight import InflightLedger
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if watch is not None:
             summary["pattern"] = args.pattern
             summary["during_disturbance"] = watch.report()
+        summary.update(_offered(result))
         summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)
         summary["anomalies_injected"] = stream.injected
         summary.update(
@@ -106,6 +107,18 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=None if args.json else 2))
     ok = drained and summary["lost"] == 0 and summary["duplicated"] == 0
     return 0 if ok else 1
+
+
+def _offered(result: DriveResult) -> dict[str, Any]:
+    """What the source offered and what ingest admitted, measured over the producer's run;
+    ``pushed_back`` counts every hand-back (a reading handed back twice counts twice)."""
+    seconds = max(result.finished_ts - result.started_ts, 1e-9)
+    return {
+        "offered": result.offered,
+        "offered_rps": round(result.offered / seconds, 1),
+        "admitted_rps": round(result.accepted / seconds, 1),
+        "pushed_back": result.pushed_back,
+    }
 
 
 def _detection(run_: Any) -> dict[str, Any]:

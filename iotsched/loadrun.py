@@ -23,8 +23,11 @@ from stores.protocols import StateStore, processed_readings
 
 Progress = Callable[[str], None]
 
-#: How long a producer waits before offering pushed-back readings again.
+#: How long a producer waits before offering pushed-back readings again; doubled while
+#: nothing is taken, up to the longest wait (about the gate's own refresh), so a closed
+#: region costs the producer a re-offer every 0.2 s, not a busy loop.
 PUSHED_BACK_WAIT_S = 0.05
+PUSHED_BACK_MAX_WAIT_S = 0.2
 
 
 def stderr_progress(line: str) -> None:
@@ -38,7 +41,8 @@ class DriveResult:
     rejected: int
     started_ts: float
     finished_ts: float
-    #: Readings handed back by backpressure (each time), all offered again until taken.
+    #: Readings handed back by backpressure at least once (each counted once), all
+    #: offered again until taken.
     pushed_back: int = 0
 
 
@@ -152,7 +156,9 @@ class HeldReadings:
 
     def __init__(self, max_readings: int) -> None:
         self.max_readings = max_readings
+        #: Distinct readings handed back at least once.
         self.pushed_back = 0
+        self._wait_s = PUSHED_BACK_WAIT_S
         #: Device ids, event times, values and first-offer times of the readings held.
         self._cols: tuple[npt.NDArray[Any], ...] | None = None
         self._retry_at = 0.0
@@ -180,11 +186,22 @@ class HeldReadings:
         if not res.pushed_back:
             return
         self.pushed_back += res.pushed_back
+        self._keep(res, ids, ts, values, offered_ts, now)
+
+    def _keep(
+        self,
+        res: IngestResult,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
+        now: float,
+    ) -> None:
         i = res.pushed_back_index
         cols = (ids[i], ts[i], values[i], offered_ts[i])
         if self._cols is None:
             self._cols = cols
-            self._retry_at = now + PUSHED_BACK_WAIT_S
+            self._retry_at = now + self._wait_s
         else:
             self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
 
@@ -193,7 +210,12 @@ class HeldReadings:
             return 0, 0
         (ids, ts, values, offered_ts), self._cols = self._cols, None
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
-        self.hold(res, ids, ts, values, offered_ts, now)
+        if res.accepted:
+            self._wait_s = PUSHED_BACK_WAIT_S
+        else:
+            self._wait_s = min(2 * self._wait_s, PUSHED_BACK_MAX_WAIT_S)
+        if res.pushed_back:
+            self._keep(res, ids, ts, values, offered_ts, now)
         return res.accepted, res.rejected
 
 

@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from ingest.backlog_gate import QueueBacklogGate
+from ingest.backlog_gate import admission_gate
 from ingest.placement import make_placer
 from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
@@ -22,7 +22,6 @@ from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.inflight import InflightLedger
 from stores.keys import Keys
-from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from stores.registry_cache import RegistryCache
 from tasks.app import app
@@ -53,10 +52,9 @@ def run(args: argparse.Namespace) -> int:
     publisher = RegionalPublisher.from_urls(
         app, settings.region_broker_urls, ledger=InflightLedger(store.client, keys)
     )
-    gate = None
-    if settings.backlog_cap_readings > 0:
-        reader = QueueDepthReader(store.client, keys)
-        gate = QueueBacklogGate(reader, settings.topology, settings.backlog_cap_readings)
+    # Admission control is on by default: standard readings a region cannot drain within
+    # the wait budget are held here and offered again (premium always flows).
+    gate = admission_gate(settings, store.client, keys)
     producer = Producer(
         registry.get,
         publisher,
@@ -79,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
             None,
             stderr_progress,
         )
-        print(f"offered {res.offered:,}, accepted {res.accepted:,}, rejected {res.rejected:,}")
+        print(
+            f"offered {res.offered:,}, accepted {res.accepted:,}, rejected {res.rejected:,}, "
+            f"pushed back (and offered again) {res.pushed_back:,}"
+        )
         return 0
     finally:
         placer.close()

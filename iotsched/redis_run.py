@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from ingest.backlog_gate import admission_gate
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
@@ -85,6 +86,8 @@ class RedisRun:
                 CeleryPublisher(self.app, ledger=InflightLedger(self.store.client, self.keys)),
                 self.store,
                 batching=self.batching,
+                # Admission control as a deployment runs it: on, measured.
+                backlog_gate=admission_gate(self.settings, self.store.client, self.keys),
             )
         return self._producer
 
