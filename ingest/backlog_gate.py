@@ -8,8 +8,9 @@ round trip), never per reading; the producer hands back readings bound for a clo
 region instead of queueing them without limit.
 
 The processed counters are fleet-wide per tier, so a region's drain rate is taken as
-the fleet's non-premium rate split evenly across regions: a region drains at least
-that fast when the others are idle, so the error errs towards pushing back early.
+the fleet's non-premium rate split evenly across the regions with readings waiting
+(a region whose queues are empty drains no faster than it is fed, so it is left out):
+a loaded region among idle ones gets the whole rate, equal regions an equal part.
 """
 
 from __future__ import annotations
@@ -64,19 +65,19 @@ class QueueBacklogGate:
             sample = self.reader.sample([q for qs in self._queues for q in qs] + self._screen)
             processed = sum(sample.processed.get(t, 0) for t in self._tiers)
             self.drain_rps = self._meter.update(now, processed)
+            routine = [sum(_waiting_readings(sample, q) for q in qs) for qs in self._queues]
+            if self.cap_readings > 0:
+                self._closed[:] = np.array(routine) > self.cap_readings
+                return self._closed
+            # Standard screening runs before standard processing: a reading waits for
+            # whichever of its two queues is longer.
+            screen = [sample.depth.get(q, 0) * defaults.BATCH_MAX_READINGS for q in self._screen]
+            waiting = np.maximum(routine, screen)
             per_region = None
             if self.drain_rps is not None:
-                per_region = self.drain_rps / len(self.topology.regions)
-            for code, queues in enumerate(self._queues):
-                routine = sum(_waiting_readings(sample, q) for q in queues)
-                screen = sample.depth.get(self._screen[code], 0) * defaults.BATCH_MAX_READINGS
-                if self.cap_readings > 0:
-                    self._closed[code] = routine > self.cap_readings
-                else:
-                    # Standard screening runs before standard processing: a reading
-                    # waits for whichever of its two queues is longer.
-                    waiting = max(routine, screen)
-                    self._closed[code] = not admits(waiting, per_region, self.wait_budget_s)
+                per_region = self.drain_rps / max(1, int((waiting > 0).sum()))
+            for code, w in enumerate(waiting.tolist()):
+                self._closed[code] = not admits(w, per_region, self.wait_budget_s)
         return self._closed
 
 

@@ -41,9 +41,11 @@ class DriveResult:
     rejected: int
     started_ts: float
     finished_ts: float
-    #: Readings handed back by backpressure at least once (each counted once), all
-    #: offered again until taken.
+    #: Readings handed back by backpressure, each time (the producer's ``pushed_back``
+    #: counter), all offered again until taken.
     pushed_back: int = 0
+    #: Distinct readings handed back at least once.
+    pushed_back_readings: int = 0
 
 
 class Pace(Protocol):
@@ -98,8 +100,11 @@ def drive(
         now = time.time()
         a, r = held.offer_again(producer, now)
         accepted, rejected = accepted + a, rejected + r
-        if offered >= readings or held.full:
-            # Backpressure: the gateway's buffer is full (or all is offered): wait.
+        if offered >= readings or (held.full and pace is None):
+            # Backpressure: an unpaced source waits while the gateway's buffer is full (or
+            # all is offered). A paced source does not: devices keep sending, so new
+            # readings keep flowing (premium is never pushed back) and the gateway holds
+            # what is handed back, however much.
             if progress and now - last_report >= 1.0:
                 last_report = now
                 progress(f"backpressure: {held.size:,} readings held, offering again")
@@ -144,7 +149,15 @@ def drive(
             last_report = now
             progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
     producer.flush()
-    return DriveResult(offered, accepted, rejected, started, time.time(), held.pushed_back)
+    return DriveResult(
+        offered,
+        accepted,
+        rejected,
+        started,
+        time.time(),
+        held.pushed_back,
+        held.pushed_back_readings,
+    )
 
 
 class HeldReadings:
@@ -156,8 +169,9 @@ class HeldReadings:
 
     def __init__(self, max_readings: int) -> None:
         self.max_readings = max_readings
-        #: Distinct readings handed back at least once.
+        #: Hand-backs, each time; and distinct readings handed back at least once.
         self.pushed_back = 0
+        self.pushed_back_readings = 0
         self._wait_s = PUSHED_BACK_WAIT_S
         #: Device ids, event times, values and first-offer times of the readings held.
         self._cols: tuple[npt.NDArray[Any], ...] | None = None
@@ -186,6 +200,7 @@ class HeldReadings:
         if not res.pushed_back:
             return
         self.pushed_back += res.pushed_back
+        self.pushed_back_readings += res.pushed_back
         self._keep(res, ids, ts, values, offered_ts, now)
 
     def _keep(
@@ -206,16 +221,26 @@ class HeldReadings:
             self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
 
     def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
+        """Offer the oldest ``max_readings`` held again (first offered, first taken)."""
         if self._cols is None or now < self._retry_at:
             return 0, 0
-        (ids, ts, values, offered_ts), self._cols = self._cols, None
+        cols, rest = self._cols, None
+        if cols[0].shape[0] > self.max_readings:
+            rest = tuple(c[self.max_readings :] for c in cols)
+            cols = tuple(c[: self.max_readings] for c in cols)
+        ids, ts, values, offered_ts = cols
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
         if res.accepted:
             self._wait_s = PUSHED_BACK_WAIT_S
         else:
             self._wait_s = min(2 * self._wait_s, PUSHED_BACK_MAX_WAIT_S)
-        if res.pushed_back:
-            self._keep(res, ids, ts, values, offered_ts, now)
+        self.pushed_back += res.pushed_back
+        i = res.pushed_back_index
+        back: tuple[npt.NDArray[Any], ...] = (ids[i], ts[i], values[i], offered_ts[i])
+        if rest is not None:
+            back = tuple(np.concatenate(pair) for pair in zip(back, rest, strict=True))
+        self._cols = back if back[0].shape[0] else None
+        self._retry_at = now + self._wait_s
         return res.accepted, res.rejected
 
 
