@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "iotsched.partition_cmd",
     "iotsched.scale_cmd",
     "iotsched.overload_cmd",
+    "iotsched.storm_bench",
 )
 
 

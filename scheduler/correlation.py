@@ -15,9 +15,12 @@ devices found silent by a sweep, "mass_reconnect" for silences that ended on a r
 that counts its devices but keeps no device set, and the adapter never accelerates
 routine work for it: a gateway or network outage is one event, not one per device or
 per group. While a storm incident is open, later dropouts in its region fold into it
-too, however small their batch. A value anomaly across many devices (a cascade) still
-folds per group, since which groups it hit is the finding; the work it causes is
-bounded by the anomaly work budget (``scheduler.work_budget``).
+too, however small their batch. Dropouts that trickle in below the threshold wait in
+per-group incidents for their group wait like any alert; if, before any of those has
+been notified, the region's not-yet-notified silences reach ``storm_devices``, they
+merge into the storm instead of firing one by one. A value anomaly across many
+devices (a cascade) still folds per group, since which groups it hit is the finding;
+the work it causes is bounded by the anomaly work budget (``scheduler.work_budget``).
 
 Timers run on the processing clock (``now_ts``, passed in); first/last seen are the
 alerts' event times. The state is plain dicts, lists and numbers (``to_state``) so an
@@ -167,6 +170,7 @@ class Correlator:
         for key in sorted(by_key):
             batch = sorted(by_key[key], key=lambda a: (a.ts, a.device_id))
             self._fold(key, batch, now_ts)
+        self._merge_silences(now_ts, silent_now)
         self._rate()
         return self.tick(now_ts)
 
@@ -209,9 +213,33 @@ class Correlator:
             return None
         return (f"*{'ingest_gap' if silent_now else 'mass_reconnect'}", region)
 
+    def _merge_silences(self, now_ts: float, silent_now: bool) -> None:
+        """Fold a region's not-yet-notified silence incidents into its storm (module doc)."""
+        by_region: dict[str, list[tuple[str, str]]] = {}
+        for key, inc in self._open.items():
+            if inc.storm is None and inc.notified_ts is None and set(inc.kinds) == {SILENCE_KIND}:
+                by_region.setdefault(inc.region, []).append(key)
+        for region, keys in sorted(by_region.items()):
+            devices = sum(len(self._open[k].devices) for k in keys)
+            storm = self._storm_key(SILENCE_KIND, region, devices, silent_now)
+            if storm is None:
+                continue
+            for key in sorted(keys):
+                quiet = self._open.pop(key)
+                alerts = [
+                    Alert(d, quiet.group, region, quiet.first_seen_ts, SILENCE_KIND)
+                    for d in quiet.sample
+                ]
+                inc = self._fold_storm(storm, SILENCE_KIND, alerts, now_ts)
+                # The sample stands for the incident: count every device it held.
+                inc.storm_devices += len(quiet.devices) - len(alerts)
+                inc.kinds[SILENCE_KIND] += quiet.alert_count - len(alerts)
+                inc.alert_count += quiet.alert_count - len(alerts)
+                inc.last_seen_ts = max(inc.last_seen_ts, quiet.last_seen_ts)
+
     def _fold_storm(
         self, key: tuple[str, str], kind: str, batch: list[Alert], now_ts: float
-    ) -> None:
+    ) -> _Open:
         inc = self._open.get(key)
         if inc is None:
             first = min(a.ts for a in batch)
@@ -241,6 +269,7 @@ class Correlator:
         inc.last_seen_ts = max(inc.last_seen_ts, max(a.ts for a in batch))
         inc.last_alert_ts = now_ts
         inc.dirty = True
+        return inc
 
     def devices(self, incident_id: str) -> frozenset[int]:
         """Every device of an open incident: whose pending routine data to process now."""

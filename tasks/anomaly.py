@@ -27,7 +27,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alerts.config import sinks_from_settings
 from alerts.document import AlertSink, alert_document
-from scheduler.correlation import Alert, Correlator, CorrelatorConfig, IncidentUpdate
+from scheduler.correlation import (
+    SILENCE_KIND,
+    Alert,
+    Correlator,
+    CorrelatorConfig,
+    Incident,
+    IncidentUpdate,
+)
 from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError, TransientError
 from scheduler.latency import bucket_counts
@@ -158,12 +165,18 @@ def correlate(
         grown = [
             (i.incident_id, correlator.devices(i.incident_id))
             for i in correlator.open_incidents()
-            if i.storm is None and i.device_count > before.get(i.incident_id, 0)
+            if _has_pending_work(i) and i.device_count > before.get(i.incident_id, 0)
         ]
         new_state = correlator.to_state()
         return new_state, Folded(updates, next_due_ts(new_state, rt.config), grown)
 
     return rt.incidents.fold(region, batch_id, step)
+
+
+def _has_pending_work(incident: Incident) -> bool:
+    """Whether hurrying an incident's queued readings helps: not for a storm, and not for
+    devices that were silent (a silence has no backlog of its own to hurry)."""
+    return incident.storm is None and {k for k, _ in incident.kinds} != {SILENCE_KIND}
 
 
 def book_acceleration(rt: AnomalyRuntime, region: str, folded: Folded) -> int:

@@ -228,3 +228,16 @@ def test_a_few_dropouts_still_group_per_device_as_before() -> None:
     corr.observe(dropouts(range(CFG.storm_devices - 1), groups=1), now_ts=T0)
     (inc,) = corr.open_incidents()
     assert (inc.storm, inc.group, inc.device_count) == (None, "g0", CFG.storm_devices - 1)
+
+
+def test_silences_trickling_in_below_the_threshold_merge_into_one_storm_before_firing() -> None:
+    corr = Correlator(CFG)
+    # Given a reconnect arriving in small batches of 40 devices over 100 groups
+    notices: list[IncidentUpdate] = []
+    for k, start in enumerate(range(0, 400, 40)):
+        notices += corr.observe(dropouts(range(start, start + 40)), now_ts=T0 + 0.04 * k)
+    notices += corr.tick(T0 + 1)
+    # Then no per-group incident fired: one storm holds all 400 devices
+    assert [(u.incident.storm, u.incident.device_count) for u in notices] == [
+        ("mass_reconnect", 400)
+    ]
