@@ -34,8 +34,14 @@ class DrainMeter:
     def update(self, at_s: float, processed: float) -> float | None:
         """The drain rate up to this sample; None until ``min_span_s`` has been seen."""
         samples = self._samples
-        if samples and (at_s <= samples[-1][0] or processed < samples[-1][1]):
-            samples.clear()  # a clock step or a counter reset: measure afresh
+        if samples and (
+            at_s <= samples[-1][0]
+            or processed < samples[-1][1]
+            or at_s - samples[-1][0] > self.window_s
+        ):
+            # A clock step, a counter reset, or a pause in sampling (an idle producer):
+            # a rate across an idle spell says nothing of the workers, so measure afresh.
+            samples.clear()
         samples.append((at_s, processed))
         while len(samples) > 2 and samples[1][0] <= at_s - self.window_s:
             samples.popleft()
