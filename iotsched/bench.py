@@ -110,14 +110,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _offered(result: DriveResult) -> dict[str, Any]:
-    """What the source offered and what ingest admitted, measured over the producer's run;
-    ``pushed_back`` counts every hand-back (a reading handed back twice counts twice),
-    ``pushed_back_readings`` each reading handed back once."""
-    seconds = max(result.finished_ts - result.started_ts, 1e-9)
+    """What the source offered (while it offered) and what ingest admitted (until the
+    last reading was taken); ``pushed_back`` counts every hand-back (a reading handed
+    back twice counts twice), ``pushed_back_readings`` each reading handed back once."""
     return {
         "offered": result.offered,
-        "offered_rps": round(result.offered / seconds, 1),
-        "admitted_rps": round(result.accepted / seconds, 1),
+        "offered_rps": round(result.offered_rps, 1),
+        "admitted_rps": round(result.admitted_rps, 1),
         "pushed_back": result.pushed_back,
         "pushed_back_readings": result.pushed_back_readings,
     }

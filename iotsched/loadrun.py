@@ -46,6 +46,18 @@ class DriveResult:
     pushed_back: int = 0
     #: Distinct readings handed back at least once.
     pushed_back_readings: int = 0
+    #: When the last new reading was offered (the run goes on while held ones are taken).
+    offered_until_ts: float = 0.0
+
+    @property
+    def offered_rps(self) -> float:
+        """Readings offered per second while the source was offering."""
+        return self.offered / max(self.offered_until_ts - self.started_ts, 1e-9)
+
+    @property
+    def admitted_rps(self) -> float:
+        """Readings taken by ingest per second, until the last was taken."""
+        return self.accepted / max(self.finished_ts - self.started_ts, 1e-9)
 
 
 class Pace(Protocol):
@@ -94,6 +106,7 @@ def drive(
 
     started = time.time()
     offered = accepted = rejected = 0
+    offered_until = started
     held = HeldReadings(max_readings=10 * chunk)
     last_report = started
     while offered < readings or held:
@@ -135,6 +148,7 @@ def drive(
         if pace is not None:
             first = np.minimum(started + pace.offer_instants(offered, n), now)
         offered += n
+        offered_until = now
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
         accepted += res.accepted
         rejected += res.rejected
@@ -157,6 +171,7 @@ def drive(
         time.time(),
         held.pushed_back,
         held.pushed_back_readings,
+        offered_until,
     )
 
 

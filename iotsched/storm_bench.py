@@ -162,10 +162,9 @@ def _incidents(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _rates(result: DriveResult) -> dict[str, Any]:
-    seconds = max(result.finished_ts - result.started_ts, 1e-9)
     return {
-        "offered_rps": round(result.offered / seconds, 1),
-        "admitted_rps": round(result.accepted / seconds, 1),
+        "offered_rps": round(result.offered_rps, 1),
+        "admitted_rps": round(result.admitted_rps, 1),
     }
 
 
