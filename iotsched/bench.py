@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from ingest.synthetic import SyntheticStream
-from iotsched.bench_window import PatternPace, WindowWatch
+from iotsched.bench_window import OfferWindow, PatternPace, WindowWatch
 from iotsched.loadrun import DriveResult, drive, stderr_progress, summarize, wait_drained
 from scheduler.batching import BatchingConfig
 from scheduler.latency import percentile_ms
@@ -77,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
         setup_s = time.time() - t0
         assert run_.registry is not None
         stream = SyntheticStream(run_.registry, seed=args.seed, spike_share=args.spike_share)
-        watch = WindowWatch(run_, pace, time.time()).start() if pace else None
+        started = time.time()
+        watch = WindowWatch(run_, pace, started).start() if pace else None
+        offers = None
+        if pace is not None and pace.window_s is not None:
+            lo, hi = pace.window_s
+            offers = OfferWindow(run_, started + lo, started + hi).install(run_.producer, stream)
         result = drive(
             run_.producer, stream, args.readings, args.rate_rps, args.chunk, None, progress, pace
         )
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         summary["inflight_left"] = InflightLedger(run_.store.client, run_.keys).size()
         if watch is not None:
             summary["pattern"] = args.pattern
-            summary["during_disturbance"] = watch.report()
+            summary["during_disturbance"] = watch.report(offers)
         summary.update(_offered(result))
         summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)
         summary["anomalies_injected"] = stream.injected
