@@ -71,7 +71,10 @@ class QueueBacklogGate:
                 return self._closed
             # Standard screening runs before standard processing: a reading waits for
             # whichever of its two queues is longer.
-            screen = [sample.depth.get(q, 0) * defaults.BATCH_MAX_READINGS for q in self._screen]
+            # A screening copy is coalesced like a routine batch (size or age), so it is
+            # counted at the standard tier's measured batch size.
+            per_copy = sample.readings_per_message.get(self._tiers[0], defaults.BATCH_MAX_READINGS)
+            screen = [sample.depth.get(q, 0) * per_copy for q in self._screen]
             waiting = np.maximum(routine, screen)
             per_region = None
             if self.drain_rps is not None:

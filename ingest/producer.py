@@ -57,6 +57,9 @@ class IngestResult:
     #: backpressure. They are neither accepted nor dead-lettered; the caller still holds
     #: them and offers them again later. Indexes into what the caller passed in.
     pushed_back_index: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
+    #: The region code each pushed-back reading was bound for: the caller may hold them
+    #: per region and offer again only those whose region is open (``Producer.closed``).
+    pushed_back_region: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
 
     @property
     def pushed_back(self) -> int:
@@ -161,7 +164,7 @@ class Producer:
                 code = REASONS[reason[i]]
                 letters.append(DeadLetter(code, "", json.dumps(payload).encode(), "ingest", now))
         take = np.flatnonzero(ok)
-        pushed_back = _NONE
+        pushed_back = pushed_region = _NONE
         if take.size:
             region = self.placer(reg, rows[take])
             tier = reg.tier[rows[take]]
@@ -169,6 +172,7 @@ class Producer:
                 held = self.backlog_gate()[region] & (tier > 0)
                 if held.any():
                     pushed_back = take[held]
+                    pushed_region = region[held].astype(np.intp)
                     take, region, tier = take[~held], region[~held], tier[~held]
             if offered_ts is None:
                 first = np.full(take.size, now)
@@ -186,7 +190,12 @@ class Producer:
         for dl in letters:
             reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
         self.poll(now)
-        return IngestResult(accepted, len(letters), reasons, pushed_back)
+        return IngestResult(accepted, len(letters), reasons, pushed_back, pushed_region)
+
+    def closed(self) -> npt.NDArray[np.bool_] | None:
+        """Per region code, True where non-premium readings are pushed back now; None
+        without a backlog gate."""
+        return None if self.backlog_gate is None else self.backlog_gate()
 
     def poll(self, now_ts: float | None = None) -> int:
         """Publish batches that reached their age limit; returns how many."""

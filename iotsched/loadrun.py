@@ -188,7 +188,7 @@ class HeldReadings:
         self.pushed_back = 0
         self.pushed_back_readings = 0
         self._wait_s = PUSHED_BACK_WAIT_S
-        #: Device ids, event times, values and first-offer times of the readings held.
+        #: Device ids, event times, values, first-offer times and region codes held.
         self._cols: tuple[npt.NDArray[Any], ...] | None = None
         self._retry_at = 0.0
 
@@ -228,7 +228,7 @@ class HeldReadings:
         now: float,
     ) -> None:
         i = res.pushed_back_index
-        cols = (ids[i], ts[i], values[i], offered_ts[i])
+        cols = (ids[i], ts[i], values[i], offered_ts[i], res.pushed_back_region)
         if self._cols is None:
             self._cols = cols
             self._retry_at = now + self._wait_s
@@ -236,14 +236,24 @@ class HeldReadings:
             self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
 
     def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
-        """Offer the oldest ``max_readings`` held again (first offered, first taken)."""
+        """Offer again the oldest ``max_readings`` held for regions open now (first offered,
+        first taken); readings of regions still closed are not offered at all."""
         if self._cols is None or now < self._retry_at:
             return 0, 0
-        cols, rest = self._cols, None
-        if cols[0].shape[0] > self.max_readings:
-            rest = tuple(c[self.max_readings :] for c in cols)
-            cols = tuple(c[: self.max_readings] for c in cols)
-        ids, ts, values, offered_ts = cols
+        closed = producer.closed()
+        held = self._cols
+        ready = np.ones(held[0].shape[0], dtype=bool)
+        if closed is not None:
+            ready = ~closed[held[4]]
+        pick = np.flatnonzero(ready)[: self.max_readings]
+        if not pick.size:
+            self._wait_s = min(2 * self._wait_s, PUSHED_BACK_MAX_WAIT_S)
+            self._retry_at = now + self._wait_s
+            return 0, 0
+        keep = np.ones(held[0].shape[0], dtype=bool)
+        keep[pick] = False
+        rest = tuple(c[keep] for c in held) if keep.any() else None
+        ids, ts, values, offered_ts, _ = (c[pick] for c in held)
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
         if res.accepted:
             self._wait_s = PUSHED_BACK_WAIT_S
@@ -251,8 +261,16 @@ class HeldReadings:
             self._wait_s = min(2 * self._wait_s, PUSHED_BACK_MAX_WAIT_S)
         self.pushed_back += res.pushed_back
         i = res.pushed_back_index
-        back: tuple[npt.NDArray[Any], ...] = (ids[i], ts[i], values[i], offered_ts[i])
+        back: tuple[npt.NDArray[Any], ...] = (
+            ids[i],
+            ts[i],
+            values[i],
+            offered_ts[i],
+            res.pushed_back_region,
+        )
         if rest is not None:
+            # Per region, oldest first: what was offered again and handed back is older
+            # than the rest held for its region.
             back = tuple(np.concatenate(pair) for pair in zip(back, rest, strict=True))
         self._cols = back if back[0].shape[0] else None
         self._retry_at = now + self._wait_s
