@@ -189,7 +189,9 @@ class Producer:
         reasons: dict[str, int] = {}
         for dl in letters:
             reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
-        self.poll(now)
+        # Age limits are checked on the clock after the work above, not at the call's start:
+        # a large call takes long enough that premium batches it started are already due.
+        self.poll(max(now, self.clock()))
         return IngestResult(accepted, len(letters), reasons, pushed_back, pushed_region)
 
     def closed(self) -> npt.NDArray[np.bool_] | None:

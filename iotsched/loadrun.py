@@ -122,7 +122,12 @@ def drive(
                 last_report = now
                 progress(f"backpressure: {held.size:,} readings held, offering again")
             producer.poll(now)
-            time.sleep(PUSHED_BACK_WAIT_S)
+            # Wake for the next batch falling due (premium's 25 ms age) if that is sooner.
+            wake = now + PUSHED_BACK_WAIT_S
+            next_due = producer.batcher.next_due_ts()
+            if next_due is not None:
+                wake = min(wake, next_due)
+            time.sleep(max(0.0, wake - time.time()))
             continue
         if pace is not None:
             # Offer at least 5 ms of readings at a time, as a gateway would, so
