@@ -111,7 +111,9 @@ class CeleryPublisher:
             # A routine batch joins exactly one screening copy, so the first id is unique.
             batch_id=f"{first.batch_id}+{len(batches)}",
             region=region,
-            tier=first.tier if len(batches) == 1 else "mixed",
+            # One screening queue per tier class, so a copy usually holds one tier: keep its
+            # name, which the screening task records detection latency under.
+            tier=first.tier if all(b.tier == first.tier for b in batches) else "mixed",
             metrics=first.metrics,
             device_id=np.concatenate([b.device_id for b in batches]),
             ts=np.concatenate([b.ts for b in batches]),

@@ -179,6 +179,8 @@ class Producer:
             else:
                 first = np.minimum(np.asarray(offered_ts, dtype=np.float64)[take], now)
             full = self.batcher.add(region, tier, dev[take], t[take], v[take], first)
+            # Batches already due (premium's 25 ms age) go out before this call's full ones.
+            self._publish(self.batcher.due(now))
             self._publish(full)
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)

@@ -130,12 +130,18 @@ def _offered(result: DriveResult) -> dict[str, Any]:
 def _detection(run_: Any) -> dict[str, Any]:
     """Event time of an anomalous reading → its device alert emitted by screening."""
     from stores.detector_store import detection_histogram
+    from tasks.screen import tier_alert_stage
 
     h = detection_histogram(run_.store.client, run_.keys)
     counters = run_.store.counters()
+    by_tier = {}
+    for tier in run_.settings.tiers:
+        t = detection_histogram(run_.store.client, run_.keys, tier_alert_stage(tier))
+        by_tier[tier] = {"p50": _round(percentile_ms(t, 50)), "p99": _round(percentile_ms(t, 99))}
     return {
         "p50": _round(percentile_ms(h, 50)),
         "p99": _round(percentile_ms(h, 99)),
+        "by_tier": by_tier,
         "alerts": counters.get("device_alerts", 0),
         "screened_readings": counters.get("screened_readings", 0),
     }

@@ -107,7 +107,7 @@ def drive(
     started = time.time()
     offered = accepted = rejected = 0
     offered_until = started
-    held = HeldReadings(max_readings=10 * chunk)
+    held = HeldReadings(max_readings=10 * chunk, offer_readings=chunk)
     last_report = started
     while offered < readings or held:
         now = time.time()
@@ -187,8 +187,11 @@ class HeldReadings:
     holds ``max_readings``; then the gateway waits.
     """
 
-    def __init__(self, max_readings: int) -> None:
+    def __init__(self, max_readings: int, offer_readings: int | None = None) -> None:
+        """``offer_readings``: the most offered again at once (a gateway chunk), so one
+        call never holds up the premium batches the producer has waiting."""
         self.max_readings = max_readings
+        self.offer_readings = offer_readings or max_readings
         #: Hand-backs, each time; and distinct readings handed back at least once.
         self.pushed_back = 0
         self.pushed_back_readings = 0
@@ -241,7 +244,7 @@ class HeldReadings:
             self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
 
     def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
-        """Offer again the oldest ``max_readings`` held for regions open now (first offered,
+        """Offer again the oldest ``offer_readings`` held for regions open now (first offered,
         first taken); readings of regions still closed are not offered at all."""
         if self._cols is None or now < self._retry_at:
             return 0, 0
@@ -250,7 +253,7 @@ class HeldReadings:
         ready = np.ones(held[0].shape[0], dtype=bool)
         if closed is not None:
             ready = ~closed[held[4]]
-        pick = np.flatnonzero(ready)[: self.max_readings]
+        pick = np.flatnonzero(ready)[: self.offer_readings]
         if not pick.size:
             self._wait_s = min(2 * self._wait_s, PUSHED_BACK_MAX_WAIT_S)
             self._retry_at = now + self._wait_s
