@@ -124,6 +124,7 @@ def _offered(result: DriveResult) -> dict[str, Any]:
         "admitted_rps": round(result.admitted_rps, 1),
         "pushed_back": result.pushed_back,
         "pushed_back_readings": result.pushed_back_readings,
+        "deferred_at_gateway": result.deferred,
     }
 
 

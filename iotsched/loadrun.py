@@ -19,6 +19,7 @@ import numpy.typing as npt
 from ingest.producer import IngestResult, Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import percentile_ms
+from scheduler.registry import Registry
 from stores.protocols import StateStore, processed_readings
 
 Progress = Callable[[str], None]
@@ -48,6 +49,8 @@ class DriveResult:
     pushed_back_readings: int = 0
     #: When the last new reading was offered (the run goes on while held ones are taken).
     offered_until_ts: float = 0.0
+    #: Readings the gateway held itself, premium first, while behind its schedule.
+    deferred: int = 0
 
     @property
     def offered_rps(self) -> float:
@@ -145,8 +148,12 @@ def drive(
                     wake = min(wake, next_due)
                 time.sleep(max(0.0, wake - time.time()))
                 continue
-            n = min(chunk, allowed, readings - offered)
+            # Behind the schedule by more than a chunk, the gateway takes everything due
+            # (up to a buffer's worth) and lets premium through first (below).
+            behind = allowed > chunk
+            n = min(10 * chunk if behind else chunk, allowed, readings - offered)
         else:
+            behind = False
             n = min(chunk, readings - offered)
         ids, ts, values = stream.chunk(n, now)
         first = np.full(n, now)
@@ -154,6 +161,11 @@ def drive(
             first = np.minimum(started + pace.offer_instants(offered, n), now)
         offered += n
         offered_until = now
+        if behind:
+            # A gateway that has fallen behind its devices serves premium first: the other
+            # tiers' readings wait in its buffer (their first-offer time kept) and are
+            # offered as their regions take them, like pushed-back ones.
+            ids, ts, values, first = held.defer_non_premium(stream.registry, ids, ts, values, first)
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
         accepted += res.accepted
         rejected += res.rejected
@@ -177,6 +189,7 @@ def drive(
         held.pushed_back,
         held.pushed_back_readings,
         offered_until,
+        held.deferred,
     )
 
 
@@ -195,6 +208,8 @@ class HeldReadings:
         #: Hand-backs, each time; and distinct readings handed back at least once.
         self.pushed_back = 0
         self.pushed_back_readings = 0
+        #: Readings the gateway held itself while behind its schedule (premium first).
+        self.deferred = 0
         self._wait_s = PUSHED_BACK_WAIT_S
         #: Device ids, event times, values, first-offer times and region codes held.
         self._cols: tuple[npt.NDArray[Any], ...] | None = None
@@ -236,10 +251,34 @@ class HeldReadings:
         now: float,
     ) -> None:
         i = res.pushed_back_index
-        cols = (ids[i], ts[i], values[i], offered_ts[i], res.pushed_back_region)
+        if self._cols is None:
+            self._retry_at = now + self._wait_s
+        self._append((ids[i], ts[i], values[i], offered_ts[i], res.pushed_back_region))
+
+    def defer_non_premium(
+        self,
+        registry: Registry,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """Hold the readings of every tier but premium (bound for their home region);
+        returns the premium ones (and unknown devices, for ingest to dead-letter)."""
+        rows = registry.lookup(ids)
+        known = rows >= 0
+        later = known & (registry.tier[np.maximum(rows, 0)] > 0)
+        if later.any():
+            region = registry.home_region[rows[later]].astype(np.intp)
+            cols = (ids[later], ts[later], values[later], offered_ts[later], region)
+            self._append(cols)
+            self.deferred += int(later.sum())
+        now = ~later
+        return ids[now], ts[now], values[now], offered_ts[now]
+
+    def _append(self, cols: tuple[npt.NDArray[Any], ...]) -> None:
         if self._cols is None:
             self._cols = cols
-            self._retry_at = now + self._wait_s
         else:
             self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
 
@@ -255,7 +294,7 @@ class HeldReadings:
             ready = ~closed[held[4]]
         pick = np.flatnonzero(ready)[: self.offer_readings]
         if not pick.size:
-            self._wait_s = min(2 * self._wait_s, PUSHED_BACK_MAX_WAIT_S)
+            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
             self._retry_at = now + self._wait_s
             return 0, 0
         keep = np.ones(held[0].shape[0], dtype=bool)
@@ -263,10 +302,12 @@ class HeldReadings:
         rest = tuple(c[keep] for c in held) if keep.any() else None
         ids, ts, values, offered_ts, _ = (c[pick] for c in held)
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
-        if res.accepted:
+        if not res.pushed_back:
+            self._wait_s = 0.0  # all taken: carry on with the next chunk held at once
+        elif res.accepted:
             self._wait_s = PUSHED_BACK_WAIT_S
         else:
-            self._wait_s = min(2 * self._wait_s, PUSHED_BACK_MAX_WAIT_S)
+            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
         self.pushed_back += res.pushed_back
         i = res.pushed_back_index
         back: tuple[npt.NDArray[Any], ...] = (
