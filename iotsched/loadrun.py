@@ -326,6 +326,27 @@ class HeldReadings:
         return res.accepted, res.rejected
 
 
+def offer_columns(
+    producer: Producer,
+    ids: npt.NDArray[Any],
+    ts: npt.NDArray[Any],
+    values: npt.NDArray[Any],
+) -> tuple[int, int]:
+    """Ingest columnar readings, offering pushed-back ones again until all are taken;
+    latency runs from the first offer. (accepted, rejected)."""
+    offered_ts = np.full(len(ids), time.time())
+    accepted = rejected = 0
+    while len(ids):
+        res = producer.ingest_columns(ids, ts, values, offered_ts=offered_ts)
+        accepted, rejected = accepted + res.accepted, rejected + res.rejected
+        i = res.pushed_back_index
+        ids, ts, values, offered_ts = ids[i], ts[i], values[i], offered_ts[i]
+        if len(ids):
+            producer.poll()
+            time.sleep(PUSHED_BACK_WAIT_S)
+    return accepted, rejected
+
+
 def offer_singles(producer: Producer, readings: list[Any]) -> tuple[int, int]:
     """Ingest single readings, waiting out backpressure; (accepted, rejected)."""
     accepted = rejected = 0
