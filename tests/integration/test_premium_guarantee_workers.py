@@ -107,5 +107,6 @@ def test_a_mass_reconnect_is_a_handful_of_incidents_and_premium_keeps_its_bound(
     # And no work was hurried for it, nothing was lost, and premium kept its bound
     assert result["accelerated_readings"] == 0
     assert result["drained"] and result["lost"] == 0
-    assert result["premium_p99_ms"] < PREMIUM_BOUND_MS
+    # (from the resumption on: the reconnect and its storm, not the workers' cold start)
+    assert result["premium_p99_ms_after_resume"] < PREMIUM_BOUND_MS, result
     assert time.time() - started < 120
