@@ -11,7 +11,8 @@ _settings = Settings.from_env()
 broker_url = _settings.effective_broker_url
 broker_connection_retry_on_startup = True
 broker_transport_options = {
-    # Take queues strictly in the worker's -Q order (anomaly, screen, premium, standard).
+    # Take queues strictly in the worker's -Q order (anomaly, screen_premium, premium, screen,
+    # standard): non-premium screening ranks below premium (scheduler.model.DATA_QUEUE_KINDS).
     "queue_order_strategy": "priority",
     # Broker keys share the deployment's prefix, so they are owned like the state keys.
     "global_keyprefix": Keys(_settings.key_prefix).broker_prefix,

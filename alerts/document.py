@@ -45,6 +45,7 @@ def alert_document(update: IncidentUpdate) -> dict[str, Any]:
         "cascade_id": inc.cascade_id,
         "alert_count": inc.alert_count,
         "kinds": dict(inc.kinds),
+        "storm": inc.storm,
         "at_ts": update.at_ts,
         "detection_latency_ms": detection_latency_ms(update),
         # The first device alert: its kind, the observed value, expected value and band, score.

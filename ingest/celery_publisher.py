@@ -1,7 +1,10 @@
 """Publishes micro-batches as Celery tasks: routine on ``{region}.{tier}`` and, with
-screening on, the same readings on ``{region}.screen``, which workers take first.
+screening on, the same readings on a screening queue: ``{region}.screen_premium`` for
+premium readings (taken before premium processing) and ``{region}.screen`` for every
+other tier (taken after premium processing, before standard), so screening of standard
+readings can never hold premium up under overload.
 
-Screening copies are coalesced per region across tiers (flushed on size, or once
+Screening copies are coalesced per (region, screening queue) (flushed on size, or once
 ``screen_max_age_ms`` old): premium's routine batches are small and frequent
 because of its 25 ms age limit, and one screen message per routine batch would
 spend more on per-message overhead than on detection. Detection's budget (1 s)
@@ -18,7 +21,7 @@ from celery import Celery
 
 from scheduler import defaults
 from scheduler.codec import encode_batch
-from scheduler.model import Batch, WorkClass, queue_name
+from scheduler.model import Batch, queue_name, screen_queue_kind
 from scheduler.settings import Settings
 from stores.inflight import InflightLedger
 from tasks.routine import ROUTINE_TASK
@@ -37,17 +40,22 @@ class CeleryPublisher:
         screen_max_age_ms: float = SCREEN_MAX_AGE_MS,
         clock: Callable[[], float] = time.time,
         ledger: InflightLedger | None = None,
+        premium_tier: str | None = None,
     ) -> None:
-        """``screening`` None follows the environment (``IOTSCHED_SCREENING``, on by default).
+        """``screening`` None follows the environment (``IOTSCHED_SCREENING``, on by default);
+        ``premium_tier`` None is the first configured tier (``IOTSCHED_TIERS``).
 
         With a ``ledger`` every routine batch is recorded before it is published, so a
         message lost by the broker (a worker killed mid-fetch) is published again."""
         self.app = app
         self.ledger = ledger
-        self.screening = Settings.from_env().screening if screening is None else screening
+        settings = Settings.from_env()
+        self.screening = settings.screening if screening is None else screening
+        self.premium_tier = settings.tiers[0] if premium_tier is None else premium_tier
         self.screen_max_readings = screen_max_readings
         self.screen_max_age_s = screen_max_age_ms / 1000.0
         self.clock = clock
+        #: Screening copies waiting to be coalesced, per screening queue.
         self._pending: dict[str, list[Batch]] = {}
         self._pending_since: dict[str, float] = {}
 
@@ -77,33 +85,37 @@ class CeleryPublisher:
         self.poll()
 
     def _hold_for_screening(self, batch: Batch) -> None:
-        region = batch.region
-        if region not in self._pending:
-            self._pending[region] = []
-            self._pending_since[region] = self.clock()
-        self._pending[region].append(batch)
-        if sum(len(b) for b in self._pending[region]) >= self.screen_max_readings:
-            self._send_screen(region)
+        kind = screen_queue_kind(0 if batch.tier == self.premium_tier else 1)
+        queue = queue_name(batch.region, kind)
+        if queue not in self._pending:
+            self._pending[queue] = []
+            self._pending_since[queue] = self.clock()
+        self._pending[queue].append(batch)
+        if sum(len(b) for b in self._pending[queue]) >= self.screen_max_readings:
+            self._send_screen(queue)
 
     def poll(self, now_ts: float | None = None) -> None:
         """Send screening copies that reached their age limit."""
         now = self.clock() if now_ts is None else now_ts
-        for region, since in list(self._pending_since.items()):
+        for queue, since in list(self._pending_since.items()):
             if now - since >= self.screen_max_age_s:
-                self._send_screen(region)
+                self._send_screen(queue)
 
     def flush(self) -> None:
-        for region in list(self._pending):
-            self._send_screen(region)
+        for queue in list(self._pending):
+            self._send_screen(queue)
 
-    def _send_screen(self, region: str) -> None:
-        batches = self._pending[region]
+    def _send_screen(self, queue: str) -> None:
+        batches = self._pending[queue]
         first = batches[0]
+        region = first.region
         merged = Batch(
             # A routine batch joins exactly one screening copy, so the first id is unique.
             batch_id=f"{first.batch_id}+{len(batches)}",
             region=region,
-            tier=first.tier if len(batches) == 1 else "mixed",
+            # One screening queue per tier class, so a copy usually holds one tier: keep its
+            # name, which the screening task records detection latency under.
+            tier=first.tier if all(b.tier == first.tier for b in batches) else "mixed",
             metrics=first.metrics,
             device_id=np.concatenate([b.device_id for b in batches]),
             ts=np.concatenate([b.ts for b in batches]),
@@ -111,7 +123,6 @@ class CeleryPublisher:
             ingest_ts=np.concatenate([b.ingest_ts for b in batches]),
         )
         payload = encode_batch(merged)
-        queue = queue_name(region, WorkClass.SCREEN.value)
         if self.ledger is not None:
             self.ledger.record(merged.batch_id, queue, payload, SCREEN_TASK, self.clock())
         self.app.send_task(
@@ -123,8 +134,8 @@ class CeleryPublisher:
             retry=False,
         )
         # Dropped only once sent: a broker error keeps the copies for the next poll.
-        del self._pending[region]
-        del self._pending_since[region]
+        del self._pending[queue]
+        del self._pending_since[queue]
 
 
 def _describe(batch: Batch) -> str:

@@ -78,6 +78,9 @@ class IngestResult:
     #: backpressure. They are neither accepted nor dead-lettered; the caller still holds
     #: them and offers them again later. Indexes into what the caller passed in.
     pushed_back_index: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
+    #: The region code each pushed-back reading was bound for: the caller may hold them
+    #: per region and offer again only those whose region is open (``Producer.closed``).
+    pushed_back_region: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
 
     @property
     def pushed_back(self) -> int:
@@ -181,11 +184,16 @@ class Producer:
         now_ts: float | None = None,
         extra_letters: list[DeadLetter] | None = None,
         payloads: Sequence[bytes] | None = None,
+        offered_ts: npt.ArrayLike | None = None,
     ) -> IngestResult:
         """Columnar readings: ids (n,), event times (n,), values (n, metrics).
 
         ``payloads``, when given, are the bytes each row arrived as: a rejected row is
-        dead-lettered with them rather than with a re-serialised copy."""
+        dead-lettered with them rather than with a re-serialised copy.
+
+        ``offered_ts`` (n,): when each reading was first offered, for readings offered
+        again after a push-back or offered late by a paced source; latency runs from it
+        (never later than now). Default: now."""
         now = self.clock() if now_ts is None else now_ts
         letters = extra_letters or []
         dev = np.asarray(device_id, dtype=np.uint64)
@@ -208,20 +216,31 @@ class Producer:
                 letters.append(DeadLetter(code, detail, raw, "ingest", now))
         take = np.flatnonzero(ok)
         room = self._room()
-        pushed_back = take[room:] if take.size > room else _NONE
-        take = take[:room] if take.size > room else take
+        pushed_back = pushed_region = _NONE
+        if take.size > room:
+            # The outbox is full (or Redis is near maxmemory): hold what does not fit.
+            pushed_back = take[room:]
+            pushed_region = reg.home_region[rows[pushed_back]].astype(np.intp)
+            take = take[:room]
         if take.size:
             region, tier = self._place(reg, rows[take])
             if self.backlog_gate is not None:
                 held = self._backlog_closed(len(reg.topology.regions))[region] & (tier > 0)
                 if held.any():
-                    pushed_back = np.sort(np.concatenate((pushed_back, take[held])))
+                    pushed_back = np.concatenate((pushed_back, take[held]))
+                    pushed_region = np.concatenate((pushed_region, region[held].astype(np.intp)))
+                    order = np.argsort(pushed_back, kind="stable")
+                    pushed_back, pushed_region = pushed_back[order], pushed_region[order]
                     take, region, tier = take[~held], region[~held], tier[~held]
-            full = self.batcher.add(
-                region, tier, dev[take], t[take], v[take], np.full(take.size, now)
-            )
+            if offered_ts is None:
+                first = np.full(take.size, now)
+            else:
+                first = np.minimum(np.asarray(offered_ts, dtype=np.float64)[take], now)
+            full = self.batcher.add(region, tier, dev[take], t[take], v[take], first)
             if self.on_accepted is not None:
                 self.on_accepted(dev[take], t[take])
+            # Batches already due (premium's 25 ms age) go out before this call's full ones.
+            self._publish(self.batcher.due(now), now)
             self._publish(full, now)
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
@@ -233,8 +252,17 @@ class Producer:
         reasons: dict[str, int] = {}
         for dl in letters:
             reasons[dl.reason] = reasons.get(dl.reason, 0) + 1
-        self.poll(now)
-        return IngestResult(accepted, len(letters), reasons, pushed_back)
+        # Age limits are checked on the clock after the work above, not at the call's start:
+        # a large call takes long enough that premium batches it started are already due.
+        self.poll(max(now, self.clock()))
+        return IngestResult(accepted, len(letters), reasons, pushed_back, pushed_region)
+
+    def closed(self) -> npt.NDArray[np.bool_] | None:
+        """Per region code, True where non-premium readings are pushed back now; None
+        without a backlog gate."""
+        if self.backlog_gate is None:
+            return None
+        return self._backlog_closed(len(self._registry_snapshot.topology.regions))
 
     def poll(self, now_ts: float | None = None) -> int:
         """Publish batches that reached their age limit; returns how many."""

@@ -15,8 +15,8 @@ from typing import Any
 
 from ingest.synthetic import SyntheticStream
 from iotsched.argtypes import non_negative_int, positive_float, positive_int, share
-from iotsched.bench_window import PatternPace, WindowWatch
-from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
+from iotsched.bench_window import OfferWindow, PatternPace, WindowWatch
+from iotsched.loadrun import DriveResult, drive, stderr_progress, summarize, wait_drained
 from iotsched.reconcile import AcceptedLog, reconcile
 from scheduler.batching import BatchingConfig
 from scheduler.latency import percentile_ms
@@ -97,7 +97,12 @@ def run(args: argparse.Namespace) -> int:
         )
         accepted = AcceptedLog()
         run_.producer.on_accepted = accepted.add
-        watch = WindowWatch(run_, pace, time.time()).start() if pace else None
+        started = time.time()
+        watch = WindowWatch(run_, pace, started).start() if pace else None
+        offers = None
+        if pace is not None and pace.window_s is not None:
+            lo, hi = pace.window_s
+            offers = OfferWindow(run_, started + lo, started + hi).install(run_.producer, stream)
         result = drive(
             run_.producer, stream, args.readings, args.rate_rps, args.chunk, None, progress, pace
         )
@@ -117,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         summary["inflight_left"] = InflightLedger(run_.store.client, run_.keys).size()
         if watch is not None:
             summary["pattern"] = args.pattern
-            summary["during_disturbance"] = watch.report()
+            summary["during_disturbance"] = watch.report(offers)
+        summary.update(_offered(result))
         summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)
         summary["anomalies_injected"] = stream.injected
         summary.update(
@@ -135,15 +141,35 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _offered(result: DriveResult) -> dict[str, Any]:
+    """What the source offered (while it offered) and what ingest admitted (until the
+    last reading was taken); ``pushed_back`` counts every hand-back (a reading handed
+    back twice counts twice), ``pushed_back_readings`` each reading handed back once."""
+    return {
+        "offered": result.offered,
+        "offered_rps": round(result.offered_rps, 1),
+        "admitted_rps": round(result.admitted_rps, 1),
+        "pushed_back": result.pushed_back,
+        "pushed_back_readings": result.pushed_back_readings,
+        "deferred_at_gateway": result.deferred,
+    }
+
+
 def _detection(run_: Any) -> dict[str, Any]:
     """Event time of an anomalous reading → its device alert emitted by screening."""
     from stores.detector_store import detection_histogram
+    from tasks.screen import tier_alert_stage
 
     h = detection_histogram(run_.store.client, run_.keys)
     counters = run_.store.counters()
+    by_tier = {}
+    for tier in run_.settings.tiers:
+        t = detection_histogram(run_.store.client, run_.keys, tier_alert_stage(tier))
+        by_tier[tier] = {"p50": _round(percentile_ms(t, 50)), "p99": _round(percentile_ms(t, 99))}
     return {
         "p50": _round(percentile_ms(h, 50)),
         "p99": _round(percentile_ms(h, 99)),
+        "by_tier": by_tier,
         "alerts": counters.get("device_alerts", 0),
         "screened_readings": counters.get("screened_readings", 0),
     }

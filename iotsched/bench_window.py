@@ -1,10 +1,16 @@
 """Load shapes for the benchmark, and what happened inside their disturbed window.
 
 The producer is paced by the simulator's own load patterns (simulation.loads),
-so a spike on real workers is the same spike the scenarios simulate. A
-watcher snapshots the latency and detection histograms when the window opens
-and again once the screening queues have drained after it closes; the
-difference is what the spike's readings saw.
+so a spike on real workers is the same spike the scenarios simulate.
+
+The window's latency is taken over the readings *offered* inside it, whenever they
+finish (``OfferWindow``): each routine batch holding such readings is followed in
+the in-flight ledger until its routine task settles it, and each of those readings
+counts from its first offer (a reading pushed back during the spike and taken after
+it still counts, with its whole wait). The offered multiple is measured: readings the
+source offered per second inside the window over the rate before it. Detection
+inside the window is the difference of the detection histogram between the window's
+start and the moment the screening queues drain after it.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from scheduler.latency import percentile_ms
-from scheduler.model import WorkClass, queue_name
+from ingest.producer import Publisher
+from ingest.synthetic import SyntheticStream
+from scheduler.latency import bucket_counts, percentile_ms
+from scheduler.model import SCREEN_PREMIUM_KIND, Batch, WorkClass, queue_name
 from simulation.loads import pattern_by_name
 from stores.detector_store import detection_histogram
 from stores.queue_depth import queue_depths
@@ -57,6 +66,11 @@ class PatternPace:
         i = min(int(elapsed_s / RESOLUTION_S), self.cumulative.size - 1)
         return float(self.cumulative[i])
 
+    def offer_instants(self, first: int, n: int) -> np.ndarray:
+        """Seconds from the start at which readings ``first .. first+n-1`` are due."""
+        k = first + np.arange(n, dtype=np.float64) + 1.0
+        return np.searchsorted(self.cumulative, k, side="left") * RESOLUTION_S
+
 
 class WindowWatch:
     """Snapshots histograms at the window's start and after the screening drain."""
@@ -81,7 +95,8 @@ class WindowWatch:
         return out
 
     def _screen_backlog(self) -> int:
-        queues = [queue_name(r, WorkClass.SCREEN.value) for r in self.run.settings.regions]
+        kinds = (SCREEN_PREMIUM_KIND, WorkClass.SCREEN.value)
+        queues = [queue_name(r, k) for r in self.run.settings.regions for k in kinds]
         return sum(queue_depths(self.run.store.client, self.run.keys, queues).values())
 
     def _watch(self) -> None:
@@ -94,25 +109,150 @@ class WindowWatch:
             time.sleep(0.05)
         self._after = self._histograms()
 
-    def report(self, timeout_s: float = 60.0) -> dict[str, Any] | None:
+    def report(
+        self, offers: OfferWindow | None = None, timeout_s: float = 60.0
+    ) -> dict[str, Any] | None:
         if self.pace.window_s is None:
             return None
         self._thread.join(timeout_s)
         delta = {k: _minus(self._after.get(k, {}), self._before.get(k, {})) for k in self._after}
-        figures = {
-            k: {
-                "p50": _ms(percentile_ms(h, 50)),
-                "p99": _ms(percentile_ms(h, 99)),
-                "count": sum(h.values()),
-            }
-            for k, h in delta.items()
-        }
-        return {
+        figures = {k: _figures(h) for k, h in delta.items()}
+        out: dict[str, Any] = {
             "window_s": list(self.pace.window_s),
-            "offered_x": round(self.pace.peak_x, 2),
+            "pattern_peak_x": round(self.pace.peak_x, 2),
             "latency_ms": {k: v for k, v in figures.items() if k != "detection"},
             "detection_ms": figures.get("detection"),
         }
+        if offers is not None:
+            out.update(offers.report(timeout_s))
+        return out
+
+
+class OfferWindow:
+    """Latency of the readings first offered in [start_ts, end_ts), whenever they finish.
+
+    Installed between a producer and its publisher (``install``): every routine batch
+    holding window readings is kept with their first-offer times, and a thread asks
+    the in-flight ledger every ``poll_s`` which of those batches are still in flight;
+    a batch gone from it has been applied, so its window readings finished by then
+    (latencies are upper bounds, late by at most ``poll_s``).
+    """
+
+    def __init__(self, run_: Any, start_ts: float, end_ts: float, poll_s: float = 0.02) -> None:
+        self.run = run_
+        self.start_ts = start_ts
+        self.end_ts = end_ts
+        self.poll_s = poll_s
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[str, npt.NDArray[np.float64]]] = {}
+        self._hist: dict[str, dict[int, int]] = {}
+        self._offered_before = 0
+        self._offered_inside = 0
+        self._first_offer_ts: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def install(self, producer: Any, stream: SyntheticStream) -> OfferWindow:
+        producer.publisher = _Recording(producer.publisher, self)
+        chunk = stream.chunk
+
+        def counted(n: int, now_ts: float) -> Any:
+            self._count_offer(n, now_ts)
+            return chunk(n, now_ts)
+
+        stream.chunk = counted  # type: ignore[method-assign]
+        self._thread.start()
+        return self
+
+    def _count_offer(self, n: int, now_ts: float) -> None:
+        if self._first_offer_ts is None:
+            self._first_offer_ts = now_ts
+        if now_ts < self.start_ts:
+            self._offered_before += n
+        elif now_ts < self.end_ts:
+            self._offered_inside += n
+
+    def published(self, batches: list[Batch]) -> None:
+        with self._lock:
+            for b in batches:
+                inside = (b.ingest_ts >= self.start_ts) & (b.ingest_ts < self.end_ts)
+                if inside.any():
+                    self._pending[b.batch_id] = (b.tier, b.ingest_ts[inside].copy())
+
+    def _poll(self) -> None:
+        client, key = self.run.store.client, self.run.keys.inflight_since
+        while not self._stop.is_set():
+            with self._lock:
+                ids = list(self._pending)[:5_000]
+            if ids:
+                scores = client.zmscore(key, ids)
+                done_ts = time.time()
+                with self._lock:
+                    for batch_id, score in zip(ids, scores, strict=True):
+                        if score is None:
+                            tier, offered = self._pending.pop(batch_id)
+                            h = self._hist.setdefault(tier, {})
+                            for b, c in bucket_counts((done_ts - offered) * 1000.0).items():
+                                h[b] = h.get(b, 0) + c
+            time.sleep(self.poll_s)
+
+    def report(self, timeout_s: float) -> dict[str, Any]:
+        """Waits (up to ``timeout_s``) for the window's batches to finish, then stops."""
+        deadline = time.time() + timeout_s
+        while self._pending and time.time() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(1.0)
+        inside_s = self.end_ts - self.start_ts
+        before_s = self.start_ts - (self._first_offer_ts or self.start_ts)
+        inside_rps = self._offered_inside / inside_s
+        before_rps = self._offered_before / before_s if before_s > 0 else None
+        return {
+            "offered_rps": round(inside_rps, 1),
+            "offered_rps_before": None if before_rps is None else round(before_rps, 1),
+            "offered_x": None if not before_rps else round(inside_rps / before_rps, 2),
+            "latency_ms": {tier: _figures(h) for tier, h in sorted(self._hist.items())},
+            "unfinished_batches": len(self._pending),
+        }
+
+
+class _Recording:
+    """A publisher that tells an OfferWindow what it published."""
+
+    def __init__(self, inner: Publisher, window: OfferWindow) -> None:
+        self.inner = inner
+        self.window = window
+
+    def publish(self, batch: Batch) -> None:
+        self.publish_many([batch])
+
+    def publish_many(self, batches: list[Batch]) -> None:
+        publish_many = getattr(self.inner, "publish_many", None)
+        if publish_many is not None:
+            publish_many(batches)
+        else:
+            for b in batches:
+                self.inner.publish(b)
+        # After publishing: the ledger holds them, so "not in flight" means "applied".
+        self.window.published(batches)
+
+    def poll(self, now_ts: float | None = None) -> None:
+        poll = getattr(self.inner, "poll", None)
+        if poll is not None:
+            poll(now_ts)
+
+    def flush(self) -> None:
+        flush = getattr(self.inner, "flush", None)
+        if flush is not None:
+            flush()
+
+
+def _figures(h: Mapping[int, int]) -> dict[str, Any]:
+    return {
+        "p50": _ms(percentile_ms(h, 50)),
+        "p99": _ms(percentile_ms(h, 99)),
+        "count": sum(h.values()),
+    }
 
 
 def _minus(after: Mapping[int, int], before: Mapping[int, int]) -> dict[int, int]:

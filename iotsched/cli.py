@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "iotsched.rollups_cmd",
     "iotsched.incidents_cmd",
     "iotsched.export_postgres_cmd",
+    "iotsched.storm_bench",
 )
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,12 +19,16 @@ import numpy.typing as npt
 from ingest.producer import IngestResult, Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import percentile_ms
+from scheduler.registry import Registry
 from stores.protocols import StateStore, processed_readings
 
 Progress = Callable[[str], None]
 
-#: How long a producer waits before offering pushed-back readings again.
+#: How long a producer waits before offering pushed-back readings again; doubled while
+#: nothing is taken, up to the longest wait (about the gate's own refresh), so a closed
+#: region costs the producer a re-offer every 0.2 s, not a busy loop.
 PUSHED_BACK_WAIT_S = 0.05
+PUSHED_BACK_MAX_WAIT_S = 0.2
 
 
 def stderr_progress(line: str) -> None:
@@ -38,8 +42,46 @@ class DriveResult:
     rejected: int
     started_ts: float
     finished_ts: float
-    #: Readings handed back by backpressure (each time), all offered again until taken.
+    #: Readings handed back by backpressure, each time (the producer's ``pushed_back``
+    #: counter), all offered again until taken.
     pushed_back: int = 0
+    #: Distinct readings handed back at least once.
+    pushed_back_readings: int = 0
+    #: When the last new reading was offered (the run goes on while held ones are taken).
+    offered_until_ts: float = 0.0
+    #: Readings the gateway held itself, premium first, while behind its schedule.
+    deferred: int = 0
+
+    @property
+    def offered_rps(self) -> float:
+        """Readings offered per second while the source was offering."""
+        return self.offered / max(self.offered_until_ts - self.started_ts, 1e-9)
+
+    @property
+    def admitted_rps(self) -> float:
+        """Readings taken by ingest per second, until the last was taken."""
+        return self.accepted / max(self.finished_ts - self.started_ts, 1e-9)
+
+
+class Pace(Protocol):
+    """A load schedule: how many readings should have been offered ``elapsed_s`` in."""
+
+    def __call__(self, elapsed_s: float) -> float: ...
+
+    def offer_instants(self, first: int, n: int) -> npt.NDArray[np.float64]:
+        """Seconds from the start at which readings ``first .. first+n-1`` are due."""
+        ...
+
+
+@dataclass(frozen=True)
+class SteadyPace:
+    rate_rps: float
+
+    def __call__(self, elapsed_s: float) -> float:
+        return elapsed_s * self.rate_rps
+
+    def offer_instants(self, first: int, n: int) -> npt.NDArray[np.float64]:
+        return (first + np.arange(n, dtype=np.float64)) / self.rate_rps
 
 
 def drive(
@@ -50,35 +92,45 @@ def drive(
     chunk: int = 10_000,
     extra: Callable[[float], list[Any]] | None = None,
     progress: Progress | None = None,
-    pace: Callable[[float], float] | None = None,
+    pace: Pace | None = None,
 ) -> DriveResult:
     """Offer ``readings`` columnar readings, paced at ``rate_rps`` (None = as fast as possible)
     or by ``pace(elapsed_s)``: how many readings should have been offered by then.
+
+    Latency starts when a reading is first offered: paced, at the instant the schedule
+    offered it even if the producer fell behind (no coordinated omission); pushed back,
+    at its first offer, however often it is offered again.
 
     ``extra(now)`` may return single readings (dicts or JSON bytes) to ingest
     alongside, e.g. malformed ones to exercise the dead-letter path.
     """
     if pace is None and rate_rps:
-        steady_rps = rate_rps
-
-        def pace(elapsed_s: float) -> float:
-            return elapsed_s * steady_rps
+        pace = SteadyPace(rate_rps)
 
     started = time.time()
     offered = accepted = rejected = 0
-    held = HeldReadings(max_readings=10 * chunk)
+    offered_until = started
+    held = HeldReadings(max_readings=10 * chunk, offer_readings=chunk)
     last_report = started
     while offered < readings or held:
         now = time.time()
         a, r = held.offer_again(producer, now)
         accepted, rejected = accepted + a, rejected + r
-        if offered >= readings or held.full:
-            # Backpressure: the gateway's buffer is full (or all is offered): wait.
+        if offered >= readings or (held.full and pace is None):
+            # Backpressure: an unpaced source waits while the gateway's buffer is full (or
+            # all is offered). A paced source does not: devices keep sending, so new
+            # readings keep flowing (premium is never pushed back) and the gateway holds
+            # what is handed back, however much.
             if progress and now - last_report >= 1.0:
                 last_report = now
                 progress(f"backpressure: {held.size:,} readings held, offering again")
             producer.poll(now)
-            time.sleep(PUSHED_BACK_WAIT_S)
+            # Wake for the next batch falling due (premium's 25 ms age) if that is sooner.
+            wake = now + PUSHED_BACK_WAIT_S
+            next_due = producer.batcher.next_due_ts()
+            if next_due is not None:
+                wake = min(wake, next_due)
+            time.sleep(max(0.0, wake - time.time()))
             continue
         if pace is not None:
             # Offer at least 5 ms of readings at a time, as a gateway would, so
@@ -96,15 +148,28 @@ def drive(
                     wake = min(wake, next_due)
                 time.sleep(max(0.0, wake - time.time()))
                 continue
-            n = min(chunk, allowed, readings - offered)
+            # Behind the schedule by more than a chunk, the gateway takes everything due
+            # (up to a buffer's worth) and lets premium through first (below).
+            behind = allowed > chunk
+            n = min(10 * chunk if behind else chunk, allowed, readings - offered)
         else:
+            behind = False
             n = min(chunk, readings - offered)
         ids, ts, values = stream.chunk(n, now)
+        first = np.full(n, now)
+        if pace is not None:
+            first = np.minimum(started + pace.offer_instants(offered, n), now)
         offered += n
-        res = producer.ingest_columns(ids, ts, values, now_ts=now)
+        offered_until = now
+        if behind:
+            # A gateway that has fallen behind its devices serves premium first: the other
+            # tiers' readings wait in its buffer (their first-offer time kept) and are
+            # offered as their regions take them, like pushed-back ones.
+            ids, ts, values, first = held.defer_non_premium(stream.registry, ids, ts, values, first)
+        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
         accepted += res.accepted
         rejected += res.rejected
-        held.hold(res, ids, ts, values, now)
+        held.hold(res, ids, ts, values, first, now)
         if extra is not None:
             singles = extra(now)
             if singles:
@@ -119,7 +184,17 @@ def drive(
         # The last figure too, so the progress never stops short of the total.
         elapsed = max(time.time() - started, 1e-9)
         progress(f"offered {offered:,}/{readings:,} ({offered / elapsed:,.0f} r/s), done")
-    return DriveResult(offered, accepted, rejected, started, time.time(), held.pushed_back)
+    return DriveResult(
+        offered,
+        accepted,
+        rejected,
+        started,
+        time.time(),
+        held.pushed_back,
+        held.pushed_back_readings,
+        offered_until,
+        held.deferred,
+    )
 
 
 class HeldReadings:
@@ -129,10 +204,19 @@ class HeldReadings:
     holds ``max_readings``; then the gateway waits.
     """
 
-    def __init__(self, max_readings: int) -> None:
+    def __init__(self, max_readings: int, offer_readings: int | None = None) -> None:
+        """``offer_readings``: the most offered again at once (a gateway chunk), so one
+        call never holds up the premium batches the producer has waiting."""
         self.max_readings = max_readings
+        self.offer_readings = offer_readings or max_readings
+        #: Hand-backs, each time; and distinct readings handed back at least once.
         self.pushed_back = 0
-        self._cols: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | None = None
+        self.pushed_back_readings = 0
+        #: Readings the gateway held itself while behind its schedule (premium first).
+        self.deferred = 0
+        self._wait_s = PUSHED_BACK_WAIT_S
+        #: Device ids, event times, values, first-offer times and region codes held.
+        self._cols: tuple[npt.NDArray[Any], ...] | None = None
         self._retry_at = 0.0
 
     @property
@@ -152,30 +236,119 @@ class HeldReadings:
         ids: npt.NDArray[Any],
         ts: npt.NDArray[Any],
         values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
         now: float,
     ) -> None:
         if not res.pushed_back:
             return
         self.pushed_back += res.pushed_back
+        self.pushed_back_readings += res.pushed_back
+        self._keep(res, ids, ts, values, offered_ts, now)
+
+    def _keep(
+        self,
+        res: IngestResult,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
+        now: float,
+    ) -> None:
         i = res.pushed_back_index
         if self._cols is None:
-            self._cols = (ids[i], ts[i], values[i])
-            self._retry_at = now + PUSHED_BACK_WAIT_S
+            self._retry_at = now + self._wait_s
+        self._append((ids[i], ts[i], values[i], offered_ts[i], res.pushed_back_region))
+
+    def defer_non_premium(
+        self,
+        registry: Registry,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """Hold the readings of every tier but premium (bound for their home region);
+        returns the premium ones (and unknown devices, for ingest to dead-letter)."""
+        rows = registry.lookup(ids)
+        known = rows >= 0
+        later = known & (registry.tier[np.maximum(rows, 0)] > 0)
+        if later.any():
+            region = registry.home_region[rows[later]].astype(np.intp)
+            cols = (ids[later], ts[later], values[later], offered_ts[later], region)
+            self._append(cols)
+            self.deferred += int(later.sum())
+        now = ~later
+        return ids[now], ts[now], values[now], offered_ts[now]
+
+    def _append(self, cols: tuple[npt.NDArray[Any], ...]) -> None:
+        if self._cols is None:
+            self._cols = cols
         else:
-            old_ids, old_ts, old_values = self._cols
-            self._cols = (
-                np.concatenate((old_ids, ids[i])),
-                np.concatenate((old_ts, ts[i])),
-                np.concatenate((old_values, values[i])),
-            )
+            self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
 
     def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
+        """Offer again the oldest ``offer_readings`` held for regions open now (first offered,
+        first taken); readings of regions still closed are not offered at all."""
         if self._cols is None or now < self._retry_at:
             return 0, 0
-        (ids, ts, values), self._cols = self._cols, None
-        res = producer.ingest_columns(ids, ts, values, now_ts=now)
-        self.hold(res, ids, ts, values, now)
+        closed = producer.closed()
+        held = self._cols
+        ready = np.ones(held[0].shape[0], dtype=bool)
+        if closed is not None:
+            ready = ~closed[held[4]]
+        pick = np.flatnonzero(ready)[: self.offer_readings]
+        if not pick.size:
+            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
+            self._retry_at = now + self._wait_s
+            return 0, 0
+        keep = np.ones(held[0].shape[0], dtype=bool)
+        keep[pick] = False
+        rest = tuple(c[keep] for c in held) if keep.any() else None
+        ids, ts, values, offered_ts, _ = (c[pick] for c in held)
+        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
+        if not res.pushed_back:
+            self._wait_s = 0.0  # all taken: carry on with the next chunk held at once
+        elif res.accepted:
+            self._wait_s = PUSHED_BACK_WAIT_S
+        else:
+            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
+        self.pushed_back += res.pushed_back
+        i = res.pushed_back_index
+        back: tuple[npt.NDArray[Any], ...] = (
+            ids[i],
+            ts[i],
+            values[i],
+            offered_ts[i],
+            res.pushed_back_region,
+        )
+        if rest is not None:
+            # Per region, oldest first: what was offered again and handed back is older
+            # than the rest held for its region.
+            back = tuple(np.concatenate(pair) for pair in zip(back, rest, strict=True))
+        self._cols = back if back[0].shape[0] else None
+        self._retry_at = now + self._wait_s
         return res.accepted, res.rejected
+
+
+def offer_columns(
+    producer: Producer,
+    ids: npt.NDArray[Any],
+    ts: npt.NDArray[Any],
+    values: npt.NDArray[Any],
+) -> tuple[int, int]:
+    """Ingest columnar readings, offering pushed-back ones again until all are taken;
+    latency runs from the first offer. (accepted, rejected)."""
+    offered_ts = np.full(len(ids), time.time())
+    accepted = rejected = 0
+    while len(ids):
+        res = producer.ingest_columns(ids, ts, values, offered_ts=offered_ts)
+        accepted, rejected = accepted + res.accepted, rejected + res.rejected
+        i = res.pushed_back_index
+        ids, ts, values, offered_ts = ids[i], ts[i], values[i], offered_ts[i]
+        if len(ids):
+            producer.poll()
+            time.sleep(PUSHED_BACK_WAIT_S)
+    return accepted, rejected
 
 
 def offer_singles(producer: Producer, readings: list[Any]) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import time
 
 import redis
 
-from ingest.backlog_gate import QueueBacklogGate
+from ingest.backlog_gate import admission_gate
 from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
 from ingest.placement import make_placer
@@ -32,7 +32,6 @@ from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.inflight import InflightLedger
 from stores.keys import Keys
-from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from stores.registry_cache import RegistryCache
 from tasks.app import app
@@ -95,10 +94,9 @@ def run(args: argparse.Namespace) -> int:
     publisher = RegionalPublisher.from_urls(
         app, settings.region_broker_urls, ledger=InflightLedger(store.client, keys)
     )
-    gate = None
-    if settings.backlog_cap_readings > 0:
-        reader = QueueDepthReader(store.client, keys)
-        gate = QueueBacklogGate(reader, settings.topology, settings.backlog_cap_readings)
+    # Admission control is on by default: standard readings a region cannot drain within
+    # the wait budget are held here and offered again (premium always flows).
+    gate = admission_gate(settings, store.client, keys)
     outbox = SpoolOutbox(args.outbox_dir)
     if len(outbox):
         print(f"outbox: {outbox.held_readings:,} readings from an earlier run to replay")
@@ -130,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
             None,
             stderr_progress,
         )
-        print(f"offered {res.offered:,}, accepted {res.accepted:,}, rejected {res.rejected:,}")
+        print(
+            f"offered {res.offered:,}, accepted {res.accepted:,}, rejected {res.rejected:,}, "
+            f"pushed back (and offered again) {res.pushed_back:,}"
+        )
         return _drain_outbox(producer, args.drain_timeout_s)
     finally:
         placer.close()

@@ -15,12 +15,14 @@ from typing import Any
 
 import redis
 
+from ingest.backlog_gate import admission_gate
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.batching import BatchingConfig
 from scheduler.registry import Registry, generate_registry
 from scheduler.settings import Settings
+from scheduler.validation import Limits
 from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
@@ -39,10 +41,14 @@ class RedisRun:
         pool: str = "prefork",
         batching: BatchingConfig | None = None,
         keep: bool = False,
+        registry: Registry | None = None,
+        metrics: tuple[str, ...] = ("value",),
     ) -> None:
+        """``registry``: the fleet to use instead of a generated one of ``devices``;
+        ``metrics``: what each reading carries (IOTSCHED_METRICS)."""
         self.redis_url = redis_url
         prefix = key_prefix or f"iotsched-run-{uuid.uuid4().hex[:8]}"
-        self.settings = Settings(redis_url=redis_url, key_prefix=prefix)
+        self.settings = Settings(redis_url=redis_url, key_prefix=prefix, metrics=metrics)
         self.keys = Keys(prefix)
         self.store = RedisStateStore(redis.Redis.from_url(redis_url), self.keys)
         self.devices = devices
@@ -53,13 +59,14 @@ class RedisRun:
             redis_url, prefix, self.settings.regions, concurrency=concurrency, pool=pool
         )
         self.app = broker_app(redis_url, self.keys)
-        self.registry: Registry | None = None
+        self.registry: Registry | None = registry
         self._producer: Producer | None = None
 
     def __enter__(self) -> RedisRun:
         # A TERM (Ctrl-C from a supervisor, a timeout) still runs the clean-up below.
         signal.signal(signal.SIGTERM, _exit_on_term)
-        self.registry = generate_registry(self.devices, seed=self.seed)
+        if self.registry is None:
+            self.registry = generate_registry(self.devices, seed=self.seed)
         self.store.save_registry(self.registry)
         self.registry = self.store.load_registry()
         self.cluster.start()
@@ -84,7 +91,10 @@ class RedisRun:
                 lambda: reg,
                 CeleryPublisher(self.app, ledger=InflightLedger(self.store.client, self.keys)),
                 self.store,
+                limits=Limits(metrics=self.settings.metrics),
                 batching=self.batching,
+                # Admission control as a deployment runs it: on, measured.
+                backlog_gate=admission_gate(self.settings, self.store.client, self.keys),
             )
         return self._producer
 

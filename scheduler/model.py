@@ -40,6 +40,27 @@ QUEUE_ORDER: tuple[WorkClass, ...] = (
 )
 
 
+#: Screening of the first (premium) tier's readings: its own queue, ahead of premium, so
+#: premium devices' detection stays within its bound. Screening of every other tier keeps
+#: ``{region}.screen`` and ranks *below* premium processing: under overload it waits,
+#: premium does not (DESIGN: work above premium is bounded).
+SCREEN_PREMIUM_KIND = "screen_premium"
+
+#: A data worker's queue kinds in ``-Q`` order.
+DATA_QUEUE_KINDS: tuple[str, ...] = (
+    WorkClass.ANOMALY.value,
+    SCREEN_PREMIUM_KIND,
+    WorkClass.PREMIUM.value,
+    WorkClass.SCREEN.value,
+    WorkClass.STANDARD.value,
+)
+
+
+def screen_queue_kind(tier_code: int) -> str:
+    """The screening queue kind for a tier (index into ``Topology.tiers``; 0 is premium)."""
+    return SCREEN_PREMIUM_KIND if tier_code == 0 else WorkClass.SCREEN.value
+
+
 def queue_name(region: str, kind: str) -> str:
     """The Celery queue for one region and kind of work, e.g. ``eu-west.premium``."""
     return f"{region}.{kind}"

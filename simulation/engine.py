@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from scheduler.capacity import CapacityBudget, CapacityLedger
+from scheduler.correlation import CorrelatorConfig
 from scheduler.forecast import DailyProfile
 from scheduler.geography import TransferCostMatrix
 from scheduler.health import RegionHealth
@@ -77,6 +78,9 @@ class Simulator:
         self.devices_by_cell = np.zeros((self.n_regions, len(fleet.tiers)))
         np.add.at(self.devices_by_cell, (fleet.home_region, fleet.tier), 1.0)
         self.mean_interval_s = float(np.mean(fleet.reading_interval_s))
+        self.storm_devices = CorrelatorConfig().storm_devices
+        #: Theoretical arrival time of each region's budget of work above premium.
+        self.work_tat = np.full(self.n_regions, spec.start_ts)
 
     def _class_budget(self, total: int) -> CapacityBudget:
         sh = self.spec.shares
@@ -148,6 +152,7 @@ class Simulator:
         tr.dead_lettered = float(invalid.sum())
         coh = self.cohorts
         ingest = Ingest(coh, self.cohort_class, self.placement, n_r)
+        ingest.hold_unscreened = spec.admission_wait_budget_s is not None
         pools = self._pools(self._home_work_rps(np.zeros(1))[0])
         tr.scaler_settings = tuple(scaler_settings(p.scaler) for p in pools)
         queue = np.zeros((n_r, len(CLASSES)))
@@ -159,6 +164,8 @@ class Simulator:
         period_busy = np.zeros(n_r)
         cum_screen_in = np.zeros(n_r)
         cum_screen_out = np.zeros(n_r)
+        drain_rps = np.full(n_r, np.inf)  # nothing measured yet: admit (scheduler.admission)
+        drain_window = np.zeros(n_r)
         pending_detect: list[tuple[int, float, int]] = []  # (event index, screen target, region)
         events = sorted(enumerate(spec.anomalies), key=lambda e: e[1].t_s)
         next_event = 0
@@ -199,7 +206,11 @@ class Simulator:
 
             cell = accepted[i]
             tr.offered[i] = cell.sum(axis=1)
-            flat = ingest.route(i, cell, dest, queue, spec.backlog_cap_readings, tr)
+            cap: float | np.ndarray = spec.backlog_cap_readings
+            if spec.admission_wait_budget_s is not None:
+                # Little's law on the measured standard drain, as the runtime's gate does.
+                cap = spec.admission_wait_budget_s * drain_rps
+            flat = ingest.route(i, cell, dest, queue, cap, tr)
 
             # Anomalies: an event's first abnormal readings reach the screen queue.
             while next_event < len(events) and events[next_event][1].t_s <= t:
@@ -214,7 +225,7 @@ class Simulator:
             cum_screen_in += flat[:, SCREEN]
 
             self._allocate(queue, grant_slots)
-            served = self._serve(queue, pools, grant_slots, down)
+            served = self._serve(queue, pools, grant_slots, down, t)
             queue -= served
             tr.served[i] = served
             cum_screen_out += served[:, SCREEN]
@@ -222,6 +233,10 @@ class Simulator:
             tr.busy_slots[i] = busy
             period_busy += busy * dt
             period_in += flat
+            drain_window += served[:, STANDARD]
+            if i % self.ctrl_every == self.ctrl_every - 1:
+                drain_rps = drain_window / spec.control_period_s
+                drain_window[:] = 0.0
 
             # Screened: the anomaly workflow takes the affected devices' pending routine data.
             still = []
@@ -230,6 +245,10 @@ class Simulator:
                     still.append((idx, target, r))
                     continue
                 ev = spec.anomalies[idx]
+                if ev.silence and ev.devices >= self.storm_devices:
+                    # A silence storm folds into one incident; nothing is accelerated.
+                    tr.storms_folded.append((idx, t, r))
+                    continue
                 share = min(1.0, ev.devices / max(self.devices_by_cell[r, ev.tier], 1.0))
                 cls = int(self.tier_class[ev.tier])
                 take = math.floor(queue[r, cls] * share)
@@ -320,13 +339,26 @@ class Simulator:
             grant_slots[r] = [grants[c] for c in CLASSES]
 
     def _serve(
-        self, queue: np.ndarray, pools: list[Pool], grant_slots: np.ndarray, down: np.ndarray
+        self,
+        queue: np.ndarray,
+        pools: list[Pool],
+        grant_slots: np.ndarray,
+        down: np.ndarray,
+        t: float,
     ) -> np.ndarray:
         """Readings served this step: ledger grants first, then the rest in queue order."""
         dt = self.spec.step_s
         ready = np.array([p.ready for p in pools], dtype=np.float64)
         left = np.where(down, 0.0, ready * dt)  # slot-seconds this step
         need = queue / self.rate_per_slot
+        budget = self.spec.anomaly_work
+        if budget is not None:
+            # Anomaly work spends at most what the region's work budget allows now.
+            now_ts = self.spec.start_ts + t
+            debt_s = np.maximum(self.work_tat - now_ts, 0.0)
+            allowed = np.maximum(budget.burst_s - debt_s * budget.share, 0.0)
+            need = need.copy()
+            need[:, ANOMALY] = np.minimum(need[:, ANOMALY], allowed + budget.share * dt)
         take = np.zeros_like(queue)
         for c in (WorkClass.PREMIUM, WorkClass.ANOMALY, WorkClass.SCREEN, WorkClass.STANDARD):
             k = _CLASS_INDEX[c]
@@ -337,5 +369,8 @@ class Simulator:
             got = np.minimum(need[:, k] - take[:, k], left)
             take[:, k] += got
             left -= got
-        served = np.floor(take * self.rate_per_slot + 1e-6)
-        return np.asarray(np.minimum(served, queue))
+        served = np.asarray(np.minimum(np.floor(take * self.rate_per_slot + 1e-6), queue))
+        if budget is not None:
+            spent = served[:, ANOMALY] / self.rate_per_slot[ANOMALY]
+            self.work_tat = np.maximum(self.work_tat, now_ts) + spent / budget.share
+        return served

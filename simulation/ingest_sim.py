@@ -44,6 +44,9 @@ class Ingest:
         self.lo, self.hi = _cell_bounds(cohorts)
         #: Held unscreened (no allowed healthy region) and screened (routine pushed back).
         self.unscreened = np.zeros(len(cohorts))
+        #: Push back whole readings, unscreened (the runtime's admission control), rather
+        #: than only their routine copy.
+        self.hold_unscreened = False
         self.screened = np.zeros(len(cohorts))
 
     @property
@@ -51,22 +54,56 @@ class Ingest:
         return float(self.unscreened.sum() + self.screened.sum())
 
     def route(
-        self, i: int, cell: np.ndarray, dest: np.ndarray, queue: np.ndarray, cap: float, tr: Trace
+        self,
+        i: int,
+        cell: np.ndarray,
+        dest: np.ndarray,
+        queue: np.ndarray,
+        cap: float | np.ndarray,
+        tr: Trace,
     ) -> np.ndarray:
-        """Readings entering each region's queues this step, shape (regions, classes)."""
+        """Readings entering each region's queues this step, shape (regions, classes).
+
+        ``cap``: standard readings queued past which a region pushes back (or per region).
+        """
         x = cell[self.home, self.tier]
         new = np.floor(x * self.hi) - np.floor(x * self.lo)
         blocked = dest < 0
         go = ~blocked
         pushed_back = go & (self.cohort_class == STANDARD)
-        pushed_back &= queue[np.maximum(dest, 0), STANDARD] > cap
-        to_screen = np.where(go, new + self.unscreened, 0.0)
-        to_routine = np.where(go & ~pushed_back, new + self.unscreened + self.screened, 0.0)
-        self.screened = np.where(pushed_back, self.screened + new + self.unscreened, self.screened)
-        self.screened = np.where(go & ~pushed_back, 0.0, self.screened)
-        self.unscreened = np.where(blocked, self.unscreened + new, 0.0)
+        caps = np.broadcast_to(np.asarray(cap, dtype=np.float64), (self.n_regions,))
+        pushed_back &= queue[np.maximum(dest, 0), STANDARD] > caps[np.maximum(dest, 0)]
+        if self.hold_unscreened:
+            # As the runtime's producer does: a pushed-back reading is not published at all
+            # (neither copy) until it is taken, and the gateway offers what it holds again
+            # only as far as the region has room under its cap, oldest first.
+            taken = go & ~pushed_back
+            d = np.maximum(dest, 0)
+            room = np.maximum(caps - queue[:, STANDARD], 0.0)
+            held_std = np.bincount(
+                d, weights=np.where(taken & (self.cohort_class == STANDARD), self.unscreened, 0.0),
+                minlength=self.n_regions,
+            )  # fmt: skip
+            frac = np.where(held_std > 0, np.minimum(1.0, room / np.maximum(held_std, 1.0)), 1.0)
+            release = np.where(
+                self.cohort_class == STANDARD, np.floor(self.unscreened * frac[d]), self.unscreened
+            )
+            release = np.where(taken, release, 0.0)
+            to_screen = np.where(taken, new, 0.0) + release
+            to_routine = to_screen
+            self.unscreened = self.unscreened + np.where(taken, 0.0, new) - release
+            held_back = float(np.where(go, self.unscreened, 0.0).sum())
+        else:
+            to_screen = np.where(go, new + self.unscreened, 0.0)
+            to_routine = np.where(go & ~pushed_back, new + self.unscreened + self.screened, 0.0)
+            self.screened = np.where(
+                pushed_back, self.screened + new + self.unscreened, self.screened
+            )
+            self.screened = np.where(go & ~pushed_back, 0.0, self.screened)
+            self.unscreened = np.where(blocked, self.unscreened + new, 0.0)
+            held_back = float(self.screened.sum())
         tr.buffered[i] = self.held
-        tr.backpressured[i] = float(self.screened.sum())
+        tr.backpressured[i] = held_back
 
         n_c = len(CLASSES)
         d = np.maximum(dest, 0)

@@ -16,6 +16,7 @@ from scheduler.defaults import (
 )
 from scheduler.geography import RegionSite
 from scheduler.scaling import ScalingConfig
+from scheduler.work_budget import WorkBudget
 from simulation.fleet import Fleet
 from simulation.loads import LoadPattern
 
@@ -92,6 +93,9 @@ class AnomalyEvent:
     #: Readings each detected device needed in calibration; when given, every simulated
     #: device draws its own from these instead of taking ``readings_to_detect``.
     readings_needed: tuple[int, ...] = ()
+    #: The devices' alerts are silences (a reconnect): past the correlator's storm
+    #: threshold they fold into one incident and no accelerated work is spent on them.
+    silence: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,13 @@ class SimSpec:
     silence_timeout_s: float = 5.0
     #: Above this many queued standard readings per region, ingest answers with backpressure.
     backlog_cap_readings: float = 50_000_000.0
+    #: Admission as the runtime does it (scheduler.admission): standard readings are held
+    #: at ingest while a region's queued standard readings exceed this many seconds of
+    #: its measured standard drain rate; None keeps ``backlog_cap_readings``.
+    admission_wait_budget_s: float | None = None
+    #: The budget of anomaly work above premium (scheduler.work_budget), per region's
+    #: slot time; None leaves anomaly work unbounded.
+    anomaly_work: WorkBudget | None = None
     #: Spans excluded from "normal operation" (spikes, partitions) for the wastage figure.
     disturbances: tuple[tuple[float, float], ...] = ()
     #: Load steps (t_s, regions) whose scaling reaction is measured.

@@ -48,6 +48,8 @@ class Trace:
     final_buffered: float = 0.0
     #: (event index, detected at t_s, region, slot release delay s) per anomaly workflow.
     anomaly_enqueued: list[tuple[int, float, int, float]] = field(default_factory=list)
+    #: (event index, t_s, region) of silence storms folded into one incident each.
+    storms_folded: list[tuple[int, float, int]] = field(default_factory=list)
     maintenance_runs: list[dict[str, Any]] = field(default_factory=list)
     #: How each region's scaler was configured, in its users' terms.
     scaler_settings: tuple[str, ...] = ()

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import redis
 
 from scheduler.health import RegionHealth
-from scheduler.model import QUEUE_ORDER, queue_name
+from scheduler.model import DATA_QUEUE_KINDS, queue_name
 from stores.keys import Keys
 from stores.queue_depth import queue_depths
 
 #: Queues that hold readings waiting for a region's data workers.
-DATA_KINDS: tuple[str, ...] = tuple(c.value for c in QUEUE_ORDER)
+DATA_KINDS: tuple[str, ...] = DATA_QUEUE_KINDS
 
 
 def text(raw: bytes | str) -> str:

@@ -150,6 +150,10 @@ class Keys:
         """Set (with a short TTL) while an incident's accelerated processing may not run again."""
         return f"{self.prefix}:incidents:{region}:accelerate:{incident_id}"
 
+    def work_budget(self, region: str) -> str:
+        """A region's budget of work ranked above premium (theoretical arrival time)."""
+        return f"{self.prefix}:budget:{region}:above_premium"
+
     def dropout_cursor(self, region: str) -> str:
         """A region's dropout sweep position: the SCAN cursor over detector states."""
         return f"{self.prefix}:dropout:{region}:cursor"

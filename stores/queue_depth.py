@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -63,6 +63,8 @@ class QueueSample:
     ingested: int
     #: Mean readings per processed batch, per tier; empty until a batch is processed.
     readings_per_message: Mapping[str, float]
+    #: Readings applied per tier so far (the ``processed:{tier}`` counters), all regions.
+    processed: Mapping[str, int] = field(default_factory=dict)
 
     def depth_readings(self, queue: str) -> float | None:
         """Estimated readings waiting in ``queue`` (``{region}.{tier}``); None if unknown."""
@@ -123,6 +125,11 @@ class QueueDepthReader:
             taken=_decode(taken_raw),
             ingested=counters.get("ingested", 0),
             readings_per_message=_readings_per_batch(counters),
+            processed={
+                name.partition(":")[2]: n
+                for name, n in counters.items()
+                if name.startswith("processed:")
+            },
         )
 
 

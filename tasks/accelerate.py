@@ -10,6 +10,11 @@ routine task would use. The queued messages stay where they are; when a routine
 worker reaches them it finds those chunks claimed and skips them (counted in
 ``duplicate_deliveries``), so each reading is still applied exactly once.
 
+Accelerated processing runs ahead of premium, so it spends from the region's budget of
+work above premium (``scheduler.work_budget``: a share of a slot's time and a burst):
+past it the task does nothing but count ``accelerate_skipped_budget``; the routine
+workers still process those readings in order, so nothing is lost, only not hurried.
+
 Only whole chunks are applied: the other devices of a chunk that holds an
 affected device are processed early too. That is the price of reusing the
 routine task's claim ids, which is what makes the later skip free and safe.
@@ -18,6 +23,7 @@ routine task's claim ids, which is what makes the later skip free and safe.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +36,7 @@ from celery import Task
 from scheduler.errors import InvalidBatch
 from scheduler.model import WorkClass, queue_name
 from stores.queue_scan import QueueScan
+from stores.work_budget_store import RedisWorkBudgetStore
 from tasks import context
 from tasks.app import app
 from tasks.limits import TRANSIENT_ERRORS
@@ -93,6 +100,19 @@ _scan: context.PerProcess[QueueScan] = context.PerProcess(_build_scan)
 queue_scan = _scan.get
 
 
+def _build_budget() -> RedisWorkBudgetStore:
+    state = context.store()
+    client = getattr(state, "client", None)
+    keys = getattr(state, "keys", None)
+    if client is None or keys is None:
+        raise RuntimeError("accelerated processing needs the Redis state store")
+    return RedisWorkBudgetStore(client, keys)
+
+
+_budget: context.PerProcess[RedisWorkBudgetStore] = context.PerProcess(_build_budget)
+work_budget = _budget.get
+
+
 def encode_request(
     region: str, incident_id: str, device_ids: npt.NDArray[np.uint64]
 ) -> dict[str, Any]:
@@ -118,7 +138,15 @@ def process_accelerate(self: Task, payload: dict[str, Any]) -> int:
     region = str(payload["region"])
     devices = np.frombuffer(payload["device_id"], dtype="<u8")
     try:
-        done = accelerate(queue_scan(), region, devices.tolist())
+        budget = work_budget()
+        started = time.time()
+        if not budget.admits(region, started):
+            context.store().incr_counters({"accelerate_skipped_budget": 1})
+            return 0
+        try:
+            done = accelerate(queue_scan(), region, devices.tolist())
+        finally:
+            budget.charge(region, time.time(), time.time() - started)
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= MAX_RETRIES:
             # Nothing is lost: the routine workers process the queued batches anyway.

@@ -3,7 +3,10 @@
 ``iotsched.anomaly`` folds one screened batch's device alerts into the region's
 incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
 due, and books accelerated processing (``tasks.accelerate``) of every incident it
-opened or grew. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
+opened or grew, except storm incidents: a fleet-wide silence or reconnect folds into one
+"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``) and its
+devices' routine data is not accelerated, so a storm never becomes per-device work
+above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
 the group wait of a new incident, growth updates, and resolution. One tick at a time
 is booked per region, for the earliest moment something falls due.
 """
@@ -24,7 +27,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alerts.config import sinks_from_settings
 from alerts.document import AlertSink, alert_document
-from scheduler.correlation import Alert, Correlator, CorrelatorConfig, IncidentUpdate
+from scheduler.correlation import (
+    SILENCE_KIND,
+    Alert,
+    Correlator,
+    CorrelatorConfig,
+    Incident,
+    IncidentUpdate,
+)
 from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError, TransientError
 from scheduler.latency import bucket_counts
@@ -40,6 +50,8 @@ from tasks.app import app
 from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
 
 TICK_TASK = "iotsched.incident_tick"
+#: Batch ids of dropout sweep alerts (tasks.dropout.dropout_alerts) start with this.
+DROPOUT_BATCH_PREFIX = "dropout:"
 MAX_RETRIES = 5
 UNKNOWN_GROUP = "unknown"
 #: Optional float columns of an alerts payload, in ``Alert``'s field order.
@@ -161,16 +173,26 @@ def correlate(
             Correlator.from_state(state, rt.config) if state is not None else Correlator(rt.config)
         )
         before = {i.incident_id: i.device_count for i in correlator.open_incidents()}
-        updates = correlator.observe(alerts, now_ts) if alerts else correlator.tick(now_ts)
+        # A sweep's alerts are devices silent now; a screened batch's ended a silence.
+        silent_now = batch_id is not None and batch_id.startswith(DROPOUT_BATCH_PREFIX)
+        updates = (
+            correlator.observe(alerts, now_ts, silent_now) if alerts else correlator.tick(now_ts)
+        )
         grown = [
             (i.incident_id, correlator.devices(i.incident_id))
             for i in correlator.open_incidents()
-            if i.device_count > before.get(i.incident_id, 0)
+            if _has_pending_work(i) and i.device_count > before.get(i.incident_id, 0)
         ]
         new_state = correlator.to_state()
         return new_state, Folded(updates, next_due_ts(new_state, rt.config), grown)
 
     return rt.incidents.fold(region, batch_id, step)
+
+
+def _has_pending_work(incident: Incident) -> bool:
+    """Whether hurrying an incident's queued readings helps: not for a storm, and not for
+    devices that were silent (a silence has no backlog of its own to hurry)."""
+    return incident.storm is None and {k for k, _ in incident.kinds} != {SILENCE_KIND}
 
 
 def book_acceleration(rt: AnomalyRuntime, region: str, folded: Folded) -> int:

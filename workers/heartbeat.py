@@ -32,7 +32,7 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps
 
-from scheduler.model import QUEUE_ORDER
+from scheduler.model import DATA_QUEUE_KINDS
 from stores.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _hard_limit_s(request: Any) -> float | None:
     return limits[0] or getattr(task, "time_limit", None)
 
 
-_DATA_KINDS = frozenset(c.value for c in QUEUE_ORDER)
+_DATA_KINDS = frozenset(DATA_QUEUE_KINDS)
 
 
 def regions_served(queue_names: Iterable[str]) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.capacity import CapacityBudget, CapacityLedger
-from scheduler.model import WorkClass
+from scheduler.model import SCREEN_PREMIUM_KIND, WorkClass
 from scheduler.scaling import ScalingConfig, ScalingObservation, ScalingPolicy
 from scheduler.settings import Settings
 from stores.queue_depth import QueueRates
@@ -26,8 +26,11 @@ SERVICE_SMOOTHING = 0.5
 
 def work_class(queue: str) -> WorkClass:
     """``eu-west.premium`` → PREMIUM; a queue outside the naming scheme counts as standard."""
+    kind = queue.rpartition(".")[2]
+    if kind == SCREEN_PREMIUM_KIND:
+        return WorkClass.SCREEN
     try:
-        return WorkClass(queue.rpartition(".")[2])
+        return WorkClass(kind)
     except ValueError:
         return WorkClass.STANDARD
 

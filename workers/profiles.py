@@ -5,16 +5,18 @@ Celery worker on Redis takes its ``-Q`` list strictly in order (one BRPOP over
 all of them, ``queue_order_strategy: priority``). A region's slots are split by
 the capacity ledger (scheduler/capacity.py) into roles:
 
-- ``premium``: the premium guarantee. ``-Q premium, anomaly, screen``, never
-  standard: a slot holding a long standard batch could not serve premium at
-  once, and premium work does not preempt standard work.
+- ``premium``: the premium guarantee. ``-Q premium, screen_premium, anomaly,
+  screen``, never standard: a slot holding a long standard batch could not
+  serve premium at once, and premium work does not preempt standard work.
 - ``standard``: the standard minimum share. ``-Q anomaly, standard, screen,
-  premium``: standard before screening and premium, so standard never starves
-  under sustained premium load; anomaly first because a routine task that
-  yields to anomaly work must find it first when it frees its slot (anomaly
-  work is rare and bounded by its burst share).
+  screen_premium, premium``: standard before screening and premium, so standard
+  never starves under sustained premium load; anomaly first because a routine
+  task that yields to anomaly work must find it first when it frees its slot
+  (anomaly work is rare, folded before it grows, and budgeted).
 - ``data``: the anomaly burst, the screening minimum and the rest, taken by
-  demand in DESIGN's order ``-Q anomaly, screen, premium, standard``.
+  demand in the order ``-Q anomaly, screen_premium, premium, screen,
+  standard``: screening of non-premium readings ranks below premium, so under
+  overload it waits rather than premium (scheduler.model.DATA_QUEUE_KINDS).
 - ``maintenance``: reserved slots, ``-Q maintenance`` only.
 
 Prefetch is 1 everywhere, so a worker never holds a message it is not running.
@@ -27,17 +29,25 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from scheduler.capacity import CapacityBudget, CapacityLedger, consumer_share
-from scheduler.model import QUEUE_ORDER, WorkClass, queue_name
+from scheduler.model import (
+    DATA_QUEUE_KINDS,
+    QUEUE_ORDER,
+    SCREEN_PREMIUM_KIND,
+    WorkClass,
+    queue_name,
+)
 from scheduler.settings import Settings
 
 A, S, P, D = WorkClass.ANOMALY, WorkClass.SCREEN, WorkClass.PREMIUM, WorkClass.STANDARD
 
-#: Queue order of each role; "data" is DESIGN's order.
-ROLE_QUEUES: dict[str, tuple[WorkClass, ...]] = {
-    "data": QUEUE_ORDER,
-    "premium": (P, A, S),
-    "standard": (A, D, S, P),
-    "maintenance": (WorkClass.MAINTENANCE,),
+_SP = SCREEN_PREMIUM_KIND
+
+#: Queue kinds of each role in ``-Q`` order; "data" is DATA_QUEUE_KINDS.
+ROLE_QUEUES: dict[str, tuple[str, ...]] = {
+    "data": DATA_QUEUE_KINDS,
+    "premium": (P.value, _SP, A.value, S.value),
+    "standard": (A.value, D.value, S.value, _SP, P.value),
+    "maintenance": (WorkClass.MAINTENANCE.value,),
 }
 ROLES = tuple(ROLE_QUEUES)
 #: The role that serves the slots a class is granted first (consumer_share's groups).
@@ -59,10 +69,11 @@ class ClassWorker(NamedTuple):
 
 
 def region_queues(region: str, role: str = "data") -> list[str]:
-    """The ``-Q`` list of a role; a data worker drains anomaly, screen, premium, standard."""
+    """The ``-Q`` list of a role; a data worker drains anomaly, screen_premium, premium,
+    screen, standard."""
     if role not in ROLE_QUEUES:
         raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
-    return [queue_name(region, c.value) for c in ROLE_QUEUES[role]]
+    return [queue_name(region, kind) for kind in ROLE_QUEUES[role]]
 
 
 def budget_from_settings(settings: Settings) -> CapacityBudget:

@@ -187,3 +187,57 @@ def test_replaying_the_same_alerts_gives_the_same_notices(
     assert first == replay()
     # And however many alerts, at most one incident per group key
     assert len({u.incident.incident_id for u in first}) <= len({g for _, g, _ in raw})
+
+
+def dropouts(devices: range, region: str = "eu-west", groups: int = 100) -> list[Alert]:
+    return [Alert(d, f"g{d % groups}", region, T0 + 0.001 * d, "dropout") for d in devices]
+
+
+def test_a_fleet_wide_reconnect_folds_into_one_incident_per_region_not_one_per_group() -> None:
+    corr = Correlator(CFG)
+    # Given 30,000 devices of 100 groups coming back after an outage, in batches of 3,000
+    notices: list[IncidentUpdate] = []
+    for start in range(0, 30_000, 3_000):
+        notices += corr.observe(dropouts(range(start, start + 3_000)), now_ts=T0 + 1)
+    notices += corr.tick(T0 + 2)
+    # Then one "mass_reconnect" incident holds every device, with no device set kept
+    incidents = {u.incident.incident_id: u.incident for u in notices}
+    assert len(incidents) == 1
+    (storm,) = incidents.values()
+    assert (storm.storm, storm.group, storm.device_count) == ("mass_reconnect", "*", 30_000)
+    assert len(storm.sample_device_ids) == CFG.sample_size
+    assert corr.devices(storm.incident_id) == frozenset()
+    assert len(msgpack.packb(corr.to_state())) < 2_000
+
+
+def test_a_sweep_storm_is_an_ingest_gap_and_later_small_batches_join_it() -> None:
+    corr = Correlator(CFG)
+    corr.observe(dropouts(range(500)), now_ts=T0, silent_now=True)
+    # When a few more silent devices of the region are reported later, below the threshold
+    corr.observe(dropouts(range(500, 510)), now_ts=T0 + 5)
+    # And a few in another region
+    corr.observe(dropouts(range(3), region="us-east", groups=1), now_ts=T0 + 5)
+    by_region = {i.region: i for i in corr.open_incidents()}
+    # Then the gap counts all 510 devices; the other region's few devices group as usual
+    assert (by_region["eu-west"].storm, by_region["eu-west"].device_count) == ("ingest_gap", 510)
+    assert (by_region["us-east"].storm, by_region["us-east"].device_count) == (None, 3)
+
+
+def test_a_few_dropouts_still_group_per_device_as_before() -> None:
+    corr = Correlator(CFG)
+    corr.observe(dropouts(range(CFG.storm_devices - 1), groups=1), now_ts=T0)
+    (inc,) = corr.open_incidents()
+    assert (inc.storm, inc.group, inc.device_count) == (None, "g0", CFG.storm_devices - 1)
+
+
+def test_silences_trickling_in_below_the_threshold_merge_into_one_storm_before_firing() -> None:
+    corr = Correlator(CFG)
+    # Given a reconnect arriving in small batches of 40 devices over 100 groups
+    notices: list[IncidentUpdate] = []
+    for k, start in enumerate(range(0, 400, 40)):
+        notices += corr.observe(dropouts(range(start, start + 40)), now_ts=T0 + 0.04 * k)
+    notices += corr.tick(T0 + 1)
+    # Then no per-group incident fired: one storm holds all 400 devices
+    assert [(u.incident.storm, u.incident.device_count) for u in notices] == [
+        ("mass_reconnect", 400)
+    ]

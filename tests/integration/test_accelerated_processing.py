@@ -22,7 +22,7 @@ from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from scheduler.batching import BatchingConfig
 from scheduler.geography import DEFAULT_SITES
-from scheduler.model import WorkClass, queue_name
+from scheduler.model import SCREEN_PREMIUM_KIND, WorkClass, queue_name
 from scheduler.registry import generate_registry
 from stores.detector_store import RedisDetectorStore
 from stores.keys import Keys
@@ -58,8 +58,9 @@ def prefix(redis_server: str) -> Iterator[str]:
 
 
 def anomaly_worker(redis_url: str, prefix: str) -> subprocess.Popen[bytes]:
-    """One worker taking only the region's anomaly and screening queues."""
-    queues = [queue_name(REGION, c.value) for c in (WorkClass.ANOMALY, WorkClass.SCREEN)]
+    """One worker taking only the region's anomaly and screening queues (both tiers')."""
+    kinds = (WorkClass.ANOMALY.value, SCREEN_PREMIUM_KIND, WorkClass.SCREEN.value)
+    queues = [queue_name(REGION, kind) for kind in kinds]
     argv = [
         sys.executable, "-m", "celery", "-A", "tasks.all:app", "worker",
         "-Q", ",".join(queues), "-n", f"anomaly-{REGION}@%h", "--pool", "solo",

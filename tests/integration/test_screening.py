@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from alerts.stream_sink import read_alerts
+from iotsched.loadrun import offer_columns
 from iotsched.redis_run import RedisRun
 from scheduler.batching import BatchingConfig
 from scheduler.defaults import DETECTION_BOUND_S
@@ -49,7 +50,8 @@ class Fleet:
         if bump is not None:
             values = values + bump
         producer = self.run.producer
-        producer.ingest_columns(self.ids, np.full(self.ids.size, ts), values)
+        # Admission control may hand some back: offer them again until all are taken.
+        offer_columns(producer, self.ids, np.full(self.ids.size, ts), values)
         producer.flush()
         self.sent += self.ids.size
 

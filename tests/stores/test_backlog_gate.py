@@ -40,3 +40,55 @@ def test_premium_queues_never_close_the_gate() -> None:
     for _ in range(50):
         client.rpush(keys.broker_queue("eu-west.premium"), b"m")
     assert gate().tolist() == [False, False, False]
+
+
+def test_by_default_a_region_closes_when_its_backlog_outlasts_the_wait_budget() -> None:
+    client = fakeredis.FakeRedis()
+    keys = Keys("g")
+    now = [0.0]
+    gate = QueueBacklogGate(QueueDepthReader(client, keys), Topology(), clock=lambda: now[0])
+    # Given workers have drained 30,000 standard readings/s fleet-wide
+    client.hset(keys.counters, mapping={"processed:standard": 1_000, "batches:standard": 1})
+    assert gate().tolist() == [False, False, False]  # nothing measured, nothing waiting
+    now[0] += 0.5
+    client.hset(keys.counters, "processed:standard", 1_000 + 15_000)
+    client.hset(keys.counters, "batches:standard", 16)
+    # When us-east holds 35 batches of 1,000 readings and eu-west 10: with two regions
+    # waiting each is taken to drain 15,000 readings/s, so 2.3 s and 0.7 s of work
+    for _ in range(35):
+        client.rpush(keys.broker_queue("us-east.standard"), b"m" * 10)
+    for _ in range(10):
+        client.rpush(keys.broker_queue("eu-west.standard"), b"m")
+    # Then only the region whose wait exceeds the 2 s budget pushes back
+    assert gate().tolist() == [False, True, False]
+    assert gate.drain_rps == 30_000
+
+
+def test_a_region_loaded_alone_is_credited_with_the_whole_drain_rate() -> None:
+    client = fakeredis.FakeRedis()
+    keys = Keys("g")
+    now = [0.0]
+    gate = QueueBacklogGate(QueueDepthReader(client, keys), Topology(), clock=lambda: now[0])
+    client.hset(keys.counters, mapping={"processed:standard": 0, "batches:standard": 0})
+    gate()
+    now[0] += 1.0
+    client.hset(keys.counters, mapping={"processed:standard": 20_000, "batches:standard": 20})
+    # When only ap-south has readings waiting: 30,000, 1.5 s at the fleet's 20,000/s
+    for _ in range(30):
+        client.rpush(keys.broker_queue("ap-south.standard"), b"m")
+    # Then it stays open (it would close if the rate were split across all three regions)
+    assert gate().tolist() == [False, False, False]
+
+
+def test_a_backlog_with_no_measured_drain_pushes_back() -> None:
+    client = fakeredis.FakeRedis()
+    keys = Keys("g")
+    now = [0.0]
+    gate = QueueBacklogGate(QueueDepthReader(client, keys), Topology(), clock=lambda: now[0])
+    client.hset(keys.counters, mapping={"processed:standard": 5_000, "batches:standard": 1})
+    client.rpush(keys.broker_queue("ap-south.standard"), b"m")
+    gate()
+    # When a second passes and no standard reading is processed (workers stalled)
+    now[0] += 1.0
+    # Then the region with readings waiting is closed, the others stay open
+    assert gate().tolist() == [False, False, True]

@@ -66,12 +66,14 @@ def test_screening_copies_are_coalesced_per_region_and_sent_on_age() -> None:
     now[0] += 0.15
     pub.poll()
     screens = [(q, b) for name, q, b in app.sent if name == "iotsched.screen"]
-    # Then one screening copy per region holds every reading of that region
+    # Then one screening copy per region and screening queue holds those readings:
+    # premium's on screen_premium (ahead of premium), the others' on screen (below it)
     assert sorted((q, len(b)) for q, b in screens) == [
-        ("eu-west.screen", 30),
-        ("us-east.screen", 10),
+        ("eu-west.screen", 10),
+        ("eu-west.screen_premium", 20),
+        ("us-east.screen_premium", 10),
     ]
-    assert len({b.batch_id for _, b in screens}) == 2
+    assert len({b.batch_id for _, b in screens}) == 3
 
 
 def test_a_full_screening_copy_goes_at_once_and_flush_sends_the_rest() -> None:
@@ -82,7 +84,8 @@ def test_a_full_screening_copy_goes_at_once_and_flush_sends_the_rest() -> None:
     pub.publish(batch(3, "ap-south", "premium", 5))
     assert [len(b) for n, _, b in app.sent if n == "iotsched.screen"] == [120]
     pub.flush()
-    assert [len(b) for n, _, b in app.sent if n == "iotsched.screen"] == [120, 5]
+    sent = [(q, len(b)) for n, q, b in app.sent if n == "iotsched.screen"]
+    assert sent == [("ap-south.screen", 120), ("ap-south.screen_premium", 5)]
 
 
 def test_without_screening_only_routine_tasks_are_sent() -> None:

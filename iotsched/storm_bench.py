@@ -1,0 +1,177 @@
+"""``iotsched storm-bench``: a reconnect flood on real workers, with the default settings.
+
+The fleet reports at ``--rate-rps`` until every device's detector is warm, falls
+silent for ``--silence-s`` (a gateway or network outage, longer than any device's
+dropout limit), then comes back at ``--resume-rps`` (a fraction of capacity). Every
+returning device's first reading ends a silence, so screening raises a dropout alert
+per device; the storm must fold into a handful of incidents and premium must keep
+its bound throughout. Prints one JSON object: premium p99 over the whole run and
+over the resumption, incidents raised (and which were storms), device alerts, and
+accelerated readings (none should be spent on a storm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.stream_sink import read_alerts
+from ingest.synthetic import SyntheticStream
+from iotsched.argtypes import non_negative_int, positive_float, positive_int
+from iotsched.loadrun import DriveResult, Progress, drive, stderr_progress, wait_drained
+from scheduler.latency import percentile_ms
+from stores.queue_depth import queue_depths
+from workers.profiles import region_queues
+
+
+@dataclass(frozen=True)
+class StormConfig:
+    devices: int = 60_000
+    rate_rps: float = 30_000.0
+    #: Warm-up long enough for every device's dropout interval (5 readings) to be known.
+    warm_s: float = 16.0
+    silence_s: float = 20.0
+    resume_rps: float = 20_000.0
+    resume_s: float = 6.0
+    chunk: int = 2_000
+    seed: int = 0
+
+    @property
+    def warm_readings(self) -> int:
+        return int(self.rate_rps * self.warm_s)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "storm-bench", help="a reconnect flood on real workers: premium p99, incidents"
+    )
+    d = StormConfig()
+    p.add_argument("--devices", type=positive_int, default=d.devices, help="fleet size")
+    p.add_argument(
+        "--rate-rps", type=positive_float, default=d.rate_rps, help="rate before the outage"
+    )
+    p.add_argument(
+        "--warm-s", type=positive_float, default=d.warm_s, help="seconds before the outage"
+    )
+    p.add_argument("--silence-s", type=positive_float, default=d.silence_s, help="outage length")
+    p.add_argument("--resume-rps", type=positive_float, default=d.resume_rps, help="rate after it")
+    p.add_argument("--resume-s", type=positive_float, default=d.resume_s, help="seconds after it")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to use")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--json", action="store_true", help="print only the JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from iotsched.redis_run import RedisRun
+
+    cfg = StormConfig(
+        devices=args.devices,
+        rate_rps=args.rate_rps,
+        warm_s=args.warm_s,
+        silence_s=args.silence_s,
+        resume_rps=args.resume_rps,
+        resume_s=args.resume_s,
+        seed=args.seed,
+    )
+    if min(cfg.devices, cfg.rate_rps, cfg.warm_s, cfg.resume_rps, cfg.resume_s) <= 0:
+        raise SystemExit("storm-bench: sizes, rates and durations must be positive")
+    prefix = f"iotsched-storm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    with RedisRun(args.redis_url, prefix, cfg.devices, seed=cfg.seed) as run_:
+        summary = reconnect_flood(run_, cfg, None if args.json else stderr_progress)
+    print(json.dumps(summary, indent=None if args.json else 2))
+    return 0 if summary["drained"] and summary["lost"] == 0 else 1
+
+
+def reconnect_flood(
+    run_: Any, cfg: StormConfig, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Warm up, fall silent, resume; the figures of the whole run (see module doc)."""
+    assert run_.registry is not None
+    store = run_.store
+    stream = SyntheticStream(run_.registry, seed=cfg.seed)
+    warm = drive(run_.producer, stream, cfg.warm_readings, cfg.rate_rps, cfg.chunk, None, progress)
+    drained_warm, _ = wait_drained(store, 120.0, progress)
+    alerts_before = store.counters().get("device_alerts", 0)
+    # The outage: nothing is offered; the detectors keep each device's last reading.
+    time.sleep(cfg.silence_s)
+    before = store.latency_histogram("ingest", "premium")
+    resumed = drive(
+        run_.producer,
+        stream,
+        int(cfg.resume_rps * cfg.resume_s),
+        cfg.resume_rps,
+        cfg.chunk,
+        None,
+        progress,
+    )
+    drained, _ = wait_drained(store, 120.0, progress)
+    _wait_anomaly_work(run_, 60.0)
+    after = store.latency_histogram("ingest", "premium")
+    during = {b: c - before.get(b, 0) for b, c in after.items() if c > before.get(b, 0)}
+    counters = store.counters()
+    incidents = _incidents(read_alerts(store.client, run_.keys, count=10_000))
+    processed = sum(v for k, v in counters.items() if k.startswith("processed:"))
+    offered = warm.offered + resumed.offered
+    return {
+        "devices": cfg.devices,
+        "warm": {"rate_rps": cfg.rate_rps, "seconds": cfg.warm_s, **_rates(warm)},
+        "silence_s": cfg.silence_s,
+        "resume": {"rate_rps": cfg.resume_rps, "seconds": cfg.resume_s, **_rates(resumed)},
+        "premium_p99_ms": _r(percentile_ms(after, 99)),
+        "premium_p99_ms_after_resume": _r(percentile_ms(during, 99)),
+        "premium_p50_ms_after_resume": _r(percentile_ms(during, 50)),
+        "device_alerts": counters.get("device_alerts", 0),
+        "device_alerts_after_resume": counters.get("device_alerts", 0) - alerts_before,
+        "incidents": len(incidents),
+        "storm_incidents": sorted(
+            (
+                {"storm": i["storm"], "region": i["region"], "devices": i["device_count"]}
+                for i in incidents.values()
+                if i.get("storm")
+            ),
+            key=lambda i: str(i["region"]),
+        ),
+        "accelerated_readings": counters.get("accelerated_readings", 0),
+        "offered": offered,
+        "processed": processed,
+        "lost": max(0, counters.get("ingested", 0) - processed - counters.get("dead_lettered", 0)),
+        "pushed_back": counters.get("pushed_back", 0),
+        "drained": drained_warm and drained,
+    }
+
+
+def _wait_anomaly_work(run_: Any, timeout_s: float) -> None:
+    """Until every queue is empty and the incidents' group wait has passed."""
+    queues = [q for r in run_.settings.regions for q in region_queues(r)]
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if not any(queue_depths(run_.store.client, run_.keys, queues).values()):
+            break
+        time.sleep(0.1)
+    # An incident's first notice waits group_wait_s (0.5 s) after it opens.
+    time.sleep(1.5)
+
+
+def _incidents(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The newest document of each incident, by id."""
+    latest: dict[str, dict[str, Any]] = {}
+    for doc in documents:
+        latest[str(doc["incident_id"])] = doc
+    return latest
+
+
+def _rates(result: DriveResult) -> dict[str, Any]:
+    return {
+        "offered_rps": round(result.offered_rps, 1),
+        "admitted_rps": round(result.admitted_rps, 1),
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)

@@ -1,0 +1,42 @@
+"""The budget of work ranked above premium: a share of a region's slot time, and a burst.
+
+Anomaly workflows run ahead of premium in every data worker's queue order, so their
+cost comes straight out of premium's latency. Accelerated processing (applying an
+incident's pending routine chunks early) is the part that grows with a storm, so it
+spends from this budget: a generic cell rate algorithm (GCRA) over slot-seconds.
+Work may start while the region's debt, ``tat_ts - now_ts``, is at most
+``burst_s / share``; each run pushes the debt out by its measured cost / ``share``.
+Over any interval the budgeted work takes at most ``share`` of one slot's time plus
+one burst; past it, accelerated processing is skipped (the routine workers process
+the same readings in order, so nothing is lost, only not hurried).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Share of one worker slot's time budgeted work may use in a region. A quarter leaves
+#: premium three quarters of the slot even in a storm, which covers premium's own
+#: load (about a fifth of the fleet's readings) with room for its latency bound.
+ANOMALY_WORK_SHARE = 0.25
+#: Slot-seconds budgeted work may spend at once: premium waits at most this long
+#: behind it (plus one routine chunk), well inside premium's 500 ms bound.
+ANOMALY_WORK_BURST_S = 0.2
+
+
+@dataclass(frozen=True)
+class WorkBudget:
+    share: float = ANOMALY_WORK_SHARE
+    burst_s: float = ANOMALY_WORK_BURST_S
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share <= 1 or self.burst_s < 0:
+            raise ValueError(f"need 0 < share <= 1 and burst_s >= 0, got {self}")
+
+    def admits(self, tat_ts: float, now_ts: float) -> bool:
+        """May budgeted work start now, given the stored theoretical arrival time?"""
+        return tat_ts - now_ts <= self.burst_s / self.share
+
+    def charge(self, tat_ts: float, now_ts: float, cost_s: float) -> float:
+        """The new theoretical arrival time after ``cost_s`` slot-seconds of work."""
+        return max(tat_ts, now_ts) + max(0.0, cost_s) / self.share
