@@ -239,8 +239,13 @@ class Producer:
             full = self.batcher.add(region, tier, dev[take], t[take], v[take], first)
             if self.on_accepted is not None:
                 self.on_accepted(dev[take], t[take])
-            # Batches already due (premium's 25 ms age) go out before this call's full ones.
-            self._publish(self.batcher.due(now), now)
+            premium = reg.topology.tiers[0]
+            due_at = now
+            if any(b.tier != premium for b in full):
+                # Sending other tiers' full batches takes longer than premium's age limit
+                # under load: premium waiting in the batcher goes out first, whatever its age.
+                due_at = now + self.batcher.config.age_limit_s(premium)
+            self._publish(self.batcher.due(due_at), now)
             self._publish(full, now)
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)

@@ -107,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
             run_.producer, stream, args.readings, args.rate_rps, args.chunk, None, progress, pace
         )
         drained, done = wait_drained(run_.store, args.timeout_s, progress)
+        # Screening of non-premium readings ranks below premium and may finish after the
+        # last routine batch: wait for the in-flight ledger to empty before summarising.
+        ledger = InflightLedger(run_.store.client, run_.keys)
+        settle_by = time.time() + 60.0
+        while ledger.size() and time.time() < settle_by:
+            time.sleep(0.05)
         summary: dict[str, Any] = summarize(
             run_.store, run_.settings.tiers, result, done, verify=not args.no_verify
         )
@@ -119,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         summary["detection_ms"] = _detection(run_)
         summary["detection_quality"] = _detection_quality(run_, stream)
         # Every routine batch and screening copy settled: none is left for the reaper.
-        summary["inflight_left"] = InflightLedger(run_.store.client, run_.keys).size()
+        summary["inflight_left"] = ledger.size()
         if watch is not None:
             summary["pattern"] = args.pattern
             summary["during_disturbance"] = watch.report(offers)

@@ -131,7 +131,12 @@ def reconnect_flood(
         "incidents": len(incidents),
         "storm_incidents": sorted(
             (
-                {"storm": i["storm"], "region": i["region"], "devices": i["device_count"]}
+                {
+                    "storm": i["storm"],
+                    "region": i["region"],
+                    # As of its latest notice: growth is re-notified every group interval.
+                    "devices_at_last_notice": i["device_count"],
+                }
                 for i in incidents.values()
                 if i.get("storm")
             ),
