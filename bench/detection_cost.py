@@ -51,7 +51,7 @@ def measure(devices: int, batches: int) -> dict[str, float | int]:
         "batches": batches,
         "us_per_reading_best": round(per_reading_us[0], 3),
         "us_per_reading_median": round(per_reading_us[len(per_reading_us) // 2], 3),
-        "state_bytes_per_metric": det.K * 8,
+        "state_bytes_per_metric": det.STATE_BYTES,
     }
 
 

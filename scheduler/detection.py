@@ -1,7 +1,8 @@
 """Detector: a per-device streaming anomaly screen over columnar batches.
 
-Each (device, metric) carries a fixed-width float64 state vector (``STATE_FIELDS``,
-``K`` x 8 bytes <= 512) that lives in Redis between batches; ``pack_states``/
+Each (device, metric) carries a fixed-width state vector (``STATE_FIELDS``, stored in
+``STATE_BYTES`` = 252 bytes: float64 where precision matters, float32 elsewhere) that
+lives in Redis between batches; ``pack_states``/
 ``unpack_states`` turn a whole batch's states into bytes in one go so an adapter needs
 one MGET and one MSET. Every reading costs O(1) work and the batch is vectorised.
 
@@ -57,30 +58,36 @@ IDX = npt.NDArray[np.intp]
 BOOL = npt.NDArray[np.bool_]
 
 #: The layout of one (device, metric) state vector; a device's blob is these x metrics.
-STATE_FIELDS: tuple[str, ...] = (
+#: Stored as float64 (times, and values compared with or accumulated at the signal's own
+#: precision: a repeat must equal the last value exactly, a level of 1e6 must resolve noise
+#: of 0.01); the fields after them (rates, counts, evidence, seasonal offsets) as float32.
+_WIDE_FIELDS: tuple[str, ...] = (
     "count",  # readings seen
     "level",  # clipped EWMA of the deseasonalised value
     "trend",  # its damped per-reading slope (Holt), so a smooth cycle is not lagged
-    "scale",  # EWMA of the clipped absolute residual
     "slow_mean",  # slow EWMA of the deseasonalised value: what the season is measured from
+    "fast_level",  # unclipped fast EWMA, where the level re-anchors after a shift
+    "last_value",
+    "last_ts",
+    "episode_start_ts",
+    "dropout_mark_ts",  # last_ts of the silence already reported by find_dropouts
+)
+STATE_FIELDS: tuple[str, ...] = (
+    *_WIDE_FIELDS,
+    "scale",  # EWMA of the clipped absolute residual
     "spread",  # slow EWMA of |value - slow_mean|: the signal's own scale
     "resolution",  # smallest non-zero step between consecutive values seen
     "tail_z",  # tracked 99th percentile of |normalised residual|
-    "fast_level",  # unclipped fast EWMA, where the level re-anchors after a shift
     "cusum_pos",
     "cusum_neg",
     "run_pos",  # readings since cusum_pos last rose past evidence_floor
     "run_neg",
-    "last_value",
     "flat_run",  # consecutive readings equal to the one before
-    "flat_max",  # longest such run seen outside an alert
-    "last_ts",
+    "flat_max",  # longest run of repeats seen
     "gap_log_s",  # tracked 99th percentile of log(seconds between readings)
     "in_episode",
-    "episode_start_ts",
     "episode_kind",  # the kind that opened the current episode
     "normal_run",  # consecutive normal readings inside an episode
-    "dropout_mark_ts",  # last_ts of the silence already reported by find_dropouts
     *seasonal.PROFILE_FIELDS,
 )
 K = len(STATE_FIELDS)
@@ -88,26 +95,26 @@ K = len(STATE_FIELDS)
     _COUNT,
     _LEVEL,
     _TREND,
-    _SCALE,
     _SLOW,
+    _FAST,
+    _LASTV,
+    _LASTTS,
+    _EPSTART,
+    _DROPMARK,
+    _SCALE,
     _SPREAD,
     _RES,
     _TAIL,
-    _FAST,
     _CPOS,
     _CNEG,
     _RPOS,
     _RNEG,
-    _LASTV,
     _FLAT,
     _FLATMAX,
-    _LASTTS,
     _GAP,
     _INEP,
-    _EPSTART,
     _EPKIND,
     _NORMRUN,
-    _DROPMARK,
 ) = range(K - len(seasonal.PROFILE_FIELDS))
 _SEASON0 = K - len(seasonal.PROFILE_FIELDS)
 
@@ -205,6 +212,22 @@ class ScreenResult:
     band: F64
 
 
+_WIDE = slice(0, len(_WIDE_FIELDS))
+_NARROW = slice(len(_WIDE_FIELDS), K)
+_CELL = np.dtype(
+    [("wide", "<f8", (len(_WIDE_FIELDS),)), ("narrow", "<f4", (K - len(_WIDE_FIELDS),))]
+)
+#: Bytes of one (device, metric) state as stored.
+STATE_BYTES = _CELL.itemsize
+
+
+def storable(states: F64) -> F64:
+    """``states`` with the float32 fields rounded as storage keeps them (a copy)."""
+    cells = states.reshape(-1, K).copy()
+    cells[:, _NARROW] = cells[:, _NARROW].astype(np.float32)
+    return cells.reshape(states.shape)
+
+
 def fresh_states(n_devices: int, metrics: int = 1) -> F64:
     """States for devices never seen before."""
     states = np.zeros((n_devices, metrics, K), dtype=np.float64)
@@ -216,9 +239,12 @@ def fresh_states(n_devices: int, metrics: int = 1) -> F64:
 
 
 def pack_states(states: F64) -> list[bytes]:
-    """One bytes blob per device row (little-endian float64), for one MSET."""
-    rows = np.ascontiguousarray(states, dtype="<f8")
-    return [row.tobytes() for row in rows]
+    """One bytes blob per device row (``STATE_BYTES`` per metric), for one MSET."""
+    cells = states.reshape(states.shape[0], states.shape[1] // K, K)
+    packed = np.empty(cells.shape[:2], dtype=_CELL)
+    packed["wide"] = cells[:, :, _WIDE]
+    packed["narrow"] = cells[:, :, _NARROW]
+    return [row.tobytes() for row in packed]
 
 
 def unpack_states(blobs: list[bytes | None], metrics: int = 1) -> F64:
@@ -227,12 +253,16 @@ def unpack_states(blobs: list[bytes | None], metrics: int = 1) -> F64:
     A layout change (another ``K`` or metric count) therefore re-warms devices rather than
     misreading old bytes.
     """
-    width_bytes = metrics * K * 8
+    width_bytes = metrics * STATE_BYTES
     states = fresh_states(len(blobs), metrics)
     good = [i for i, blob in enumerate(blobs) if blob is not None and len(blob) == width_bytes]
     if good:
         joined = b"".join(blobs[i] or b"" for i in good)
-        states[good] = np.frombuffer(joined, dtype="<f8").reshape(len(good), metrics * K)
+        packed = np.frombuffer(joined, dtype=_CELL).reshape(len(good), metrics)
+        cells = np.empty((len(good), metrics, K))
+        cells[:, :, _WIDE] = packed["wide"]
+        cells[:, :, _NARROW] = packed["narrow"]
+        states[good] = cells.reshape(len(good), metrics * K)
     return states
 
 
@@ -290,6 +320,9 @@ def screen(
             rows = cell_row[take]
             cell_state = cells[rows]
             verdicts = _step(cell_state, cell_ts[take], cell_value[take], config)
+            # Round as storage will after every reading, so a state is the same whether
+            # a stream went through Redis between its batches or not, wherever they split.
+            cell_state[:, _NARROW] = cell_state[:, _NARROW].astype(np.float32)
             cells[rows] = cell_state
             where = present[take]
             for out, got in zip(flat_outs, verdicts, strict=True):

@@ -27,8 +27,8 @@ from celery import Task
 
 from scheduler.detection import (
     DROPOUT,
+    STATE_BYTES,
     DetectorConfig,
-    K,
     find_dropouts,
     pack_states,
     unpack_states,
@@ -93,13 +93,13 @@ def _sweep_page(
     found_ts: list[np.ndarray] = [np.zeros(0)]
     sizes = np.array([len(b) for b in page.blobs])
     for size in np.unique(sizes):
-        if size == 0 or size % (K * 8):
+        if size == 0 or size % STATE_BYTES:
             continue  # not a state layout this detector writes
         rows = np.flatnonzero((sizes == size) & home)
         if not rows.size:
             continue
         seen = [page.blobs[i] for i in rows]
-        states = unpack_states(list(seen), int(size) // (K * 8))
+        states = unpack_states(list(seen), int(size) // STATE_BYTES)
         hit = find_dropouts(states, now_ts, config)
         if not hit.index.size:
             continue

@@ -266,7 +266,7 @@ def test_screening_is_deterministic_and_leaves_its_input_alone() -> None:
     seed=st.integers(0, 2**32 - 1),
 )
 def test_states_survive_pack_and_unpack_bit_for_bit(rows: int, metrics: int, seed: int) -> None:
-    states = np.random.default_rng(seed).normal(size=(rows, metrics * det.K))
+    states = det.storable(np.random.default_rng(seed).normal(size=(rows, metrics * det.K)))
     states[::3, 0] = np.nan
     back = det.unpack_states(det.pack_states(states), metrics)
     np.testing.assert_array_equal(back, states)
