@@ -204,8 +204,9 @@ def offer_stream(
 def wait_accounted(
     world: FaultRun, log: AcceptedLog, timeout_s: float, say: Callable[[str], None]
 ) -> bool:
-    """Until every accepted reading is processed, dead-lettered or held (by the counters,
-    which move with the data they count), then confirmed by the exact reconciliation."""
+    """Until the outbox is empty and every accepted reading is processed or dead-lettered
+    (by the counters, which move with the data they count), confirmed by the exact
+    reconciliation."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         world.producer.poll()
@@ -216,8 +217,10 @@ def wait_accounted(
             say(f"waiting for Redis: {exc!r}")
             time.sleep(1.0)
             continue
-        done = processed_readings(c) + c.get("dead_lettered", 0) + world.producer.outbox_held
-        if done >= log.readings:
+        held = world.producer.outbox_held
+        done = processed_readings(c) + c.get("dead_lettered", 0) + held
+        # Redis is back in every fault here, so the outbox must empty too.
+        if done >= log.readings and held == 0:
             r = reconcile(
                 log, world.client, world.keys, world.outbox.peek(len(world.outbox)), is_poison
             )
