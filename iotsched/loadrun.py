@@ -51,6 +51,8 @@ class DriveResult:
     offered_until_ts: float = 0.0
     #: Readings the gateway held itself, premium first, while behind its schedule.
     deferred: int = 0
+    #: Readings still held (never admitted) when ``hold_timeout_s`` ran out: not accepted.
+    unadmitted: int = 0
 
     @property
     def offered_rps(self) -> float:
@@ -93,6 +95,7 @@ def drive(
     extra: Callable[[float], list[Any]] | None = None,
     progress: Progress | None = None,
     pace: Pace | None = None,
+    hold_timeout_s: float | None = None,
 ) -> DriveResult:
     """Offer ``readings`` columnar readings, paced at ``rate_rps`` (None = as fast as possible)
     or by ``pace(elapsed_s)``: how many readings should have been offered by then.
@@ -103,6 +106,9 @@ def drive(
 
     ``extra(now)`` may return single readings (dicts or JSON bytes) to ingest
     alongside, e.g. malformed ones to exercise the dead-letter path.
+
+    Once everything is offered, readings still pushed back are offered again for at most
+    ``hold_timeout_s`` (None: until taken); what is left then is reported as ``unadmitted``.
     """
     if pace is None and rate_rps:
         pace = SteadyPace(rate_rps)
@@ -116,6 +122,9 @@ def drive(
         now = time.time()
         a, r = held.offer_again(producer, now)
         accepted, rejected = accepted + a, rejected + r
+        timed_out = hold_timeout_s is not None and now - offered_until > hold_timeout_s
+        if offered >= readings and timed_out:
+            break  # no region took them back in time (no worker draining?)
         if offered >= readings or (held.full and pace is None):
             # Backpressure: an unpaced source waits while the gateway's buffer is full (or
             # all is offered). A paced source does not: devices keep sending, so new
@@ -194,6 +203,7 @@ def drive(
         held.pushed_back_readings,
         offered_until,
         held.deferred,
+        held.size,
     )
 
 

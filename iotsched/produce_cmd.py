@@ -127,12 +127,21 @@ def run(args: argparse.Namespace) -> int:
             2_000,
             None,
             stderr_progress,
+            hold_timeout_s=args.drain_timeout_s,
         )
         print(
             f"offered {res.offered:,}, accepted {res.accepted:,}, rejected {res.rejected:,}, "
             f"pushed back (and offered again) {res.pushed_back:,}"
         )
-        return _drain_outbox(producer, args.drain_timeout_s)
+        code = _drain_outbox(producer, args.drain_timeout_s)
+        if res.unadmitted:
+            print(
+                f"iotsched produce: {res.unadmitted:,} readings never admitted in "
+                f"{args.drain_timeout_s:g} s (is a worker draining their region?); not accepted",
+                file=sys.stderr,
+            )
+            return code or 3
+        return code
     finally:
         placer.close()
         publisher.close()
