@@ -36,9 +36,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-replicas", type=positive_int, default=4)
     p.add_argument("--interval-s", type=positive_float, default=1.0)
     p.add_argument("--drain-timeout-s", type=non_negative_float, default=30.0)
+    # --seconds, as on produce and demo; --duration-s is kept (hidden) for old scripts.
     p.add_argument(
-        "--duration-s", type=positive_float, default=None, help="stop after (default: never)"
+        "--seconds", type=positive_float, default=None, help="stop after (default: never)"
     )
+    p.add_argument("--duration-s", dest="seconds", type=positive_float, help=argparse.SUPPRESS)
     p.set_defaults(func=run_supervise)
 
     p = sub.add_parser("scale-bench", help="autoscaler reaction and wastage on a real worker")
@@ -131,7 +133,7 @@ def run_supervise(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
-        supervise(sup, args.interval_s, args.duration_s, report)
+        supervise(sup, args.interval_s, args.seconds, report)
     finally:
         sup.stop()
     return 0
