@@ -6,7 +6,12 @@ episode; ``kind`` names what the reading looks like (``normal`` when nothing), `
 is the predicted value and ``band`` the half-width around it past which one reading is a
 spike or dip, so an alert says what was expected and what was observed. The detector and
 its defaults are the ones the screening stage runs, so a recording shows what the
-fleet would have alerted on.
+fleet would have alerted on in its values.
+
+A gap in a recording is shown (``kind`` dropout, with its score) but is not an alert
+unless ``--alert-gaps``: a recording's timestamps only say when readings were kept, and a
+hole in them is as often the recorder's (export, retention, collection outage) as the
+device's. The fleet judges silence live, on its own clock, with the dropout sweep.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.detection import KIND_NAMES, DetectorConfig, fresh_states, screen
+from scheduler.detection import DROPOUT, KIND_NAMES, DetectorConfig, fresh_states, screen
 
 EXIT_USAGE = 2
 
@@ -35,6 +40,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("file", metavar="FILE.csv", help="recording with a header row")
     parser.add_argument("--time-col", default="timestamp", help="epoch seconds or ISO-8601")
     parser.add_argument("--value-col", default="value", help="numeric reading")
+    parser.add_argument(
+        "--alert-gaps",
+        action="store_true",
+        help="count a gap in the recording (a dropout) as an anomaly, as the live fleet does",
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
     ts = np.array([row[0] for row in rows], dtype=np.float64)
     value = np.array([row[1] for row in rows], dtype=np.float64)
     result = screen(fresh_states(1), np.zeros(ts.size, dtype=np.intp), ts, value, DetectorConfig())
+    alerts = result.alert if args.alert_gaps else result.alert & (result.kind != DROPOUT)
 
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["timestamp", "value", "score", "anomaly", "kind", "expected", "band"])
     for (_, _, ts_text, value_text), score, alert, kind, expected, band in zip(
-        rows, result.score, result.alert, result.kind, result.expected, result.band, strict=True
+        rows, result.score, alerts, result.kind, result.expected, result.band, strict=True
     ):
         out.writerow(
             [

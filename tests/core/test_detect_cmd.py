@@ -50,19 +50,24 @@ def test_the_command_defaults_to_the_timestamp_and_value_columns() -> None:
     )
 
 
-def test_a_recording_flags_each_event_once_and_nothing_else(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Given a recording with a spike, a level change, a plateau and a 2-hour gap
+def eventful_recording(tmp_path: Path) -> Path:
+    """A spike (500), a level change (900), a plateau (1300) and a 2-hour gap (1600)."""
     ts, value = recording(2_000)
     value[500] += 5.0
     value[900:] += 2.0
     value[1_300:1_340] = value[1_300]
     ts[1_600:] += 7_200.0
     rows = [[f"{t:.0f}", f"{v:.2f}"] for t, v in zip(ts, value, strict=True)]
-    path = write_csv(tmp_path / "rec.csv", ["timestamp", "value"], rows)
-    # When it is replayed
-    assert detect_cmd.run(parse(str(path))) == 0
+    return write_csv(tmp_path / "rec.csv", ["timestamp", "value"], rows)
+
+
+def test_a_recording_flags_each_event_once_and_nothing_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a recording with a spike, a level change, a plateau and a 2-hour gap
+    path = eventful_recording(tmp_path)
+    # When it is replayed with gaps alerted, as the live fleet alerts silence
+    assert detect_cmd.run(parse(str(path), "--alert-gaps")) == 0
     out = output_rows(capsys.readouterr().out)
     # Then every row comes back with a score, and one anomaly marks each event
     assert len(out) == 2_000
@@ -85,6 +90,22 @@ def test_a_recording_flags_each_event_once_and_nothing_else(
     assert [out[i]["kind"] for i in flagged] == ["spike", "level_shift", "stuck", "dropout"]
     spike = out[flagged[0]]
     assert abs(float(spike["value"]) - float(spike["expected"])) > float(spike["band"])
+
+
+def test_a_gap_in_a_recording_is_shown_but_not_alerted_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the same recording, with its 2-hour gap before reading 1600
+    path = eventful_recording(tmp_path)
+    # When it is replayed with the defaults
+    assert detect_cmd.run(parse(str(path))) == 0
+    out = output_rows(capsys.readouterr().out)
+    # Then the value events are still alerted, and the gap is named with its score, unalerted
+    flagged = [i for i, row in enumerate(out) if row["anomaly"] == "1"]
+    assert [out[i]["kind"] for i in flagged] == ["spike", "level_shift", "stuck"]
+    assert out[1_600]["kind"] == "dropout"
+    assert float(out[1_600]["score"]) >= 1.0
+    assert out[1_600]["anomaly"] == "0"
 
 
 def test_iso_times_unsorted_rows_and_blank_values_are_handled(
