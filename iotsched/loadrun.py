@@ -114,25 +114,14 @@ def drive(
     last_report = started
     while offered < readings or held:
         now = time.time()
-        a, r = held.offer_again(producer, now)
-        accepted, rejected = accepted + a, rejected + r
-        if offered >= readings or (held.full and pace is None):
-            # Backpressure: an unpaced source waits while the gateway's buffer is full (or
-            # all is offered). A paced source does not: devices keep sending, so new
-            # readings keep flowing (premium is never pushed back) and the gateway holds
-            # what is handed back, however much.
-            if progress and now - last_report >= 1.0:
-                last_report = now
-                progress(f"backpressure: {held.size:,} readings held, offering again")
-            producer.poll(now)
-            # Wake for the next batch falling due (premium's 25 ms age) if that is sooner.
-            wake = now + PUSHED_BACK_WAIT_S
-            next_due = producer.batcher.next_due_ts()
-            if next_due is not None:
-                wake = min(wake, next_due)
-            time.sleep(max(0.0, wake - time.time()))
-            continue
-        if pace is not None:
+        n = 0
+        behind = False
+        # Backpressure: an unpaced source waits while the gateway's buffer is full (or all
+        # is offered). A paced source does not: devices keep sending, so new readings keep
+        # flowing (premium is never pushed back) and the gateway holds what is handed
+        # back, however much.
+        waiting = offered >= readings or (held.full and pace is None)
+        if not waiting and pace is not None:
             # Offer at least 5 ms of readings at a time, as a gateway would, so
             # pacing does not turn into one tiny ingest call per loop.
             elapsed = now - started
@@ -140,45 +129,58 @@ def drive(
                 chunk, max(1, int(pace(elapsed + 0.005) - pace(elapsed))), readings - offered
             )
             allowed = int(pace(elapsed)) - offered
-            if allowed < step:
-                producer.poll(now)
-                wake = now + 0.002
-                next_due = producer.batcher.next_due_ts()
-                if next_due is not None:
-                    wake = min(wake, next_due)
-                time.sleep(max(0.0, wake - time.time()))
-                continue
-            # Behind the schedule by more than a chunk, the gateway takes everything due
-            # (up to a buffer's worth) and lets premium through first (below).
-            behind = allowed > chunk
-            n = min(10 * chunk if behind else chunk, allowed, readings - offered)
-        else:
-            behind = False
+            if allowed >= step:
+                # Behind the schedule by more than a chunk, the gateway takes everything due
+                # (up to a buffer's worth) and lets premium through first (below).
+                behind = allowed > chunk
+                n = min(10 * chunk if behind else chunk, allowed, readings - offered)
+        elif not waiting:
             n = min(chunk, readings - offered)
-        ids, ts, values = stream.chunk(n, now)
-        first = np.full(n, now)
-        if pace is not None:
-            first = np.minimum(started + pace.offer_instants(offered, n), now)
-        offered += n
-        offered_until = now
-        if behind:
-            # A gateway that has fallen behind its devices serves premium first: the other
-            # tiers' readings wait in its buffer (their first-offer time kept) and are
-            # offered as their regions take them, like pushed-back ones.
-            ids, ts, values, first = held.defer_non_premium(stream.registry, ids, ts, values, first)
-        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
-        accepted += res.accepted
-        rejected += res.rejected
-        held.hold(res, ids, ts, values, first, now)
-        if extra is not None:
-            singles = extra(now)
-            if singles:
-                offered += len(singles)
-                a, r = offer_singles(producer, singles)
-                accepted, rejected = accepted + a, rejected + r
+        if n:
+            ids, ts, values = stream.chunk(n, now)
+            first = np.full(n, now)
+            if pace is not None:
+                first = np.minimum(started + pace.offer_instants(offered, n), now)
+            offered += n
+            offered_until = now
+            if behind:
+                # A gateway that has fallen behind its devices serves premium first: the
+                # other tiers' readings wait in its buffer (their first-offer time kept) and
+                # are offered as their regions take them, like pushed-back ones.
+                ids, ts, values, first = held.defer_non_premium(
+                    stream.registry, ids, ts, values, first
+                )
+            res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
+            accepted += res.accepted
+            rejected += res.rejected
+            held.hold(res, ids, ts, values, first, now)
+            if extra is not None:
+                singles = extra(now)
+                if singles:
+                    offered += len(singles)
+                    a, r = offer_singles(producer, singles)
+                    accepted, rejected = accepted + a, rejected + r
+        # Held readings are offered again only after the new ones: new readings carry
+        # premium, held ones never do, and a re-offer (up to a chunk of other tiers'
+        # batches to publish) must not hold up premium arriving meanwhile.
+        a, r = held.offer_again(producer, time.time())
+        accepted, rejected = accepted + a, rejected + r
         if progress and now - last_report >= 1.0:
             last_report = now
-            progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
+            if n:
+                progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
+            elif waiting:
+                progress(f"backpressure: {held.size:,} readings held, offering again")
+        if n or a or r:
+            continue
+        producer.poll(time.time())
+        # Nothing to offer yet: wake for the next batch falling due (premium's 25 ms age)
+        # if that is sooner than the next re-offer, or the pace's next step.
+        wake = now + (PUSHED_BACK_WAIT_S if waiting else 0.002)
+        next_due = producer.batcher.next_due_ts()
+        if next_due is not None:
+            wake = min(wake, next_due)
+        time.sleep(max(0.0, wake - time.time()))
     producer.flush()
     if progress:
         # The last figure too, so the progress never stops short of the total.
