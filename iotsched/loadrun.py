@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -120,28 +121,17 @@ def drive(
     last_report = started
     while offered < readings or held:
         now = time.time()
-        a, r = held.offer_again(producer, now)
-        accepted, rejected = accepted + a, rejected + r
         timed_out = hold_timeout_s is not None and now - offered_until > hold_timeout_s
         if offered >= readings and timed_out:
             break  # no region took them back in time (no worker draining?)
-        if offered >= readings or (held.full and pace is None):
-            # Backpressure: an unpaced source waits while the gateway's buffer is full (or
-            # all is offered). A paced source does not: devices keep sending, so new
-            # readings keep flowing (premium is never pushed back) and the gateway holds
-            # what is handed back, however much.
-            if progress and now - last_report >= 1.0:
-                last_report = now
-                progress(f"backpressure: {held.size:,} readings held, offering again")
-            producer.poll(now)
-            # Wake for the next batch falling due (premium's 25 ms age) if that is sooner.
-            wake = now + PUSHED_BACK_WAIT_S
-            next_due = producer.batcher.next_due_ts()
-            if next_due is not None:
-                wake = min(wake, next_due)
-            time.sleep(max(0.0, wake - time.time()))
-            continue
-        if pace is not None:
+        n = 0
+        behind = False
+        # Backpressure: an unpaced source waits while the gateway's buffer is full (or all
+        # is offered). A paced source does not: devices keep sending, so new readings keep
+        # flowing (premium is never pushed back) and the gateway holds what is handed
+        # back, however much.
+        waiting = offered >= readings or (held.full and pace is None)
+        if not waiting and pace is not None:
             # Offer at least 5 ms of readings at a time, as a gateway would, so
             # pacing does not turn into one tiny ingest call per loop.
             elapsed = now - started
@@ -149,45 +139,58 @@ def drive(
                 chunk, max(1, int(pace(elapsed + 0.005) - pace(elapsed))), readings - offered
             )
             allowed = int(pace(elapsed)) - offered
-            if allowed < step:
-                producer.poll(now)
-                wake = now + 0.002
-                next_due = producer.batcher.next_due_ts()
-                if next_due is not None:
-                    wake = min(wake, next_due)
-                time.sleep(max(0.0, wake - time.time()))
-                continue
-            # Behind the schedule by more than a chunk, the gateway takes everything due
-            # (up to a buffer's worth) and lets premium through first (below).
-            behind = allowed > chunk
-            n = min(10 * chunk if behind else chunk, allowed, readings - offered)
-        else:
-            behind = False
+            if allowed >= step:
+                # Behind the schedule by more than a chunk, the gateway takes everything due
+                # (up to a buffer's worth) and lets premium through first (below).
+                behind = allowed > chunk
+                n = min(10 * chunk if behind else chunk, allowed, readings - offered)
+        elif not waiting:
             n = min(chunk, readings - offered)
-        ids, ts, values = stream.chunk(n, now)
-        first = np.full(n, now)
-        if pace is not None:
-            first = np.minimum(started + pace.offer_instants(offered, n), now)
-        offered += n
-        offered_until = now
-        if behind:
-            # A gateway that has fallen behind its devices serves premium first: the other
-            # tiers' readings wait in its buffer (their first-offer time kept) and are
-            # offered as their regions take them, like pushed-back ones.
-            ids, ts, values, first = held.defer_non_premium(stream.registry, ids, ts, values, first)
-        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
-        accepted += res.accepted
-        rejected += res.rejected
-        held.hold(res, ids, ts, values, first, now)
-        if extra is not None:
-            singles = extra(now)
-            if singles:
-                offered += len(singles)
-                a, r = offer_singles(producer, singles)
-                accepted, rejected = accepted + a, rejected + r
+        if n:
+            ids, ts, values = stream.chunk(n, now)
+            first = np.full(n, now)
+            if pace is not None:
+                first = np.minimum(started + pace.offer_instants(offered, n), now)
+            offered += n
+            offered_until = now
+            if behind:
+                # A gateway that has fallen behind its devices serves premium first: the
+                # other tiers' readings wait in its buffer (their first-offer time kept) and
+                # are offered as their regions take them, like pushed-back ones.
+                ids, ts, values, first = held.defer_non_premium(
+                    stream.registry, ids, ts, values, first
+                )
+            res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
+            accepted += res.accepted
+            rejected += res.rejected
+            held.hold(res, ids, ts, values, first, now)
+            if extra is not None:
+                singles = extra(now)
+                if singles:
+                    offered += len(singles)
+                    a, r = offer_singles(producer, singles)
+                    accepted, rejected = accepted + a, rejected + r
+        # Held readings are offered again only after the new ones: new readings carry
+        # premium, held ones never do, and a re-offer (up to a chunk of other tiers'
+        # batches to publish) must not hold up premium arriving meanwhile.
+        a, r = held.offer_again(producer, time.time())
+        accepted, rejected = accepted + a, rejected + r
         if progress and now - last_report >= 1.0:
             last_report = now
-            progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
+            if n:
+                progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
+            elif waiting:
+                progress(f"backpressure: {held.size:,} readings held, offering again")
+        if n or a or r:
+            continue
+        producer.poll(time.time())
+        # Nothing to offer yet: wake for the next batch falling due (premium's 25 ms age)
+        # if that is sooner than the next re-offer, or the pace's next step.
+        wake = now + (PUSHED_BACK_WAIT_S if waiting else 0.002)
+        next_due = producer.batcher.next_due_ts()
+        if next_due is not None:
+            wake = min(wake, next_due)
+        time.sleep(max(0.0, wake - time.time()))
     producer.flush()
     if progress:
         # The last figure too, so the progress never stops short of the total.
@@ -212,6 +215,11 @@ class HeldReadings:
 
     New readings keep flowing (premium is never pushed back) until the buffer
     holds ``max_readings``; then the gateway waits.
+
+    Held per region, oldest first, as the column pieces they arrived in: holding more
+    and offering some again costs in proportion to what moves, not to what is held (a
+    spike can leave millions waiting, and copying them all on every re-offer would stall
+    the gateway, and premium behind it).
     """
 
     def __init__(self, max_readings: int, offer_readings: int | None = None) -> None:
@@ -225,13 +233,14 @@ class HeldReadings:
         #: Readings the gateway held itself while behind its schedule (premium first).
         self.deferred = 0
         self._wait_s = PUSHED_BACK_WAIT_S
-        #: Device ids, event times, values, first-offer times and region codes held.
-        self._cols: tuple[npt.NDArray[Any], ...] | None = None
+        #: Per region code, pieces of (device ids, event times, values, first-offer times).
+        self._held: dict[int, deque[tuple[npt.NDArray[Any], ...]]] = {}
+        self._size = 0
         self._retry_at = 0.0
 
     @property
     def size(self) -> int:
-        return 0 if self._cols is None else int(self._cols[0].shape[0])
+        return self._size
 
     @property
     def full(self) -> bool:
@@ -253,21 +262,10 @@ class HeldReadings:
             return
         self.pushed_back += res.pushed_back
         self.pushed_back_readings += res.pushed_back
-        self._keep(res, ids, ts, values, offered_ts, now)
-
-    def _keep(
-        self,
-        res: IngestResult,
-        ids: npt.NDArray[Any],
-        ts: npt.NDArray[Any],
-        values: npt.NDArray[Any],
-        offered_ts: npt.NDArray[Any],
-        now: float,
-    ) -> None:
         i = res.pushed_back_index
-        if self._cols is None:
+        if not self._size:
             self._retry_at = now + self._wait_s
-        self._append((ids[i], ts[i], values[i], offered_ts[i], res.pushed_back_region))
+        self._add((ids[i], ts[i], values[i], offered_ts[i]), res.pushed_back_region)
 
     def defer_non_premium(
         self,
@@ -284,37 +282,71 @@ class HeldReadings:
         later = known & (registry.tier[np.maximum(rows, 0)] > 0)
         if later.any():
             region = registry.home_region[rows[later]].astype(np.intp)
-            cols = (ids[later], ts[later], values[later], offered_ts[later], region)
-            self._append(cols)
+            self._add((ids[later], ts[later], values[later], offered_ts[later]), region)
             self.deferred += int(later.sum())
         now = ~later
         return ids[now], ts[now], values[now], offered_ts[now]
 
-    def _append(self, cols: tuple[npt.NDArray[Any], ...]) -> None:
-        if self._cols is None:
-            self._cols = cols
-        else:
-            self._cols = tuple(np.concatenate(pair) for pair in zip(self._cols, cols, strict=True))
+    def _add(
+        self,
+        cols: tuple[npt.NDArray[Any], ...],
+        region: npt.NDArray[np.intp],
+        front: bool = False,
+    ) -> None:
+        """Hold ``cols`` behind what each region holds (``front``: ahead of it, for
+        readings offered again and handed back, which are older than the rest)."""
+        codes = np.unique(region)
+        for code in codes.tolist():
+            piece = cols if codes.size == 1 else tuple(c[region == code] for c in cols)
+            fifo = self._held.setdefault(code, deque())
+            if front:
+                fifo.appendleft(piece)
+            else:
+                fifo.append(piece)
+        self._size += int(region.size)
+
+    def _take(self, code: int, n: int) -> list[tuple[npt.NDArray[Any], ...]]:
+        """Up to ``n`` of the oldest readings held for a region, in order."""
+        fifo = self._held[code]
+        taken: list[tuple[npt.NDArray[Any], ...]] = []
+        while n > 0 and fifo:
+            piece = fifo.popleft()
+            size = int(piece[0].shape[0])
+            if size > n:
+                fifo.appendleft(tuple(c[n:] for c in piece))
+                piece = tuple(c[:n] for c in piece)
+                size = n
+            taken.append(piece)
+            n -= size
+            self._size -= size
+        if not fifo:
+            del self._held[code]
+        return taken
 
     def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
-        """Offer again the oldest ``offer_readings`` held for regions open now (first offered,
-        first taken); readings of regions still closed are not offered at all."""
-        if self._cols is None or now < self._retry_at:
+        """Offer again the oldest readings held for regions open now, at most
+        ``offer_readings`` split evenly between them; readings of regions still closed
+        are not offered at all."""
+        if not self._size or now < self._retry_at:
             return 0, 0
         closed = producer.closed()
-        held = self._cols
-        ready = np.ones(held[0].shape[0], dtype=bool)
-        if closed is not None:
-            ready = ~closed[held[4]]
-        pick = np.flatnonzero(ready)[: self.offer_readings]
-        if not pick.size:
+        ready = [c for c in self._held if closed is None or not closed[c]]
+        if not ready:
             self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
             self._retry_at = now + self._wait_s
             return 0, 0
-        keep = np.ones(held[0].shape[0], dtype=bool)
-        keep[pick] = False
-        rest = tuple(c[keep] for c in held) if keep.any() else None
-        ids, ts, values, offered_ts, _ = (c[pick] for c in held)
+        # Split evenly: region i of k gets (offer_readings + i) // k, together the whole budget.
+        k = len(ready)
+        pieces = [
+            p
+            for i, code in enumerate(ready)
+            for p in self._take(code, (self.offer_readings + i) // k)
+        ]
+        if not pieces:  # a budget smaller than the open regions: the first gets one
+            pieces = self._take(ready[0], 1)
+        ids, ts, values, offered_ts = (
+            np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0]))
+        )
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
         if not res.pushed_back:
             self._wait_s = 0.0  # all taken: carry on with the next chunk held at once
@@ -323,19 +355,10 @@ class HeldReadings:
         else:
             self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
         self.pushed_back += res.pushed_back
-        i = res.pushed_back_index
-        back: tuple[npt.NDArray[Any], ...] = (
-            ids[i],
-            ts[i],
-            values[i],
-            offered_ts[i],
-            res.pushed_back_region,
-        )
-        if rest is not None:
-            # Per region, oldest first: what was offered again and handed back is older
-            # than the rest held for its region.
-            back = tuple(np.concatenate(pair) for pair in zip(back, rest, strict=True))
-        self._cols = back if back[0].shape[0] else None
+        if res.pushed_back:
+            i = res.pushed_back_index
+            back = (ids[i], ts[i], values[i], offered_ts[i])
+            self._add(back, res.pushed_back_region, front=True)
         self._retry_at = now + self._wait_s
         return res.accepted, res.rejected
 

@@ -58,6 +58,8 @@ class Accelerated:
     chunks: int = 0
     scanned_messages: int = 0
     truncated: bool = False
+    #: Stopped at the run's time limit with chunks still to apply (left to the routine workers).
+    stopped: bool = False
 
 
 def accelerate(
@@ -65,8 +67,12 @@ def accelerate(
     region: str,
     device_ids: Iterable[int],
     apply: Callable[[dict[str, Any], list[int]], int] = apply_chunks,
+    deadline_ts: float | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Accelerated:
-    """Apply now every queued routine chunk of ``region`` holding one of ``device_ids``."""
+    """Apply now every queued routine chunk of ``region`` holding one of ``device_ids``,
+    until ``deadline_ts``: premium waits behind the run, so a run stops at its deadline
+    (after at least one chunk) and leaves the rest to the routine workers, in order."""
     devices = np.fromiter(device_ids, dtype=np.uint64)
     found = scan.routine_payloads(region)
     done = Accelerated(scanned_messages=found.scanned_messages, truncated=found.truncated)
@@ -76,6 +82,9 @@ def accelerate(
         except InvalidBatch:
             continue  # the routine task dead-letters it when it gets there
         for chunk in chunks:
+            if done.chunks and deadline_ts is not None and clock() >= deadline_ts:
+                done.stopped = True
+                return done
             applied = apply(payload, [chunk])
             if applied:
                 done.readings += applied
@@ -143,8 +152,11 @@ def process_accelerate(self: Task, payload: dict[str, Any]) -> int:
         if not budget.admits(region, started):
             context.store().incr_counters({"accelerate_skipped_budget": 1})
             return 0
+        # One run spends at most the budget's burst: the budget is checked only when a run
+        # starts, and a storm can queue a whole backlog of chunks holding affected devices.
+        deadline = started + budget.budget.burst_s
         try:
-            done = accelerate(queue_scan(), region, devices.tolist())
+            done = accelerate(queue_scan(), region, devices.tolist(), deadline_ts=deadline)
         finally:
             budget.charge(region, time.time(), time.time() - started)
     except TRANSIENT_ERRORS as exc:
@@ -156,5 +168,7 @@ def process_accelerate(self: Task, payload: dict[str, Any]) -> int:
     counts = {"accelerated_readings": done.readings, "accelerated_chunks": done.chunks}
     if done.truncated:
         counts["accelerate_scans_truncated"] = 1
+    if done.stopped:
+        counts["accelerate_stopped_at_burst"] = 1
     context.store().incr_counters(counts)
     return done.readings

@@ -43,3 +43,66 @@ def test_held_readings_are_offered_again_until_taken_while_premium_flows() -> No
     closed = [b for at, b in pub.batches if at < opened_at and b.region == "eu-west"]
     assert {b.tier for b in closed} == {"premium"}
     assert store.counters()["pushed_back"] == result.pushed_back
+
+
+class ScriptedProducer:
+    """Takes every offered reading except those of regions it is told are closed."""
+
+    def __init__(self, closed: list[bool]) -> None:
+        self.closed_regions = np.array(closed)
+        #: What ingest refuses; the gate's answer can change between closed() and ingest.
+        self.refused = self.closed_regions
+        self.offered: list[np.ndarray] = []
+        self.taken: list[np.ndarray] = []
+
+    def closed(self) -> np.ndarray:
+        return self.closed_regions
+
+    def ingest_columns(self, ids, ts, values, now_ts=None, offered_ts=None):  # type: ignore[no-untyped-def]
+        from ingest.producer import IngestResult
+
+        self.offered.append(ids.copy())
+        region = (ids % 3).astype(np.intp)
+        back = np.flatnonzero(self.refused[region])
+        self.taken.append(ids[~self.refused[region]])
+        return IngestResult(int(ids.size - back.size), 0, {}, back, region[back])
+
+
+def _pushed_back(ids: np.ndarray) -> tuple:
+    from ingest.producer import IngestResult
+
+    region = (ids % 3).astype(np.intp)
+    res = IngestResult(0, 0, {}, np.arange(ids.size), region)
+    return res, ids, ids.astype(float), ids.astype(float)[:, None], ids.astype(float)
+
+
+def test_held_readings_go_back_per_region_oldest_first_closed_regions_untouched() -> None:
+    from iotsched.loadrun import HeldReadings
+
+    # Given readings of three regions (device id % 3) held, oldest first, in two hand-backs
+    held = HeldReadings(max_readings=100, offer_readings=4)
+    producer = ScriptedProducer([False, True, False])
+    for ids in (np.arange(0, 12, dtype=np.uint64), np.arange(12, 24, dtype=np.uint64)):
+        res, i, t, v, first = _pushed_back(ids)
+        held.hold(res, i, t, v, first, now=0.0)
+    assert held.size == 24
+    # When offered again while region 1 is closed
+    accepted, _ = held.offer_again(producer, now=1.0)
+    # Then only open regions' oldest readings were offered, the budget split between them
+    assert accepted == 4
+    assert producer.offered[-1].tolist() == [0, 3, 2, 5]
+    # And when region 1 looks open but refuses what it is offered (its gate closed meanwhile)
+    producer.closed_regions = np.array([False, False, False])
+    producer.refused = np.array([False, True, False])
+    held.offer_again(producer, now=2.0)
+    assert producer.offered[-1].tolist() == [6, 1, 8, 11]
+    # Then what it handed back goes again ahead of the rest it holds
+    producer.refused = producer.closed_regions
+    held.offer_again(producer, now=3.0)
+    assert producer.offered[-1].tolist() == [9, 1, 14, 17]
+    # And every reading comes out exactly once in the end
+    producer.closed_regions[:] = [False, False, False]
+    while held:
+        held.offer_again(producer, now=10.0)
+    taken = np.concatenate(producer.taken).tolist()
+    assert sorted(taken) == list(range(24))

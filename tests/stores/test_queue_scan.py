@@ -157,3 +157,30 @@ def test_accelerated_chunks_are_applied_once_across_the_later_routine_run(
     assert later == [2_000, 2_000]
     assert store.rollup_count_total() == 5_000
     assert store.counters()["duplicate_deliveries"] >= 2
+
+
+def test_accelerated_run_stops_at_its_deadline_and_leaves_the_rest_queued(
+    broker: Celery,
+    client: fakeredis.FakeRedis,
+    store: RedisStateStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(defaults, "ROUTINE_CHUNK_READINGS", 1_000)
+    # Given a queued batch whose three chunks each hold an incident device
+    queued = payload("b1", 0, 3_000)
+    publish(broker, queued)
+    ticks = iter([0.1, 0.3])
+    # When a run whose deadline passes after its second chunk accelerates them
+    done = accelerate(
+        QueueScan(client, KEYS),
+        REGION,
+        [10, 1_010, 2_010],
+        deadline_ts=0.2,
+        clock=lambda: next(ticks),
+    )
+    # Then it applied two chunks and stopped (premium waits behind it no longer)
+    assert (done.chunks, done.readings, done.stopped) == (2, 2_000, True)
+    # And the routine worker applies the rest when it reaches the message: nothing lost
+    rest = routine.process_routine.apply(args=(queued,)).get(disable_sync_subtasks=False)
+    assert rest == 1_000
+    assert store.rollup_count_total() == 3_000
