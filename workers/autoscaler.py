@@ -37,6 +37,7 @@ from stores.pool_heartbeats import PoolBeat, PoolHeartbeats, pool_share
 from stores.queue_depth import QueueDepthReader, RateMeter
 from tasks import context
 from workers import busy_time
+from workers.fork_guard import no_fork_meanwhile
 from workers.pool_sizing import LocalLoad, PoolFigures, PoolSizer, ServiceMeter, work_class
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,8 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
-                self.refresh()
+                with no_fork_meanwhile():  # over TLS a fork mid-call can hang the child
+                    self.refresh()
                 if failing:
                     logger.info("autoscaler: queue figures readable again")
                 failing = False

@@ -34,6 +34,7 @@ from celery import Celery, bootsteps
 
 from scheduler.model import DATA_QUEUE_KINDS
 from stores.keys import Keys
+from workers.fork_guard import no_fork_meanwhile
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,8 @@ class Heartbeater:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.beat_once()
+                with no_fork_meanwhile():  # over TLS a fork mid-call can hang the child
+                    self.beat_once()
             except redis.RedisError as exc:
                 # Missing beats are the signal: the region looks partitioned, as it is.
                 log.warning("heartbeat for %s failed: %s", self.regions, exc)

@@ -30,6 +30,7 @@ from kombu.exceptions import ChannelError, OperationalError
 from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.queue_depth import queue_depths
+from workers.fork_guard import no_fork_meanwhile
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ class InflightReaper:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                self.reap_once()
+                with no_fork_meanwhile():  # over TLS a fork mid-call can hang the child
+                    self.reap_once()
             except (redis.RedisError, OperationalError, ChannelError) as exc:
                 log.warning("in-flight reaper: %s", exc)
 
