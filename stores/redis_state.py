@@ -140,23 +140,7 @@ class RedisStateStore:
         if not letters:
             return
         pipe = self.client.pipeline(transaction=False)
-        for dl in letters:
-            pipe.xadd(
-                self.keys.dead_letters,
-                {
-                    "reason": dl.reason,
-                    "detail": dl.detail,
-                    "payload": dl.payload,
-                    "source": dl.source,
-                    "at_ts": repr(dl.at_ts),
-                    "readings": dl.readings,
-                },
-                maxlen=self.dead_letter_maxlen,
-                approximate=True,
-            )
-        pipe.hincrby(self.keys.counters, "dead_lettered", sum(dl.readings for dl in letters))
-        for reason, readings in readings_by_reason(letters).items():
-            pipe.hincrby(self.keys.counters, f"dead_lettered:{reason}", readings)
+        queue_dead_letters(pipe, self.keys, letters, self.dead_letter_maxlen)
         pipe.execute()
 
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
@@ -245,3 +229,25 @@ class RedisStateStore:
         if batch:
             removed += int(self.client.unlink(*batch))
         return removed
+
+
+def queue_dead_letters(pipe: Any, keys: Keys, letters: Sequence[DeadLetter], maxlen: int) -> None:
+    """Queue on ``pipe`` one stream entry per letter and the ``dead_lettered`` counters
+    (total and per reason): the one layout every writer of the stream uses."""
+    for dl in letters:
+        pipe.xadd(
+            keys.dead_letters,
+            {
+                "reason": dl.reason,
+                "detail": dl.detail,
+                "payload": dl.payload,
+                "source": dl.source,
+                "at_ts": repr(dl.at_ts),
+                "readings": dl.readings,
+            },
+            maxlen=maxlen,
+            approximate=True,
+        )
+    pipe.hincrby(keys.counters, "dead_lettered", sum(dl.readings for dl in letters))
+    for reason, readings in readings_by_reason(letters).items():
+        pipe.hincrby(keys.counters, f"dead_lettered:{reason}", readings)

@@ -17,8 +17,9 @@ from typing import Any
 import msgpack
 import redis
 
-from scheduler.model import DeadLetter, readings_by_reason
+from scheduler.model import DeadLetter
 from stores.keys import Keys
+from stores.redis_state import queue_dead_letters
 from tasks import context
 
 
@@ -71,30 +72,10 @@ def dead_letter_claimed(claimed: Sequence[tuple[str, DeadLetter]]) -> list[bool]
                 for key, (_, dl), ok in zip(claim_keys, claimed, free, strict=True):
                     if ok:
                         pipe.set(key, "dead_lettered", ex=ttl_s)
-                        add_letter(pipe, keys, dl, maxlen)
                         written.append(dl)
                 if written:
-                    pipe.hincrby(keys.counters, "dead_lettered", sum(d.readings for d in written))
-                    for reason, readings in readings_by_reason(written).items():
-                        pipe.hincrby(keys.counters, f"dead_lettered:{reason}", readings)
+                    queue_dead_letters(pipe, keys, written, maxlen)
                 pipe.execute()
                 return free
             except redis.WatchError:
                 continue
-
-
-def add_letter(pipe: Any, keys: Keys, dl: DeadLetter, maxlen: int) -> None:
-    """Queue one stream entry on ``pipe`` (the same fields RedisStateStore writes)."""
-    pipe.xadd(
-        keys.dead_letters,
-        {
-            "reason": dl.reason,
-            "detail": dl.detail,
-            "payload": dl.payload,
-            "source": dl.source,
-            "at_ts": repr(dl.at_ts),
-            "readings": dl.readings,
-        },
-        maxlen=maxlen,
-        approximate=True,
-    )
