@@ -33,13 +33,24 @@ def mqtt_url() -> Iterator[str]:
     if _answers(*SHARED):
         yield f"mqtt://{SHARED[0]}:{SHARED[1]}"
         return
+    yield from _private_mosquitto()
+
+
+@pytest.fixture(scope="session")
+def private_mqtt_url() -> Iterator[str]:
+    """A private mosquitto set up as the README asks (``max_queued_messages 0``): the
+    broker keeps every message of a session whose bridge is down or behind."""
+    yield from _private_mosquitto()
+
+
+def _private_mosquitto() -> Iterator[str]:
     binary = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
     )
     if binary is None:
         if IN_CI:
             pytest.fail("an MQTT broker (mosquitto) is required under CI")
-        pytest.skip("no MQTT broker on 127.0.0.1:1883 and mosquitto is not installed")
+        pytest.skip("mosquitto is not installed")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
