@@ -14,7 +14,7 @@ import time
 import numpy as np
 import redis
 
-from iotsched.maintenance_bench import private_redis
+from bench.redis_server import private_redis
 from scheduler.codec import encode_batch
 from scheduler.model import Batch
 from stores.keys import Keys

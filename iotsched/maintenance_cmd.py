@@ -143,7 +143,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from iotsched.maintenance_bench import maintenance_bench
+    from bench.maintenance import maintenance_bench
 
     out = maintenance_bench(args.redis_url, args.rate_rps, load_fraction=args.load_fraction)
     print(json.dumps(out, indent=2))

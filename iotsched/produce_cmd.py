@@ -18,6 +18,7 @@ import time
 
 import redis
 
+from bench.loadrun import drive, offer_singles, stderr_progress
 from ingest.backlog_gate import admission_gate
 from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
@@ -27,7 +28,6 @@ from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
-from iotsched.loadrun import drive, offer_singles, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.inflight import InflightLedger

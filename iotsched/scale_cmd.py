@@ -140,7 +140,7 @@ def run_supervise(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from iotsched.scale_bench import BenchConfig, run_bench
+    from bench.scale import BenchConfig, run_bench
 
     high, low = parse_autoscale(args.autoscale)
     cfg = BenchConfig(

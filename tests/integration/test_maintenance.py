@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from iotsched.maintenance_bench import failing_is_rebooked, on_time_under_load
+from bench.maintenance import failing_is_rebooked, on_time_under_load
 
 pytestmark = pytest.mark.integration
 

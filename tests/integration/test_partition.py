@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from iotsched.partition_cmd import partition_scenario
+from bench.partition import partition_scenario
 
 pytestmark = pytest.mark.integration
 

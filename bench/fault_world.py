@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from bench.poison import inject_poison
+from bench.redis_server import PrivateRedis
 from ingest.celery_publisher import CeleryPublisher
 from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
 from ingest.producer import Producer
 from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
-from iotsched.poison import inject_poison
-from iotsched.private_redis import PrivateRedis
 from scheduler.batching import BatchingConfig
 from scheduler.model import QUEUE_ORDER, queue_name
 from scheduler.registry import generate_registry

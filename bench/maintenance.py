@@ -8,24 +8,21 @@ runs beat, all real ``celery worker`` processes on a real Redis.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
+from bench.loadrun import drive
+from bench.redis_server import private_redis
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from iotsched.loadrun import drive
-from scheduler.errors import ConfigError, TransientError
+from scheduler.errors import TransientError
 from scheduler.geography import DEFAULT_SITES
 from scheduler.latency import percentile_ms
 from scheduler.registry import generate_registry
@@ -54,42 +51,6 @@ def wait_for(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
         if time.time() > deadline:
             raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.05)
-
-
-@contextmanager
-def private_redis(url: str | None = None) -> Iterator[str]:
-    """``url`` when given, else a throwaway redis-server on a free port for the duration."""
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise ConfigError("redis-server is not installed: pass --redis-url")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    workdir = tempfile.mkdtemp(prefix="iotsched-bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        wait_for(lambda: _pings(client), 10, "redis-server")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 class MaintenanceRig:
