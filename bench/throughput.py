@@ -120,7 +120,7 @@ def _outcome(
     cfg: ThroughputConfig,
     run_: RedisRun,
     result: DriveResult,
-    done: int,
+    done: float,
     accepted: AcceptedLog,
     stream: SyntheticStream,
 ) -> dict[str, Any]:
