@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,19 +16,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ingest.producer import IngestResult, Producer
+from bench.held_readings import PUSHED_BACK_WAIT_S, HeldReadings
+from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import percentile_ms
-from scheduler.registry import Registry
 from stores.protocols import StateStore, processed_readings
 
 Progress = Callable[[str], None]
-
-#: How long a producer waits before offering pushed-back readings again; doubled while
-#: nothing is taken, up to the longest wait (about the gate's own refresh), so a closed
-#: region costs the producer a re-offer every 0.2 s, not a busy loop.
-PUSHED_BACK_WAIT_S = 0.05
-PUSHED_BACK_MAX_WAIT_S = 0.2
 
 
 def stderr_progress(line: str) -> None:
@@ -113,75 +106,22 @@ def drive(
     """
     if pace is None and rate_rps:
         pace = SteadyPace(rate_rps)
-
-    started = time.time()
-    offered = accepted = rejected = 0
-    offered_until = started
-    held = HeldReadings(max_readings=10 * chunk, offer_readings=chunk)
-    last_report = started
-    while offered < readings or held:
+    gateway = _Gateway(producer, stream, readings, chunk, pace, extra)
+    last_report = gateway.started
+    while gateway.offered < readings or gateway.held:
         now = time.time()
-        timed_out = hold_timeout_s is not None and now - offered_until > hold_timeout_s
-        if offered >= readings and timed_out:
+        timed_out = hold_timeout_s is not None and now - gateway.offered_until > hold_timeout_s
+        if gateway.offered >= readings and timed_out:
             break  # no region took them back in time (no worker draining?)
-        n = 0
-        behind = False
-        # Backpressure: an unpaced source waits while the gateway's buffer is full (or all
-        # is offered). A paced source does not: devices keep sending, so new readings keep
-        # flowing (premium is never pushed back) and the gateway holds what is handed
-        # back, however much.
-        waiting = offered >= readings or (held.full and pace is None)
-        if not waiting and pace is not None:
-            # Offer at least 5 ms of readings at a time, as a gateway would, so
-            # pacing does not turn into one tiny ingest call per loop.
-            elapsed = now - started
-            step = min(
-                chunk, max(1, int(pace(elapsed + 0.005) - pace(elapsed))), readings - offered
-            )
-            allowed = int(pace(elapsed)) - offered
-            if allowed >= step:
-                # Behind the schedule by more than a chunk, the gateway takes everything due
-                # (up to a buffer's worth) and lets premium through first (below).
-                behind = allowed > chunk
-                n = min(10 * chunk if behind else chunk, allowed, readings - offered)
-        elif not waiting:
-            n = min(chunk, readings - offered)
-        if n:
-            ids, ts, values = stream.chunk(n, now)
-            first = np.full(n, now)
-            if pace is not None:
-                first = np.minimum(started + pace.offer_instants(offered, n), now)
-            offered += n
-            offered_until = now
-            if behind:
-                # A gateway that has fallen behind its devices serves premium first: the
-                # other tiers' readings wait in its buffer (their first-offer time kept) and
-                # are offered as their regions take them, like pushed-back ones.
-                ids, ts, values, first = held.defer_non_premium(
-                    stream.registry, ids, ts, values, first
-                )
-            res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
-            accepted += res.accepted
-            rejected += res.rejected
-            held.hold(res, ids, ts, values, first, now)
-            if extra is not None:
-                singles = extra(now)
-                if singles:
-                    offered += len(singles)
-                    a, r = offer_singles(producer, singles)
-                    accepted, rejected = accepted + a, rejected + r
+        waiting, n = gateway.offer_new(now)
         # Held readings are offered again only after the new ones: new readings carry
         # premium, held ones never do, and a re-offer (up to a chunk of other tiers'
         # batches to publish) must not hold up premium arriving meanwhile.
-        a, r = held.offer_again(producer, time.time())
-        accepted, rejected = accepted + a, rejected + r
+        again = gateway.offer_held(time.time())
         if progress and now - last_report >= 1.0:
             last_report = now
-            if n:
-                progress(f"offered {offered:,}/{readings:,} ({offered / (now - started):,.0f} r/s)")
-            elif waiting:
-                progress(f"backpressure: {held.size:,} readings held, offering again")
-        if n or a or r:
+            gateway.report(progress, now, n, waiting)
+        if n or again:
             continue
         producer.poll(time.time())
         # Nothing to offer yet: wake for the next batch falling due (premium's 25 ms age)
@@ -194,173 +134,115 @@ def drive(
     producer.flush()
     if progress:
         # The last figure too, so the progress never stops short of the total.
-        elapsed = max(time.time() - started, 1e-9)
-        progress(f"offered {offered:,}/{readings:,} ({offered / elapsed:,.0f} r/s), done")
-    return DriveResult(
-        offered,
-        accepted,
-        rejected,
-        started,
-        time.time(),
-        held.pushed_back,
-        held.pushed_back_readings,
-        offered_until,
-        held.deferred,
-        held.size,
-    )
-
-
-class HeldReadings:
-    """Readings handed back by backpressure, held by the gateway and offered again.
-
-    New readings keep flowing (premium is never pushed back) until the buffer
-    holds ``max_readings``; then the gateway waits.
-
-    Held per region, oldest first, as the column pieces they arrived in: holding more
-    and offering some again costs in proportion to what moves, not to what is held (a
-    spike can leave millions waiting, and copying them all on every re-offer would stall
-    the gateway, and premium behind it).
-    """
-
-    def __init__(self, max_readings: int, offer_readings: int | None = None) -> None:
-        """``offer_readings``: the most offered again at once (a gateway chunk), so one
-        call never holds up the premium batches the producer has waiting."""
-        self.max_readings = max_readings
-        self.offer_readings = offer_readings or max_readings
-        #: Hand-backs, each time; and distinct readings handed back at least once.
-        self.pushed_back = 0
-        self.pushed_back_readings = 0
-        #: Readings the gateway held itself while behind its schedule (premium first).
-        self.deferred = 0
-        self._wait_s = PUSHED_BACK_WAIT_S
-        #: Per region code, pieces of (device ids, event times, values, first-offer times).
-        self._held: dict[int, deque[tuple[npt.NDArray[Any], ...]]] = {}
-        self._size = 0
-        self._retry_at = 0.0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def full(self) -> bool:
-        return self.size >= self.max_readings
-
-    def __bool__(self) -> bool:
-        return self.size > 0
-
-    def hold(
-        self,
-        res: IngestResult,
-        ids: npt.NDArray[Any],
-        ts: npt.NDArray[Any],
-        values: npt.NDArray[Any],
-        offered_ts: npt.NDArray[Any],
-        now: float,
-    ) -> None:
-        if not res.pushed_back:
-            return
-        self.pushed_back += res.pushed_back
-        self.pushed_back_readings += res.pushed_back
-        i = res.pushed_back_index
-        if not self._size:
-            self._retry_at = now + self._wait_s
-        self._add((ids[i], ts[i], values[i], offered_ts[i]), res.pushed_back_region)
-
-    def defer_non_premium(
-        self,
-        registry: Registry,
-        ids: npt.NDArray[Any],
-        ts: npt.NDArray[Any],
-        values: npt.NDArray[Any],
-        offered_ts: npt.NDArray[Any],
-    ) -> tuple[npt.NDArray[Any], ...]:
-        """Hold the readings of every tier but premium (bound for their home region);
-        returns the premium ones (and unknown devices, for ingest to dead-letter)."""
-        rows = registry.lookup(ids)
-        known = rows >= 0
-        later = known & (registry.tier[np.maximum(rows, 0)] > 0)
-        if later.any():
-            region = registry.home_region[rows[later]].astype(np.intp)
-            self._add((ids[later], ts[later], values[later], offered_ts[later]), region)
-            self.deferred += int(later.sum())
-        now = ~later
-        return ids[now], ts[now], values[now], offered_ts[now]
-
-    def _add(
-        self,
-        cols: tuple[npt.NDArray[Any], ...],
-        region: npt.NDArray[np.intp],
-        front: bool = False,
-    ) -> None:
-        """Hold ``cols`` behind what each region holds (``front``: ahead of it, for
-        readings offered again and handed back, which are older than the rest)."""
-        codes = np.unique(region)
-        for code in codes.tolist():
-            piece = cols if codes.size == 1 else tuple(c[region == code] for c in cols)
-            fifo = self._held.setdefault(code, deque())
-            if front:
-                fifo.appendleft(piece)
-            else:
-                fifo.append(piece)
-        self._size += int(region.size)
-
-    def _take(self, code: int, n: int) -> list[tuple[npt.NDArray[Any], ...]]:
-        """Up to ``n`` of the oldest readings held for a region, in order."""
-        fifo = self._held[code]
-        taken: list[tuple[npt.NDArray[Any], ...]] = []
-        while n > 0 and fifo:
-            piece = fifo.popleft()
-            size = int(piece[0].shape[0])
-            if size > n:
-                fifo.appendleft(tuple(c[n:] for c in piece))
-                piece = tuple(c[:n] for c in piece)
-                size = n
-            taken.append(piece)
-            n -= size
-            self._size -= size
-        if not fifo:
-            del self._held[code]
-        return taken
-
-    def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
-        """Offer again the oldest readings held for regions open now, at most
-        ``offer_readings`` split evenly between them; readings of regions still closed
-        are not offered at all."""
-        if not self._size or now < self._retry_at:
-            return 0, 0
-        closed = producer.closed()
-        ready = [c for c in self._held if closed is None or not closed[c]]
-        if not ready:
-            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
-            self._retry_at = now + self._wait_s
-            return 0, 0
-        # Split evenly: region i of k gets (offer_readings + i) // k, together the whole budget.
-        k = len(ready)
-        pieces = [
-            p
-            for i, code in enumerate(ready)
-            for p in self._take(code, (self.offer_readings + i) // k)
-        ]
-        if not pieces:  # a budget smaller than the open regions: the first gets one
-            pieces = self._take(ready[0], 1)
-        ids, ts, values, offered_ts = (
-            np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0]))
+        elapsed = max(time.time() - gateway.started, 1e-9)
+        progress(
+            f"offered {gateway.offered:,}/{readings:,} ({gateway.offered / elapsed:,.0f} r/s), done"
         )
-        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
-        if not res.pushed_back:
-            self._wait_s = 0.0  # all taken: carry on with the next chunk held at once
-        elif res.accepted:
-            self._wait_s = PUSHED_BACK_WAIT_S
-        else:
-            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
-        self.pushed_back += res.pushed_back
-        if res.pushed_back:
-            i = res.pushed_back_index
-            back = (ids[i], ts[i], values[i], offered_ts[i])
-            self._add(back, res.pushed_back_region, front=True)
-        self._retry_at = now + self._wait_s
-        return res.accepted, res.rejected
+    return gateway.result()
+
+
+class _Gateway:
+    """What ``drive`` offers and what came of it: a gateway in front of its devices."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        stream: SyntheticStream,
+        readings: int,
+        chunk: int,
+        pace: Pace | None,
+        extra: Callable[[float], list[Any]] | None,
+    ) -> None:
+        self.producer, self.stream, self.readings = producer, stream, readings
+        self.chunk, self.pace, self.extra = chunk, pace, extra
+        self.started = time.time()
+        self.offered = self.accepted = self.rejected = 0
+        self.offered_until = self.started
+        self.held = HeldReadings(max_readings=10 * chunk, offer_readings=chunk)
+
+    def due(self, now: float) -> tuple[bool, int, bool]:
+        """(waiting, readings to offer now, behind the schedule by more than a chunk)."""
+        readings, chunk, pace = self.readings, self.chunk, self.pace
+        # Backpressure: an unpaced source waits while the gateway's buffer is full (or all
+        # is offered). A paced source does not: devices keep sending, so new readings keep
+        # flowing (premium is never pushed back) and the gateway holds what is handed
+        # back, however much.
+        waiting = self.offered >= readings or (self.held.full and pace is None)
+        if waiting:
+            return True, 0, False
+        if pace is None:
+            return False, min(chunk, readings - self.offered), False
+        # Offer at least 5 ms of readings at a time, as a gateway would, so
+        # pacing does not turn into one tiny ingest call per loop.
+        elapsed = now - self.started
+        step = min(
+            chunk, max(1, int(pace(elapsed + 0.005) - pace(elapsed))), readings - self.offered
+        )
+        allowed = int(pace(elapsed)) - self.offered
+        if allowed < step:
+            return False, 0, False
+        # Behind the schedule by more than a chunk, the gateway takes everything due
+        # (up to a buffer's worth) and lets premium through first (below).
+        behind = allowed > chunk
+        return False, min(10 * chunk if behind else chunk, allowed, readings - self.offered), behind
+
+    def offer_new(self, now: float) -> tuple[bool, int]:
+        """Offer the readings due now; (waiting, readings offered)."""
+        waiting, n, behind = self.due(now)
+        if not n:
+            return waiting, 0
+        ids, ts, values = self.stream.chunk(n, now)
+        first = np.full(n, now)
+        if self.pace is not None:
+            first = np.minimum(self.started + self.pace.offer_instants(self.offered, n), now)
+        self.offered += n
+        self.offered_until = now
+        if behind:
+            # A gateway that has fallen behind its devices serves premium first: the
+            # other tiers' readings wait in its buffer (their first-offer time kept) and
+            # are offered as their regions take them, like pushed-back ones.
+            ids, ts, values, first = self.held.defer_non_premium(
+                self.stream.registry, ids, ts, values, first
+            )
+        res = self.producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
+        self.accepted += res.accepted
+        self.rejected += res.rejected
+        self.held.hold(res, ids, ts, values, first, now)
+        if self.extra is not None:
+            singles = self.extra(now)
+            if singles:
+                self.offered += len(singles)
+                a, r = offer_singles(self.producer, singles)
+                self.accepted, self.rejected = self.accepted + a, self.rejected + r
+        return waiting, n
+
+    def offer_held(self, now: float) -> bool:
+        """Offer held readings again; whether any were taken or rejected."""
+        a, r = self.held.offer_again(self.producer, now)
+        self.accepted, self.rejected = self.accepted + a, self.rejected + r
+        return bool(a or r)
+
+    def report(self, progress: Progress, now: float, n: int, waiting: bool) -> None:
+        if n:
+            rate = self.offered / (now - self.started)
+            progress(f"offered {self.offered:,}/{self.readings:,} ({rate:,.0f} r/s)")
+        elif waiting:
+            progress(f"backpressure: {self.held.size:,} readings held, offering again")
+
+    def result(self) -> DriveResult:
+        held = self.held
+        return DriveResult(
+            self.offered,
+            self.accepted,
+            self.rejected,
+            self.started,
+            time.time(),
+            held.pushed_back,
+            held.pushed_back_readings,
+            self.offered_until,
+            held.deferred,
+            held.size,
+        )
 
 
 def offer_columns(

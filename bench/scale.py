@@ -29,18 +29,17 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
-import redis
 
-from scheduler.codec import encode_batch
+from bench.sending import bench_publisher, send_batches
 from scheduler.model import Batch, queue_name
 from scheduler.settings import Settings
+from stores.connection import connect
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
 from stores.protocols import processed_readings
 from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
-from tasks.routine import ROUTINE_TASK
 from workers.supervisor import FleetConfig, Supervisor
 
 
@@ -129,122 +128,176 @@ def _wait(
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
-    prefix = f"iotsched-scalebench-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        redis_url=cfg.redis_url,
-        key_prefix=prefix,
-        regions=(cfg.region,),
-        scale_down_window_s=cfg.scale_down_window_s,
-        autoscale_refresh_s=cfg.refresh_s,
-    )
-    keys = Keys(prefix)
-    client = redis.Redis.from_url(cfg.redis_url)
-    store = RedisStateStore(client, keys)
-    app = broker_app(cfg.redis_url, keys)
-    fleet = FleetConfig(
-        regions=(cfg.region,),
-        max_slots=cfg.max_slots,
-        min_slots=cfg.min_slots,
-        min_replicas=1,
-        max_replicas=1,
-        env_extra={
-            "IOTSCHED_REGIONS": cfg.region,
-            "IOTSCHED_SCALE_DOWN_WINDOW_S": str(cfg.scale_down_window_s),
-            "IOTSCHED_AUTOSCALE_REFRESH_S": str(cfg.refresh_s),
-        },
-    )
-    sup = Supervisor(settings, fleet, app, client)
-    rng = np.random.default_rng(cfg.seed)
-    queues = [queue_name(cfg.region, t) for t in ("premium", "standard")]
-    reader = QueueDepthReader(client, keys)
-    published = 0
+    """Calibrate, steady load, a step, the shrink; the JSON object of ``iotsched scale-bench``."""
+    rig = ScaleRig(cfg)
+    try:
+        return rig.run()
+    finally:
+        rig.close()
 
-    def encode(tier: str, batches: int) -> list[dict[str, Any]]:
+
+@dataclass
+class Calibration:
+    ready_s: float
+    #: Tasks per second one slot finished, from the worker's own busy time.
+    service_rps: float
+    #: What the autoscaler itself estimated by the end of calibration.
+    autoscaler_estimate: float
+
+
+class ScaleRig:
+    """One supervised worker for one region, its heartbeat sampler and the bench's sends."""
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        prefix = f"iotsched-scalebench-{uuid.uuid4().hex[:8]}"
+        settings = Settings(
+            redis_url=cfg.redis_url,
+            key_prefix=prefix,
+            regions=(cfg.region,),
+            scale_down_window_s=cfg.scale_down_window_s,
+            autoscale_refresh_s=cfg.refresh_s,
+        )
+        keys = Keys(prefix)
+        client = connect(cfg.redis_url)
+        self.store = RedisStateStore(client, keys)
+        self.app = broker_app(cfg.redis_url, keys)
+        self.publisher = bench_publisher(self.app, screening=False)
+        fleet = FleetConfig(
+            regions=(cfg.region,),
+            max_slots=cfg.max_slots,
+            min_slots=cfg.min_slots,
+            min_replicas=1,
+            max_replicas=1,
+            env_extra={
+                "IOTSCHED_REGIONS": cfg.region,
+                "IOTSCHED_SCALE_DOWN_WINDOW_S": str(cfg.scale_down_window_s),
+                "IOTSCHED_AUTOSCALE_REFRESH_S": str(cfg.refresh_s),
+            },
+        )
+        self.sup = Supervisor(settings, fleet, self.app, client)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.queues = [queue_name(cfg.region, t) for t in ("premium", "standard")]
+        self.reader = QueueDepthReader(client, keys)
+        self.published = 0
+        self.sampler: _Sampler | None = None
+
+    @property
+    def samples(self) -> list[PoolBeat]:
+        assert self.sampler is not None
+        return self.sampler.samples
+
+    def batches(self, tier: str, count: int) -> list[Batch]:
+        """Batches made ahead of a paced phase, so making them never holds the pace up."""
         return [
-            encode_batch(make_batch(cfg.region, tier, cfg.batch_readings, rng))
-            for _ in range(batches)
+            make_batch(self.cfg.region, tier, self.cfg.batch_readings, self.rng)
+            for _ in range(count)
         ]
 
-    def send(tier: str, payloads: list[dict[str, Any]]) -> None:
-        nonlocal published
-        for payload in payloads:
-            app.send_task(
-                ROUTINE_TASK, args=(payload,), queue=queue_name(cfg.region, tier),
-                serializer="msgpack",
-            )  # fmt: skip
-            published += int(payload["n"])
+    def send(self, batches: list[Batch]) -> None:
+        self.published += send_batches(self.publisher, batches)
 
-    def processed() -> int:
-        counters = store.counters()
-        return processed_readings(counters)
+    def processed(self) -> int:
+        return processed_readings(self.store.counters())
 
-    def drained() -> bool:
-        depth = reader.sample(queues).depth
-        return sum(depth.values()) == 0 and processed() >= published
+    def drained(self) -> bool:
+        depth = self.reader.sample(self.queues).depth
+        return sum(depth.values()) == 0 and self.processed() >= self.published
 
-    def status() -> str:
-        last = sampler.samples[-1] if sampler.samples else None
-        depth = dict(reader.sample(queues).depth)
-        return f"(depth {depth}, processed {processed()} of {published}, pool {last})"
+    def status(self) -> str:
+        last = self.samples[-1] if self.samples else None
+        depth = dict(self.reader.sample(self.queues).depth)
+        return f"(depth {depth}, processed {self.processed()} of {self.published}, pool {last})"
 
-    worker = sup.start_worker(cfg.region)
-    sampler = _Sampler(sup.heartbeats, worker.node, cfg.refresh_s)
-    try:
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        worker = self.sup.start_worker(cfg.region)
+        self.sampler = _Sampler(self.sup.heartbeats, worker.node, cfg.refresh_s)
         t0 = time.time()
-        sampler.start()
-        _wait(lambda: bool(sampler.samples), cfg.timeout_s, "the worker's first heartbeat")
-        ready_s = time.time() - t0
+        self.sampler.start()
+        _wait(lambda: bool(self.samples), cfg.timeout_s, "the worker's first heartbeat")
+        calibration = self.calibrate(time.time() - t0)
+        steady = self.steady(calibration.service_rps)
+        step = self.step()
+        trace = [
+            (round(b.at_ts - t0, 2), b.slots, round(b.busy_s, 2), b.held, b.target_slots, b.reason)
+            for b in self.samples
+        ]
+        done = self.processed()
+        return {
+            "region": cfg.region,
+            "autoscale": f"{cfg.max_slots},{cfg.min_slots}",
+            "refresh_s": cfg.refresh_s,
+            "scale_down_window_s": cfg.scale_down_window_s,
+            "batch_readings": cfg.batch_readings,
+            "worker_ready_s": round(calibration.ready_s, 2),
+            "service_tasks_per_slot_s": round(calibration.service_rps, 1),
+            "autoscaler_service_estimate": round(calibration.autoscaler_estimate, 1),
+            "steady": steady,
+            "step": step,
+            "readings_published": self.published,
+            "readings_processed": done,
+            "lost": self.published - done,
+            **({"trace": trace} if cfg.trace else {}),
+        }
 
-        # One batch at a time: one slot's service rate, not a contended pool's.
-        before_calibration = sampler.samples[-1]
-        for payload in encode("premium", cfg.calibrate_batches):
-            send("premium", [payload])
-            _wait(lambda: processed() >= published, cfg.timeout_s, "a calibration batch", status)
+    def calibrate(self, ready_s: float) -> Calibration:
+        """One batch at a time: one slot's service rate, not a contended pool's."""
+        cfg = self.cfg
+        before = self.samples[-1]
+        for batch in self.batches("premium", cfg.calibrate_batches):
+            self.send([batch])
+            _wait(
+                lambda: self.processed() >= self.published,
+                cfg.timeout_s,
+                "a calibration batch",
+                self.status,
+            )
         calibrated = _wait(
-            lambda: (
-                sampler.samples[-1].finished - before_calibration.finished >= cfg.calibrate_batches
-            ),
+            lambda: self.samples[-1].finished - before.finished >= cfg.calibrate_batches,
             cfg.timeout_s,
             "the calibration heartbeat",
-            status,
+            self.status,
         )
-        after_calibration = sampler.since(calibrated - cfg.refresh_s)[-1]
-        service_rps = (after_calibration.finished - before_calibration.finished) / max(
-            1e-9, after_calibration.busy_s - before_calibration.busy_s
-        )
+        assert self.sampler is not None
+        after = self.sampler.since(calibrated - cfg.refresh_s)[-1]
+        service_rps = (after.finished - before.finished) / max(1e-9, after.busy_s - before.busy_s)
+        return Calibration(ready_s, service_rps, after.service_rps)
 
+    def steady(self, service_rps: float) -> dict[str, Any]:
+        """Premium at ``steady_load`` × one slot's rate; wastage over the second half."""
+        cfg = self.cfg
         rate = cfg.steady_load * service_rps
-        steady_payloads = encode("premium", int(rate * cfg.steady_s) + 1)
+        ready = self.batches("premium", int(rate * cfg.steady_s) + 1)
         steady_start = time.time()
         sent = 0
         while time.time() - steady_start < cfg.steady_s:
-            due = min(len(steady_payloads), int((time.time() - steady_start) * rate))
+            due = min(len(ready), int((time.time() - steady_start) * rate))
             if due > sent:
-                send("premium", steady_payloads[sent:due])
+                self.send(ready[sent:due])
                 sent = due
             time.sleep(0.002)
-        steady = sampler.since(steady_start + cfg.steady_s / 2)
-        provisioned_slot_s, busy_slot_s = slot_seconds(steady)
-        steady_service_rps = (steady[-1].finished - steady[0].finished) / max(
-            1e-9, steady[-1].busy_s - steady[0].busy_s
-        )
-        # What the load needed, in slots: busy slot-seconds over the span. Integer
-        # slots cannot be fuller than mean_busy / ceil(mean_busy): the floor.
-        mean_busy = busy_slot_s / max(1e-9, span_s(steady))
-        finished_rps = (steady[-1].finished - steady[0].finished) / max(1e-9, span_s(steady))
-        _wait(drained, cfg.timeout_s, "the steady load", status)
+        assert self.sampler is not None
+        steady = self.sampler.since(steady_start + cfg.steady_s / 2)
+        _wait(self.drained, cfg.timeout_s, "the steady load", self.status)
+        return steady_figures(steady, rate, cfg.steady_s / 2)
+
+    def step(self) -> dict[str, Any]:
+        """A burst of standard batches at once: the pool's reaction, the drain, the shrink."""
+        cfg = self.cfg
+        assert self.sampler is not None
+        sampler = self.sampler
         # A clean step: let the pool settle back to its minimum first.
         _wait(
-            lambda: sampler.samples[-1].slots == cfg.min_slots,
+            lambda: self.samples[-1].slots == cfg.min_slots,
             cfg.scale_down_window_s + cfg.timeout_s,
             "the pool to settle before the step",
-            status,
+            self.status,
         )
-        before = sampler.samples[-1].slots
-
-        burst_payloads = encode("standard", cfg.burst_batches)
+        before = self.samples[-1].slots
+        burst_batches = self.batches("standard", cfg.burst_batches)
         step_ts = time.time()
-        send("standard", burst_payloads)
+        self.send(burst_batches)
         publish_s = time.time() - step_ts
 
         def matched(target: Callable[[PoolBeat], int]) -> PoolBeat | None:
@@ -257,76 +310,67 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             lambda: matched(lambda b: b.target_slots) is not None,
             cfg.timeout_s,
             "the pool to grow",
-            status,
+            self.status,
         )
         grown = matched(lambda b: b.target_slots)
         assert grown is not None
-        drained_ts = _wait(drained, cfg.timeout_s, "the burst to drain", status)
+        drained_ts = _wait(self.drained, cfg.timeout_s, "the burst to drain", self.status)
         burst = sampler.since(step_ts)
         first_up = next(b for b in burst if b.target_slots > before)
         peak_target = max(b.target_slots for b in burst)
         peak = matched(lambda b: peak_target)
         shrunk_ts = _wait(
-            lambda: (
-                sampler.samples[-1].slots == cfg.min_slots
-                and sampler.samples[-1].at_ts > drained_ts
-            ),
+            lambda: self.samples[-1].slots == cfg.min_slots and self.samples[-1].at_ts > drained_ts,
             cfg.scale_down_window_s + cfg.timeout_s,
             "the pool to shrink",
-            status,
+            self.status,
         )
-        done = processed()
-        trace = [
-            (round(b.at_ts - t0, 2), b.slots, round(b.busy_s, 2), b.held, b.target_slots, b.reason)
-            for b in sampler.samples
-        ]
         return {
-            "region": cfg.region,
-            "autoscale": f"{cfg.max_slots},{cfg.min_slots}",
-            "refresh_s": cfg.refresh_s,
-            "scale_down_window_s": cfg.scale_down_window_s,
-            "batch_readings": cfg.batch_readings,
-            "worker_ready_s": round(ready_s, 2),
-            "service_tasks_per_slot_s": round(service_rps, 1),
-            "autoscaler_service_estimate": round(after_calibration.service_rps, 1),
-            "steady": {
-                "arrival_tasks_s": round(rate, 1),
-                "seconds_sampled": round(cfg.steady_s / 2, 1),
-                "finished_tasks_s": round(finished_rps, 1),
-                "service_tasks_per_slot_s": round(steady_service_rps, 1),
-                "mean_busy_slots": round(mean_busy, 2),
-                "wastage_floor": round(1 - mean_busy / max(1, math.ceil(mean_busy)), 3),
-                "mean_slots": round(provisioned_slot_s / max(1e-9, span_s(steady)), 2),
-                "utilization": round(busy_slot_s / max(1e-9, provisioned_slot_s), 3),
-                "wastage": round(1 - busy_slot_s / max(1e-9, provisioned_slot_s), 3),
-                # What the policy added on top of the floor; negative: part of the time
-                # the pool ran below ceil(mean_busy_slots) (it queued instead).
-                "policy_excess": round(
-                    mean_busy / max(1, math.ceil(mean_busy))
-                    - busy_slot_s / max(1e-9, provisioned_slot_s),
-                    3,
-                ),
-            },
-            "step": {
-                "batches": cfg.burst_batches,
-                "publish_s": round(publish_s, 2),
-                "pool_before": before,
-                "first_target": first_up.target_slots,
-                "detect_s": round(first_up.at_ts - step_ts, 2),
-                "desired_slots": grown.target_slots,
-                "peak_target": peak_target,
-                "peak_matched_s": None if peak is None else round(peak.at_ts - step_ts, 2),
-                "reaction_s": round(grown.at_ts - step_ts, 2),
-                "drained_s": round(drained_ts - step_ts, 2),
-                "shrunk_to_min_s_after_drain": round(shrunk_ts - drained_ts, 2),
-            },
-            "readings_published": published,
-            "readings_processed": done,
-            "lost": published - done,
-            **({"trace": trace} if cfg.trace else {}),
+            "batches": cfg.burst_batches,
+            "publish_s": round(publish_s, 2),
+            "pool_before": before,
+            "first_target": first_up.target_slots,
+            "detect_s": round(first_up.at_ts - step_ts, 2),
+            "desired_slots": grown.target_slots,
+            "peak_target": peak_target,
+            "peak_matched_s": None if peak is None else round(peak.at_ts - step_ts, 2),
+            "reaction_s": round(grown.at_ts - step_ts, 2),
+            "drained_s": round(drained_ts - step_ts, 2),
+            "shrunk_to_min_s_after_drain": round(shrunk_ts - drained_ts, 2),
         }
-    finally:
-        sampler.stop_event.set()
-        sup.stop()
-        app.close()
-        store.delete_all()
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop_event.set()
+        self.sup.stop()
+        self.app.close()
+        self.store.delete_all()
+
+
+def steady_figures(steady: list[PoolBeat], rate: float, sampled_s: float) -> dict[str, Any]:
+    """Provisioned vs busy slot-seconds over the beats sampled under steady load."""
+    provisioned_slot_s, busy_slot_s = slot_seconds(steady)
+    steady_service_rps = (steady[-1].finished - steady[0].finished) / max(
+        1e-9, steady[-1].busy_s - steady[0].busy_s
+    )
+    # What the load needed, in slots: busy slot-seconds over the span. Integer
+    # slots cannot be fuller than mean_busy / ceil(mean_busy): the floor.
+    mean_busy = busy_slot_s / max(1e-9, span_s(steady))
+    finished_rps = (steady[-1].finished - steady[0].finished) / max(1e-9, span_s(steady))
+    return {
+        "arrival_tasks_s": round(rate, 1),
+        "seconds_sampled": round(sampled_s, 1),
+        "finished_tasks_s": round(finished_rps, 1),
+        "service_tasks_per_slot_s": round(steady_service_rps, 1),
+        "mean_busy_slots": round(mean_busy, 2),
+        "wastage_floor": round(1 - mean_busy / max(1, math.ceil(mean_busy)), 3),
+        "mean_slots": round(provisioned_slot_s / max(1e-9, span_s(steady)), 2),
+        "utilization": round(busy_slot_s / max(1e-9, provisioned_slot_s), 3),
+        "wastage": round(1 - busy_slot_s / max(1e-9, provisioned_slot_s), 3),
+        # What the policy added on top of the floor; negative: part of the time
+        # the pool ran below ceil(mean_busy_slots) (it queued instead).
+        "policy_excess": round(
+            mean_busy / max(1, math.ceil(mean_busy)) - busy_slot_s / max(1e-9, provisioned_slot_s),
+            3,
+        ),
+    }
