@@ -12,17 +12,16 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from bench.loadrun import drive
 from bench.redis_server import private_redis
-from ingest.celery_publisher import CeleryPublisher
+from bench.sending import bench_publisher
+from bench.worker_launch import answering_nodes, start_control_worker, wait_for
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from scheduler.errors import TransientError
 from scheduler.geography import DEFAULT_SITES
 from scheduler.latency import percentile_ms
 from scheduler.registry import generate_registry
@@ -33,8 +32,7 @@ from stores.protocols import processed_readings
 from stores.redis_state import RedisStateStore
 from stores.reservation_store import ReservationStore
 from tasks.app import broker_app
-from workers.beat import control_worker_argv
-from workers.cluster import PROJECT_ROOT, LocalCluster, worker_env
+from workers.cluster import LocalCluster
 
 REGION = DEFAULT_SITES[0].name
 BASE_ENV = {
@@ -43,14 +41,6 @@ BASE_ENV = {
     "IOTSCHED_REGION_BUDGET_SLOTS": "4",
     "IOTSCHED_PREMIUM_GUARANTEE_SLOTS": "1",
 }
-
-
-def wait_for(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.time() + timeout_s
-    while not ready():
-        if time.time() > deadline:
-            raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class MaintenanceRig:
@@ -74,21 +64,12 @@ class MaintenanceRig:
             cluster = LocalCluster(self.url, self.keys.prefix, (REGION,), env_extra=self.env)
             cluster.start(role)
             self.clusters.append(cluster)
-        self.control = subprocess.Popen(
-            control_worker_argv(),
-            env=worker_env(self.url, self.keys.prefix, **self.env),
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.DEVNULL,
-        )
+        self.control = start_control_worker(self.url, self.keys.prefix, **self.env)
         names = {f"{role}-{REGION}" for role in roles} | {"control"}
-        wait_for(lambda: names <= self._ping(), 30, f"workers {sorted(names)}")
+        wait_for(lambda: names <= answering_nodes(self.app), 30, f"workers {sorted(names)}")
         if data:
             health = HealthStore(self.client, self.keys, (REGION,))
             wait_for(lambda: REGION in health.heartbeats(), 10, "data worker heartbeat")
-
-    def _ping(self) -> set[str]:
-        replies = self.app.control.ping(timeout=0.5)
-        return {name.split("@")[0] for reply in replies for name in reply}
 
     def stop(self) -> None:
         if self.control is not None:
@@ -153,7 +134,7 @@ def on_time_under_load(
         registry = generate_registry(20_000, seed=3, sites=DEFAULT_SITES[:1])
         rig.state.save_registry(registry)
         rig.start(data=True)
-        producer = Producer(lambda: registry, CeleryPublisher(rig.app, False), rig.state)
+        producer = Producer(lambda: registry, bench_publisher(rig.app, screening=False), rig.state)
         stream = SyntheticStream(registry, seed=3)
         capacity_rps, probe_backlog = None, None
         if rate_rps is None:

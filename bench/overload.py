@@ -36,6 +36,7 @@ import numpy.typing as npt
 from bench.loadrun import Progress, wait_drained
 from bench.redis_run import RedisRun
 from bench.sending import bench_publisher, send_batches, send_probe
+from bench.worker_launch import wait_workers_ready
 from ingest.producer import Producer
 from scheduler.batching import BatchingConfig
 from scheduler.capacity import CapacityBudget
@@ -411,11 +412,8 @@ def measure_preemption(
 
 
 def _wait_ready(run_: RedisRun, nodes: int, timeout_s: float = 60.0) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if len(run_.app.control.ping(timeout=0.5) or []) >= nodes:
-            return
-    print("overload-bench: workers did not answer within 60 s", file=sys.stderr)
+    if not wait_workers_ready(run_.app, nodes, timeout_s):
+        print("overload-bench: workers did not answer within 60 s", file=sys.stderr)
 
 
 def _ms(x: float | None) -> float | None:

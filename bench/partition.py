@@ -30,10 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.link_cut import LinkCut
-from bench.maintenance import wait_for
+from bench.sending import bench_regional_publisher
+from bench.worker_launch import wait_for
 from ingest.placement import PlacerConfig, make_placer, read_account
 from ingest.producer import Producer, Publisher
-from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from scheduler.batching import BatchingConfig
 from scheduler.codec import decode_batch
@@ -187,9 +187,7 @@ class PartitionRig:
             KEPT: LocalCluster(redis_url, prefix, (KEPT,), env_extra=env),
         }  # fmt: skip
         self.app = broker_app(redis_url, keys)
-        self.publisher = RegionalPublisher.from_urls(
-            self.app, {CUT: cut_broker_url}, screening=False
-        )
+        self.publisher = bench_regional_publisher(self.app, {CUT: cut_broker_url}, screening=False)
         self.audit = AuditPublisher(self.publisher, registry)
         self.placer = make_placer(
             client,

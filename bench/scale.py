@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench.sending import bench_publisher, send_batches
+from bench.worker_launch import wait_for
 from scheduler.model import Batch, queue_name
 from scheduler.settings import Settings
 from stores.connection import connect
@@ -110,21 +111,6 @@ def slot_seconds(beats: list[PoolBeat]) -> tuple[float, float]:
         return 0.0, 0.0
     provisioned = sum(a.slots * (b.at_ts - a.at_ts) for a, b in pairwise(beats))
     return provisioned, beats[-1].busy_s - beats[0].busy_s
-
-
-def _wait(
-    cond: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    detail: Callable[[], str] = lambda: "",
-    poll_s: float = 0.02,
-) -> float:
-    deadline = time.time() + timeout_s
-    while not cond():
-        if time.time() > deadline:
-            raise TimeoutError(f"scale-bench: timed out waiting for {what} {detail()}")
-        time.sleep(poll_s)
-    return time.time()
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
@@ -215,7 +201,7 @@ class ScaleRig:
         self.sampler = _Sampler(self.sup.heartbeats, worker.node, cfg.refresh_s)
         t0 = time.time()
         self.sampler.start()
-        _wait(lambda: bool(self.samples), cfg.timeout_s, "the worker's first heartbeat")
+        wait_for(lambda: bool(self.samples), cfg.timeout_s, "the worker's first heartbeat")
         calibration = self.calibrate(time.time() - t0)
         steady = self.steady(calibration.service_rps)
         step = self.step()
@@ -247,13 +233,13 @@ class ScaleRig:
         before = self.samples[-1]
         for batch in self.batches("premium", cfg.calibrate_batches):
             self.send([batch])
-            _wait(
+            wait_for(
                 lambda: self.processed() >= self.published,
                 cfg.timeout_s,
                 "a calibration batch",
                 self.status,
             )
-        calibrated = _wait(
+        calibrated = wait_for(
             lambda: self.samples[-1].finished - before.finished >= cfg.calibrate_batches,
             cfg.timeout_s,
             "the calibration heartbeat",
@@ -279,7 +265,7 @@ class ScaleRig:
             time.sleep(0.002)
         assert self.sampler is not None
         steady = self.sampler.since(steady_start + cfg.steady_s / 2)
-        _wait(self.drained, cfg.timeout_s, "the steady load", self.status)
+        wait_for(self.drained, cfg.timeout_s, "the steady load", self.status)
         return steady_figures(steady, rate, cfg.steady_s / 2)
 
     def step(self) -> dict[str, Any]:
@@ -288,7 +274,7 @@ class ScaleRig:
         assert self.sampler is not None
         sampler = self.sampler
         # A clean step: let the pool settle back to its minimum first.
-        _wait(
+        wait_for(
             lambda: self.samples[-1].slots == cfg.min_slots,
             cfg.scale_down_window_s + cfg.timeout_s,
             "the pool to settle before the step",
@@ -306,7 +292,7 @@ class ScaleRig:
                     return beat
             return None
 
-        _wait(
+        wait_for(
             lambda: matched(lambda b: b.target_slots) is not None,
             cfg.timeout_s,
             "the pool to grow",
@@ -314,12 +300,12 @@ class ScaleRig:
         )
         grown = matched(lambda b: b.target_slots)
         assert grown is not None
-        drained_ts = _wait(self.drained, cfg.timeout_s, "the burst to drain", self.status)
+        drained_ts = wait_for(self.drained, cfg.timeout_s, "the burst to drain", self.status)
         burst = sampler.since(step_ts)
         first_up = next(b for b in burst if b.target_slots > before)
         peak_target = max(b.target_slots for b in burst)
         peak = matched(lambda b: peak_target)
-        shrunk_ts = _wait(
+        shrunk_ts = wait_for(
             lambda: self.samples[-1].slots == cfg.min_slots and self.samples[-1].at_ts > drained_ts,
             cfg.scale_down_window_s + cfg.timeout_s,
             "the pool to shrink",

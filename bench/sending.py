@@ -2,29 +2,42 @@
 
 Routine micro-batches (and, with screening on, their screening copies) go through the
 producer's publisher, the same code path ``iotsched produce`` uses, with the in-flight
-ledger when one is given. When the runtime's ``Publisher`` lands, ``bench_publisher`` is
-the one place to change. Anomaly probes are not routine work: they go straight to the
+ledger when one is given. When the runtime's ``Publisher`` lands, the two constructors
+here are the one place to change. Anomaly probes are not routine work: they go straight to the
 anomaly queue, as an operator's probe would.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from celery import Celery
 
 from ingest.celery_publisher import CeleryPublisher
+from ingest.regional_publisher import RegionalPublisher
 from scheduler.model import Batch, WorkClass, queue_name
 from stores.inflight import InflightLedger
 from tasks.routine import PROBE_TASK
 
 
 def bench_publisher(
-    app: Celery, *, screening: bool = False, ledger: InflightLedger | None = None
+    app: Celery, *, screening: bool | None = None, ledger: InflightLedger | None = None
 ) -> CeleryPublisher:
-    """The publisher every bench sends routine work through."""
+    """The publisher every bench sends routine work through; ``screening`` None follows
+    the environment (``IOTSCHED_SCREENING``, on by default), as a producer does."""
     return CeleryPublisher(app, screening=screening, ledger=ledger)
+
+
+def bench_regional_publisher(
+    app: Celery,
+    region_broker_urls: Mapping[str, str],
+    *,
+    screening: bool | None = None,
+    ledger: InflightLedger | None = None,
+) -> RegionalPublisher:
+    """The same publisher, for regions with brokers of their own (``app`` for the rest)."""
+    return RegionalPublisher.from_urls(app, region_broker_urls, screening=screening, ledger=ledger)
 
 
 def send_batches(publisher: CeleryPublisher, batches: Iterable[Batch]) -> int:

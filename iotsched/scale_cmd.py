@@ -140,6 +140,7 @@ def run_supervise(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     from bench.scale import BenchConfig, run_bench
+    from bench.worker_launch import WaitTimedOut
 
     high, low = parse_autoscale(args.autoscale)
     cfg = BenchConfig(
@@ -157,8 +158,8 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     try:
         result = run_bench(cfg)
-    except TimeoutError as exc:
-        print(exc, file=sys.stderr)
+    except WaitTimedOut as exc:
+        print(f"scale-bench: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=None if args.trace else 2))
     return 0
