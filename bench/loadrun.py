@@ -209,7 +209,9 @@ class _Gateway:
         self.rejected += res.rejected
         self.held.hold(res, ids, ts, values, first, now)
         if self.extra is not None:
-            singles = self.extra(now)
+            # Counted in ``readings`` like the rest: a run that overran its schedule (a loaded
+            # machine) must not offer a second second's singles past the total asked for.
+            singles = self.extra(now)[: max(0, self.readings - self.offered)]
             if singles:
                 self.offered += len(singles)
                 a, r = offer_singles(self.producer, singles)

@@ -183,5 +183,9 @@ def private_redis(url: str | None = None) -> Iterator[str]:
     if url:
         yield url
         return
-    with PrivateRedis() as server:
+    try:
+        server = PrivateRedis()
+    except RedisUnavailable as exc:
+        raise RedisUnavailable(f"{exc}, or pass --redis-url") from exc
+    with server:
         yield server.url
