@@ -1,4 +1,4 @@
-"""Maintenance windows with real maintenance, data and beat workers (iotsched/maintenance_bench.py).
+"""Maintenance windows with real maintenance, data and beat workers (bench/maintenance.py).
 
 Given a window booked during steady load, it starts on time on the dedicated
 maintenance worker while data processing goes on; given an operation that
