@@ -1,4 +1,4 @@
-"""Pool sizing pieces: splitting a region's slots by load, and the measured service rate."""
+"""Pool sizing: splitting a region's slots by load, and a worker's share under maintenance."""
 
 from __future__ import annotations
 
@@ -7,16 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.model import WorkClass
+from scheduler.pool_sizing import LocalLoad, PoolFigures, PoolSizer
+from scheduler.rate_meter import QueueRates
+from scheduler.region_sizing import apportion, work_class
 from scheduler.settings import Settings
-from stores.queue_depth import QueueRates
-from workers.pool_sizing import (
-    LocalLoad,
-    PoolFigures,
-    PoolSizer,
-    ServiceMeter,
-    apportion,
-    work_class,
-)
 
 
 @pytest.mark.parametrize(
@@ -42,30 +36,6 @@ def test_apportion_hands_out_exactly_the_total(total: int, weights: dict[str, fl
     shares = apportion(total, weights)
     assert sum(shares.values()) == total
     assert all(n >= 0 for n in shares.values())
-
-
-def test_service_rate_keeps_the_prior_until_enough_work_was_timed() -> None:
-    meter = ServiceMeter(prior_rps=10.0)
-    meter.update(0, 0.0)
-    # 4 tasks in 0.2 task-seconds: too little evidence yet
-    assert meter.update(4, 0.2) == 10.0
-    # 25 tasks in 0.5 task-seconds: 50 tasks/s per busy slot
-    assert meter.update(25, 0.5) == pytest.approx(50.0)
-    # then new measurements are blended, not swapped in
-    assert meter.update(45, 1.5) == pytest.approx(35.0)
-
-
-def test_many_short_tasks_are_enough_evidence() -> None:
-    meter = ServiceMeter(prior_rps=10.0)
-    meter.update(0, 0.0)
-    # 60 tasks of 5 ms each: 0.3 task-seconds, but 60 tasks
-    assert meter.update(60, 0.3) == pytest.approx(200.0)
-
-
-def test_a_restarted_meter_reads_as_no_progress() -> None:
-    meter = ServiceMeter(prior_rps=10.0)
-    meter.update(100, 9.0)
-    assert meter.update(0, 0.0) == 10.0
 
 
 @pytest.mark.parametrize(
