@@ -1,7 +1,8 @@
-"""A region's worker pool on the virtual clock: ready slots, slots starting up, and its scaler.
+"""A region's worker pool on the virtual clock: ready slots, slots starting up, and its sizing.
 
-The scaler is the runtime's own object (ScalingPolicy, or a baseline rule);
-this module only turns its answers into slots that become useful after
+The sizing is the runtime's own assembly (scheduler.region_sizing.RegionSizer
+over ScalingPolicy, or over a baseline rule, and the capacity ledger); this
+module only turns its answers into slots that become useful after
 ``slot_startup_s`` and that vanish at once on scale-in (routine tasks yield
 within one chunk, far below the control period).
 """
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import replace
-from typing import Protocol
 
 from scheduler.forecast import DailyProfile
-from scheduler.scaling import ScalingConfig, ScalingObservation, ScalingPolicy
+from scheduler.region_sizing import RegionSizer, Scaler
+from scheduler.scaling import ScalingConfig, ScalingPolicy
 from scheduler.scaling_baselines import (
     CeleryStockRule,
     HpaRule,
@@ -25,10 +26,6 @@ from scheduler.scaling_baselines import (
 BASELINES = ("celery", "hpa", "keda")
 SCALERS = ("policy", *(f"{b}{suffix}" for b in BASELINES for suffix in ("", "+forecast")))
 FORECAST_SUFFIX = "+forecast"
-
-
-class Scaler(Protocol):
-    def desired_slots(self, obs: ScalingObservation) -> int: ...
 
 
 def uses_forecast(kind: str) -> bool:
@@ -88,10 +85,10 @@ def scaler_settings(scaler: Scaler) -> str:
 
 
 class Pool:
-    """Slots of one region's data-processing pool."""
+    """Slots of one region's data-processing pool, sized by ``sizer``."""
 
-    def __init__(self, scaler: Scaler, initial_slots: int, slot_startup_s: float) -> None:
-        self.scaler = scaler
+    def __init__(self, sizer: RegionSizer, initial_slots: int, slot_startup_s: float) -> None:
+        self.sizer = sizer
         self.ready = initial_slots
         self.slot_startup_s = slot_startup_s
         #: (ready_at_s, slots) in start order.
