@@ -25,17 +25,20 @@ from scheduler.maintenance import drain_slots
 from scheduler.model import Topology, WorkClass, queue_name
 from scheduler.placement import PlacementPolicy, RegionLoad, round_robin_place
 from scheduler.preemption import PreemptionConfig, PreemptionPolicy
-from scheduler.region_sizing import RegionObservation, RegionSizer
 from scheduler.reservations import ReservationBook
 from simulation.ingest_sim import Ingest
 from simulation.loads import LoadPattern
 from simulation.maintenance_sim import MaintenanceDriver
-from simulation.pools import Pool, make_scaler, scaler_settings, uses_forecast
+from simulation.pools import Pool, make_sizer, observe_region, scaler_settings, uses_forecast
 from simulation.spec import SimSpec
 from simulation.trace import ANOMALY, CLASSES, PREMIUM, SCREEN, STANDARD, Trace
 
 #: Claim order of the capacity ledger, as indices into CLASSES.
 _CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+#: The classes in a data worker's ``-Q`` order (model.DATA_QUEUE_KINDS: premium before
+#: the screening of other tiers), as the autoscaler sees its queues; the one simulated
+#: screening class stands for both screening queues.
+_SIZING_ORDER = (ANOMALY, PREMIUM, SCREEN, STANDARD)
 
 
 def _integer_arrivals(rate: np.ndarray, step_s: float) -> np.ndarray:
@@ -71,8 +74,10 @@ class Simulator:
         self.health = RegionHealth(spec.silence_timeout_s, regions=self.regions)
         self.preemption = PreemptionPolicy(PreemptionConfig(chunk_readings=sv.chunk_readings))
         self.ledgers = [CapacityLedger(self._class_budget(int(b))) for b in self.budget]
-        #: Each region's queues under the runtime's names, in CLASSES order.
-        self.queue_names = [tuple(queue_name(r, c.value) for c in CLASSES) for r in self.regions]
+        #: Each region's queues under the runtime's names, in _SIZING_ORDER.
+        self.queue_names = [
+            tuple(queue_name(r, CLASSES[k].value) for k in _SIZING_ORDER) for r in self.regions
+        ]
         self.book = ReservationBook(
             {r: int(b) for r, b in zip(self.regions, self.budget, strict=True)},
             {r: self.ledgers[i].budget.premium_guarantee_slots for i, r in enumerate(self.regions)},
@@ -114,11 +119,10 @@ class Simulator:
             if spec.history_pattern is not None and uses_forecast(spec.scaler):
                 profile = self._learned_profile(spec.history_pattern, r)
             lo = self.ledgers[r].budget.premium_guarantee_slots // 4 + 1
-            scaler = make_scaler(
-                spec.scaler, spec.scaling, lo, int(self.budget[r]),
+            sizer = make_sizer(
+                spec.scaler, spec.scaling, self.ledgers[r].budget, lo,
                 spec.service.batch_readings, profile, spec.keda_list_length,
             )  # fmt: skip
-            sizer = RegionSizer(scaler, self.ledgers[r].budget, spec.scaling.drain_target_s)
             if spec.initial_slots is not None:
                 initial = spec.initial_slots[r]
             else:
@@ -321,7 +325,13 @@ class Simulator:
                 # Nothing measured yet: the pool keeps the size it was given for the first load.
                 target = min(pool.provisioned, int(caps[r]))
             else:
-                obs = self._observation(r, now_ts, pool, queue, period_in, period_busy, held)
+                obs = observe_region(
+                    self.queue_names[r], now_ts,
+                    (queue[r] * self.routine_equiv)[list(_SIZING_ORDER)].tolist(),
+                    (period_in[r] * self.routine_equiv)[list(_SIZING_ORDER)].tolist(),
+                    spec.control_period_s, spec.service.routine_rps_per_slot,
+                    period_busy[r], pool.provisioned, held,
+                )  # fmt: skip
                 target = pool.sizer.size(obs).region_slots
             if pool.provisioned > caps[r]:
                 self.maintenance.data_shrunk(r, t, busy_prev[r] > caps[r])
@@ -329,31 +339,6 @@ class Simulator:
             self.maintenance.tick(r, t, now_ts, held)
             self.reserved[r] = self.book.reserved_slots(name, now_ts)
         return caps
-
-    def _observation(
-        self,
-        r: int,
-        now_ts: float,
-        pool: Pool,
-        queue: np.ndarray,
-        period_in: np.ndarray,
-        period_busy: np.ndarray,
-        maintenance_level: int,
-    ) -> RegionObservation:
-        """Region ``r``'s queues as the autoscaler observes them, in routine-equivalent readings."""
-        period = self.spec.control_period_s
-        names = self.queue_names[r]
-        depth = (queue[r] * self.routine_equiv).tolist()
-        arrival = (period_in[r] * self.routine_equiv / period).tolist()
-        return RegionObservation(
-            now_ts=now_ts,
-            depth=dict(zip(names, depth, strict=True)),
-            arrival_rps=dict(zip(names, arrival, strict=True)),
-            service_rps_per_slot=self.spec.service.routine_rps_per_slot,
-            busy_slots=math.ceil(period_busy[r] / period - 1e-9),
-            current_slots=pool.provisioned,
-            maintenance_reserved_slots=maintenance_level,
-        )
 
     def _allocate(self, queue: np.ndarray, grant_slots: np.ndarray) -> None:
         """The ledger's class grants for what is queued now (it is cheap: every step)."""

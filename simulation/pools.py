@@ -9,11 +9,14 @@ within one chunk, far below the control period).
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 
+from scheduler.capacity import CapacityBudget
 from scheduler.forecast import DailyProfile
-from scheduler.region_sizing import RegionSizer, Scaler
+from scheduler.region_sizing import RegionObservation, RegionSizer, Scaler
 from scheduler.scaling import ScalingConfig, ScalingPolicy
 from scheduler.scaling_baselines import (
     CeleryStockRule,
@@ -69,6 +72,48 @@ def make_scaler(
     if profile is None:
         raise ValueError(f"scaler {kind!r} needs a daily curve learned from earlier days")
     return PredictiveFloor(rule, profile, min_slots, max_slots, config.target_utilization)
+
+
+def make_sizer(
+    kind: str,
+    config: ScalingConfig,
+    budget: CapacityBudget,
+    min_slots: int,
+    readings_per_task: int,
+    profile: DailyProfile | None = None,
+    keda_list_length: int = 1,
+) -> RegionSizer:
+    """One region's sizing: the scaler named ``kind`` (up to the whole budget) under the ledger."""
+    scaler = make_scaler(
+        kind, config, min_slots, budget.total_slots, readings_per_task, profile, keda_list_length
+    )
+    return RegionSizer(scaler, budget, config.drain_target_s)
+
+
+def observe_region(
+    queues: Sequence[str],
+    now_ts: float,
+    queued_work: Sequence[float],
+    arrived_work: Sequence[float],
+    period_s: float,
+    service_rps_per_slot: float,
+    busy_slot_s: float,
+    current_slots: int,
+    maintenance_level: int,
+) -> RegionObservation:
+    """A simulated region as the autoscaler observes a real one, per queue: work waiting
+    now and work that arrived over the last control period (``period_s``), in the unit
+    ``service_rps_per_slot`` counts; slots busy on average over the period, rounded up.
+    """
+    return RegionObservation(
+        now_ts=now_ts,
+        depth=dict(zip(queues, queued_work, strict=True)),
+        arrival_rps={q: w / period_s for q, w in zip(queues, arrived_work, strict=True)},
+        service_rps_per_slot=service_rps_per_slot,
+        busy_slots=math.ceil(busy_slot_s / period_s - 1e-9),
+        current_slots=current_slots,
+        maintenance_reserved_slots=maintenance_level,
+    )
 
 
 def scaler_settings(scaler: Scaler) -> str:
