@@ -15,6 +15,10 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+#: Arrival rates are measured over this long: short enough to follow a ramp,
+#: long enough that one refresh's handful of messages is not read as a peak.
+ARRIVAL_WINDOW_S = 1.0
+
 
 @dataclass(frozen=True)
 class QueueSample:
@@ -61,7 +65,7 @@ class RateMeter:
     few messages per interval, and a rate from one interval is mostly noise.
     """
 
-    def __init__(self, window_s: float = 1.0) -> None:
+    def __init__(self, window_s: float = ARRIVAL_WINDOW_S) -> None:
         self.window_s = window_s
         self._samples: deque[QueueSample] = deque()
 

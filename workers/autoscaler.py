@@ -32,7 +32,7 @@ from celery.worker import state
 from celery.worker.autoscale import Autoscaler
 
 from scheduler.pool_sizing import LocalLoad, PoolFigures, PoolSizer
-from scheduler.rate_meter import RateMeter
+from scheduler.rate_meter import ARRIVAL_WINDOW_S, RateMeter
 from scheduler.region_sizing import work_class
 from scheduler.service_meter import ServiceMeter
 from scheduler.settings import Settings
@@ -49,9 +49,6 @@ logger = logging.getLogger(__name__)
 STALE_REFRESHES = 8
 #: A pool heartbeat older than this many refreshes (at least 3 s) is a gone worker.
 HEARTBEAT_REFRESHES = 12
-#: Arrival rates are measured over this long: short enough to follow a ramp,
-#: long enough that one refresh's handful of messages is not read as a peak.
-ARRIVAL_WINDOW_S = 1.0
 AUTOSCALER_PATH = "workers.autoscaler:QueueDepthAutoscaler"
 
 
