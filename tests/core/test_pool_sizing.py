@@ -1,55 +1,12 @@
-"""Pool sizing: splitting a region's slots by load, and a worker's share under maintenance."""
+"""A worker's pool target: its share of the region's slots, under a maintenance pre-drain."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from scheduler.model import WorkClass
 from scheduler.pool_sizing import LocalLoad, PoolFigures, PoolSizer
 from scheduler.rate_meter import QueueRates
-from scheduler.region_sizing import apportion, work_class
 from scheduler.settings import Settings
-
-
-@pytest.mark.parametrize(
-    ("total", "weights", "expected"),
-    [
-        (4, {"a": 1.0, "b": 1.0}, {"a": 2, "b": 2}),
-        (3, {"a": 2.0, "b": 1.0}, {"a": 2, "b": 1}),
-        (1, {"a": 0.2, "b": 0.8}, {"a": 0, "b": 1}),
-        (2, {"a": 0.0, "b": 0.0}, {"a": 0, "b": 2}),  # no load anywhere: the last takes it
-        (0, {"a": 5.0}, {"a": 0}),
-        (3, {}, {}),
-    ],
-)
-def test_apportion(total: int, weights: dict[str, float], expected: dict[str, int]) -> None:
-    assert apportion(total, weights) == expected
-
-
-@given(
-    st.integers(0, 200),
-    st.dictionaries(st.sampled_from("abcdef"), st.floats(0, 1e6), min_size=1),
-)
-def test_apportion_hands_out_exactly_the_total(total: int, weights: dict[str, float]) -> None:
-    shares = apportion(total, weights)
-    assert sum(shares.values()) == total
-    assert all(n >= 0 for n in shares.values())
-
-
-@pytest.mark.parametrize(
-    ("queue", "expected"),
-    [
-        ("eu-west.premium", WorkClass.PREMIUM),
-        ("eu-west.maintenance", WorkClass.MAINTENANCE),
-        ("us-east.anomaly", WorkClass.ANOMALY),
-        ("default", WorkClass.STANDARD),
-    ],
-)
-def test_work_class_of_a_queue(queue: str, expected: WorkClass) -> None:
-    assert work_class(queue) is expected
-
 
 REGION_QUEUES = ("eu-west.premium", "eu-west.standard")
 
