@@ -16,6 +16,7 @@ between them: the autoscaler counts tasks (messages), the simulator readings.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,8 +32,13 @@ class Scaler(Protocol):
     def desired_slots(self, obs: ScalingObservation) -> int: ...
 
 
+@functools.cache
 def work_class(queue: str) -> WorkClass:
-    """``eu-west.premium`` → PREMIUM; a queue outside the naming scheme counts as standard."""
+    """``eu-west.premium`` → PREMIUM; a queue outside the naming scheme counts as standard.
+
+    Cached: a region has a handful of queues, and the simulator sizes every region
+    every simulated second.
+    """
     kind = queue.rpartition(".")[2]
     if kind == SCREEN_PREMIUM_KIND:
         return WorkClass.SCREEN
@@ -68,6 +74,13 @@ def maintenance_hold(ledger: CapacityLedger, level: int, demand_slots: int = 0) 
 def data_cap_slots(ledger: CapacityLedger, level: int) -> int:
     """Slots a region's data pools may hold while maintenance holds the pre-drain ``level``."""
     return ledger.budget.total_slots - maintenance_hold(ledger, level)
+
+
+@functools.cache
+def _classes_of(queues: tuple[str, ...]) -> frozenset[WorkClass]:
+    """The classes ``queues`` serve; two queues of one class (both screening queues)
+    share its grant, so it is credited once."""
+    return frozenset(work_class(q) for q in queues)
 
 
 @dataclass(frozen=True)
@@ -129,19 +142,27 @@ class RegionSizer:
         stays current; queues not active count for nothing.
         """
         queues = tuple(obs.depth) if active is None else tuple(active)
-        depth = {q: obs.depth.get(q, 0) for q in queues}
-        arrival = {q: obs.arrival_rps.get(q, 0.0) for q in queues}
+        # One pass (the simulator sizes every region every simulated second): totals
+        # for the scaler, and each queue's load (arrivals plus backlog over the drain
+        # target) to split its answer by.
+        depth_total: float = 0
+        arrival_total = 0.0
+        weights: dict[str, float] = {}
+        for q in queues:
+            depth, arrival = obs.depth.get(q, 0), obs.arrival_rps.get(q, 0.0)
+            depth_total += depth
+            arrival_total += arrival
+            weights[q] = arrival + depth / self.drain_target_s
         wanted = self.scaler.desired_slots(
             ScalingObservation(
                 now_ts=obs.now_ts,
-                queue_depth=int(sum(depth.values())),
-                arrival_rps=sum(arrival.values()),
+                queue_depth=int(depth_total),
+                arrival_rps=arrival_total,
                 service_rps_per_slot=obs.service_rps_per_slot,
                 busy_slots=obs.busy_slots,
                 current_slots=obs.current_slots,
             )
         )
-        weights = {q: arrival[q] + depth[q] / self.drain_target_s for q in queues}
         demand: dict[WorkClass, int] = {}
         for queue, slots in apportion(wanted, weights).items():
             cls = work_class(queue)
@@ -150,8 +171,7 @@ class RegionSizer:
             self.ledger, obs.maintenance_reserved_slots, demand.pop(WorkClass.MAINTENANCE, 0)
         )
         by_class = self.ledger.allocate(demand, maintenance)
-        # Two queues of one class (unusual) share its grant: credit it once.
-        region_slots = sum(by_class[c] for c in {work_class(q) for q in queues})
+        region_slots = sum(by_class[c] for c in _classes_of(queues))
         reason = self._scaler_reason(wanted)
         if region_slots < wanted:
             reason += f"; ledger grants {region_slots} (budget {self.budget.total_slots})"

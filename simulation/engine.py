@@ -38,7 +38,7 @@ _CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 #: The classes in a data worker's ``-Q`` order (model.DATA_QUEUE_KINDS: premium before
 #: the screening of other tiers), as the autoscaler sees its queues; the one simulated
 #: screening class stands for both screening queues.
-_SIZING_ORDER = (ANOMALY, PREMIUM, SCREEN, STANDARD)
+_SIZING_ORDER = [ANOMALY, PREMIUM, SCREEN, STANDARD]
 
 
 def _integer_arrivals(rate: np.ndarray, step_s: float) -> np.ndarray:
@@ -327,8 +327,8 @@ class Simulator:
             else:
                 obs = observe_region(
                     self.queue_names[r], now_ts,
-                    (queue[r] * self.routine_equiv)[list(_SIZING_ORDER)].tolist(),
-                    (period_in[r] * self.routine_equiv)[list(_SIZING_ORDER)].tolist(),
+                    (queue[r] * self.routine_equiv)[_SIZING_ORDER].tolist(),
+                    (period_in[r] * self.routine_equiv)[_SIZING_ORDER].tolist(),
                     spec.control_period_s, spec.service.routine_rps_per_slot,
                     period_busy[r], pool.provisioned, held,
                 )  # fmt: skip
