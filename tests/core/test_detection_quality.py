@@ -53,11 +53,20 @@ def test_lasting_anomalies_at_3_to_8_noise_widths_are_recalled_with_few_false_al
 
 
 def test_single_reading_spikes_need_to_clear_the_spike_band() -> None:
-    # Given spikes and dips of 12-16 noise widths, past spike_z = 8 with margin
+    # Given spikes and dips of 12-16 noise widths, far past a calm device's band
     quality = screened_fleet((12.0, 16.0))
     # Then nearly all of them are alerted on their own reading
     assert quality["recall_by_kind"]["spike"] >= 0.9
     assert quality["recall_by_kind"]["dip"] >= 0.9
+
+
+def test_single_reading_spikes_of_6_to_8_noise_widths_on_calm_devices_are_recalled() -> None:
+    # Given spikes and dips of 6-8 noise widths on Gaussian devices (band about 5 widths)
+    quality = screened_fleet((6.0, 8.0))
+    # Then most are alerted on their own reading, and false alerts stay rare
+    assert quality["recall_by_kind"]["spike"] >= 0.7
+    assert quality["recall_by_kind"]["dip"] >= 0.7
+    assert quality["false_alerts_per_1000"] < 0.5
 
 
 def test_judge_counts_alerts_outside_any_anomaly_as_false_and_late_ones_as_misses() -> None:
