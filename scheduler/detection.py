@@ -1,7 +1,7 @@
 """Detector: a per-device streaming anomaly screen over columnar batches.
 
 Each (device, metric) carries a fixed-width state vector (``STATE_FIELDS``, stored in
-``STATE_BYTES`` = 252 bytes: float64 where precision matters, float32 elsewhere) that
+``STATE_BYTES`` = 256 bytes: float64 where precision matters, float32 elsewhere) that
 lives in Redis between batches; ``pack_states``/
 ``unpack_states`` turn a whole batch's states into bytes in one go so an adapter needs
 one MGET and one MSET. Every reading costs O(1) work and the batch is vectorised.
@@ -21,8 +21,12 @@ in units of a robust scale:
   cycle or a count hovering at 0 does not divide by almost nothing;
 - heavy tails: the residuals' own 99th percentile is tracked, and a device whose tail
   is wider than a Gaussian's has its residuals shrunk by that ratio before judging;
-- spikes/dips: the one-step normalised residual past ``spike_z``; a spike whose value
-  would be ordinary at another time of day is a ``seasonal`` deviation;
+- spikes/dips: the one-step normalised residual past the device's own spike band: the
+  larger of ``spike_z`` (times the tail ratio) and ``far_tail_factor`` x the tracked 99.9th
+  percentile of its residuals, so a calm, Gaussian device is judged at about 5 robust
+  standard deviations while one whose bursts reach 6-10 every day (tweet counts, road
+  traffic) is judged past its own reach; a spike whose value would be ordinary at another
+  time of day is a ``seasonal`` deviation;
 - level shifts and drift: a two-sided CUSUM of the clipped residuals; an alarm whose
   evidence arrived in a few readings, or is fading, is a shift, one still growing is
   drift. A shift re-anchors the level (and the slow mean) where the values now are, so
@@ -78,6 +82,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "spread",  # slow EWMA of |value - slow_mean|: the signal's own scale
     "resolution",  # smallest non-zero step between consecutive values seen
     "tail_z",  # tracked 99th percentile of |normalised residual|
+    "far_tail_z",  # tracked 99.9th percentile of it: how far this device's bursts reach
     "cusum_pos",
     "cusum_neg",
     "run_pos",  # readings since cusum_pos last rose past evidence_floor
@@ -105,6 +110,7 @@ K = len(STATE_FIELDS)
     _SPREAD,
     _RES,
     _TAIL,
+    _FARTAIL,
     _CPOS,
     _CNEG,
     _RPOS,
@@ -135,6 +141,9 @@ KIND_CODES: dict[str, int] = {name: code for code, name in enumerate(KIND_NAMES)
 #: |z| of a standard Gaussian exceeded 1 % of the time: the tail a normal device shows.
 _GAUSS_TAIL_Z = 2.576
 _TAIL_P = 0.99
+#: The same at 99.9 %.
+_GAUSS_FAR_Z = 3.291
+_FAR_P = 0.999
 _GAP_P = 0.99
 #: abs(residual) averages this fraction of a Gaussian's standard deviation.
 _MAD_TO_STD = 1.2533
@@ -154,9 +163,13 @@ class DetectorConfig:
     fast_alpha: float = 0.5
     #: Residuals beyond this are clipped before they update level and scale (robustness).
     clip_z: float = 3.0
-    #: One reading this far out is a spike; recorded series (tweet counts, road traffic)
-    #: burst past 6 every day, so smaller single-reading spikes are left to the CUSUM.
-    spike_z: float = 8.0
+    #: One reading this far out (times the tail ratio) is a spike on a Gaussian device...
+    spike_z: float = 5.0
+    #: ...and it must also pass this multiple of the device's tracked 99.9th percentile of
+    #: |residual|: recorded series (tweet counts, road traffic) burst past 6 every day and
+    #: their band widens to their own reach. Learning rate (log units) of that tracker.
+    far_tail_factor: float = 1.5
+    far_tail_rate: float = 0.1
     cusum_k: float = 0.6
     cusum_h: float = 8.0
     #: One reading adds at most this to the CUSUM, so a lone spike cannot look like a shift.
@@ -235,6 +248,7 @@ def fresh_states(n_devices: int, metrics: int = 1) -> F64:
     states[:, :, _DROPMARK] = np.nan
     states[:, :, _RES] = np.inf
     states[:, :, _TAIL] = _GAUSS_TAIL_Z
+    states[:, :, _FARTAIL] = _GAUSS_FAR_Z
     return states.reshape(n_devices, metrics * K)
 
 
@@ -364,7 +378,11 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F6
     # A device with heavier tails than a Gaussian is judged against its own tail.
     tail_ratio = np.maximum(1.0, st[:, _TAIL] / _GAUSS_TAIL_Z)
     z = z_raw / tail_ratio
-    band = c.spike_z * std * tail_ratio
+    # One reading must clear both the Gaussian-scaled band and the reach of the device's
+    # own rarest bursts, so a calm device is judged tighter than one that bursts daily
+    # (the 99th percentile alone says too little about how far a heavy tail reaches).
+    spike_z = np.maximum(c.spike_z * tail_ratio, c.far_tail_factor * st[:, _FARTAIL])
+    band = spike_z * std
 
     step_size = np.abs(x - st[:, _LASTV])
     is_flat = seen & (step_size <= c.flat_tolerance)
@@ -387,7 +405,7 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F6
     r_drop = np.where(gap_known & unreported & (dt > 0), dt / silence_limit, 0.0)
 
     stuck_limit = np.maximum(c.stuck_readings, c.stuck_factor * st[:, _FLATMAX])
-    r_spike = np.where(warm, np.abs(z) / c.spike_z, 0.0)
+    r_spike = np.where(warm, np.abs(z_raw) / spike_z, 0.0)
     r_cusum = np.where(warm, np.maximum(cpos, cneg) / c.cusum_h, 0.0)
     r_stuck = np.where(warm & varies, flat_run / stuck_limit, 0.0)
     ratios = np.stack([r_spike, r_cusum, r_stuck])
@@ -436,6 +454,12 @@ def _step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F6
     tail_step = np.where(beyond, _TAIL_P, _TAIL_P - 1.0) * c.tail_rate
     st[:, _TAIL] = np.where(
         tail_warm & learn, np.maximum(st[:, _TAIL] * np.exp(tail_step), _GAUSS_TAIL_Z), st[:, _TAIL]
+    )
+    far_step = np.where(np.abs(z_raw) > st[:, _FARTAIL], _FAR_P, _FAR_P - 1.0) * c.far_tail_rate
+    st[:, _FARTAIL] = np.where(
+        tail_warm & learn,
+        np.maximum(st[:, _FARTAIL] * np.exp(far_step), _GAUSS_FAR_Z),
+        st[:, _FARTAIL],
     )
 
     # Slow statistics and the season learn from ordinary readings only.

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.detection import KIND_NAMES
+
 
 @dataclass(frozen=True)
 class InjectedAnomaly:
@@ -70,6 +72,7 @@ def judge(
             delays_ms.append(1000.0 * float(delay_s.min()))
         hits.setdefault(anomaly.kind, []).append(int(hit))
     false_alerts = int(alerts.size - explained.sum())
+    codes, counts = np.unique(alerts["kind"][~explained].astype(np.int64), return_counts=True)
     recalled = sum(sum(h) for h in hits.values())
     return {
         "injected": len(injected),
@@ -79,12 +82,20 @@ def judge(
         "alerted_share": _share(alerted, len(injected)),
         "false_alerts": false_alerts,
         "false_alerts_per_1000": round(1000.0 * false_alerts / max(screened_readings, 1), 4),
+        # Which kinds the false alerts were: a flood of one kind names its cause.
+        "false_alerts_by_kind": {
+            _kind_name(int(code)): int(n) for code, n in zip(codes, counts, strict=True)
+        },
         "detection_ms": {
             "p50": _pct(delays_ms, 50),
             "p99": _pct(delays_ms, 99),
             "true_positives": len(delays_ms),
         },
     }
+
+
+def _kind_name(code: int) -> str:
+    return KIND_NAMES[code] if 0 <= code < len(KIND_NAMES) else str(code)
 
 
 def _share(part: int, whole: int) -> float | None:

@@ -156,7 +156,7 @@ def test_normal_traffic_false_alert_rate_is_low() -> None:
 
 
 # Bounds in readings after onset: spikes at once, stuck after its run, shifts and drifts soon.
-# Spikes are 14 sigma: the same margin over spike_z = 8 as 10 sigma had over the old 6.
+# Spikes are 14 sigma: far past a calm device's band (about 5 sigma), whatever its tail.
 FLEET_CASES = [
     ("spike", 14.0, 1e9, {"spike"}, 0),
     ("dip", 14.0, 1e9, {"dip"}, 0),

@@ -91,3 +91,25 @@ def test_an_integer_count_series_with_zeros_does_not_flood() -> None:
     assert stuck[:288].sum() <= 1
     assert not stuck[288:].any()
     assert 1_000 * result.alert.sum() / ts.size < 0.5
+
+
+def test_a_calm_device_is_judged_tighter_than_one_whose_bursts_reach_far() -> None:
+    # Given two 5-minute series with the same noise width over 8 days: one Gaussian, one
+    # with a burst of 6-9 widths every few hours (as tweet counts and road traffic show)
+    rng = np.random.default_rng(5)
+    ts = MONDAY_TS + FIVE_MIN_S * np.arange(8 * 288)
+    calm = 50.0 + rng.normal(0.0, 2.0, ts.size)
+    bursty = 50.0 + rng.normal(0.0, 2.0, ts.size)
+    bursts = np.arange(100, ts.size, 40)
+    bursty[bursts] += 2.0 * rng.uniform(6.0, 9.0, bursts.size)
+    # and a 7-width spike on the last day of each
+    calm[-100] += 14.0
+    bursty[-100] += 14.0
+    # When both are screened
+    quiet, loud = screen_one(ts, calm), screen_one(ts, bursty)
+    # Then the calm device alerts its spike, and its band is narrower than the bursty one's
+    assert quiet.alert[-100]
+    assert quiet.band[-101] < loud.band[-101]
+    # and once its bursts are learned the bursty device alerts few of them (its own normal)
+    late = bursts[bursts > 288 * 3]
+    assert loud.alert[late].mean() <= 0.2

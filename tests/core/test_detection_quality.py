@@ -53,11 +53,20 @@ def test_lasting_anomalies_at_3_to_8_noise_widths_are_recalled_with_few_false_al
 
 
 def test_single_reading_spikes_need_to_clear_the_spike_band() -> None:
-    # Given spikes and dips of 12-16 noise widths, past spike_z = 8 with margin
+    # Given spikes and dips of 12-16 noise widths, far past a calm device's band
     quality = screened_fleet((12.0, 16.0))
     # Then nearly all of them are alerted on their own reading
     assert quality["recall_by_kind"]["spike"] >= 0.9
     assert quality["recall_by_kind"]["dip"] >= 0.9
+
+
+def test_single_reading_spikes_of_6_to_8_noise_widths_on_calm_devices_are_recalled() -> None:
+    # Given spikes and dips of 6-8 noise widths on Gaussian devices (band about 5 widths)
+    quality = screened_fleet((6.0, 8.0))
+    # Then most are alerted on their own reading, and false alerts stay rare
+    assert quality["recall_by_kind"]["spike"] >= 0.7
+    assert quality["recall_by_kind"]["dip"] >= 0.7
+    assert quality["false_alerts_per_1000"] < 0.5
 
 
 def test_judge_counts_alerts_outside_any_anomaly_as_false_and_late_ones_as_misses() -> None:
@@ -85,4 +94,24 @@ def test_judge_counts_alerts_outside_any_anomaly_as_false_and_late_ones_as_misse
     assert quality["recall_by_kind"] == {"shift": 1.0, "spike": 0.0}
     assert quality["false_alerts"] == 1
     assert quality["false_alerts_per_1000"] == 0.25
+    # and the false alert is named by its kind (code 1: spike)
+    assert quality["false_alerts_by_kind"] == {"spike": 1}
     assert quality["detection_ms"] == {"p50": 1000.0, "p99": 1000.0, "true_positives": 1}
+
+
+def test_false_alerts_are_broken_down_by_kind_so_a_flood_names_its_cause() -> None:
+    # Given no anomaly at all, and a sweep's worth of dropout alerts plus one level shift
+    alerts = alert_record.decode(
+        [
+            alert_record.encode(
+                np.arange(5, dtype=np.uint64),
+                np.full(5, 10.0),
+                np.array([6, 6, 6, 6, 3], np.int8),
+                11.0,
+            )
+        ]
+    )
+    quality = judge([], alerts, screened_readings=1_000)
+    # Then all five are false, and the breakdown says four of them were dropouts
+    assert quality["false_alerts"] == 5
+    assert quality["false_alerts_by_kind"] == {"dropout": 4, "level_shift": 1}
