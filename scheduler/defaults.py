@@ -37,3 +37,15 @@ ROUTINE_CHUNK_READINGS = 5_000
 
 #: Registry snapshot refresh check interval in workers and producers.
 REGISTRY_REFRESH_S = 5.0
+
+#: Oldest a screening copy may wait at the producer to be coalesced with others of its region.
+SCREEN_MAX_AGE_MS = 100.0
+#: How often beat sends the maintenance tick (windows start within about this of their start).
+MAINTENANCE_TICK_INTERVAL_S = 1.0
+#: How often beat sends a dropout sweep per region; a full pass over N detector states
+#: takes about N / (DROPOUT_PAGE_SIZE * DROPOUT_MAX_PAGES) sweeps.
+DROPOUT_SWEEP_INTERVAL_S = 2.0
+#: SCAN COUNT per page of the dropout sweep (a hint: Redis may return more or fewer keys).
+DROPOUT_PAGE_SIZE = 1_000
+#: Pages per sweep task: about 50,000 states (a few MB), so a sweep stays short.
+DROPOUT_MAX_PAGES = 50

@@ -30,10 +30,9 @@ from typing import Any
 import msgpack
 
 from scheduler.model import WorkClass, queue_name
+from scheduler.wire import MSGPACK_CONTENT_TYPE, ROUTINE_TASK
 from stores.keys import Keys
 
-ROUTINE_TASK = "iotsched.routine"
-MSGPACK_CONTENT_TYPE = "application/x-msgpack"
 #: Defaults per incident update: 500 messages of 5,000 readings is about 30 MB raw at most.
 MAX_MESSAGES = 500
 MAX_BYTES = 32 * 1024 * 1024

@@ -35,6 +35,7 @@ from celery import Task
 
 from scheduler.errors import InvalidBatch
 from scheduler.model import WorkClass, queue_name
+from scheduler.wire import ACCELERATE_TASK
 from stores.queue_scan import QueueScan
 from stores.work_budget_store import RedisWorkBudgetStore
 from tasks import context
@@ -42,7 +43,6 @@ from tasks.app import app
 from tasks.limits import TRANSIENT_ERRORS
 from tasks.routine import apply_chunks, chunks_holding
 
-ACCELERATE_TASK = "iotsched.accelerate"
 #: At most one accelerated scan per incident per this many seconds.
 MIN_INTERVAL_S = 1.0
 MAX_RETRIES = 3

@@ -40,6 +40,7 @@ from scheduler.errors import InvalidBatch, IotschedError, TransientError
 from scheduler.latency import bucket_counts
 from scheduler.model import WorkClass, queue_name
 from scheduler.registry import Registry
+from scheduler.wire import ALERTS_WIRE_VERSION, ANOMALY_TASK, INCIDENT_TICK_TASK
 from stores.detector_store import NOTIFY_STAGE, DetectorStore
 from stores.incident_store import IncidentStore, MemoryIncidentStore, RedisIncidentStore
 from stores.protocols import StateStore
@@ -47,9 +48,8 @@ from stores.registry_cache import RegistryCache
 from tasks import context
 from tasks.accelerate import MIN_INTERVAL_S, send_accelerate
 from tasks.app import app
-from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
+from tasks.screen import dead_letter_copy, detector_store
 
-TICK_TASK = "iotsched.incident_tick"
 #: Batch ids of dropout sweep alerts (tasks.dropout.dropout_alerts) start with this.
 DROPOUT_BATCH_PREFIX = "dropout:"
 MAX_RETRIES = 5
@@ -230,7 +230,7 @@ def notify(rt: AnomalyRuntime, updates: list[IncidentUpdate]) -> int:
 
 def send_tick(region: str, countdown_s: float) -> None:
     app.send_task(
-        TICK_TASK,
+        INCIDENT_TICK_TASK,
         args=({"region": region},),
         queue=queue_name(region, WorkClass.ANOMALY.value),
         countdown=countdown_s,
@@ -282,7 +282,9 @@ def process_anomaly(self: Task, payload: dict[str, Any]) -> int:
         return _retry(self, payload, exc)
 
 
-@app.task(name=TICK_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
+@app.task(
+    name=INCIDENT_TICK_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60
+)
 def process_incident_tick(self: Task, payload: dict[str, Any]) -> int:
     try:
         return handle_tick(payload, runtime(), time.time())

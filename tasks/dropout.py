@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from celery import Task
 
+from scheduler import defaults
 from scheduler.detection import (
     DROPOUT,
     STATE_BYTES,
@@ -34,21 +35,17 @@ from scheduler.detection import (
     unpack_states,
 )
 from scheduler.registry import Registry
+from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
 from stores.dropout_store import RedisDropoutStore, StatePage
 from stores.registry_cache import RegistryCache
 from tasks import context
 from tasks.app import app
 from tasks.limits import TRANSIENT_ERRORS
-from tasks.screen import ALERTS_WIRE_VERSION, EmitAlerts, publish_alerts
+from tasks.screen import EmitAlerts, publish_alerts
 
-DROPOUT_TASK = "iotsched.dropout_sweep"
-#: SCAN COUNT per page (a hint: Redis may return somewhat more or fewer keys).
-PAGE_SIZE = 1_000
-#: Pages per task: a sweep reads about 50,000 states (a few MB) and stays short.
-MAX_PAGES = 50
-#: How often the beat sends a sweep per region; a full pass over N states takes about
-#: N / (PAGE_SIZE * MAX_PAGES) sweeps.
-SWEEP_INTERVAL_S = 2.0
+#: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
+PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
+MAX_PAGES = defaults.DROPOUT_MAX_PAGES
 
 
 @dataclass

@@ -35,17 +35,13 @@ from scheduler.maintenance import (
 from scheduler.model import WorkClass, queue_name
 from scheduler.reservations import ReservationConflict
 from scheduler.settings import Settings
+from scheduler.wire import MAINTENANCE_RUN_TASK, MAINTENANCE_TICK_TASK
 from stores.keys import Keys
 from stores.reservation_store import BookState, ReservationStore
 from tasks import context
 from tasks.app import app, region_apps
 from tasks.maintenance_ops import OpOutcome, operation
 
-TICK_TASK = "iotsched.maintenance.tick"
-RUN_TASK = "iotsched.maintenance.run"
-#: Where beat sends the tick; consumed by the control worker (``workers/beat.py``).
-CONTROL_QUEUE = "maintenance.control"
-TICK_INTERVAL_S = 1.0
 #: Windows starting within this are sent now with an ETA: a tick interval plus margin.
 ARM_AHEAD_S = 2.0
 #: A sent try that has not started this long after it was due is sent again.
@@ -233,7 +229,7 @@ def _region_app(region: str) -> Celery:
     return region_apps(app, context.settings().region_broker_urls).get(region, app)
 
 
-@app.task(name=TICK_TASK, ignore_result=True)
+@app.task(name=MAINTENANCE_TICK_TASK, ignore_result=True)
 def maintenance_tick() -> int:
     """Start due windows, settle failed runs, publish drain levels; returns tries sent."""
     now = time.time()
@@ -244,7 +240,7 @@ def maintenance_tick() -> int:
     for d in sends:
         eta = datetime.fromtimestamp(d.due_ts, UTC) if d.due_ts > time.time() else None
         _region_app(d.region).send_task(
-            RUN_TASK,
+            MAINTENANCE_RUN_TASK,
             args=(d.reservation_id, d.try_no),
             queue=queue_name(d.region, WorkClass.MAINTENANCE.value),
             eta=eta,
@@ -253,7 +249,7 @@ def maintenance_tick() -> int:
     return len(sends)
 
 
-@app.task(name=RUN_TASK, acks_late=True, ignore_result=True)
+@app.task(name=MAINTENANCE_RUN_TASK, acks_late=True, ignore_result=True)
 def run_operation(reservation_id: str, try_no: int) -> str:
     """Run one try of a reservation's operation until done or its window's cutoff."""
     store = _store()

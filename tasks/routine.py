@@ -73,6 +73,10 @@ from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.registry import Registry
 from scheduler.routine import routine_effects
 from scheduler.validation import REASON_CODE, REASONS
+
+# Re-exported: benches still name them here.
+from scheduler.wire import PROBE_TASK as PROBE_TASK
+from scheduler.wire import ROUTINE_TASK as ROUTINE_TASK
 from stores.preemption_signal import NeverYield, PreemptionSignal, RedisPreemptionSignal
 from stores.protocols import StateStore
 from stores.registry_cache import RegistryCache
@@ -82,8 +86,6 @@ from tasks.deadletter import dead_letter_claimed, dead_letter_payload
 from tasks.inflight import settle_inflight
 from tasks.limits import ROUTINE, TRANSIENT_ERRORS, task_options
 
-ROUTINE_TASK = "iotsched.routine"
-PROBE_TASK = "iotsched.anomaly_probe"
 #: What giving up may meet: the store gone, or refusing writes; the ledger keeps the batch.
 _STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
 #: Soft time limits hit without finishing a single chunk before the rest is dead-lettered.
