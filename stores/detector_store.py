@@ -203,6 +203,26 @@ class MemoryDetectorStore:
         with self._lock:
             return list(self._recent)
 
+    def state_page(self, start: int, count: int) -> tuple[list[int], list[bytes], int]:
+        """States in device id order from position ``start``: (ids, blobs, next start; 0
+        once the pass is over). For the dropout sweep, like SCAN over the Redis keys."""
+        with self._lock:
+            ids = sorted(self._states)[start : start + count]
+            blobs = [self._states[d] for d in ids]
+            end = start + count
+            return ids, blobs, end if end < len(self._states) else 0
+
+    def replace_states(
+        self, device_ids: list[int], seen: list[bytes], new: list[bytes]
+    ) -> list[bool]:
+        """Write ``new`` where the state is still ``seen`` (no commit came in between)."""
+        with self._lock:
+            same = [self._states.get(d) == s for d, s in zip(device_ids, seen, strict=True)]
+            for d, blob, ok in zip(device_ids, new, same, strict=True):
+                if ok:
+                    self._states[d] = blob
+            return same
+
     def add_latency(self, stage: str, latency: Mapping[int, int]) -> None:
         with self._lock:
             self._merge(stage, latency)

@@ -61,11 +61,21 @@ class MemoryStateStore:
             return sum(r.count for r in self._rollups.values())
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
         with self._lock:
             self._dead.extend(letters)
             self._bump("dead_lettered", sum(dl.readings for dl in letters))
             for reason, readings in readings_by_reason(letters).items():
                 self._bump(f"dead_lettered:{reason}", readings)
+
+    def dead_letter_claimed(self, claimed: Sequence[tuple[str, DeadLetter]]) -> list[bool]:
+        with self._lock:
+            free = [cid not in self._claims for cid, _ in claimed]
+            written = [dl for (cid, dl), ok in zip(claimed, free, strict=True) if ok]
+            self._claims.update(cid for cid, _ in claimed)
+        self.add_dead_letters(written)
+        return free
 
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         with self._lock:
