@@ -71,7 +71,9 @@ def _run_embedded(args: argparse.Namespace, readings: int, extra: Any) -> dict[s
     assert snapshot is not None
     stderr_progress(f"embedded mode: in-memory broker and store, {args.devices:,} devices")
     with embedded_worker(settings, store) as app:
-        producer = Producer(lambda: snapshot, CeleryPublisher(app), store)
+        # The runtime's publisher: every batch goes through its in-memory in-flight ledger.
+        publisher = CeleryPublisher(app, publisher=app.runtime.publisher)
+        producer = Producer(lambda: snapshot, publisher, store)
         stream = SyntheticStream(snapshot, seed=args.seed)
         result = drive(producer, stream, readings, args.rate_rps, 2_000, extra, stderr_progress)
         _, done = wait_drained(store, timeout_s=120, progress=stderr_progress)

@@ -49,3 +49,15 @@ DROPOUT_SWEEP_INTERVAL_S = 2.0
 DROPOUT_PAGE_SIZE = 1_000
 #: Pages per sweep task: about 50,000 states (a few MB), so a sweep stays short.
 DROPOUT_MAX_PAGES = 50
+
+#: Seconds between a data worker's region heartbeats; region health's silence timeout
+#: is several of these.
+HEARTBEAT_INTERVAL_S = 1.0
+#: Past its hard time limit by this much, a running task means the pool is wedged.
+HARD_LIMIT_GRACE_S = 10.0
+#: A task received but not started for this long, with nothing finishing, means the same.
+START_TIMEOUT_S = 30.0
+#: A task's pool process stopped (SIGSTOP, a debugger) or gone this long: wedged.
+PROCESS_GRACE_S = 5.0
+#: How often the in-flight reaper looks for batches the broker lost.
+REAP_INTERVAL_S = 1.0

@@ -65,6 +65,8 @@ class Settings:
     maintenance_backoff_s: float = 5.0
     #: How long before a window data pools start giving up its slots (pre-drain).
     maintenance_predrain_lead_s: float = 30.0
+    #: At most one accelerated pass per incident per this many seconds.
+    accelerate_min_interval_s: float = 1.0
 
     @property
     def topology(self) -> Topology:

@@ -54,10 +54,12 @@ class ScanResult:
     truncated: bool
 
 
-def decode_routine(raw: bytes | str) -> dict[str, Any] | None:
-    """The batch payload of one broker message of the routine task; None for anything else."""
+def decode_routine(raw: bytes | str | dict[str, Any]) -> dict[str, Any] | None:
+    """The batch payload of one broker message of the routine task; None for anything else.
+
+    ``raw`` is kombu's JSON envelope, or the envelope itself (the in-memory transport)."""
     try:
-        message = json.loads(raw)
+        message = raw if isinstance(raw, dict) else json.loads(raw)
         headers = message.get("headers") or {}
         if headers.get("task") != ROUTINE_TASK:
             return None

@@ -6,15 +6,14 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from runtime.celery_app import broker_app, make_app, region_apps
-from tasks import context
+from runtime.celery_app import IotschedApp, broker_app, make_app, region_apps
 
-__all__ = ["app", "broker_app", "make_app", "region_apps"]
+__all__ = ["IotschedApp", "app", "broker_app", "make_app", "region_apps"]
 
 app = make_app()
 
 
 @worker_process_init.connect
-def _fresh_connections(**_: Any) -> None:
-    # Prefork children must not reuse the parent's Redis sockets.
-    context.reset()
+def _fresh_runtime(**_: Any) -> None:
+    # A prefork child builds its own Runtime: it must not reuse the parent's Redis sockets.
+    app.install_runtime(None)

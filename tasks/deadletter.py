@@ -11,13 +11,12 @@ as dead-lettered without being in the stream.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 
 from scheduler.model import DeadLetter
-from tasks import context
+from stores.protocols import StateStore
 
 
 def payload_readings(payload: Any) -> int:
@@ -29,19 +28,13 @@ def payload_readings(payload: Any) -> int:
     return 0
 
 
-def dead_letter_payload(payload: Any, reason: str, detail: str, source: str) -> None:
+def dead_letter_payload(
+    store: StateStore, payload: Any, reason: str, detail: str, source: str
+) -> None:
     """A payload that is not a batch at all (or not a decodable one)."""
     try:
         raw = msgpack.packb(payload, use_bin_type=True)
     except (TypeError, ValueError):
         raw = repr(payload).encode()
     letter = DeadLetter(reason, detail, raw, source, time.time(), payload_readings(payload))
-    context.store().add_dead_letters([letter])
-
-
-def dead_letter_claimed(claimed: Sequence[tuple[str, DeadLetter]]) -> list[bool]:
-    """Per (claim id, letter): claim it and dead-letter it, unless it was claimed before.
-
-    Returns, per entry, True when this call dead-lettered it (``ClaimStore``).
-    """
-    return context.store().dead_letter_claimed(claimed)
+    store.add_dead_letters([letter])

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from celery import Task
 
+from runtime.runtime import Runtime
 from scheduler import defaults
 from scheduler.detection import (
     DROPOUT,
@@ -36,12 +36,10 @@ from scheduler.detection import (
 )
 from scheduler.registry import Registry
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
-from stores.dropout_store import RedisDropoutStore, StatePage
-from stores.registry_cache import RegistryCache
-from tasks import context
+from stores.dropout_store import DropoutStore, StatePage
 from tasks.app import app
 from tasks.limits import TRANSIENT_ERRORS
-from tasks.screen import EmitAlerts, publish_alerts
+from tasks.screen import EmitAlerts
 
 #: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
 PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
@@ -80,7 +78,7 @@ def dropout_alerts(
 
 def _sweep_page(
     page: StatePage,
-    store: RedisDropoutStore,
+    store: DropoutStore,
     home: np.ndarray,
     now_ts: float,
     config: DetectorConfig,
@@ -109,7 +107,7 @@ def _sweep_page(
 
 
 def sweep(
-    store: RedisDropoutStore,
+    store: DropoutStore,
     registry: Registry,
     region: str,
     emit: EmitAlerts,
@@ -142,33 +140,19 @@ def sweep(
     return result
 
 
-def _build() -> tuple[RedisDropoutStore, Callable[[], Registry]] | None:
-    state = context.store()
-    client = getattr(state, "client", None)
-    keys = getattr(state, "keys", None)
-    if client is None or keys is None:
-        return None
-    return RedisDropoutStore(client, keys), RegistryCache(state).get
-
-
-_adapters: context.PerProcess[tuple[RedisDropoutStore, Callable[[], Registry]] | None]
-_adapters = context.PerProcess(_build)
-
-
 @app.task(name=DROPOUT_TASK, bind=True, acks_late=True, max_retries=2, time_limit=60)
 def process_dropout_sweep(self: Task, payload: dict[str, Any]) -> int:
     """Returns the number of devices alerted as silent."""
-    adapters = _adapters.get()
-    if adapters is None:
-        return 0  # in-memory run: dropouts are still caught when a device returns
-    store, registry = adapters
+    rt: Runtime = app.runtime
+    region = str(payload["region"])
     try:
-        result = sweep(store, registry(), str(payload["region"]), publish_alerts, time.time())
+        emit = rt.publisher.send_alerts
+        result = sweep(rt.stores.dropout, rt.registry.get(), region, emit, rt.clock())
     except TRANSIENT_ERRORS as exc:
         if self.request.retries >= 2:
             return 0  # the next scheduled sweep carries on from the stored cursor
         raise self.retry(exc=exc, countdown=0.5) from exc
-    context.store().incr_counters(
+    rt.stores.state.incr_counters(
         {
             "dropout_swept_states": result.states,
             "dropout_alerts": result.alerts,

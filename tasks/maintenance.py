@@ -18,12 +18,10 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import redis
-from celery import Celery
-
+from runtime.runtime import Runtime
+from scheduler.errors import ConfigError
 from scheduler.maintenance import (
     DEFAULT_PRE_DRAIN_LEAD_S,
     Action,
@@ -32,14 +30,12 @@ from scheduler.maintenance import (
     RunState,
     drain_slots,
 )
-from scheduler.model import WorkClass, queue_name
 from scheduler.reservations import ReservationConflict
 from scheduler.settings import Settings
 from scheduler.wire import MAINTENANCE_RUN_TASK, MAINTENANCE_TICK_TASK
 from stores.keys import Keys
-from stores.reservation_store import BookState, ReservationStore
-from tasks import context
-from tasks.app import app, region_apps
+from stores.reservation_store import BookState
+from tasks.app import app
 from tasks.maintenance_ops import OpOutcome, operation
 
 #: Windows starting within this are sent now with an ETA: a tick interval plus margin.
@@ -214,47 +210,26 @@ def finish(
         settle(state, run, now_ts)
 
 
-@functools.cache
-def _client() -> redis.Redis:
-    return redis.Redis.from_url(context.settings().redis_url)
-
-
-def _store() -> ReservationStore:
-    return ReservationStore.from_settings(_client(), context.settings())
-
-
-@functools.cache
-def _region_app(region: str) -> Celery:
-    """The app publishing to ``region``'s broker (its own, or the shared one)."""
-    return region_apps(app, context.settings().region_broker_urls).get(region, app)
-
-
 @app.task(name=MAINTENANCE_TICK_TASK, ignore_result=True)
 def maintenance_tick() -> int:
     """Start due windows, settle failed runs, publish drain levels; returns tries sent."""
-    now = time.time()
-    cfg = context.settings()
-    policy = retry_policy(cfg)
-    lead_s = cfg.maintenance_predrain_lead_s
-    sends = _store().update(lambda s: plan_tick(s, now, policy, lead_s=lead_s))
+    rt: Runtime = app.runtime
+    now = rt.clock()
+    policy = retry_policy(rt.settings)
+    lead_s = rt.settings.maintenance_predrain_lead_s
+    sends = rt.stores.reservations.update(lambda s: plan_tick(s, now, policy, lead_s=lead_s))
     for d in sends:
-        eta = datetime.fromtimestamp(d.due_ts, UTC) if d.due_ts > time.time() else None
-        _region_app(d.region).send_task(
-            MAINTENANCE_RUN_TASK,
-            args=(d.reservation_id, d.try_no),
-            queue=queue_name(d.region, WorkClass.MAINTENANCE.value),
-            eta=eta,
-            serializer="json",
-        )
+        rt.publisher.send_maintenance_run(d.region, d.reservation_id, d.try_no, d.due_ts)
     return len(sends)
 
 
 @app.task(name=MAINTENANCE_RUN_TASK, acks_late=True, ignore_result=True)
 def run_operation(reservation_id: str, try_no: int) -> str:
     """Run one try of a reservation's operation until done or its window's cutoff."""
-    store = _store()
+    rt: Runtime = app.runtime
+    store = rt.stores.reservations
     while True:
-        now = time.time()
+        now = rt.clock()
         started = store.update(
             functools.partial(begin, reservation_id=reservation_id, try_no=try_no, now_ts=now)
         )
@@ -264,12 +239,14 @@ def run_operation(reservation_id: str, try_no: int) -> str:
     if started is None:
         return "skipped"
     op = operation(started.reservation.operation)
-    keys = Keys(context.settings().key_prefix)
+    keys = Keys(rt.settings.key_prefix)
     outcome: OpOutcome | None = None
     error = ""
     try:
-        outcome = op(_client(), keys, started.cursor, started.cutoff_ts)
+        if rt.stores.redis_client is None:
+            raise ConfigError("maintenance operations act on the Redis of a deployment")
+        outcome = op(rt.stores.redis_client, keys, started.cursor, started.cutoff_ts)
     except Exception as exc:  # any failure of the operation is a failed try, retried or rebooked
         error = f"{type(exc).__name__}: {exc}"
-    store.update(lambda s: finish(s, reservation_id, try_no, time.time(), outcome, error))
+    store.update(lambda s: finish(s, reservation_id, try_no, rt.clock(), outcome, error))
     return "failed" if outcome is None else ("done" if outcome.done else "cut_off")

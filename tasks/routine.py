@@ -52,7 +52,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -65,10 +65,11 @@ from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import task_failure
 
+from runtime.runtime import Runtime
 from scheduler import defaults
 from scheduler.codec import decode_batch, encode_batch
 from scheduler.errors import ConfigError, InvalidBatch
-from scheduler.model import Batch, DeadLetter, WorkClass, queue_name
+from scheduler.model import Batch, DeadLetter, WorkClass
 from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.registry import Registry
 from scheduler.routine import routine_effects
@@ -77,13 +78,8 @@ from scheduler.validation import REASON_CODE, REASONS
 # Re-exported: benches still name them here.
 from scheduler.wire import PROBE_TASK as PROBE_TASK
 from scheduler.wire import ROUTINE_TASK as ROUTINE_TASK
-from stores.preemption_signal import NeverYield, PreemptionSignal, RedisPreemptionSignal
-from stores.protocols import StateStore
-from stores.registry_cache import RegistryCache
-from tasks import context
 from tasks.app import app
-from tasks.deadletter import dead_letter_claimed, dead_letter_payload
-from tasks.inflight import settle_inflight
+from tasks.deadletter import dead_letter_payload
 from tasks.limits import ROUTINE, TRANSIENT_ERRORS, task_options
 
 #: What giving up may meet: the store gone, or refusing writes; the ledger keeps the batch.
@@ -177,7 +173,7 @@ def invalid_rows(batch: Batch, registry: Registry | None) -> npt.NDArray[np.uint
     return reason
 
 
-def _dead_letter_invalid(chunk: Batch, reason: npt.NDArray[np.uint8]) -> None:
+def _dead_letter_invalid(rt: Runtime, chunk: Batch, reason: npt.NDArray[np.uint8]) -> None:
     letters = []
     for code in np.unique(reason[reason > 0]).tolist():
         rows = chunk.take(np.flatnonzero(reason == code), chunk.batch_id)
@@ -186,22 +182,22 @@ def _dead_letter_invalid(chunk: Batch, reason: npt.NDArray[np.uint8]) -> None:
         detail = "re-validated by the worker"
         letter = DeadLetter(name, detail, raw, ROUTINE_TASK, time.time(), len(rows))
         letters.append((f"{chunk.batch_id}!{name}", letter))
-    dead_letter_claimed(letters)
+    rt.stores.claims.dead_letter_claimed(letters)
 
 
-def apply_chunk(cursor: ChunkCursor, store: StateStore) -> bool:
+def apply_chunk(rt: Runtime, cursor: ChunkCursor) -> bool:
     """Apply the cursor's next chunk; False when it had been applied before."""
     chunk = cursor.chunk(cursor.done)
-    reason = invalid_rows(chunk, _registry())
+    reason = invalid_rows(chunk, _registry(rt))
     if reason.any():
-        _dead_letter_invalid(chunk, reason)
+        _dead_letter_invalid(rt, chunk, reason)
         cursor.invalid_readings += int(np.count_nonzero(reason))
         chunk = chunk.take(np.flatnonzero(reason == 0), chunk.batch_id)
         if len(chunk) == 0:
             cursor.done += 1
             return False
-    effects = routine_effects(chunk, processed_ts=time.time())
-    applied = store.apply_batch(
+    effects = routine_effects(chunk, processed_ts=rt.clock())
+    applied = rt.stores.state.apply_batch(
         chunk.batch_id, chunk.tier, effects.delta, effects.latency, effects.readings
     )
     if applied:
@@ -212,7 +208,9 @@ def apply_chunk(cursor: ChunkCursor, store: StateStore) -> bool:
     return applied
 
 
-def apply_chunks(payload: dict[str, Any], chunk_indexes: Iterable[int] | None = None) -> int:
+def apply_chunks(
+    rt: Runtime, payload: dict[str, Any], chunk_indexes: Iterable[int] | None = None
+) -> int:
     """Apply chosen chunks (original-plan indexes) of a routine payload now; readings applied.
 
     For accelerated processing: an anomaly workflow that finds a queued routine
@@ -221,13 +219,12 @@ def apply_chunks(payload: dict[str, Any], chunk_indexes: Iterable[int] | None = 
     """
     cursor = ChunkCursor.from_payload(payload)
     wanted = None if chunk_indexes is None else set(chunk_indexes)
-    store = context.store()
     applied = 0
     for k in range(cursor.n_chunks):
         cursor.done = k
         if wanted is None or cursor.chunk0 + k in wanted:
             before = cursor.applied_readings
-            apply_chunk(cursor, store)
+            apply_chunk(rt, cursor)
             applied += cursor.applied_readings - before
     return applied
 
@@ -240,29 +237,10 @@ def chunks_holding(payload: dict[str, Any], device_ids: Iterable[int]) -> list[i
     return sorted({cursor.chunk0 + int(i) // cursor.chunk_readings for i in hit})
 
 
-# --- per-process adapters -------------------------------------------------------------
-
-_signal: tuple[StateStore, PreemptionSignal, RegistryCache] | None = None
-
-
-def _adapters() -> tuple[PreemptionSignal, RegistryCache]:
-    """Signal and registry sharing the state store's Redis client; rebuilt if the store is."""
-    global _signal
-    store = context.store()
-    if _signal is None or _signal[0] is not store:
-        client = getattr(store, "client", None)
-        keys = getattr(store, "keys", None)
-        if client is not None and keys is not None:
-            _signal = (store, RedisPreemptionSignal(client, keys), RegistryCache(store))
-        else:
-            _signal = (store, NeverYield(), RegistryCache(store))
-    return _signal[1], _signal[2]
-
-
-def _registry() -> Registry | None:
+def _registry(rt: Runtime) -> Registry | None:
     """The device registry, or None where none is stored (task tests without a fleet)."""
     try:
-        return _adapters()[1].get()
+        return rt.registry.get()
     except ConfigError:
         return None
 
@@ -279,29 +257,15 @@ def work_class(tier: str) -> WorkClass:
     return WorkClass.PREMIUM if tier == WorkClass.PREMIUM.value else WorkClass.STANDARD
 
 
-def publish_rest(payload: dict[str, Any]) -> None:
-    """Send a remainder back to its own queue (the batch's region and tier)."""
-    app.send_task(
-        ROUTINE_TASK,
-        args=(payload,),
-        queue=queue_name(str(payload["region"]), str(payload["tier"])),
-        serializer="msgpack",
-    )
-
-
-#: How remainders are sent; tests and the embedded runner may swap it.
-requeue: Callable[[dict[str, Any]], None] = publish_rest
-
-
-def _defer(cursor: ChunkCursor, reason: str, stalled: bool = False) -> None:
+def _defer(rt: Runtime, cursor: ChunkCursor, reason: str, stalled: bool = False) -> None:
     payload = cursor.rest_payload(stalled)
-    requeue(payload)
-    context.store().incr_counters(
+    rt.publisher.send_remainder(payload)
+    rt.stores.state.incr_counters(
         {"deferred_readings": int(payload["n"]), f"deferrals:{reason}": 1}
     )
 
 
-def dead_letter_rest(cursor: ChunkCursor, reason: str, detail: str) -> int:
+def dead_letter_rest(rt: Runtime, cursor: ChunkCursor, reason: str, detail: str) -> int:
     """Dead-letter the chunks not applied, each claimed with its entry and count in one
     transaction; returns readings dead-lettered. A Redis error leaves everything as it
     was (the batch stays in the in-flight ledger)."""
@@ -310,16 +274,16 @@ def dead_letter_rest(cursor: ChunkCursor, reason: str, detail: str) -> int:
     for k, (cid, size) in enumerate(cursor.rest_claim_ids(), start=cursor.done):
         chunk = cursor.batch.take(plan[k], cid)
         raw = msgpack.packb(encode_batch(chunk), use_bin_type=True)
-        claimed.append((cid, DeadLetter(reason, detail, raw, ROUTINE_TASK, time.time(), size)))
-    won = dead_letter_claimed(claimed)
-    settle_inflight(cursor.batch.batch_id)
+        claimed.append((cid, DeadLetter(reason, detail, raw, ROUTINE_TASK, rt.clock(), size)))
+    won = rt.stores.claims.dead_letter_claimed(claimed)
+    rt.stores.inflight.done(cursor.batch.batch_id)
     return sum(dl.readings for (_, dl), ok in zip(claimed, won, strict=True) if ok)
 
 
-def _give_up(cursor: ChunkCursor, reason: str, detail: str) -> None:
+def _give_up(rt: Runtime, cursor: ChunkCursor, reason: str, detail: str) -> None:
     """Dead-letter the rest, or, when Redis refuses even that, leave it to the ledger."""
     try:
-        dead_letter_rest(cursor, reason, detail)
+        dead_letter_rest(rt, cursor, reason, detail)
     except _STORE_ERRORS as exc:
         LOGGER.warning(
             "batch %s left to the in-flight ledger: dead-lettering failed: %r",
@@ -341,40 +305,40 @@ def _give_up(cursor: ChunkCursor, reason: str, detail: str) -> None:
 )
 def process_routine(self: Task, payload: dict[str, Any]) -> int:
     """Returns the number of readings applied by this delivery."""
+    rt: Runtime = app.runtime
     try:
         cursor = ChunkCursor.from_payload(payload)
     except InvalidBatch as exc:
-        dead_letter_payload(payload, "invalid_batch", str(exc), ROUTINE_TASK)
-        _settle_if_named(payload)
+        dead_letter_payload(rt.stores.state, payload, "invalid_batch", str(exc), ROUTINE_TASK)
+        _settle_if_named(rt, payload)
         return 0
     batch = cursor.batch
-    store = context.store()
-    signal, _ = _adapters()
+    signal = rt.stores.preemption
     work = work_class(batch.tier)
     try:
         while not cursor.finished:
             if cursor.done > 0 and signal.should_yield(batch.region, work):
-                _defer(cursor, "preempted")
+                _defer(rt, cursor, "preempted")
                 return cursor.applied_readings
-            apply_chunk(cursor, store)
-        settle_inflight(batch.batch_id)
+            apply_chunk(rt, cursor)
+        rt.stores.inflight.done(batch.batch_id)
     except SoftTimeLimitExceeded:
         stalled = cursor.done == 0
         if stalled and cursor.stalls + 1 >= MAX_STALLS:
-            _give_up(cursor, "soft_time_limit", f"no chunk finished {MAX_STALLS} times")
+            _give_up(rt, cursor, "soft_time_limit", f"no chunk finished {MAX_STALLS} times")
         else:
-            _defer(cursor, "soft_time_limit", stalled)
+            _defer(rt, cursor, "soft_time_limit", stalled)
     except redis.ResponseError as exc:
         if not store_refused(exc):
             LOGGER.exception("routine batch %s failed", batch.batch_id)
-            _give_up(cursor, "task_error", repr(exc))
+            _give_up(rt, cursor, "task_error", repr(exc))
         else:
             # maxmemory: ingest pauses before this; what got through waits in the
             # in-flight ledger until the reaper finds Redis taking writes again.
             LOGGER.warning("batch %s left to the in-flight ledger: %s", batch.batch_id, exc)
     except TRANSIENT_ERRORS as exc:
         if ROUTINE.exhausted(self.request.retries):
-            _give_up(cursor, "retries_exhausted", repr(exc))
+            _give_up(rt, cursor, "retries_exhausted", repr(exc))
             return cursor.applied_readings
         raise self.retry(
             args=(cursor.rest_payload(),),
@@ -383,14 +347,14 @@ def process_routine(self: Task, payload: dict[str, Any]) -> int:
         ) from exc
     except Exception as exc:  # a bug or bad data: keep the readings, with the reason
         LOGGER.exception("routine batch %s failed", batch.batch_id)
-        _give_up(cursor, "task_error", repr(exc))
+        _give_up(rt, cursor, "task_error", repr(exc))
     return cursor.applied_readings
 
 
-def _settle_if_named(payload: Any) -> None:
+def _settle_if_named(rt: Runtime, payload: Any) -> None:
     """An undecodable payload that still names its batch leaves the in-flight ledger."""
     if isinstance(payload, dict) and isinstance(payload.get("id"), str):
-        settle_inflight(payload["id"])
+        rt.stores.inflight.done(payload["id"])
 
 
 @task_failure.connect(sender=process_routine)
@@ -404,15 +368,18 @@ def _given_up(exception: BaseException | None = None, args: Any = None, **_: Any
     """
     if not args or isinstance(exception, SoftTimeLimitExceeded):
         return
+    rt: Runtime = app.runtime
     if isinstance(exception, Reject):
         LOGGER.warning("routine retry not published (%r): left to the in-flight ledger", exception)
         return
     try:
         cursor = ChunkCursor.from_payload(args[0])
     except InvalidBatch:
-        dead_letter_payload(args[0], "invalid_batch", repr(exception), ROUTINE_TASK)
+        dead_letter_payload(
+            rt.stores.state, args[0], "invalid_batch", repr(exception), ROUTINE_TASK
+        )
         return
-    _give_up(cursor, type(exception).__name__, repr(exception))
+    _give_up(rt, cursor, type(exception).__name__, repr(exception))
 
 
 @app.task(name=PROBE_TASK, acks_late=True, soft_time_limit=5, time_limit=10)
@@ -422,9 +389,7 @@ def anomaly_probe(region: str, enqueued_ts: float, hold_ms: float = 0.0) -> None
     Sent to ``{region}.anomaly`` by the overload benchmark and the integration
     tests, so it takes exactly the path real anomaly work takes.
     """
-    started = time.time()
-    signal, _ = _adapters()
-    if isinstance(signal, RedisPreemptionSignal):
-        signal.record_anomaly_start(region, enqueued_ts, started)
+    rt: Runtime = app.runtime
+    rt.stores.preemption.record_anomaly_start(region, enqueued_ts, rt.clock())
     if hold_ms > 0:
         time.sleep(hold_ms / 1e3)

@@ -17,7 +17,6 @@ from typing import Any
 from scheduler import defaults
 from scheduler.model import WorkClass, queue_name
 from scheduler.wire import CONTROL_QUEUE, DROPOUT_TASK, MAINTENANCE_TICK_TASK
-from tasks import context
 from tasks.all import app
 
 
@@ -46,7 +45,7 @@ def beat_schedule(
     return schedule
 
 
-app.conf.beat_schedule = beat_schedule(regions=context.settings().regions)
+app.conf.beat_schedule = beat_schedule(regions=app.runtime.settings.regions)
 
 __all__ = ["app", "beat_schedule", "control_worker_argv"]
 
