@@ -61,3 +61,27 @@ START_TIMEOUT_S = 30.0
 PROCESS_GRACE_S = 5.0
 #: How often the in-flight reaper looks for batches the broker lost.
 REAP_INTERVAL_S = 1.0
+
+#: Windows starting within this are sent now with an ETA: a tick interval plus margin.
+MAINTENANCE_ARM_AHEAD_S = 2.0
+#: A sent try that has not started this long after it was due is sent again.
+MAINTENANCE_REDISPATCH_AFTER_S = 15.0
+#: A running try not heard from this long after the cutoff is taken as lost (worker died).
+MAINTENANCE_STOP_GRACE_S = 10.0
+#: Ended reservations stay listed this long.
+MAINTENANCE_HISTORY_S = 3600.0
+#: How long before a window data pools start giving up its slots (pre-drain): long
+#: enough for a running routine task to finish its chunk and yield its slot.
+MAINTENANCE_PREDRAIN_LEAD_S = 30.0
+
+#: Keys a maintenance operation examines per SCAN step: a step never holds Redis for long.
+MAINTENANCE_SCAN_COUNT = 1_000
+#: Detector state untouched this long belongs to a silent device: compaction drops it
+#: (the device warms up again).
+SILENT_DEVICE_S = 6 * 3600
+#: Alerts are kept this long by the trim operation.
+ALERT_RETENTION_S = 7 * 24 * 3600
+#: The alert stream's length (approximate on write, exact when maintenance trims it).
+ALERT_STREAM_MAXLEN = 100_000
+#: The maintenance events stream's length (approximate).
+MAINTENANCE_EVENTS_MAXLEN = 10_000

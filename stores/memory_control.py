@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TypeVar
 
+from scheduler import defaults
 from scheduler.health import RegionHealth
+from scheduler.maintenance_plan import BookState
 from scheduler.model import queue_name
 from scheduler.reservations import Reservation, ReservationBook
 from scheduler.settings import Settings
@@ -21,7 +23,6 @@ from scheduler.work_budget import WorkBudget
 from stores.health_store import DATA_KINDS, RegionSnapshot
 from stores.pool_heartbeats import PoolBeat
 from stores.protocols import QueueDepthRead
-from stores.reservation_store import STREAM_MAXLEN, BookState
 
 T = TypeVar("T")
 
@@ -67,8 +68,8 @@ class MemoryReservationStore:
             result = change(state)
             self._book = json.dumps(state.book.to_dict(), sort_keys=True)
             self._runs = {rid: json.dumps(r, sort_keys=True) for rid, r in state.runs.items()}
-            self.alerts = (self.alerts + state.alerts)[-STREAM_MAXLEN:]
-            self._events = (self._events + state.events)[-STREAM_MAXLEN:]
+            self.alerts = (self.alerts + state.alerts)[-defaults.ALERT_STREAM_MAXLEN :]
+            self._events = (self._events + state.events)[-defaults.MAINTENANCE_EVENTS_MAXLEN :]
             self._drain.update(state.drain_slots)
             return result
 

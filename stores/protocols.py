@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from scheduler.maintenance_plan import BookState
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
 from scheduler.rollup import Rollup, RollupDelta
@@ -14,7 +15,6 @@ if TYPE_CHECKING:  # the Redis modules defining these records import this one
     from stores.health_store import RegionSnapshot
     from stores.pool_heartbeats import PoolBeat
     from stores.queue_scan import ScanResult
-    from stores.reservation_store import BookState
 
 T = TypeVar("T")
 

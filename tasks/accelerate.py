@@ -2,7 +2,7 @@
 
 When the anomaly workflow opens or grows an incident it books one
 ``iotsched.accelerate`` task on ``{region}.anomaly`` (at most one per incident per
-``MIN_INTERVAL_S``, see ``IncidentStore.want_accelerate``). The task reads the
+``Settings.accelerate_min_interval_s``, see ``IncidentStore.want_accelerate``). The task reads the
 routine batches waiting in the region's premium and standard broker lists
 (``stores.queue_scan``, bounded), finds the chunks holding the incident's devices
 and applies them with ``tasks.routine.apply_chunks`` under the claim ids the
@@ -28,18 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from celery import Task
 
 from runtime.runtime import Runtime
 from scheduler.errors import InvalidBatch
 from scheduler.wire import ACCELERATE_TASK
 from tasks.app import app
-from tasks.limits import TRANSIENT_ERRORS
+from tasks.base import WorkTask
+from tasks.limits import work_options
 from tasks.routine import apply_chunks, chunks_holding
-
-#: At most one accelerated scan per incident per this many seconds.
-MIN_INTERVAL_S = 1.0
-MAX_RETRIES = 3
 
 LOGGER = logging.getLogger(__name__)
 
@@ -86,31 +82,22 @@ def accelerate(
     return done
 
 
-@app.task(name=ACCELERATE_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
-def process_accelerate(self: Task, payload: dict[str, Any]) -> int:
+def handle_accelerate(rt: Runtime, payload: dict[str, Any]) -> int:
     """Returns the readings applied now (0 when the chunks were applied before)."""
-    rt: Runtime = app.runtime
     region = str(payload["region"])
     devices = np.frombuffer(payload["device_id"], dtype="<u8")
+    budget = rt.stores.work_budget
+    started = rt.clock()
+    if not budget.admits(region, started):
+        rt.stores.state.incr_counters({"accelerate_skipped_budget": 1})
+        return 0
+    # One run spends at most the budget's burst: the budget is checked only when a run
+    # starts, and a storm can queue a whole backlog of chunks holding affected devices.
+    deadline = started + budget.budget.burst_s
     try:
-        budget = rt.stores.work_budget
-        started = rt.clock()
-        if not budget.admits(region, started):
-            rt.stores.state.incr_counters({"accelerate_skipped_budget": 1})
-            return 0
-        # One run spends at most the budget's burst: the budget is checked only when a run
-        # starts, and a storm can queue a whole backlog of chunks holding affected devices.
-        deadline = started + budget.budget.burst_s
-        try:
-            done = accelerate(rt, region, devices.tolist(), deadline_ts=deadline)
-        finally:
-            budget.charge(region, rt.clock(), rt.clock() - started)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= MAX_RETRIES:
-            # Nothing is lost: the routine workers process the queued batches anyway.
-            LOGGER.warning("accelerated processing of %s gave up: %r", payload["incident_id"], exc)
-            return 0
-        raise self.retry(exc=exc, countdown=0.2 * 2**self.request.retries) from exc
+        done = accelerate(rt, region, devices.tolist(), deadline_ts=deadline)
+    finally:
+        budget.charge(region, rt.clock(), rt.clock() - started)
     counts = {"accelerated_readings": done.readings, "accelerated_chunks": done.chunks}
     if done.truncated:
         counts["accelerate_scans_truncated"] = 1
@@ -118,3 +105,10 @@ def process_accelerate(self: Task, payload: dict[str, Any]) -> int:
         counts["accelerate_stopped_at_burst"] = 1
     rt.stores.state.incr_counters(counts)
     return done.readings
+
+
+@app.task(base=WorkTask, bind=True, **work_options(ACCELERATE_TASK))
+def process_accelerate(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the readings applied now; past its retries nothing is lost (the routine
+    workers process the queued batches anyway)."""
+    return int(self.work(handle_accelerate, payload))

@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from celery import Task
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from alerts.document import alert_document
 from runtime.runtime import Runtime
@@ -33,17 +30,17 @@ from scheduler.correlation import (
     IncidentUpdate,
 )
 from scheduler.detection import KIND_NAMES
-from scheduler.errors import InvalidBatch, IotschedError, TransientError
+from scheduler.errors import InvalidBatch, IotschedError
 from scheduler.latency import bucket_counts
 from scheduler.registry import Registry
 from scheduler.wire import ALERTS_WIRE_VERSION, ANOMALY_TASK, INCIDENT_TICK_TASK
 from stores.detector_store import NOTIFY_STAGE
 from tasks.app import app
-from tasks.screen import dead_letter_copy
+from tasks.base import WorkTask, dead_letter_copy
+from tasks.limits import work_options
 
 #: Batch ids of dropout sweep alerts (tasks.dropout.dropout_alerts) start with this.
 DROPOUT_BATCH_PREFIX = "dropout:"
-MAX_RETRIES = 5
 UNKNOWN_GROUP = "unknown"
 #: Optional float columns of an alerts payload, in ``Alert``'s field order.
 EVIDENCE_COLUMNS = ("observed", "expected", "band", "score")
@@ -182,9 +179,14 @@ def book_tick(rt: Runtime, region: str, due_ts: float | None, now_ts: float) -> 
         rt.publisher.send_incident_tick(region, max(0.0, due_ts - now_ts))
 
 
-def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float) -> int:
+def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float | None = None) -> int:
     """The anomaly task's work: returns the number of notifications sent."""
-    batch_id, region, alerts = decode_alerts(payload, rt.registry.get())
+    now_ts = rt.clock() if now_ts is None else now_ts
+    try:
+        batch_id, region, alerts = decode_alerts(payload, rt.registry.get())
+    except InvalidBatch as exc:
+        dead_letter_copy(rt, payload, "invalid_alerts", str(exc), ANOMALY_TASK)
+        return 0
     folded = correlate(rt, region, batch_id, alerts, now_ts)
     if folded is None:
         return 0
@@ -194,7 +196,8 @@ def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float) -> int:
     return sent
 
 
-def handle_tick(rt: Runtime, payload: dict[str, Any], now_ts: float) -> int:
+def handle_tick(rt: Runtime, payload: dict[str, Any], now_ts: float | None = None) -> int:
+    now_ts = rt.clock() if now_ts is None else now_ts
     region = str(payload["region"])
     folded = correlate(rt, region, None, [], now_ts)
     assert folded is not None  # no batch id: never skipped as a duplicate
@@ -203,31 +206,13 @@ def handle_tick(rt: Runtime, payload: dict[str, Any], now_ts: float) -> int:
     return sent
 
 
-def _retry(rt: Runtime, task: Task, payload: dict[str, Any], exc: Exception) -> int:
-    if task.request.retries >= MAX_RETRIES:
-        dead_letter_copy(rt.stores.state, payload, "retries_exhausted", repr(exc), str(task.name))
-        return 0
-    raise task.retry(exc=exc, countdown=min(0.05 * 2**task.request.retries, 1.0)) from exc
+@app.task(base=WorkTask, bind=True, **work_options(ANOMALY_TASK))
+def process_anomaly(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of notifications sent."""
+    return int(self.work(handle_alerts, payload))
 
 
-@app.task(name=ANOMALY_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
-def process_anomaly(self: Task, payload: dict[str, Any]) -> int:
-    rt: Runtime = app.runtime
-    try:
-        return handle_alerts(rt, payload, rt.clock())
-    except InvalidBatch as exc:
-        dead_letter_copy(rt.stores.state, payload, "invalid_alerts", str(exc), ANOMALY_TASK)
-        return 0
-    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
-        return _retry(rt, self, payload, exc)
-
-
-@app.task(
-    name=INCIDENT_TICK_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60
-)
-def process_incident_tick(self: Task, payload: dict[str, Any]) -> int:
-    rt: Runtime = app.runtime
-    try:
-        return handle_tick(rt, payload, rt.clock())
-    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
-        return _retry(rt, self, payload, exc)
+@app.task(base=WorkTask, bind=True, **work_options(INCIDENT_TICK_TASK))
+def process_incident_tick(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of notifications sent."""
+    return int(self.work(handle_tick, payload))

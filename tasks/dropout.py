@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from celery import Task
 
 from runtime.runtime import Runtime
 from scheduler import defaults
@@ -38,7 +37,8 @@ from scheduler.registry import Registry
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
 from stores.dropout_store import DropoutStore, StatePage
 from tasks.app import app
-from tasks.limits import TRANSIENT_ERRORS
+from tasks.base import WorkTask
+from tasks.limits import work_options
 from tasks.screen import EmitAlerts
 
 #: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
@@ -140,18 +140,11 @@ def sweep(
     return result
 
 
-@app.task(name=DROPOUT_TASK, bind=True, acks_late=True, max_retries=2, time_limit=60)
-def process_dropout_sweep(self: Task, payload: dict[str, Any]) -> int:
+def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
     """Returns the number of devices alerted as silent."""
-    rt: Runtime = app.runtime
     region = str(payload["region"])
-    try:
-        emit = rt.publisher.send_alerts
-        result = sweep(rt.stores.dropout, rt.registry.get(), region, emit, rt.clock())
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= 2:
-            return 0  # the next scheduled sweep carries on from the stored cursor
-        raise self.retry(exc=exc, countdown=0.5) from exc
+    emit = rt.publisher.send_alerts
+    result = sweep(rt.stores.dropout, rt.registry.get(), region, emit, rt.clock())
     rt.stores.state.incr_counters(
         {
             "dropout_swept_states": result.states,
@@ -160,3 +153,10 @@ def process_dropout_sweep(self: Task, payload: dict[str, Any]) -> int:
         }
     )
     return result.alerts
+
+
+@app.task(base=WorkTask, bind=True, **work_options(DROPOUT_TASK))
+def process_dropout_sweep(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of devices alerted as silent; past its retries the next
+    scheduled sweep carries on from the stored cursor."""
+    return int(self.work(handle_sweep, payload))

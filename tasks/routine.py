@@ -2,6 +2,7 @@
 
 Chunks and claims — why a reading is never lost and never applied twice
 -----------------------------------------------------------------------
+(The chunk plan, its cursor and claim ids are ``scheduler.chunks``.)
 A batch of ``n`` readings is cut into fixed chunks of ``chunk_readings``
 (``PreemptionPolicy.plan_chunks`` on the original ``n``). Chunk ``i`` is
 applied by one atomic ``apply_batch`` under the claim id ``f"{batch_id}#{i}"``:
@@ -26,7 +27,7 @@ indexes, hence their original claim ids. So:
 - work given up on (retries exhausted, no progress within the soft limit
   ``MAX_STALLS`` times, hard time limit, pool process lost past the retry
   budget, an unexpected error) is dead-lettered chunk by chunk, each chunk's
-  claim, stream entry and count in one transaction (tasks/deadletter.py): a
+  claim, stream entry and count in one transaction (``ClaimStore``): a
   chunk is counted as applied or as dead-lettered, never both;
 - when Redis refuses the writes (``maxmemory``, an outage) nothing is recorded
   and the batch stays in the in-flight ledger, whose reaper publishes it again.
@@ -50,37 +51,36 @@ ids, so when the routine task reaches them later it skips them (counted in
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import msgpack
 import numpy as np
 import numpy.typing as npt
 import redis
-from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import task_failure
 
 from runtime.runtime import Runtime
-from scheduler import defaults
-from scheduler.codec import decode_batch, encode_batch
+
+# Re-exported: tests, benches and the accelerate task name them here.
+from scheduler.chunks import ChunkCursor as ChunkCursor
+from scheduler.chunks import chunks_holding as chunks_holding
+from scheduler.chunks import claim_id as claim_id
+from scheduler.chunks import invalid_rows
+from scheduler.codec import encode_batch
 from scheduler.errors import ConfigError, InvalidBatch
 from scheduler.model import Batch, DeadLetter, WorkClass
-from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.registry import Registry
 from scheduler.routine import routine_effects
-from scheduler.validation import REASON_CODE, REASONS
-
-# Re-exported: benches still name them here.
+from scheduler.validation import REASONS
 from scheduler.wire import PROBE_TASK as PROBE_TASK
 from scheduler.wire import ROUTINE_TASK as ROUTINE_TASK
 from tasks.app import app
+from tasks.base import RetryLater, WorkTask
 from tasks.deadletter import dead_letter_payload
-from tasks.limits import ROUTINE, TRANSIENT_ERRORS, task_options
+from tasks.limits import TRANSIENT_ERRORS, work_options
 
 #: What giving up may meet: the store gone, or refusing writes; the ledger keeps the batch.
 _STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
@@ -90,89 +90,6 @@ MAX_STALLS = 3
 LOGGER = logging.getLogger(__name__)
 
 
-def claim_id(batch_id: str, chunk_index: int) -> str:
-    return f"{batch_id}#{chunk_index}"
-
-
-@dataclass
-class ChunkCursor:
-    """A routine message's readings and how far through its chunks the task is."""
-
-    batch: Batch
-    #: Index of this message's first chunk in the original batch's plan.
-    chunk0: int
-    chunk_readings: int
-    #: Soft time limits this batch hit without progress so far.
-    stalls: int = 0
-    #: Chunks of this message finished (applied now, or found claimed).
-    done: int = 0
-    applied_readings: int = 0
-    skipped_readings: int = 0
-    #: Readings of this message dead-lettered by re-validation.
-    invalid_readings: int = 0
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> ChunkCursor:
-        batch = decode_batch(payload)
-        try:
-            chunk0 = int(payload.get("chunk0", 0))
-            size = int(payload.get("chunk_readings", defaults.ROUTINE_CHUNK_READINGS))
-            stalls = int(payload.get("stalls", 0))
-        except (TypeError, ValueError) as exc:
-            raise InvalidBatch(f"bad chunk fields: {exc}") from exc
-        if chunk0 < 0 or size < 1:
-            raise InvalidBatch(f"bad chunk fields: chunk0={chunk0} chunk_readings={size}")
-        return cls(batch, chunk0, size, stalls)
-
-    @cached_property
-    def plan(self) -> list[slice]:
-        return PreemptionPolicy(PreemptionConfig(chunk_readings=self.chunk_readings)).plan_chunks(
-            len(self.batch)
-        )
-
-    @property
-    def n_chunks(self) -> int:
-        return math.ceil(len(self.batch) / self.chunk_readings)
-
-    @property
-    def finished(self) -> bool:
-        return self.done >= self.n_chunks
-
-    def chunk(self, k: int) -> Batch:
-        """Chunk ``k`` of this message, under its claim id in the original plan."""
-        return self.batch.take(self.plan[k], claim_id(self.batch.batch_id, self.chunk0 + k))
-
-    def rest_payload(self, stalled: bool = False) -> dict[str, Any]:
-        """The unfinished chunks as a message of their own (same batch id, original indexes)."""
-        start = self.done * self.chunk_readings
-        rest = self.batch.take(slice(start, len(self.batch)), self.batch.batch_id)
-        rest.attempt = self.batch.attempt + 1
-        payload = encode_batch(rest)
-        payload.update(
-            chunk0=self.chunk0 + self.done,
-            chunk_readings=self.chunk_readings,
-            stalls=self.stalls + 1 if stalled else 0,
-        )
-        return payload
-
-    def rest_claim_ids(self) -> list[tuple[str, int]]:
-        plan = self.plan
-        return [
-            (claim_id(self.batch.batch_id, self.chunk0 + k), plan[k].stop - plan[k].start)
-            for k in range(self.done, self.n_chunks)
-        ]
-
-
-def invalid_rows(batch: Batch, registry: Registry | None) -> npt.NDArray[np.uint8]:
-    """Reason code per row (0 = fine): not finite, or a device the registry does not know."""
-    reason = np.zeros(len(batch), dtype=np.uint8)
-    if registry is not None:
-        reason[registry.lookup(batch.device_id) < 0] = REASON_CODE["unknown_device"]
-    finite = np.isfinite(batch.ts) & np.isfinite(batch.values).all(axis=1)
-    reason[~finite] = REASON_CODE["not_finite"]
-    return reason
-
-
 def _dead_letter_invalid(rt: Runtime, chunk: Batch, reason: npt.NDArray[np.uint8]) -> None:
     letters = []
     for code in np.unique(reason[reason > 0]).tolist():
@@ -180,7 +97,7 @@ def _dead_letter_invalid(rt: Runtime, chunk: Batch, reason: npt.NDArray[np.uint8
         raw = msgpack.packb(encode_batch(rows), use_bin_type=True)
         name = REASONS[code]
         detail = "re-validated by the worker"
-        letter = DeadLetter(name, detail, raw, ROUTINE_TASK, time.time(), len(rows))
+        letter = DeadLetter(name, detail, raw, ROUTINE_TASK, rt.clock(), len(rows))
         letters.append((f"{chunk.batch_id}!{name}", letter))
     rt.stores.claims.dead_letter_claimed(letters)
 
@@ -227,14 +144,6 @@ def apply_chunks(
             apply_chunk(rt, cursor)
             applied += cursor.applied_readings - before
     return applied
-
-
-def chunks_holding(payload: dict[str, Any], device_ids: Iterable[int]) -> list[int]:
-    """Original-plan indexes of the payload's chunks that hold any of ``device_ids``."""
-    cursor = ChunkCursor.from_payload(payload)
-    wanted = np.fromiter(device_ids, dtype=np.uint64)
-    hit = np.flatnonzero(np.isin(cursor.batch.device_id, wanted))
-    return sorted({cursor.chunk0 + int(i) // cursor.chunk_readings for i in hit})
 
 
 def _registry(rt: Runtime) -> Registry | None:
@@ -292,20 +201,11 @@ def _give_up(rt: Runtime, cursor: ChunkCursor, reason: str, detail: str) -> None
         )
 
 
-@app.task(
-    name=ROUTINE_TASK,
-    bind=True,
-    # Hard time limit: ack, and the failure handler dead-letters what is left.
-    acks_on_timeout=True,
-    # A pool process lost mid-batch (OOM, kill) retries, up to the retry budget, soon
-    # (Celery's default delay for that retry is three minutes).
-    retry_on_worker_lost=True,
-    default_retry_delay=1,
-    **task_options("routine"),
-)
-def process_routine(self: Task, payload: dict[str, Any]) -> int:
-    """Returns the number of readings applied by this delivery."""
-    rt: Runtime = app.runtime
+def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
+    """Apply a routine message chunk by chunk; returns the readings this delivery applied.
+
+    Raises ``RetryLater`` with the unfinished chunks on a transient failure.
+    """
     try:
         cursor = ChunkCursor.from_payload(payload)
     except InvalidBatch as exc:
@@ -337,14 +237,12 @@ def process_routine(self: Task, payload: dict[str, Any]) -> int:
             # in-flight ledger until the reaper finds Redis taking writes again.
             LOGGER.warning("batch %s left to the in-flight ledger: %s", batch.batch_id, exc)
     except TRANSIENT_ERRORS as exc:
-        if ROUTINE.exhausted(self.request.retries):
-            _give_up(rt, cursor, "retries_exhausted", repr(exc))
+
+        def give_up(rt: Runtime, last: BaseException) -> int:
+            _give_up(rt, cursor, "retries_exhausted", repr(last))
             return cursor.applied_readings
-        raise self.retry(
-            args=(cursor.rest_payload(),),
-            countdown=ROUTINE.backoff_s(self.request.retries),
-            exc=exc,
-        ) from exc
+
+        raise RetryLater(exc, (cursor.rest_payload(),), give_up) from exc
     except Exception as exc:  # a bug or bad data: keep the readings, with the reason
         LOGGER.exception("routine batch %s failed", batch.batch_id)
         _give_up(rt, cursor, "task_error", repr(exc))
@@ -355,6 +253,22 @@ def _settle_if_named(rt: Runtime, payload: Any) -> None:
     """An undecodable payload that still names its batch leaves the in-flight ledger."""
     if isinstance(payload, dict) and isinstance(payload.get("id"), str):
         rt.stores.inflight.done(payload["id"])
+
+
+@app.task(
+    base=WorkTask,
+    bind=True,
+    # Hard time limit: ack, and the failure handler dead-letters what is left.
+    acks_on_timeout=True,
+    # A pool process lost mid-batch (OOM, kill) retries, up to the retry budget, soon
+    # (Celery's default delay for that retry is three minutes).
+    retry_on_worker_lost=True,
+    default_retry_delay=1,
+    **work_options(ROUTINE_TASK),
+)
+def process_routine(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of readings applied by this delivery."""
+    return int(self.work(handle_routine, payload))
 
 
 @task_failure.connect(sender=process_routine)
@@ -375,21 +289,25 @@ def _given_up(exception: BaseException | None = None, args: Any = None, **_: Any
     try:
         cursor = ChunkCursor.from_payload(args[0])
     except InvalidBatch:
-        dead_letter_payload(
-            rt.stores.state, args[0], "invalid_batch", repr(exception), ROUTINE_TASK
-        )
+        detail = repr(exception)
+        dead_letter_payload(rt.stores.state, args[0], "invalid_batch", detail, ROUTINE_TASK)
         return
     _give_up(rt, cursor, type(exception).__name__, repr(exception))
 
 
-@app.task(name=PROBE_TASK, acks_late=True, soft_time_limit=5, time_limit=10)
-def anomaly_probe(region: str, enqueued_ts: float, hold_ms: float = 0.0) -> None:
+def handle_probe(rt: Runtime, args: tuple[str, float, float]) -> None:
+    """Record an anomaly task's wait (enqueued → started), then hold its slot."""
+    region, enqueued_ts, hold_ms = args
+    rt.stores.preemption.record_anomaly_start(region, enqueued_ts, rt.clock())
+    if hold_ms > 0:
+        time.sleep(hold_ms / 1e3)
+
+
+@app.task(base=WorkTask, bind=True, **work_options(PROBE_TASK))
+def anomaly_probe(self: WorkTask, region: str, enqueued_ts: float, hold_ms: float = 0.0) -> None:
     """A stand-in anomaly task: records its wait (enqueued → started), then holds its slot.
 
     Sent to ``{region}.anomaly`` by the overload benchmark and the integration
     tests, so it takes exactly the path real anomaly work takes.
     """
-    rt: Runtime = app.runtime
-    rt.stores.preemption.record_anomaly_start(region, enqueued_ts, rt.clock())
-    if hold_ms > 0:
-        time.sleep(hold_ms / 1e3)
+    handle_probe(self.runtime, (region, enqueued_ts, hold_ms))
