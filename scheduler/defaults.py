@@ -85,3 +85,14 @@ ALERT_RETENTION_S = 7 * 24 * 3600
 ALERT_STREAM_MAXLEN = 100_000
 #: The maintenance events stream's length (approximate).
 MAINTENANCE_EVENTS_MAXLEN = 10_000
+
+#: Readings the producer's outbox may hold (plus the batcher's window) before ingest
+#: pushes back.
+OUTBOX_MAX_READINGS = 2_000_000
+#: Batches the producer publishes per outbox replay round trip.
+OUTBOX_REPLAY_BATCHES = 64
+#: A durable outbox segment is closed and a new one started past this size (bytes).
+OUTBOX_SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+#: How long a reading counts as unconfirmed after its publish: Redis's appendfsync
+#: everysec fsyncs once a second and may postpone a busy fsync by up to two.
+FSYNC_LAG_S = 3.0
