@@ -14,6 +14,8 @@ from kombu.transport import memory
 
 from stores.queue_scan import decode_routine
 
+__all__ = ["decode_routine", "depth_of", "routine_payloads_of"]
+
 
 def depth_of(queue: str) -> int:
     """Messages waiting in ``queue`` of this process's in-memory broker."""
