@@ -20,6 +20,7 @@ from stores.health_store import HealthStore
 from stores.incident_store import IncidentStore, MemoryIncidentStore, RedisIncidentStore
 from stores.inflight import InflightLedgerStore, MemoryInflightLedger, RedisInflightLedger
 from stores.keys import Keys
+from stores.maintenance_ops import RedisMaintenanceOps
 from stores.memory_broker import DepthOf, MemoryQueueDepth, MemoryQueueScan, PayloadsOf
 from stores.memory_control import (
     MemoryHealthStore,
@@ -27,6 +28,7 @@ from stores.memory_control import (
     MemoryReservationStore,
     MemoryWorkBudgetStore,
 )
+from stores.memory_maintenance import MemoryMaintenanceOps
 from stores.memory_state import MemoryStateStore
 from stores.pool_heartbeats import PoolHeartbeats
 from stores.preemption_signal import (
@@ -36,6 +38,7 @@ from stores.preemption_signal import (
 )
 from stores.protocols import (
     ClaimStore,
+    MaintenanceOps,
     PoolHeartbeatStore,
     QueueDepthRead,
     RegionHealthStore,
@@ -68,6 +71,7 @@ class Stores:
     pool_heartbeats: PoolHeartbeatStore
     work_budget: WorkBudgetStore
     queue_scan: RoutineQueueScan
+    maintenance: MaintenanceOps
     #: The state Redis where there is one: alert sinks that write a Redis stream use it.
     redis_client: Any | None = None
 
@@ -108,6 +112,7 @@ def redis_stores(
         pool_heartbeats=PoolHeartbeats(state_client, keys),
         work_budget=RedisWorkBudgetStore(state_client, keys),
         queue_scan=QueueScan(broker_client, keys),
+        maintenance=RedisMaintenanceOps(state_client, keys),
         redis_client=state_client,
     )
 
@@ -138,4 +143,5 @@ def memory_stores(
         pool_heartbeats=MemoryPoolHeartbeats(),
         work_budget=MemoryWorkBudgetStore(),
         queue_scan=MemoryQueueScan(payloads_of or (lambda _queue: [])),
+        maintenance=MemoryMaintenanceOps(state, detector),
     )

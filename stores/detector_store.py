@@ -15,6 +15,7 @@ delays learning; the price of locking every device on every batch is not worth i
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -166,6 +167,8 @@ class MemoryDetectorStore:
         self._latency: dict[str, dict[int, int]] = {}
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._recent: list[bytes] = []
+        #: device → monotonic time its state was last written (Redis's OBJECT IDLETIME).
+        self._touched: dict[int, float] = {}
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
         with self._lock:
@@ -193,6 +196,7 @@ class MemoryDetectorStore:
             self._counters["screened_readings"] += readings
             self._counters["device_alerts"] += alerts
             self._states.update(zip(device_ids.tolist(), blobs, strict=True))
+            self._touched.update(dict.fromkeys(device_ids.tolist(), time.monotonic()))
             self._merge(ALERT_STAGE, latency)
             if alert_record:
                 self._recent.insert(0, alert_record)
@@ -202,6 +206,16 @@ class MemoryDetectorStore:
     def recent_alerts(self) -> list[bytes]:
         with self._lock:
             return list(self._recent)
+
+    def drop_idle(self, idle_s: float) -> tuple[int, int]:
+        """Forget the state of devices not screened for ``idle_s``: (examined, dropped)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [d for d in self._states if now - self._touched.get(d, now) >= idle_s]
+            for d in stale:
+                del self._states[d]
+                self._touched.pop(d, None)
+            return len(self._states) + len(stale), len(stale)
 
     def state_page(self, start: int, count: int) -> tuple[list[int], list[bytes], int]:
         """States in device id order from position ``start``: (ids, blobs, next start; 0

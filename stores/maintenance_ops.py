@@ -24,6 +24,7 @@ from scheduler.registry import build_registry
 from stores.detector_store import DETECTOR_STATE_TTL_S
 from stores.health_store import text
 from stores.keys import Keys
+from stores.protocols import StateStore
 from stores.redis_state import RedisStateStore
 
 Operation = Callable[[redis.Redis, Keys, str, float], OpOutcome]
@@ -131,7 +132,11 @@ def rebuild_registry(client: redis.Redis, keys: Keys, cursor: str, deadline_ts: 
     Fails (and is retried, then rebooked) when no snapshot is stored: there is
     nothing to rebuild from, which an operator must hear about.
     """
-    store = RedisStateStore(client, keys)
+    return rebuild_registry_of(RedisStateStore(client, keys))
+
+
+def rebuild_registry_of(store: StateStore) -> OpOutcome:
+    """``rebuild_registry`` on any state store (the in-memory one too)."""
     current = store.load_registry()
     if current is None:
         raise ConfigError("no device registry stored to rebuild; load one first")
@@ -169,3 +174,14 @@ def operation(name: str) -> Operation:
         raise ConfigError(
             f"unknown maintenance operation {name!r}; known: {sorted(OPERATIONS)}"
         ) from None
+
+
+class RedisMaintenanceOps:
+    """``MaintenanceOps`` on the deployment's Redis."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+
+    def run(self, name: str, cursor: str, deadline_ts: float) -> OpOutcome:
+        return operation(name)(self.client, self.keys, cursor, deadline_ts)

@@ -56,6 +56,14 @@ class MemoryStateStore:
         with self._lock:
             return self._rollups.get((device_id, minute_ts))
 
+    def drop_rollups_before(self, minute_ts: float) -> tuple[int, int]:
+        """Forget rollup minutes older than ``minute_ts``: (examined, deleted)."""
+        with self._lock:
+            old = [k for k in self._rollups if k[1] < minute_ts]
+            for k in old:
+                del self._rollups[k]
+            return len(self._rollups) + len(old), len(old)
+
     def rollup_count_total(self) -> int:
         with self._lock:
             return sum(r.count for r in self._rollups.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from scheduler.maintenance_plan import BookState
+from scheduler.maintenance_plan import BookState, OpOutcome
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
 from scheduler.rollup import Rollup, RollupDelta
@@ -132,3 +132,10 @@ class RoutineQueueScan(Protocol):
     """Bounded reads of the routine batches waiting in a region's queues, without taking them."""
 
     def routine_payloads(self, region: str) -> ScanResult: ...
+
+
+class MaintenanceOps(Protocol):
+    """The platform's maintenance operations (``stores.maintenance_ops.OPERATIONS``) on this
+    deployment's stores: each idempotent, resumable from ``cursor``, stopped at the deadline."""
+
+    def run(self, name: str, cursor: str, deadline_ts: float) -> OpOutcome: ...

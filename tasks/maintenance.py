@@ -19,7 +19,6 @@ import functools
 import time
 
 from runtime.runtime import Runtime
-from scheduler.errors import ConfigError
 
 # Re-exported: the maintenance planning these tasks apply (tests name it here).
 from scheduler.maintenance_plan import BookState as BookState
@@ -30,7 +29,6 @@ from scheduler.maintenance_plan import finish as finish
 from scheduler.maintenance_plan import plan_tick as plan_tick
 from scheduler.maintenance_plan import settle as settle
 from scheduler.wire import MAINTENANCE_RUN_TASK, MAINTENANCE_TICK_TASK
-from stores.keys import Keys
 from stores.maintenance_ops import operation
 from tasks.app import app
 from tasks.base import WorkTask
@@ -62,14 +60,12 @@ def handle_run(rt: Runtime, attempt: tuple[str, int]) -> str:
         time.sleep(min(started, 1.0))  # an ETA that fired a hair early
     if started is None:
         return "skipped"
-    op = operation(started.reservation.operation)
-    keys = Keys(rt.settings.key_prefix)
+    name = started.reservation.operation
+    operation(name)  # an unknown operation fails the task, as it always has
     outcome: OpOutcome | None = None
     error = ""
     try:
-        if rt.stores.redis_client is None:
-            raise ConfigError("maintenance operations act on the Redis of a deployment")
-        outcome = op(rt.stores.redis_client, keys, started.cursor, started.cutoff_ts)
+        outcome = rt.stores.maintenance.run(name, started.cursor, started.cutoff_ts)
     except Exception as exc:  # any failure of the operation is a failed try, retried or rebooked
         error = f"{type(exc).__name__}: {exc}"
     store.update(lambda s: finish(s, reservation_id, try_no, rt.clock(), outcome, error))
