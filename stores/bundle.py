@@ -47,7 +47,7 @@ from stores.protocols import (
     StateStore,
     WorkBudgetStore,
 )
-from stores.queue_depth import RedisQueueDepth
+from stores.queue_depth_read import RedisQueueDepth
 from stores.queue_scan import QueueScan
 from stores.redis_state import RedisStateStore
 from stores.reservation_store import ReservationStore

@@ -31,7 +31,7 @@ from scheduler.model import WorkClass, queue_name
 from scheduler.preemption import YIELD_ORDER, PreemptionPolicy
 from stores.keys import Keys
 from stores.protocols import QueueDepthRead
-from stores.queue_depth import RedisQueueDepth
+from stores.queue_depth_read import RedisQueueDepth
 
 
 class PreemptionSignal(Protocol):

@@ -50,17 +50,6 @@ def fold_lengths(lengths: Sequence[Any], queues: Sequence[str]) -> dict[str, int
     return {q: sum(_int(v) for v in lengths[per * i : per * (i + 1)]) for i, q in enumerate(queues)}
 
 
-class RedisQueueDepth:
-    """``QueueDepthRead`` on a Redis broker (the broker's client, the deployment's keys)."""
-
-    def __init__(self, client: Any, keys: Keys) -> None:
-        self.client = client
-        self.keys = keys
-
-    def depths(self, queues: Sequence[str]) -> dict[str, int]:
-        return queue_depths(self.client, self.keys, queues)
-
-
 @dataclass(frozen=True)
 class QueueSample:
     """Cumulative figures at ``at_ts`` (epoch seconds)."""

@@ -10,7 +10,7 @@ import fakeredis
 from runtime.publisher import Publisher
 from stores.inflight import InflightLedger
 from stores.keys import Keys
-from stores.queue_depth import RedisQueueDepth
+from stores.queue_depth_read import RedisQueueDepth
 from workers.inflight_reaper import InflightReaper
 
 KEYS = Keys("t-reaper")
