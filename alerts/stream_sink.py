@@ -13,10 +13,11 @@ from typing import Any
 
 import redis
 
+from scheduler import defaults
 from stores.keys import Keys
 
-#: Alert stream length (approximate MAXLEN); the oldest notifications are trimmed.
-ALERT_STREAM_MAXLEN = 100_000
+#: Alert stream length (approximate MAXLEN; one home: ``scheduler.defaults``).
+ALERT_STREAM_MAXLEN = defaults.ALERT_STREAM_MAXLEN
 
 
 class RedisStreamSink:

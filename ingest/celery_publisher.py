@@ -19,16 +19,14 @@ from collections.abc import Callable
 import numpy as np
 from celery import Celery
 
+from runtime.publisher import Publisher
 from scheduler import defaults
-from scheduler.codec import encode_batch
 from scheduler.model import Batch, queue_name, screen_queue_kind
 from scheduler.settings import Settings
-from stores.inflight import InflightLedger
-from tasks.routine import ROUTINE_TASK
-from tasks.screen import SCREEN_TASK
+from stores.inflight import InflightLedgerStore
 
-#: Oldest a screening copy may wait to be coalesced with others of its region.
-SCREEN_MAX_AGE_MS = 100.0
+#: Kept for callers that read it here; the default lives in ``scheduler.defaults``.
+SCREEN_MAX_AGE_MS = defaults.SCREEN_MAX_AGE_MS
 
 
 class CeleryPublisher:
@@ -37,18 +35,20 @@ class CeleryPublisher:
         app: Celery,
         screening: bool | None = None,
         screen_max_readings: int = defaults.BATCH_MAX_READINGS,
-        screen_max_age_ms: float = SCREEN_MAX_AGE_MS,
+        screen_max_age_ms: float = defaults.SCREEN_MAX_AGE_MS,
         clock: Callable[[], float] = time.time,
-        ledger: InflightLedger | None = None,
+        ledger: InflightLedgerStore | None = None,
         premium_tier: str | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         """``screening`` None follows the environment (``IOTSCHED_SCREENING``, on by default);
         ``premium_tier`` None is the first configured tier (``IOTSCHED_TIERS``).
 
-        With a ``ledger`` every routine batch is recorded before it is published, so a
-        message lost by the broker (a worker killed mid-fetch) is published again."""
+        Sends go through ``publisher`` (by default one over ``app`` and ``ledger``): with a
+        ledger every batch is recorded before it is published, so a message lost by the
+        broker (a worker killed mid-fetch) is published again."""
         self.app = app
-        self.ledger = ledger
+        self.publisher = publisher or Publisher(app, ledger, clock)
         settings = Settings.from_env()
         self.screening = settings.screening if screening is None else screening
         self.premium_tier = settings.tiers[0] if premium_tier is None else premium_tier
@@ -64,23 +64,9 @@ class CeleryPublisher:
 
     def publish_many(self, batches: list[Batch]) -> None:
         """Publish batches flushed together; their ledger entries cost one round trip."""
-        sends = [(b, queue_name(b.region, b.tier), encode_batch(b)) for b in batches]
-        if self.ledger is not None:
-            self.ledger.record_many(
-                [(b.batch_id, q, p, ROUTINE_TASK) for b, q, p in sends], self.clock()
-            )
-        for batch, queue, payload in sends:
-            self.app.send_task(
-                ROUTINE_TASK,
-                args=(payload,),
-                queue=queue,
-                serializer="msgpack",
-                argsrepr=_describe(batch),
-                # Fail fast: the producer keeps the batch in its outbox and retries,
-                # instead of blocking the gateway in kombu's reconnect loop.
-                retry=False,
-            )
-            if self.screening:
+        self.publisher.send_routine(batches)
+        if self.screening:
+            for batch in batches:
                 self._hold_for_screening(batch)
         self.poll()
 
@@ -122,22 +108,7 @@ class CeleryPublisher:
             values=np.concatenate([b.values for b in batches]),
             ingest_ts=np.concatenate([b.ingest_ts for b in batches]),
         )
-        payload = encode_batch(merged)
-        if self.ledger is not None:
-            self.ledger.record(merged.batch_id, queue, payload, SCREEN_TASK, self.clock())
-        self.app.send_task(
-            SCREEN_TASK,
-            args=(payload,),
-            queue=queue,
-            serializer="msgpack",
-            argsrepr=_describe(merged),
-            retry=False,
-        )
+        self.publisher.send_screen(merged, queue)
         # Dropped only once sent: a broker error keeps the copies for the next poll.
         del self._pending[queue]
         del self._pending_since[queue]
-
-
-def _describe(batch: Batch) -> str:
-    # What Flower shows for the task; Celery's own repr would walk the raw columns.
-    return f"<batch {batch.batch_id} {batch.region}/{batch.tier} n={len(batch)}>"

@@ -25,13 +25,14 @@ from typing import Protocol
 
 import msgpack
 
+from scheduler import defaults
 from scheduler.codec import decode_batch, encode_batch
 from scheduler.errors import ConfigError
 from scheduler.model import Batch
 
 _HEADER = struct.Struct("<II")
 #: A segment is closed and a new one started past this size; consumed segments are deleted.
-SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+SEGMENT_MAX_BYTES = defaults.OUTBOX_SEGMENT_MAX_BYTES
 
 
 class Outbox(Protocol):

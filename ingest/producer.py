@@ -26,6 +26,7 @@ from kombu.exceptions import OperationalError
 
 from ingest.outbox import MemoryOutbox, Outbox
 from ingest.unconfirmed import UnconfirmedWindow
+from scheduler import defaults
 from scheduler.batching import Batcher, BatchingConfig
 from scheduler.errors import InvalidReading
 from scheduler.model import Batch, DeadLetter
@@ -60,10 +61,8 @@ PauseGate = Callable[[], bool]
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError, OSError)
 #: Told the (device ids, event times) of the readings each call accepted: an audit trail.
 AcceptedHook = Callable[[npt.NDArray[np.uint64], npt.NDArray[np.float64]], None]
-#: Readings the outbox may hold (plus the batcher's window) before ingest pushes back.
-OUTBOX_MAX_READINGS = 2_000_000
-#: Batches published per replay round trip.
-REPLAY_BATCHES = 64
+OUTBOX_MAX_READINGS = defaults.OUTBOX_MAX_READINGS
+REPLAY_BATCHES = defaults.OUTBOX_REPLAY_BATCHES
 
 _NONE = np.empty(0, dtype=np.intp)
 

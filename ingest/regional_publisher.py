@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from celery import Celery
 
 from ingest.celery_publisher import CeleryPublisher
+from runtime.celery_app import region_apps
 from scheduler.model import Batch
-from stores.inflight import InflightLedger
-from tasks.app import region_apps
+from stores.inflight import InflightLedgerStore
 
 
 class RegionalPublisher:
@@ -27,7 +27,7 @@ class RegionalPublisher:
         default_app: Celery,
         region_apps: Mapping[str, Celery] | None = None,
         screening: bool | None = None,
-        ledger: InflightLedger | None = None,
+        ledger: InflightLedgerStore | None = None,
     ) -> None:
         """``screening`` and ``ledger`` as for CeleryPublisher."""
         self.default = CeleryPublisher(default_app, screening, ledger=ledger)
@@ -42,7 +42,7 @@ class RegionalPublisher:
         default_app: Celery,
         region_broker_urls: Mapping[str, str],
         screening: bool | None = None,
-        ledger: InflightLedger | None = None,
+        ledger: InflightLedgerStore | None = None,
     ) -> RegionalPublisher:
         """One app per distinct region broker URL, configured like ``default_app`` otherwise."""
         apps = region_apps(default_app, region_broker_urls)

@@ -20,10 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from scheduler import defaults
 from scheduler.model import Batch
 
-#: everysec fsyncs once a second and may postpone a busy fsync by up to two.
-FSYNC_LAG_S = 3.0
+FSYNC_LAG_S = defaults.FSYNC_LAG_S
 
 
 def redis_run_id(client: Any) -> Callable[[], str]:

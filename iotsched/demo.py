@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import uuid
 from typing import Any
 
@@ -37,13 +38,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("demo: --seconds, --rate-rps and --devices must be positive")
     readings = int(args.seconds * args.rate_rps)
     bad_every_s = 1.0
-    state = {"next_bad": 0.0}
+    # One handful per second of the run, however long a loaded machine takes to offer it,
+    # so a run's totals do not depend on its speed.
+    state = {"next_bad": 0.0, "bad_left": float(math.ceil(args.seconds / bad_every_s))}
 
     def extra(now: float) -> list[Any]:
         # A handful of malformed readings each second shows the dead-letter path.
-        if now < state["next_bad"]:
+        if now < state["next_bad"] or state["bad_left"] <= 0:
             return []
         state["next_bad"] = now + bad_every_s
+        state["bad_left"] -= 1
         return list(bad_readings(now, ("value",)))
 
     if args.redis_url:
@@ -71,7 +75,9 @@ def _run_embedded(args: argparse.Namespace, readings: int, extra: Any) -> dict[s
     assert snapshot is not None
     stderr_progress(f"embedded mode: in-memory broker and store, {args.devices:,} devices")
     with embedded_worker(settings, store) as app:
-        producer = Producer(lambda: snapshot, CeleryPublisher(app), store)
+        # The runtime's publisher: every batch goes through its in-memory in-flight ledger.
+        publisher = CeleryPublisher(app, publisher=app.runtime.publisher)
+        producer = Producer(lambda: snapshot, publisher, store)
         stream = SyntheticStream(snapshot, seed=args.seed)
         result = drive(producer, stream, readings, args.rate_rps, 2_000, extra, stderr_progress)
         _, done = wait_drained(store, timeout_s=120, progress=stderr_progress)

@@ -14,9 +14,10 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 import tasks.all  # noqa: F401  (registers every task on the app)
+from runtime import memory_broker
+from runtime.runtime import memory_runtime
 from scheduler.settings import Settings
 from stores.memory_state import MemoryStateStore
-from tasks import context
 from tasks.app import app
 from workers.profiles import region_queues
 
@@ -31,7 +32,17 @@ def embedded_worker(
         broker_url="memory://localhost/",
         broker_transport_options={"polling_interval": 0.001},
     )
-    context.install(store, settings)
+    # Every store in memory, reading the in-memory broker: preemption, the in-flight
+    # ledger and accelerated processing work as in a deployment.
+    app.install_runtime(
+        memory_runtime(
+            settings,
+            app,
+            state=store,
+            depth_of=memory_broker.depth_of,
+            payloads_of=memory_broker.routine_payloads_of,
+        )
+    )
     queues: Sequence[str] = [q for r in settings.regions for q in region_queues(r)]
     try:
         with start_worker(
@@ -49,4 +60,4 @@ def embedded_worker(
         # with no connection pool still bound to the in-memory broker.
         app.close()
         app.conf.update(saved)
-        context.reset()
+        app.install_runtime(None)

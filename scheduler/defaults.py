@@ -39,3 +39,62 @@ ROUTINE_CHUNK_READINGS = 5_000
 
 #: Registry snapshot refresh check interval in workers and producers.
 REGISTRY_REFRESH_S = 5.0
+
+#: Oldest a screening copy may wait at the producer to be coalesced with others of its region.
+SCREEN_MAX_AGE_MS = 100.0
+#: How often beat sends the maintenance tick (windows start within about this of their start).
+MAINTENANCE_TICK_INTERVAL_S = 1.0
+#: How often beat sends a dropout sweep per region; a full pass over N detector states
+#: takes about N / (DROPOUT_PAGE_SIZE * DROPOUT_MAX_PAGES) sweeps.
+DROPOUT_SWEEP_INTERVAL_S = 2.0
+#: SCAN COUNT per page of the dropout sweep (a hint: Redis may return more or fewer keys).
+DROPOUT_PAGE_SIZE = 1_000
+#: Pages per sweep task: about 50,000 states (a few MB), so a sweep stays short.
+DROPOUT_MAX_PAGES = 50
+
+#: Seconds between a data worker's region heartbeats; region health's silence timeout
+#: is several of these.
+HEARTBEAT_INTERVAL_S = 1.0
+#: Past its hard time limit by this much, a running task means the pool is wedged.
+HARD_LIMIT_GRACE_S = 10.0
+#: A task received but not started for this long, with nothing finishing, means the same.
+START_TIMEOUT_S = 30.0
+#: A task's pool process stopped (SIGSTOP, a debugger) or gone this long: wedged.
+PROCESS_GRACE_S = 5.0
+#: How often the in-flight reaper looks for batches the broker lost.
+REAP_INTERVAL_S = 1.0
+
+#: Windows starting within this are sent now with an ETA: a tick interval plus margin.
+MAINTENANCE_ARM_AHEAD_S = 2.0
+#: A sent try that has not started this long after it was due is sent again.
+MAINTENANCE_REDISPATCH_AFTER_S = 15.0
+#: A running try not heard from this long after the cutoff is taken as lost (worker died).
+MAINTENANCE_STOP_GRACE_S = 10.0
+#: Ended reservations stay listed this long.
+MAINTENANCE_HISTORY_S = 3600.0
+#: How long before a window data pools start giving up its slots (pre-drain): long
+#: enough for a running routine task to finish its chunk and yield its slot.
+MAINTENANCE_PREDRAIN_LEAD_S = 30.0
+
+#: Keys a maintenance operation examines per SCAN step: a step never holds Redis for long.
+MAINTENANCE_SCAN_COUNT = 1_000
+#: Detector state untouched this long belongs to a silent device: compaction drops it
+#: (the device warms up again).
+SILENT_DEVICE_S = 6 * 3600
+#: Alerts are kept this long by the trim operation.
+ALERT_RETENTION_S = 7 * 24 * 3600
+#: The alert stream's length (approximate on write, exact when maintenance trims it).
+ALERT_STREAM_MAXLEN = 100_000
+#: The maintenance events stream's length (approximate).
+MAINTENANCE_EVENTS_MAXLEN = 10_000
+
+#: Readings the producer's outbox may hold (plus the batcher's window) before ingest
+#: pushes back.
+OUTBOX_MAX_READINGS = 2_000_000
+#: Batches the producer publishes per outbox replay round trip.
+OUTBOX_REPLAY_BATCHES = 64
+#: A durable outbox segment is closed and a new one started past this size (bytes).
+OUTBOX_SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+#: How long a reading counts as unconfirmed after its publish: Redis's appendfsync
+#: everysec fsyncs once a second and may postpone a busy fsync by up to two.
+FSYNC_LAG_S = 3.0

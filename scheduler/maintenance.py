@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from scheduler import defaults
 from scheduler.errors import ConfigError, PermanentError
 from scheduler.reservations import Reservation, ReservationBook, ReservationNotFound
 
-#: How far ahead of a window data pools start shrinking: long enough for a
-#: running routine task to finish its chunk and yield its slot.
-DEFAULT_PRE_DRAIN_LEAD_S = 30.0
+#: How far ahead of a window data pools start shrinking (one home: ``scheduler.defaults``).
+DEFAULT_PRE_DRAIN_LEAD_S = defaults.MAINTENANCE_PREDRAIN_LEAD_S
 
 
 class InvalidTransition(PermanentError):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from scheduler import defaults
 from scheduler.errors import ConfigError
 from scheduler.model import DEFAULT_REGIONS, DEFAULT_TIERS, Topology
 from scheduler.redis_url import normalize_redis_url
@@ -65,7 +66,9 @@ class Settings:
     maintenance_max_tries: int = 3
     maintenance_backoff_s: float = 5.0
     #: How long before a window data pools start giving up its slots (pre-drain).
-    maintenance_predrain_lead_s: float = 30.0
+    maintenance_predrain_lead_s: float = defaults.MAINTENANCE_PREDRAIN_LEAD_S
+    #: At most one accelerated pass per incident per this many seconds.
+    accelerate_min_interval_s: float = 1.0
 
     @property
     def topology(self) -> Topology:

@@ -15,6 +15,7 @@ delays learning; the price of locking every device on every batch is not worth i
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -166,6 +167,8 @@ class MemoryDetectorStore:
         self._latency: dict[str, dict[int, int]] = {}
         self._counters = dict.fromkeys(COUNTER_NAMES, 0)
         self._recent: list[bytes] = []
+        #: device → monotonic time its state was last written (Redis's OBJECT IDLETIME).
+        self._touched: dict[int, float] = {}
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
         with self._lock:
@@ -193,6 +196,7 @@ class MemoryDetectorStore:
             self._counters["screened_readings"] += readings
             self._counters["device_alerts"] += alerts
             self._states.update(zip(device_ids.tolist(), blobs, strict=True))
+            self._touched.update(dict.fromkeys(device_ids.tolist(), time.monotonic()))
             self._merge(ALERT_STAGE, latency)
             if alert_record:
                 self._recent.insert(0, alert_record)
@@ -202,6 +206,36 @@ class MemoryDetectorStore:
     def recent_alerts(self) -> list[bytes]:
         with self._lock:
             return list(self._recent)
+
+    def drop_idle(self, idle_s: float) -> tuple[int, int]:
+        """Forget the state of devices not screened for ``idle_s``: (examined, dropped)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [d for d in self._states if now - self._touched.get(d, now) >= idle_s]
+            for d in stale:
+                del self._states[d]
+                self._touched.pop(d, None)
+            return len(self._states) + len(stale), len(stale)
+
+    def state_page(self, start: int, count: int) -> tuple[list[int], list[bytes], int]:
+        """States in device id order from position ``start``: (ids, blobs, next start; 0
+        once the pass is over). For the dropout sweep, like SCAN over the Redis keys."""
+        with self._lock:
+            ids = sorted(self._states)[start : start + count]
+            blobs = [self._states[d] for d in ids]
+            end = start + count
+            return ids, blobs, end if end < len(self._states) else 0
+
+    def replace_states(
+        self, device_ids: list[int], seen: list[bytes], new: list[bytes]
+    ) -> list[bool]:
+        """Write ``new`` where the state is still ``seen`` (no commit came in between)."""
+        with self._lock:
+            same = [self._states.get(d) == s for d, s in zip(device_ids, seen, strict=True)]
+            for d, blob, ok in zip(device_ids, new, same, strict=True):
+                if ok:
+                    self._states[d] = blob
+            return same
 
     def add_latency(self, stage: str, latency: Mapping[int, int]) -> None:
         with self._lock:

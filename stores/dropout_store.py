@@ -14,13 +14,15 @@ same device in between wins, and the device is looked at again on the next pass.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import redis
 
+from stores.detector_store import MemoryDetectorStore
 from stores.keys import Keys
 
 U64 = npt.NDArray[np.uint64]
@@ -35,6 +37,14 @@ class StatePage:
     blobs: list[bytes]
     #: True when this page finished a full pass (the cursor went back to 0).
     wrapped: bool
+
+
+class DropoutStore(Protocol):
+    def page(self, region: str, page_size: int) -> StatePage:
+        """The next page of ``region``'s pass over every detector state."""
+
+    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
+        """Replace ``seen`` by ``marked`` where unchanged meanwhile; which were written."""
 
 
 class RedisDropoutStore:
@@ -84,3 +94,23 @@ class RedisDropoutStore:
             except redis.WatchError:
                 written[:] = False
         return written
+
+
+class MemoryDropoutStore:
+    """The sweep over the in-memory detector states; a cursor per region, as in Redis."""
+
+    def __init__(self, detector: MemoryDetectorStore) -> None:
+        self.detector = detector
+        self._lock = threading.Lock()
+        self._cursor: dict[str, int] = {}
+
+    def page(self, region: str, page_size: int) -> StatePage:
+        with self._lock:
+            start = self._cursor.get(region, 0)
+            ids, blobs, nxt = self.detector.state_page(start, page_size)
+            self._cursor[region] = nxt
+        return StatePage(np.array(ids, dtype=np.uint64), blobs, nxt == 0)
+
+    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
+        done = self.detector.replace_states(device_ids.tolist(), seen, marked)
+        return np.array(done, dtype=bool)

@@ -52,6 +52,11 @@ class HealthStore:
         # A region with its own broker keeps its queues there; the rest share the state Redis.
         self.broker_clients = dict(broker_clients or {})
 
+    def beat(self, regions: Sequence[str], now_ts: float) -> None:
+        """These regions are served now (a data worker whose pool takes work)."""
+        if regions:
+            self.client.hset(self.keys.heartbeats, mapping={r: repr(now_ts) for r in regions})
+
     def heartbeats(self) -> dict[str, float]:
         raw = self.client.hgetall(self.keys.heartbeats)
         return {text(k): float(v) for k, v in raw.items()}

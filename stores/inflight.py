@@ -11,9 +11,11 @@ harmless, so a reading is processed, queued, in this ledger, or dead-lettered.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -29,7 +31,37 @@ class InflightBatch:
     task: str
 
 
-class InflightLedger:
+#: (batch id, queue, payload, task) of one batch about to be published.
+Entry = tuple[str, str, dict[str, Any], str]
+#: Given the queues of overdue batches, names those to leave alone this time.
+SkipQueues = Callable[[set[str]], set[str]]
+
+
+class InflightLedgerStore(Protocol):
+    """Batches from publish until done; overdue ones are published again by the reaper."""
+
+    def record_many(self, batches: Sequence[Entry], now_ts: float) -> None:
+        """Record batches about to be published (a batch id recorded again is replaced)."""
+
+    def done(self, batch_id: str) -> None:
+        """The batch is applied, screened or dead-lettered: nobody need send it again."""
+
+    def overdue(
+        self,
+        now_ts: float,
+        grace_s: float,
+        limit: int = 100,
+        skip_queues: SkipQueues | None = None,
+    ) -> list[InflightBatch]:
+        """Batches recorded more than ``grace_s`` ago and not done; their clock restarts."""
+
+    def size(self) -> int: ...
+
+    def try_lead(self, holder: str, ttl_s: float) -> bool:
+        """One reaper at a time across the deployment: a lease renewed by its holder."""
+
+
+class RedisInflightLedger:
     def __init__(self, client: Any, keys: Keys) -> None:
         self.client = client
         self.keys = keys
@@ -39,9 +71,7 @@ class InflightLedger:
     ) -> None:
         self.record_many([(batch_id, queue, payload, task)], now_ts)
 
-    def record_many(
-        self, batches: Sequence[tuple[str, str, dict[str, Any], str]], now_ts: float
-    ) -> None:
+    def record_many(self, batches: Sequence[Entry], now_ts: float) -> None:
         """(batch id, queue, payload, task) of batches about to be published, one round trip."""
         if not batches:
             return
@@ -67,7 +97,7 @@ class InflightLedger:
         now_ts: float,
         grace_s: float,
         limit: int = 100,
-        skip_queues: Callable[[set[str]], set[str]] | None = None,
+        skip_queues: SkipQueues | None = None,
     ) -> list[InflightBatch]:
         """Batches published more than ``grace_s`` ago and not yet done; their clock restarts.
 
@@ -107,3 +137,64 @@ class InflightLedger:
             self.client.pexpire(lock, int(ttl_s * 1000))
             return True
         return False
+
+
+#: The name other modules have always imported; the Redis ledger.
+InflightLedger = RedisInflightLedger
+
+
+class MemoryInflightLedger:
+    """The ledger of one process (the embedded run): same contract, a lock instead of Redis."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, InflightBatch] = {}
+        self._since: dict[str, float] = {}
+        self._lease: tuple[str, float] | None = None
+        self._clock = clock
+
+    def record(
+        self, batch_id: str, queue: str, payload: dict[str, Any], task: str, now_ts: float
+    ) -> None:
+        self.record_many([(batch_id, queue, payload, task)], now_ts)
+
+    def record_many(self, batches: Sequence[Entry], now_ts: float) -> None:
+        with self._lock:
+            for bid, queue, payload, task in batches:
+                self._entries[bid] = InflightBatch(bid, queue, payload, task)
+                self._since[bid] = now_ts
+
+    def done(self, batch_id: str) -> None:
+        with self._lock:
+            self._entries.pop(batch_id, None)
+            self._since.pop(batch_id, None)
+
+    def overdue(
+        self,
+        now_ts: float,
+        grace_s: float,
+        limit: int = 100,
+        skip_queues: SkipQueues | None = None,
+    ) -> list[InflightBatch]:
+        with self._lock:
+            due = sorted((ts, bid) for bid, ts in self._since.items() if ts <= now_ts - grace_s)
+            candidates = [self._entries[bid] for _, bid in due[:limit]]
+        skipped = skip_queues({c.queue for c in candidates}) if skip_queues else set()
+        found = [c for c in candidates if c.queue not in skipped]
+        with self._lock:
+            for c in found:
+                if c.batch_id in self._since:
+                    self._since[c.batch_id] = now_ts
+        return found
+
+    def size(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def try_lead(self, holder: str, ttl_s: float) -> bool:
+        now = (self._clock or time.monotonic)()
+        with self._lock:
+            if self._lease is None or self._lease[0] == holder or self._lease[1] <= now:
+                self._lease = (holder, now + ttl_s)
+                return True
+            return False

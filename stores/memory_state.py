@@ -56,16 +56,34 @@ class MemoryStateStore:
         with self._lock:
             return self._rollups.get((device_id, minute_ts))
 
+    def drop_rollups_before(self, minute_ts: float) -> tuple[int, int]:
+        """Forget rollup minutes older than ``minute_ts``: (examined, deleted)."""
+        with self._lock:
+            old = [k for k in self._rollups if k[1] < minute_ts]
+            for k in old:
+                del self._rollups[k]
+            return len(self._rollups) + len(old), len(old)
+
     def rollup_count_total(self) -> int:
         with self._lock:
             return sum(r.count for r in self._rollups.values())
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
         with self._lock:
             self._dead.extend(letters)
             self._bump("dead_lettered", sum(dl.readings for dl in letters))
             for reason, readings in readings_by_reason(letters).items():
                 self._bump(f"dead_lettered:{reason}", readings)
+
+    def dead_letter_claimed(self, claimed: Sequence[tuple[str, DeadLetter]]) -> list[bool]:
+        with self._lock:
+            free = [cid not in self._claims for cid, _ in claimed]
+            written = [dl for (cid, dl), ok in zip(claimed, free, strict=True) if ok]
+            self._claims.update(cid for cid, _ in claimed)
+        self.add_dead_letters(written)
+        return free
 
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         with self._lock:

@@ -30,10 +30,9 @@ from typing import Any
 import msgpack
 
 from scheduler.model import WorkClass, queue_name
+from scheduler.wire import MSGPACK_CONTENT_TYPE, ROUTINE_TASK
 from stores.keys import Keys
 
-ROUTINE_TASK = "iotsched.routine"
-MSGPACK_CONTENT_TYPE = "application/x-msgpack"
 #: Defaults per incident update: 500 messages of 5,000 readings is about 30 MB raw at most.
 MAX_MESSAGES = 500
 MAX_BYTES = 32 * 1024 * 1024
@@ -55,10 +54,12 @@ class ScanResult:
     truncated: bool
 
 
-def decode_routine(raw: bytes | str) -> dict[str, Any] | None:
-    """The batch payload of one broker message of the routine task; None for anything else."""
+def decode_routine(raw: bytes | str | dict[str, Any]) -> dict[str, Any] | None:
+    """The batch payload of one broker message of the routine task; None for anything else.
+
+    ``raw`` is kombu's JSON envelope, or the envelope itself (the in-memory transport)."""
     try:
-        message = json.loads(raw)
+        message = raw if isinstance(raw, dict) else json.loads(raw)
         headers = message.get("headers") or {}
         if headers.get("task") != ROUTINE_TASK:
             return None

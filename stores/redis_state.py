@@ -143,6 +143,31 @@ class RedisStateStore:
         queue_dead_letters(pipe, self.keys, letters, self.dead_letter_maxlen)
         pipe.execute()
 
+    def dead_letter_claimed(self, claimed: Sequence[tuple[str, DeadLetter]]) -> list[bool]:
+        """Claims, stream entries and counters in one MULTI/EXEC WATCHing the claims
+        (retried when a claim moves under the WATCH)."""
+        claim_keys = [self.keys.claim(cid) for cid, _ in claimed]
+        if not claim_keys:
+            return []
+        while True:
+            pipe: Any
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*claim_keys)
+                    free = [not pipe.exists(k) for k in claim_keys]
+                    pipe.multi()
+                    written = []
+                    for key, (_, dl), ok in zip(claim_keys, claimed, free, strict=True):
+                        if ok:
+                            pipe.set(key, "dead_lettered", ex=int(self.claim_ttl_s))
+                            written.append(dl)
+                    if written:
+                        queue_dead_letters(pipe, self.keys, written, self.dead_letter_maxlen)
+                    pipe.execute()
+                    return free
+                except redis.WatchError:
+                    continue
+
     def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         entries = self.client.xrevrange(self.keys.dead_letters, count=count)
         return [

@@ -17,12 +17,13 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
 
+from scheduler import defaults
 from scheduler.errors import TransientError
+from scheduler.maintenance_plan import BookState as BookState  # re-exported: stores name it here
 from scheduler.reservations import Reservation, ReservationBook
 from scheduler.settings import Settings
 from stores.health_store import text
@@ -30,21 +31,8 @@ from stores.keys import Keys
 
 T = TypeVar("T")
 
-#: Streams of alerts and maintenance events keep about this many entries.
-STREAM_MAXLEN = 10_000
-
-
-@dataclass
-class BookState:
-    """What an ``update`` function sees and changes: the book, runs, and what to announce."""
-
-    book: ReservationBook
-    #: reservation id → run record (plain JSON-safe dict); delete a key to drop the run.
-    runs: dict[str, dict[str, Any]]
-    alerts: list[dict[str, str]] = field(default_factory=list)
-    events: list[dict[str, str]] = field(default_factory=list)
-    #: region → pre-drain level to publish with this change.
-    drain_slots: dict[str, int] = field(default_factory=dict)
+#: Kept for callers that name it here: the maintenance events stream's length.
+STREAM_MAXLEN = defaults.MAINTENANCE_EVENTS_MAXLEN
 
 
 class ReservationStore:
@@ -114,10 +102,15 @@ class ReservationStore:
                         pipe.set(k.reservations, after)
                     self._write_runs(pipe, raw_runs, state.runs)
                     for alert in state.alerts:
-                        pipe.xadd(k.alerts, alert, maxlen=STREAM_MAXLEN, approximate=True)
+                        pipe.xadd(
+                            k.alerts, alert, maxlen=defaults.ALERT_STREAM_MAXLEN, approximate=True
+                        )
                     for event in state.events:
                         pipe.xadd(
-                            k.maintenance_events, event, maxlen=STREAM_MAXLEN, approximate=True
+                            k.maintenance_events,
+                            event,
+                            maxlen=defaults.MAINTENANCE_EVENTS_MAXLEN,
+                            approximate=True,
                         )
                     if state.drain_slots:
                         pipe.hset(k.maintenance_drain, mapping=state.drain_slots)

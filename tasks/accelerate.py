@@ -2,7 +2,7 @@
 
 When the anomaly workflow opens or grows an incident it books one
 ``iotsched.accelerate`` task on ``{region}.anomaly`` (at most one per incident per
-``MIN_INTERVAL_S``, see ``IncidentStore.want_accelerate``). The task reads the
+``Settings.accelerate_min_interval_s``, see ``IncidentStore.want_accelerate``). The task reads the
 routine batches waiting in the region's premium and standard broker lists
 (``stores.queue_scan``, bounded), finds the chunks holding the incident's devices
 and applies them with ``tasks.routine.apply_chunks`` under the claim ids the
@@ -23,29 +23,19 @@ routine task's claim ids, which is what makes the later skip free and safe.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-import redis
-from celery import Task
 
+from runtime.runtime import Runtime
 from scheduler.errors import InvalidBatch
-from scheduler.model import WorkClass, queue_name
-from stores.queue_scan import QueueScan
-from stores.work_budget_store import RedisWorkBudgetStore
-from tasks import context
+from scheduler.wire import ACCELERATE_TASK
 from tasks.app import app
-from tasks.limits import TRANSIENT_ERRORS
+from tasks.base import WorkTask
+from tasks.limits import work_options
 from tasks.routine import apply_chunks, chunks_holding
-
-ACCELERATE_TASK = "iotsched.accelerate"
-#: At most one accelerated scan per incident per this many seconds.
-MIN_INTERVAL_S = 1.0
-MAX_RETRIES = 3
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,18 +53,18 @@ class Accelerated:
 
 
 def accelerate(
-    scan: QueueScan,
+    rt: Runtime,
     region: str,
     device_ids: Iterable[int],
-    apply: Callable[[dict[str, Any], list[int]], int] = apply_chunks,
     deadline_ts: float | None = None,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
 ) -> Accelerated:
     """Apply now every queued routine chunk of ``region`` holding one of ``device_ids``,
     until ``deadline_ts``: premium waits behind the run, so a run stops at its deadline
     (after at least one chunk) and leaves the rest to the routine workers, in order."""
+    now = clock or rt.clock
     devices = np.fromiter(device_ids, dtype=np.uint64)
-    found = scan.routine_payloads(region)
+    found = rt.stores.queue_scan.routine_payloads(region)
     done = Accelerated(scanned_messages=found.scanned_messages, truncated=found.truncated)
     for payload in found.payloads:
         try:
@@ -82,93 +72,43 @@ def accelerate(
         except InvalidBatch:
             continue  # the routine task dead-letters it when it gets there
         for chunk in chunks:
-            if done.chunks and deadline_ts is not None and clock() >= deadline_ts:
+            if done.chunks and deadline_ts is not None and now() >= deadline_ts:
                 done.stopped = True
                 return done
-            applied = apply(payload, [chunk])
+            applied = apply_chunks(rt, payload, [chunk])
             if applied:
                 done.readings += applied
                 done.chunks += 1
     return done
 
 
-def _build_scan() -> QueueScan:
-    cfg = context.settings()
-    state = context.store()
-    client = getattr(state, "client", None)
-    keys = getattr(state, "keys", None)
-    if keys is None:
-        raise RuntimeError("accelerated processing needs the Redis state store")
-    broker_url = cfg.effective_broker_url
-    if client is None or broker_url != cfg.redis_url:
-        client = redis.Redis.from_url(broker_url)
-    return QueueScan(client, keys)
-
-
-_scan: context.PerProcess[QueueScan] = context.PerProcess(_build_scan)
-queue_scan = _scan.get
-
-
-def _build_budget() -> RedisWorkBudgetStore:
-    state = context.store()
-    client = getattr(state, "client", None)
-    keys = getattr(state, "keys", None)
-    if client is None or keys is None:
-        raise RuntimeError("accelerated processing needs the Redis state store")
-    return RedisWorkBudgetStore(client, keys)
-
-
-_budget: context.PerProcess[RedisWorkBudgetStore] = context.PerProcess(_build_budget)
-work_budget = _budget.get
-
-
-def encode_request(
-    region: str, incident_id: str, device_ids: npt.NDArray[np.uint64]
-) -> dict[str, Any]:
-    return {
-        "region": region,
-        "incident_id": incident_id,
-        "device_id": np.ascontiguousarray(device_ids, dtype="<u8").tobytes(),
-    }
-
-
-def send_accelerate(region: str, incident_id: str, device_ids: npt.NDArray[np.uint64]) -> None:
-    app.send_task(
-        ACCELERATE_TASK,
-        args=(encode_request(region, incident_id, device_ids),),
-        queue=queue_name(region, WorkClass.ANOMALY.value),
-        serializer="msgpack",
-    )
-
-
-@app.task(name=ACCELERATE_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
-def process_accelerate(self: Task, payload: dict[str, Any]) -> int:
+def handle_accelerate(rt: Runtime, payload: dict[str, Any]) -> int:
     """Returns the readings applied now (0 when the chunks were applied before)."""
     region = str(payload["region"])
     devices = np.frombuffer(payload["device_id"], dtype="<u8")
+    budget = rt.stores.work_budget
+    started = rt.clock()
+    if not budget.admits(region, started):
+        rt.stores.state.incr_counters({"accelerate_skipped_budget": 1})
+        return 0
+    # One run spends at most the budget's burst: the budget is checked only when a run
+    # starts, and a storm can queue a whole backlog of chunks holding affected devices.
+    deadline = started + budget.budget.burst_s
     try:
-        budget = work_budget()
-        started = time.time()
-        if not budget.admits(region, started):
-            context.store().incr_counters({"accelerate_skipped_budget": 1})
-            return 0
-        # One run spends at most the budget's burst: the budget is checked only when a run
-        # starts, and a storm can queue a whole backlog of chunks holding affected devices.
-        deadline = started + budget.budget.burst_s
-        try:
-            done = accelerate(queue_scan(), region, devices.tolist(), deadline_ts=deadline)
-        finally:
-            budget.charge(region, time.time(), time.time() - started)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= MAX_RETRIES:
-            # Nothing is lost: the routine workers process the queued batches anyway.
-            LOGGER.warning("accelerated processing of %s gave up: %r", payload["incident_id"], exc)
-            return 0
-        raise self.retry(exc=exc, countdown=0.2 * 2**self.request.retries) from exc
+        done = accelerate(rt, region, devices.tolist(), deadline_ts=deadline)
+    finally:
+        budget.charge(region, rt.clock(), rt.clock() - started)
     counts = {"accelerated_readings": done.readings, "accelerated_chunks": done.chunks}
     if done.truncated:
         counts["accelerate_scans_truncated"] = 1
     if done.stopped:
         counts["accelerate_stopped_at_burst"] = 1
-    context.store().incr_counters(counts)
+    rt.stores.state.incr_counters(counts)
     return done.readings
+
+
+@app.task(base=WorkTask, bind=True, **work_options(ACCELERATE_TASK))
+def process_accelerate(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the readings applied now; past its retries nothing is lost (the routine
+    workers process the queued batches anyway)."""
+    return int(self.work(handle_accelerate, payload))

@@ -9,13 +9,16 @@ import tasks.routine
 import tasks.screen  # noqa: F401
 from tasks.app import app
 from tasks.message_guard import install_message_guard
-from workers.heartbeat import install_heartbeat
-from workers.inflight_reaper import install_inflight_reaper
 
-# Region data workers heartbeat into Redis; placement reads it as region health.
-install_heartbeat(app)
-# Routine batches the broker lost (a worker killed mid-fetch) are published again.
-install_inflight_reaper(app)
+# Worker bootsteps are named, not imported (as celeryconfig names the autoscaler): they
+# live in workers/, which imports tasks. Celery resolves them when a worker starts.
+WORKER_STEPS = (
+    # Region data workers heartbeat into Redis; placement reads it as region health.
+    "workers.heartbeat:RegionHeartbeat",
+    # Routine batches the broker lost (a worker killed mid-fetch) are published again.
+    "workers.inflight_reaper:InflightReaperStep",
+)
+app.steps["worker"].update(WORKER_STEPS)
 # A task message of the wrong shape is dead-lettered instead of stopping the worker.
 install_message_guard(app)
 

@@ -14,19 +14,13 @@ is booked per region, for the earliest moment something falls due.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from celery import Task
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from alerts.config import sinks_from_settings
-from alerts.document import AlertSink, alert_document
+from alerts.document import alert_document
+from runtime.runtime import Runtime
 from scheduler.correlation import (
     SILENCE_KIND,
     Alert,
@@ -36,70 +30,22 @@ from scheduler.correlation import (
     IncidentUpdate,
 )
 from scheduler.detection import KIND_NAMES
-from scheduler.errors import InvalidBatch, IotschedError, TransientError
+from scheduler.errors import InvalidBatch, IotschedError
 from scheduler.latency import bucket_counts
-from scheduler.model import WorkClass, queue_name
 from scheduler.registry import Registry
-from stores.detector_store import NOTIFY_STAGE, DetectorStore
-from stores.incident_store import IncidentStore, MemoryIncidentStore, RedisIncidentStore
-from stores.protocols import StateStore
-from stores.registry_cache import RegistryCache
-from tasks import context
-from tasks.accelerate import MIN_INTERVAL_S, send_accelerate
+from scheduler.wire import ALERTS_WIRE_VERSION, ANOMALY_TASK, INCIDENT_TICK_TASK
+from stores.detector_store import NOTIFY_STAGE
 from tasks.app import app
-from tasks.screen import ALERTS_WIRE_VERSION, ANOMALY_TASK, dead_letter_copy, detector_store
+from tasks.base import WorkTask, dead_letter_copy
+from tasks.limits import work_options
 
-TICK_TASK = "iotsched.incident_tick"
 #: Batch ids of dropout sweep alerts (tasks.dropout.dropout_alerts) start with this.
 DROPOUT_BATCH_PREFIX = "dropout:"
-MAX_RETRIES = 5
 UNKNOWN_GROUP = "unknown"
 #: Optional float columns of an alerts payload, in ``Alert``'s field order.
 EVIDENCE_COLUMNS = ("observed", "expected", "band", "score")
 
 LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class AnomalyRuntime:
-    """What the anomaly tasks of a process use; built once from the context, or installed."""
-
-    incidents: IncidentStore
-    sinks: Sequence[AlertSink]
-    registry: Callable[[], Registry]
-    config: CorrelatorConfig
-    #: Where notify latency and sink failures are recorded.
-    detector: DetectorStore
-    state: StateStore
-    #: Runs the region's timers after ``countdown_s``: a tick task on its anomaly queue.
-    schedule_tick: Callable[[str, float], None]
-    #: Processes the pending routine data of (region, incident id, devices) now; None
-    #: where the broker cannot be read (the embedded in-memory run).
-    accelerate: Callable[[str, str, npt.NDArray[np.uint64]], None] | None = None
-    accelerate_interval_s: float = MIN_INTERVAL_S
-
-
-def _build_runtime() -> AnomalyRuntime:
-    state = context.store()
-    client = getattr(state, "client", None)
-    keys = getattr(state, "keys", None)
-    incidents: IncidentStore = (
-        RedisIncidentStore(client, keys) if client is not None else MemoryIncidentStore()
-    )
-    return AnomalyRuntime(
-        incidents=incidents,
-        sinks=sinks_from_settings(context.settings(), client),
-        registry=RegistryCache(state).get,
-        config=CorrelatorConfig(),
-        detector=detector_store(),
-        state=state,
-        schedule_tick=send_tick,
-        accelerate=send_accelerate if client is not None else None,
-    )
-
-
-_runtime: context.PerProcess[AnomalyRuntime] = context.PerProcess(_build_runtime)
-runtime = _runtime.get
 
 
 def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str, list[Alert]]:
@@ -164,13 +110,14 @@ class Folded:
 
 
 def correlate(
-    rt: AnomalyRuntime, region: str, batch_id: str | None, alerts: list[Alert], now_ts: float
+    rt: Runtime, region: str, batch_id: str | None, alerts: list[Alert], now_ts: float
 ) -> Folded | None:
     """Fold alerts (or just run the timers) under the region's lock; None if folded before."""
 
     def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], Folded]:
+        config = rt.correlator
         correlator = (
-            Correlator.from_state(state, rt.config) if state is not None else Correlator(rt.config)
+            Correlator.from_state(state, config) if state is not None else Correlator(config)
         )
         before = {i.incident_id: i.device_count for i in correlator.open_incidents()}
         # A sweep's alerts are devices silent now; a screened batch's ended a silence.
@@ -184,9 +131,9 @@ def correlate(
             if _has_pending_work(i) and i.device_count > before.get(i.incident_id, 0)
         ]
         new_state = correlator.to_state()
-        return new_state, Folded(updates, next_due_ts(new_state, rt.config), grown)
+        return new_state, Folded(updates, next_due_ts(new_state, config), grown)
 
-    return rt.incidents.fold(region, batch_id, step)
+    return rt.stores.incidents.fold(region, batch_id, step)
 
 
 def _has_pending_work(incident: Incident) -> bool:
@@ -195,19 +142,18 @@ def _has_pending_work(incident: Incident) -> bool:
     return incident.storm is None and {k for k, _ in incident.kinds} != {SILENCE_KIND}
 
 
-def book_acceleration(rt: AnomalyRuntime, region: str, folded: Folded) -> int:
+def book_acceleration(rt: Runtime, region: str, folded: Folded) -> int:
     """Book accelerated processing of each grown incident, at most once per interval each."""
-    if rt.accelerate is None:
-        return 0
+    interval_s = rt.settings.accelerate_min_interval_s
     booked = 0
     for incident, devices in folded.grown:
-        if rt.incidents.want_accelerate(region, incident, rt.accelerate_interval_s):
-            rt.accelerate(region, incident, np.fromiter(devices, dtype=np.uint64))
+        if rt.stores.incidents.want_accelerate(region, incident, interval_s):
+            rt.publisher.send_accelerate(region, incident, np.fromiter(devices, dtype=np.uint64))
             booked += 1
     return booked
 
 
-def notify(rt: AnomalyRuntime, updates: list[IncidentUpdate]) -> int:
+def notify(rt: Runtime, updates: list[IncidentUpdate]) -> int:
     """Send due notifications to every sink; one failing sink does not silence the others."""
     if not updates:
         return 0
@@ -222,30 +168,25 @@ def notify(rt: AnomalyRuntime, updates: list[IncidentUpdate]) -> int:
     firing = np.array(
         [(u.at_ts - u.incident.first_seen_ts) * 1000.0 for u in updates if u.status == "firing"]
     )
-    rt.detector.add_latency(NOTIFY_STAGE, bucket_counts(firing))
+    rt.stores.detector.add_latency(NOTIFY_STAGE, bucket_counts(firing))
     if failures:
-        rt.state.incr_counters({"alert_sink_failures": failures})
+        rt.stores.state.incr_counters({"alert_sink_failures": failures})
     return len(documents)
 
 
-def send_tick(region: str, countdown_s: float) -> None:
-    app.send_task(
-        TICK_TASK,
-        args=({"region": region},),
-        queue=queue_name(region, WorkClass.ANOMALY.value),
-        countdown=countdown_s,
-        serializer="msgpack",
-    )
+def book_tick(rt: Runtime, region: str, due_ts: float | None, now_ts: float) -> None:
+    if due_ts is not None and rt.stores.incidents.want_tick(region, due_ts, now_ts):
+        rt.publisher.send_incident_tick(region, max(0.0, due_ts - now_ts))
 
 
-def book_tick(rt: AnomalyRuntime, region: str, due_ts: float | None, now_ts: float) -> None:
-    if due_ts is not None and rt.incidents.want_tick(region, due_ts, now_ts):
-        rt.schedule_tick(region, max(0.0, due_ts - now_ts))
-
-
-def handle_alerts(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) -> int:
+def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float | None = None) -> int:
     """The anomaly task's work: returns the number of notifications sent."""
-    batch_id, region, alerts = decode_alerts(payload, rt.registry())
+    now_ts = rt.clock() if now_ts is None else now_ts
+    try:
+        batch_id, region, alerts = decode_alerts(payload, rt.registry.get())
+    except InvalidBatch as exc:
+        dead_letter_copy(rt, payload, "invalid_alerts", str(exc), ANOMALY_TASK)
+        return 0
     folded = correlate(rt, region, batch_id, alerts, now_ts)
     if folded is None:
         return 0
@@ -255,7 +196,8 @@ def handle_alerts(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) ->
     return sent
 
 
-def handle_tick(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) -> int:
+def handle_tick(rt: Runtime, payload: dict[str, Any], now_ts: float | None = None) -> int:
+    now_ts = rt.clock() if now_ts is None else now_ts
     region = str(payload["region"])
     folded = correlate(rt, region, None, [], now_ts)
     assert folded is not None  # no batch id: never skipped as a duplicate
@@ -264,27 +206,13 @@ def handle_tick(payload: dict[str, Any], rt: AnomalyRuntime, now_ts: float) -> i
     return sent
 
 
-def _retry(task: Task, payload: dict[str, Any], exc: Exception) -> int:
-    if task.request.retries >= MAX_RETRIES:
-        dead_letter_copy(payload, "retries_exhausted", repr(exc), str(task.name))
-        return 0
-    raise task.retry(exc=exc, countdown=min(0.05 * 2**task.request.retries, 1.0)) from exc
+@app.task(base=WorkTask, bind=True, **work_options(ANOMALY_TASK))
+def process_anomaly(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of notifications sent."""
+    return int(self.work(handle_alerts, payload))
 
 
-@app.task(name=ANOMALY_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
-def process_anomaly(self: Task, payload: dict[str, Any]) -> int:
-    try:
-        return handle_alerts(payload, runtime(), time.time())
-    except InvalidBatch as exc:
-        dead_letter_copy(payload, "invalid_alerts", str(exc), ANOMALY_TASK)
-        return 0
-    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
-        return _retry(self, payload, exc)
-
-
-@app.task(name=TICK_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES, time_limit=60)
-def process_incident_tick(self: Task, payload: dict[str, Any]) -> int:
-    try:
-        return handle_tick(payload, runtime(), time.time())
-    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
-        return _retry(self, payload, exc)
+@app.task(base=WorkTask, bind=True, **work_options(INCIDENT_TICK_TASK))
+def process_incident_tick(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of notifications sent."""
+    return int(self.work(handle_tick, payload))

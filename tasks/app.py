@@ -2,56 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from celery import Celery
 from celery.signals import worker_process_init
 
-from stores.keys import Keys
-from tasks import context
+from runtime.celery_app import IotschedApp, broker_app, make_app, region_apps
 
-
-def make_app(**overrides: Any) -> Celery:
-    """A Celery app with iotsched's declarations; overrides (tests, demo) win."""
-    celery_app = Celery("iotsched")
-    celery_app.config_from_object("celeryconfig", force=True)
-    if overrides:
-        celery_app.conf.update(**overrides)
-    return celery_app
-
-
-def broker_app(broker_url: str, keys: Keys) -> Celery:
-    """An app publishing for the deployment (or run) that owns ``keys.prefix``: its broker
-    keys live under the same prefix, and workers take queues in ``-Q`` order."""
-    return make_app(
-        broker_url=broker_url,
-        broker_transport_options={
-            "queue_order_strategy": "priority",
-            "global_keyprefix": keys.broker_prefix,
-        },
-    )
-
-
-def region_apps(default_app: Celery, region_broker_urls: Mapping[str, str]) -> dict[str, Celery]:
-    """One app per distinct region broker URL (configured like ``default_app`` otherwise);
-    regions on the shared broker are left out."""
-    transport: dict[str, Any] = dict(default_app.conf.broker_transport_options or {})
-    by_url: dict[str, Celery] = {}
-    apps: dict[str, Celery] = {}
-    for region, url in region_broker_urls.items():
-        if not url or url == default_app.conf.broker_url:
-            continue
-        if url not in by_url:
-            by_url[url] = make_app(broker_url=url, broker_transport_options=transport)
-        apps[region] = by_url[url]
-    return apps
-
+__all__ = ["IotschedApp", "app", "broker_app", "make_app", "region_apps"]
 
 app = make_app()
 
 
 @worker_process_init.connect
-def _fresh_connections(**_: Any) -> None:
-    # Prefork children must not reuse the parent's Redis sockets.
-    context.reset()
+def _fresh_runtime(**_: Any) -> None:
+    # A prefork child builds its own Runtime: it must not reuse the parent's Redis sockets.
+    app.install_runtime(None)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from celery import Task
 
+from runtime.runtime import Runtime
+from scheduler import defaults
 from scheduler.detection import (
     DROPOUT,
     STATE_BYTES,
@@ -34,21 +34,16 @@ from scheduler.detection import (
     unpack_states,
 )
 from scheduler.registry import Registry
-from stores.dropout_store import RedisDropoutStore, StatePage
-from stores.registry_cache import RegistryCache
-from tasks import context
+from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
+from stores.dropout_store import DropoutStore, StatePage
 from tasks.app import app
-from tasks.limits import TRANSIENT_ERRORS
-from tasks.screen import ALERTS_WIRE_VERSION, EmitAlerts, publish_alerts
+from tasks.base import WorkTask
+from tasks.limits import work_options
+from tasks.screen import EmitAlerts
 
-DROPOUT_TASK = "iotsched.dropout_sweep"
-#: SCAN COUNT per page (a hint: Redis may return somewhat more or fewer keys).
-PAGE_SIZE = 1_000
-#: Pages per task: a sweep reads about 50,000 states (a few MB) and stays short.
-MAX_PAGES = 50
-#: How often the beat sends a sweep per region; a full pass over N states takes about
-#: N / (PAGE_SIZE * MAX_PAGES) sweeps.
-SWEEP_INTERVAL_S = 2.0
+#: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
+PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
+MAX_PAGES = defaults.DROPOUT_MAX_PAGES
 
 
 @dataclass
@@ -83,7 +78,7 @@ def dropout_alerts(
 
 def _sweep_page(
     page: StatePage,
-    store: RedisDropoutStore,
+    store: DropoutStore,
     home: np.ndarray,
     now_ts: float,
     config: DetectorConfig,
@@ -112,7 +107,7 @@ def _sweep_page(
 
 
 def sweep(
-    store: RedisDropoutStore,
+    store: DropoutStore,
     registry: Registry,
     region: str,
     emit: EmitAlerts,
@@ -145,33 +140,12 @@ def sweep(
     return result
 
 
-def _build() -> tuple[RedisDropoutStore, Callable[[], Registry]] | None:
-    state = context.store()
-    client = getattr(state, "client", None)
-    keys = getattr(state, "keys", None)
-    if client is None or keys is None:
-        return None
-    return RedisDropoutStore(client, keys), RegistryCache(state).get
-
-
-_adapters: context.PerProcess[tuple[RedisDropoutStore, Callable[[], Registry]] | None]
-_adapters = context.PerProcess(_build)
-
-
-@app.task(name=DROPOUT_TASK, bind=True, acks_late=True, max_retries=2, time_limit=60)
-def process_dropout_sweep(self: Task, payload: dict[str, Any]) -> int:
+def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
     """Returns the number of devices alerted as silent."""
-    adapters = _adapters.get()
-    if adapters is None:
-        return 0  # in-memory run: dropouts are still caught when a device returns
-    store, registry = adapters
-    try:
-        result = sweep(store, registry(), str(payload["region"]), publish_alerts, time.time())
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries >= 2:
-            return 0  # the next scheduled sweep carries on from the stored cursor
-        raise self.retry(exc=exc, countdown=0.5) from exc
-    context.store().incr_counters(
+    region = str(payload["region"])
+    emit = rt.publisher.send_alerts
+    result = sweep(rt.stores.dropout, rt.registry.get(), region, emit, rt.clock())
+    rt.stores.state.incr_counters(
         {
             "dropout_swept_states": result.states,
             "dropout_alerts": result.alerts,
@@ -179,3 +153,10 @@ def process_dropout_sweep(self: Task, payload: dict[str, Any]) -> int:
         }
     )
     return result.alerts
+
+
+@app.task(base=WorkTask, bind=True, **work_options(DROPOUT_TASK))
+def process_dropout_sweep(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of devices alerted as silent; past its retries the next
+    scheduled sweep carries on from the stored cursor."""
+    return int(self.work(handle_sweep, payload))

@@ -17,248 +17,41 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
-import redis
-from celery import Celery
+from runtime.runtime import Runtime
 
-from scheduler.maintenance import (
-    DEFAULT_PRE_DRAIN_LEAD_S,
-    Action,
-    OperationRun,
-    RetryPolicy,
-    RunState,
-    drain_slots,
-)
-from scheduler.model import WorkClass, queue_name
-from scheduler.reservations import ReservationConflict
-from scheduler.settings import Settings
-from stores.keys import Keys
-from stores.reservation_store import BookState, ReservationStore
-from tasks import context
-from tasks.app import app, region_apps
-from tasks.maintenance_ops import OpOutcome, operation
-
-TICK_TASK = "iotsched.maintenance.tick"
-RUN_TASK = "iotsched.maintenance.run"
-#: Where beat sends the tick; consumed by the control worker (``workers/beat.py``).
-CONTROL_QUEUE = "maintenance.control"
-TICK_INTERVAL_S = 1.0
-#: Windows starting within this are sent now with an ETA: a tick interval plus margin.
-ARM_AHEAD_S = 2.0
-#: A sent try that has not started this long after it was due is sent again.
-REDISPATCH_AFTER_S = 15.0
-#: A running try not heard from this long after the cutoff is taken as lost (worker died).
-STOP_GRACE_S = 10.0
-#: Ended reservations stay listed this long.
-HISTORY_S = 3600.0
+# Re-exported: the maintenance planning these tasks apply (tests name it here).
+from scheduler.maintenance_plan import BookState as BookState
+from scheduler.maintenance_plan import Dispatch as Dispatch
+from scheduler.maintenance_plan import OpOutcome, retry_policy
+from scheduler.maintenance_plan import begin as begin
+from scheduler.maintenance_plan import finish as finish
+from scheduler.maintenance_plan import plan_tick as plan_tick
+from scheduler.maintenance_plan import settle as settle
+from scheduler.wire import MAINTENANCE_RUN_TASK, MAINTENANCE_TICK_TASK
+from stores.maintenance_ops import operation
+from tasks.app import app
+from tasks.base import WorkTask
+from tasks.limits import work_options
 
 
-@dataclass(frozen=True)
-class Dispatch:
-    reservation_id: str
-    region: str
-    try_no: int
-    due_ts: float
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        max_tries=settings.maintenance_max_tries, backoff_base_s=settings.maintenance_backoff_s
-    )
-
-
-def _record(run: OperationRun, dispatched: int = 0, dispatched_ts: float = 0.0) -> dict[str, Any]:
-    return {"run": run.to_dict(), "dispatched": dispatched, "dispatched_ts": dispatched_ts}
-
-
-def _event(kind: str, run: OperationRun, now_ts: float, **extra: Any) -> dict[str, str]:
-    r = run.reservation
-    fields = {
-        "event": kind,
-        "reservation_id": r.reservation_id,
-        "region": r.region,
-        "operation": r.operation,
-        "try": run.tries,
-        "at_ts": now_ts,
-        **extra,
-    }
-    return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items()}
-
-
-def settle(state: BookState, run: OperationRun, now_ts: float) -> None:
-    """Rebook a run that gave up into the next feasible window and raise an alert."""
-    old = run.reservation
-    state.runs.pop(old.reservation_id, None)
-    try:
-        new, alert = run.settle(state.book, now_ts)
-    except ReservationConflict as exc:
-        state.alerts.append(
-            {
-                "kind": "maintenance_failed",
-                "region": old.region,
-                "operation": old.operation,
-                "reservation_id": old.reservation_id,
-                "reason": f"{run.last_error}; {exc}",
-                "at_ts": repr(now_ts),
-            }
-        )
-        return
-    state.runs[new.reservation_id] = _record(run.resumed_in(new))
-    state.alerts.append(
-        {
-            "kind": "maintenance_rebooked",
-            "region": alert.region,
-            "operation": alert.operation,
-            "reservation_id": alert.reservation_id,
-            "reason": alert.reason,
-            "rebooked_as": alert.rebooked_as,
-            "rebooked_start_ts": repr(alert.rebooked_start_ts),
-            "at_ts": repr(alert.at_ts),
-        }
-    )
-    state.events.append(_event("rebooked", run, now_ts, rebooked_as=new.reservation_id))
-
-
-def plan_tick(
-    state: BookState,
-    now_ts: float,
-    policy: RetryPolicy,
-    arm_ahead_s: float = ARM_AHEAD_S,
-    lead_s: float = DEFAULT_PRE_DRAIN_LEAD_S,
-) -> list[Dispatch]:
-    """One tick over the book: tries to send, runs to settle, drain levels to publish."""
-    sends: list[Dispatch] = []
-    for r in state.book.list():
-        rid = r.reservation_id
-        rec = state.runs.get(rid)
-        run = OperationRun.from_dict(rec["run"]) if rec else OperationRun(r, policy)
-        if run.state is RunState.RUNNING:
-            if now_ts >= run.cutoff_ts + STOP_GRACE_S:
-                settle(state, run.tick(now_ts), now_ts)
-            continue
-        ticked = run.tick(now_ts)
-        if ticked.needs_rebook:
-            settle(state, ticked, now_ts)
-            continue
-        if ticked.state.terminal or run.next_action(now_ts + arm_ahead_s) is not Action.RUN:
-            continue
-        due_ts = run.next_try_ts if run.state is RunState.BACKING_OFF else r.start_ts
-        assert due_ts is not None
-        try_no = run.tries + 1
-        sent = int(rec["dispatched"]) if rec else 0
-        lost = (
-            now_ts >= due_ts + REDISPATCH_AFTER_S
-            and rec is not None
-            and (now_ts - float(rec["dispatched_ts"]) >= REDISPATCH_AFTER_S)
-        )
-        if sent < try_no or lost:
-            state.runs[rid] = _record(run, try_no, now_ts)
-            sends.append(Dispatch(rid, r.region, try_no, due_ts))
-    for region in state.book.budget_slots_by_region:
-        state.drain_slots[region] = drain_slots(now_ts, state.book, region, lead_s)
-    for gone in state.book.prune(now_ts - HISTORY_S):
-        state.runs.pop(gone.reservation_id, None)
-    return sends
-
-
-def begin(
-    state: BookState, reservation_id: str, try_no: int, now_ts: float
-) -> OperationRun | float | None:
-    """Start try ``try_no``: the started run, seconds to wait if it is early, None to skip."""
-    rec = state.runs.get(reservation_id)
-    if rec is None:
-        return None  # cancelled, or already settled
-    run = OperationRun.from_dict(rec["run"])
-    if run.tries >= try_no:
-        return None  # a redelivery of a try that already started
-    action = run.next_action(now_ts)
-    if action is Action.WAIT:
-        due = run.next_try_ts if run.state is RunState.BACKING_OFF else run.reservation.start_ts
-        return max(0.0, (due or now_ts) - now_ts)
-    if action is not Action.RUN:
-        return None
-    due_ts = run.next_try_ts if run.state is RunState.BACKING_OFF else run.reservation.start_ts
-    started = run.started(now_ts)
-    state.runs[reservation_id] = {**rec, "run": started.to_dict()}
-    state.events.append(
-        _event("started", started, now_ts, due_ts=due_ts, delay_s=now_ts - (due_ts or now_ts))
-    )
-    return started
-
-
-def finish(
-    state: BookState,
-    reservation_id: str,
-    try_no: int,
-    now_ts: float,
-    outcome: OpOutcome | None,
-    error: str = "",
-) -> None:
-    """Record a try's outcome; settle at once when the run gave up."""
-    rec = state.runs.get(reservation_id)
-    if rec is None:
-        return
-    run = OperationRun.from_dict(rec["run"])
-    if run.state is not RunState.RUNNING or run.tries != try_no:
-        return  # the tick already took it as lost
-    if outcome is None:
-        run = run.failed(now_ts, error)
-        state.events.append(_event("failed", run, now_ts, error=error))
-    elif outcome.done:
-        run = run.succeeded(now_ts)
-        state.events.append(_event("succeeded", run, now_ts, **outcome.counts))
-    else:
-        run = run.progressed(outcome.cursor).tick(max(now_ts, run.cutoff_ts))
-        state.events.append(_event("cut_off", run, now_ts, cursor=outcome.cursor))
-    state.runs[reservation_id] = {**rec, "run": run.to_dict()}
-    if run.needs_rebook:
-        settle(state, run, now_ts)
-
-
-@functools.cache
-def _client() -> redis.Redis:
-    return redis.Redis.from_url(context.settings().redis_url)
-
-
-def _store() -> ReservationStore:
-    return ReservationStore.from_settings(_client(), context.settings())
-
-
-@functools.cache
-def _region_app(region: str) -> Celery:
-    """The app publishing to ``region``'s broker (its own, or the shared one)."""
-    return region_apps(app, context.settings().region_broker_urls).get(region, app)
-
-
-@app.task(name=TICK_TASK, ignore_result=True)
-def maintenance_tick() -> int:
+def handle_tick(rt: Runtime, _payload: object = None) -> int:
     """Start due windows, settle failed runs, publish drain levels; returns tries sent."""
-    now = time.time()
-    cfg = context.settings()
-    policy = retry_policy(cfg)
-    lead_s = cfg.maintenance_predrain_lead_s
-    sends = _store().update(lambda s: plan_tick(s, now, policy, lead_s=lead_s))
+    now = rt.clock()
+    policy = retry_policy(rt.settings)
+    lead_s = rt.settings.maintenance_predrain_lead_s
+    sends = rt.stores.reservations.update(lambda s: plan_tick(s, now, policy, lead_s=lead_s))
     for d in sends:
-        eta = datetime.fromtimestamp(d.due_ts, UTC) if d.due_ts > time.time() else None
-        _region_app(d.region).send_task(
-            RUN_TASK,
-            args=(d.reservation_id, d.try_no),
-            queue=queue_name(d.region, WorkClass.MAINTENANCE.value),
-            eta=eta,
-            serializer="json",
-        )
+        rt.publisher.send_maintenance_run(d.region, d.reservation_id, d.try_no, d.due_ts)
     return len(sends)
 
 
-@app.task(name=RUN_TASK, acks_late=True, ignore_result=True)
-def run_operation(reservation_id: str, try_no: int) -> str:
+def handle_run(rt: Runtime, attempt: tuple[str, int]) -> str:
     """Run one try of a reservation's operation until done or its window's cutoff."""
-    store = _store()
+    reservation_id, try_no = attempt
+    store = rt.stores.reservations
     while True:
-        now = time.time()
+        now = rt.clock()
         started = store.update(
             functools.partial(begin, reservation_id=reservation_id, try_no=try_no, now_ts=now)
         )
@@ -267,13 +60,25 @@ def run_operation(reservation_id: str, try_no: int) -> str:
         time.sleep(min(started, 1.0))  # an ETA that fired a hair early
     if started is None:
         return "skipped"
-    op = operation(started.reservation.operation)
-    keys = Keys(context.settings().key_prefix)
+    name = started.reservation.operation
+    operation(name)  # an unknown operation fails the task, as it always has
     outcome: OpOutcome | None = None
     error = ""
     try:
-        outcome = op(_client(), keys, started.cursor, started.cutoff_ts)
+        outcome = rt.stores.maintenance.run(name, started.cursor, started.cutoff_ts)
     except Exception as exc:  # any failure of the operation is a failed try, retried or rebooked
         error = f"{type(exc).__name__}: {exc}"
-    store.update(lambda s: finish(s, reservation_id, try_no, time.time(), outcome, error))
+    store.update(lambda s: finish(s, reservation_id, try_no, rt.clock(), outcome, error))
     return "failed" if outcome is None else ("done" if outcome.done else "cut_off")
+
+
+@app.task(base=WorkTask, bind=True, ignore_result=True, **work_options(MAINTENANCE_TICK_TASK))
+def maintenance_tick(self: WorkTask) -> int:
+    """Start due windows, settle failed runs, publish drain levels; returns tries sent."""
+    return int(self.work(handle_tick, None))
+
+
+@app.task(base=WorkTask, bind=True, ignore_result=True, **work_options(MAINTENANCE_RUN_TASK))
+def run_operation(self: WorkTask, reservation_id: str, try_no: int) -> str:
+    """Run one try of a reservation's operation until done or its window's cutoff."""
+    return str(self.work(handle_run, (reservation_id, try_no)))

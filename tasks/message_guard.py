@@ -23,11 +23,13 @@ from celery import Celery, bootsteps
 from kombu.exceptions import DecodeError
 
 from scheduler.model import DeadLetter
-from tasks import context
+from stores.protocols import StateStore
 
 log = logging.getLogger(__name__)
 
 Strategy = Callable[..., Any]
+#: The store dead letters go to: the worker's Runtime's, looked up when one is written.
+StoreOf = Callable[[], StateStore]
 #: What a strategy raises on a message of the wrong shape (seen: ValueError on unpacking).
 _SHAPE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
@@ -63,7 +65,9 @@ def _signature(task: Any) -> inspect.Signature | None:
     return sig
 
 
-def guard(name: str, handler: Strategy, signature: inspect.Signature | None) -> Strategy:
+def guard(
+    name: str, handler: Strategy, signature: inspect.Signature | None, store_of: StoreOf
+) -> Strategy:
     def guarded(message: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
         problem: str | None = None
         if body is None:  # protocol 2: Celery decodes the body later, in the pool
@@ -76,18 +80,20 @@ def guard(name: str, handler: Strategy, signature: inspect.Signature | None) -> 
                 return handler(message, body, *args, **kwargs)
             except _SHAPE_ERRORS as exc:
                 problem = f"request could not be built: {exc!r}"
-        _dead_letter(message, name, problem)
+        _dead_letter(store_of(), message, name, problem)
         return None
 
     guarded.__wrapped__ = handler  # type: ignore[attr-defined]
     return guarded
 
 
-def _dead_letter(message: Any, task: str, problem: str, ack: bool = True) -> bool:
+def _dead_letter(
+    store: StateStore, message: Any, task: str, problem: str, ack: bool = True
+) -> bool:
     raw = message.body if isinstance(message.body, bytes) else repr(message.body).encode()
     letter = DeadLetter("malformed_message", problem, raw, task, time.time(), 0)
     try:
-        context.store().add_dead_letters([letter])
+        store.add_dead_letters([letter])
     except redis.RedisError as exc:
         # Left unacked: the broker delivers it again once Redis is back.
         log.warning("malformed %s message not dead-lettered yet: %s", task, exc)
@@ -98,13 +104,13 @@ def _dead_letter(message: Any, task: str, problem: str, ack: bool = True) -> boo
     return True
 
 
-def _keep_then(what: str, default: Callable[..., Any]) -> Callable[..., Any]:
+def _keep_then(what: str, default: Callable[..., Any], store_of: StoreOf) -> Callable[..., Any]:
     """Celery's handler for messages it cannot route, after a copy goes to the dead letters."""
 
     def handler(body: Any, message: Any, *rest: Any) -> Any:
         task = (getattr(message, "headers", None) or {}).get("task") or "unknown"
         detail = f"{what}: {rest[0]!r}" if rest else what
-        if _dead_letter(message, str(task), detail, ack=False):
+        if _dead_letter(store_of(), message, str(task), detail, ack=False):
             return default(body, message, *rest)
         return None
 
@@ -118,17 +124,22 @@ class MessageGuard(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
+        store_of = _store_of(c.app)
         # Before Tasks builds its handler, which binds these: Celery would only log and drop.
-        c.on_unknown_message = _keep_then("no task header", c.on_unknown_message)
-        c.on_unknown_task = _keep_then("unknown task", c.on_unknown_task)
-        c.on_invalid_task = _keep_then("invalid task message", c.on_invalid_task)
+        c.on_unknown_message = _keep_then("no task header", c.on_unknown_message, store_of)
+        c.on_unknown_task = _keep_then("unknown task", c.on_unknown_task, store_of)
+        c.on_invalid_task = _keep_then("invalid task message", c.on_invalid_task, store_of)
 
     def start(self, c: Any) -> None:
         for name, handler in list(c.strategies.items()):
             if not hasattr(handler, "__wrapped__"):
                 task = c.app.tasks.get(name)
                 sig = _signature(task) if task is not None else None
-                c.strategies[name] = guard(name, handler, sig)
+                c.strategies[name] = guard(name, handler, sig, _store_of(c.app))
+
+
+def _store_of(app: Any) -> StoreOf:
+    return lambda: app.runtime.stores.state
 
 
 def install_message_guard(app: Celery) -> None:

@@ -17,49 +17,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import numpy as np
-from celery import Task
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from runtime.runtime import Runtime
 from scheduler import alert_record
 from scheduler.codec import decode_batch
 from scheduler.detection import DetectorConfig, screen
-from scheduler.errors import InvalidBatch, TransientError
+from scheduler.errors import InvalidBatch
 from scheduler.latency import bucket_counts
-from scheduler.model import Batch, DeadLetter, WorkClass, queue_name
-from stores.detector_store import (
-    ALERT_STAGE,
-    DetectorStore,
-    MemoryDetectorStore,
-    RedisDetectorStore,
-)
-from tasks import context
+from scheduler.model import Batch
+from scheduler.wire import ALERTS_WIRE_VERSION
+from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
+from stores.detector_store import ALERT_STAGE, DetectorStore
 from tasks.app import app
-from tasks.inflight import settle_inflight
-
-SCREEN_TASK = "iotsched.screen"
-ANOMALY_TASK = "iotsched.anomaly"
-ALERTS_WIRE_VERSION = 1
-MAX_RETRIES = 5
+from tasks.base import WorkTask, dead_letter_copy
+from tasks.limits import work_options
 
 LOGGER = logging.getLogger(__name__)
 
 #: Receives the columnar alerts payload of one screened batch.
 EmitAlerts = Callable[[dict[str, Any]], None]
-
-
-def _build_detector_store() -> DetectorStore:
-    """The Redis store beside the state store, sharing its client; in memory otherwise."""
-    state = context.store()
-    client = getattr(state, "client", None)
-    keys = getattr(state, "keys", None)
-    return RedisDetectorStore(client, keys) if client is not None else MemoryDetectorStore()
-
-
-_detector: context.PerProcess[DetectorStore] = context.PerProcess(_build_detector_store)
-detector_store = _detector.get
 
 
 def alerts_payload(
@@ -135,54 +112,24 @@ def tier_alert_stage(tier: str) -> str:
     return f"{ALERT_STAGE}:{tier}"
 
 
-def publish_alerts(payload: dict[str, Any]) -> None:
-    app.send_task(
-        ANOMALY_TASK,
-        args=(payload,),
-        queue=queue_name(str(payload["region"]), WorkClass.ANOMALY.value),
-        serializer="msgpack",
-    )
-
-
-def dead_letter_copy(payload: Any, reason: str, detail: str, source: str = SCREEN_TASK) -> None:
-    """Keep a payload that is not the readings' only copy: it adds no dead-lettered readings."""
-    # readings=0: the routine copy of the batch accounts for its readings.
-    try:
-        raw = msgpack.packb(payload, use_bin_type=True)
-    except (TypeError, ValueError):
-        raw = repr(payload).encode()
-    context.store().add_dead_letters(
-        [DeadLetter(reason, detail, raw, source, time.time(), readings=0)]
-    )
-
-
-@app.task(
-    name=SCREEN_TASK,
-    bind=True,
-    acks_late=True,
-    max_retries=MAX_RETRIES,
-    soft_time_limit=30,
-    time_limit=60,
-)
-def process_screen(self: Task, payload: dict[str, Any]) -> int:
-    """Returns the number of device alerts emitted (0 when screened before)."""
+def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
+    """Screen one batch copy; returns the device alerts emitted (0 when screened before)."""
     try:
         batch = decode_batch(payload)
     except InvalidBatch as exc:
-        dead_letter_copy(payload, "invalid_batch", str(exc))
+        dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
         return 0
     try:
-        alerts = screen_batch(batch, detector_store(), publish_alerts) or 0
-        settle_inflight(batch.batch_id)
-        return alerts
+        emit = rt.publisher.send_alerts
+        alerts = screen_batch(batch, rt.stores.detector, emit, clock=rt.clock) or 0
     except InvalidBatch as exc:
-        dead_letter_copy(payload, "invalid_batch", str(exc))
-        settle_inflight(batch.batch_id)
-        return 0
-    except (RedisConnectionError, RedisTimeoutError, TransientError) as exc:
-        if self.request.retries >= MAX_RETRIES:
-            dead_letter_copy(payload, "screen_retries_exhausted", repr(exc))
-            settle_inflight(batch.batch_id)
-            return 0
-        # Screening is the latency-critical path: retry soon, not on the routine backoff.
-        raise self.retry(exc=exc, countdown=min(0.05 * 2**self.request.retries, 1.0)) from exc
+        dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
+        alerts = 0
+    rt.stores.inflight.done(batch.batch_id)
+    return alerts
+
+
+@app.task(base=WorkTask, bind=True, **work_options(SCREEN_TASK))
+def process_screen(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of device alerts emitted (0 when screened before)."""
+    return int(self.work(handle_screen, payload))

@@ -14,19 +14,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from scheduler import defaults
 from scheduler.model import WorkClass, queue_name
-from tasks import context
+from scheduler.wire import CONTROL_QUEUE, DROPOUT_TASK, MAINTENANCE_TICK_TASK
 from tasks.all import app
-from tasks.dropout import DROPOUT_TASK, SWEEP_INTERVAL_S
-from tasks.maintenance import CONTROL_QUEUE, TICK_INTERVAL_S, TICK_TASK
 
 
 def beat_schedule(
-    interval_s: float = TICK_INTERVAL_S, regions: Sequence[str] = ()
+    interval_s: float = defaults.MAINTENANCE_TICK_INTERVAL_S, regions: Sequence[str] = ()
 ) -> dict[str, dict[str, Any]]:
     schedule: dict[str, dict[str, Any]] = {
         "maintenance-tick": {
-            "task": TICK_TASK,
+            "task": MAINTENANCE_TICK_TASK,
             "schedule": interval_s,
             # A tick that waited longer than two intervals is stale: the next one is due.
             "options": {"queue": CONTROL_QUEUE, "expires": 2 * interval_s},
@@ -36,17 +35,17 @@ def beat_schedule(
         # Silent devices are found by sweeping detector states (tasks/dropout.py).
         schedule[f"dropout-sweep-{region}"] = {
             "task": DROPOUT_TASK,
-            "schedule": SWEEP_INTERVAL_S,
+            "schedule": defaults.DROPOUT_SWEEP_INTERVAL_S,
             "args": ({"region": region},),
             "options": {
                 "queue": queue_name(region, WorkClass.SCREEN.value),
-                "expires": 2 * SWEEP_INTERVAL_S,
+                "expires": 2 * defaults.DROPOUT_SWEEP_INTERVAL_S,
             },
         }
     return schedule
 
 
-app.conf.beat_schedule = beat_schedule(regions=context.settings().regions)
+app.conf.beat_schedule = beat_schedule(regions=app.runtime.settings.regions)
 
 __all__ = ["app", "beat_schedule", "control_worker_argv"]
 

@@ -32,20 +32,17 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps
 
+from scheduler import defaults
 from scheduler.model import DATA_QUEUE_KINDS
-from stores.keys import Keys
+from stores.protocols import RegionHeartbeatStore
 from workers.fork_guard import no_fork_meanwhile
 
 log = logging.getLogger(__name__)
 
-#: Seconds between heartbeats; the silence timeout of region health is several of these.
-HEARTBEAT_INTERVAL_S = 1.0
-#: Past its hard time limit by this much, a running task means the pool is wedged.
-HARD_LIMIT_GRACE_S = 10.0
-#: A task received but not started for this long, with nothing finishing, means the same.
-START_TIMEOUT_S = 30.0
-#: A task's pool process stopped (SIGSTOP, a debugger) or gone this long: wedged.
-PROCESS_GRACE_S = 5.0
+HEARTBEAT_INTERVAL_S = defaults.HEARTBEAT_INTERVAL_S
+HARD_LIMIT_GRACE_S = defaults.HARD_LIMIT_GRACE_S
+START_TIMEOUT_S = defaults.START_TIMEOUT_S
+PROCESS_GRACE_S = defaults.PROCESS_GRACE_S
 #: Exit status of a worker that found its pool wedged (EX_SOFTWARE).
 WEDGED_EXIT_CODE = 70
 
@@ -155,8 +152,7 @@ class Heartbeater:
 
     def __init__(
         self,
-        client: redis.Redis,
-        keys: Keys,
+        health: RegionHeartbeatStore,
         regions: Iterable[str],
         interval_s: float = HEARTBEAT_INTERVAL_S,
         clock: Callable[[], float] = time.time,
@@ -164,11 +160,10 @@ class Heartbeater:
         on_wedged: Callable[[str], None] | None = None,
     ) -> None:
         """Without ``liveness`` every beat is written (a process that is not a worker)."""
-        self.client = client
+        self.health = health
         self.liveness = liveness
         self.on_wedged = on_wedged
         self.wedged: str | None = None
-        self.keys = keys
         self.regions = tuple(regions)
         self.interval_s = interval_s
         self.clock = clock
@@ -186,8 +181,7 @@ class Heartbeater:
                 if self.on_wedged is not None:
                     self.on_wedged(problem)
                 return
-        now = repr(self.clock())
-        self.client.hset(self.keys.heartbeats, mapping={r: now for r in self.regions})
+        self.health.beat(self.regions, self.clock())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -219,12 +213,8 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         self.heartbeater: Heartbeater | None = None
 
     def start(self, parent: Any) -> None:
-        from tasks import context
-
         regions = regions_served(parent.app.amqp.queues.consume_from or {})
-        client = getattr(context.store(), "client", None)
-        # The embedded worker keeps state in memory: there is no one to tell.
-        if not regions or not isinstance(client, redis.Redis):
+        if not regions:
             return
         from celery.worker import state
 
@@ -233,8 +223,7 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             pool_pids=lambda: _pool_pids(parent),
         )
         self.heartbeater = Heartbeater(
-            client,
-            Keys(context.settings().key_prefix),
+            parent.app.runtime.stores.health,
             regions,
             liveness=liveness,
             on_wedged=lambda _problem: exit_wedged(parent),

@@ -27,32 +27,31 @@ import redis
 from celery import Celery, bootsteps
 from kombu.exceptions import ChannelError, OperationalError
 
-from stores.inflight import InflightLedger
-from stores.keys import Keys
-from stores.queue_depth import queue_depths
+from runtime.publisher import Publisher
+from scheduler import defaults
+from stores.inflight import InflightLedgerStore
+from stores.protocols import QueueDepthRead
 from workers.fork_guard import no_fork_meanwhile
 
 log = logging.getLogger(__name__)
 
-REAP_INTERVAL_S = 1.0
+REAP_INTERVAL_S = defaults.REAP_INTERVAL_S
 
 
 class InflightReaper:
     def __init__(
         self,
-        app: Celery,
-        ledger: InflightLedger,
+        publisher: Publisher,
+        ledger: InflightLedgerStore,
+        depth: QueueDepthRead,
         grace_s: float,
         interval_s: float = REAP_INTERVAL_S,
-        broker_client: redis.Redis | None = None,
-        keys: Keys | None = None,
     ) -> None:
-        """``broker_client`` reads queue depth on the workers' broker (by default the
-        ledger's Redis, which is the broker unless ``IOTSCHED_BROKER_URL`` says otherwise)."""
-        self.app = app
+        """``depth`` reads the workers' broker: a batch whose queue still holds messages
+        is waiting its turn, not lost."""
+        self.publisher = publisher
         self.ledger = ledger
-        self.broker_client = broker_client if broker_client is not None else ledger.client
-        self.keys = keys if keys is not None else ledger.keys
+        self.depth = depth
         self.grace_s = grace_s
         self.interval_s = interval_s
         self.holder = f"{socket.gethostname()}-{os.getpid()}"
@@ -67,20 +66,14 @@ class InflightReaper:
         # (a backlog, a partitioned region); one whose queue is empty was lost.
         overdue = self.ledger.overdue(time.time(), self.grace_s, skip_queues=self._busy_queues)
         for batch in overdue:
-            self.app.send_task(
-                batch.task,
-                args=(batch.payload,),
-                queue=batch.queue,
-                serializer="msgpack",
-                argsrepr=f"<batch {batch.batch_id} republished>",
-            )
+            self.publisher.republish(batch)
         if overdue:
             log.warning("published %d overdue batches again", len(overdue))
         self.republished += len(overdue)
         return len(overdue)
 
     def _busy_queues(self, queues: set[str]) -> set[str]:
-        depths = queue_depths(self.broker_client, self.keys, sorted(queues))
+        depths = self.depth.depths(sorted(queues))
         return {q for q, waiting in depths.items() if waiting > 0}
 
     def _loop(self) -> None:
@@ -109,19 +102,10 @@ class InflightReaperStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.reaper: InflightReaper | None = None
 
     def start(self, parent: Any) -> None:
-        from tasks import context
-
-        client = getattr(context.store(), "client", None)
-        # The embedded worker's broker lives in its own process memory: nothing to reap.
-        if not isinstance(client, redis.Redis):
-            return
-        cfg = context.settings()
-        keys = Keys(cfg.key_prefix)
-        ledger = InflightLedger(client, keys)
-        broker = redis.Redis.from_url(cfg.effective_broker_url)
-        self.reaper = InflightReaper(
-            parent.app, ledger, grace_s=cfg.visibility_timeout_s, broker_client=broker, keys=keys
-        )
+        rt = parent.app.runtime
+        stores = rt.stores
+        grace_s = rt.settings.visibility_timeout_s
+        self.reaper = InflightReaper(rt.publisher, stores.inflight, stores.queue_depth, grace_s)
         self.reaper.start()
 
     def stop(self, parent: Any) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import fakeredis
 
+from stores.health_store import HealthStore
 from stores.keys import Keys
 from workers.heartbeat import Heartbeater, PoolLiveness
 
@@ -74,8 +75,7 @@ def test_a_wedged_worker_stops_beating_and_hands_over_to_its_supervisor() -> Non
     running = [Req("a", time_start=clock.now)]
     told: list[str] = []
     beats = Heartbeater(
-        client,
-        keys,
+        HealthStore(client, keys, ["eu-west"]),
         ["eu-west"],
         clock=clock,
         liveness=PoolLiveness(lambda: running, clock=clock),

@@ -18,14 +18,16 @@ import pytest
 import redis
 from celery import Celery
 from kombu.transport import redis as kombu_redis
+from runtime_doubles import MakeRuntime
 
+from runtime.runtime import Runtime
 from scheduler import defaults
 from scheduler.codec import encode_batch
 from scheduler.model import Batch
 from stores.keys import Keys
 from stores.queue_scan import QueueScan
 from stores.redis_state import RedisStateStore
-from tasks import context, routine
+from tasks import routine
 from tasks.accelerate import accelerate
 from tasks.app import broker_app
 
@@ -58,11 +60,14 @@ def broker(server: fakeredis.FakeServer) -> Iterator[Celery]:
 
 
 @pytest.fixture
-def store(client: fakeredis.FakeRedis) -> Iterator[RedisStateStore]:
-    s = RedisStateStore(client, KEYS)
-    context.install(s)
-    yield s
-    context.reset()
+def rt(client: fakeredis.FakeRedis, make_runtime: MakeRuntime) -> Runtime:
+    return make_runtime(client, key_prefix=KEYS.prefix, regions=(REGION,))
+
+
+@pytest.fixture
+def store(rt: Runtime) -> RedisStateStore:
+    assert isinstance(rt.stores.state, RedisStateStore)
+    return rt.stores.state
 
 
 def payload(batch_id: str, first_device: int, n: int, tier: str = "standard") -> dict[str, Any]:
@@ -133,7 +138,7 @@ def test_scan_stops_at_its_message_and_byte_bounds(
 
 def test_accelerated_chunks_are_applied_once_across_the_later_routine_run(
     broker: Celery,
-    client: fakeredis.FakeRedis,
+    rt: Runtime,
     store: RedisStateStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -143,8 +148,8 @@ def test_accelerated_chunks_are_applied_once_across_the_later_routine_run(
     publish(broker, first)
     publish(broker, second)
     # When the incident's pending data is accelerated (twice: the gate let a growth through)
-    done = accelerate(QueueScan(client, KEYS), REGION, [2_100, 7_400])
-    again = accelerate(QueueScan(client, KEYS), REGION, [2_100, 7_400])
+    done = accelerate(rt, REGION, [2_100, 7_400])
+    again = accelerate(rt, REGION, [2_100, 7_400])
     # Then exactly the chunks holding them were applied, once
     assert (done.chunks, done.readings) == (2, 500 + 500)
     assert (again.chunks, again.readings) == (0, 0)
@@ -161,7 +166,7 @@ def test_accelerated_chunks_are_applied_once_across_the_later_routine_run(
 
 def test_accelerated_run_stops_at_its_deadline_and_leaves_the_rest_queued(
     broker: Celery,
-    client: fakeredis.FakeRedis,
+    rt: Runtime,
     store: RedisStateStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -172,7 +177,7 @@ def test_accelerated_run_stops_at_its_deadline_and_leaves_the_rest_queued(
     ticks = iter([0.1, 0.3])
     # When a run whose deadline passes after its second chunk accelerates them
     done = accelerate(
-        QueueScan(client, KEYS),
+        rt,
         REGION,
         [10, 1_010, 2_010],
         deadline_ts=0.2,

@@ -7,8 +7,10 @@ from typing import Any
 
 import fakeredis
 
+from runtime.publisher import Publisher
 from stores.inflight import InflightLedger
 from stores.keys import Keys
+from stores.queue_depth_read import RedisQueueDepth
 from workers.inflight_reaper import InflightReaper
 
 KEYS = Keys("t-reaper")
@@ -32,6 +34,8 @@ def test_a_waiting_queue_is_busy_and_an_empty_one_has_its_batches_published_agai
     client.lpush(KEYS.broker_queue_lists("eu-west.standard")[2], b"{}")
     app = Sent()
 
-    republished = InflightReaper(app, ledger, grace_s=1.0).reap_once()  # type: ignore[arg-type]
+    publisher = Publisher(app, ledger)  # type: ignore[arg-type]
+    depth = RedisQueueDepth(client, KEYS)
+    republished = InflightReaper(publisher, ledger, depth, grace_s=1.0).reap_once()
 
     assert republished == 1 and app.queues == ["us-east.standard"]

@@ -50,7 +50,7 @@ def _placer(client: fakeredis.FakeRedis, clock: Clock, mono: Clock) -> Any:
 
 
 def _beat(client: fakeredis.FakeRedis, ts: float, *regions: str) -> None:
-    Heartbeater(client, KEYS, regions, clock=lambda: ts).beat_once()
+    Heartbeater(HealthStore(client, KEYS, regions), regions, clock=lambda: ts).beat_once()
 
 
 def test_healthy_regions_keep_readings_home_and_count_them() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import fakeredis
@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
+from runtime_doubles import MakeRuntime, RecordingApp
 
+from runtime.runtime import Runtime
 from scheduler import defaults
 from scheduler.codec import encode_batch
 from scheduler.model import Batch, WorkClass
 from scheduler.rollup import RollupDelta
+from scheduler.wire import ROUTINE_TASK
 from stores.keys import Keys
 from stores.preemption_signal import RedisPreemptionSignal
 from stores.redis_state import RedisStateStore
-from tasks import context, routine
+from tasks import routine
 from tasks.limits import ROUTINE
 
 REGION = "eu-west"
@@ -76,18 +79,24 @@ def client() -> fakeredis.FakeRedis:
 
 
 @pytest.fixture
-def store(client: fakeredis.FakeRedis) -> Iterator[RedisStateStore]:
-    s = RedisStateStore(client, Keys("t"))
-    context.install(s)
-    yield s
-    context.reset()
+def rt(client: fakeredis.FakeRedis, make_runtime: MakeRuntime) -> Runtime:
+    return make_runtime(client, key_prefix="t")
 
 
 @pytest.fixture
-def requeued(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(routine, "requeue", sent.append)
-    return sent
+def store(rt: Runtime) -> RedisStateStore:
+    assert isinstance(rt.stores.state, RedisStateStore)
+    return rt.stores.state
+
+
+def with_store(rt: Runtime, store: RedisStateStore) -> None:
+    """Process with ``store`` (a faulty one) in place of the runtime's state store."""
+    rt.stores.state = rt.stores.claims = store
+
+
+def remainders(app: RecordingApp) -> list[dict[str, Any]]:
+    """Payloads of the routine remainders sent back to their queues."""
+    return [args[0] for args in app.named(ROUTINE_TASK)]
 
 
 def run(payload: dict[str, Any]) -> Any:
@@ -115,7 +124,7 @@ def test_batch_applies_every_chunk_once(store: RedisStateStore) -> None:
 
 
 def test_preempted_batch_defers_its_remainder_and_completes_later(
-    store: RedisStateStore, client: fakeredis.FakeRedis, requeued: list[dict[str, Any]]
+    store: RedisStateStore, client: fakeredis.FakeRedis, recording_app: RecordingApp
 ) -> None:
     # Given anomaly work waiting in the region's queue
     wait_anomaly(client)
@@ -123,8 +132,8 @@ def test_preempted_batch_defers_its_remainder_and_completes_later(
     applied = run(make_payload())
     # Then it applies one chunk and sends the other 1,500 readings back to its queue
     assert applied == 1_000
-    assert len(requeued) == 1
-    rest = requeued[0]
+    assert len(remainders(recording_app)) == 1
+    rest = remainders(recording_app)[0]
     assert (rest["id"], rest["chunk0"], rest["n"], rest["attempt"]) == ("b1", 1, 1_500, 1)
     assert store.counters()["deferred_readings"] == 1_500
     # When the anomaly work is gone and the remainder runs
@@ -137,7 +146,7 @@ def test_preempted_batch_defers_its_remainder_and_completes_later(
 
 
 def test_original_redelivered_before_its_remainder_runs_applies_each_chunk_once(
-    store: RedisStateStore, client: fakeredis.FakeRedis, requeued: list[dict[str, Any]]
+    store: RedisStateStore, client: fakeredis.FakeRedis, recording_app: RecordingApp
 ) -> None:
     # Given a batch preempted after its first chunk, its remainder still queued
     wait_anomaly(client)
@@ -146,21 +155,21 @@ def test_original_redelivered_before_its_remainder_runs_applies_each_chunk_once(
     time.sleep(0.11)
     # When the original message is delivered again (a crash before its ack), then the remainder
     redelivered = run(make_payload())
-    remainder = run(requeued[0])
+    remainder = run(remainders(recording_app)[0])
     # Then the redelivery finishes the batch and the remainder finds nothing left to do
     assert (redelivered, remainder) == (1_500, 0)
     assert processed(store) == store.rollup_count_total() == N
 
 
 def test_accelerated_chunks_are_skipped_by_the_queued_routine_task(
-    store: RedisStateStore,
+    rt: Runtime, store: RedisStateStore
 ) -> None:
     # Given a queued routine batch; the anomaly hit devices 2,200 and 2,400 (chunk 2)
     payload = make_payload()
     chunks = routine.chunks_holding(payload, [2_200, 2_400])
     assert chunks == [2]
     # When an anomaly workflow applies chunk 2 now, and the routine task runs later
-    accelerated = routine.apply_chunks(payload, chunks)
+    accelerated = routine.apply_chunks(rt, payload, chunks)
     routine_applied = run(make_payload())
     # Then the routine task skips the accelerated chunk: every reading applied once
     assert (accelerated, routine_applied) == (500, 2_000)
@@ -168,18 +177,15 @@ def test_accelerated_chunks_are_skipped_by_the_queued_routine_task(
 
 
 def test_transient_failures_retry_then_dead_letter_after_the_budget(
-    client: fakeredis.FakeRedis,
+    client: fakeredis.FakeRedis, rt: Runtime
 ) -> None:
     # Given a store that applies the first chunk, then fails on every call
     store = FlakyStore(
         client, Keys("t"), fail_on=set(range(2, 100)), error=RedisConnectionError("down")
     )
-    context.install(store)
-    try:
-        # When the batch runs (retries run eagerly here)
-        run(make_payload())
-    finally:
-        context.reset()
+    with_store(rt, store)
+    # When the batch runs (retries run eagerly here)
+    run(make_payload())
     # Then it was tried 1 + max_retries times on the failing chunk, and the unapplied
     # readings are in the dead-letter stream with their reason, each chunk's readings once
     assert store.calls == 2 + ROUTINE.max_retries
@@ -190,33 +196,27 @@ def test_transient_failures_retry_then_dead_letter_after_the_budget(
 
 
 def test_transient_failure_then_success_applies_each_reading_once(
-    client: fakeredis.FakeRedis,
+    client: fakeredis.FakeRedis, rt: Runtime
 ) -> None:
     # Given a store that fails twice on the second chunk
     store = FlakyStore(client, Keys("t"), fail_on={2, 3}, error=RedisConnectionError("blip"))
-    context.install(store)
-    try:
-        run(make_payload())
-    finally:
-        context.reset()
+    with_store(rt, store)
+    run(make_payload())
     # Then the retries finish the batch and nothing is dead-lettered
     assert processed(store) == store.rollup_count_total() == N
     assert store.dead_letters() == []
 
 
 def test_soft_time_limit_defers_the_remainder(
-    client: fakeredis.FakeRedis, requeued: list[dict[str, Any]]
+    client: fakeredis.FakeRedis, rt: Runtime, recording_app: RecordingApp
 ) -> None:
     # Given a batch whose third chunk runs into the soft time limit
     store = FlakyStore(client, Keys("t"), fail_on={3}, error=SoftTimeLimitExceeded())
-    context.install(store)
-    try:
-        applied = run(make_payload())
-    finally:
-        context.reset()
+    with_store(rt, store)
+    applied = run(make_payload())
     # Then the two finished chunks stay applied and the last one is deferred, not lost
     assert applied == 2_000
-    assert [(p["chunk0"], p["n"]) for p in requeued] == [(2, 500)]
+    assert [(p["chunk0"], p["n"]) for p in remainders(recording_app)] == [(2, 500)]
     assert store.counters()["deferrals:soft_time_limit"] == 1
 
 

@@ -4,7 +4,6 @@ counted by the readings it carries, and leaves the rest for the in-flight ledger
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import fakeredis
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import redis
 from celery.exceptions import Reject
+from runtime_doubles import MakeRuntime
 
 from scheduler.codec import encode_batch
 from scheduler.model import Batch
@@ -19,19 +19,16 @@ from scheduler.registry import generate_registry
 from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
-from tasks import context, routine
+from tasks import routine
 
 KEYS = Keys("t-guards")
 
 
 @pytest.fixture
-def store() -> Iterator[RedisStateStore]:
-    s = RedisStateStore(fakeredis.FakeRedis(), KEYS)
-    context.install(s)
-    routine._signal = None
-    yield s
-    context.reset()
-    routine._signal = None
+def store(make_runtime: MakeRuntime) -> RedisStateStore:
+    rt = make_runtime(fakeredis.FakeRedis(), key_prefix=KEYS.prefix)
+    assert isinstance(rt.stores.state, RedisStateStore)
+    return rt.stores.state
 
 
 def payload(dev: np.ndarray, values: np.ndarray, batch_id: str = "g1") -> dict[str, Any]:

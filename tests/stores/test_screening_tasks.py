@@ -7,17 +7,16 @@ from typing import Any
 import fakeredis
 import numpy as np
 import pytest
+from runtime_doubles import MakeRuntime, RecordingApp
 
 from alerts.stream_sink import MemorySink
-from scheduler.correlation import CorrelatorConfig
+from runtime.runtime import Runtime
 from scheduler.injection import AnomalySpec, inject, normal_traffic
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
+from scheduler.wire import INCIDENT_TICK_TASK
 from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
-from stores.incident_store import MemoryIncidentStore, RedisIncidentStore
-from stores.keys import Keys
-from stores.memory_state import MemoryStateStore
-from tasks.anomaly import AnomalyRuntime, handle_alerts, handle_tick
+from tasks.anomaly import handle_alerts, handle_tick
 from tasks.screen import screen_batch
 
 NOW = 1_700_000_000.0
@@ -114,16 +113,23 @@ def test_normal_traffic_false_alert_rate_end_to_end_through_the_task() -> None:
     assert per_thousand < 0.5
 
 
-def _runtime(registry: Registry, incidents: Any, sink: MemorySink, ticks: list[Any]) -> Any:
-    return AnomalyRuntime(
-        incidents=incidents,
-        sinks=[sink],
-        registry=lambda: registry,
-        config=CorrelatorConfig(),
-        detector=MemoryDetectorStore(),
-        state=MemoryStateStore(),
-        schedule_tick=lambda region, countdown_s: ticks.append((region, countdown_s)),
-    )
+def _runtime(
+    make_runtime: MakeRuntime, registry: Registry, sink: MemorySink, client: Any = None
+) -> Runtime:
+    """A runtime (memory, or Redis on ``client``) with ``registry`` stored, notifying ``sink``."""
+    rt = make_runtime(client)
+    rt.stores.state.save_registry(registry)
+    rt.sinks = [sink]
+    return rt
+
+
+def _ticks(app: RecordingApp) -> list[tuple[str, float]]:
+    """(region, countdown) of every incident tick booked."""
+    return [
+        (args[0]["region"], opts["countdown"])
+        for name, args, opts in app.sent
+        if name == INCIDENT_TICK_TASK
+    ]
 
 
 def _alerts_payload(batch_id: str, device_ids: Any, ts: float) -> dict[str, Any]:
@@ -141,24 +147,22 @@ def _alerts_payload(batch_id: str, device_ids: Any, ts: float) -> dict[str, Any]
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
-def test_a_cascade_folds_into_few_incidents(kind: str) -> None:
+def test_a_cascade_folds_into_few_incidents(
+    kind: str, make_runtime: MakeRuntime, recording_app: RecordingApp
+) -> None:
     # Given a fleet in groups of 1,000 and device alerts from 2,500 devices in 3 groups
     registry = generate_registry(3_000, seed=0)
-    incidents = (
-        MemoryIncidentStore()
-        if kind == "memory"
-        else RedisIncidentStore(fakeredis.FakeRedis(), Keys("t"))
-    )
     sink = MemorySink()
-    ticks: list[Any] = []
-    rt = _runtime(registry, incidents, sink, ticks)
+    client = fakeredis.FakeRedis() if kind == "redis" else None
+    rt = _runtime(make_runtime, registry, sink, client)
     ids = np.arange(1, 2_501)
     # When they arrive in five screened batches, then the group wait passes
     for i, chunk in enumerate(np.array_split(ids, 5)):
-        handle_alerts(_alerts_payload(f"s{i}", chunk, NOW), rt, now_ts=NOW + 0.1)
+        handle_alerts(rt, _alerts_payload(f"s{i}", chunk, NOW), now_ts=NOW + 0.1)
     assert sink.documents == []  # still inside the group wait
+    ticks = _ticks(recording_app)
     assert ticks and ticks[0] == ("eu-west", pytest.approx(0.5))
-    handle_tick({"region": "eu-west"}, rt, now_ts=NOW + 0.7)
+    handle_tick(rt, {"region": "eu-west"}, now_ts=NOW + 0.7)
     # Then three incidents fire (one per group), linked as one cascade, paging
     docs = sink.documents
     assert [d["status"] for d in docs] == ["firing"] * 3
@@ -166,36 +170,37 @@ def test_a_cascade_folds_into_few_incidents(kind: str) -> None:
     assert len({d["cascade_id"] for d in docs}) == 1
     assert {d["severity"] for d in docs} == {"page"}
     assert all(d["detection_latency_ms"] == pytest.approx(700.0) for d in docs)
-    assert sum(rt.detector.detection_histogram("notify").values()) == 3
+    assert sum(rt.stores.detector.detection_histogram("notify").values()) == 3
 
 
-def test_a_batch_of_alerts_is_folded_once() -> None:
+def test_a_batch_of_alerts_is_folded_once(make_runtime: MakeRuntime) -> None:
     # Given one batch of alerts folded and notified
     registry = generate_registry(100, seed=0)
     sink = MemorySink()
-    rt = _runtime(registry, MemoryIncidentStore(), sink, [])
+    rt = _runtime(make_runtime, registry, sink)
     payload = _alerts_payload("s1", [1, 2, 3, 4, 5, 6], NOW)
-    handle_alerts(payload, rt, now_ts=NOW)
-    handle_tick({"region": "eu-west"}, rt, now_ts=NOW + 1)
+    handle_alerts(rt, payload, now_ts=NOW)
+    handle_tick(rt, {"region": "eu-west"}, now_ts=NOW + 1)
     # When the same batch of alerts is delivered again
-    handle_alerts(payload, rt, now_ts=NOW + 2)
-    handle_tick({"region": "eu-west"}, rt, now_ts=NOW + 40)
+    handle_alerts(rt, payload, now_ts=NOW + 2)
+    handle_tick(rt, {"region": "eu-west"}, now_ts=NOW + 40)
     # Then the incident still counts each alert once and no update was sent
     assert [d["status"] for d in sink.documents] == ["firing"]
     assert sink.documents[0]["alert_count"] == 6
 
 
-def test_an_incident_resolves_on_a_tick_after_the_timeout() -> None:
+def test_an_incident_resolves_on_a_tick_after_the_timeout(
+    make_runtime: MakeRuntime, recording_app: RecordingApp
+) -> None:
     registry = generate_registry(100, seed=0)
     sink = MemorySink()
-    ticks: list[Any] = []
-    rt = _runtime(registry, MemoryIncidentStore(), sink, ticks)
+    rt = _runtime(make_runtime, registry, sink)
     # Given a fired incident
-    handle_alerts(_alerts_payload("s1", [1], NOW), rt, now_ts=NOW)
-    handle_tick({"region": "eu-west"}, rt, now_ts=NOW + 1)
+    handle_alerts(rt, _alerts_payload("s1", [1], NOW), now_ts=NOW)
+    handle_tick(rt, {"region": "eu-west"}, now_ts=NOW + 1)
     # Then the next tick is booked for its resolve timeout, and there it resolves
-    assert ticks[-1] == ("eu-west", pytest.approx(299.0))
-    handle_tick({"region": "eu-west"}, rt, now_ts=NOW + 300)
+    assert _ticks(recording_app)[-1] == ("eu-west", pytest.approx(299.0))
+    handle_tick(rt, {"region": "eu-west"}, now_ts=NOW + 300)
     assert [d["status"] for d in sink.documents] == ["firing", "resolved"]
 
 
@@ -236,16 +241,16 @@ def test_injected_spikes_are_each_alerted_once() -> None:
     assert truth <= found
 
 
-def test_an_incident_document_says_what_its_first_alert_saw() -> None:
+def test_an_incident_document_says_what_its_first_alert_saw(make_runtime: MakeRuntime) -> None:
     # Given a warmed fleet whose device 3 spikes by 50 on its last reading
     registry = generate_registry(100, seed=0)
     payloads = _screen_all(MemoryDetectorStore(), _warm_then_spike())
     sink = MemorySink()
-    rt = _runtime(registry, MemoryIncidentStore(), sink, [])
+    rt = _runtime(make_runtime, registry, sink)
     # When the alerts are folded and the group wait passes
     for payload in payloads:
-        handle_alerts(payload, rt, now_ts=NOW + 40)
-    handle_tick({"region": "eu-west"}, rt, now_ts=NOW + 41)
+        handle_alerts(rt, payload, now_ts=NOW + 40)
+    handle_tick(rt, {"region": "eu-west"}, now_ts=NOW + 41)
     # Then the incident document carries the alert's kind, observed and expected values,
     # band and score, and the observed value lies outside the band around the expected one
     first = sink.documents[0]["first_alert"]

@@ -1,0 +1,147 @@
+"""The one place that sends task messages: every kind of work, always the same way.
+
+Task and queue names and serializers come from ``scheduler.wire``. Data-carrying
+messages (routine batches, their remainders, screening copies) are recorded in the
+in-flight ledger before they are sent, under their batch id, so a message the broker
+loses is published again by the reaper (``workers.inflight_reaper``) and a batch
+leaves the ledger only when its task settles it. Control messages (alerts, timers,
+acceleration, maintenance tries, probes) are derived from stored state that is
+written first, so losing one costs latency, never a reading: they are sent directly.
+
+Callers outside the worker (the producer, benches) use it the same way:
+``runtime.publisher.send_routine(batches)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from celery import Celery
+
+from scheduler import wire
+from scheduler.codec import encode_batch
+from scheduler.model import Batch, WorkClass, queue_name
+from stores.inflight import InflightBatch, InflightLedgerStore
+
+
+def describe(batch: Batch) -> str:
+    """What Flower shows for a batch task; Celery's own repr would walk the raw columns."""
+    return f"<batch {batch.batch_id} {batch.region}/{batch.tier} n={len(batch)}>"
+
+
+def encode_accelerate(
+    region: str, incident_id: str, device_ids: npt.NDArray[np.uint64]
+) -> dict[str, Any]:
+    """The accelerated-processing request of one incident (devices as raw little-endian u64)."""
+    return {
+        "region": region,
+        "incident_id": incident_id,
+        "device_id": np.ascontiguousarray(device_ids, dtype="<u8").tobytes(),
+    }
+
+
+class Publisher:
+    def __init__(
+        self,
+        app: Celery,
+        ledger: InflightLedgerStore | None,
+        clock: Callable[[], float] = time.time,
+        region_apps: Mapping[str, Celery] | None = None,
+    ) -> None:
+        """``region_apps`` are the apps of regions with a broker of their own; ``ledger``
+        None only where nothing reaps (a bench measuring the bare broker path)."""
+        self.app = app
+        self.ledger = ledger
+        self.clock = clock
+        self.region_apps = dict(region_apps or {})
+
+    def app_for(self, region: str) -> Celery:
+        """The app publishing to ``region``'s broker (its own, or the shared one)."""
+        return self.region_apps.get(region, self.app)
+
+    def _record(self, entries: Sequence[tuple[str, str, dict[str, Any], str]]) -> None:
+        if self.ledger is not None and entries:
+            self.ledger.record_many(entries, self.clock())
+
+    def _send(self, task: str, args: tuple[Any, ...], queue: str, **options: Any) -> None:
+        region = queue.rpartition(".")[0]
+        self.app_for(region).send_task(
+            task, args=args, queue=queue, serializer=wire.PAYLOAD_SERIALIZER, **options
+        )
+
+    # --- data: through the in-flight ledger --------------------------------------------
+
+    def send_routine(self, batches: Sequence[Batch]) -> None:
+        """Routine batches flushed together; their ledger entries cost one round trip.
+
+        Fails fast on a broker error (no reconnect loop): the producer keeps the batch
+        in its outbox and tries again.
+        """
+        sends = [(b, queue_name(b.region, b.tier), encode_batch(b)) for b in batches]
+        self._record([(b.batch_id, q, p, wire.ROUTINE_TASK) for b, q, p in sends])
+        for batch, queue, payload in sends:
+            self._send(wire.ROUTINE_TASK, (payload,), queue, argsrepr=describe(batch), retry=False)
+
+    def send_routine_payload(self, batch_id: str, queue: str, payload: dict[str, Any]) -> None:
+        """An already encoded routine payload (benches build theirs once and send many)."""
+        self._record([(batch_id, queue, payload, wire.ROUTINE_TASK)])
+        self._send(wire.ROUTINE_TASK, (payload,), queue)
+
+    def send_remainder(self, payload: dict[str, Any]) -> None:
+        """A routine remainder back to its own queue; it replaces the batch's ledger entry,
+        so a reaper sends what is left, not the whole batch again."""
+        queue = queue_name(str(payload["region"]), str(payload["tier"]))
+        self.send_routine_payload(str(payload["id"]), queue, payload)
+
+    def send_screen(self, batch: Batch, queue: str) -> None:
+        payload = encode_batch(batch)
+        self._record([(batch.batch_id, queue, payload, wire.SCREEN_TASK)])
+        self._send(wire.SCREEN_TASK, (payload,), queue, argsrepr=describe(batch), retry=False)
+
+    def republish(self, batch: InflightBatch) -> None:
+        """A ledger entry found overdue by the reaper, sent again as it was recorded."""
+        self._send(
+            batch.task, (batch.payload,), batch.queue, argsrepr=f"<batch {batch.batch_id} again>"
+        )
+
+    # --- control: derived from stored state ----------------------------------------------
+
+    def send_alerts(self, payload: dict[str, Any]) -> None:
+        """One screened batch's (or dropout sweep's) alerts to the region's anomaly queue."""
+        queue = queue_name(str(payload["region"]), WorkClass.ANOMALY.value)
+        self._send(wire.ANOMALY_TASK, (payload,), queue)
+
+    def send_accelerate(
+        self, region: str, incident_id: str, device_ids: npt.NDArray[np.uint64]
+    ) -> None:
+        queue = queue_name(region, WorkClass.ANOMALY.value)
+        self._send(
+            wire.ACCELERATE_TASK, (encode_accelerate(region, incident_id, device_ids),), queue
+        )
+
+    def send_incident_tick(self, region: str, countdown_s: float) -> None:
+        queue = queue_name(region, WorkClass.ANOMALY.value)
+        self._send(wire.INCIDENT_TICK_TASK, ({"region": region},), queue, countdown=countdown_s)
+
+    def send_maintenance_run(
+        self, region: str, reservation_id: str, try_no: int, due_ts: float
+    ) -> None:
+        """One try, to start at ``due_ts`` (an ETA when that is still ahead)."""
+        eta = datetime.fromtimestamp(due_ts, UTC) if due_ts > self.clock() else None
+        self.app_for(region).send_task(
+            wire.MAINTENANCE_RUN_TASK,
+            args=(reservation_id, try_no),
+            queue=queue_name(region, WorkClass.MAINTENANCE.value),
+            eta=eta,
+            serializer=wire.CONTROL_SERIALIZER,
+        )
+
+    def send_probe(self, region: str, enqueued_ts: float, hold_ms: float = 0.0) -> None:
+        """A stand-in anomaly task (benches, tests) taking the path real anomaly work takes."""
+        queue = queue_name(region, WorkClass.ANOMALY.value)
+        self._send(wire.PROBE_TASK, (region, enqueued_ts, hold_ms), queue)

@@ -1,0 +1,44 @@
+"""What travels between processes: task names, fixed queue names, serializers, wire versions.
+
+One leaf module, importing nothing of Celery, so a producer, a bench or a
+store that reads broker lists names a task without building the worker's app.
+Queue names per region and kind come from ``scheduler.model.queue_name``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Routine processing of a micro-batch (or its remainder) on ``{region}.{tier}``.
+ROUTINE_TASK: Final = "iotsched.routine"
+#: Screening of a batch's readings on ``{region}.screen`` / ``{region}.screen_premium``.
+SCREEN_TASK: Final = "iotsched.screen"
+#: One screened batch's device alerts folded into incidents, on ``{region}.anomaly``.
+ANOMALY_TASK: Final = "iotsched.anomaly"
+#: The incident correlator's timers (group wait, growth, resolution), on ``{region}.anomaly``.
+INCIDENT_TICK_TASK: Final = "iotsched.incident_tick"
+#: Accelerated processing of an incident's pending routine data, on ``{region}.anomaly``.
+ACCELERATE_TASK: Final = "iotsched.accelerate"
+#: Dropout sweep of one region's detector states, on ``{region}.screen``.
+DROPOUT_TASK: Final = "iotsched.dropout_sweep"
+#: A stand-in anomaly task (benches, integration tests): records its wait, holds its slot.
+PROBE_TASK: Final = "iotsched.anomaly_probe"
+#: The maintenance book's beat-driven tick, on ``CONTROL_QUEUE``.
+MAINTENANCE_TICK_TASK: Final = "iotsched.maintenance.tick"
+#: One try of a maintenance operation, on ``{region}.maintenance``.
+MAINTENANCE_RUN_TASK: Final = "iotsched.maintenance.run"
+
+#: Where beat sends the maintenance tick; consumed by the control worker.
+CONTROL_QUEUE: Final = "maintenance.control"
+
+#: Batch and alert payloads: numpy columns as raw bytes need a binary codec.
+PAYLOAD_SERIALIZER: Final = "msgpack"
+#: Small control messages (maintenance tries) stay readable in the broker.
+CONTROL_SERIALIZER: Final = "json"
+#: Content types workers accept; never pickle (anyone writing to Redis would run code).
+ACCEPT_CONTENT: Final = ("msgpack", "json")
+#: The broker envelope's content type of a msgpack body (read by the queue scan).
+MSGPACK_CONTENT_TYPE: Final = "application/x-msgpack"
+
+#: Version of the columnar alerts payload (screening and the dropout sweep → anomaly).
+ALERTS_WIRE_VERSION: Final = 1

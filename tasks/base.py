@@ -1,0 +1,94 @@
+"""The base of every task: a task body is one call of a handler with the Runtime.
+
+``WorkTask.work(handler, payload)`` runs ``handler(runtime, payload)`` with the
+process's Runtime and applies the task's row of ``tasks.limits``: a transient
+failure (``TRANSIENT_ERRORS``) is retried with the table's backoff until the retry
+budget is spent, then the work is dead-lettered with the table's reason (or given
+up quietly where it is redone anyway). A handler that knows better what to retry
+(routine: only its unfinished chunks) raises ``RetryLater``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from celery import Task
+
+from runtime.runtime import Runtime
+from scheduler.model import DeadLetter
+from tasks.limits import LIMITS, TRANSIENT_ERRORS, TaskLimits
+
+LOGGER = logging.getLogger(__name__)
+
+Handler = Callable[[Runtime, Any], Any]
+#: What to do with work past its retry budget: given the Runtime and the last failure.
+GiveUp = Callable[[Runtime, BaseException], Any]
+
+
+class RetryLater(Exception):
+    """Raised by a handler when a transient failure interrupted it: ``args`` is what to
+    run again, ``give_up`` what to do instead past the retry budget."""
+
+    def __init__(self, cause: BaseException, args: tuple[Any, ...], give_up: GiveUp) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+        self.retry_args = args
+        self.give_up = give_up
+
+
+class WorkTask(Task):  # type: ignore[misc]
+    """A task with a kind of work (a row of ``tasks.limits.LIMITS``)."""
+
+    #: Set per task by ``work_options`` (Celery copies task options onto the class).
+    kind: str = ""
+
+    @property
+    def limits(self) -> TaskLimits:
+        return LIMITS[self.kind]
+
+    @property
+    def runtime(self) -> Runtime:
+        rt: Runtime = self.app.runtime
+        return rt
+
+    def work(self, handler: Handler, payload: Any) -> Any:
+        rt = self.runtime
+        try:
+            return handler(rt, payload)
+        except RetryLater as later:
+            cause, args, give_up = later.cause, later.retry_args, later.give_up
+        except TRANSIENT_ERRORS as exc:
+            cause, args = exc, (payload,)
+            give_up = self._giving_up(payload)
+        retries = int(self.request.retries or 0)
+        if self.limits.exhausted(retries):
+            return give_up(rt, cause)
+        raise self.retry(args=args, countdown=self.limits.backoff_s(retries), exc=cause) from cause
+
+    def _giving_up(self, payload: Any) -> GiveUp:
+        def give_up(rt: Runtime, exc: BaseException) -> int:
+            reason = self.limits.exhausted_reason
+            if reason is None:
+                LOGGER.warning("%s gave up after %d retries: %r", self.name, self.max_retries, exc)
+                return 0
+            dead_letter_copy(rt, payload, reason, repr(exc), str(self.name))
+            if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+                rt.stores.inflight.done(payload["id"])
+            return 0
+
+        return give_up
+
+
+def dead_letter_copy(rt: Runtime, payload: Any, reason: str, detail: str, source: str) -> None:
+    """Keep a payload that is not the readings' only copy: it adds no dead-lettered readings
+    (the routine copy of the batch accounts for them)."""
+    try:
+        raw = msgpack.packb(payload, use_bin_type=True)
+    except (TypeError, ValueError):
+        raw = repr(payload).encode()
+    letter = DeadLetter(reason, detail, raw, source, time.time(), readings=0)
+    rt.stores.state.add_dead_letters([letter])
