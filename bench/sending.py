@@ -1,10 +1,9 @@
 """The one way benches send work to workers.
 
 Routine micro-batches (and, with screening on, their screening copies) go through the
-producer's publisher, the same code path ``iotsched produce`` uses, with the in-flight
-ledger when one is given. When the runtime's ``Publisher`` lands, the two constructors
-here are the one place to change. Anomaly probes are not routine work: they go straight to the
-anomaly queue, as an operator's probe would.
+producer's publisher, the same code path ``iotsched produce`` uses, which sends through
+the runtime's ``Publisher`` (``runtime.publisher``) with the in-flight ledger when one is
+given. Anomaly probes take the Publisher's probe send, the path real anomaly work takes.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from celery import Celery
 
 from ingest.celery_publisher import CeleryPublisher
 from ingest.regional_publisher import RegionalPublisher
-from scheduler.model import Batch, WorkClass, queue_name
+from runtime.publisher import Publisher
+from scheduler.model import Batch
 from stores.inflight import InflightLedger
-from tasks.routine import PROBE_TASK
 
 
 def bench_publisher(
@@ -52,5 +51,4 @@ def send_batches(publisher: CeleryPublisher, batches: Iterable[Batch]) -> int:
 
 def send_probe(app: Celery, region: str, hold_ms: float) -> None:
     """An anomaly probe on ``{region}.anomaly``: it records its wait, enqueued → started."""
-    queue = queue_name(region, WorkClass.ANOMALY.value)
-    app.send_task(PROBE_TASK, args=(region, time.time(), hold_ms), queue=queue)
+    Publisher(app, None).send_probe(region, time.time(), hold_ms)
