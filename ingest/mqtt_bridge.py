@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import paho.mqtt.client as mqtt
 
-from ingest.mqtt_client import BrokerConfig, BufferedClient, connect
-from ingest.mqtt_payload import Decoded, decode_message
+from ingest.mqtt_client import BrokerConfig, BufferedClient, Received, connect
+from ingest.mqtt_payload import Decoded, decode_messages
 from ingest.producer import Producer
+from scheduler.model import DeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +65,14 @@ class BridgeOptions:
 
 @dataclass
 class _Held:
-    """A message not yet acknowledged: readings still to offer (pushed back)."""
+    """A message not yet acknowledged: its readings ingest pushed back, to offer again."""
 
     mid: int
     qos: int
-    rest: Decoded
+    device_id: npt.NDArray[np.uint64]
+    ts: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64]
+    others: list[Any]
 
 
 @dataclass
@@ -94,7 +99,8 @@ class MqttBridge:
         self.options = options or BridgeOptions()
         self.clock = clock
         self.stats = BridgeStats()
-        self._inbox: collections.deque[mqtt.MQTTMessage] = collections.deque()
+        self._inbox: collections.deque[list[Received]] = collections.deque()
+        self._waiting = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._held: list[_Held] = []
@@ -120,6 +126,7 @@ class MqttBridge:
             receive_maximum=opts.receive_maximum,
         )
         self._client = client
+        client.on_received = self._on_received
         client.on_message = self._on_message
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
@@ -141,50 +148,65 @@ class MqttBridge:
         now = self.clock()
         if self._held and now >= self._held_retry_ts:
             held, self._held = self._held, []
-            self._offer(held, now)
-        batch: list[_Held] = []
-        while self._inbox and len(batch) < CYCLE_MESSAGES:
-            msg = self._inbox.popleft()
-            ct = getattr(msg.properties, "ContentType", None) if msg.properties else None
-            decoded = decode_message(msg.topic, bytes(msg.payload), ct, self.producer.limits, now)
-            batch.append(_Held(msg.mid, msg.qos, decoded))
-        self.stats.messages += len(batch)
-        if batch:
-            self._offer(batch, now)
+            self._offer_held(held, now)
+        received: list[Received] = []
+        while self._inbox and len(received) < CYCLE_MESSAGES:
+            received.extend(self._inbox.popleft())
+        if received:
+            self.stats.messages += len(received)
+            decoded = decode_messages(received, self.producer.limits, now)
+            self._offer([(mid, qos) for _topic, _payload, mid, qos, _ct in received], decoded, now)
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
         if self._to_ack and (due or len(self._to_ack) >= self.options.receive_maximum // 2):
             self._ack_all()
 
-    def _offer(self, messages: list[_Held], now: float) -> None:
-        owner_rows: list[int] = []
-        owner_others: list[int] = []
-        ids: list[int] = []
-        tss: list[float] = []
-        vals: list[tuple[float, ...]] = []
-        others: list[Any] = []
-        letters = []
-        for i, m in enumerate(messages):
-            d = m.rest
-            owner_rows.extend([i] * len(d.device_id))
-            owner_others.extend([i] * len(d.others))
-            ids.extend(d.device_id)
-            tss.extend(d.ts)
-            vals.extend(d.values)
-            others.extend(d.others)
-            letters.extend(d.letters)
-            self.stats.readings_offered += d.readings
+    def _offer(self, messages: list[tuple[int, int]], d: Decoded, now: float) -> None:
+        """Offer a run of messages' readings; ``d``'s owners index ``messages``."""
         n_metrics = len(self.producer.limits.metrics)
-        res = self.producer.ingest_columns(
-            np.asarray(ids, dtype=np.uint64),
-            np.asarray(tss, dtype=np.float64),
-            np.asarray(vals, dtype=np.float64).reshape(len(ids), n_metrics),
-            now_ts=now,
-            extra_letters=letters,
+        self.stats.readings_offered += d.readings
+        ids = np.asarray(d.device_id, dtype=np.uint64)
+        tss = np.asarray(d.ts, dtype=np.float64)
+        vals = np.asarray(d.values, dtype=np.float64).reshape(len(ids), n_metrics)
+        self._ingest(
+            messages, np.asarray(d.owner, dtype=np.intp), ids, tss, vals,
+            d.other_owner, d.others, d.letters, now,
+        )  # fmt: skip
+
+    def _offer_held(self, held: list[_Held], now: float) -> None:
+        owner = np.repeat(np.arange(len(held), dtype=np.intp), [h.device_id.size for h in held])
+        other_owner = [i for i, h in enumerate(held) for _ in h.others]
+        self._ingest(
+            [(h.mid, h.qos) for h in held],
+            owner,
+            np.concatenate([h.device_id for h in held]),
+            np.concatenate([h.ts for h in held]),
+            np.concatenate([h.values for h in held]),
+            other_owner,
+            [o for h in held for o in h.others],
+            [],
+            now,
         )
-        back_rows = res.pushed_back_index
+
+    def _ingest(
+        self,
+        messages: list[tuple[int, int]],
+        owner: npt.NDArray[np.intp],
+        ids: npt.NDArray[np.uint64],
+        tss: npt.NDArray[np.float64],
+        vals: npt.NDArray[np.float64],
+        other_owner: list[int],
+        others: list[Any],
+        letters: list[DeadLetter],
+        now: float,
+    ) -> None:
+        """Readings (rows, and others for the producer's per-reading checks) to ingest;
+        a message whose readings were all taken is acknowledged at the next round, one
+        with readings pushed back is held with just those."""
+        res = self.producer.ingest_columns(ids, tss, vals, now_ts=now, extra_letters=letters)
         self.stats.accepted += res.accepted
         self.stats.rejected += res.rejected
+        back_rows = res.pushed_back_index
         back_others = np.empty(0, dtype=np.intp)
         if others:
             res_o = self.producer.ingest(others)
@@ -192,21 +214,20 @@ class MqttBridge:
             self.stats.rejected += res_o.rejected
             back_others = res_o.pushed_back_index
         self.stats.pushed_back += int(back_rows.size + back_others.size)
-        rests: dict[int, Decoded] = {}
-        for j in back_rows.tolist():
-            rest = rests.setdefault(owner_rows[j], Decoded())
-            rest.device_id.append(ids[j])
-            rest.ts.append(tss[j])
-            rest.values.append(vals[j])
-        for j in back_others.tolist():
-            rests.setdefault(owner_others[j], Decoded()).others.append(others[j])
-        for i, m in enumerate(messages):
-            if i in rests:
-                self._held.append(_Held(m.mid, m.qos, rests[i]))
-            elif m.qos > 0:
-                self._to_ack.append((m.mid, m.qos))
-        if rests:
-            self._held_retry_ts = now + PUSHED_BACK_WAIT_S
+        if not back_rows.size and not back_others.size:
+            self._to_ack.extend(m for m in messages if m[1] > 0)
+            return
+        row_owner = owner[back_rows]
+        held_owners = set(row_owner.tolist()) | {other_owner[j] for j in back_others.tolist()}
+        for i, (mid, qos) in enumerate(messages):
+            if i not in held_owners:
+                if qos > 0:
+                    self._to_ack.append((mid, qos))
+                continue
+            rows = back_rows[row_owner == i]
+            mine = [others[j] for j in back_others.tolist() if other_owner[j] == i]
+            self._held.append(_Held(mid, qos, ids[rows], tss[rows], vals[rows], mine))
+        self._held_retry_ts = now + PUSHED_BACK_WAIT_S
 
     def _ack_all(self) -> None:
         """Publish everything the producer buffered, then acknowledge what it covers."""
@@ -222,13 +243,20 @@ class MqttBridge:
         self.stats.acked += len(self._to_ack)
         self._to_ack = []
 
-    # paho callbacks, on its network thread: hand over and wake the bridge loop.
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._inbox.append(msg)
+    # Called on paho's network thread: hand over and wake the bridge loop.
+    def _on_received(self, received: list[Received]) -> None:
+        self._inbox.append(received)
         # Wake the loop early for a burst; otherwise it looks every few ms on its own.
-        # Once per burst: setting an Event costs more than taking the message.
-        if len(self._inbox) == WAKE_AT_MESSAGES:
+        # Once per burst: setting an Event costs more than taking the messages.
+        self._waiting += len(received)
+        if self._waiting >= WAKE_AT_MESSAGES:
+            self._waiting = 0
             self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """A message paho handled itself (QoS 2, which the QoS 1 subscription never asks for)."""
+        ct = getattr(msg.properties, "ContentType", None) if msg.properties else None
+        self._on_received([(msg._topic, bytes(msg.payload), msg.mid, msg.qos, ct)])
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
