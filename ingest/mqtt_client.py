@@ -45,12 +45,12 @@ class BufferedClient(mqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rbuf = bytearray()
+        self._rest = b""  # the start of a packet whose end has not arrived yet
         #: Takes parsed PUBLISH packets; None hands them to paho (``on_message``).
         self.on_received: ReceivedSink | None = None
 
     def reconnect(self) -> MQTTErrorCode:
-        self._rbuf = bytearray()  # a partial packet of the old connection is not resumed
+        self._rest = b""  # a partial packet of the old connection is not resumed
         return super().reconnect()
 
     def ack_qos1(self, mids: list[int]) -> None:
@@ -77,8 +77,7 @@ class BufferedClient(mqtt.Client):
             return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
         with self._msgtime_mutex:
             self._last_bytes_received = time.monotonic()
-        buf = self._rbuf
-        buf += chunk
+        buf = self._rest + chunk if self._rest else chunk
         received: list[Received] = []
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
         pos, end = 0, len(buf)
@@ -96,12 +95,12 @@ class BufferedClient(mqtt.Client):
                 pos = body + length
         except (MalformedPacket, IndexError):  # a packet shorter than its own fields say
             rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
-        del buf[:pos]
+        self._rest = buf[pos:]
         if received and self.on_received is not None:
             self.on_received(received)
         return self._loop_rc_handle(rc) if rc > 0 else MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _handle_packet(self, header: int, body: bytearray) -> MQTTErrorCode:
+    def _handle_packet(self, header: int, body: bytes) -> MQTTErrorCode:
         """One packet through paho's own handler, as its ``_packet_read`` would pass it."""
         self._in_packet = {
             "command": header,
@@ -109,7 +108,7 @@ class BufferedClient(mqtt.Client):
             "remaining_count": [],
             "remaining_mult": 1,
             "remaining_length": len(body),
-            "packet": body,
+            "packet": bytearray(body),
             "to_process": 0,
             "pos": 0,
         }
@@ -121,7 +120,7 @@ class BufferedClient(mqtt.Client):
         return rc
 
 
-def _frame(buf: bytearray, pos: int, end: int) -> tuple[int, int] | None:
+def _frame(buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
     """(where the body starts, its length) of the packet at ``pos``; None until complete.
     Raises MalformedPacket on a remaining length longer than the protocol's 4 bytes."""
     length, shift, i = 0, 0, pos + 1
@@ -139,25 +138,30 @@ def _frame(buf: bytearray, pos: int, end: int) -> tuple[int, int] | None:
     return (i, length) if i + length <= end else None
 
 
-def _publish(header: int, buf: bytearray, start: int, end: int) -> Received:
+def _publish(header: int, buf: bytes, start: int, end: int) -> Received:
     """A QoS 0/1 PUBLISH body (MQTT v5): topic, packet id, properties, payload."""
-    qos = (header >> 1) & 0x03
-    topic_end = start + 2 + ((buf[start] << 8) | buf[start + 1])
-    topic = bytes(buf[start + 2 : topic_end])
-    p, mid = topic_end, 0
-    if qos:
+    p = start + 2 + ((buf[start] << 8) | buf[start + 1])
+    topic = buf[start + 2 : p]
+    mid = 0
+    if header & 0x06:
         mid = (buf[p] << 8) | buf[p + 1]
         p += 2
-    props_len, shift = 0, 0
-    while True:
-        byte = buf[p]
-        p += 1
-        props_len |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
-    content_type = _content_type(bytes(buf[p : p + props_len])) if props_len else None
-    return topic, bytes(buf[p + props_len : end]), mid, qos, content_type
+    props_len = buf[p]  # a variable byte integer, one byte below 128
+    p += 1
+    if props_len & 0x80:
+        props_len &= 0x7F
+        shift = 7
+        while True:
+            byte = buf[p]
+            p += 1
+            props_len |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+    if not props_len:
+        return topic, buf[p:end], mid, header >> 1 & 0x03, None
+    props = buf[p : p + props_len]
+    return topic, buf[p + props_len : end], mid, header >> 1 & 0x03, _content_type(props)
 
 
 def _content_type(props: bytes) -> str | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import orjson
 
 from ingest.mqtt_client import Received
 from scheduler.model import DeadLetter
@@ -82,8 +83,20 @@ def decode_messages(received: Sequence[Received], limits: Limits, now_ts: float)
     back to one message at a time, with the same outcome."""
     out = Decoded()
     singles: list[int] = []
-    single_ids: list[str] = []
+    single_ids: list[bytes] = []
+    max_bytes = limits.max_reading_bytes
     for i, (raw_topic, payload, _mid, _qos, content_type) in enumerate(received):
+        parts = raw_topic.rsplit(b"/", 3)
+        if (
+            len(parts) >= 3
+            and parts[-3] == b"devices"
+            and parts[-1] == b"telemetry"
+            and content_type is None
+            and len(payload) <= max_bytes
+        ):
+            singles.append(i)
+            single_ids.append(parts[-2])
+            continue
         topic = raw_topic.decode("utf-8", "replace")
         source = topic_source(topic)
         if source is None:
@@ -91,9 +104,6 @@ def decode_messages(received: Sequence[Received], limits: Limits, now_ts: float)
             out.letters.append(_letter("malformed", detail, payload, now_ts))
         elif source[0] == "gateways":
             _decode_gateway(out, i, payload, content_type, limits, now_ts)
-        elif content_type is None and len(payload) <= limits.max_reading_bytes:
-            singles.append(i)
-            single_ids.append(source[1])
         else:
             _decode_device(out, i, source[1], payload, content_type, limits, now_ts)
     if singles:
@@ -101,17 +111,27 @@ def decode_messages(received: Sequence[Received], limits: Limits, now_ts: float)
         objs = [_loads_or_none(p) for p in payloads]
         if not _take_clean_devices(out, singles, single_ids, objs, limits):
             for i, device, obj, payload in zip(singles, single_ids, objs, payloads, strict=True):
-                _take_device(out, i, device, obj, payload, limits, now_ts)
+                topic_id = device.decode("utf-8", "replace")
+                _take_device(out, i, topic_id, obj, payload, limits, now_ts)
     return out
 
 
 def _loads(payload: bytes, content_type: str | None) -> Any:
     if content_type in MSGPACK_TYPES:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    return json.loads(payload)
+    obj = _loads_or_none(payload)
+    if obj is _UNDECODABLE:
+        raise ValueError("undecodable JSON")
+    return obj
 
 
 def _loads_or_none(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    # What orjson refuses and json takes (NaN, integers past 64 bits) is decoded as
+    # before, so such a reading is dead-lettered for its value, not as malformed.
     try:
         return json.loads(payload)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError: not a reading
@@ -159,12 +179,14 @@ def _take_device(
 
 
 def _take_clean_devices(
-    out: Decoded, owners: list[int], topic_ids: list[str], objs: list[Any], limits: Limits
+    out: Decoded, owners: list[int], topic_ids: list[bytes], objs: list[Any], limits: Limits
 ) -> bool:
     """Single readings that are all clean and all name their topic's device, taken as
     rows in a few C-level passes; False, taking nothing, when any needs a closer look."""
     clean = _clean_columns(objs, limits)
-    if clean is None or list(map(str, clean[0])) != topic_ids:
+    # Ids are ints, so their join has exactly one comma between ids: equal joins mean
+    # equal ids, message by message.
+    if clean is None or b",".join(topic_ids) != ",".join(map(str, clean[0])).encode():
         return False
     _extend(out, clean)
     out.owner.extend(owners)
