@@ -44,8 +44,11 @@ DEFAULT_FILTERS = ("devices/+/telemetry", "gateways/+/telemetry")
 #: than in the broker's per-client queue, which Mosquitto caps (``max_queued_messages``,
 #: 1,000 by default) and past which it drops messages.
 RECEIVE_MAXIMUM = 65_535
-#: Messages decoded and offered to ingest together.
+#: Messages decoded and offered to ingest together, at most; and payload bytes, at most
+#: (a gateway message carries a hundred readings or more): one cycle stays a few tens of
+#: milliseconds, so a premium reading received meanwhile is offered soon.
 CYCLE_MESSAGES = 5_000
+CYCLE_BYTES = 512 * 1024
 #: Messages waiting that wake the bridge loop before its next look.
 WAKE_AT_MESSAGES = 256
 #: How long pushed-back readings wait before they are offered again.
@@ -150,8 +153,11 @@ class MqttBridge:
             held, self._held = self._held, []
             self._offer_held(held, now)
         received: list[Received] = []
-        while self._inbox and len(received) < CYCLE_MESSAGES:
-            received.extend(self._inbox.popleft())
+        size = 0
+        while self._inbox and len(received) < CYCLE_MESSAGES and size < CYCLE_BYTES:
+            part = self._inbox.popleft()
+            received.extend(part)
+            size += sum(len(r[1]) for r in part)
         if received:
             self.stats.messages += len(received)
             decoded = decode_messages(received, self.producer.limits, now)
@@ -163,11 +169,10 @@ class MqttBridge:
 
     def _offer(self, messages: list[tuple[int, int]], d: Decoded, now: float) -> None:
         """Offer a run of messages' readings; ``d``'s owners index ``messages``."""
-        n_metrics = len(self.producer.limits.metrics)
         self.stats.readings_offered += d.readings
         ids = np.asarray(d.device_id, dtype=np.uint64)
         tss = np.asarray(d.ts, dtype=np.float64)
-        vals = np.asarray(d.values, dtype=np.float64).reshape(len(ids), n_metrics)
+        vals = np.array(d.columns, dtype=np.float64).T.reshape(len(ids), len(d.columns))
         self._ingest(
             messages, np.asarray(d.owner, dtype=np.intp), ids, tss, vals,
             d.other_owner, d.others, d.letters, now,

@@ -44,12 +44,18 @@ class Decoded:
 
     device_id: list[int] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)
-    values: list[tuple[float, ...]] = field(default_factory=list)
+    #: One list per metric, in ``Limits.metrics`` order.
+    columns: list[list[float]] = field(default_factory=list)
     owner: list[int] = field(default_factory=list)
     #: Readings (dicts or raw bytes) the producer validates one by one (and dead-letters).
     others: list[Any] = field(default_factory=list)
     other_owner: list[int] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[tuple[float, ...]]:
+        """The rows' values, one tuple per row."""
+        return list(zip(*self.columns, strict=True))
 
     @property
     def readings(self) -> int:
@@ -81,7 +87,7 @@ def decode_messages(received: Sequence[Received], limits: Limits, now_ts: float)
     Single JSON readings from devices, the bulk of the traffic, are checked together in
     column passes (``_take_clean_devices``); a run with anything doubtful in it falls
     back to one message at a time, with the same outcome."""
-    out = Decoded()
+    out = Decoded(columns=[[] for _ in limits.metrics])
     singles: list[int] = []
     single_ids: list[bytes] = []
     max_bytes = limits.max_reading_bytes
@@ -235,7 +241,7 @@ def _clean_columns(readings: list[Any], limits: Limits) -> _Columns | None:
     width = len(metrics) + 2
     if not readings or set(map(type, readings)) != {dict}:
         return None
-    if any(len(r) != width for r in readings):
+    if set(map(len, readings)) != {width}:
         return None
     try:
         ids = [r["device_id"] for r in readings]
@@ -256,7 +262,8 @@ def _extend(out: Decoded, clean: _Columns) -> None:
     ids, ts, columns = clean
     out.device_id.extend(ids)
     out.ts.extend(map(float, ts))
-    out.values.extend(zip(*columns, strict=True))
+    for mine, theirs in zip(out.columns, columns, strict=True):
+        mine.extend(theirs)
 
 
 def _take(out: Decoded, owner: int, obj: Any, limits: Limits) -> None:
@@ -274,7 +281,8 @@ def _take(out: Decoded, owner: int, obj: Any, limits: Limits) -> None:
         ):
             out.device_id.append(device_id)
             out.ts.append(float(ts))  # type: ignore[arg-type]
-            out.values.append(values)  # type: ignore[arg-type]
+            for column, v in zip(out.columns, values, strict=True):
+                column.append(v)  # type: ignore[arg-type]
             out.owner.append(owner)
             return
     out.others.append(obj)
