@@ -33,7 +33,7 @@ import paho.mqtt.client as mqtt
 
 from ingest.mqtt_client import BrokerConfig, BufferedClient, Received, connect
 from ingest.mqtt_payload import Decoded, decode_messages
-from ingest.producer import Producer
+from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,10 @@ class BridgeOptions:
     ack_interval_ms: float = 100.0
 
 
+#: What an ingest call that took nothing pushed back: nothing.
+_NOTHING_BACK = IngestResult(0, 0, {})
+
+
 @dataclass
 class _Held:
     """A message not yet acknowledged: its readings ingest pushed back, to offer again."""
@@ -76,6 +80,8 @@ class _Held:
     ts: npt.NDArray[np.float64]
     values: npt.NDArray[np.float64]
     others: list[Any]
+    #: The region each held reading is bound for: offered again once one of them is open.
+    regions: npt.NDArray[np.intp]
 
 
 @dataclass
@@ -149,9 +155,6 @@ class MqttBridge:
     def step(self) -> None:
         """One cycle: offer held and new messages to ingest, publish and ack when due."""
         now = self.clock()
-        if self._held and now >= self._held_retry_ts:
-            held, self._held = self._held, []
-            self._offer_held(held, now)
         received: list[Received] = []
         size = 0
         while self._inbox and len(received) < CYCLE_MESSAGES and size < CYCLE_BYTES:
@@ -162,6 +165,11 @@ class MqttBridge:
             self.stats.messages += len(received)
             decoded = decode_messages(received, self.producer.limits, now)
             self._offer([(mid, qos) for _topic, _payload, mid, qos, _ct in received], decoded, now)
+        # Held readings (never premium) go after new messages, and only once their region
+        # takes readings again: re-offering a large hold to a closed region would spend
+        # the cycle's time while premium readings wait behind it.
+        if self._held and now >= self._held_retry_ts:
+            self._offer_held(now)
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
         if self._to_ack and (due or len(self._to_ack) >= self.options.receive_maximum // 2):
@@ -178,7 +186,16 @@ class MqttBridge:
             d.other_owner, d.others, d.letters, now,
         )  # fmt: skip
 
-    def _offer_held(self, held: list[_Held], now: float) -> None:
+    def _offer_held(self, now: float) -> None:
+        closed = self.producer.closed()
+        if closed is None:
+            held, self._held = self._held, []
+        else:
+            held = [h for h in self._held if not closed[h.regions].all()]
+            self._held = [h for h in self._held if closed[h.regions].all()]
+            self._held_retry_ts = now + PUSHED_BACK_WAIT_S
+        if not held:
+            return
         owner = np.repeat(np.arange(len(held), dtype=np.intp), [h.device_id.size for h in held])
         other_owner = [i for i, h in enumerate(held) for _ in h.others]
         self._ingest(
@@ -211,27 +228,37 @@ class MqttBridge:
         res = self.producer.ingest_columns(ids, tss, vals, now_ts=now, extra_letters=letters)
         self.stats.accepted += res.accepted
         self.stats.rejected += res.rejected
-        back_rows = res.pushed_back_index
-        back_others = np.empty(0, dtype=np.intp)
+        res_o = _NOTHING_BACK
         if others:
             res_o = self.producer.ingest(others)
             self.stats.accepted += res_o.accepted
             self.stats.rejected += res_o.rejected
-            back_others = res_o.pushed_back_index
+        back_rows, back_others = res.pushed_back_index, res_o.pushed_back_index
         self.stats.pushed_back += int(back_rows.size + back_others.size)
         if not back_rows.size and not back_others.size:
             self._to_ack.extend(m for m in messages if m[1] > 0)
             return
-        row_owner = owner[back_rows]
-        held_owners = set(row_owner.tolist()) | {other_owner[j] for j in back_others.tolist()}
+        rows_of: dict[int, list[int]] = {}  # message → its pushed-back rows (positions)
+        for k, i in enumerate(owner[back_rows].tolist()):
+            rows_of.setdefault(i, []).append(k)
+        others_of: dict[int, list[int]] = {}
+        for k, j in enumerate(back_others.tolist()):
+            others_of.setdefault(other_owner[j], []).append(k)
         for i, (mid, qos) in enumerate(messages):
-            if i not in held_owners:
+            if i not in rows_of and i not in others_of:
                 if qos > 0:
                     self._to_ack.append((mid, qos))
                 continue
-            rows = back_rows[row_owner == i]
-            mine = [others[j] for j in back_others.tolist() if other_owner[j] == i]
-            self._held.append(_Held(mid, qos, ids[rows], tss[rows], vals[rows], mine))
+            mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
+            mine_others = others_of.get(i, [])
+            rows = back_rows[mine]
+            regions = np.concatenate(
+                (res.pushed_back_region[mine], res_o.pushed_back_region[mine_others])
+            )
+            held_others = [others[back_others[k]] for k in mine_others]
+            self._held.append(
+                _Held(mid, qos, ids[rows], tss[rows], vals[rows], held_others, regions)
+            )
         self._held_retry_ts = now + PUSHED_BACK_WAIT_S
 
     def _ack_all(self) -> None:
