@@ -19,7 +19,6 @@ id, so a restarted bridge gets its unacknowledged messages back.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -32,9 +31,11 @@ import numpy.typing as npt
 import paho.mqtt.client as mqtt
 
 from ingest.mqtt_client import BrokerConfig, BufferedClient, Received, connect
+from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_payload import Decoded, decode_messages
 from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
+from scheduler.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +103,16 @@ class MqttBridge:
         broker: BrokerConfig,
         options: BridgeOptions | None = None,
         clock: Callable[[], float] = time.time,
+        registry: Callable[[], Registry] | None = None,
     ) -> None:
+        """``registry``: the fleet's tiers, so premium devices' messages waiting in the
+        bridge are offered first (``Inbox``); without it, arrival order."""
         self.producer = producer
         self.broker = broker
         self.options = options or BridgeOptions()
         self.clock = clock
         self.stats = BridgeStats()
-        self._inbox: collections.deque[list[Received]] = collections.deque()
+        self._inbox = Inbox(registry)
         self._waiting = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -155,12 +159,7 @@ class MqttBridge:
     def step(self) -> None:
         """One cycle: offer held and new messages to ingest, publish and ack when due."""
         now = self.clock()
-        received: list[Received] = []
-        size = 0
-        while self._inbox and len(received) < CYCLE_MESSAGES and size < CYCLE_BYTES:
-            part = self._inbox.popleft()
-            received.extend(part)
-            size += sum(len(r[1]) for r in part)
+        received = self._inbox.take(CYCLE_MESSAGES, CYCLE_BYTES)
         if received:
             self.stats.messages += len(received)
             decoded = decode_messages(received, self.producer.limits, now)
@@ -277,7 +276,7 @@ class MqttBridge:
 
     # Called on paho's network thread: hand over and wake the bridge loop.
     def _on_received(self, received: list[Received]) -> None:
-        self._inbox.append(received)
+        self._inbox.put(received)
         # Wake the loop early for a burst; otherwise it looks every few ms on its own.
         # Once per burst: setting an Event costs more than taking the messages.
         self._waiting += len(received)

@@ -57,7 +57,7 @@ def running_bridge(
         client_id=client_id,
         session_expiry_s=0,
     )
-    bridge = MqttBridge(producer, BrokerConfig.from_url(url), options)
+    bridge = MqttBridge(producer, BrokerConfig.from_url(url), options, registry=lambda: registry)
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
     assert bridge.subscribed.wait(10), "the bridge did not subscribe"

@@ -1,6 +1,7 @@
 """Given the bytes a broker sends, the bridge's client cuts them into PUBLISH messages
-however the reads split them, and a run of messages decodes to the same readings, owners
-and dead letters in one pass as one message at a time. No broker needed."""
+however the reads split them; a run of messages decodes to the same readings, owners
+and dead letters in one pass as one message at a time; and premium devices' messages
+leave the bridge's inbox first. No broker needed."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import msgpack
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.mqtt_client import BufferedClient, Received
+from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_payload import decode_message, decode_messages
 from iotsched.mqtt_devices import publish_packet
+from scheduler.registry import generate_registry
 from scheduler.validation import Limits
 
 NOW = 1_800_000_000.0
@@ -135,3 +138,30 @@ def test_a_run_with_doubtful_messages_decodes_as_one_message_at_a_time() -> None
     assert math.isnan(rows[1][2][0])  # NaN reaches the producer, which rejects it as not finite
     assert [owner for owner, _ in others] == [2, 3, 9]
     assert reasons == ["malformed", "topic_mismatch"]
+
+
+def test_premium_devices_messages_leave_the_inbox_first_in_arrival_order() -> None:
+    reg = generate_registry(200, seed=1)
+    premium = [int(d) for d in reg.device_id[reg.tier == 0][:3]]
+    standard = [int(d) for d in reg.device_id[reg.tier > 0][:3]]
+    gateway: Received = (b"gateways/g/telemetry", b"[]", 99, 1, None)
+    inbox = Inbox(lambda: reg)
+    # Given standard messages, a gateway's and an unknown topic ahead of premium ones
+    inbox.put([single(standard[0], b"{}"), gateway, single(premium[0], b"{}")])
+    inbox.put([single(standard[1], b"{}"), (b"other/topic", b"", 98, 1, None)])
+    inbox.put([single(premium[1], b"{}"), single(standard[2], b"{}"), single(premium[2], b"{}")])
+    # When the bridge takes a cycle smaller than the backlog, then the next
+    taken = [m[2] for m in inbox.take(4, 1 << 20)]
+    rest = [m[2] for m in inbox.take(100, 1 << 20)]
+    # Then premium devices' messages come first, each class in arrival order
+    assert taken == [*premium, standard[0]]
+    assert rest == [99, standard[1], 98, standard[2]]
+    assert not inbox
+
+
+def test_without_a_registry_the_inbox_keeps_arrival_order() -> None:
+    inbox = Inbox()
+    inbox.put([single(3, b"{}"), single(1, b"{}")])
+    inbox.put([single(2, b"{}")])
+    assert [m[2] for m in inbox.take(2, 1 << 20)] == [3, 1]
+    assert [m[2] for m in inbox.take(2, 1)] == [2]
