@@ -9,9 +9,11 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
   point loses nothing: the broker redelivers what was not acknowledged. Delivery is
   at least once: readings flushed just before a crash are delivered again.
 - readings ingest pushes back (``IngestResult.pushed_back_index``) stay with the bridge,
-  their messages unacknowledged, and are offered again. The session's Receive Maximum
-  bounds how many unacknowledged messages the broker sends: while pushed-back messages
-  fill that window the broker sends nothing more, which is the flow control.
+  their messages unacknowledged, and are offered again once a region of theirs is open.
+  The session's Receive Maximum bounds how many unacknowledged messages the broker
+  sends: while held messages fill that window the broker sends nothing more, which is
+  the flow control.
+- messages waiting in the bridge are taken premium devices' first (``Inbox``).
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
 id, so a restarted bridge gets its unacknowledged messages back.
@@ -52,7 +54,7 @@ CYCLE_MESSAGES = 5_000
 CYCLE_BYTES = 512 * 1024
 #: Messages waiting that wake the bridge loop before its next look.
 WAKE_AT_MESSAGES = 256
-#: How long pushed-back readings wait before they are offered again.
+#: How often held readings' regions are looked at again (``Producer.closed``).
 PUSHED_BACK_WAIT_S = 0.05
 
 
