@@ -65,8 +65,11 @@ class BridgeOptions:
     client_id: str = "iotsched-bridge"
     session_expiry_s: int = 3600
     receive_maximum: int = RECEIVE_MAXIMUM
-    #: Acknowledge (after publishing what the producer holds) at least this often.
-    ack_interval_ms: float = 100.0
+    #: Acknowledge (after publishing what the producer holds) at least this often. Each
+    #: round cuts every partial batch: at 100 ms gateway traffic went out as many small
+    #: tasks (73,000–90,000 readings/s in mqtt-bench, against 100,000–122,000 at 250 ms).
+    #: Premium batches still go out on their own age limit (25 ms); only acks wait.
+    ack_interval_ms: float = 250.0
 
 
 #: What an ingest call that took nothing pushed back: nothing.
