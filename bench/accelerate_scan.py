@@ -14,8 +14,8 @@ import time
 import numpy as np
 import redis
 
-from iotsched.maintenance_bench import private_redis
-from scheduler.codec import encode_batch
+from bench.redis_server import private_redis
+from bench.sending import bench_publisher, send_batches
 from scheduler.model import Batch
 from stores.keys import Keys
 from stores.queue_scan import QueueScan
@@ -32,6 +32,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with private_redis() as url:
         app = broker_app(url, keys)
+        publisher = bench_publisher(app, screening=False)
         n = args.readings
         for i in range(args.batches):
             now = time.time()
@@ -40,12 +41,7 @@ def main() -> None:
                 rng.integers(0, 1_000_000, n).astype(np.uint64),
                 np.full(n, now), rng.normal(size=(n, 1)), np.full(n, now),
             )  # fmt: skip
-            app.send_task(
-                routine.ROUTINE_TASK,
-                args=(encode_batch(batch),),
-                queue="eu-west.standard",
-                serializer="msgpack",
-            )
+            send_batches(publisher, [batch])
         app.close()
         client = redis.Redis.from_url(url)
         devices = rng.integers(0, 1_000_000, 50).tolist()

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import redis
 
-from iotsched.maintenance_bench import private_redis
+from bench.redis_server import private_redis
 from scheduler.detection import DetectorConfig, fresh_states, screen
 from scheduler.geography import DEFAULT_SITES
 from scheduler.registry import generate_registry

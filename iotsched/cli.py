@@ -3,37 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import NoReturn
 
 from iotsched.cli_errors import configured_redis_url, describe
-
-# Each module exposes register(subparsers); optional ones may not have landed yet.
-COMMAND_MODULES = (
-    "iotsched.demo",
-    "iotsched.bench",
-    "iotsched.worker_cmd",
-    "iotsched.registry_cmd",
-    "iotsched.status_cmd",
-    "iotsched.deadletters_cmd",
-    "iotsched.produce_cmd",
-    "iotsched.metrics_cmd",
-    "iotsched.detect_cmd",
-    "iotsched.simulate_cmd",
-    "iotsched.report_cmd",
-    "iotsched.maintenance_cmd",
-    "iotsched.partition_cmd",
-    "iotsched.scale_cmd",
-    "iotsched.overload_cmd",
-    "iotsched.faults_bench",
-    "iotsched.mqtt_bridge_cmd",
-    "iotsched.mqtt_bench",
-    "iotsched.rollups_cmd",
-    "iotsched.incidents_cmd",
-    "iotsched.export_postgres_cmd",
-    "iotsched.storm_bench",
-)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -53,13 +26,59 @@ def build_parser() -> argparse.ArgumentParser:
     # Handled in main() before parsing; declared here so --help lists it.
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    # Imported here, inside main()'s error handling: importing a command module builds the
+    # Celery app from celeryconfig, which reads the environment and may fail. Each module
+    # declares its commands with register(subparsers), in --help's order.
+    from iotsched import (
+        bench_cmd,
+        deadletters_cmd,
+        demo,
+        detect_cmd,
+        export_postgres_cmd,
+        faults_cmd,
+        incidents_cmd,
+        maintenance_cmd,
+        metrics_cmd,
+        mqtt_bench,
+        mqtt_bridge_cmd,
+        overload_cmd,
+        partition_cmd,
+        produce_cmd,
+        registry_cmd,
+        report_cmd,
+        rollups_cmd,
+        scale_cmd,
+        simulate_cmd,
+        status_cmd,
+        storm_cmd,
+        worker_cmd,
+    )
+
+    command_modules = (
+        demo,
+        bench_cmd,
+        worker_cmd,
+        registry_cmd,
+        status_cmd,
+        deadletters_cmd,
+        produce_cmd,
+        metrics_cmd,
+        detect_cmd,
+        simulate_cmd,
+        report_cmd,
+        maintenance_cmd,
+        partition_cmd,
+        scale_cmd,
+        overload_cmd,
+        faults_cmd,
+        mqtt_bridge_cmd,
+        mqtt_bench,
+        rollups_cmd,
+        incidents_cmd,
+        export_postgres_cmd,
+        storm_cmd,
+    )
+    for module in command_modules:
         module.register(sub)
     return parser
 

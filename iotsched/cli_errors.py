@@ -10,11 +10,16 @@ import os
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
 from kombu.exceptions import OperationalError
 
 from scheduler.errors import ConfigError, IotschedError
 from scheduler.settings import Settings
+from stores.connection import (
+    UNREACHABLE_ERRORS,
+    AuthenticationError,
+    RedisError,
+    ResponseError,
+)
 
 #: Exit status for a runtime failure (Redis away) and for bad configuration or input.
 EXIT_RUNTIME = 1
@@ -80,8 +85,8 @@ def describe(exc: BaseException, redis_url: str) -> tuple[str, int]:
     """(one-line message, exit status) for an exception that ended a command."""
     url = redact(redis_url)
     exc = _root(exc)
-    if isinstance(exc, redis.AuthenticationError) or (
-        isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
+    if isinstance(exc, AuthenticationError) or (
+        isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
     ):
         # Without a password Redis answers with a long protocol message; say what is missing.
         why = _why(exc) if _has_password(redis_url) else "the URL has no password"
@@ -90,11 +95,11 @@ def describe(exc: BaseException, redis_url: str) -> tuple[str, int]:
             "set the user and password in IOTSCHED_REDIS_URL",
             EXIT_RUNTIME,
         )
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OperationalError):
+    if isinstance(exc, (*UNREACHABLE_ERRORS, OperationalError)):
         return f"cannot reach Redis at {url} ({_why(exc)}); set IOTSCHED_REDIS_URL", EXIT_RUNTIME
     if isinstance(exc, ConnectionError | TimeoutError):
         return f"cannot reach Redis at {url} ({_why(exc)}); set IOTSCHED_REDIS_URL", EXIT_RUNTIME
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, RedisError):
         return f"Redis at {url} answered with an error: {_why(exc)}", EXIT_RUNTIME
     if isinstance(exc, ValueError) and "Redis URL must specify" in str(exc):
         return (

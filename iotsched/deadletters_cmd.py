@@ -20,12 +20,12 @@ from itertools import islice
 from typing import Any
 
 import msgpack
-import redis
 
 from iotsched.argtypes import iso_time, key_prefix_option, positive_int
 from scheduler.codec import decode_batch
 from scheduler.errors import InvalidBatch, IotschedError
 from scheduler.settings import Settings
+from stores.connection import RedisClient, connect
 from stores.dead_letter_stream import DeadLetterStream, StoredLetter
 from stores.keys import Keys
 
@@ -67,10 +67,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pg.set_defaults(func=run_purge)
 
 
-def _stream(args: argparse.Namespace) -> tuple[Settings, Keys, redis.Redis, DeadLetterStream]:
+def _stream(args: argparse.Namespace) -> tuple[Settings, Keys, RedisClient, DeadLetterStream]:
     settings = Settings.from_env()
     keys = Keys(args.key_prefix or settings.key_prefix)
-    client = redis.Redis.from_url(args.redis_url or settings.redis_url)
+    client = connect(args.redis_url or settings.redis_url)
     return settings, keys, client, DeadLetterStream(client, keys)
 
 
@@ -219,7 +219,7 @@ def _tally(result: Any, again: Counter[str], done: dict[str, int]) -> None:
 
 
 def _replay_producer(
-    settings: Settings, keys: Keys, client: redis.Redis, state_url: str
+    settings: Settings, keys: Keys, client: RedisClient, state_url: str
 ) -> tuple[Any, Any]:
     """A producer like ``iotsched produce`` builds, without the backlog cap: a replay is an
     operator's deliberate, bounded re-offer, and a pushed-back reading would have nowhere to go."""
@@ -238,7 +238,7 @@ def _replay_producer(
         client,
         keys,
         settings.topology,
-        broker_clients={r: redis.Redis.from_url(u) for r, u in settings.region_broker_urls.items()},
+        broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
     )
     # The broker is the state Redis unless IOTSCHED_BROKER_URL names another.
     app = broker_app(settings.broker_url or state_url, keys)

@@ -12,9 +12,9 @@ import json
 import uuid
 from typing import Any
 
+from bench.loadrun import drive, stderr_progress, summarize, wait_drained
 from ingest.synthetic import SyntheticStream, bad_readings
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
-from iotsched.loadrun import drive, stderr_progress, summarize, wait_drained
 from scheduler.registry import generate_registry
 from scheduler.settings import Settings
 
@@ -79,7 +79,7 @@ def _run_embedded(args: argparse.Namespace, readings: int, extra: Any) -> dict[s
 
 
 def _run_on_redis(args: argparse.Namespace, readings: int, extra: Any) -> dict[str, Any]:
-    from iotsched.redis_run import RedisRun
+    from bench.redis_run import RedisRun
 
     prefix = f"iotsched-demo-{uuid.uuid4().hex[:8]}"
     with RedisRun(args.redis_url, prefix, args.devices, seed=args.seed) as run:

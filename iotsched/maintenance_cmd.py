@@ -9,12 +9,11 @@ import math
 import time
 from datetime import UTC, datetime
 
-import redis
-
 from iotsched.argtypes import positive_float, positive_int, share
 from scheduler.errors import ConfigError
 from scheduler.reservations import Reservation, ReservationConflict
 from scheduler.settings import Settings
+from stores.connection import connect
 from stores.reservation_store import ReservationStore
 from tasks.maintenance_ops import OPERATIONS
 
@@ -90,7 +89,7 @@ def _store(args: argparse.Namespace) -> ReservationStore:
         redis_url=args.redis_url or base.redis_url,
         key_prefix=args.key_prefix or base.key_prefix,
     )
-    return ReservationStore.from_settings(redis.Redis.from_url(settings.redis_url), settings)
+    return ReservationStore.from_settings(connect(settings.redis_url), settings)
 
 
 def _iso(ts: float) -> str:
@@ -143,7 +142,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from iotsched.maintenance_bench import maintenance_bench
+    from bench.maintenance import maintenance_bench
 
     out = maintenance_bench(args.redis_url, args.rate_rps, load_fraction=args.load_fraction)
     print(json.dumps(out, indent=2))

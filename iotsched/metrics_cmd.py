@@ -13,11 +13,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import redis
-
 from iotsched.argtypes import key_prefix_option, port
 from iotsched.metrics_exposition import Snapshot, exposition
 from scheduler.settings import Settings
+from stores.connection import RedisClient, RedisError, connect
 from stores.detector_store import ALERT_STAGE, NOTIFY_STAGE
 from stores.keys import Keys
 from stores.pool_heartbeats import decode_beats
@@ -41,7 +40,7 @@ def _hist(raw: dict[bytes, bytes]) -> dict[int, int]:
     return {int(k): int(v) for k, v in raw.items()}
 
 
-def snapshot(client: redis.Redis, keys: Keys, settings: Settings, now_ts: float) -> Snapshot:
+def snapshot(client: RedisClient, keys: Keys, settings: Settings, now_ts: float) -> Snapshot:
     """One pipelined round trip for queues, counters, histograms, heartbeats and pools;
     one more for the reservation book."""
     queues = [
@@ -99,7 +98,7 @@ def _slots(
     return out
 
 
-def desired_replicas_exposition(client: redis.Redis, keys: Keys) -> str:
+def desired_replicas_exposition(client: RedisClient, keys: Keys) -> str:
     """``iotsched_autoscaler_desired_replicas{region,class}``: what the autoscaler wants,
     for KEDA's Prometheus trigger (deploy/kubernetes)."""
     raw: Any = client.hgetall(keys.scaling_desired)
@@ -118,7 +117,7 @@ def desired_replicas_exposition(client: redis.Redis, keys: Keys) -> str:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     keys = Keys(args.key_prefix or settings.key_prefix)
-    client = redis.Redis.from_url(args.redis_url or settings.redis_url)
+    client = connect(args.redis_url or settings.redis_url)
 
     def render() -> bytes:
         text = exposition(snapshot(client, keys, settings, time.time()))
@@ -135,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 return
             try:
                 body = render()
-            except redis.RedisError as exc:
+            except RedisError as exc:
                 # Prometheus records the failed scrape; the server stays up for the next one.
                 self.send_error(503, f"cannot read Redis: {exc}")
                 return

@@ -22,8 +22,8 @@ import time
 import uuid
 from typing import Any
 
+from bench.loadrun import DriveResult, stderr_progress, summarize, wait_drained
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
-from iotsched.loadrun import DriveResult, stderr_progress, summarize, wait_drained
 from iotsched.mqtt_devices import PublishPlan, publish_share
 
 #: Ingest that has not moved for this long after publishing ended will not move again.
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     if min(args.messages, args.per_message, args.devices, args.publishers, args.bridges) <= 0:
         raise SystemExit("mqtt-bench: counts must be positive")
-    from iotsched.redis_run import RedisRun
+    from bench.redis_run import RedisRun
 
     progress = None if args.json else stderr_progress
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -16,8 +16,7 @@ import os
 import sys
 import time
 
-import redis
-
+from bench.loadrun import drive, offer_singles, stderr_progress
 from ingest.backlog_gate import admission_gate
 from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
@@ -27,9 +26,9 @@ from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
-from iotsched.loadrun import drive, offer_singles, stderr_progress
 from scheduler.settings import Settings
 from scheduler.validation import Limits
+from stores.connection import connect
 from stores.inflight import InflightLedger
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
@@ -72,7 +71,7 @@ CONNECT_TIMEOUT_S = 2.0
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     keys = Keys(settings.key_prefix)
-    client = redis.Redis.from_url(
+    client = connect(
         settings.redis_url,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         store.client,
         keys,
         settings.topology,
-        broker_clients={r: redis.Redis.from_url(u) for r, u in settings.region_broker_urls.items()},
+        broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
     )
     publisher = RegionalPublisher.from_urls(
         app, settings.region_broker_urls, ledger=InflightLedger(store.client, keys)

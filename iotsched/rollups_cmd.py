@@ -11,12 +11,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-
 from iotsched.argtypes import non_negative_int
 from scheduler.errors import ConfigError
 from scheduler.rollup import Rollup
 from scheduler.settings import Settings
+from stores.connection import RedisClient
+from stores.connection import connect as connect_url
 from stores.keys import Keys
 from stores.rollup_reader import RollupReader
 
@@ -41,10 +41,10 @@ def add_redis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="key prefix (default IOTSCHED_KEY_PREFIX)")
 
 
-def connect(args: argparse.Namespace) -> tuple[redis.Redis, Keys, Settings]:
+def connect(args: argparse.Namespace) -> tuple[RedisClient, Keys, Settings]:
     settings = Settings.from_env()
     keys = Keys(args.prefix or settings.key_prefix)
-    return redis.Redis.from_url(args.redis_url or settings.redis_url), keys, settings
+    return connect_url(args.redis_url or settings.redis_url), keys, settings
 
 
 def parse_iso(text: str) -> float:

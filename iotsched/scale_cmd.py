@@ -74,8 +74,7 @@ def parse_autoscale(text: str) -> tuple[int, int]:
 
 
 def run_scale(args: argparse.Namespace) -> int:
-    import redis
-
+    from stores.connection import connect
     from stores.keys import Keys
     from stores.pool_heartbeats import PoolHeartbeats
     from workers.autoscaler import heartbeat_fresh_s
@@ -93,7 +92,7 @@ def run_scale(args: argparse.Namespace) -> int:
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
     )
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     beats = PoolHeartbeats(client, Keys(settings.key_prefix)).read()
     wanted = desired_replicas(
         args.region, beats.values(), cfg, time.time(), heartbeat_fresh_s(settings)
@@ -140,7 +139,8 @@ def run_supervise(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from iotsched.scale_bench import BenchConfig, run_bench
+    from bench.scale import BenchConfig, run_bench
+    from bench.worker_launch import WaitTimedOut
 
     high, low = parse_autoscale(args.autoscale)
     cfg = BenchConfig(
@@ -158,8 +158,8 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     try:
         result = run_bench(cfg)
-    except TimeoutError as exc:
-        print(exc, file=sys.stderr)
+    except WaitTimedOut as exc:
+        print(f"scale-bench: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=None if args.trace else 2))
     return 0

@@ -7,11 +7,10 @@ import json
 import time
 from typing import Any
 
-import redis
-
 from iotsched.argtypes import key_prefix_option, non_negative_int
 from scheduler.latency import percentile_ms
 from scheduler.settings import Settings
+from stores.connection import RedisClient, connect
 from stores.keys import Keys
 from stores.queue_depth import fold_lengths, queue_lengths
 from stores.redis_state import RedisStateStore
@@ -30,7 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def collect(
-    client: redis.Redis, keys: Keys, settings: Settings, dead_letters: int = 5
+    client: RedisClient, keys: Keys, settings: Settings, dead_letters: int = 5
 ) -> dict[str, Any]:
     """Queue depths, counters, latency, region heartbeats and recent dead letters."""
     store = RedisStateStore(client, keys)
@@ -64,7 +63,7 @@ def collect(
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     keys = Keys(args.key_prefix or settings.key_prefix)
-    client = redis.Redis.from_url(args.redis_url or settings.redis_url)
+    client = connect(args.redis_url or settings.redis_url)
     out = collect(client, keys, settings, args.dead_letters)
     depth, latency = out["queues"], out["latency"]
     if args.json:

@@ -8,6 +8,8 @@ BATCH_MAX_READINGS = 5_000
 PREMIUM_MAX_AGE_MS = 25.0
 #: Age at which a standard micro-batch is flushed even if small.
 STANDARD_MAX_AGE_MS = 250.0
+#: Age at which a region's coalesced screening copies are flushed even if few.
+SCREEN_MAX_AGE_MS = 100.0
 
 #: Readings whose event time is further ahead of the ingest clock are rejected (clock skew).
 MAX_FUTURE_SKEW_S = 300.0

@@ -10,6 +10,7 @@ from typing import Any
 from scheduler.errors import ConfigError
 from scheduler.model import DEFAULT_REGIONS, DEFAULT_TIERS, Topology
 from scheduler.redis_url import normalize_redis_url
+from scheduler.scaling import ScalingConfig
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -46,14 +47,14 @@ class Settings:
     #: How often the autoscaler's background thread re-reads queue figures from Redis.
     autoscale_refresh_s: float = 0.25
     #: Shrink only to the largest demand seen within this window.
-    scale_down_window_s: float = 60.0
+    scale_down_window_s: float = ScalingConfig.scale_down_window_s
     #: A backlog should be cleared within this long by the slots added for it.
-    drain_target_s: float = 2.0
+    drain_target_s: float = ScalingConfig.drain_target_s
     #: Tasks one slot is assumed to finish per second until it has been measured.
     service_rps_prior: float = 10.0
     #: Holt level weight per second for arrivals (ScalingConfig's default); higher
     #: forgets a burst sooner, so the pool shrinks sooner after the window.
-    forecast_alpha: float = 0.1
+    forecast_alpha: float = ScalingConfig.forecast_alpha
     #: A region's slot budget (the cloud limit) and the shares held for classes.
     region_budget_slots: int = 64
     premium_guarantee_slots: int = 0

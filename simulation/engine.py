@@ -6,6 +6,8 @@ decision is taken by the runtime's own policy objects: placement with region
 health, the scaling policy (or a baseline), the capacity ledger, preemption,
 the reservation book with pre-drain and operation runs. Latencies come
 afterwards from the cumulative arrival and service curves (simulation.metrics).
+Pools are sized by the autoscaler's own assembly (scheduler.region_sizing),
+fed the simulated queues under the runtime's queue names.
 """
 
 from __future__ import annotations
@@ -20,20 +22,23 @@ from scheduler.forecast import DailyProfile
 from scheduler.geography import TransferCostMatrix
 from scheduler.health import RegionHealth
 from scheduler.maintenance import drain_slots
-from scheduler.model import Topology, WorkClass
+from scheduler.model import Topology, WorkClass, queue_name
 from scheduler.placement import PlacementPolicy, RegionLoad, round_robin_place
 from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.reservations import ReservationBook
-from scheduler.scaling import ScalingObservation
 from simulation.ingest_sim import Ingest
 from simulation.loads import LoadPattern
 from simulation.maintenance_sim import MaintenanceDriver
-from simulation.pools import Pool, make_scaler, scaler_settings, uses_forecast
+from simulation.pools import Pool, make_sizer, observe_region, scaler_settings, uses_forecast
 from simulation.spec import SimSpec
 from simulation.trace import ANOMALY, CLASSES, PREMIUM, SCREEN, STANDARD, Trace
 
 #: Claim order of the capacity ledger, as indices into CLASSES.
 _CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+#: The classes in a data worker's ``-Q`` order (model.DATA_QUEUE_KINDS: premium before
+#: the screening of other tiers), as the autoscaler sees its queues; the one simulated
+#: screening class stands for both screening queues.
+_SIZING_ORDER = [ANOMALY, PREMIUM, SCREEN, STANDARD]
 
 
 def _integer_arrivals(rate: np.ndarray, step_s: float) -> np.ndarray:
@@ -69,6 +74,10 @@ class Simulator:
         self.health = RegionHealth(spec.silence_timeout_s, regions=self.regions)
         self.preemption = PreemptionPolicy(PreemptionConfig(chunk_readings=sv.chunk_readings))
         self.ledgers = [CapacityLedger(self._class_budget(int(b))) for b in self.budget]
+        #: Each region's queues under the runtime's names, in _SIZING_ORDER.
+        self.queue_names = [
+            tuple(queue_name(r, CLASSES[k].value) for k in _SIZING_ORDER) for r in self.regions
+        ]
         self.book = ReservationBook(
             {r: int(b) for r, b in zip(self.regions, self.budget, strict=True)},
             {r: self.ledgers[i].budget.premium_guarantee_slots for i, r in enumerate(self.regions)},
@@ -110,8 +119,8 @@ class Simulator:
             if spec.history_pattern is not None and uses_forecast(spec.scaler):
                 profile = self._learned_profile(spec.history_pattern, r)
             lo = self.ledgers[r].budget.premium_guarantee_slots // 4 + 1
-            scaler = make_scaler(
-                spec.scaler, spec.scaling, lo, int(self.budget[r]),
+            sizer = make_sizer(
+                spec.scaler, spec.scaling, self.ledgers[r].budget, lo,
                 spec.service.batch_readings, profile, spec.keda_list_length,
             )  # fmt: skip
             if spec.initial_slots is not None:
@@ -120,7 +129,7 @@ class Simulator:
                 per_slot = spec.service.routine_rps_per_slot * spec.scaling.target_utilization
                 initial = max(lo, math.ceil(first_work_rps[r] / per_slot))
             pools.append(
-                Pool(scaler, min(initial, int(self.budget[r])), spec.scaling.slot_startup_s)
+                Pool(sizer, min(initial, int(self.budget[r])), spec.scaling.slot_startup_s)
             )
         return pools
 
@@ -154,7 +163,7 @@ class Simulator:
         ingest = Ingest(coh, self.cohort_class, self.placement, n_r)
         ingest.hold_unscreened = spec.admission_wait_budget_s is not None
         pools = self._pools(self._home_work_rps(np.zeros(1))[0])
-        tr.scaler_settings = tuple(scaler_settings(p.scaler) for p in pools)
+        tr.scaler_settings = tuple(scaler_settings(p.sizer.scaler) for p in pools)
         queue = np.zeros((n_r, len(CLASSES)))
         dest = np.full(len(coh), -1, dtype=np.intp)
         grant_slots = np.zeros((n_r, len(CLASSES)))
@@ -308,24 +317,25 @@ class Simulator:
     ) -> np.ndarray:
         """Scaling, maintenance pre-drain and the ledger's class grants, once per control period."""
         spec = self.spec
-        period = spec.control_period_s
         caps = np.zeros(self.n_regions, dtype=np.int64)
         for r, (name, pool) in enumerate(zip(self.regions, pools, strict=True)):
             held = drain_slots(now_ts, self.book, name, spec.pre_drain_lead_s)
-            cap = int(self.budget[r]) - held
-            caps[r] = cap
-            obs = ScalingObservation(
-                now_ts=now_ts,
-                queue_depth=int((queue[r] * self.routine_equiv).sum()),
-                arrival_rps=float((period_in[r] * self.routine_equiv).sum() / period) if i else 0.0,
-                service_rps_per_slot=spec.service.routine_rps_per_slot,
-                busy_slots=math.ceil(period_busy[r] / period - 1e-9),
-                current_slots=pool.provisioned,
-            )
-            desired = pool.provisioned if i == 0 else pool.scaler.desired_slots(obs)
-            if pool.provisioned > cap:
-                self.maintenance.data_shrunk(r, t, busy_prev[r] > cap)
-            pool.resize(t, min(desired, cap))
+            caps[r] = pool.sizer.data_cap_slots(held)
+            if i == 0:
+                # Nothing measured yet: the pool keeps the size it was given for the first load.
+                target = min(pool.provisioned, int(caps[r]))
+            else:
+                obs = observe_region(
+                    self.queue_names[r], now_ts,
+                    (queue[r] * self.routine_equiv)[_SIZING_ORDER].tolist(),
+                    (period_in[r] * self.routine_equiv)[_SIZING_ORDER].tolist(),
+                    spec.control_period_s, spec.service.routine_rps_per_slot,
+                    period_busy[r], pool.provisioned, held,
+                )  # fmt: skip
+                target = pool.sizer.size(obs).region_slots
+            if pool.provisioned > caps[r]:
+                self.maintenance.data_shrunk(r, t, busy_prev[r] > caps[r])
+            pool.resize(t, target)
             self.maintenance.tick(r, t, now_ts, held)
             self.reserved[r] = self.book.reserved_slots(name, now_ts)
         return caps

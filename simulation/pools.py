@@ -1,19 +1,23 @@
-"""A region's worker pool on the virtual clock: ready slots, slots starting up, and its scaler.
+"""A region's worker pool on the virtual clock: ready slots, slots starting up, and its sizing.
 
-The scaler is the runtime's own object (ScalingPolicy, or a baseline rule);
-this module only turns its answers into slots that become useful after
+The sizing is the runtime's own assembly (scheduler.region_sizing.RegionSizer
+over ScalingPolicy, or over a baseline rule, and the capacity ledger); this
+module only turns its answers into slots that become useful after
 ``slot_startup_s`` and that vanish at once on scale-in (routine tasks yield
 within one chunk, far below the control period).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
 
+from scheduler.capacity import CapacityBudget
 from scheduler.forecast import DailyProfile
-from scheduler.scaling import ScalingConfig, ScalingObservation, ScalingPolicy
+from scheduler.region_sizing import RegionObservation, RegionSizer, Scaler
+from scheduler.scaling import ScalingConfig, ScalingPolicy
 from scheduler.scaling_baselines import (
     CeleryStockRule,
     HpaRule,
@@ -25,10 +29,6 @@ from scheduler.scaling_baselines import (
 BASELINES = ("celery", "hpa", "keda")
 SCALERS = ("policy", *(f"{b}{suffix}" for b in BASELINES for suffix in ("", "+forecast")))
 FORECAST_SUFFIX = "+forecast"
-
-
-class Scaler(Protocol):
-    def desired_slots(self, obs: ScalingObservation) -> int: ...
 
 
 def uses_forecast(kind: str) -> bool:
@@ -74,6 +74,48 @@ def make_scaler(
     return PredictiveFloor(rule, profile, min_slots, max_slots, config.target_utilization)
 
 
+def make_sizer(
+    kind: str,
+    config: ScalingConfig,
+    budget: CapacityBudget,
+    min_slots: int,
+    readings_per_task: int,
+    profile: DailyProfile | None = None,
+    keda_list_length: int = 1,
+) -> RegionSizer:
+    """One region's sizing: the scaler named ``kind`` (up to the whole budget) under the ledger."""
+    scaler = make_scaler(
+        kind, config, min_slots, budget.total_slots, readings_per_task, profile, keda_list_length
+    )
+    return RegionSizer(scaler, budget, config.drain_target_s)
+
+
+def observe_region(
+    queues: Sequence[str],
+    now_ts: float,
+    queued_work: Sequence[float],
+    arrived_work: Sequence[float],
+    period_s: float,
+    service_rps_per_slot: float,
+    busy_slot_s: float,
+    current_slots: int,
+    maintenance_level: int,
+) -> RegionObservation:
+    """A simulated region as the autoscaler observes a real one, per queue: work waiting
+    now and work that arrived over the last control period (``period_s``), in the unit
+    ``service_rps_per_slot`` counts; slots busy on average over the period, rounded up.
+    """
+    return RegionObservation(
+        now_ts=now_ts,
+        depth=dict(zip(queues, queued_work, strict=True)),
+        arrival_rps={q: w / period_s for q, w in zip(queues, arrived_work, strict=True)},
+        service_rps_per_slot=service_rps_per_slot,
+        busy_slots=math.ceil(busy_slot_s / period_s - 1e-9),
+        current_slots=current_slots,
+        maintenance_reserved_slots=maintenance_level,
+    )
+
+
 def scaler_settings(scaler: Scaler) -> str:
     """How ``scaler`` is configured, in its users' terms, for the report."""
     if isinstance(scaler, ScalingPolicy):
@@ -88,10 +130,10 @@ def scaler_settings(scaler: Scaler) -> str:
 
 
 class Pool:
-    """Slots of one region's data-processing pool."""
+    """Slots of one region's data-processing pool, sized by ``sizer``."""
 
-    def __init__(self, scaler: Scaler, initial_slots: int, slot_startup_s: float) -> None:
-        self.scaler = scaler
+    def __init__(self, sizer: RegionSizer, initial_slots: int, slot_startup_s: float) -> None:
+        self.sizer = sizer
         self.ready = initial_slots
         self.slot_startup_s = slot_startup_s
         #: (ready_at_s, slots) in start order.

@@ -12,9 +12,11 @@ from scheduler.defaults import (
     BATCH_MAX_READINGS,
     PREMIUM_MAX_AGE_MS,
     ROUTINE_CHUNK_READINGS,
+    SCREEN_MAX_AGE_MS,
     STANDARD_MAX_AGE_MS,
 )
 from scheduler.geography import RegionSite
+from scheduler.maintenance import DEFAULT_PRE_DRAIN_LEAD_S
 from scheduler.scaling import ScalingConfig
 from scheduler.work_budget import WorkBudget
 from simulation.fleet import Fleet
@@ -44,9 +46,8 @@ class ServiceModel:
     batch_readings: int = BATCH_MAX_READINGS
     premium_max_age_s: float = PREMIUM_MAX_AGE_MS / 1000.0
     standard_max_age_s: float = STANDARD_MAX_AGE_MS / 1000.0
-    #: The producer coalesces screening copies per region, flushing on size or at this age
-    #: (ingest.celery_publisher.SCREEN_MAX_AGE_MS; not importable here: ingest uses Celery).
-    screen_max_age_s: float = 0.1
+    #: The producer coalesces screening copies per region, flushing on size or at this age.
+    screen_max_age_s: float = SCREEN_MAX_AGE_MS / 1000.0
     chunk_readings: int = ROUTINE_CHUNK_READINGS
     #: Share of offered readings that fail validation and go to the dead-letter stream.
     invalid_share: float = 1e-5
@@ -138,7 +139,7 @@ class SimSpec:
     partitions: tuple[Partition, ...] = ()
     anomalies: tuple[AnomalyEvent, ...] = ()
     maintenance: tuple[MaintenanceWindow, ...] = ()
-    pre_drain_lead_s: float = 30.0
+    pre_drain_lead_s: float = DEFAULT_PRE_DRAIN_LEAD_S
     silence_timeout_s: float = 5.0
     #: Above this many queued standard readings per region, ingest answers with backpressure.
     backlog_cap_readings: float = 50_000_000.0

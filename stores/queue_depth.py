@@ -1,4 +1,4 @@
-"""Broker queue depth and arrival rates, read from Redis in one pipelined round trip.
+"""Broker queue depth and the counters rates are taken from, read in one pipelined round trip.
 
 kombu's Redis transport keeps a queue as up to four lists, one per priority
 step (``Keys.broker_queue_lists``), under the broker's ``global_keyprefix``;
@@ -11,23 +11,33 @@ waiting message; ``QueueSample.readings_per_message`` instead gives the mean
 batch size processed so far per tier (from the counters hash), which turns a
 depth into a reading estimate at no extra cost.
 
-Arrivals per queue are ``Δdepth + Δtaken``: a message leaves a list only when a
-worker takes it, and the autoscaler of every worker adds what it took to the
-``Keys.scaling_taken`` hash. The producer's global ``ingested`` counter (readings,
-all regions) is sampled too and turned into ``ingested_rps``.
+Each worker's autoscaler adds what it took per queue to the ``Keys.scaling_taken``
+hash; the producer's global ``ingested`` counter (readings, all regions) is
+sampled too. ``QueueSample``, ``QueueRates`` and ``RateMeter``, which turn the
+samples into rates, are pure and live in ``scheduler.rate_meter``; they are
+re-exported here for the readers' callers.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from scheduler.rate_meter import QueueRates, QueueSample, RateMeter
 from stores.keys import PRIORITY_STEPS, Keys
+
+__all__ = [
+    "QueueDepthReader",
+    "QueueRates",
+    "QueueSample",
+    "RateMeter",
+    "fold_lengths",
+    "queue_depths",
+    "queue_lengths",
+]
 
 
 def queue_depths(client: Any, keys: Keys, queues: Sequence[str]) -> dict[str, int]:
@@ -48,28 +58,6 @@ def fold_lengths(lengths: Sequence[Any], queues: Sequence[str]) -> dict[str, int
     """Sum the replies of ``queue_lengths`` (the first ones of a pipeline) per queue."""
     per = len(PRIORITY_STEPS)
     return {q: sum(_int(v) for v in lengths[per * i : per * (i + 1)]) for i, q in enumerate(queues)}
-
-
-@dataclass(frozen=True)
-class QueueSample:
-    """Cumulative figures at ``at_ts`` (epoch seconds)."""
-
-    at_ts: float
-    #: Messages waiting per queue, summed over its priority lists.
-    depth: Mapping[str, int]
-    #: Messages taken off each queue by workers since the deployment started.
-    taken: Mapping[str, int]
-    #: Readings accepted by ingest (the producer's ``ingested`` counter), all regions.
-    ingested: int
-    #: Mean readings per processed batch, per tier; empty until a batch is processed.
-    readings_per_message: Mapping[str, float]
-    #: Readings applied per tier so far (the ``processed:{tier}`` counters), all regions.
-    processed: Mapping[str, int] = field(default_factory=dict)
-
-    def depth_readings(self, queue: str) -> float | None:
-        """Estimated readings waiting in ``queue`` (``{region}.{tier}``); None if unknown."""
-        per = self.readings_per_message.get(queue.rpartition(".")[2])
-        return None if per is None else self.depth.get(queue, 0) * per
 
 
 def _int(value: Any) -> int:
@@ -140,59 +128,3 @@ def _readings_per_batch(counters: Mapping[str, int]) -> dict[str, float]:
         if kind == "batches" and batches > 0:
             out[tier] = counters.get(f"processed:{tier}", 0) / batches
     return out
-
-
-@dataclass(frozen=True)
-class QueueRates:
-    """Rates between two samples; every rate is per second over ``interval_s``."""
-
-    at_ts: float
-    interval_s: float
-    depth: Mapping[str, int]
-    #: Messages arriving per queue: what the depth grew by plus what workers took.
-    arrival_rps: Mapping[str, float]
-    #: Messages workers took per queue (all workers, as far as they have reported).
-    taken_rps: Mapping[str, float]
-    #: Readings accepted by ingest per second, all regions.
-    ingested_rps: float
-
-
-class RateMeter:
-    """Turns successive cumulative samples into rates; a counter reset reads as zero.
-
-    Rates are taken over the last ``window_s`` (the oldest sample at least that
-    old), not between adjacent samples: a sampler refreshing every 0.1 s sees a
-    few messages per interval, and a rate from one interval is mostly noise.
-    """
-
-    def __init__(self, window_s: float = 1.0) -> None:
-        self.window_s = window_s
-        self._samples: deque[QueueSample] = deque()
-
-    def update(self, sample: QueueSample) -> QueueRates | None:
-        """Rates up to this sample; None for the first (or a same-instant) one."""
-        samples = self._samples
-        if samples and sample.at_ts <= samples[-1].at_ts:
-            return None
-        samples.append(sample)
-        while len(samples) > 2 and samples[1].at_ts <= sample.at_ts - self.window_s:
-            samples.popleft()
-        if len(samples) < 2:
-            return None
-        base = samples[0]
-        dt = sample.at_ts - base.at_ts
-        arrival: dict[str, float] = {}
-        taken: dict[str, float] = {}
-        for queue, depth in sample.depth.items():
-            took = max(0, sample.taken.get(queue, 0) - base.taken.get(queue, 0))
-            grew = depth - base.depth.get(queue, depth)
-            taken[queue] = took / dt
-            arrival[queue] = max(0.0, (grew + took) / dt)
-        return QueueRates(
-            at_ts=sample.at_ts,
-            interval_s=dt,
-            depth=dict(sample.depth),
-            arrival_rps=arrival,
-            taken_rps=taken,
-            ingested_rps=max(0, sample.ingested - base.ingested) / dt,
-        )

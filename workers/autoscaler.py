@@ -31,14 +31,17 @@ import redis
 from celery.worker import state
 from celery.worker.autoscale import Autoscaler
 
+from scheduler.pool_sizing import LocalLoad, PoolFigures, PoolSizer
+from scheduler.rate_meter import ARRIVAL_WINDOW_S, RateMeter
+from scheduler.region_sizing import work_class
+from scheduler.service_meter import ServiceMeter
 from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats, pool_share
-from stores.queue_depth import QueueDepthReader, RateMeter
+from stores.queue_depth import QueueDepthReader
 from tasks import context
 from workers import busy_time
 from workers.fork_guard import no_fork_meanwhile
-from workers.pool_sizing import LocalLoad, PoolFigures, PoolSizer, ServiceMeter, work_class
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +49,6 @@ logger = logging.getLogger(__name__)
 STALE_REFRESHES = 8
 #: A pool heartbeat older than this many refreshes (at least 3 s) is a gone worker.
 HEARTBEAT_REFRESHES = 12
-#: Arrival rates are measured over this long: short enough to follow a ramp,
-#: long enough that one refresh's handful of messages is not read as a peak.
-ARRIVAL_WINDOW_S = 1.0
 AUTOSCALER_PATH = "workers.autoscaler:QueueDepthAutoscaler"
 
 

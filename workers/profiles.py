@@ -36,7 +36,6 @@ from scheduler.model import (
     WorkClass,
     queue_name,
 )
-from scheduler.settings import Settings
 
 A, S, P, D = WorkClass.ANOMALY, WorkClass.SCREEN, WorkClass.PREMIUM, WorkClass.STANDARD
 
@@ -74,17 +73,6 @@ def region_queues(region: str, role: str = "data") -> list[str]:
     if role not in ROLE_QUEUES:
         raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
     return [queue_name(region, kind) for kind in ROLE_QUEUES[role]]
-
-
-def budget_from_settings(settings: Settings) -> CapacityBudget:
-    """A region's budget from ``IOTSCHED_REGION_BUDGET_SLOTS`` and the class shares."""
-    return CapacityBudget(
-        total_slots=settings.region_budget_slots,
-        premium_guarantee_slots=settings.premium_guarantee_slots,
-        standard_min_slots=settings.standard_min_slots,
-        anomaly_burst_slots=settings.anomaly_burst_slots,
-        screen_min_slots=settings.screen_min_slots,
-    )
 
 
 def class_slots(budget: CapacityBudget, maintenance_reserved_slots: int = 0) -> dict[str, int]:

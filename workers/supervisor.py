@@ -33,6 +33,9 @@ from typing import Any
 import redis
 from celery import Celery
 
+from scheduler.capacity import CapacityLedger
+from scheduler.pool_sizing import region_budget
+from scheduler.region_sizing import data_cap_slots as region_data_cap_slots
 from scheduler.settings import Settings
 from stores.health_store import text
 from stores.keys import Keys
@@ -101,10 +104,9 @@ def cap_replicas(replicas: int, cfg: FleetConfig, data_cap_slots: int | None) ->
 def data_cap_slots(settings: Settings, drain_slots: int) -> int:
     """Slots a region's data pools may hold while maintenance holds ``drain_slots``.
 
-    The level is clipped as the ledger clips it: never into the premium guarantee.
+    The level is clipped as the autoscalers' sizing clips it: never into the premium guarantee.
     """
-    held = min(max(0, drain_slots), settings.region_budget_slots - settings.premium_guarantee_slots)
-    return settings.region_budget_slots - held
+    return region_data_cap_slots(CapacityLedger(region_budget(settings)), drain_slots)
 
 
 def compose_scale_args(replicas: Mapping[str, int]) -> str:

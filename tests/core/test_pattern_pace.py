@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iotsched.bench_window import PatternPace
+from bench.window import PatternPace
 
 
 def test_a_fleet_spike_paces_five_times_faster_inside_its_window() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import redis
 
-from iotsched.scale_bench import make_batch
+from bench.scale import make_batch
 from scheduler.codec import encode_batch
 from scheduler.model import queue_name
 from scheduler.settings import Settings

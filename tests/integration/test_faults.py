@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from iotsched.faults_bench import run_fault
+from bench.faults import run_fault
 
 pytestmark = pytest.mark.integration
 

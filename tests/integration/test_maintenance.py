@@ -1,4 +1,4 @@
-"""Maintenance windows with real maintenance, data and beat workers (iotsched/maintenance_bench.py).
+"""Maintenance windows with real maintenance, data and beat workers (bench/maintenance.py).
 
 Given a window booked during steady load, it starts on time on the dedicated
 maintenance worker while data processing goes on; given an operation that
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from iotsched.maintenance_bench import failing_is_rebooked, on_time_under_load
+from bench.maintenance import failing_is_rebooked, on_time_under_load
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""A region cut off and healed, with real workers on a real Redis (see iotsched/partition_cmd.py).
+"""A region cut off and healed, with real workers on a real Redis (see bench/partition.py).
 
 Given two regions (eu-west on its own broker) with one data worker each and
 the regional placer, when the TCP link between eu-west's worker and Redis is
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from iotsched.partition_cmd import partition_scenario
+from bench.partition import partition_scenario
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.loadrun import SteadyPace, drive, wait_drained
+from bench.redis_run import RedisRun
+from bench.storm import StormConfig, reconnect_flood
 from ingest.synthetic import SyntheticStream
-from iotsched.loadrun import SteadyPace, drive, wait_drained
-from iotsched.redis_run import RedisRun
-from iotsched.storm_bench import StormConfig, reconnect_flood
 from scheduler.geography import DEFAULT_SITES
 from scheduler.latency import percentile_ms
 from scheduler.registry import generate_registry

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from alerts.stream_sink import read_alerts
-from iotsched.loadrun import offer_columns
-from iotsched.redis_run import RedisRun
+from bench.loadrun import offer_columns
+from bench.redis_run import RedisRun
 from scheduler.batching import BatchingConfig
 from scheduler.defaults import DETECTION_BOUND_S
 from scheduler.latency import percentile_ms

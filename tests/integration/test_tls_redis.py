@@ -10,18 +10,18 @@ fails with one line and no traceback.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
 import redis
 
+from bench.redis_server import PrivateRedis, RedisUnavailable, Tls
+from bench.tls_files import OpensslUnavailable, make_tls_files
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from scheduler.batching import BatchingConfig
@@ -38,136 +38,27 @@ PASSWORD = "tls-test-pw"
 IN_CI = bool(os.environ.get("CI"))  # as tests/conftest.py: a missing tool fails under CI
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _make_ca(d: Path, name: str) -> None:
-    _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=d)
-    _openssl(
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        f"{name}.key",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        "-out",
-        f"{name}.pem",
-        cwd=d,
-    )
-
-
-def _make_certs(d: Path) -> None:
-    """A CA, a server certificate it signs for 127.0.0.1, and an unrelated second CA."""
-    _make_ca(d, "ca")
-    _make_ca(d, "other-ca")
-    _openssl("genrsa", "-out", "server.key", "2048", cwd=d)
-    _openssl(
-        "req", "-new", "-key", "server.key", "-subj", "/CN=127.0.0.1", "-out", "server.csr", cwd=d
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-        cwd=d,
-    )
-
-
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"{reason} (required under CI)")
     pytest.skip(reason)
 
 
-def _url(port: int, ca: Path) -> str:
-    """The README's form, verbatim apart from host, port, password and CA path."""
-    return f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}"
-
-
 @pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """(TLS port, certificate directory) of a private TLS-only redis-server."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        _unavailable("redis-server is not installed")
-    if shutil.which("openssl") is None:
-        _unavailable("the openssl command is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    _make_certs(d)
-    port = _free_port()
-    log_path = d / "redis.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "--port",
-                "0",
-                "--tls-port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--tls-cert-file",
-                str(d / "server.pem"),
-                "--tls-key-file",
-                str(d / "server.key"),
-                "--tls-ca-cert-file",
-                str(d / "ca.pem"),
-                "--tls-auth-clients",
-                "no",
-                "--requirepass",
-                PASSWORD,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(d),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    client = redis.Redis.from_url(_url(port, d / "ca.pem"))
-    deadline = time.monotonic() + 10
-    while True:
-        if proc.poll() is not None:
-            out = log_path.read_text(errors="replace")
-            if "tls" in out.lower():  # a build without TLS rejects the tls-* options
-                _unavailable(f"this redis-server has no TLS support: {out.strip()[-200:]}")
-            raise AssertionError(f"redis-server exited: {out}")
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    client.close()
-    yield port, d
-    proc.terminate()
-    proc.wait(10)
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A private TLS-only redis-server (throwaway CA and certificate, password required)."""
+    try:
+        files = make_tls_files(tmp_path_factory.mktemp("tls"))
+        server = PrivateRedis(tls=Tls(files, PASSWORD))
+    except (RedisUnavailable, OpensslUnavailable) as exc:
+        _unavailable(str(exc))
+    try:
+        server.start(timeout_s=10)
+    except RedisUnavailable as exc:
+        server.close()
+        _unavailable(str(exc))
+    yield server
+    server.close()
 
 
 def _cli(url: str, prefix: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -184,10 +75,10 @@ def _cli(url: str, prefix: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_and_a_worker_run_over_tls_with_the_readme_url(
-    tls_redis: tuple[int, Path], key_prefix: str
+    tls_redis: PrivateRedis, key_prefix: str
 ) -> None:
-    port, d = tls_redis
-    url = _url(port, d / "ca.pem")
+    # The README's form, verbatim apart from host, port, password and CA path
+    url = tls_redis.url
     # When the registry is generated and status read over TLS
     made = _cli(url, key_prefix, "registry", "generate", "--devices", "1000")
     assert made.returncode == 0, made.stderr
@@ -228,10 +119,9 @@ def test_cli_and_a_worker_run_over_tls_with_the_readme_url(
         client.close()
 
 
-def test_a_wrong_ca_fails_with_one_line(tls_redis: tuple[int, Path], key_prefix: str) -> None:
-    port, d = tls_redis
+def test_a_wrong_ca_fails_with_one_line(tls_redis: PrivateRedis, key_prefix: str) -> None:
     # When status is asked over TLS with a CA that did not sign the server's certificate
-    done = _cli(_url(port, d / "other-ca.pem"), key_prefix, "status")
+    done = _cli(tls_redis.tls_url(tls_redis.tls.files.other_ca), key_prefix, "status")
     # Then it fails with one line naming the TLS failure, password hidden, no traceback
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()

@@ -13,11 +13,11 @@ import fakeredis
 import pytest
 import redis
 
+from scheduler.pool_sizing import PoolFigures
 from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
 from workers.autoscaler import QueueDepthAutoscaler, autoscaler_options
-from workers.pool_sizing import PoolFigures
 from workers.profiles import region_queues
 
 REGION = "eu-west"

@@ -9,10 +9,10 @@ from typing import Any
 import fakeredis
 
 from iotsched.metrics_cmd import desired_replicas_exposition
+from scheduler.pool_sizing import PoolFigures
 from scheduler.settings import Settings
 from stores.keys import Keys
 from workers.autoscaler import QueueDepthAutoscaler, desired_replicas_by_class
-from workers.pool_sizing import PoolFigures
 from workers.profiles import region_queues
 
 REGION = "eu-west"

@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
+from bench.loadrun import drive
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from iotsched.loadrun import drive
 from scheduler.model import Batch
 from scheduler.registry import generate_registry
 from stores.memory_state import MemoryStateStore
@@ -77,7 +77,7 @@ def _pushed_back(ids: np.ndarray) -> tuple:
 
 
 def test_held_readings_go_back_per_region_oldest_first_closed_regions_untouched() -> None:
-    from iotsched.loadrun import HeldReadings
+    from bench.held_readings import HeldReadings
 
     # Given readings of three regions (device id % 3) held, oldest first, in two hand-backs
     held = HeldReadings(max_readings=100, offer_readings=4)

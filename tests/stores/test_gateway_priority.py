@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.loadrun import drive
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from iotsched.loadrun import drive
 from scheduler.batching import BatchingConfig
 from scheduler.model import Batch
 from scheduler.registry import generate_registry

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import fakeredis
 import numpy as np
 
-from iotsched.bench_window import OfferWindow
+from bench.window import OfferWindow
 from scheduler.model import Batch
 from stores.keys import Keys
 

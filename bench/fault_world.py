@@ -19,13 +19,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ingest.celery_publisher import CeleryPublisher
+from bench.poison import inject_poison
+from bench.redis_server import PrivateRedis
+from bench.sending import bench_publisher
+from bench.worker_launch import wait_workers_ready
 from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
 from ingest.producer import Producer
 from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
-from iotsched.poison import inject_poison
-from iotsched.private_redis import PrivateRedis
 from scheduler.batching import BatchingConfig
 from scheduler.model import QUEUE_ORDER, queue_name
 from scheduler.registry import generate_registry
@@ -90,7 +91,7 @@ class FaultRun:
         reg = self.registry
         self.producer = Producer(
             lambda: reg,
-            CeleryPublisher(
+            bench_publisher(
                 self.app, screening=False, ledger=InflightLedger(self.client, self.keys)
             ),
             self.store,
@@ -106,10 +107,7 @@ class FaultRun:
         self.wait_workers()
 
     def wait_workers(self, timeout_s: float = 60.0) -> None:
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if len(self.app.control.ping(timeout=0.5) or []) >= len(self.clusters):
-                return
+        wait_workers_ready(self.app, len(self.clusters), timeout_s)
 
     def workers_alive(self) -> int:
         return sum(p.poll() is None for c in self.clusters.values() for p in c.procs.values())

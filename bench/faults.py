@@ -1,19 +1,17 @@
-"""``iotsched faults-bench``: each fault against a recorded stream, reconciled exactly.
+"""Behind ``iotsched faults-bench``: each fault against a recorded stream, reconciled exactly.
 
 Per fault: a private redis-server (AOF on), one real worker process per
 region, and an in-process producer (spool outbox, memory gate, unconfirmed
 window) offering a synthetic stream at ``--rate-rps`` for ``--seconds``. The
 fault strikes a third of the way in. Then the run waits until every accepted
 reading is accounted for and reconciles per device and minute
-(iotsched/reconcile.py): each accepted reading in a rollup once, in the
+(bench/reconcile.py): each accepted reading in a rollup once, in the
 dead-letter stream with its reason, or still held in the outbox. One JSON
 line per fault.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import threading
 import time
@@ -22,60 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from ingest.synthetic import SyntheticStream
-from iotsched.argtypes import non_negative_int, positive_float, positive_int
-from iotsched.fault_world import (
+from bench.fault_world import (
     EVERYSEC_NOTE,
     FAULT_ACTIONS,
-    FAULTS,
     FaultRun,
     waiting_messages,
 )
-from iotsched.poison import is_poison
-from iotsched.reconcile import AcceptedLog, reconcile
+from bench.poison import is_poison
+from bench.reconcile import AcceptedLog, reconcile
+from ingest.synthetic import SyntheticStream
 from stores.inflight import InflightLedger
 from stores.protocols import processed_readings
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("faults-bench", help="faults against a recorded stream, reconciled exactly")
-    p.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated: {FAULTS}")
-    p.add_argument(
-        "--rate-rps", type=positive_float, default=5_000, help="readings offered per second"
-    )
-    p.add_argument("--seconds", type=positive_float, default=30.0, help="stream length per fault")
-    p.add_argument(
-        "--outage-s", type=positive_float, default=20.0, help="SIGSTOP / restart / OOM length"
-    )
-    p.add_argument("--devices", type=positive_int, default=20_000)
-    p.add_argument("--drain-timeout-s", type=positive_float, default=180.0)
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--json", action="store_true", help="print only the JSON lines")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    faults = [f for f in args.faults.split(",") if f]
-    unknown = sorted(set(faults) - set(FAULTS))
-    if unknown:
-        raise SystemExit(f"faults-bench: unknown faults {unknown}; choose from {FAULTS}")
-    if args.rate_rps <= 0 or args.seconds <= 0 or args.outage_s < 0:
-        raise SystemExit("faults-bench: --rate-rps and --seconds must be positive")
-    ok = True
-    for fault in faults:
-        report = run_fault(
-            fault,
-            args.rate_rps,
-            args.seconds,
-            args.outage_s,
-            args.devices,
-            args.drain_timeout_s,
-            args.seed,
-            quiet=args.json,
-        )
-        print(json.dumps(report), flush=True)
-        ok = ok and report["lost"] == 0 and report["duplicated"] == 0 and report["drained"]
-    return 0 if ok else 1
 
 
 def run_fault(

@@ -1,4 +1,4 @@
-"""``iotsched storm-bench``: a reconnect flood on real workers, with the default settings.
+"""Behind ``iotsched storm-bench``: a reconnect flood on real workers, with the default settings.
 
 The fleet reports at ``--rate-rps`` until every device's detector is warm, falls
 silent for ``--silence-s`` (a gateway or network outage, longer than any device's
@@ -12,8 +12,6 @@ accelerated readings (none should be spent on a storm).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 import uuid
@@ -21,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerts.stream_sink import read_alerts
+from bench.loadrun import DriveResult, Progress, drive, wait_drained
+from bench.redis_run import RedisRun
 from ingest.synthetic import SyntheticStream
-from iotsched.argtypes import non_negative_int, positive_float, positive_int
-from iotsched.loadrun import DriveResult, Progress, drive, stderr_progress, wait_drained
 from scheduler.latency import percentile_ms
 from stores.queue_depth import queue_depths
 from workers.profiles import region_queues
@@ -46,46 +44,11 @@ class StormConfig:
         return int(self.rate_rps * self.warm_s)
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "storm-bench", help="a reconnect flood on real workers: premium p99, incidents"
-    )
-    d = StormConfig()
-    p.add_argument("--devices", type=positive_int, default=d.devices, help="fleet size")
-    p.add_argument(
-        "--rate-rps", type=positive_float, default=d.rate_rps, help="rate before the outage"
-    )
-    p.add_argument(
-        "--warm-s", type=positive_float, default=d.warm_s, help="seconds before the outage"
-    )
-    p.add_argument("--silence-s", type=positive_float, default=d.silence_s, help="outage length")
-    p.add_argument("--resume-rps", type=positive_float, default=d.resume_rps, help="rate after it")
-    p.add_argument("--resume-s", type=positive_float, default=d.resume_s, help="seconds after it")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis to use")
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--json", action="store_true", help="print only the JSON object")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    from iotsched.redis_run import RedisRun
-
-    cfg = StormConfig(
-        devices=args.devices,
-        rate_rps=args.rate_rps,
-        warm_s=args.warm_s,
-        silence_s=args.silence_s,
-        resume_rps=args.resume_rps,
-        resume_s=args.resume_s,
-        seed=args.seed,
-    )
-    if min(cfg.devices, cfg.rate_rps, cfg.warm_s, cfg.resume_rps, cfg.resume_s) <= 0:
-        raise SystemExit("storm-bench: sizes, rates and durations must be positive")
+def run_storm(redis_url: str, cfg: StormConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """A reconnect flood on a fresh key prefix; the JSON object of ``iotsched storm-bench``."""
     prefix = f"iotsched-storm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    with RedisRun(args.redis_url, prefix, cfg.devices, seed=cfg.seed) as run_:
-        summary = reconnect_flood(run_, cfg, None if args.json else stderr_progress)
-    print(json.dumps(summary, indent=None if args.json else 2))
-    return 0 if summary["drained"] and summary["lost"] == 0 else 1
+    with RedisRun(redis_url, prefix, cfg.devices, seed=cfg.seed) as run_:
+        return reconnect_flood(run_, cfg, progress)
 
 
 def reconnect_flood(

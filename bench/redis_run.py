@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 import uuid
 from types import TracebackType
 from typing import Any
 
 import redis
 
+from bench.sending import bench_publisher
+from bench.worker_launch import wait_workers_ready
 from ingest.backlog_gate import admission_gate
-from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.batching import BatchingConfig
@@ -75,12 +75,8 @@ class RedisRun:
 
     def wait_workers_ready(self, timeout_s: float = 60.0) -> None:
         """Wait until every region's worker answers a ping, so start-up is not measured."""
-        expected = len(self.settings.regions)
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if len(self.app.control.ping(timeout=0.5) or []) >= expected:
-                return
-        print(f"workers did not all answer within {timeout_s:.0f} s", file=sys.stderr)
+        if not wait_workers_ready(self.app, len(self.settings.regions), timeout_s):
+            print(f"workers did not all answer within {timeout_s:.0f} s", file=sys.stderr)
 
     @property
     def producer(self) -> Producer:
@@ -89,7 +85,7 @@ class RedisRun:
             assert reg is not None
             self._producer = Producer(
                 lambda: reg,
-                CeleryPublisher(self.app, ledger=InflightLedger(self.store.client, self.keys)),
+                bench_publisher(self.app, ledger=InflightLedger(self.store.client, self.keys)),
                 self.store,
                 limits=Limits(metrics=self.settings.metrics),
                 batching=self.batching,

@@ -8,24 +8,20 @@ runs beat, all real ``celery worker`` processes on a real Redis.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis
 
-from ingest.celery_publisher import CeleryPublisher
+from bench.loadrun import drive
+from bench.redis_server import private_redis
+from bench.sending import bench_publisher
+from bench.worker_launch import answering_nodes, start_control_worker, wait_for
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
-from iotsched.loadrun import drive
-from scheduler.errors import ConfigError, TransientError
 from scheduler.geography import DEFAULT_SITES
 from scheduler.latency import percentile_ms
 from scheduler.registry import generate_registry
@@ -36,8 +32,7 @@ from stores.protocols import processed_readings
 from stores.redis_state import RedisStateStore
 from stores.reservation_store import ReservationStore
 from tasks.app import broker_app
-from workers.beat import control_worker_argv
-from workers.cluster import PROJECT_ROOT, LocalCluster, worker_env
+from workers.cluster import LocalCluster
 
 REGION = DEFAULT_SITES[0].name
 BASE_ENV = {
@@ -46,50 +41,6 @@ BASE_ENV = {
     "IOTSCHED_REGION_BUDGET_SLOTS": "4",
     "IOTSCHED_PREMIUM_GUARANTEE_SLOTS": "1",
 }
-
-
-def wait_for(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.time() + timeout_s
-    while not ready():
-        if time.time() > deadline:
-            raise TransientError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-@contextmanager
-def private_redis(url: str | None = None) -> Iterator[str]:
-    """``url`` when given, else a throwaway redis-server on a free port for the duration."""
-    if url:
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise ConfigError("redis-server is not installed: pass --redis-url")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    workdir = tempfile.mkdtemp(prefix="iotsched-bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        wait_for(lambda: _pings(client), 10, "redis-server")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 class MaintenanceRig:
@@ -113,21 +64,12 @@ class MaintenanceRig:
             cluster = LocalCluster(self.url, self.keys.prefix, (REGION,), env_extra=self.env)
             cluster.start(role)
             self.clusters.append(cluster)
-        self.control = subprocess.Popen(
-            control_worker_argv(),
-            env=worker_env(self.url, self.keys.prefix, **self.env),
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.DEVNULL,
-        )
+        self.control = start_control_worker(self.url, self.keys.prefix, **self.env)
         names = {f"{role}-{REGION}" for role in roles} | {"control"}
-        wait_for(lambda: names <= self._ping(), 30, f"workers {sorted(names)}")
+        wait_for(lambda: names <= answering_nodes(self.app), 30, f"workers {sorted(names)}")
         if data:
             health = HealthStore(self.client, self.keys, (REGION,))
             wait_for(lambda: REGION in health.heartbeats(), 10, "data worker heartbeat")
-
-    def _ping(self) -> set[str]:
-        replies = self.app.control.ping(timeout=0.5)
-        return {name.split("@")[0] for reply in replies for name in reply}
 
     def stop(self) -> None:
         if self.control is not None:
@@ -192,7 +134,7 @@ def on_time_under_load(
         registry = generate_registry(20_000, seed=3, sites=DEFAULT_SITES[:1])
         rig.state.save_registry(registry)
         rig.start(data=True)
-        producer = Producer(lambda: registry, CeleryPublisher(rig.app, False), rig.state)
+        producer = Producer(lambda: registry, bench_publisher(rig.app, screening=False), rig.state)
         stream = SyntheticStream(registry, seed=3)
         capacity_rps, probe_backlog = None, None
         if rate_rps is None:

@@ -1,7 +1,8 @@
 """Poison messages of every shape seen in the field, for the fault bench and tests.
 
 Each must end in the dead-letter stream with its reason, counted by the
-readings it really carries, and no worker may stop over it.
+readings it really carries, and no worker may stop over it. They are sent raw,
+past bench/sending.py on purpose: the publisher only ever sends well-formed batches.
 """
 
 from __future__ import annotations

@@ -1,0 +1,171 @@
+"""Readings a gateway holds after backpressure handed them back, offered again in order."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.producer import IngestResult, Producer
+from scheduler.registry import Registry
+
+#: How long a producer waits before offering pushed-back readings again; doubled while
+#: nothing is taken, up to the longest wait (about the gate's own refresh), so a closed
+#: region costs the producer a re-offer every 0.2 s, not a busy loop.
+PUSHED_BACK_WAIT_S = 0.05
+PUSHED_BACK_MAX_WAIT_S = 0.2
+
+
+class HeldReadings:
+    """Readings handed back by backpressure, held by the gateway and offered again.
+
+    New readings keep flowing (premium is never pushed back) until the buffer
+    holds ``max_readings``; then the gateway waits.
+
+    Held per region, oldest first, as the column pieces they arrived in: holding more
+    and offering some again costs in proportion to what moves, not to what is held (a
+    spike can leave millions waiting, and copying them all on every re-offer would stall
+    the gateway, and premium behind it).
+    """
+
+    def __init__(self, max_readings: int, offer_readings: int | None = None) -> None:
+        """``offer_readings``: the most offered again at once (a gateway chunk), so one
+        call never holds up the premium batches the producer has waiting."""
+        self.max_readings = max_readings
+        self.offer_readings = offer_readings or max_readings
+        #: Hand-backs, each time; and distinct readings handed back at least once.
+        self.pushed_back = 0
+        self.pushed_back_readings = 0
+        #: Readings the gateway held itself while behind its schedule (premium first).
+        self.deferred = 0
+        self._wait_s = PUSHED_BACK_WAIT_S
+        #: Per region code, pieces of (device ids, event times, values, first-offer times).
+        self._held: dict[int, deque[tuple[npt.NDArray[Any], ...]]] = {}
+        self._size = 0
+        self._retry_at = 0.0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.max_readings
+
+    def __bool__(self) -> bool:
+        return self.size > 0
+
+    def hold(
+        self,
+        res: IngestResult,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
+        now: float,
+    ) -> None:
+        if not res.pushed_back:
+            return
+        self.pushed_back += res.pushed_back
+        self.pushed_back_readings += res.pushed_back
+        i = res.pushed_back_index
+        if not self._size:
+            self._retry_at = now + self._wait_s
+        self._add((ids[i], ts[i], values[i], offered_ts[i]), res.pushed_back_region)
+
+    def defer_non_premium(
+        self,
+        registry: Registry,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """Hold the readings of every tier but premium (bound for their home region);
+        returns the premium ones (and unknown devices, for ingest to dead-letter)."""
+        rows = registry.lookup(ids)
+        known = rows >= 0
+        later = known & (registry.tier[np.maximum(rows, 0)] > 0)
+        if later.any():
+            region = registry.home_region[rows[later]].astype(np.intp)
+            self._add((ids[later], ts[later], values[later], offered_ts[later]), region)
+            self.deferred += int(later.sum())
+        now = ~later
+        return ids[now], ts[now], values[now], offered_ts[now]
+
+    def _add(
+        self,
+        cols: tuple[npt.NDArray[Any], ...],
+        region: npt.NDArray[np.intp],
+        front: bool = False,
+    ) -> None:
+        """Hold ``cols`` behind what each region holds (``front``: ahead of it, for
+        readings offered again and handed back, which are older than the rest)."""
+        codes = np.unique(region)
+        for code in codes.tolist():
+            piece = cols if codes.size == 1 else tuple(c[region == code] for c in cols)
+            fifo = self._held.setdefault(code, deque())
+            if front:
+                fifo.appendleft(piece)
+            else:
+                fifo.append(piece)
+        self._size += int(region.size)
+
+    def _take(self, code: int, n: int) -> list[tuple[npt.NDArray[Any], ...]]:
+        """Up to ``n`` of the oldest readings held for a region, in order."""
+        fifo = self._held[code]
+        taken: list[tuple[npt.NDArray[Any], ...]] = []
+        while n > 0 and fifo:
+            piece = fifo.popleft()
+            size = int(piece[0].shape[0])
+            if size > n:
+                fifo.appendleft(tuple(c[n:] for c in piece))
+                piece = tuple(c[:n] for c in piece)
+                size = n
+            taken.append(piece)
+            n -= size
+            self._size -= size
+        if not fifo:
+            del self._held[code]
+        return taken
+
+    def offer_again(self, producer: Producer, now: float) -> tuple[int, int]:
+        """Offer again the oldest readings held for regions open now, at most
+        ``offer_readings`` split evenly between them; readings of regions still closed
+        are not offered at all."""
+        if not self._size or now < self._retry_at:
+            return 0, 0
+        closed = producer.closed()
+        ready = [c for c in self._held if closed is None or not closed[c]]
+        if not ready:
+            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
+            self._retry_at = now + self._wait_s
+            return 0, 0
+        # Split evenly: region i of k gets (offer_readings + i) // k, together the whole budget.
+        k = len(ready)
+        pieces = [
+            p
+            for i, code in enumerate(ready)
+            for p in self._take(code, (self.offer_readings + i) // k)
+        ]
+        if not pieces:  # a budget smaller than the open regions: the first gets one
+            pieces = self._take(ready[0], 1)
+        ids, ts, values, offered_ts = (
+            np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0]))
+        )
+        res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
+        if not res.pushed_back:
+            self._wait_s = 0.0  # all taken: carry on with the next chunk held at once
+        elif res.accepted:
+            self._wait_s = PUSHED_BACK_WAIT_S
+        else:
+            self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
+        self.pushed_back += res.pushed_back
+        if res.pushed_back:
+            i = res.pushed_back_index
+            back = (ids[i], ts[i], values[i], offered_ts[i])
+            self._add(back, res.pushed_back_region, front=True)
+        self._retry_at = now + self._wait_s
+        return res.accepted, res.rejected
