@@ -5,82 +5,53 @@ from __future__ import annotations
 
 import ssl
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt import _packet
 from paho.mqtt.client import PUBACK
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from scheduler.errors import ConfigError
 
-#: Socket reads of this many bytes feed paho's packet parser.
+#: Socket reads of this many bytes feed the packet parser.
 READ_CHUNK_BYTES = 256 * 1024
-#: Packets parsed per readable socket, at most, before paho's loop looks at writes again.
-PACKETS_PER_READ = 5_000
 
-
-class PublishProperties(Properties):
-    """paho's PUBLISH properties, built without rebuilding paho's property tables.
-
-    paho builds its name and type tables on every ``Properties()`` and clears every
-    known name on every ``unpack``: about 70 µs per received message here, more than the
-    rest of the bridge's work on it. This shares one copy of the tables and skips the
-    clearing of a fresh object; an empty property block (the usual case) costs nothing.
-    """
-
-    _template: Properties | None = None
-
-    def __init__(self, packetType: int) -> None:
-        template = PublishProperties._template
-        if template is None or template.packetType != packetType:
-            super().__init__(packetType)  # type: ignore[no-untyped-call]
-            if packetType == PacketTypes.PUBLISH:
-                PublishProperties._template = Properties(packetType)  # type: ignore[no-untyped-call]
-            return
-        for name in ("packetType", "types", "names", "properties"):
-            object.__setattr__(self, name, getattr(template, name))
-
-    def unpack(self, buffer: bytes) -> tuple[Properties, int]:
-        if buffer[:1] == b"\x00":  # no properties: a zero length
-            return self, 1
-        return super().unpack(buffer)  # type: ignore[no-any-return,no-untyped-call]
-
-
-def _use_publish_properties() -> None:
-    """Decode received PUBLISH packets with ``PublishProperties`` (paho 2.x ``_packet``)."""
-    _packet.Properties = PublishProperties  # type: ignore[attr-defined]
+#: One PUBLISH as the bridge takes it: (topic, payload, packet id, QoS, content type).
+Received = tuple[bytes, bytes, int, int, str | None]
+#: Told every PUBLISH parsed from one socket read, in arrival order.
+ReceivedSink = Callable[[list[Received]], None]
 
 
 class BufferedClient(mqtt.Client):
-    """paho's client reading the socket in large chunks.
+    """paho's client with a bulk read path for PUBLISH packets.
 
-    paho 2.x parses each packet with several one-byte ``recv`` calls and one ``select``
-    per packet: at tens of thousands of small messages a second those system calls are
-    the bridge's whole budget (about 4,500 messages/s on this machine). Here one ``recv``
-    fills a buffer that the parser reads from, and one readable socket yields every
-    packet buffered (up to ``PACKETS_PER_READ``). Relies on paho's ``_sock_recv`` and
-    ``_packet_read`` (pinned in uv.lock).
+    paho 2.x reads each packet with several one-byte ``recv`` calls and one ``select``,
+    builds an ``MQTTMessage`` and its properties (rebuilding paho's property tables each
+    time, about 70 µs) and calls ``on_message`` under a lock: at tens of thousands of
+    small messages a second that is the bridge's whole budget. Here one ``recv`` of up to
+    ``READ_CHUNK_BYTES`` is cut into packets in one pass; QoS 0/1 PUBLISH packets become
+    ``Received`` tuples handed to ``on_received`` in one call per read, and every other
+    packet (CONNACK, SUBACK, PINGRESP, DISCONNECT, QoS 2 PUBLISH) goes to paho's own
+    handler as before. Relies on paho's ``_packet_handle`` and ``_in_packet`` (pinned in
+    uv.lock).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rbuf = bytearray()
-        _use_publish_properties()
+        self._rest = b""  # the start of a packet whose end has not arrived yet
+        #: Takes parsed PUBLISH packets; None hands them to paho (``on_message``).
+        self.on_received: ReceivedSink | None = None
 
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if not self._rbuf:
-            chunk = super()._sock_recv(READ_CHUNK_BYTES)
-            if not chunk:
-                return chunk  # the broker closed the connection
-            self._rbuf += chunk
-        out = bytes(self._rbuf[:bufsize])
-        del self._rbuf[:bufsize]
-        return out
+    def reconnect(self) -> MQTTErrorCode:
+        self._rest = b""  # a partial packet of the old connection is not resumed
+        return super().reconnect()
 
     def ack_qos1(self, mids: list[int]) -> None:
         """Acknowledge QoS 1 messages (manual ack) with one write for all of them.
@@ -94,17 +65,122 @@ class BufferedClient(mqtt.Client):
         self._packet_queue(PUBACK, blob, 0, 0)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        # Parse until the buffer and the socket are both empty, so no packet waits in the
-        # buffer for a select that will not fire.
-        for _ in range(PACKETS_PER_READ):
-            if self._sock is None:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-            rc = self._packet_read()
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        try:
+            chunk = self._sock_recv(READ_CHUNK_BYTES)
+        except BlockingIOError:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        except OSError:
+            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        if not chunk:
+            return self._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)
+        with self._msgtime_mutex:
+            self._last_bytes_received = time.monotonic()
+        buf = self._rest + chunk if self._rest else chunk
+        received: list[Received] = []
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        pos, end = 0, len(buf)
+        try:
+            while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and end - pos >= 2:
+                frame = _frame(buf, pos, end)
+                if frame is None:
+                    break
+                body, length = frame
+                header = buf[pos]
+                if header & 0xF6 in (0x30, 0x32) and self.on_received is not None:
+                    received.append(_publish(header, buf, body, body + length))
+                else:
+                    rc = self._handle_packet(header, buf[body : body + length])
+                pos = body + length
+        except (MalformedPacket, IndexError):  # a packet shorter than its own fields say
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._rest = buf[pos:]
+        if received and self.on_received is not None:
+            self.on_received(received)
+        return self._loop_rc_handle(rc) if rc > 0 else MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_packet(self, header: int, body: bytes) -> MQTTErrorCode:
+        """One packet through paho's own handler, as its ``_packet_read`` would pass it."""
+        self._in_packet = {
+            "command": header,
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": len(body),
+            "packet": bytearray(body),
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket:
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet["command"] = 0
+        return rc
+
+
+def _frame(buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
+    """(where the body starts, its length) of the packet at ``pos``; None until complete.
+    Raises MalformedPacket on a remaining length longer than the protocol's 4 bytes."""
+    length, shift, i = 0, 0, pos + 1
+    while True:
+        if i >= end:
+            return None
+        byte = buf[i]
+        i += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+        if shift > 21:
+            raise MalformedPacket("remaining length over 4 bytes")
+    return (i, length) if i + length <= end else None
+
+
+def _publish(header: int, buf: bytes, start: int, end: int) -> Received:
+    """A QoS 0/1 PUBLISH body (MQTT v5): topic, packet id, properties, payload."""
+    p = start + 2 + ((buf[start] << 8) | buf[start + 1])
+    topic = buf[start + 2 : p]
+    mid = 0
+    if header & 0x06:
+        mid = (buf[p] << 8) | buf[p + 1]
+        p += 2
+    props_len = buf[p]  # a variable byte integer, one byte below 128
+    p += 1
+    if props_len & 0x80:
+        props_len &= 0x7F
+        shift = 7
+        while True:
+            byte = buf[p]
+            p += 1
+            props_len |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+    if not props_len:
+        return topic, buf[p:end], mid, header >> 1 & 0x03, None
+    props = buf[p : p + props_len]
+    return topic, buf[p + props_len : end], mid, header >> 1 & 0x03, _content_type(props)
+
+
+def _content_type(props: bytes) -> str | None:
+    """The Content Type property (0x03) of a PUBLISH property block, if any."""
+    if props[0] == 0x03 and len(props) == 3 + ((props[1] << 8) | props[2]):
+        return props[3:].decode("utf-8", "replace")  # the usual case: it is the only one
+    parsed = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    parsed.unpack(_vbi(len(props)) + props)  # type: ignore[no-untyped-call]
+    return getattr(parsed, "ContentType", None)
+
+
+def _vbi(n: int) -> bytes:
+    """MQTT's variable byte integer."""
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import orjson
 
+from ingest.mqtt_client import Received
 from scheduler.model import DeadLetter
 from scheduler.validation import Limits
 
@@ -30,18 +32,30 @@ MSGPACK_TYPES = frozenset(
 #: A gateway message may carry at most this many readings (bounded memory per message).
 MAX_GATEWAY_READINGS = 10_000
 TOPIC_MISMATCH = "topic_mismatch"
+#: What a payload that does not decode becomes (distinct from a JSON null).
+_UNDECODABLE = object()
 
 
 @dataclass
 class Decoded:
-    """What one MQTT message holds: clean readings as rows, the rest for the producer."""
+    """What a run of MQTT messages holds: clean readings as rows, the rest for the
+    producer. ``owner``/``other_owner`` name the message (its index in the run) each
+    row or other reading came from; dead letters are final and belong to no one."""
 
     device_id: list[int] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)
-    values: list[tuple[float, ...]] = field(default_factory=list)
+    #: One list per metric, in ``Limits.metrics`` order.
+    columns: list[list[float]] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
     #: Readings (dicts or raw bytes) the producer validates one by one (and dead-letters).
     others: list[Any] = field(default_factory=list)
+    other_owner: list[int] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[tuple[float, ...]]:
+        """The rows' values, one tuple per row."""
+        return list(zip(*self.columns, strict=True))
 
     @property
     def readings(self) -> int:
@@ -63,27 +77,76 @@ def decode_message(
     limits: Limits,
     now_ts: float,
 ) -> Decoded:
-    out = Decoded()
-    source = topic_source(topic)
-    if source is None:
-        out.letters.append(_letter("malformed", f"not a telemetry topic: {topic}", payload, now_ts))
-        return out
-    kind, source_id = source
-    if kind == "devices":
-        _decode_device(out, source_id, payload, content_type, limits, now_ts)
-    else:
-        _decode_gateway(out, payload, content_type, limits, now_ts)
+    """One message's readings (see ``decode_messages``)."""
+    return decode_messages([(topic.encode(), payload, 0, 1, content_type)], limits, now_ts)
+
+
+def decode_messages(received: Sequence[Received], limits: Limits, now_ts: float) -> Decoded:
+    """The readings of a run of messages, in message order within each kind of source.
+
+    Single JSON readings from devices, the bulk of the traffic, are checked together in
+    column passes (``_take_clean_devices``); a run with anything doubtful in it falls
+    back to one message at a time, with the same outcome."""
+    out = Decoded(columns=[[] for _ in limits.metrics])
+    singles: list[int] = []
+    single_ids: list[bytes] = []
+    max_bytes = limits.max_reading_bytes
+    for i, (raw_topic, payload, _mid, _qos, content_type) in enumerate(received):
+        parts = raw_topic.rsplit(b"/", 3)
+        if (
+            len(parts) >= 3
+            and parts[-3] == b"devices"
+            and parts[-1] == b"telemetry"
+            and content_type is None
+            and len(payload) <= max_bytes
+        ):
+            singles.append(i)
+            single_ids.append(parts[-2])
+            continue
+        topic = raw_topic.decode("utf-8", "replace")
+        source = topic_source(topic)
+        if source is None:
+            detail = f"not a telemetry topic: {topic}"
+            out.letters.append(_letter("malformed", detail, payload, now_ts))
+        elif source[0] == "gateways":
+            _decode_gateway(out, i, payload, content_type, limits, now_ts)
+        else:
+            _decode_device(out, i, source[1], payload, content_type, limits, now_ts)
+    if singles:
+        payloads = [received[i][1] for i in singles]
+        objs = [_loads_or_none(p) for p in payloads]
+        if not _take_clean_devices(out, singles, single_ids, objs, limits):
+            for i, device, obj, payload in zip(singles, single_ids, objs, payloads, strict=True):
+                topic_id = device.decode("utf-8", "replace")
+                _take_device(out, i, topic_id, obj, payload, limits, now_ts)
     return out
 
 
 def _loads(payload: bytes, content_type: str | None) -> Any:
     if content_type in MSGPACK_TYPES:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    return json.loads(payload)
+    obj = _loads_or_none(payload)
+    if obj is _UNDECODABLE:
+        raise ValueError("undecodable JSON")
+    return obj
+
+
+def _loads_or_none(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    # What orjson refuses and json takes (NaN, integers past 64 bits) is decoded as
+    # before, so such a reading is dead-lettered for its value, not as malformed.
+    try:
+        return json.loads(payload)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError: not a reading
+        return _UNDECODABLE
 
 
 def _decode_device(
     out: Decoded,
+    owner: int,
     topic_id: str,
     payload: bytes,
     content_type: str | None,
@@ -92,21 +155,57 @@ def _decode_device(
 ) -> None:
     if len(payload) > limits.max_reading_bytes:
         out.others.append(payload)  # the producer dead-letters it as oversize
+        out.other_owner.append(owner)
         return
     try:
         obj = _loads(payload, content_type)
     except Exception:  # any decoder error means the same thing: not a reading
+        obj = _UNDECODABLE
+    _take_device(out, owner, topic_id, obj, payload, limits, now_ts)
+
+
+def _take_device(
+    out: Decoded,
+    owner: int,
+    topic_id: str,
+    obj: Any,
+    payload: bytes,
+    limits: Limits,
+    now_ts: float,
+) -> None:
+    if obj is _UNDECODABLE:
         out.others.append(payload)  # malformed, with the producer's reason and detail
+        out.other_owner.append(owner)
         return
     if isinstance(obj, dict) and str(obj.get("device_id")) != topic_id:
         detail = f"topic device {topic_id}, payload device_id {obj.get('device_id')!r}"
         out.letters.append(_letter(TOPIC_MISMATCH, detail, payload, now_ts))
         return
-    _take(out, obj, limits)
+    _take(out, owner, obj, limits)
+
+
+def _take_clean_devices(
+    out: Decoded, owners: list[int], topic_ids: list[bytes], objs: list[Any], limits: Limits
+) -> bool:
+    """Single readings that are all clean and all name their topic's device, taken as
+    rows in a few C-level passes; False, taking nothing, when any needs a closer look."""
+    clean = _clean_columns(objs, limits)
+    # Ids are ints, so their join has exactly one comma between ids: equal joins mean
+    # equal ids, message by message.
+    if clean is None or b",".join(topic_ids) != ",".join(map(str, clean[0])).encode():
+        return False
+    _extend(out, clean)
+    out.owner.extend(owners)
+    return True
 
 
 def _decode_gateway(
-    out: Decoded, payload: bytes, content_type: str | None, limits: Limits, now_ts: float
+    out: Decoded,
+    owner: int,
+    payload: bytes,
+    content_type: str | None,
+    limits: Limits,
+    now_ts: float,
 ) -> None:
     if len(payload) > limits.max_reading_bytes * MAX_GATEWAY_READINGS:
         out.letters.append(_letter("oversize", f"{len(payload)} bytes", payload[:4096], now_ts))
@@ -120,42 +219,54 @@ def _decode_gateway(
         detail = "a gateway payload must be an array of at most 10000 readings"
         out.letters.append(_letter("malformed", detail, payload[:4096], now_ts))
         return
-    if not _take_clean_array(out, obj, limits):
+    clean = _clean_columns(obj, limits)
+    if clean is not None:
+        _extend(out, clean)
+        out.owner.extend([owner] * len(obj))
+    else:
         for reading in obj:
-            _take(out, reading, limits)
+            _take(out, owner, reading, limits)
 
 
 _NUMBER_TYPES = frozenset({int, float})
 
 
-def _take_clean_array(out: Decoded, readings: list[Any], limits: Limits) -> bool:
-    """A gateway array whose readings are all clean, taken in a few C-level passes (set
-    of types per column); False, taking nothing, when any reading needs a closer look."""
+_Columns = tuple[list[int], list[float], list[list[Any]]]
+
+
+def _clean_columns(readings: list[Any], limits: Limits) -> _Columns | None:
+    """(ids, event times, one list per metric) of readings that are all clean, found in
+    a few C-level passes (set of types per column); None when any needs a closer look."""
     metrics = limits.metrics
     width = len(metrics) + 2
     if not readings or set(map(type, readings)) != {dict}:
-        return False
-    if any(len(r) != width for r in readings):
-        return False
+        return None
+    if set(map(len, readings)) != {width}:
+        return None
     try:
         ids = [r["device_id"] for r in readings]
         ts = [r["ts"] for r in readings]
         columns = [[r[m] for r in readings] for m in metrics]
     except KeyError:
-        return False
+        return None
     if set(map(type, ids)) != {int} or min(ids) < 0 or max(ids) >= 2**63:
-        return False
+        return None
     if not set(map(type, ts)) <= _NUMBER_TYPES:
-        return False
+        return None
     if any(not set(map(type, col)) <= _NUMBER_TYPES for col in columns):
-        return False
+        return None
+    return ids, ts, columns
+
+
+def _extend(out: Decoded, clean: _Columns) -> None:
+    ids, ts, columns = clean
     out.device_id.extend(ids)
     out.ts.extend(map(float, ts))
-    out.values.extend(zip(*columns, strict=True))
-    return True
+    for mine, theirs in zip(out.columns, columns, strict=True):
+        mine.extend(theirs)
 
 
-def _take(out: Decoded, obj: Any, limits: Limits) -> None:
+def _take(out: Decoded, owner: int, obj: Any, limits: Limits) -> None:
     """Clean readings become a row; the rest go to the producer's per-reading checks."""
     metrics = limits.metrics
     if type(obj) is dict and len(obj) == len(metrics) + 2:
@@ -170,21 +281,13 @@ def _take(out: Decoded, obj: Any, limits: Limits) -> None:
         ):
             out.device_id.append(device_id)
             out.ts.append(float(ts))  # type: ignore[arg-type]
-            out.values.append(values)  # type: ignore[arg-type]
+            for column, v in zip(out.columns, values, strict=True):
+                column.append(v)  # type: ignore[arg-type]
+            out.owner.append(owner)
             return
     out.others.append(obj)
+    out.other_owner.append(owner)
 
 
 def _letter(reason: str, detail: str, payload: bytes, now_ts: float) -> DeadLetter:
     return DeadLetter(reason, detail, payload, "mqtt", now_ts)
-
-
-def merge_decoded(parts: Sequence[Decoded]) -> Decoded:
-    out = Decoded()
-    for p in parts:
-        out.device_id.extend(p.device_id)
-        out.ts.extend(p.ts)
-        out.values.extend(p.values)
-        out.others.extend(p.others)
-        out.letters.extend(p.letters)
-    return out

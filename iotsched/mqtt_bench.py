@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             drained, done = _wait_ingested_then_drained(run_, readings, args.timeout_s, progress)
             result = DriveResult(readings, readings, 0, started, finished)
             summary: dict[str, Any] = summarize(run_.store, run_.settings.tiers, result, done)
+            bridge_cpu_s = sum(_cpu_s(b.pid) for b in bridges)
         finally:
             for b in bridges:
                 b.terminate()
@@ -86,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         "lost": max(0, readings - summary["processed"] - summary["dead_lettered"]),
         "duplicated": max(0, summary["processed"] - readings),
         "drained": drained,
+        # CPU the bridges spent (Linux /proc), per reading: what ingest over MQTT costs,
+        # whatever else shares the machine.
+        "bridge_cpu_us_per_reading": round(bridge_cpu_s / max(readings, 1) * 1e6, 2),
         "publishers": args.publishers,
         "bridges": args.bridges,
         "devices": args.devices,
@@ -149,6 +153,16 @@ def _publish(
     if progress:
         progress(f"published {sum(g[0] for g in got):,} messages in {finished - started:.1f} s")
     return sum(g[0] for g in got), sum(g[1] for g in got), started, finished
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a running process (0.0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_ingested_then_drained(

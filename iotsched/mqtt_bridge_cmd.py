@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         client_id=args.client_id,
         session_expiry_s=args.session_expiry_s,
     )
-    bridge = MqttBridge(producer, broker, options)
+    bridge = MqttBridge(producer, broker, options, registry=registry.get)
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     print(f"bridging {broker.host}:{broker.port} {options.filters} → {keys.prefix}", flush=True)

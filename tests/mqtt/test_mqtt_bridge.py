@@ -1,6 +1,7 @@
 """Given a real MQTT broker and a bridge on it, readings published by devices and gateways
 reach ingest; malformed ones are dead-lettered with their reason; two bridges in one
-shared-subscription group split the stream without duplicates."""
+shared-subscription group split the stream without duplicates; readings ingest pushes
+back wait unacknowledged while premium ones go through."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import msgpack
+import numpy as np
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.mqtt_bridge import BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig, connect
-from ingest.producer import Producer
+from ingest.producer import BacklogGate, Producer
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from stores.memory_state import MemoryStateStore
@@ -40,18 +42,22 @@ class Recorder:
 
 @contextmanager
 def running_bridge(
-    url: str, root: str, client_id: str, registry: Registry = REG
+    url: str,
+    root: str,
+    client_id: str,
+    registry: Registry = REG,
+    gate: BacklogGate | None = None,
 ) -> Iterator[tuple[MqttBridge, Recorder, MemoryStateStore]]:
     store = MemoryStateStore()
     pub = Recorder()
-    producer = Producer(lambda: registry, pub, store)
+    producer = Producer(lambda: registry, pub, store, backlog_gate=gate)
     options = BridgeOptions(
         group=root,
         filters=(f"{root}/devices/+/telemetry", f"{root}/gateways/+/telemetry"),
         client_id=client_id,
         session_expiry_s=0,
     )
-    bridge = MqttBridge(producer, BrokerConfig.from_url(url), options)
+    bridge = MqttBridge(producer, BrokerConfig.from_url(url), options, registry=lambda: registry)
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
     assert bridge.subscribed.wait(10), "the bridge did not subscribe"
@@ -158,3 +164,34 @@ def test_two_bridges_share_a_subscription_without_duplicates(
         got_a, got_b = pub_a.device_ids(), pub_b.device_ids()
     assert sorted(got_a + got_b) == sorted(ids)
     assert got_a and got_b, "both bridges took a share"
+
+
+def test_readings_pushed_back_wait_unacknowledged_while_premium_goes_through(
+    mqtt_url: str, topic_root: str
+) -> None:
+    # Given every region closed to non-premium readings (ingest's backpressure)
+    closed = np.ones(len(REG.topology.regions), dtype=bool)
+    premium = [int(d) for d in REG.device_id[REG.tier == 0][:20]]
+    standard = [int(d) for d in REG.device_id[REG.tier > 0][:50]]
+    msgs = [
+        (f"{topic_root}/devices/{d}/telemetry", json.dumps(reading(d)).encode(), None)
+        for d in standard + premium
+    ]
+    with running_bridge(mqtt_url, topic_root, f"{topic_root}-a", gate=lambda: closed) as (
+        bridge,
+        pub,
+        _,
+    ):
+        # When devices of both tiers publish
+        publish_all(mqtt_url, msgs)
+        wait_until(lambda: bridge.stats.acked >= len(premium))
+        time.sleep(0.5)  # several retry intervals
+        # Then premium readings are published and acknowledged; standard ones are held,
+        # unacknowledged, and not offered again while their region stays closed
+        assert sorted(pub.device_ids()) == sorted(premium)
+        assert bridge.stats.acked == len(premium)
+        assert bridge.stats.pushed_back == len(standard)
+        # And once the regions open, the held readings go through
+        closed[:] = False
+        wait_until(lambda: bridge.stats.acked >= len(msgs))
+        assert sorted(pub.device_ids()) == sorted(premium + standard)
