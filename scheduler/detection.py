@@ -538,8 +538,10 @@ class Dropouts:
     silence_s: F64
 
 
-def find_dropouts(states: F64, now_ts: float, config: DetectorConfig) -> Dropouts:
+def find_dropouts(states: F64, now_ts: float | F64, config: DetectorConfig) -> Dropouts:
     """Sweep device rows for silence past ``dropout_factor`` x their usual long interval.
+
+    ``now_ts`` is when silence is measured up to: one instant, or one per row.
 
     A device is silent when its newest reading over all metrics is that old; its interval
     is its fastest metric's. Reported rows are marked in ``states`` (in place) so the same

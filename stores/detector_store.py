@@ -40,6 +40,9 @@ DETECTOR_STATE_TTL_S = 2 * 24 * 3600
 RECENT_ALERT_BATCHES = 100_000
 
 ALERT_STAGE = "alert"
+
+#: (region, tier name of the screening stream, newest event ts in the batch).
+Frontier = tuple[str, str, float]
 NOTIFY_STAGE = "notify"
 
 
@@ -56,12 +59,18 @@ class DetectorStore(Protocol):
         readings: int,
         alerts: int,
         alert_record: bytes = b"",
+        frontier: Frontier | None = None,
     ) -> bool:
         """Claim the batch and store its states, alert latency and counts at once.
 
-        ``alert_record`` (``scheduler.alert_record``) joins the capped recent-alerts log.
+        ``alert_record`` (``scheduler.alert_record``) joins the capped recent-alerts log;
+        ``frontier`` (region, tier, newest event ts) advances that screening stream's
+        frontier (``scheduler.silence_clock``), never moving it back.
         False (and nothing stored) when the batch was claimed before.
         """
+
+    def frontier(self, region: str) -> dict[str, float]:
+        """Per screening stream (tier name) of ``region``, the newest event ts screened."""
 
     def recent_alerts(self) -> list[bytes]:
         """The recent-alerts log, newest batch first (at most ``RECENT_ALERT_BATCHES``)."""
@@ -108,6 +117,7 @@ class RedisDetectorStore:
         readings: int,
         alerts: int,
         alert_record: bytes = b"",
+        frontier: Frontier | None = None,
     ) -> bool:
         """Claim the batch and write every state in one MULTI/EXEC.
 
@@ -127,6 +137,9 @@ class RedisDetectorStore:
             if alert_record:
                 pipe.lpush(k.recent_device_alerts, alert_record)
                 pipe.ltrim(k.recent_device_alerts, 0, RECENT_ALERT_BATCHES - 1)
+            if frontier is not None:
+                region, tier, newest_ts = frontier
+                pipe.zadd(k.screened_frontier(region), {tier: newest_ts}, gt=True)
 
         return apply_once(
             self.client,
@@ -136,6 +149,10 @@ class RedisDetectorStore:
             "screen_duplicates",
             lambda _pipe: write,
         )
+
+    def frontier(self, region: str) -> dict[str, float]:
+        rows: Any = self.client.zrange(self.keys.screened_frontier(region), 0, -1, withscores=True)
+        return {(t.decode() if isinstance(t, bytes) else str(t)): float(ts) for t, ts in rows}
 
     def add_latency(self, stage: str, latency: Mapping[int, int]) -> None:
         if not latency:
@@ -169,6 +186,7 @@ class MemoryDetectorStore:
         self._recent: list[bytes] = []
         #: device → monotonic time its state was last written (Redis's OBJECT IDLETIME).
         self._touched: dict[int, float] = {}
+        self._frontier: dict[str, dict[str, float]] = {}
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
         with self._lock:
@@ -186,6 +204,7 @@ class MemoryDetectorStore:
         readings: int,
         alerts: int,
         alert_record: bytes = b"",
+        frontier: Frontier | None = None,
     ) -> bool:
         blobs = pack_states(states)
         with self._lock:
@@ -201,7 +220,15 @@ class MemoryDetectorStore:
             if alert_record:
                 self._recent.insert(0, alert_record)
                 del self._recent[RECENT_ALERT_BATCHES:]
+            if frontier is not None:
+                region, tier, newest_ts = frontier
+                streams = self._frontier.setdefault(region, {})
+                streams[tier] = max(streams.get(tier, newest_ts), newest_ts)
             return True
+
+    def frontier(self, region: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self._frontier.get(region, {}))
 
     def recent_alerts(self) -> list[bytes]:
         with self._lock:

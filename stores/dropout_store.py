@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from stores.detector_store import MemoryDetectorStore
+from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
 from stores.keys import Keys
 
 U64 = npt.NDArray[np.uint64]
@@ -46,11 +46,17 @@ class DropoutStore(Protocol):
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
         """Replace ``seen`` by ``marked`` where unchanged meanwhile; which were written."""
 
+    def frontier(self, region: str) -> dict[str, float]:
+        """Per screening stream (tier name) of ``region``, the newest event ts screened."""
+
 
 class RedisDropoutStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client: Any = client  # redis-py's reply unions: see RedisStateStore
         self.keys = keys or Keys()
+
+    def frontier(self, region: str) -> dict[str, float]:
+        return RedisDetectorStore(self.client, self.keys).frontier(region)
 
     def page(self, region: str, page_size: int) -> StatePage:
         """The next page of ``region``'s pass: one SCAN step (COUNT ``page_size``), one MGET."""
@@ -110,6 +116,9 @@ class MemoryDropoutStore:
             ids, blobs, nxt = self.detector.state_page(start, page_size)
             self._cursor[region] = nxt
         return StatePage(np.array(ids, dtype=np.uint64), blobs, nxt == 0)
+
+    def frontier(self, region: str) -> dict[str, float]:
+        return self.detector.frontier(region)
 
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
         done = self.detector.replace_states(device_ids.tolist(), seen, marked)

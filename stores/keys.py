@@ -69,6 +69,10 @@ class Keys:
         """Capped list of device-alert records (``scheduler.alert_record``), newest first."""
         return f"{self.prefix}:alerts:recent"
 
+    def screened_frontier(self, region: str) -> str:
+        """Sorted set: per screening stream (tier name) the newest event ts screened."""
+        return f"{self.prefix}:screened:{region}:frontier"
+
     def screen_claim(self, batch_id: str) -> str:
         """Set once when a batch's screening effects are stored (its own namespace)."""
         return f"{self.prefix}:claim:screen:{batch_id}"

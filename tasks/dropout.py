@@ -34,6 +34,7 @@ from scheduler.detection import (
     unpack_states,
 )
 from scheduler.registry import Registry
+from scheduler.silence_clock import DEFAULT_MAX_LAG_S, sweep_now_ts
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
 from stores.dropout_store import DropoutStore, StatePage
 from tasks.app import app
@@ -80,7 +81,7 @@ def _sweep_page(
     page: StatePage,
     store: DropoutStore,
     home: np.ndarray,
-    now_ts: float,
+    now_ts: np.ndarray,
     config: DetectorConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(device ids, last-heard ts) newly silent on this page, their marks written."""
@@ -95,14 +96,14 @@ def _sweep_page(
             continue
         seen = [page.blobs[i] for i in rows]
         states = unpack_states(list(seen), int(size) // STATE_BYTES)
-        hit = find_dropouts(states, now_ts, config)
+        hit = find_dropouts(states, now_ts[rows], config)
         if not hit.index.size:
             continue
         marked = pack_states(states[hit.index])
         ids = page.device_ids[rows[hit.index]]
         written = store.mark(ids, [seen[i] for i in hit.index], marked)
         found_ids.append(ids[written])
-        found_ts.append((now_ts - hit.silence_s)[written])
+        found_ts.append((now_ts[rows[hit.index]] - hit.silence_s)[written])
     return np.concatenate(found_ids), np.concatenate(found_ts)
 
 
@@ -115,18 +116,26 @@ def sweep(
     config: DetectorConfig | None = None,
     page_size: int = PAGE_SIZE,
     max_pages: int = MAX_PAGES,
+    max_lag_s: float = DEFAULT_MAX_LAG_S,
 ) -> SweepResult:
-    """Sweep up to ``max_pages`` pages of ``region``'s pass; emit one alerts payload."""
+    """Sweep up to ``max_pages`` pages of ``region``'s pass; emit one alerts payload.
+
+    Silence is measured up to what screening has seen of each device's tier
+    (``scheduler.silence_clock``), not up to ``now_ts``, unless screening is more than
+    ``max_lag_s`` behind it."""
     cfg = config or DetectorConfig()
     region_code = registry.topology.region_code(region)
     result = SweepResult()
     ids_all: list[np.ndarray] = []
     ts_all: list[np.ndarray] = []
+    frontier = store.frontier(region)
     for _ in range(max_pages):
         page = store.page(region, page_size)
         rows = registry.lookup(page.device_ids)
         home = (rows >= 0) & (registry.home_region[np.maximum(rows, 0)] == region_code)
-        ids, last_ts = _sweep_page(page, store, home, now_ts, cfg)
+        tiers = registry.tier[np.maximum(rows, 0)]
+        clock = sweep_now_ts(frontier, registry.topology.tiers, tiers, now_ts, max_lag_s)
+        ids, last_ts = _sweep_page(page, store, home, clock, cfg)
         ids_all.append(ids)
         ts_all.append(last_ts)
         result.states += int(home.sum())

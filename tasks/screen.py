@@ -97,8 +97,18 @@ def screen_batch(
         emit(alerts_payload(batch, rows, kinds, emitted_ts, evidence))
     latency = bucket_counts((emitted_ts - batch.ts[rows]) * 1000.0)
     record = alert_record.encode(batch.device_id[rows], batch.ts[rows], kinds, emitted_ts)
+    # The newest event time this stream has screened: the dropout sweep measures
+    # silence up to it, so readings merely waiting in a backlog are not silence.
+    frontier = (batch.region, batch.tier, float(batch.ts.max())) if len(batch) else None
     committed = store.commit(
-        batch.batch_id, devices, result.states, latency, len(batch), int(rows.size), record
+        batch.batch_id,
+        devices,
+        result.states,
+        latency,
+        len(batch),
+        int(rows.size),
+        record,
+        frontier,
     )
     if committed and latency:
         # Detection latency per tier too (premium's bound is 1 s, standard's 5 s). Outside

@@ -117,3 +117,50 @@ def test_the_sweep_walks_every_state_in_bounded_pages_across_sweeps(
     # Then the pass took several sweeps (the cursor carried over) and alerted each device once
     assert sweeps > 3
     assert sorted(alerted) == sorted(mine.tolist())
+
+
+def screened_up_to(client: fakeredis.FakeRedis, region: str, tier: str, ts: float) -> None:
+    """Record that ``region``'s ``tier`` stream has screened readings up to ``ts``."""
+    store = RedisDetectorStore(client, KEYS)
+    ids = np.array([999_999_999], dtype=np.uint64)
+    states = store.load(f"frontier-{tier}-{ts}", ids, 1)
+    assert states is not None
+    store.commit(f"frontier-{tier}-{ts}", ids, states, {}, 0, 0, b"", (region, tier, ts))
+
+
+def test_devices_whose_readings_wait_in_a_backlog_are_not_silent(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    code = registry.topology.region_code(region)
+    standard = registry.device_id[(registry.home_region == code) & (registry.tier == 1)][:3]
+    # Given standard devices last screened 100 s before the wall clock, while their
+    # tier's screening is itself 100 s behind (readings queued, not devices silent)
+    warm_up(client, standard, np.full(standard.size, NOW - 100))
+    screened_up_to(client, region, "standard", NOW - 100)
+    emitted: list[dict[str, Any]] = []
+    # When the region is swept with a lag bound longer than the backlog
+    swept = sweep(
+        RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW, max_lag_s=300.0
+    )
+    # Then no device is alerted as silent
+    assert swept.alerts == 0 and emitted == []
+
+
+def test_a_device_silent_while_its_tier_keeps_flowing_is_alerted(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    code = registry.topology.region_code(region)
+    standard = registry.device_id[(registry.home_region == code) & (registry.tier == 1)][:2]
+    # Given a backlog of 100 s, one device heard up to it and one silent 100 s before that
+    warm_up(client, standard, np.array([NOW - 100, NOW - 200]))
+    screened_up_to(client, region, "standard", NOW - 100)
+    emitted: list[dict[str, Any]] = []
+    swept = sweep(
+        RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW, max_lag_s=300.0
+    )
+    # Then only the silent one is alerted, last heard when it really was
+    assert swept.alerts == 1
+    assert np.frombuffer(emitted[0]["device_id"], "<u8").tolist() == [int(standard[1])]
+    assert np.frombuffer(emitted[0]["ts"], "<f8")[0] == pytest.approx(NOW - 200, rel=0, abs=1e-6)

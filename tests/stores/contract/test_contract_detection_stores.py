@@ -58,3 +58,16 @@ def test_acceleration_is_booked_at_most_once_per_interval(stores: Stores) -> Non
     assert stores.incidents.want_accelerate("eu", "i1", interval_s=60.0)
     assert not stores.incidents.want_accelerate("eu", "i1", interval_s=60.0)
     assert stores.incidents.want_accelerate("eu", "i2", interval_s=60.0)
+
+
+def test_a_screening_streams_frontier_only_moves_forward(stores: Stores) -> None:
+    ids = np.array([1], dtype=np.uint64)
+    for batch_id, newest_ts in (("f1", 100.0), ("f2", 90.0), ("f3", 120.0)):
+        states = stores.detector.load(batch_id, ids, 1)
+        assert states is not None
+        frontier = ("eu", "standard", newest_ts)
+        stores.detector.commit(batch_id, ids, states, {}, 1, 0, b"", frontier)
+    # A late batch (90) never moves it back; each region and stream keeps its own
+    assert stores.detector.frontier("eu") == {"standard": 120.0}
+    assert stores.dropout.frontier("eu") == {"standard": 120.0}
+    assert stores.detector.frontier("us") == {}
