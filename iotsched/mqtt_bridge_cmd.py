@@ -11,9 +11,7 @@ import threading
 import time
 from dataclasses import replace
 
-import redis
-
-from ingest.backlog_gate import QueueBacklogGate
+from ingest.backlog_gate import admission_gate
 from ingest.mqtt_bridge import DEFAULT_FILTERS, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
 from ingest.placement import make_placer
@@ -22,9 +20,9 @@ from ingest.regional_publisher import RegionalPublisher
 from iotsched.argtypes import non_negative_int
 from scheduler.settings import Settings
 from scheduler.validation import Limits
+from stores.connection import connect
 from stores.inflight import InflightLedger
 from stores.keys import Keys
-from stores.queue_depth import QueueDepthReader
 from stores.redis_state import RedisStateStore
 from stores.registry_cache import RegistryCache
 from tasks.app import broker_app
@@ -79,16 +77,15 @@ def run(args: argparse.Namespace) -> int:
         store.client,
         keys,
         settings.topology,
-        broker_clients={r: redis.Redis.from_url(u) for r, u in settings.region_broker_urls.items()},
+        broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
     )
     celery_app = broker_app(settings.effective_broker_url, keys)
     publisher = RegionalPublisher.from_urls(
         celery_app, settings.region_broker_urls, ledger=InflightLedger(store.client, keys)
     )
-    gate = None
-    if settings.backlog_cap_readings > 0:
-        reader = QueueDepthReader(store.client, keys)
-        gate = QueueBacklogGate(reader, settings.topology, settings.backlog_cap_readings)
+    # Admission control is on by default, as in `iotsched produce`: what a region cannot
+    # drain within its wait budget is held unacknowledged and offered again.
+    gate = admission_gate(settings, store.client, keys)
     producer = Producer(
         registry.get,
         publisher,
