@@ -39,7 +39,7 @@ from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats, pool_share
 from stores.queue_depth import QueueDepthReader
-from tasks import context
+from tasks.app import app as task_app
 from workers import busy_time
 from workers.fork_guard import no_fork_meanwhile
 
@@ -79,7 +79,7 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         clock: Callable[[], float] = time.time,
         background: bool = True,
     ) -> None:
-        self.settings = cfg = settings or context.settings()
+        self.settings = cfg = settings or task_app.runtime.settings
         # The stock class uses keepalive as the loop's re-check period (and as a
         # shrink delay, which the policies' window replaces).
         super().__init__(
