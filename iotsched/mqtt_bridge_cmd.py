@@ -18,13 +18,11 @@ from ingest.placement import make_placer
 from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
 from iotsched.argtypes import non_negative_int
+from runtime.runtime import redis_runtime
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.connection import connect
-from stores.inflight import InflightLedger
 from stores.keys import Keys
-from stores.redis_state import RedisStateStore
-from stores.registry_cache import RegistryCache
 from tasks.app import broker_app
 
 
@@ -70,22 +68,25 @@ def run(args: argparse.Namespace) -> int:
         key_file=args.key_file,
         tls_insecure=args.tls_insecure or None,
     )
-    store = RedisStateStore.from_url(settings.redis_url, keys)
-    registry = RegistryCache(store)
+    celery_app = broker_app(settings.effective_broker_url, keys)
+    # The bridge's Runtime: its stores on the deployment's Redis, its sends through the broker.
+    client = connect(settings.redis_url)
+    rt = redis_runtime(settings, celery_app, client=client)
+    store = rt.stores.state
+    registry = rt.registry
     registry.get()  # fail now, with the one-line reason, when no registry is stored
     placer = make_placer(
-        store.client,
+        client,
         keys,
         settings.topology,
         broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
     )
-    celery_app = broker_app(settings.effective_broker_url, keys)
     publisher = RegionalPublisher.from_urls(
-        celery_app, settings.region_broker_urls, ledger=InflightLedger(store.client, keys)
+        celery_app, settings.region_broker_urls, ledger=rt.stores.inflight
     )
     # Admission control is on by default, as in `iotsched produce`: what a region cannot
     # drain within its wait budget is held unacknowledged and offered again.
-    gate = admission_gate(settings, store.client, keys)
+    gate = admission_gate(settings, client, keys)
     producer = Producer(
         registry.get,
         publisher,

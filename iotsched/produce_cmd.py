@@ -26,13 +26,11 @@ from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
+from runtime.runtime import redis_runtime
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.connection import connect
-from stores.inflight import InflightLedger
 from stores.keys import Keys
-from stores.redis_state import RedisStateStore
-from stores.registry_cache import RegistryCache
 from tasks.app import app
 
 
@@ -76,26 +74,28 @@ def run(args: argparse.Namespace) -> int:
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
     )
-    store = RedisStateStore(client, keys)
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
     }
-    registry = RegistryCache(store)
+    # The producer's Runtime: its stores on this client, its sends through ``app``.
+    rt = redis_runtime(settings, app, client=client)
+    store = rt.stores.state
+    registry = rt.registry
     # Home region unless it is partitioned or overloaded; never outside residency.
     placer = make_placer(
-        store.client,
+        client,
         keys,
         settings.topology,
         broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
     )
     publisher = RegionalPublisher.from_urls(
-        app, settings.region_broker_urls, ledger=InflightLedger(store.client, keys)
+        app, settings.region_broker_urls, ledger=rt.stores.inflight
     )
     # Admission control is on by default: standard readings a region cannot drain within
     # the wait budget are held here and offered again (premium always flows).
-    gate = admission_gate(settings, store.client, keys)
+    gate = admission_gate(settings, client, keys)
     outbox = SpoolOutbox(args.outbox_dir)
     if len(outbox):
         print(f"outbox: {outbox.held_readings:,} readings from an earlier run to replay")
