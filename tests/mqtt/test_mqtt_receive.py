@@ -12,10 +12,10 @@ from typing import Any
 import msgpack
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.mqtt_devices import publish_packet
 from ingest.mqtt_client import BufferedClient, Received
 from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_payload import decode_message, decode_messages
-from iotsched.mqtt_devices import publish_packet
 from scheduler.registry import generate_registry
 from scheduler.validation import Limits
 

@@ -1,0 +1,152 @@
+"""The MQTT bench behind ``iotsched mqtt-bench``: devices → Mosquitto → bridge → workers.
+
+Simulated devices (or gateways, ``--per-message 100``) publish through a real broker at
+QoS 1; ``mqtt-bridge`` processes (one shared-subscription group) ingest; one real worker
+per region processes. Reported: readings/s from first publish to all processed, premium
+p99 from device publish to processed, and lost = broker-acknowledged readings not
+processed and not dead-lettered (processed is read back from the rollups).
+
+The run owns a key prefix on Redis and a topic prefix on the broker, and deletes its
+keys at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+from bench.loadrun import DriveResult, stderr_progress, summarize, wait_drained
+from bench.mqtt_devices import PublishPlan, publish_share
+
+#: Ingest that has not moved for this long after publishing ended will not move again.
+QUIET_S = 10.0
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the bench ``args`` describe (``iotsched mqtt-bench``'s options); its JSON object."""
+    from bench.redis_run import RedisRun
+
+    progress = None if args.json else stderr_progress
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    prefix, root = f"iotsched-mqttbench-{tag}", f"mqttbench-{tag}"
+    with RedisRun(args.redis_url, prefix, args.devices, seed=args.seed) as run_:
+        assert run_.registry is not None
+        bridges = [_start_bridge(args, prefix, root, i) for i in range(args.bridges)]
+        try:
+            published, readings, started, finished = _publish(args, run_, root, progress)
+            drained, done = _wait_ingested_then_drained(run_, readings, args.timeout_s, progress)
+            result = DriveResult(readings, readings, 0, started, finished)
+            summary: dict[str, Any] = summarize(run_.store, run_.settings.tiers, result, done)
+            bridge_cpu_s = sum(_cpu_s(b.pid) for b in bridges)
+        finally:
+            for b in bridges:
+                b.terminate()
+            for b in bridges:
+                b.wait(30)
+    seconds = max(done - started, 1e-9)
+    event = summary["event_latency_ms"]
+    out = {
+        "mode": "single" if args.per_message == 1 else f"gateway x{args.per_message}",
+        "messages": published,
+        "readings": readings,
+        "seconds": round(seconds, 3),
+        "messages_per_s": round(published / seconds, 1),
+        "readings_per_s": round(readings / seconds, 1),
+        "publish_seconds": round(finished - started, 3),
+        "premium_p99_ms": event["premium"]["p99"],
+        "latency_ms": event,
+        "processed": summary["processed"],
+        "dead_lettered": summary["dead_lettered"],
+        "lost": max(0, readings - summary["processed"] - summary["dead_lettered"]),
+        "duplicated": max(0, summary["processed"] - readings),
+        "drained": drained,
+        # CPU the bridges spent (Linux /proc), per reading: what ingest over MQTT costs,
+        # whatever else shares the machine.
+        "bridge_cpu_us_per_reading": round(bridge_cpu_s / max(readings, 1) * 1e6, 2),
+        "publishers": args.publishers,
+        "bridges": args.bridges,
+        "devices": args.devices,
+        "rate_mps": args.rate_mps,
+    }
+    return out
+
+
+def _start_bridge(
+    args: argparse.Namespace, prefix: str, root: str, i: int
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable, "-m", "iotsched.cli", "mqtt-bridge",
+        "--broker", args.broker,
+        "--topic", f"{root}/devices/+/telemetry",
+        "--topic", f"{root}/gateways/+/telemetry",
+        "--group", root,
+        "--client-id", f"{root}-bridge-{i}",
+        "--session-expiry-s", "0",
+        "--redis-url", args.redis_url,
+        "--prefix", prefix,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    deadline = time.time() + 60
+    for line in proc.stdout:  # the bridge says "subscribed" once the broker confirmed it
+        if line.startswith(b"subscribed") or time.time() > deadline:
+            break
+    return proc
+
+
+def _publish(
+    args: argparse.Namespace, run_: Any, root: str, progress: Any
+) -> tuple[int, int, float, float]:
+    ids = [int(d) for d in run_.registry.device_id]
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    share = args.messages // args.publishers
+    plans = [
+        PublishPlan(
+            broker_url=args.broker,
+            topic_root=root,
+            device_ids=ids,
+            messages=share + (args.messages % args.publishers if i == 0 else 0),
+            per_message=args.per_message,
+            rate_mps=args.rate_mps / args.publishers if args.rate_mps else None,
+            seed=args.seed + i,
+            client_id=f"{root}-pub-{i}",
+        )
+        for i in range(args.publishers)
+    ]
+    procs = [ctx.Process(target=publish_share, args=(p, results)) for p in plans]
+    started = time.time()
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=args.timeout_s) for _ in procs]
+    for p in procs:
+        p.join(30)
+    finished = time.time()
+    if progress:
+        progress(f"published {sum(g[0] for g in got):,} messages in {finished - started:.1f} s")
+    return sum(g[0] for g in got), sum(g[1] for g in got), started, finished
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a running process (0.0 where /proc is missing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_ingested_then_drained(
+    run_: Any, readings: int, timeout_s: float, progress: Any
+) -> tuple[bool, float]:
+    deadline = time.time() + timeout_s
+    while run_.store.counters().get("ingested", 0) < readings and time.time() < deadline:
+        time.sleep(0.01)
+    return wait_drained(run_.store, max(1.0, deadline - time.time()), progress)
