@@ -95,6 +95,33 @@ class HeldReadings:
         now = ~later
         return ids[now], ts[now], values[now], offered_ts[now]
 
+    def queue_behind_held(
+        self,
+        registry: Registry,
+        ids: npt.NDArray[Any],
+        ts: npt.NDArray[Any],
+        values: npt.NDArray[Any],
+        offered_ts: npt.NDArray[Any],
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """Hold new readings of every tier but premium behind what their region already
+        holds, so a region takes its readings oldest first; returns the rest to offer now.
+
+        Offered ahead of older held ones, new readings would reach screening first, and
+        every device whose older readings are still held would look silent to the
+        dropout sweep (which measures silence up to the newest reading screened)."""
+        if not self._held:
+            return ids, ts, values, offered_ts
+        rows = registry.lookup(ids)
+        known = rows >= 0
+        home = registry.home_region[np.maximum(rows, 0)].astype(np.intp)
+        holding = np.isin(home, np.fromiter(self._held, dtype=np.intp))
+        later = known & (registry.tier[np.maximum(rows, 0)] > 0) & holding
+        if later.any():
+            self._add((ids[later], ts[later], values[later], offered_ts[later]), home[later])
+            self.deferred += int(later.sum())
+        now = ~later
+        return ids[now], ts[now], values[now], offered_ts[now]
+
     def _add(
         self,
         cols: tuple[npt.NDArray[Any], ...],

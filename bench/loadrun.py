@@ -204,6 +204,10 @@ class _Gateway:
             ids, ts, values, first = self.held.defer_non_premium(
                 self.stream.registry, ids, ts, values, first
             )
+        else:
+            ids, ts, values, first = self.held.queue_behind_held(
+                self.stream.registry, ids, ts, values, first
+            )
         res = self.producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=first)
         self.accepted += res.accepted
         self.rejected += res.rejected

@@ -58,3 +58,33 @@ def test_premium_is_published_before_standard_when_the_gateway_is_behind() -> No
     # And every reading's latency starts at its scheduled offer, not when it was taken
     started = min(float(b.ingest_ts.min()) for b in pub.batches)
     assert all(float(b.ingest_ts.max()) == started for b in pub.batches)
+
+
+def test_a_region_with_held_readings_takes_its_new_readings_after_them() -> None:
+    from bench.held_readings import HeldReadings
+
+    reg = generate_registry(2_000, seed=4)
+    held = HeldReadings(max_readings=100_000)
+    stream = SyntheticStream(reg, seed=1)
+    # Given a gateway holding older standard readings of one region (pushed back)
+    old_ids, old_ts, old_values = stream.chunk(2_000, 1_000.0)
+    rows = reg.lookup(old_ids)
+    region = int(reg.home_region[rows[0]])
+    older = (reg.home_region[rows] == region) & (reg.tier[rows] > 0)
+    first = np.full(int(older.sum()), 1_000.0)
+    held.defer_non_premium(reg, old_ids[older], old_ts[older], old_values[older], first)
+    # When new readings arrive for every region
+    new_ids, new_ts, new_values = stream.chunk(2_000, 1_001.0)
+    ids, _ts, _v, _f = held.queue_behind_held(
+        reg, new_ids, new_ts, new_values, np.full(2_000, 1_001.0)
+    )
+    # Then that region's new non-premium readings wait behind its held ones, while its
+    # premium and the other regions' readings are offered now
+    out_rows = reg.lookup(ids)
+    same_region = reg.home_region[out_rows] == region
+    assert not np.any(same_region & (reg.tier[out_rows] > 0))
+    assert np.any(same_region & (reg.tier[out_rows] == 0))
+    assert np.any(~same_region)
+    new_rows = reg.lookup(new_ids)
+    queued = (reg.home_region[new_rows] == region) & (reg.tier[new_rows] > 0)
+    assert held.size == int(older.sum()) + int(queued.sum())
