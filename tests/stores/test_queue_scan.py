@@ -21,7 +21,6 @@ from kombu.transport import redis as kombu_redis
 from runtime_doubles import MakeRuntime
 
 from runtime.runtime import Runtime
-from scheduler import defaults
 from scheduler.codec import encode_batch
 from scheduler.model import Batch
 from stores.keys import Keys
@@ -71,8 +70,10 @@ def store(rt: Runtime) -> RedisStateStore:
 
 
 def payload(batch_id: str, first_device: int, n: int, tier: str = "standard") -> dict[str, Any]:
+    """A routine message cut in chunks of 1,000 readings (small chunks keep the arithmetic
+    readable; the scheme does not depend on the size)."""
     now = time.time()
-    return encode_batch(
+    return {"chunk_readings": 1_000} | encode_batch(
         Batch(
             batch_id=batch_id,
             region=REGION,
@@ -140,9 +141,7 @@ def test_accelerated_chunks_are_applied_once_across_the_later_routine_run(
     broker: Celery,
     rt: Runtime,
     store: RedisStateStore,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(defaults, "ROUTINE_CHUNK_READINGS", 1_000)
     # Given two queued batches of 2,500 readings; devices 2,100 and 7,400 are in an incident
     first, second = payload("b1", 0, 2_500), payload("b2", 5_000, 2_500)
     publish(broker, first)
@@ -168,9 +167,7 @@ def test_accelerated_run_stops_at_its_deadline_and_leaves_the_rest_queued(
     broker: Celery,
     rt: Runtime,
     store: RedisStateStore,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(defaults, "ROUTINE_CHUNK_READINGS", 1_000)
     # Given a queued batch whose three chunks each hold an incident device
     queued = payload("b1", 0, 3_000)
     publish(broker, queued)

@@ -14,7 +14,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from runtime_doubles import MakeRuntime, RecordingApp
 
 from runtime.runtime import Runtime
-from scheduler import defaults
 from scheduler.codec import encode_batch
 from scheduler.model import Batch, WorkClass
 from scheduler.rollup import RollupDelta
@@ -29,12 +28,6 @@ REGION = "eu-west"
 N = 2_500  # three chunks of 1,000: 1,000 + 1,000 + 500
 
 
-@pytest.fixture(autouse=True)
-def chunks_of_1000(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small chunks keep the arithmetic readable; the scheme does not depend on the size."""
-    monkeypatch.setattr(defaults, "ROUTINE_CHUNK_READINGS", 1_000)
-
-
 def make_payload(n: int = N, tier: str = "standard", batch_id: str = "b1") -> dict[str, Any]:
     now = time.time()
     batch = Batch(
@@ -47,7 +40,8 @@ def make_payload(n: int = N, tier: str = "standard", batch_id: str = "b1") -> di
         values=np.arange(n, dtype=np.float64).reshape(n, 1),
         ingest_ts=np.full(n, now - 0.5),
     )
-    return encode_batch(batch)
+    # Small chunks keep the arithmetic readable; the scheme does not depend on the size.
+    return {**encode_batch(batch), "chunk_readings": 1_000}
 
 
 class FlakyStore(RedisStateStore):
