@@ -1,12 +1,13 @@
 """The one place that sends task messages: every kind of work, always the same way.
 
-Task and queue names and serializers come from ``scheduler.wire``. Data-carrying
-messages (routine batches, their remainders, screening copies) are recorded in the
-in-flight ledger before they are sent, under their batch id, so a message the broker
-loses is published again by the reaper (``workers.inflight_reaper``) and a batch
-leaves the ledger only when its task settles it. Control messages (alerts, timers,
-acceleration, maintenance tries, probes) are derived from stored state that is
-written first, so losing one costs latency, never a reading: they are sent directly.
+Task and queue names and serializers come from ``scheduler.wire``. Messages that carry
+something found nowhere else (routine batches, their remainders, screening copies, the
+alerts of a screened batch or a sweep) are recorded in the in-flight ledger before they
+are sent, so a message the broker loses is published again by the reaper
+(``workers.inflight_reaper``) and leaves the ledger only when its task settles it.
+Timers, acceleration requests, maintenance tries and probes are derived again from
+stored state (the incident store, the reservation book) by the next tick or sweep, so
+they are sent directly: recording them would only have the reaper send superseded ones.
 
 Callers outside the worker (the producer, benches) use it the same way:
 ``runtime.publisher.send_routine(batches)``.
@@ -109,12 +110,15 @@ class Publisher:
             batch.task, (batch.payload,), batch.queue, argsrepr=f"<batch {batch.batch_id} again>"
         )
 
-    # --- control: derived from stored state ----------------------------------------------
-
     def send_alerts(self, payload: dict[str, Any]) -> None:
-        """One screened batch's (or dropout sweep's) alerts to the region's anomaly queue."""
+        """One screened batch's (or dropout sweep's) alerts to the region's anomaly queue,
+        under ``wire.alerts_ledger_id`` (carried as ``ledger_id``) in the ledger."""
         queue = queue_name(str(payload["region"]), WorkClass.ANOMALY.value)
+        payload = {**payload, "ledger_id": wire.alerts_ledger_id(str(payload["batch_id"]))}
+        self._record([(payload["ledger_id"], queue, payload, wire.ANOMALY_TASK)])
         self._send(wire.ANOMALY_TASK, (payload,), queue)
+
+    # --- control: derived again from stored state ------------------------------------------
 
     def send_accelerate(
         self, region: str, incident_id: str, device_ids: npt.NDArray[np.uint64]

@@ -42,3 +42,9 @@ MSGPACK_CONTENT_TYPE: Final = "application/x-msgpack"
 
 #: Version of the columnar alerts payload (screening and the dropout sweep → anomaly).
 ALERTS_WIRE_VERSION: Final = 1
+
+
+def alerts_ledger_id(batch_id: str) -> str:
+    """The in-flight ledger entry of one alerts message (a screened batch's or a sweep's):
+    its own namespace, so it never stands for the screening copy of the same batch id."""
+    return f"alerts:{batch_id}"

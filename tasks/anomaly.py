@@ -179,6 +179,13 @@ def book_tick(rt: Runtime, region: str, due_ts: float | None, now_ts: float) -> 
         rt.publisher.send_incident_tick(region, max(0.0, due_ts - now_ts))
 
 
+def settle_alerts(rt: Runtime, payload: Any) -> None:
+    """Drop an alerts message's in-flight ledger entry (``Publisher.send_alerts``)."""
+    ledger_id = payload.get("ledger_id") if isinstance(payload, dict) else None
+    if isinstance(ledger_id, str):
+        rt.stores.inflight.done(ledger_id)
+
+
 def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float | None = None) -> int:
     """The anomaly task's work: returns the number of notifications sent."""
     now_ts = rt.clock() if now_ts is None else now_ts
@@ -186,8 +193,11 @@ def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float | None = N
         batch_id, region, alerts = decode_alerts(payload, rt.registry.get())
     except InvalidBatch as exc:
         dead_letter_copy(rt, payload, "invalid_alerts", str(exc), ANOMALY_TASK)
+        settle_alerts(rt, payload)
         return 0
     folded = correlate(rt, region, batch_id, alerts, now_ts)
+    # Folded now or before (a redelivery): no reaper need send these alerts again.
+    settle_alerts(rt, payload)
     if folded is None:
         return 0
     sent = notify(rt, folded.updates)

@@ -76,8 +76,12 @@ class WorkTask(Task):  # type: ignore[misc]
                 LOGGER.warning("%s gave up after %d retries: %r", self.name, self.max_retries, exc)
                 return 0
             dead_letter_copy(rt, payload, reason, repr(exc), str(self.name))
-            if isinstance(payload, dict) and isinstance(payload.get("id"), str):
-                rt.stores.inflight.done(payload["id"])
+            if isinstance(payload, dict):
+                # Routine and screening payloads are recorded under their batch id,
+                # alerts under the ledger id they carry (``Publisher.send_alerts``).
+                ledger_id = payload.get("ledger_id", payload.get("id"))
+                if isinstance(ledger_id, str):
+                    rt.stores.inflight.done(ledger_id)
             return 0
 
         return give_up

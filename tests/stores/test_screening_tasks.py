@@ -14,7 +14,7 @@ from runtime.runtime import Runtime
 from scheduler.injection import AnomalySpec, inject, normal_traffic
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
-from scheduler.wire import INCIDENT_TICK_TASK
+from scheduler.wire import ANOMALY_TASK, INCIDENT_TICK_TASK
 from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
 from tasks.anomaly import handle_alerts, handle_tick
 from tasks.screen import screen_batch
@@ -259,3 +259,21 @@ def test_an_incident_document_says_what_its_first_alert_saw(make_runtime: MakeRu
     assert first["score"] >= 1.0
     assert abs(first["observed"] - first["expected"]) > first["band"]
     assert first["expected"] == pytest.approx(20.0, abs=1.0)
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+def test_alerts_stay_in_the_ledger_until_the_anomaly_task_folds_them(
+    make_runtime: MakeRuntime, recording_app: RecordingApp, backend: str
+) -> None:
+    # Given a runtime whose publisher sends one batch of alerts
+    client = fakeredis.FakeRedis() if backend == "redis" else None
+    rt = make_runtime(client)
+    rt.stores.state.save_registry(generate_registry(100, seed=0))
+    rt.publisher.send_alerts(_alerts_payload("s9", [1, 2, 3], NOW))
+    # Then the message is in the in-flight ledger, for a reaper to send again if lost
+    assert rt.stores.inflight.size() == 1
+    (sent,) = recording_app.named(ANOMALY_TASK)
+    # When the anomaly task folds the message it was sent
+    handle_alerts(rt, sent[0], now_ts=NOW)
+    # Then the entry is settled
+    assert rt.stores.inflight.size() == 0
