@@ -89,20 +89,27 @@ def test_a_batch_whose_n_disagrees_with_its_columns_counts_the_columns(
     assert store.counters()["dead_lettered"] == 4
 
 
-def test_redis_at_maxmemory_leaves_the_batch_to_the_ledger_not_the_dead_letters(
-    store: RedisStateStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    p = payload(np.arange(4), np.ones(4))
-    ledger = InflightLedger(store.client, KEYS)
-    ledger.record("g1", "eu-west.standard", p, routine.ROUTINE_TASK, time.time())
+class OutOfMemoryStore(RedisStateStore):
+    """A state store on a Redis at ``maxmemory``: every batch's effects are refused."""
 
-    def refuse(*_: Any, **__: Any) -> bool:
+    def apply_batch(self, *_: Any, **__: Any) -> bool:
         raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
 
-    monkeypatch.setattr(store, "apply_batch", refuse)
+
+def test_redis_at_maxmemory_leaves_the_batch_to_the_ledger_not_the_dead_letters(
+    make_runtime: MakeRuntime,
+) -> None:
+    client = fakeredis.FakeRedis()
+    rt = make_runtime(client, key_prefix=KEYS.prefix)
+    full = OutOfMemoryStore(client, KEYS)
+    rt.stores.state = rt.stores.claims = full
+    p = payload(np.arange(4), np.ones(4))
+    ledger = InflightLedger(client, KEYS)
+    ledger.record("g1", "eu-west.standard", p, routine.ROUTINE_TASK, time.time())
+
     run(p)
 
-    assert letters(store) == {} and ledger.size() == 1
+    assert letters(full) == {} and ledger.size() == 1
 
 
 def test_a_retry_the_broker_did_not_take_is_left_to_the_ledger(store: RedisStateStore) -> None:
