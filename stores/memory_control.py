@@ -17,17 +17,18 @@ from scheduler import defaults
 from scheduler.health import RegionHealth
 from scheduler.maintenance_plan import BookState
 from scheduler.model import queue_name
-from scheduler.reservations import Reservation, ReservationBook
+from scheduler.reservations import ReservationBook
 from scheduler.settings import Settings
 from scheduler.work_budget import WorkBudget
 from stores.health_store import DATA_KINDS, RegionSnapshot
 from stores.pool_heartbeats import PoolBeat
 from stores.protocols import QueueDepthRead
+from stores.reservation_store import BookOperations
 
 T = TypeVar("T")
 
 
-class MemoryReservationStore:
+class MemoryReservationStore(BookOperations):
     """The reservation book of one process; ``update`` runs its change under a lock."""
 
     def __init__(
@@ -72,31 +73,6 @@ class MemoryReservationStore:
             self._events = (self._events + state.events)[-defaults.MAINTENANCE_EVENTS_MAXLEN :]
             self._drain.update(state.drain_slots)
             return result
-
-    def book(
-        self,
-        region: str,
-        start_ts: float,
-        duration_s: float,
-        slots: int,
-        operation: str,
-        now_ts: float,
-    ) -> Reservation:
-        return self.update(
-            lambda s: s.book.book(region, start_ts, duration_s, slots, operation, now_ts)
-        )
-
-    def cancel(self, reservation_id: str) -> Reservation:
-        def change(s: BookState) -> Reservation:
-            s.runs.pop(reservation_id, None)
-            return s.book.cancel(reservation_id)
-
-        return self.update(change)
-
-    def list(
-        self, region: str | None = None, now_ts: float | None = None
-    ) -> builtins.list[Reservation]:
-        return self.load().book.list(region, now_ts)
 
     def drain_levels(self) -> dict[str, int]:
         with self._lock:

@@ -35,7 +35,46 @@ T = TypeVar("T")
 STREAM_MAXLEN = defaults.MAINTENANCE_EVENTS_MAXLEN
 
 
-class ReservationStore:
+class BookOperations:
+    """Booking, cancelling and listing windows, written once over a store's ``load`` and
+    ``update`` (Redis here, in memory in ``stores.memory_control``)."""
+
+    def load(self) -> BookState:
+        raise NotImplementedError
+
+    def update(self, change: Callable[[BookState], T]) -> T:
+        raise NotImplementedError
+
+    def book(
+        self,
+        region: str,
+        start_ts: float,
+        duration_s: float,
+        slots: int,
+        operation: str,
+        now_ts: float,
+    ) -> Reservation:
+        """Book a window; raises ReservationConflict naming the conflict and the earliest fit."""
+        return self.update(
+            lambda s: s.book.book(region, start_ts, duration_s, slots, operation, now_ts)
+        )
+
+    def cancel(self, reservation_id: str) -> Reservation:
+        """Cancel a window and forget its run; its slots return to data processing."""
+
+        def change(s: BookState) -> Reservation:
+            s.runs.pop(reservation_id, None)
+            return s.book.cancel(reservation_id)
+
+        return self.update(change)
+
+    def list(
+        self, region: str | None = None, now_ts: float | None = None
+    ) -> builtins.list[Reservation]:
+        return self.load().book.list(region, now_ts)
+
+
+class ReservationStore(BookOperations):
     def __init__(
         self,
         client: redis.Redis,
@@ -137,34 +176,6 @@ class ReservationStore:
                 changed[rid] = encoded
         if changed:
             pipe.hset(self.keys.maintenance_runs, mapping=changed)
-
-    def book(
-        self,
-        region: str,
-        start_ts: float,
-        duration_s: float,
-        slots: int,
-        operation: str,
-        now_ts: float,
-    ) -> Reservation:
-        """Book a window; raises ReservationConflict naming the conflict and the earliest fit."""
-        return self.update(
-            lambda s: s.book.book(region, start_ts, duration_s, slots, operation, now_ts)
-        )
-
-    def cancel(self, reservation_id: str) -> Reservation:
-        """Cancel a window and forget its run; its slots return to data processing."""
-
-        def change(s: BookState) -> Reservation:
-            s.runs.pop(reservation_id, None)
-            return s.book.cancel(reservation_id)
-
-        return self.update(change)
-
-    def list(
-        self, region: str | None = None, now_ts: float | None = None
-    ) -> builtins.list[Reservation]:
-        return self.load().book.list(region, now_ts)
 
     def drain_levels(self) -> dict[str, int]:
         """The pre-drain level per region, as last published by the maintenance tick."""
