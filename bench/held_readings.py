@@ -85,15 +85,7 @@ class HeldReadings:
     ) -> tuple[npt.NDArray[Any], ...]:
         """Hold the readings of every tier but premium (bound for their home region);
         returns the premium ones (and unknown devices, for ingest to dead-letter)."""
-        rows = registry.lookup(ids)
-        known = rows >= 0
-        later = known & (registry.tier[np.maximum(rows, 0)] > 0)
-        if later.any():
-            region = registry.home_region[rows[later]].astype(np.intp)
-            self._add((ids[later], ts[later], values[later], offered_ts[later]), region)
-            self.deferred += int(later.sum())
-        now = ~later
-        return ids[now], ts[now], values[now], offered_ts[now]
+        return self._hold_non_premium(registry, (ids, ts, values, offered_ts), only_held=False)
 
     def queue_behind_held(
         self,
@@ -111,16 +103,24 @@ class HeldReadings:
         dropout sweep (which measures silence up to the newest reading screened)."""
         if not self._held:
             return ids, ts, values, offered_ts
-        rows = registry.lookup(ids)
+        return self._hold_non_premium(registry, (ids, ts, values, offered_ts), only_held=True)
+
+    def _hold_non_premium(
+        self, registry: Registry, cols: tuple[npt.NDArray[Any], ...], only_held: bool
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """Hold the non-premium readings of ``cols`` (of regions already holding some, with
+        ``only_held``) behind their home region's; returns the rest."""
+        rows = registry.lookup(cols[0])
         known = rows >= 0
         home = registry.home_region[np.maximum(rows, 0)].astype(np.intp)
-        holding = np.isin(home, np.fromiter(self._held, dtype=np.intp))
-        later = known & (registry.tier[np.maximum(rows, 0)] > 0) & holding
+        later = known & (registry.tier[np.maximum(rows, 0)] > 0)
+        if only_held:
+            later &= np.isin(home, np.fromiter(self._held, dtype=np.intp))
         if later.any():
-            self._add((ids[later], ts[later], values[later], offered_ts[later]), home[later])
+            self._add(tuple(c[later] for c in cols), home[later])
             self.deferred += int(later.sum())
         now = ~later
-        return ids[now], ts[now], values[now], offered_ts[now]
+        return tuple(c[now] for c in cols)
 
     def _add(
         self,
