@@ -11,14 +11,11 @@ import threading
 import time
 from dataclasses import replace
 
-from ingest.backlog_gate import admission_gate
 from ingest.mqtt_bridge import DEFAULT_FILTERS, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
-from ingest.placement import make_placer
 from ingest.producer import Producer
-from ingest.regional_publisher import RegionalPublisher
 from iotsched.argtypes import non_negative_int
-from runtime.runtime import redis_runtime
+from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.connection import connect
@@ -69,32 +66,18 @@ def run(args: argparse.Namespace) -> int:
         tls_insecure=args.tls_insecure or None,
     )
     celery_app = broker_app(settings.effective_broker_url, keys)
-    # The bridge's Runtime: its stores on the deployment's Redis, its sends through the broker.
-    client = connect(settings.redis_url)
-    rt = redis_runtime(settings, celery_app, client=client)
-    store = rt.stores.state
-    registry = rt.registry
+    wiring = wire_producer(settings, celery_app, connect(settings.redis_url))
+    store = wiring.runtime.stores.state
+    registry = wiring.runtime.registry
     registry.get()  # fail now, with the one-line reason, when no registry is stored
-    placer = make_placer(
-        client,
-        keys,
-        settings.topology,
-        broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
-    )
-    publisher = RegionalPublisher.from_urls(
-        celery_app, settings.region_broker_urls, ledger=rt.stores.inflight
-    )
-    # Admission control is on by default, as in `iotsched produce`: what a region cannot
-    # drain within its wait budget is held unacknowledged and offered again.
-    gate = admission_gate(settings, client, keys)
     producer = Producer(
         registry.get,
-        publisher,
+        wiring.publisher,
         store,
         limits=Limits(metrics=settings.metrics),
         producer_id=f"mqtt-{args.client_id}-{int(time.time())}",
-        placer=placer,
-        backlog_gate=gate,
+        placer=wiring.placer,
+        backlog_gate=wiring.backlog_gate,
     )
     options = BridgeOptions(
         group=args.group,
@@ -110,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = bridge.run()
     finally:
-        placer.close()
-        publisher.close()
+        wiring.close()
     print(
         f"messages {stats.messages:,}, accepted {stats.accepted:,}, "
         f"rejected {stats.rejected:,}, acked {stats.acked:,}",

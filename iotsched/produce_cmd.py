@@ -17,20 +17,16 @@ import sys
 import time
 
 from bench.loadrun import drive, offer_singles, stderr_progress
-from ingest.backlog_gate import admission_gate
 from ingest.memory_gate import MemoryGate
 from ingest.outbox import SpoolOutbox
-from ingest.placement import make_placer
 from ingest.producer import OUTBOX_MAX_READINGS, Producer
-from ingest.regional_publisher import RegionalPublisher
 from ingest.synthetic import SyntheticStream
 from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
-from runtime.runtime import redis_runtime
+from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.connection import connect
-from stores.keys import Keys
 from tasks.app import app
 
 
@@ -68,7 +64,6 @@ CONNECT_TIMEOUT_S = 2.0
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    keys = Keys(settings.key_prefix)
     client = connect(
         settings.redis_url,
         socket_timeout=SOCKET_TIMEOUT_S,
@@ -79,34 +74,20 @@ def run(args: argparse.Namespace) -> int:
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
     }
-    # The producer's Runtime: its stores on this client, its sends through ``app``.
-    rt = redis_runtime(settings, app, client=client)
-    store = rt.stores.state
-    registry = rt.registry
-    # Home region unless it is partitioned or overloaded; never outside residency.
-    placer = make_placer(
-        client,
-        keys,
-        settings.topology,
-        broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
-    )
-    publisher = RegionalPublisher.from_urls(
-        app, settings.region_broker_urls, ledger=rt.stores.inflight
-    )
-    # Admission control is on by default: standard readings a region cannot drain within
-    # the wait budget are held here and offered again (premium always flows).
-    gate = admission_gate(settings, client, keys)
+    wiring = wire_producer(settings, app, client)
+    store = wiring.runtime.stores.state
+    registry = wiring.runtime.registry
     outbox = SpoolOutbox(args.outbox_dir)
     if len(outbox):
         print(f"outbox: {outbox.held_readings:,} readings from an earlier run to replay")
     producer = Producer(
         registry.get,
-        publisher,
+        wiring.publisher,
         store,
         limits=Limits(metrics=settings.metrics),
         producer_id=f"produce-{int(time.time())}",
-        placer=placer,
-        backlog_gate=gate,
+        placer=wiring.placer,
+        backlog_gate=wiring.backlog_gate,
         outbox=outbox,
         outbox_max_readings=args.outbox_max_readings,
         pause_gate=MemoryGate(client),
@@ -142,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
             return code or 3
         return code
     finally:
-        placer.close()
-        publisher.close()
+        wiring.close()
         outbox.close()
 
 

@@ -1,0 +1,49 @@
+"""What a producer command (``produce``, ``mqtt-bridge``) ingests through, built one way.
+
+The process's Runtime on ``client``, placement (home region unless it is partitioned
+or overloaded, never outside residency), the per-region publisher on the Runtime's
+in-flight ledger, and admission control, on by default: non-premium readings a region
+cannot drain within its wait budget are handed back (premium always flows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+
+from ingest.backlog_gate import QueueBacklogGate, admission_gate
+from ingest.placement import RegionalPlacer, make_placer
+from ingest.regional_publisher import RegionalPublisher
+from runtime.runtime import Runtime, redis_runtime
+from scheduler.settings import Settings
+from stores.connection import RedisClient, connect
+from stores.keys import Keys
+
+
+@dataclass
+class ProducerWiring:
+    runtime: Runtime
+    placer: RegionalPlacer
+    publisher: RegionalPublisher
+    backlog_gate: QueueBacklogGate
+
+    def close(self) -> None:
+        self.placer.close()
+        self.publisher.close()
+
+
+def wire_producer(settings: Settings, app: Celery, client: RedisClient) -> ProducerWiring:
+    """The Runtime, placer, publisher and admission gate of a producer sending via ``app``."""
+    keys = Keys(settings.key_prefix)
+    rt = redis_runtime(settings, app, client=client)
+    placer = make_placer(
+        client,
+        keys,
+        settings.topology,
+        broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
+    )
+    publisher = RegionalPublisher.from_urls(
+        app, settings.region_broker_urls, ledger=rt.stores.inflight
+    )
+    return ProducerWiring(rt, placer, publisher, admission_gate(settings, client, keys))
