@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.mqtt_client import BrokerConfig
+from ingest.mqtt_client import BrokerConfig, encode_vbi
 
 #: Readings a publisher sends ahead of the broker's acknowledgements, at most (as every
 #: device's client keeps a few publishes in flight): at full speed the fleet waits for
@@ -44,15 +44,6 @@ class PublishPlan:
     client_id: str
 
 
-def _vbi(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _utf8(text: str) -> bytes:
     raw = text.encode()
     return struct.pack("!H", len(raw)) + raw
@@ -66,13 +57,13 @@ def connect_packet(client_id: str, username: str | None, password: str | None) -
         body += _utf8(username)
     if password:
         body += _utf8(password)
-    return b"\x10" + _vbi(len(body)) + body
+    return b"\x10" + encode_vbi(len(body)) + body
 
 
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
     """PUBLISH at QoS 1 with no properties."""
     body = _utf8(topic) + struct.pack("!H", packet_id) + b"\x00" + payload
-    return b"\x32" + _vbi(len(body)) + body
+    return b"\x32" + encode_vbi(len(body)) + body
 
 
 class AckCounter(threading.Thread):

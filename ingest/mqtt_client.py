@@ -169,11 +169,11 @@ def _content_type(props: bytes) -> str | None:
     if props[0] == 0x03 and len(props) == 3 + ((props[1] << 8) | props[2]):
         return props[3:].decode("utf-8", "replace")  # the usual case: it is the only one
     parsed = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    parsed.unpack(_vbi(len(props)) + props)  # type: ignore[no-untyped-call]
+    parsed.unpack(encode_vbi(len(props)) + props)  # type: ignore[no-untyped-call]
     return getattr(parsed, "ContentType", None)
 
 
-def _vbi(n: int) -> bytes:
+def encode_vbi(n: int) -> bytes:
     """MQTT's variable byte integer."""
     out = bytearray()
     while True:
