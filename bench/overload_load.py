@@ -14,7 +14,7 @@ import numpy.typing as npt
 from bench.redis_run import RedisRun
 from bench.sending import bench_publisher, send_batches
 from ingest.producer import Producer
-from scheduler.latency import percentile_ms
+from scheduler.latency import counts_since, percentile_ms
 from scheduler.model import Batch, queue_name
 from scheduler.registry import Registry
 from stores.protocols import processed_readings
@@ -152,16 +152,12 @@ def calibrate(
     return (d2 - d1) / max(t2 - t1, 1e-9)
 
 
-def histogram_delta(after: dict[int, int], before: dict[int, int]) -> dict[int, int]:
-    return {b: c - before.get(b, 0) for b, c in after.items() if c - before.get(b, 0) > 0}
-
-
 def tier_latency(
     store: RedisStateStore, tiers: list[str], before: dict[str, Any]
 ) -> dict[str, Any]:
     out = {}
     for tier in tiers:
-        h = histogram_delta(store.latency_histogram("ingest", tier), before.get(tier, {}))
+        h = counts_since(store.latency_histogram("ingest", tier), before.get(tier, {}))
         out[tier] = {
             "p50": round_ms(percentile_ms(h, 50)),
             "p99": round_ms(percentile_ms(h, 99)),

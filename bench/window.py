@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from ingest.producer import Publisher
 from ingest.synthetic import SyntheticStream
-from scheduler.latency import bucket_counts, percentile_ms
+from scheduler.latency import bucket_counts, counts_since, percentile_ms
 from scheduler.model import SCREEN_PREMIUM_KIND, Batch, WorkClass, queue_name
 from simulation.loads import pattern_by_name
 from stores.detector_store import detection_histogram
@@ -115,7 +115,9 @@ class WindowWatch:
         if self.pace.window_s is None:
             return None
         self._thread.join(timeout_s)
-        delta = {k: _minus(self._after.get(k, {}), self._before.get(k, {})) for k in self._after}
+        delta = {
+            k: counts_since(self._after.get(k, {}), self._before.get(k, {})) for k in self._after
+        }
         figures = {k: _figures(h) for k, h in delta.items()}
         out: dict[str, Any] = {
             "window_s": list(self.pace.window_s),
@@ -253,10 +255,6 @@ def _figures(h: Mapping[int, int]) -> dict[str, Any]:
         "p99": _ms(percentile_ms(h, 99)),
         "count": sum(h.values()),
     }
-
-
-def _minus(after: Mapping[int, int], before: Mapping[int, int]) -> dict[int, int]:
-    return {b: c - before.get(b, 0) for b, c in after.items() if c > before.get(b, 0)}
 
 
 def _ms(x: float | None) -> float | None:

@@ -55,3 +55,8 @@ def merge_counts(*hists: Mapping[int, int]) -> dict[int, int]:
         for b, c in h.items():
             out[b] = out.get(b, 0) + c
     return out
+
+
+def counts_since(after: Mapping[int, int], before: Mapping[int, int]) -> dict[int, int]:
+    """What a cumulative histogram recorded between two reads of it (``before``, then ``after``)."""
+    return {b: c - before.get(b, 0) for b, c in after.items() if c > before.get(b, 0)}

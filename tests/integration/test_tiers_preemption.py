@@ -18,7 +18,7 @@ import redis
 from scheduler import defaults
 from scheduler.capacity import CapacityBudget
 from scheduler.codec import encode_batch
-from scheduler.latency import percentile_ms
+from scheduler.latency import counts_since, percentile_ms
 from scheduler.model import Batch, queue_name
 from stores.keys import Keys
 from stores.preemption_signal import RedisPreemptionSignal
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.integration
 REGION = "eu-west"
 BUDGET = CapacityBudget(total_slots=3, premium_guarantee_slots=1, standard_min_slots=1)
 LONG_READINGS = 150_000  # about half a second of work per batch on this machine
+#: Tests run beside other work on a 2-core CI machine: timings there stretch several-fold.
+CI_SLACK = 4.0
 
 
 class Region:
@@ -153,6 +155,7 @@ def test_layout_follows_the_ledger(region: Region) -> None:
 def test_premium_stays_fast_while_standard_backs_up(region: Region) -> None:
     # Given a standard backlog of several seconds of work
     before = region.store.latency_histogram("ingest", "premium")
+    standard_before = region.store.latency_histogram("ingest", "standard")
     for _ in range(100):
         region.publish("standard", 20_000, "std")
     # When premium batches arrive at a normal rate meanwhile
@@ -162,13 +165,18 @@ def test_premium_stays_fast_while_standard_backs_up(region: Region) -> None:
         time.sleep(0.05)
         backlog_during_premium.append(region.depth("standard"))
     region.wait_drained()
-    # Then premium latency stays well inside its bound while standard still waited in line
-    after = region.store.latency_histogram("ingest", "premium")
-    delta = {b: c - before.get(b, 0) for b, c in after.items() if c > before.get(b, 0)}
-    p99 = percentile_ms(delta, 99)
-    assert sum(delta.values()) == 30 * 200
-    assert p99 is not None and p99 < 500.0, delta
+    # Then premium went past the standard backlog on its own slot: its slowest batch waited a
+    # small fraction of a typical standard reading's wait, and within its bound up to the
+    # slack a loaded 2-core CI needs (the figure itself comes from the benches)
+    premium = counts_since(region.store.latency_histogram("ingest", "premium"), before)
+    standard = counts_since(region.store.latency_histogram("ingest", "standard"), standard_before)
+    assert sum(premium.values()) == 30 * 200
     assert min(backlog_during_premium[:15]) > 0
+    premium_p99 = percentile_ms(premium, 99)
+    standard_p50 = percentile_ms(standard, 50)
+    assert premium_p99 is not None and standard_p50 is not None
+    assert premium_p99 < standard_p50 / 4, (premium_p99, standard_p50)
+    assert premium_p99 < CI_SLACK * defaults.PREMIUM_LATENCY_BOUND_MS, (premium_p99, standard_p50)
 
 
 def test_anomaly_at_full_load_starts_within_a_second(region: Region) -> None:
@@ -187,7 +195,7 @@ def test_anomaly_at_full_load_starts_within_a_second(region: Region) -> None:
     region.wait_drained()
     # Then each started within the 1 s bound
     after = region.signal.anomaly_start_histogram(REGION)
-    delta = {b: c - before.get(b, 0) for b, c in after.items() if c > before.get(b, 0)}
+    delta = counts_since(after, before)
     p99 = percentile_ms(delta, 99)
     assert p99 is not None and p99 < 1_000.0, delta
 
