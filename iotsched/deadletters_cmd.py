@@ -1,10 +1,8 @@
 """``iotsched deadletters``: list, show, replay and purge rejected readings.
 
-Replay re-offers letters through ingest, as if a device had sent them again
-(for example after registering the device an ``unknown_device`` letter names).
-What fails again is dead-lettered again with its new reason; the original
-entries are removed only after every re-offered reading is published or
-re-lettered, so a crash in between duplicates at worst, never loses.
+Replay (``ingest.letter_replay``) re-offers letters through ingest, as if their
+devices had sent them again, on the same wiring as ``iotsched produce`` but without
+admission control: a replay is an operator's deliberate, bounded re-offer.
 """
 
 from __future__ import annotations
@@ -14,22 +12,17 @@ import base64
 import json
 import sys
 import time
-from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-import msgpack
-
 from iotsched.argtypes import iso_time, key_prefix_option, positive_int
-from scheduler.codec import decode_batch
-from scheduler.errors import InvalidBatch, IotschedError
+from scheduler.errors import IotschedError
 from scheduler.settings import Settings
 from stores.connection import RedisClient, connect
 from stores.dead_letter_stream import DeadLetterStream, StoredLetter
 from stores.keys import Keys
-
-_REPLAY_PAGE = 500
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,126 +133,39 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batch_columns(stored: StoredLetter) -> Any:
-    """The readings of a letter a task wrote (a msgpack batch), or None if it holds none."""
-    if stored.letter.readings <= 0:
-        return None  # a screening copy: its readings were processed on the routine path
-    try:
-        return decode_batch(msgpack.unpackb(stored.letter.payload, raw=False))
-    except (InvalidBatch, ValueError, TypeError, msgpack.UnpackException):
-        return None
-
-
 def run_replay(args: argparse.Namespace) -> int:
-    settings, keys, client, stream = _stream(args)
-    end = stream.last_id()
-    done = {"letters": 0, "readings": 0, "accepted": 0, "dead_lettered_again": 0}
-    again: Counter[str] = Counter()
-    kept: Counter[str] = Counter()
-    if end is not None:
-        state_url = args.redis_url or settings.redis_url
-        producer, close = _replay_producer(settings, keys, client, state_url)
-        try:
-            letters = stream.scan(args.reason, until_id=end)
-            while page := list(islice(letters, _REPLAY_PAGE)):
-                replayed = _replay_page(producer, page, again, kept, done)
-                producer.flush()
-                # Only now, with every re-offered reading published or re-lettered.
-                stream.take_out_replayed(replayed)
-        finally:
-            close()
-    summary = {**done, "again_by_reason": dict(again), "kept_not_replayable": dict(kept)}
-    if args.json:
-        print(json.dumps(summary))
-        return 0
-    print(
-        f"replayed {done['letters']:,} letters ({done['readings']:,} readings):"
-        f" {done['accepted']:,} accepted, {done['dead_lettered_again']:,} dead-lettered again"
-        + (f" ({', '.join(f'{r} {n:,}' for r, n in sorted(again.items()))})" if again else "")
-    )
-    if kept:
-        print(
-            "kept (cannot be re-offered): "
-            + ", ".join(f"{s} {n:,}" for s, n in sorted(kept.items()))
-        )
-    return 0
-
-
-def _replay_page(
-    producer: Any,
-    page: list[StoredLetter],
-    again: Counter[str],
-    kept: Counter[str],
-    done: dict[str, int],
-) -> list[StoredLetter]:
-    replayed: list[StoredLetter] = []
-    singles = [s for s in page if s.letter.source == "ingest"]
-    if singles:
-        result = producer.ingest([s.letter.payload for s in singles])
-        _tally(result, again, done)
-        replayed += singles
-    for stored in page:
-        if stored.letter.source == "ingest":
-            continue
-        batch = _batch_columns(stored)
-        if batch is None:
-            kept[f"{stored.letter.source}/{stored.letter.reason}"] += 1
-            continue
-        _tally(producer.ingest_columns(batch.device_id, batch.ts, batch.values), again, done)
-        replayed.append(stored)
-    done["letters"] += len(replayed)
-    done["readings"] += sum(s.letter.readings for s in replayed)
-    return replayed
-
-
-def _tally(result: Any, again: Counter[str], done: dict[str, int]) -> None:
-    done["accepted"] += result.accepted
-    done["dead_lettered_again"] += result.rejected
-    again.update(result.reasons)
-
-
-def _replay_producer(
-    settings: Settings, keys: Keys, client: RedisClient, state_url: str
-) -> tuple[Any, Any]:
-    """A producer like ``iotsched produce`` builds, without the backlog cap: a replay is an
-    operator's deliberate, bounded re-offer, and a pushed-back reading would have nowhere to go."""
-    from ingest.placement import make_placer
-    from ingest.producer import Producer
-    from ingest.regional_publisher import RegionalPublisher
-    from scheduler.validation import Limits
-    from stores.inflight import InflightLedger
-    from stores.redis_state import RedisStateStore
-    from stores.registry_cache import RegistryCache
+    # Imported here: they build the producer's wiring, which list/show/purge never need.
+    from ingest.letter_replay import ReplaySummary, replay_letters
+    from iotsched.producer_wiring import wire_producer
     from tasks.app import broker_app
 
-    store = RedisStateStore(client, keys)
-    registry = RegistryCache(store)
-    placer = make_placer(
-        client,
-        keys,
-        settings.topology,
-        broker_clients={r: connect(u) for r, u in settings.region_broker_urls.items()},
+    settings, keys, client, stream = _stream(args)
+    summary = ReplaySummary()
+    if stream.last_id() is not None:
+        settings = replace(
+            settings, redis_url=args.redis_url or settings.redis_url, key_prefix=keys.prefix
+        )
+        app = broker_app(settings.effective_broker_url, keys)
+        wiring = wire_producer(settings, app, client)
+        try:
+            producer = wiring.producer(f"replay-{int(time.time())}", admission=False)
+            summary = replay_letters(producer, stream, args.reason)
+        finally:
+            wiring.close()
+            app.close()
+    if args.json:
+        print(json.dumps(summary.as_dict()))
+        return 0
+    again = summary.again_by_reason
+    print(
+        f"replayed {summary.letters:,} letters ({summary.readings:,} readings):"
+        f" {summary.accepted:,} accepted, {summary.dead_lettered_again:,} dead-lettered again"
+        + (f" ({', '.join(f'{r} {n:,}' for r, n in sorted(again.items()))})" if again else "")
     )
-    # The broker is the state Redis unless IOTSCHED_BROKER_URL names another.
-    app = broker_app(settings.broker_url or state_url, keys)
-    publisher = RegionalPublisher.from_urls(
-        app, settings.region_broker_urls, ledger=InflightLedger(client, keys)
-    )
-    producer = Producer(
-        registry.get,
-        publisher,
-        store,
-        limits=Limits(metrics=settings.metrics),
-        producer_id=f"replay-{int(time.time())}",
-        placer=placer,
-    )
-
-    def close() -> None:
-        placer.close()
-        publisher.close()
-        app.close()
-
-    return producer, close
+    if summary.kept_not_replayable:
+        kept = sorted(summary.kept_not_replayable.items())
+        print("kept (cannot be re-offered): " + ", ".join(f"{s} {n:,}" for s, n in kept))
+    return 0
 
 
 def run_purge(args: argparse.Namespace) -> int:

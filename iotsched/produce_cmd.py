@@ -25,7 +25,6 @@ from ingest.unconfirmed import UnconfirmedWindow, redis_run_id
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
 from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
-from scheduler.validation import Limits
 from stores.connection import connect
 from tasks.app import app
 
@@ -75,19 +74,12 @@ def run(args: argparse.Namespace) -> int:
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
     }
     wiring = wire_producer(settings, app, client)
-    store = wiring.runtime.stores.state
     registry = wiring.runtime.registry
     outbox = SpoolOutbox(args.outbox_dir)
     if len(outbox):
         print(f"outbox: {outbox.held_readings:,} readings from an earlier run to replay")
-    producer = Producer(
-        registry.get,
-        wiring.publisher,
-        store,
-        limits=Limits(metrics=settings.metrics),
-        producer_id=f"produce-{int(time.time())}",
-        placer=wiring.placer,
-        backlog_gate=wiring.backlog_gate,
+    producer = wiring.producer(
+        f"produce-{int(time.time())}",
         outbox=outbox,
         outbox_max_readings=args.outbox_max_readings,
         pause_gate=MemoryGate(client),

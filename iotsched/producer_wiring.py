@@ -9,14 +9,17 @@ cannot drain within its wait budget are handed back (premium always flows).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 
 from ingest.backlog_gate import QueueBacklogGate, admission_gate
 from ingest.placement import RegionalPlacer, make_placer
+from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
 from runtime.runtime import Runtime, redis_runtime
 from scheduler.settings import Settings
+from scheduler.validation import Limits
 from stores.connection import RedisClient, connect
 from stores.keys import Keys
 
@@ -27,6 +30,23 @@ class ProducerWiring:
     placer: RegionalPlacer
     publisher: RegionalPublisher
     backlog_gate: QueueBacklogGate
+
+    def producer(self, producer_id: str, *, admission: bool = True, **options: Any) -> Producer:
+        """A producer ingesting through this wiring (``options``: the rest of ``Producer``'s).
+
+        ``admission=False`` leaves admission control off, for a deliberate, bounded
+        re-offer such as a dead-letter replay: a reading handed back there would have
+        nowhere to go."""
+        return Producer(
+            self.runtime.registry.get,
+            self.publisher,
+            self.runtime.stores.state,
+            limits=Limits(metrics=self.runtime.settings.metrics),
+            producer_id=producer_id,
+            placer=self.placer,
+            backlog_gate=self.backlog_gate if admission else None,
+            **options,
+        )
 
     def close(self) -> None:
         self.placer.close()
