@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ from bench.overload_load import (
 )
 from bench.redis_run import RedisRun
 from bench.sending import bench_publisher, send_batches, send_probe
-from bench.worker_launch import wait_workers_ready
 from ingest.producer import Producer
 from scheduler.batching import BatchingConfig
 from scheduler.capacity import CapacityBudget
@@ -133,7 +131,6 @@ def _rig(
         t: TierFeed(registry, topo.region_code(region), topo.tier_code(t), cfg.seed + i)
         for i, t in enumerate(("premium", "standard"))
     }
-    _wait_ready(run_, cluster.node_count)
     standard = BatchFeed(run_, feeds["standard"], region, cfg.batch_readings, cfg.screening)
     return OverloadRig(run_, cluster, region, budget, producer, feeds, standard)
 
@@ -255,8 +252,3 @@ def measure_preemption(
         "probes": sum(hist.values()),
         "long_batch_readings": batch_n,
     }
-
-
-def _wait_ready(run_: RedisRun, nodes: int, timeout_s: float = 60.0) -> None:
-    if not wait_workers_ready(run_.app, nodes, timeout_s):
-        print("overload-bench: workers did not answer within 60 s", file=sys.stderr)

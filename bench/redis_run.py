@@ -74,8 +74,8 @@ class RedisRun:
         return self
 
     def wait_workers_ready(self, timeout_s: float = 60.0) -> None:
-        """Wait until every region's worker answers a ping, so start-up is not measured."""
-        if not wait_workers_ready(self.app, len(self.settings.regions), timeout_s):
+        """Wait until every worker started answers a ping, so start-up is not measured."""
+        if not wait_workers_ready(self.app, self.cluster.node_count, timeout_s):
             print(f"workers did not all answer within {timeout_s:.0f} s", file=sys.stderr)
 
     @property

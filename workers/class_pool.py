@@ -37,7 +37,3 @@ class ClassPool(LocalCluster):
                 self.procs[name] = subprocess.Popen(
                     argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=sys.stderr
                 )
-
-    @property
-    def node_count(self) -> int:
-        return sum(len(w) for w in self.layout.values())

@@ -49,6 +49,11 @@ class LocalCluster:
                 argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=sys.stderr
             )
 
+    @property
+    def node_count(self) -> int:
+        """Workers started (each a Celery node answering pings)."""
+        return len(self.procs)
+
     def kill(self, name: str) -> None:
         """SIGKILL a worker and its pool children, as a crash would."""
         proc = self.procs.pop(name)
