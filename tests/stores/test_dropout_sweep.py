@@ -172,3 +172,62 @@ def test_a_device_silent_while_its_tier_keeps_flowing_is_alerted(
     assert swept.alerts == 1
     assert np.frombuffer(emitted[0]["device_id"], "<u8").tolist() == [int(standard[1])]
     assert np.frombuffer(emitted[0]["ts"], "<f8")[0] == pytest.approx(NOW - 200, rel=0, abs=1e-6)
+
+
+def reported(emitted: list[dict[str, Any]]) -> tuple[list[int], list[tuple[str, int]]]:
+    """(devices alerted alone, (group, devices) of each folded silence) over payloads."""
+    alone = [d for p in emitted for d in np.frombuffer(p["device_id"], "<u8").tolist()]
+    events = [(e["group"], e["devices"]) for p in emitted for e in p.get("silences", [])]
+    return alone, events
+
+
+def test_a_region_whose_ingest_stopped_is_one_event_and_its_return_raises_no_alert(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    # Given every device of the region last heard 60 s ago, and nothing screened from the
+    # region since (an outage: every stream stopped, not one tier's backlog)
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    screened_up_to(client, region, "standard", NOW - 60)
+    emitted: list[dict[str, Any]] = []
+    # When the region is swept during the outage
+    swept = sweep(RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW)
+    # Then one region-wide silence event counts every device, and none is alerted alone
+    assert reported(emitted) == ([], [("*", mine.size)])
+    assert (swept.alerts, swept.silence_events, swept.folded) == (0, 1, mine.size)
+    # When the devices come back and their readings are screened
+    back = Batch(
+        "back", region, "standard", ("value",), mine.astype(np.uint64),
+        np.full(mine.size, NOW + 5), np.full((mine.size, 1), 20.0), np.full(mine.size, NOW + 5),
+    )  # fmt: skip
+    screened: list[dict[str, Any]] = []
+    screen_batch(back, RedisDetectorStore(client, KEYS), screened.append, clock=lambda: NOW + 5)
+    # Then screening raises no dropout for a silence the sweep already folded
+    assert screened == []
+
+
+def test_one_gateway_silent_while_the_region_reports_is_one_event_for_its_group(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    groups = registry.group[registry.lookup(mine)]
+    down, lone_group = int(groups[0]), int(groups[groups != groups[0]][0])
+    lone = mine[groups == lone_group][:1]
+    # Given the region reporting (screened up to now), except one group's devices, silent
+    # for 100 s (its gateway is down), and one device of another group, silent as long
+    last = np.where(groups == down, NOW - 100, NOW - 5)
+    last[mine == lone[0]] = NOW - 100
+    warm_up(client, mine, last)
+    screened_up_to(client, region, "premium", NOW)
+    screened_up_to(client, region, "standard", NOW)
+    emitted: list[dict[str, Any]] = []
+    # When the region is swept
+    sweep(RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW)
+    # Then the gateway's group is one event with its device count, and the lone device
+    # among reporting peers is alerted on its own
+    assert reported(emitted) == ([int(lone[0])], [(str(down), int((groups == down).sum()))])
