@@ -267,13 +267,20 @@ class Correlator:
         self, kind: str, region: str, n_alerts: int, silent_now: bool
     ) -> tuple[str, str] | None:
         """The storm incident these alerts fold into, or None for ordinary grouping."""
+        key = self._open_region_storm(kind, region)
+        if key is not None:
+            return key
+        if kind != SILENCE_KIND or n_alerts < self.config.storm_devices:
+            return None
+        return (f"*{INGEST_GAP if silent_now else 'mass_reconnect'}", region)
+
+    def _open_region_storm(self, kind: str, region: str) -> tuple[str, str] | None:
+        """The key of ``region``'s open region-wide storm of ``kind``, if there is one."""
         for key, inc in self._open.items():
             region_wide = inc.storm is not None and inc.group == WHOLE_REGION
             if region_wide and key[1] == region and kind in inc.kinds:
                 return key
-        if kind != SILENCE_KIND or n_alerts < self.config.storm_devices:
-            return None
-        return (f"*{INGEST_GAP if silent_now else 'mass_reconnect'}", region)
+        return None
 
     def _merge_silences(self, now_ts: float, silent_now: bool) -> None:
         """Fold a region's not-yet-notified silence incidents into its storm (module doc)."""
@@ -303,7 +310,7 @@ class Correlator:
         """One folded silence: into the region's open storm, else its own "ingest_gap"."""
         if silence.devices <= 0:
             return
-        key = self._storm_key(SILENCE_KIND, silence.region, 0, True)
+        key = self._open_region_storm(SILENCE_KIND, silence.region)
         if key is None:
             key = (storm_key_group(INGEST_GAP, silence.group), silence.region)
         inc = self._open.get(key)

@@ -16,6 +16,9 @@ reported) and
 - every other newly silent device is alerted on its own: a device silent among peers
   that report is a true dropout.
 
+Silences older than ``together_s`` are not counted as quiet: a device that died hours
+ago is no part of an outage that starts now.
+
 Quiet is a lower bar than the dropout limit (``DetectorConfig.dropout_factor``) so that
 peers whose limits run out a little later still count as gone: an outage is recognised
 from its first devices to cross their limit, not from a minority of them alerted one
@@ -67,6 +70,10 @@ class FoldConfig:
     #: A device is quiet after this many of its usual intervals without a reading (the
     #: dropout limit is ``DetectorConfig.dropout_factor`` of them, 5 by default).
     quiet_factor: float = 2.0
+    #: ...and until it has been silent this long (seconds): devices that died hours ago
+    #: (kept until compaction, ``defaults.SILENT_DEVICE_S``) are no part of an event now,
+    #: and must not make a group's fresh dropouts look like an outage.
+    together_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ def quiet_devices(
     states: F64,
     now_ts: float | F64,
     config: DetectorConfig,
-    quiet_factor: float = FoldConfig.quiet_factor,
+    fold: FoldConfig | None = None,
 ) -> Quiet:
     """Which devices (state rows) are quiet at ``now_ts``; read before the sweep marks them.
 
@@ -99,9 +106,11 @@ def quiet_devices(
     gap_s = np.min(np.where(usable, np.exp(cells[:, :, _GAP_LOG]), np.inf), axis=1, initial=np.inf)
     judged = np.isfinite(gap_s) & np.isfinite(last_ts)
     reported = np.any(heard & (cells[:, :, _MARK_TS] == cells[:, :, _LAST_TS]), axis=1)
-    limit = np.maximum(quiet_factor * gap_s, config.dropout_min_s)
+    cfg = fold or FoldConfig()
+    limit = np.maximum(cfg.quiet_factor * gap_s, config.dropout_min_s)
     with np.errstate(invalid="ignore"):
-        quiet = judged & ((np.asarray(now_ts) - last_ts > limit) | reported)
+        silence = np.asarray(now_ts) - last_ts
+        quiet = judged & ((silence > limit) | reported) & (silence <= cfg.together_s)
     return Quiet(judged=judged, quiet=quiet, last_ts=last_ts)
 
 

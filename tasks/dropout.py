@@ -145,6 +145,7 @@ def _sweep_page(
     group: np.ndarray,
     now_ts: np.ndarray,
     config: DetectorConfig,
+    fold: FoldConfig | None,
     swept: _Swept,
 ) -> None:
     """Adds to ``swept`` who on this page was examined (quiet or not) and who is newly
@@ -159,7 +160,7 @@ def _sweep_page(
         seen = [page.blobs[i] for i in rows]
         states = unpack_states(list(seen), int(size) // STATE_BYTES)
         # Who is quiet is read before the marks: a device marked now is quiet as well.
-        quiet = quiet_devices(states, now_ts[rows], config)
+        quiet = quiet_devices(states, now_ts[rows], config, fold)
         swept.examined_group.append(group[rows[quiet.judged]])
         swept.examined_quiet.append(quiet.quiet[quiet.judged])
         hit = find_dropouts(states, now_ts[rows], config)
@@ -205,7 +206,7 @@ def sweep(
             frontier, registry.topology.tiers, registry.tier[known], now_ts, max_lag_s
         )
         group = registry.group[known].astype(np.int64)
-        _sweep_page(page, store, home, group, clock, cfg, swept)
+        _sweep_page(page, store, home, group, clock, cfg, fold, swept)
         result.states += int(home.sum())
         if page.wrapped:
             result.passes_finished += 1

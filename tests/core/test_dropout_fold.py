@@ -125,3 +125,17 @@ def test_a_device_still_warming_up_is_not_judged() -> None:
     # Then it is neither quiet nor part of any share
     quiet = quiet_devices(states, NOW, DetectorConfig())
     assert quiet.judged.tolist() == [False] and quiet.quiet.tolist() == [False]
+
+
+def test_devices_that_died_long_ago_do_not_make_a_fresh_dropout_look_like_an_outage() -> None:
+    # Given devices reporting every 10 s: two thirds silent for 2 h (reported then), one
+    # silent for 100 s, the rest reporting
+    last = np.array([NOW - 7200.0] * 20 + [NOW - 100.0] + [NOW - 5.0] * 9)
+    states = warm_states(last)
+    config = DetectorConfig()
+    # Each long silence was reported back then (the sweep marked it)
+    find_dropouts(states, np.where(last < NOW - 3600, last + 60.0, last), config)
+    # When the quiet ones are read with a one-hour window
+    quiet = quiet_devices(states, NOW, config, FoldConfig(together_s=3600.0))
+    # Then only the fresh silence is quiet: the old ones are no part of an event now
+    assert np.flatnonzero(quiet.quiet).tolist() == [20]
