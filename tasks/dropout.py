@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,13 @@ from scheduler.detection import (
     pack_states,
     unpack_states,
 )
-from scheduler.dropout_fold import REGION_WIDE, FoldConfig, fold_silences, quiet_devices
+from scheduler.dropout_fold import (
+    REGION_WIDE,
+    FoldConfig,
+    SilenceEvent,
+    fold_silences,
+    quiet_devices,
+)
 from scheduler.registry import Registry
 from scheduler.silence_clock import DEFAULT_MAX_LAG_S, sweep_now_ts
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
@@ -85,22 +92,21 @@ class _Swept:
 
 
 def silence_entries(
-    device_ids: np.ndarray, last_ts: np.ndarray, group: np.ndarray, events: list[np.ndarray]
+    device_ids: np.ndarray, last_ts: np.ndarray, events: Sequence[SilenceEvent]
 ) -> list[dict[str, Any]]:
-    """The ``silences`` column of an alerts payload: one entry per folded event.
-
-    ``group`` is each event's group code (``REGION_WIDE`` for the region); its members
-    index ``device_ids`` and ``last_ts``."""
+    """The ``silences`` column of an alerts payload: one entry per folded event, whose
+    members index ``device_ids`` and ``last_ts``."""
     entries = []
-    for g, members in zip(group.tolist(), events, strict=True):
-        ts = last_ts[members]
+    for event in events:
+        ts = last_ts[event.members]
+        sample = device_ids[event.members[:SILENCE_SAMPLE]]
         entries.append(
             {
-                "group": WHOLE_REGION if g == REGION_WIDE else str(g),
-                "devices": int(members.size),
+                "group": WHOLE_REGION if event.group == REGION_WIDE else str(event.group),
+                "devices": int(event.members.size),
                 "first_ts": float(ts.min()),
                 "last_ts": float(ts.max()),
-                "sample": [int(d) for d in device_ids[members[:SILENCE_SAMPLE]].tolist()],
+                "sample": [int(d) for d in sample.tolist()],
             }
         )
     return entries
@@ -116,8 +122,8 @@ def dropout_alerts(
     """An alerts payload (screening's wire format) for silent devices; event time = last heard.
 
     ``silences`` (``silence_entries``) ride along as one entry per folded event. Its batch
-    id is derived from the devices, silences and events, so the anomaly task folds a
-    redelivered copy once.
+    id is derived from the devices, their last-heard times and the events, so the anomaly
+    task folds a redelivered copy once.
     """
     ids = np.ascontiguousarray(device_ids, dtype="<u8")
     ts = np.ascontiguousarray(last_ts, dtype="<f8")
@@ -230,9 +236,7 @@ def _emit(
         np.concatenate(swept.group),
         fold,
     )
-    groups = np.array([e.group for e in folded.events], dtype=np.int64)
-    members = [e.members for e in folded.events]
-    silences = silence_entries(ids, last_ts, groups, members)
+    silences = silence_entries(ids, last_ts, folded.events)
     alone = folded.individual
     emit(dropout_alerts(region, ids[alone], last_ts[alone], time.time(), silences))
     result.alerts = int(alone.size)

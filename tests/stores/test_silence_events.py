@@ -10,6 +10,7 @@ import pytest
 from runtime_doubles import MakeRuntime, RecordingApp
 
 from alerts.stream_sink import MemorySink
+from scheduler.dropout_fold import REGION_WIDE, SilenceEvent
 from scheduler.registry import generate_registry
 from scheduler.wire import ACCELERATE_TASK
 from tasks.anomaly import handle_alerts, handle_tick
@@ -22,9 +23,7 @@ def folded_payload(devices: int, group: int) -> dict[str, Any]:
     """A sweep's payload: one lone device alerted, ``devices`` folded into one event."""
     ids = np.arange(100, 100 + devices + 1, dtype=np.uint64)
     last_ts = NOW - 60 + 0.001 * np.arange(ids.size)
-    events = silence_entries(
-        ids, last_ts, np.array([group], dtype=np.int64), [np.arange(1, ids.size)]
-    )
+    events = silence_entries(ids, last_ts, [SilenceEvent(group, np.arange(1, ids.size))])
     return dropout_alerts("eu-west", ids[:1], last_ts[:1], NOW, events)
 
 
@@ -65,7 +64,7 @@ def test_a_region_silence_with_no_device_alert_still_opens_its_incident(
     # Given a sweep payload holding no device alert, only a region-wide event of 500
     ids = np.arange(1, 501, dtype=np.uint64)
     events = silence_entries(
-        ids, np.full(ids.size, NOW - 30), np.array([-1]), [np.arange(ids.size)]
+        ids, np.full(ids.size, NOW - 30), [SilenceEvent(REGION_WIDE, np.arange(ids.size))]
     )
     # When it is folded and the group wait passes
     handle_alerts(rt, dropout_alerts("eu-west", ids[:0], np.zeros(0), NOW, events), NOW)
