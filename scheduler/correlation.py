@@ -18,12 +18,17 @@ per group. While a storm incident is open, later dropouts in its region fold int
 too, however small their batch. Dropouts that trickle in below the threshold wait in
 per-group incidents for their group wait like any alert; if, before any of those has
 been notified, the region's not-yet-notified silences reach ``storm_devices``, they
-merge into the storm instead of firing one by one. A sweep that folded a group's or a
-region's silence itself (``scheduler.dropout_fold``) hands it over as a ``Silence``, one
-event with its device count: a region-wide one joins the region's "ingest_gap" storm, a
-group's opens (or grows) an "ingest_gap" storm of that group alone. A value anomaly across many
-devices (a cascade) still folds per group, since which groups it hit is the finding;
-the work it causes is bounded by the anomaly work budget (``scheduler.work_budget``).
+merge into the storm instead of firing one by one.
+
+A sweep that folded a group's or a region's silence itself (``scheduler.dropout_fold``)
+hands it over as a ``Silence``, one event with its device count: a region-wide one
+opens (or grows) the region's "ingest_gap" storm, a group's an "ingest_gap" storm of
+that group alone, and either joins a region-wide storm already open. Neither keeps a
+device set, so neither is accelerated.
+
+A value anomaly across many devices (a cascade) still folds per group, since which
+groups it hit is the finding; the work it causes is bounded by the anomaly work budget
+(``scheduler.work_budget``).
 
 Timers run on the processing clock (``now_ts``, passed in); first/last seen are the
 alerts' event times. The state is plain dicts, lists and numbers (``to_state``) so an

@@ -4,9 +4,10 @@
 incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
 due, and books accelerated processing (``tasks.accelerate``) of every incident it
 opened or grew, except storm incidents: a fleet-wide silence or reconnect folds into one
-"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``) and its
-devices' routine data is not accelerated, so a storm never becomes per-device work
-above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
+"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``), a
+group's silence folded by the dropout sweep into one "ingest_gap" of the group, and
+their devices' routine data is not accelerated, so a storm never becomes per-device
+work above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
 the group wait of a new incident, growth updates, and resolution. One tick at a time
 is booked per region, for the earliest moment something falls due.
 """
