@@ -2,12 +2,15 @@
 
 The fleet reports at ``--rate-rps`` until every device's detector is warm, falls
 silent for ``--silence-s`` (a gateway or network outage, longer than any device's
-dropout limit), then comes back at ``--resume-rps`` (a fraction of capacity). Every
-returning device's first reading ends a silence, so screening raises a dropout alert
-per device; the storm must fold into a handful of incidents and premium must keep
-its bound throughout. Prints one JSON object: premium p99 over the whole run and
-over the resumption, incidents raised (and which were storms), device alerts, and
-accelerated readings (none should be spent on a storm).
+dropout limit), then comes back at ``--resume-rps`` (a fraction of capacity). Beat runs
+as in a deployment (the control worker), so the dropout sweep looks at the fleet while
+it is silent and folds the outage into one event per region before the devices come
+back; a device whose return screening sees before the sweep ends a silence with a
+dropout alert, folded downstream. The storm must fold into a handful of incidents and
+premium must keep its bound throughout. Prints one JSON object: premium p99 over the
+whole run and over the resumption, incidents raised (and which were storms), device
+alerts, what the sweep folded or alerted, and accelerated readings (none should be
+spent on a storm).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from alerts.stream_sink import read_alerts
 from bench.loadrun import DriveResult, Progress, drive, wait_drained
 from bench.redis_run import RedisRun
+from bench.worker_launch import start_control_worker
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import percentile_ms
 from stores.queue_depth import queue_depths
@@ -48,7 +52,12 @@ def run_storm(redis_url: str, cfg: StormConfig, progress: Progress | None = None
     """A reconnect flood on a fresh key prefix; the JSON object of ``iotsched storm-bench``."""
     prefix = f"iotsched-storm-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     with RedisRun(redis_url, prefix, cfg.devices, seed=cfg.seed) as run_:
-        return reconnect_flood(run_, cfg, progress)
+        control = start_control_worker(redis_url, prefix)
+        try:
+            return reconnect_flood(run_, cfg, progress)
+        finally:
+            control.terminate()
+            control.wait(15)
 
 
 def reconnect_flood(
@@ -105,6 +114,12 @@ def reconnect_flood(
             ),
             key=lambda i: str(i["region"]),
         ),
+        # The sweep: devices alerted one by one, silence events and the devices they hold.
+        "sweep": {
+            "device_alerts": counters.get("dropout_alerts", 0),
+            "silence_events": counters.get("dropout_silence_events", 0),
+            "folded_devices": counters.get("dropout_folded", 0),
+        },
         "accelerated_readings": counters.get("accelerated_readings", 0),
         "offered": offered,
         "processed": processed,

@@ -18,9 +18,17 @@ per group. While a storm incident is open, later dropouts in its region fold int
 too, however small their batch. Dropouts that trickle in below the threshold wait in
 per-group incidents for their group wait like any alert; if, before any of those has
 been notified, the region's not-yet-notified silences reach ``storm_devices``, they
-merge into the storm instead of firing one by one. A value anomaly across many
-devices (a cascade) still folds per group, since which groups it hit is the finding;
-the work it causes is bounded by the anomaly work budget (``scheduler.work_budget``).
+merge into the storm instead of firing one by one.
+
+A sweep that folded a group's or a region's silence itself (``scheduler.dropout_fold``)
+hands it over as a ``Silence``, one event with its device count: a region-wide one
+opens (or grows) the region's "ingest_gap" storm, a group's an "ingest_gap" storm of
+that group alone, and either joins a region-wide storm already open. Neither keeps a
+device set, so neither is accelerated.
+
+A value anomaly across many devices (a cascade) still folds per group, since which
+groups it hit is the finding; the work it causes is bounded by the anomaly work budget
+(``scheduler.work_budget``).
 
 Timers run on the processing clock (``now_ts``, passed in); first/last seen are the
 alerts' event times. The state is plain dicts, lists and numbers (``to_state``) so an
@@ -38,6 +46,8 @@ from typing import Any
 
 #: The alert kind of a device's silence (scheduler.detection's "dropout").
 SILENCE_KIND = "dropout"
+#: The storm of devices found silent (by a sweep), as opposed to "mass_reconnect".
+INGEST_GAP = "ingest_gap"
 
 
 class Severity(enum.IntEnum):
@@ -105,6 +115,26 @@ class Alert:
                 )
             },
         }
+
+
+#: The group of a silence that spans its whole region.
+WHOLE_REGION = "*"
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Devices that fell silent together, folded into one event before any device alert.
+
+    ``group`` is the group they share, or ``WHOLE_REGION``; first/last seen are the
+    earliest and latest of their last readings; ``sample`` a few of their ids.
+    """
+
+    region: str
+    group: str
+    devices: int
+    first_seen_ts: float
+    last_seen_ts: float
+    sample: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,12 +209,19 @@ class Correlator:
         self._open: dict[tuple[str, str], _Open] = {}
 
     def observe(
-        self, alerts: Iterable[Alert], now_ts: float, silent_now: bool = False
+        self,
+        alerts: Iterable[Alert],
+        now_ts: float,
+        silent_now: bool = False,
+        silences: Iterable[Silence] = (),
     ) -> list[IncidentUpdate]:
         """Fold ``alerts`` (one batch) in and return the notifications due at ``now_ts``.
 
         ``silent_now``: the batch comes from a sweep of devices that are silent now (its
-        dropout storm is an "ingest_gap"), not from readings that ended a silence."""
+        dropout storm is an "ingest_gap"), not from readings that ended a silence.
+        ``silences``: events the sweep folded already, each one incident's worth."""
+        for silence in silences:
+            self._fold_silence(silence, now_ts)
         by_kind: dict[tuple[str, str], list[Alert]] = {}
         for alert in alerts:
             by_kind.setdefault((alert.kind, alert.region), []).append(alert)
@@ -235,12 +272,20 @@ class Correlator:
         self, kind: str, region: str, n_alerts: int, silent_now: bool
     ) -> tuple[str, str] | None:
         """The storm incident these alerts fold into, or None for ordinary grouping."""
-        for key, inc in self._open.items():
-            if inc.storm is not None and key[1] == region and kind in inc.kinds:
-                return key
+        key = self._open_region_storm(kind, region)
+        if key is not None:
+            return key
         if kind != SILENCE_KIND or n_alerts < self.config.storm_devices:
             return None
-        return (f"*{'ingest_gap' if silent_now else 'mass_reconnect'}", region)
+        return (f"*{INGEST_GAP if silent_now else 'mass_reconnect'}", region)
+
+    def _open_region_storm(self, kind: str, region: str) -> tuple[str, str] | None:
+        """The key of ``region``'s open region-wide storm of ``kind``, if there is one."""
+        for key, inc in self._open.items():
+            region_wide = inc.storm is not None and inc.group == WHOLE_REGION
+            if region_wide and key[1] == region and kind in inc.kinds:
+                return key
+        return None
 
     def _merge_silences(self, now_ts: float, silent_now: bool) -> None:
         """Fold a region's not-yet-notified silence incidents into its storm (module doc)."""
@@ -266,28 +311,56 @@ class Correlator:
                 inc.alert_count += quiet.alert_count - len(alerts)
                 inc.last_seen_ts = max(inc.last_seen_ts, quiet.last_seen_ts)
 
+    def _fold_silence(self, silence: Silence, now_ts: float) -> None:
+        """One folded silence: into the region's open storm, else its own "ingest_gap"."""
+        if silence.devices <= 0:
+            return
+        key = self._open_region_storm(SILENCE_KIND, silence.region)
+        if key is None:
+            key = (storm_key_group(INGEST_GAP, silence.group), silence.region)
+        inc = self._open.get(key)
+        if inc is None:
+            inc = self._new_open(key, silence.group, silence.first_seen_ts, now_ts, INGEST_GAP)
+        room = self.config.sample_size - len(inc.sample)
+        if room > 0:
+            inc.sample.extend(silence.sample[:room])
+        inc.storm_devices += silence.devices
+        inc.kinds[SILENCE_KIND] = inc.kinds.get(SILENCE_KIND, 0) + silence.devices
+        inc.alert_count += silence.devices
+        inc.first_seen_ts = min(inc.first_seen_ts, silence.first_seen_ts)
+        inc.last_seen_ts = max(inc.last_seen_ts, silence.last_seen_ts)
+        inc.last_alert_ts = now_ts
+        inc.dirty = True
+
+    def _new_open(
+        self, key: tuple[str, str], group: str, first_ts: float, now_ts: float, storm: str | None
+    ) -> _Open:
+        """Open an incident under ``key`` and link it into its region's cascade."""
+        inc = _Open(
+            incident_id=incident_id(key[0], key[1], first_ts),
+            group=group,
+            region=key[1],
+            devices=set(),
+            sample=[],
+            first_seen_ts=first_ts,
+            last_seen_ts=first_ts,
+            opened_ts=now_ts,
+            last_alert_ts=now_ts,
+            alert_count=0,
+            kinds={},
+            storm=storm,
+        )
+        self._open[key] = inc
+        self._link_cascade(inc)
+        return inc
+
     def _fold_storm(
         self, key: tuple[str, str], kind: str, batch: list[Alert], now_ts: float
     ) -> _Open:
         inc = self._open.get(key)
         if inc is None:
             first = min(a.ts for a in batch)
-            inc = _Open(
-                incident_id=incident_id(key[0], key[1], first),
-                group="*",
-                region=key[1],
-                devices=set(),
-                sample=[],
-                first_seen_ts=first,
-                last_seen_ts=first,
-                opened_ts=now_ts,
-                last_alert_ts=now_ts,
-                alert_count=0,
-                kinds={},
-                storm=key[0][1:],
-            )
-            self._open[key] = inc
-            self._link_cascade(inc)
+            inc = self._new_open(key, WHOLE_REGION, first, now_ts, key[0][1:])
         room = self.config.sample_size - len(inc.sample)
         if room > 0:
             inc.sample.extend(a.device_id for a in batch[:room])
@@ -310,23 +383,7 @@ class Correlator:
     def _fold(self, key: tuple[str, str], batch: list[Alert], now_ts: float) -> None:
         inc = self._open.get(key)
         if inc is None:
-            group, region = key
-            first = batch[0].ts
-            inc = _Open(
-                incident_id=incident_id(group, region, first),
-                group=group,
-                region=region,
-                devices=set(),
-                sample=[],
-                first_seen_ts=first,
-                last_seen_ts=first,
-                opened_ts=now_ts,
-                last_alert_ts=now_ts,
-                alert_count=0,
-                kinds={},
-            )
-            self._open[key] = inc
-            self._link_cascade(inc)
+            inc = self._new_open(key, key[0], batch[0].ts, now_ts, None)
         for alert in batch:
             if alert.device_id not in inc.devices:
                 inc.devices.add(alert.device_id)
@@ -414,9 +471,14 @@ class Correlator:
             fields = dict(row)
             fields["devices"] = set(fields["devices"])
             inc = _Open(**fields)
-            group = inc.group if inc.storm is None else f"*{inc.storm}"
+            group = inc.group if inc.storm is None else storm_key_group(inc.storm, inc.group)
             correlator._open[(group, inc.region)] = inc
         return correlator
+
+
+def storm_key_group(storm: str, group: str) -> str:
+    """The key a storm incident is kept under: one per region, or one per group of it."""
+    return f"*{storm}" if group == WHOLE_REGION else f"*{storm}:{group}"
 
 
 def _by_devices(cfg: CorrelatorConfig, n_devices: int) -> int:

@@ -4,9 +4,10 @@
 incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
 due, and books accelerated processing (``tasks.accelerate``) of every incident it
 opened or grew, except storm incidents: a fleet-wide silence or reconnect folds into one
-"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``) and its
-devices' routine data is not accelerated, so a storm never becomes per-device work
-above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
+"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``), a
+group's silence folded by the dropout sweep into one "ingest_gap" of the group, and
+their devices' routine data is not accelerated, so a storm never becomes per-device
+work above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
 the group wait of a new incident, growth updates, and resolution. One tick at a time
 is booked per region, for the earliest moment something falls due.
 """
@@ -28,6 +29,7 @@ from scheduler.correlation import (
     CorrelatorConfig,
     Incident,
     IncidentUpdate,
+    Silence,
 )
 from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError
@@ -87,6 +89,24 @@ def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str
     return batch_id, region, alerts
 
 
+def decode_silences(payload: dict[str, Any]) -> list[Silence]:
+    """The silence events a dropout sweep folded (``tasks.dropout.silence_entries``)."""
+    try:
+        return [
+            Silence(
+                region=str(payload["region"]),
+                group=str(entry["group"]),
+                devices=int(entry["devices"]),
+                first_seen_ts=float(entry["first_ts"]),
+                last_seen_ts=float(entry["last_ts"]),
+                sample=tuple(int(d) for d in entry["sample"]),
+            )
+            for entry in payload.get("silences") or []
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidBatch(f"cannot decode silences: {exc}") from exc
+
+
 def next_due_ts(state: dict[str, Any], config: CorrelatorConfig) -> float | None:
     """The earliest moment a timer of an open incident falls due; None with none open."""
     due: list[float] = []
@@ -110,9 +130,15 @@ class Folded:
 
 
 def correlate(
-    rt: Runtime, region: str, batch_id: str | None, alerts: list[Alert], now_ts: float
+    rt: Runtime,
+    region: str,
+    batch_id: str | None,
+    alerts: list[Alert],
+    now_ts: float,
+    silences: list[Silence] | None = None,
 ) -> Folded | None:
-    """Fold alerts (or just run the timers) under the region's lock; None if folded before."""
+    """Fold alerts and silence events (or just run the timers) under the region's lock;
+    None if folded before."""
 
     def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], Folded]:
         config = rt.correlator
@@ -123,7 +149,9 @@ def correlate(
         # A sweep's alerts are devices silent now; a screened batch's ended a silence.
         silent_now = batch_id is not None and batch_id.startswith(DROPOUT_BATCH_PREFIX)
         updates = (
-            correlator.observe(alerts, now_ts, silent_now) if alerts else correlator.tick(now_ts)
+            correlator.observe(alerts, now_ts, silent_now, silences or ())
+            if alerts or silences
+            else correlator.tick(now_ts)
         )
         grown = [
             (i.incident_id, correlator.devices(i.incident_id))
@@ -191,11 +219,12 @@ def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float | None = N
     now_ts = rt.clock() if now_ts is None else now_ts
     try:
         batch_id, region, alerts = decode_alerts(payload, rt.registry.get())
+        silences = decode_silences(payload)
     except InvalidBatch as exc:
         dead_letter_copy(rt, payload, "invalid_alerts", str(exc), ANOMALY_TASK)
         settle_alerts(rt, payload)
         return 0
-    folded = correlate(rt, region, batch_id, alerts, now_ts)
+    folded = correlate(rt, region, batch_id, alerts, now_ts, silences)
     # Folded now or before (a redelivery): no reaper need send these alerts again.
     settle_alerts(rt, payload)
     if folded is None:

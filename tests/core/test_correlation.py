@@ -14,6 +14,7 @@ from scheduler.correlation import (
     CorrelatorConfig,
     IncidentUpdate,
     Severity,
+    Silence,
 )
 from scheduler.injection import AnomalySpec, inject, normal_traffic
 
@@ -241,3 +242,38 @@ def test_silences_trickling_in_below_the_threshold_merge_into_one_storm_before_f
     assert [(u.incident.storm, u.incident.device_count) for u in notices] == [
         ("mass_reconnect", 400)
     ]
+
+
+def test_a_region_silence_folded_by_the_sweep_is_one_ingest_gap_with_its_device_count() -> None:
+    corr = Correlator(CFG)
+    # Given a sweep that folded 40,000 silent devices of eu-west into one event, in two
+    # sweeps, and found 2 devices of us-east silent on their own
+    gap = Silence("eu-west", "*", 30_000, T0 - 12, T0 - 10, tuple(range(20)))
+    more = Silence("eu-west", "*", 10_000, T0 - 11, T0 - 9, tuple(range(20, 30)))
+    notices = corr.observe([], T0, silent_now=True, silences=[gap])
+    notices += corr.observe(dropouts(range(2), region="us-east"), T0 + 1, True, [more])
+    notices += corr.tick(T0 + 2)
+    by_region = {u.incident.region: u.incident for u in notices}
+    # Then eu-west has one ingest gap of 40,000 devices with no device set (nothing to
+    # accelerate), and us-east its own small incidents
+    gap_incident = by_region["eu-west"]
+    assert (gap_incident.storm, gap_incident.group) == ("ingest_gap", "*")
+    assert gap_incident.device_count == 40_000
+    assert (gap_incident.first_seen_ts, gap_incident.last_seen_ts) == (T0 - 12, T0 - 9)
+    assert len(gap_incident.sample_device_ids) == CFG.sample_size
+    assert corr.devices(gap_incident.incident_id) == frozenset()
+    assert by_region["us-east"].storm is None
+
+
+def test_a_group_silence_is_its_own_gap_and_survives_a_state_round_trip() -> None:
+    corr = Correlator(CFG)
+    # Given one gateway's group g7 folded silent while the region reports
+    corr.observe([], T0, True, [Silence("eu-west", "g7", 300, T0 - 5, T0 - 4, (1, 2))])
+    # When the state is stored and restored, and more of g7 is folded
+    corr = Correlator.from_state(msgpack.unpackb(msgpack.packb(corr.to_state())), CFG)
+    corr.observe([], T0 + 2, True, [Silence("eu-west", "g7", 20, T0 - 3, T0 - 3, (3,))])
+    # And a lone device of another group drops out
+    corr.observe(dropouts(range(1), groups=1), T0 + 2, silent_now=True)
+    # Then g7's gap holds 320 devices in one incident; the lone dropout stays apart
+    incidents = {(i.group, i.storm): i.device_count for i in corr.open_incidents()}
+    assert incidents == {("g7", "ingest_gap"): 320, ("g0", None): 1}

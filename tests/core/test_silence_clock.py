@@ -41,3 +41,21 @@ def test_a_frontier_ahead_of_the_wall_never_moves_the_clock_past_it() -> None:
     # Given device clocks a little ahead of this worker's (event time > wall)
     clock = sweep_now_ts({"standard": WALL + 2.0}, TIERS, np.array([1]), WALL)
     assert clock.tolist() == [WALL]
+
+
+def test_a_region_whose_every_stream_stopped_is_judged_by_the_wall_after_the_stall_bound() -> None:
+    # Given nothing screened from the region for 15 s, in any tier (its ingest stopped)
+    frontier = {"premium": WALL - 15.0, "standard": WALL - 16.0}
+    # When the clock is taken with a 10 s stall bound
+    clock = sweep_now_ts(frontier, TIERS, np.array([0, 1]), WALL, stall_s=10.0)
+    # Then every device's silence is measured up to the wall: the outage shows while it lasts
+    assert clock.tolist() == [WALL, WALL]
+
+
+def test_a_backlog_of_one_tier_while_another_flows_is_no_stall() -> None:
+    # Given premium screened up to the wall and standard 15 s behind (queued readings)
+    frontier = {"premium": WALL - 0.2, "standard": WALL - 15.0}
+    # When the clock is taken with the same 10 s stall bound
+    clock = sweep_now_ts(frontier, TIERS, np.array([0, 1]), WALL, stall_s=10.0)
+    # Then standard is still judged by its own frontier
+    assert clock.tolist() == [WALL - 0.2, WALL - 15.0]

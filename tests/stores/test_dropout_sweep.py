@@ -103,9 +103,11 @@ def test_the_sweep_walks_every_state_in_bounded_pages_across_sweeps(
     warm_up(client, mine, np.full(mine.size, NOW - 100))
     store = RedisDropoutStore(client, KEYS)
     alerted: list[int] = []
+    folded: list[int] = []
 
     def emit(p: dict[str, Any]) -> None:
         alerted.extend(np.frombuffer(p["device_id"], "<u8").tolist())
+        folded.extend(e["devices"] for e in p.get("silences", []))
 
     # When sweeps of at most one small page each run until a pass finishes
     sweeps = 0
@@ -114,9 +116,12 @@ def test_the_sweep_walks_every_state_in_bounded_pages_across_sweeps(
         result = sweep(store, registry, region, emit, NOW, page_size=10, max_pages=1)
         if result.passes_finished or sweeps > 1_000:
             break
-    # Then the pass took several sweeps (the cursor carried over) and alerted each device once
+    # Then the pass took several sweeps (the cursor carried over) and reported each device
+    # once: alone or counted in a silence event
     assert sweeps > 3
-    assert sorted(alerted) == sorted(mine.tolist())
+    assert len(set(alerted)) == len(alerted)
+    assert set(alerted) <= set(mine.tolist())
+    assert len(alerted) + sum(folded) == mine.size
 
 
 def screened_up_to(client: fakeredis.FakeRedis, region: str, tier: str, ts: float) -> None:
@@ -135,9 +140,11 @@ def test_devices_whose_readings_wait_in_a_backlog_are_not_silent(
     code = registry.topology.region_code(region)
     standard = registry.device_id[(registry.home_region == code) & (registry.tier == 1)][:3]
     # Given standard devices last screened 100 s before the wall clock, while their
-    # tier's screening is itself 100 s behind (readings queued, not devices silent)
+    # tier's screening is itself 100 s behind (readings queued, not devices silent) and
+    # premium's is not (the region's ingest goes on)
     warm_up(client, standard, np.full(standard.size, NOW - 100))
     screened_up_to(client, region, "standard", NOW - 100)
+    screened_up_to(client, region, "premium", NOW)
     emitted: list[dict[str, Any]] = []
     # When the region is swept with a lag bound longer than the backlog
     swept = sweep(
@@ -156,6 +163,7 @@ def test_a_device_silent_while_its_tier_keeps_flowing_is_alerted(
     # Given a backlog of 100 s, one device heard up to it and one silent 100 s before that
     warm_up(client, standard, np.array([NOW - 100, NOW - 200]))
     screened_up_to(client, region, "standard", NOW - 100)
+    screened_up_to(client, region, "premium", NOW)
     emitted: list[dict[str, Any]] = []
     swept = sweep(
         RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW, max_lag_s=300.0
@@ -164,3 +172,62 @@ def test_a_device_silent_while_its_tier_keeps_flowing_is_alerted(
     assert swept.alerts == 1
     assert np.frombuffer(emitted[0]["device_id"], "<u8").tolist() == [int(standard[1])]
     assert np.frombuffer(emitted[0]["ts"], "<f8")[0] == pytest.approx(NOW - 200, rel=0, abs=1e-6)
+
+
+def reported(emitted: list[dict[str, Any]]) -> tuple[list[int], list[tuple[str, int]]]:
+    """(devices alerted alone, (group, devices) of each folded silence) over payloads."""
+    alone = [d for p in emitted for d in np.frombuffer(p["device_id"], "<u8").tolist()]
+    events = [(e["group"], e["devices"]) for p in emitted for e in p.get("silences", [])]
+    return alone, events
+
+
+def test_a_region_whose_ingest_stopped_is_one_event_and_its_return_raises_no_alert(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    # Given every device of the region last heard 60 s ago, and nothing screened from the
+    # region since (an outage: every stream stopped, not one tier's backlog)
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    screened_up_to(client, region, "standard", NOW - 60)
+    emitted: list[dict[str, Any]] = []
+    # When the region is swept during the outage
+    swept = sweep(RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW)
+    # Then one region-wide silence event counts every device, and none is alerted alone
+    assert reported(emitted) == ([], [("*", mine.size)])
+    assert (swept.alerts, swept.silence_events, swept.folded) == (0, 1, mine.size)
+    # When the devices come back and their readings are screened
+    back = Batch(
+        "back", region, "standard", ("value",), mine.astype(np.uint64),
+        np.full(mine.size, NOW + 5), np.full((mine.size, 1), 20.0), np.full(mine.size, NOW + 5),
+    )  # fmt: skip
+    screened: list[dict[str, Any]] = []
+    screen_batch(back, RedisDetectorStore(client, KEYS), screened.append, clock=lambda: NOW + 5)
+    # Then screening raises no dropout for a silence the sweep already folded
+    assert screened == []
+
+
+def test_one_gateway_silent_while_the_region_reports_is_one_event_for_its_group(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    groups = registry.group[registry.lookup(mine)]
+    down, lone_group = int(groups[0]), int(groups[groups != groups[0]][0])
+    lone = mine[groups == lone_group][:1]
+    # Given the region reporting (screened up to now), except one group's devices, silent
+    # for 100 s (its gateway is down), and one device of another group, silent as long
+    last = np.where(groups == down, NOW - 100, NOW - 5)
+    last[mine == lone[0]] = NOW - 100
+    warm_up(client, mine, last)
+    screened_up_to(client, region, "premium", NOW)
+    screened_up_to(client, region, "standard", NOW)
+    emitted: list[dict[str, Any]] = []
+    # When the region is swept
+    sweep(RedisDropoutStore(client, KEYS), registry, region, emitted.append, NOW)
+    # Then the gateway's group is one event with its device count, and the lone device
+    # among reporting peers is alerted on its own
+    assert reported(emitted) == ([int(lone[0])], [(str(down), int((groups == down).sum()))])

@@ -1,0 +1,168 @@
+"""Which swept silences are one event, and which are a device's own: folded before alerting.
+
+A gateway, a site or a network link that goes down silences every device behind it at
+once. Alerted one by one, such an outage is thousands of dropout alerts for one fault,
+and each becomes work downstream. So the sweep (``tasks.dropout``) folds before it
+alerts: among the devices it examined in one region, it counts those *quiet* now
+(silent past ``quiet_factor`` x their usual interval, or silent since a silence already
+reported) and
+
+- when ``region_share`` of the region's examined devices are quiet (and at least
+  ``region_min_devices``), the region's stream has stopped: every newly silent device
+  of it folds into one region-wide event;
+- otherwise, per group (a gateway, a site): when ``group_share`` of the group's examined
+  devices are quiet (and at least ``group_min_devices``), its newly silent devices fold
+  into one event for that group;
+- every other newly silent device is alerted on its own: a device silent among peers
+  that report is a true dropout.
+
+Silences older than ``together_s`` are not counted as quiet: a device that died hours
+ago is no part of an outage that starts now.
+
+Quiet is a lower bar than the dropout limit (``DetectorConfig.dropout_factor``) so that
+peers whose limits run out a little later still count as gone: an outage is recognised
+from its first devices to cross their limit, not from a minority of them alerted one
+by one first. Devices still warming up (no usable interval yet) are not examined.
+
+Shares are taken over the devices examined in one sweep, not the group's whole
+population: a sweep reads part of a pass, and the part it reads is a sample of every
+group (SCAN order), so a group half silent shows half silent in any sweep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.detection import STATE_FIELDS, DetectorConfig
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+IDX = npt.NDArray[np.intp]
+BOOL = npt.NDArray[np.bool_]
+
+#: The group of a region-wide silence event.
+REGION_WIDE = -1
+
+_K = len(STATE_FIELDS)
+_COUNT = STATE_FIELDS.index("count")
+_LAST_TS = STATE_FIELDS.index("last_ts")
+_MARK_TS = STATE_FIELDS.index("dropout_mark_ts")
+_GAP_LOG = STATE_FIELDS.index("gap_log_s")
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    """When silent devices are one event rather than each its own (see module doc)."""
+
+    #: Share of a group's examined devices quiet together that makes the group's silence
+    #: one event. Half: a gateway outage silences all its devices, while independent
+    #: dropouts reaching half a group at once would already be a fault of the group.
+    group_share: float = 0.5
+    #: Fewest quiet devices of a group that fold: two silent devices of three are each
+    #: alerted, as a handful of dropouts is no storm.
+    group_min_devices: int = 10
+    #: Share of a region's examined devices quiet together: the region's ingest stopped.
+    region_share: float = 0.5
+    region_min_devices: int = 50
+    #: A device is quiet after this many of its usual intervals without a reading (the
+    #: dropout limit is ``DetectorConfig.dropout_factor`` of them, 5 by default).
+    quiet_factor: float = 2.0
+    #: ...and until it has been silent this long (seconds): devices that died hours ago
+    #: (kept until compaction, ``defaults.SILENT_DEVICE_S``) are no part of an event now,
+    #: and must not make a group's fresh dropouts look like an outage.
+    together_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Quiet:
+    """Per examined device (state row): whether it can be judged, and whether it is quiet."""
+
+    judged: BOOL
+    quiet: BOOL
+    #: Newest reading over all metrics (event time); -inf for a device never heard.
+    last_ts: F64
+
+
+def quiet_devices(
+    states: F64,
+    now_ts: float | F64,
+    config: DetectorConfig,
+    fold: FoldConfig | None = None,
+) -> Quiet:
+    """Which devices (state rows) are quiet at ``now_ts``; read before the sweep marks them.
+
+    A device is judged once its interval is known (``dropout_warmup_readings``), as
+    ``scheduler.detection.find_dropouts`` judges it; one whose silence was already reported
+    (its mark is its last reading) is quiet still, since nothing came since.
+    """
+    n_devices = states.shape[0]
+    cells = states.reshape(n_devices, -1, _K)
+    heard = cells[:, :, _COUNT] > 0
+    last_ts = np.max(np.where(heard, cells[:, :, _LAST_TS], -np.inf), axis=1, initial=-np.inf)
+    usable = cells[:, :, _COUNT] >= config.dropout_warmup_readings
+    gap_s = np.min(np.where(usable, np.exp(cells[:, :, _GAP_LOG]), np.inf), axis=1, initial=np.inf)
+    judged = np.isfinite(gap_s) & np.isfinite(last_ts)
+    reported = np.any(heard & (cells[:, :, _MARK_TS] == cells[:, :, _LAST_TS]), axis=1)
+    cfg = fold or FoldConfig()
+    limit = np.maximum(cfg.quiet_factor * gap_s, config.dropout_min_s)
+    with np.errstate(invalid="ignore"):
+        silence = np.asarray(now_ts) - last_ts
+        quiet = judged & ((silence > limit) | reported) & (silence <= cfg.together_s)
+    return Quiet(judged=judged, quiet=quiet, last_ts=last_ts)
+
+
+@dataclass(frozen=True)
+class SilenceEvent:
+    """Newly silent devices of one group (``REGION_WIDE``: the whole region) as one event."""
+
+    group: int
+    #: Indices into the newly silent devices given to ``fold_silences``.
+    members: IDX
+
+
+@dataclass(frozen=True)
+class FoldedSilences:
+    #: Indices of newly silent devices to alert one by one.
+    individual: IDX
+    events: tuple[SilenceEvent, ...]
+
+
+def fold_silences(
+    examined_group: I64,
+    examined_quiet: BOOL,
+    silent_group: I64,
+    config: FoldConfig | None = None,
+) -> FoldedSilences:
+    """Split the newly silent devices (their groups: ``silent_group``) into events and
+    individual dropouts, judged by how many of the examined devices (``examined_group``,
+    ``examined_quiet``, one entry per judged device of the region) are quiet together."""
+    cfg = config or FoldConfig()
+    silent_group = np.asarray(silent_group, dtype=np.int64)
+    everyone = np.arange(silent_group.size, dtype=np.intp)
+    n_quiet = int(np.count_nonzero(examined_quiet))
+    if silent_group.size and _together(
+        n_quiet, examined_group.size, cfg.region_share, cfg.region_min_devices
+    ):
+        return FoldedSilences(np.zeros(0, np.intp), (SilenceEvent(REGION_WIDE, everyone),))
+    groups, population = np.unique(np.asarray(examined_group, dtype=np.int64), return_counts=True)
+    quiet_per_group = np.zeros(groups.size, dtype=np.int64)
+    np.add.at(quiet_per_group, np.searchsorted(groups, examined_group[examined_quiet]), 1)
+    events: list[SilenceEvent] = []
+    folded = np.zeros(silent_group.size, dtype=np.bool_)
+    for g in np.unique(silent_group).tolist():
+        at = int(np.searchsorted(groups, g))
+        known = at < groups.size and groups[at] == g
+        quiet = int(quiet_per_group[at]) if known else 0
+        seen = int(population[at]) if known else 0
+        if _together(quiet, seen, cfg.group_share, cfg.group_min_devices):
+            members = everyone[silent_group == g]
+            folded[members] = True
+            events.append(SilenceEvent(int(g), members))
+    return FoldedSilences(everyone[~folded], tuple(events))
+
+
+def _together(quiet: int, examined: int, share: float, min_devices: int) -> bool:
+    return examined > 0 and quiet >= min_devices and quiet >= share * examined
