@@ -8,11 +8,16 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
   it buffered (``Producer.flush`` before each round of acks), so a bridge killed at any
   point loses nothing: the broker redelivers what was not acknowledged. Delivery is
   at least once: readings flushed just before a crash are delivered again.
-- readings ingest pushes back (``IngestResult.pushed_back_index``) stay with the bridge,
-  their messages unacknowledged, and are offered again once a region of theirs is open.
-  The session's Receive Maximum bounds how many unacknowledged messages the broker
-  sends: while held messages fill that window the broker sends nothing more, which is
-  the flow control.
+- readings ingest pushes back (``IngestResult.pushed_back_index``: non-premium readings
+  of a region past its backlog budget) are parked in Redis (``stores.parked_readings``,
+  one write per cycle) and their messages acknowledged once that write succeeded: the
+  session's receive window stays open, so premium messages never wait at the broker
+  behind held standard ones. Parked readings are offered again, oldest first, with the
+  time they were first offered (latency stays honest), once their region takes readings;
+  a bridge's claims on them are marked done only after what ingest took was published,
+  and a dead bridge's claims go back for any other bridge (at least once, never lost).
+  Without a parked-readings store, or while Redis cannot take the write, they stay with
+  the bridge, their messages unacknowledged, as flow control by the receive window.
 - messages waiting in the bridge are taken premium devices' first (``Inbox``).
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
@@ -34,10 +39,12 @@ import paho.mqtt.client as mqtt
 
 from ingest.mqtt_client import BrokerConfig, BufferedClient, Received, connect
 from ingest.mqtt_inbox import Inbox
+from ingest.mqtt_parking import Parking
 from ingest.mqtt_payload import Decoded, decode_messages
 from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
+from stores.parked_readings import ParkedReadingsStore
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +81,7 @@ class BridgeOptions:
 
 #: What an ingest call that took nothing pushed back: nothing.
 _NOTHING_BACK = IngestResult(0, 0, {})
+_NONE = np.empty(0, dtype=np.intp)
 
 
 @dataclass
@@ -85,6 +93,7 @@ class _Held:
     device_id: npt.NDArray[np.uint64]
     ts: npt.NDArray[np.float64]
     values: npt.NDArray[np.float64]
+    offered_ts: npt.NDArray[np.float64]
     others: list[Any]
     #: The region each held reading is bound for: offered again once one of them is open.
     regions: npt.NDArray[np.intp]
@@ -109,9 +118,12 @@ class MqttBridge:
         options: BridgeOptions | None = None,
         clock: Callable[[], float] = time.time,
         registry: Callable[[], Registry] | None = None,
+        parked: ParkedReadingsStore | None = None,
     ) -> None:
         """``registry``: the fleet's tiers, so premium devices' messages waiting in the
-        bridge are offered first (``Inbox``); without it, arrival order."""
+        bridge are offered first (``Inbox``); without it, arrival order. ``parked``: where
+        pushed-back readings wait, so their messages can be acknowledged (shared by every
+        bridge of the deployment); without it they wait in the bridge, unacknowledged."""
         self.producer = producer
         self.broker = broker
         self.options = options or BridgeOptions()
@@ -127,6 +139,12 @@ class MqttBridge:
         self._acked_ts = 0.0
         self._client: BufferedClient | None = None
         self.subscribed = threading.Event()
+        self.parking = (
+            None
+            if parked is None
+            else Parking(parked, self.options.client_id, producer.batcher.topology.regions)
+        )
+        self._parked_retry_ts = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,6 +162,8 @@ class MqttBridge:
             receive_maximum=opts.receive_maximum,
         )
         self._client = client
+        if self.parking is not None:
+            self.parking.start()
         client.on_received = self._on_received
         client.on_message = self._on_message
         client.on_connect = self._on_connect
@@ -174,6 +194,11 @@ class MqttBridge:
         # the cycle's time while premium readings wait behind it.
         if self._held and now >= self._held_retry_ts:
             self._offer_held(now)
+        if self.parking is not None and now >= self._parked_retry_ts:
+            self._parked_retry_ts = now + PUSHED_BACK_WAIT_S
+            res = self.parking.offer_again(self.producer, now)
+            self.stats.accepted += res.accepted
+            self.stats.rejected += res.rejected
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
         if self._to_ack and (due or len(self._to_ack) >= self.options.receive_maximum // 2):
@@ -212,6 +237,7 @@ class MqttBridge:
             [o for h in held for o in h.others],
             [],
             now,
+            np.concatenate([h.offered_ts for h in held]),
         )
 
     def _ingest(
@@ -225,11 +251,16 @@ class MqttBridge:
         others: list[Any],
         letters: list[DeadLetter],
         now: float,
+        offered: npt.NDArray[np.float64] | None = None,
     ) -> None:
         """Readings (rows, and others for the producer's per-reading checks) to ingest;
-        a message whose readings were all taken is acknowledged at the next round, one
-        with readings pushed back is held with just those."""
-        res = self.producer.ingest_columns(ids, tss, vals, now_ts=now, extra_letters=letters)
+        a message whose readings were all taken or parked is acknowledged at the next
+        round, one with readings held in the bridge is held with just those. ``offered``:
+        when each row was first offered, for rows offered again (None: offered now)."""
+        res = self.producer.ingest_columns(
+            ids, tss, vals, now_ts=now, extra_letters=letters, offered_ts=offered
+        )
+        first = np.full(ids.size, now) if offered is None else offered
         self.stats.accepted += res.accepted
         self.stats.rejected += res.rejected
         res_o = _NOTHING_BACK
@@ -238,7 +269,16 @@ class MqttBridge:
             self.stats.accepted += res_o.accepted
             self.stats.rejected += res_o.rejected
         back_rows, back_others = res.pushed_back_index, res_o.pushed_back_index
+        row_regions = res.pushed_back_region
         self.stats.pushed_back += int(back_rows.size + back_others.size)
+        if (
+            back_rows.size
+            and self.parking is not None
+            and self.parking.park(
+                ids[back_rows], tss[back_rows], vals[back_rows], first[back_rows], row_regions
+            )
+        ):
+            back_rows = row_regions = _NONE  # safe in the store: their messages can be acked
         if not back_rows.size and not back_others.size:
             self._to_ack.extend(m for m in messages if m[1] > 0)
             return
@@ -256,19 +296,20 @@ class MqttBridge:
             mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
             mine_others = others_of.get(i, [])
             rows = back_rows[mine]
-            regions = np.concatenate(
-                (res.pushed_back_region[mine], res_o.pushed_back_region[mine_others])
-            )
+            regions = np.concatenate((row_regions[mine], res_o.pushed_back_region[mine_others]))
             held_others = [others[back_others[k]] for k in mine_others]
             self._held.append(
-                _Held(mid, qos, ids[rows], tss[rows], vals[rows], held_others, regions)
+                _Held(mid, qos, ids[rows], tss[rows], vals[rows], first[rows], held_others, regions)
             )
         self._held_retry_ts = now + PUSHED_BACK_WAIT_S
 
     def _ack_all(self) -> None:
-        """Publish everything the producer buffered, then acknowledge what it covers."""
+        """Publish everything the producer buffered, then acknowledge what it covers:
+        MQTT messages, and parked batches ingest took."""
         self.producer.flush()
         self._acked_ts = self.clock()
+        if self.parking is not None:
+            self.parking.published()
         client = self._client
         if client is None:
             return

@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         client_id=args.client_id,
         session_expiry_s=args.session_expiry_s,
     )
-    bridge = MqttBridge(producer, broker, options, registry=registry.get)
+    bridge = MqttBridge(
+        producer, broker, options, registry=registry.get, parked=wiring.runtime.stores.parked
+    )
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     print(f"bridging {broker.host}:{broker.port} {options.filters} → {keys.prefix}", flush=True)
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         wiring.close()
     print(
         f"messages {stats.messages:,}, accepted {stats.accepted:,}, "
-        f"rejected {stats.rejected:,}, acked {stats.acked:,}",
+        f"rejected {stats.rejected:,}, acked {stats.acked:,}, "
+        f"parked {bridge.parking.parked if bridge.parking else 0:,}",
         file=sys.stderr,
     )
     return 0
