@@ -145,6 +145,9 @@ class MqttBridge:
             else Parking(parked, self.options.client_id, producer.batcher.topology.regions)
         )
         self._parked_retry_ts = 0.0
+        #: Packet id → arrival number of messages not yet acknowledged (for ack order).
+        self._arrival: dict[int, int] = {}
+        self._received = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -313,7 +316,12 @@ class MqttBridge:
         client = self._client
         if client is None:
             return
-        client.ack_qos1([mid for mid, qos in self._to_ack if qos == 1])
+        # In arrival order: the broker looks each acknowledged message up in its in-flight
+        # list from the oldest (Mosquitto 2.0 walks a linked list), so an ack for a newer
+        # message (premium, taken first) walks past every older one still unacknowledged.
+        arrival = self._arrival
+        mids = [mid for mid, qos in self._to_ack if qos == 1]
+        client.ack_qos1(sorted(mids, key=lambda mid: arrival.pop(mid, 0)))
         for mid, qos in self._to_ack:
             if qos == 2:
                 client.ack(mid, qos)
@@ -322,6 +330,9 @@ class MqttBridge:
 
     # Called on paho's network thread: hand over and wake the bridge loop.
     def _on_received(self, received: list[Received]) -> None:
+        first = self._received
+        self._received += len(received)
+        self._arrival.update({m[2]: first + k for k, m in enumerate(received)})
         self._inbox.put(received)
         # Wake the loop early for a burst; otherwise it looks every few ms on its own.
         # Once per burst: setting an Event costs more than taking the messages.
