@@ -63,6 +63,10 @@ CYCLE_BYTES = 512 * 1024
 WAKE_AT_MESSAGES = 256
 #: How often held readings' regions are looked at again (``Producer.closed``).
 PUSHED_BACK_WAIT_S = 0.05
+#: How often parked readings are offered again while the bridge is behind its broker:
+#: seldom enough that premium readings waiting in the inbox go first, often enough that
+#: standard readings keep reaching the workers.
+PARKED_BEHIND_WAIT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ class MqttBridge:
         self.clock = clock
         self.stats = BridgeStats()
         self._inbox = Inbox(registry)
+        self._registry = registry
         self._waiting = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -188,34 +193,65 @@ class MqttBridge:
         """One cycle: offer held and new messages to ingest, publish and ack when due."""
         now = self.clock()
         received = self._inbox.take(CYCLE_MESSAGES, CYCLE_BYTES)
+        # More waiting than one cycle takes: the bridge is behind its broker. Non-premium
+        # readings are parked unoffered (one write), so the cycle ends sooner and premium
+        # readings still in the inbox or at the broker are offered sooner; parked ones are
+        # offered when the bridge has caught up, oldest first.
+        behind = self._inbox.backlog > 0
         if received:
             self.stats.messages += len(received)
             decoded = decode_messages(received, self.producer.limits, now)
-            self._offer([(mid, qos) for _topic, _payload, mid, qos, _ct in received], decoded, now)
+            messages = [(mid, qos) for _topic, _payload, mid, qos, _ct in received]
+            self._offer(messages, decoded, now, defer=behind)
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
         if self._held and now >= self._held_retry_ts:
             self._offer_held(now)
         if self.parking is not None and now >= self._parked_retry_ts:
-            self._parked_retry_ts = now + PUSHED_BACK_WAIT_S
+            offered = self.parking.reoffered
             res = self.parking.offer_again(self.producer, now)
             self.stats.accepted += res.accepted
             self.stats.rejected += res.rejected
+            # Caught up and parked readings were there: look again at the next cycle; while
+            # behind, rarely: a re-offer is a cycle's worth of work premium would wait for.
+            more = not behind and self.parking.reoffered > offered
+            wait_s = PARKED_BEHIND_WAIT_S if behind else PUSHED_BACK_WAIT_S
+            self._parked_retry_ts = now + (0.0 if more else wait_s)
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
         if self._to_ack and (due or len(self._to_ack) >= self.options.receive_maximum // 2):
             self._ack_all()
 
-    def _offer(self, messages: list[tuple[int, int]], d: Decoded, now: float) -> None:
-        """Offer a run of messages' readings; ``d``'s owners index ``messages``."""
+    def _offer(
+        self, messages: list[tuple[int, int]], d: Decoded, now: float, defer: bool = False
+    ) -> None:
+        """Offer a run of messages' readings; ``d``'s owners index ``messages``. ``defer``:
+        park non-premium rows of known devices instead of offering them."""
         self.stats.readings_offered += d.readings
         ids = np.asarray(d.device_id, dtype=np.uint64)
         tss = np.asarray(d.ts, dtype=np.float64)
         vals = np.array(d.columns, dtype=np.float64).T.reshape(len(ids), len(d.columns))
+        owner = np.asarray(d.owner, dtype=np.intp)
+        if defer and self.parking is not None and self._registry is not None and ids.size:
+            reg = self._registry()
+            rows = reg.lookup(ids)
+            later = np.flatnonzero((rows >= 0) & (reg.tier[np.maximum(rows, 0)] > 0))
+            regions = reg.home_region[rows[later]].astype(np.intp)
+            first = np.full(later.size, now)
+            if later.size and self.parking.park(
+                ids[later], tss[later], vals[later], first, regions
+            ):
+                now_rows = np.ones(ids.size, dtype=bool)
+                now_rows[later] = False
+                ids, tss, vals, owner = (
+                    ids[now_rows],
+                    tss[now_rows],
+                    vals[now_rows],
+                    owner[now_rows],
+                )
         self._ingest(
-            messages, np.asarray(d.owner, dtype=np.intp), ids, tss, vals,
-            d.other_owner, d.others, d.letters, now,
+            messages, owner, ids, tss, vals, d.other_owner, d.others, d.letters, now
         )  # fmt: skip
 
     def _offer_held(self, now: float) -> None:
