@@ -217,7 +217,7 @@ def test_readings_pushed_back_are_parked_and_acknowledged_then_offered_when_regi
     parked = MemoryParkedReadings()
     premium = [int(d) for d in REG.device_id[REG.tier == 0][:20]]
     standard = [int(d) for d in REG.device_id[REG.tier > 0][:50]]
-    singles = [
+    singles: list[tuple[str, bytes, str | None]] = [
         (f"{topic_root}/devices/{d}/telemetry", json.dumps(reading(d)).encode(), None)
         for d in standard[:30] + premium[:10]
     ]
