@@ -99,8 +99,6 @@ def _start_bridge(
         "--redis-url", args.redis_url,
         "--prefix", prefix,
     ]  # fmt: skip
-    if os.environ.get("XPROF"):
-        cmd[1:3] = ["-m", "cProfile", "-o", f"{os.environ['XPROF']}.{i}", "-m", "iotsched.cli"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     deadline = time.time() + 60

@@ -82,6 +82,11 @@ def queued_values(client: redis.Redis, keys: Keys, take: bool = False) -> list[f
     return out
 
 
+def pushed_back(client: redis.Redis, keys: Keys) -> int:
+    """Readings ingest pushed back so far (the bridge parks each)."""
+    return int(client.hget(keys.counters, "pushed_back") or 0)
+
+
 def parked_batches(client: redis.Redis, keys: Keys) -> int:
     return sum(int(client.llen(keys.parked(r))) for r in Settings().regions)
 
@@ -127,12 +132,17 @@ def test_a_bridge_killed_mid_stream_loses_nothing(
     assert seen == {float(i) for i in range(1_800)}
 
 
-def publishing(publisher: mqtt.Client, root: str, ids: list[int]) -> Callable[[int, int], None]:
-    """Publishes readings whose values are ``first`` … ``last - 1``, one per message."""
+def publishing(
+    publisher: mqtt.Client, root: str, ids: list[int], pause_s: float = 0.0
+) -> Callable[[int, int], None]:
+    """Publishes readings whose values are ``first`` … ``last - 1``, one per message;
+    ``pause_s`` after every 50 (a stream that lasts, rather than one burst)."""
 
     def publish(first: int, last: int) -> None:
         infos = []
         for i in range(first, last):
+            if pause_s and i % 50 == 0:
+                time.sleep(pause_s)
             d = ids[i % len(ids)]
             body = f'{{"device_id": {d}, "ts": {time.time()}, "value": {i}}}'
             infos.append(publisher.publish(f"{root}/devices/{d}/telemetry", body, qos=1))
@@ -152,16 +162,16 @@ def test_a_bridge_killed_while_readings_are_parked_loses_nothing(
     RedisStateStore(client, keys).save_registry(registry)
     publisher = connect(BrokerConfig.from_url(mqtt_url), client_id="", max_inflight=0)
     publisher.loop_start()
-    publish = publishing(publisher, topic_root, [int(d) for d in registry.device_id])
+    publish = publishing(publisher, topic_root, [int(d) for d in registry.device_id], 0.1)
     # Given a bridge whose ingest pushes back non-premium readings as soon as anything
-    # waits in a region's queues, and "workers" taking the queues every 50 ms
+    # waits in a region's queues, and "workers" taking the queues every 0.5 s
     tight = {"IOTSCHED_BACKLOG_CAP_READINGS": "1"}
     bridge = start_bridge(mqtt_url, redis_server, key_prefix, topic_root, tight)
     seen: set[float] = set()
     draining = threading.Event()
 
     def drain() -> None:
-        while not draining.wait(0.05):
+        while not draining.wait(0.5):
             seen.update(queued_values(client, keys, take=True))
 
     drainer = threading.Thread(target=drain)
@@ -169,11 +179,14 @@ def test_a_bridge_killed_while_readings_are_parked_loses_nothing(
     feeder = threading.Thread(target=publish, args=(0, 1_500))
     feeder.start()
     try:
-        # When it is killed while readings it parked are still waiting
+        # When it is killed once it has parked readings, while they may still be waiting
         deadline = time.monotonic() + 20
-        while not (parked_batches(client, keys) and seen) and time.monotonic() < deadline:
+        while not (pushed_back(client, keys) and seen) and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert parked_batches(client, keys), "the bridge parked nothing"
+        assert pushed_back(client, keys), "ingest pushed nothing back: nothing was parked"
+        deadline = time.monotonic() + 2
+        while not parked_batches(client, keys) and time.monotonic() < deadline:
+            time.sleep(0.002)
         bridge.send_signal(signal.SIGKILL)
         bridge.wait(10)
         stop(bridge)
