@@ -150,6 +150,7 @@ class MqttBridge:
             else Parking(parked, self.options.client_id, producer.batcher.topology.regions)
         )
         self._parked_retry_ts = 0.0
+        self._behind = False
         #: Packet id → arrival number of messages not yet acknowledged (for ack order).
         self._arrival: dict[int, int] = {}
         self._received = 0
@@ -198,6 +199,9 @@ class MqttBridge:
         # readings still in the inbox or at the broker are offered sooner; parked ones are
         # offered when the bridge has caught up, oldest first.
         behind = self._inbox.backlog > 0
+        if behind and not self._behind:  # parked readings wait while premium goes first
+            self._parked_retry_ts = now + PARKED_BEHIND_WAIT_S
+        self._behind = behind
         if received:
             self.stats.messages += len(received)
             decoded = decode_messages(received, self.producer.limits, now)
