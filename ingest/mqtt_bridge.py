@@ -195,9 +195,9 @@ class MqttBridge:
         now = self.clock()
         received = self._inbox.take(CYCLE_MESSAGES, CYCLE_BYTES)
         # More waiting than one cycle takes: the bridge is behind its broker. Non-premium
-        # readings are parked unoffered (one write), so the cycle ends sooner and premium
-        # readings still in the inbox or at the broker are offered sooner; parked ones are
-        # offered when the bridge has caught up, oldest first.
+        # readings of gateway messages are parked unoffered (one write), so the cycle ends
+        # sooner and premium readings in gateway messages still waiting are offered sooner;
+        # parked ones are offered when the bridge has caught up, oldest first.
         behind = self._inbox.backlog > 0
         if behind and not self._behind:  # parked readings wait while premium goes first
             self._parked_retry_ts = now + PARKED_BEHIND_WAIT_S
@@ -206,7 +206,11 @@ class MqttBridge:
             self.stats.messages += len(received)
             decoded = decode_messages(received, self.producer.limits, now)
             messages = [(mid, qos) for _topic, _payload, mid, qos, _ct in received]
-            self._offer(messages, decoded, now, defer=behind)
+            # Only gateway messages' readings: a single reading's topic names its device,
+            # so the inbox already takes premium ones first and deferring the rest would
+            # only add the parking round trip to their way.
+            deferred = [behind and b"/gateways/" in m[0] for m in received]
+            self._offer(messages, decoded, now, defer=deferred if any(deferred) else None)
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
@@ -228,10 +232,14 @@ class MqttBridge:
             self._ack_all()
 
     def _offer(
-        self, messages: list[tuple[int, int]], d: Decoded, now: float, defer: bool = False
+        self,
+        messages: list[tuple[int, int]],
+        d: Decoded,
+        now: float,
+        defer: list[bool] | None = None,
     ) -> None:
         """Offer a run of messages' readings; ``d``'s owners index ``messages``. ``defer``:
-        park non-premium rows of known devices instead of offering them."""
+        per message, park its non-premium rows of known devices instead of offering them."""
         self.stats.readings_offered += d.readings
         ids = np.asarray(d.device_id, dtype=np.uint64)
         tss = np.asarray(d.ts, dtype=np.float64)
@@ -240,7 +248,8 @@ class MqttBridge:
         if defer and self.parking is not None and self._registry is not None and ids.size:
             reg = self._registry()
             rows = reg.lookup(ids)
-            later = np.flatnonzero((rows >= 0) & (reg.tier[np.maximum(rows, 0)] > 0))
+            mine = np.asarray(defer, dtype=bool)[owner]
+            later = np.flatnonzero(mine & (rows >= 0) & (reg.tier[np.maximum(rows, 0)] > 0))
             regions = reg.home_region[rows[later]].astype(np.intp)
             first = np.full(later.size, now)
             if later.size and self.parking.park(
