@@ -84,10 +84,10 @@ class Parking:
         """Offer the oldest parked batch of each region that takes readings now."""
         closed = producer.closed()
         open_regions = [r for i, r in enumerate(self.regions) if closed is None or not closed[i]]
-        if not open_regions:
-            return _NOTHING
         try:
-            self._renew()
+            self._renew()  # also while every region is closed: the lease covers claims held
+            if not open_regions:
+                return _NOTHING
             claimed = self.store.claim(self.consumer, open_regions, PARKED_PER_REGION)
         except OUTAGE_ERRORS as exc:
             logger.warning("parked readings cannot be read: %s", exc)
