@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import paho.mqtt.client as mqtt
 
+from ingest.mqtt_acks import Acks
 from ingest.mqtt_client import BrokerConfig, BufferedClient, Received, connect
 from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_parking import Parking
@@ -140,7 +141,7 @@ class MqttBridge:
         self._stop = threading.Event()
         self._held: list[_Held] = []
         self._held_retry_ts = 0.0
-        self._to_ack: list[tuple[int, int]] = []
+        self._acks = Acks()
         self._acked_ts = 0.0
         self._client: BufferedClient | None = None
         self.subscribed = threading.Event()
@@ -151,9 +152,6 @@ class MqttBridge:
         )
         self._parked_retry_ts = 0.0
         self._behind = False
-        #: Packet id → arrival number of messages not yet acknowledged (for ack order).
-        self._arrival: dict[int, int] = {}
-        self._received = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -228,7 +226,7 @@ class MqttBridge:
             self._parked_retry_ts = now + (0.0 if more else wait_s)
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
-        if self._to_ack and (due or len(self._to_ack) >= self.options.receive_maximum // 2):
+        if self._acks and (due or len(self._acks) >= self.options.receive_maximum // 2):
             self._ack_all()
 
     def _offer(
@@ -246,23 +244,9 @@ class MqttBridge:
         vals = np.array(d.columns, dtype=np.float64).T.reshape(len(ids), len(d.columns))
         owner = np.asarray(d.owner, dtype=np.intp)
         if defer and self.parking is not None and self._registry is not None and ids.size:
-            reg = self._registry()
-            rows = reg.lookup(ids)
-            mine = np.asarray(defer, dtype=bool)[owner]
-            later = np.flatnonzero(mine & (rows >= 0) & (reg.tier[np.maximum(rows, 0)] > 0))
-            regions = reg.home_region[rows[later]].astype(np.intp)
-            first = np.full(later.size, now)
-            if later.size and self.parking.park(
-                ids[later], tss[later], vals[later], first, regions
-            ):
-                now_rows = np.ones(ids.size, dtype=bool)
-                now_rows[later] = False
-                ids, tss, vals, owner = (
-                    ids[now_rows],
-                    tss[now_rows],
-                    vals[now_rows],
-                    owner[now_rows],
-                )
+            later = np.asarray(defer, dtype=bool)[owner]
+            keep = self.parking.park_later(self._registry(), ids, tss, vals, later, now)
+            ids, tss, vals, owner = ids[keep], tss[keep], vals[keep], owner[keep]
         self._ingest(
             messages, owner, ids, tss, vals, d.other_owner, d.others, d.letters, now
         )  # fmt: skip
@@ -332,7 +316,7 @@ class MqttBridge:
         ):
             back_rows = row_regions = _NONE  # safe in the store: their messages can be acked
         if not back_rows.size and not back_others.size:
-            self._to_ack.extend(m for m in messages if m[1] > 0)
+            self._acks.add(messages)
             return
         rows_of: dict[int, list[int]] = {}  # message → its pushed-back rows (positions)
         for k, i in enumerate(owner[back_rows].tolist()):
@@ -342,8 +326,7 @@ class MqttBridge:
             others_of.setdefault(other_owner[j], []).append(k)
         for i, (mid, qos) in enumerate(messages):
             if i not in rows_of and i not in others_of:
-                if qos > 0:
-                    self._to_ack.append((mid, qos))
+                self._acks.add([(mid, qos)])
                 continue
             mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
             mine_others = others_of.get(i, [])
@@ -365,23 +348,11 @@ class MqttBridge:
         client = self._client
         if client is None:
             return
-        # In arrival order: the broker looks each acknowledged message up in its in-flight
-        # list from the oldest (Mosquitto 2.0 walks a linked list), so an ack for a newer
-        # message (premium, taken first) walks past every older one still unacknowledged.
-        arrival = self._arrival
-        mids = [mid for mid, qos in self._to_ack if qos == 1]
-        client.ack_qos1(sorted(mids, key=lambda mid: arrival.pop(mid, 0)))
-        for mid, qos in self._to_ack:
-            if qos == 2:
-                client.ack(mid, qos)
-        self.stats.acked += len(self._to_ack)
-        self._to_ack = []
+        self.stats.acked += self._acks.send(client)
 
     # Called on paho's network thread: hand over and wake the bridge loop.
     def _on_received(self, received: list[Received]) -> None:
-        first = self._received
-        self._received += len(received)
-        self._arrival.update({m[2]: first + k for k, m in enumerate(received)})
+        self._acks.arrived(received)
         self._inbox.put(received)
         # Wake the loop early for a burst; otherwise it looks every few ms on its own.
         # Once per burst: setting an Event costs more than taking the messages.

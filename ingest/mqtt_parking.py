@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ingest.producer import OUTAGE_ERRORS, IngestResult, Producer
+from scheduler.registry import Registry
 from stores.parked_readings import ParkedBatch, ParkedReadingsStore
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,27 @@ class Parking:
             return False
         self.parked += int(ids.size)
         return True
+
+    def park_later(
+        self,
+        registry: Registry,
+        ids: npt.NDArray[np.uint64],
+        tss: npt.NDArray[np.float64],
+        vals: npt.NDArray[np.float64],
+        later: npt.NDArray[np.bool_],
+        now: float,
+    ) -> npt.NDArray[np.bool_]:
+        """Park the non-premium readings of known devices among those marked ``later``
+        (under their home region) without offering them; which rows are left to offer."""
+        rows = registry.lookup(ids)
+        park = later & (rows >= 0) & (registry.tier[np.maximum(rows, 0)] > 0)
+        keep = ~park
+        if park.any():
+            regions = registry.home_region[rows[park]].astype(np.intp)
+            first = np.full(int(park.sum()), now)
+            if not self.park(ids[park], tss[park], vals[park], first, regions):
+                keep[:] = True  # not parked: offered as they are
+        return keep
 
     def offer_again(self, producer: Producer, now: float) -> IngestResult:
         """Offer the oldest parked batch of each region that takes readings now."""
