@@ -210,14 +210,21 @@ class MemoryParkedReadings:
 
     def done(self, consumer: str, batches: Sequence[ParkedBatch]) -> None:
         for b in batches:
-            self._claimed[b.region, consumer].remove(b.entry)
+            self._unclaimed(b, consumer)
+
+    def _unclaimed(self, b: ParkedBatch, consumer: str) -> None:
+        """Drop a claim; one already gone (rescued after a lapsed lease) is no error,
+        as LREM finds nothing in Redis."""
+        claims = self._claimed[b.region, consumer]
+        if b.entry in claims:
+            claims.remove(b.entry)
 
     def unclaim(self, consumer: str, batches: Sequence[ParkedBatch]) -> None:
         for b in reversed(batches):
             self._parked[b.region].appendleft(b.entry or b.encode())
         for b in batches:
             if b.entry:
-                self._claimed[b.region, consumer].remove(b.entry)
+                self._unclaimed(b, consumer)
 
     def waiting(self, regions: Sequence[str]) -> dict[str, int]:
         return {r: len(self._parked[r]) for r in regions}
