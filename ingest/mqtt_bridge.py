@@ -8,11 +8,16 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
   it buffered (``Producer.flush`` before each round of acks), so a bridge killed at any
   point loses nothing: the broker redelivers what was not acknowledged. Delivery is
   at least once: readings flushed just before a crash are delivered again.
-- readings ingest pushes back (``IngestResult.pushed_back_index``) stay with the bridge,
-  their messages unacknowledged, and are offered again once a region of theirs is open.
-  The session's Receive Maximum bounds how many unacknowledged messages the broker
-  sends: while held messages fill that window the broker sends nothing more, which is
-  the flow control.
+- readings ingest pushes back (``IngestResult.pushed_back_index``: non-premium readings
+  of a region past its backlog budget) are parked in Redis (``stores.parked_readings``,
+  one write per cycle) and their messages acknowledged once that write succeeded: the
+  session's receive window stays open, so premium messages never wait at the broker
+  behind held standard ones. Parked readings are offered again, oldest first, with the
+  time they were first offered (latency stays honest), once their region takes readings;
+  a bridge's claims on them are marked done only after what ingest took was published,
+  and a dead bridge's claims go back for any other bridge (at least once, never lost).
+  Without a parked-readings store, or while Redis cannot take the write, they stay with
+  the bridge, their messages unacknowledged, as flow control by the receive window.
 - messages waiting in the bridge are taken premium devices' first (``Inbox``).
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
@@ -32,12 +37,15 @@ import numpy as np
 import numpy.typing as npt
 import paho.mqtt.client as mqtt
 
+from ingest.mqtt_acks import Acks
 from ingest.mqtt_client import BrokerConfig, BufferedClient, Received, connect
 from ingest.mqtt_inbox import Inbox
+from ingest.mqtt_parking import Parking
 from ingest.mqtt_payload import Decoded, decode_messages
 from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
+from stores.parked_readings import ParkedReadingsStore
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,10 @@ CYCLE_BYTES = 512 * 1024
 WAKE_AT_MESSAGES = 256
 #: How often held readings' regions are looked at again (``Producer.closed``).
 PUSHED_BACK_WAIT_S = 0.05
+#: How often parked readings are offered again while the bridge is behind its broker:
+#: seldom enough that premium readings waiting in the inbox go first, often enough that
+#: standard readings keep reaching the workers.
+PARKED_BEHIND_WAIT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class BridgeOptions:
 
 #: What an ingest call that took nothing pushed back: nothing.
 _NOTHING_BACK = IngestResult(0, 0, {})
+_NONE = np.empty(0, dtype=np.intp)
 
 
 @dataclass
@@ -85,6 +98,7 @@ class _Held:
     device_id: npt.NDArray[np.uint64]
     ts: npt.NDArray[np.float64]
     values: npt.NDArray[np.float64]
+    offered_ts: npt.NDArray[np.float64]
     others: list[Any]
     #: The region each held reading is bound for: offered again once one of them is open.
     regions: npt.NDArray[np.intp]
@@ -109,24 +123,35 @@ class MqttBridge:
         options: BridgeOptions | None = None,
         clock: Callable[[], float] = time.time,
         registry: Callable[[], Registry] | None = None,
+        parked: ParkedReadingsStore | None = None,
     ) -> None:
         """``registry``: the fleet's tiers, so premium devices' messages waiting in the
-        bridge are offered first (``Inbox``); without it, arrival order."""
+        bridge are offered first (``Inbox``); without it, arrival order. ``parked``: where
+        pushed-back readings wait, so their messages can be acknowledged (shared by every
+        bridge of the deployment); without it they wait in the bridge, unacknowledged."""
         self.producer = producer
         self.broker = broker
         self.options = options or BridgeOptions()
         self.clock = clock
         self.stats = BridgeStats()
         self._inbox = Inbox(registry)
+        self._registry = registry
         self._waiting = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._held: list[_Held] = []
         self._held_retry_ts = 0.0
-        self._to_ack: list[tuple[int, int]] = []
+        self._acks = Acks()
         self._acked_ts = 0.0
         self._client: BufferedClient | None = None
         self.subscribed = threading.Event()
+        self.parking = (
+            None
+            if parked is None
+            else Parking(parked, self.options.client_id, producer.batcher.topology.regions)
+        )
+        self._parked_retry_ts = 0.0
+        self._behind = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -144,6 +169,8 @@ class MqttBridge:
             receive_maximum=opts.receive_maximum,
         )
         self._client = client
+        if self.parking is not None:
+            self.parking.start()
         client.on_received = self._on_received
         client.on_message = self._on_message
         client.on_connect = self._on_connect
@@ -165,29 +192,63 @@ class MqttBridge:
         """One cycle: offer held and new messages to ingest, publish and ack when due."""
         now = self.clock()
         received = self._inbox.take(CYCLE_MESSAGES, CYCLE_BYTES)
+        # More waiting than one cycle takes: the bridge is behind its broker. Non-premium
+        # readings of gateway messages are parked unoffered (one write), so the cycle ends
+        # sooner and premium readings in gateway messages still waiting are offered sooner;
+        # parked ones are offered when the bridge has caught up, oldest first.
+        behind = self._inbox.backlog > 0
+        if behind and not self._behind:  # parked readings wait while premium goes first
+            self._parked_retry_ts = now + PARKED_BEHIND_WAIT_S
+        self._behind = behind
         if received:
             self.stats.messages += len(received)
             decoded = decode_messages(received, self.producer.limits, now)
-            self._offer([(mid, qos) for _topic, _payload, mid, qos, _ct in received], decoded, now)
+            messages = [(mid, qos) for _topic, _payload, mid, qos, _ct in received]
+            # Only gateway messages' readings: a single reading's topic names its device,
+            # so the inbox already takes premium ones first and deferring the rest would
+            # only add the parking round trip to their way.
+            deferred = [behind and b"/gateways/" in m[0] for m in received]
+            self._offer(messages, decoded, now, defer=deferred if any(deferred) else None)
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
         if self._held and now >= self._held_retry_ts:
             self._offer_held(now)
+        if self.parking is not None and now >= self._parked_retry_ts:
+            offered = self.parking.reoffered
+            res = self.parking.offer_again(self.producer, now)
+            self.stats.accepted += res.accepted
+            self.stats.rejected += res.rejected
+            # Caught up and parked readings were there: look again at the next cycle; while
+            # behind, rarely: a re-offer is a cycle's worth of work premium would wait for.
+            more = not behind and self.parking.reoffered > offered
+            wait_s = PARKED_BEHIND_WAIT_S if behind else PUSHED_BACK_WAIT_S
+            self._parked_retry_ts = now + (0.0 if more else wait_s)
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
-        if self._to_ack and (due or len(self._to_ack) >= self.options.receive_maximum // 2):
+        if self._acks and (due or len(self._acks) >= self.options.receive_maximum // 2):
             self._ack_all()
 
-    def _offer(self, messages: list[tuple[int, int]], d: Decoded, now: float) -> None:
-        """Offer a run of messages' readings; ``d``'s owners index ``messages``."""
+    def _offer(
+        self,
+        messages: list[tuple[int, int]],
+        d: Decoded,
+        now: float,
+        defer: list[bool] | None = None,
+    ) -> None:
+        """Offer a run of messages' readings; ``d``'s owners index ``messages``. ``defer``:
+        per message, park its non-premium rows of known devices instead of offering them."""
         self.stats.readings_offered += d.readings
         ids = np.asarray(d.device_id, dtype=np.uint64)
         tss = np.asarray(d.ts, dtype=np.float64)
         vals = np.array(d.columns, dtype=np.float64).T.reshape(len(ids), len(d.columns))
+        owner = np.asarray(d.owner, dtype=np.intp)
+        if defer and self.parking is not None and self._registry is not None and ids.size:
+            later = np.asarray(defer, dtype=bool)[owner]
+            keep = self.parking.park_later(self._registry(), ids, tss, vals, later, now)
+            ids, tss, vals, owner = ids[keep], tss[keep], vals[keep], owner[keep]
         self._ingest(
-            messages, np.asarray(d.owner, dtype=np.intp), ids, tss, vals,
-            d.other_owner, d.others, d.letters, now,
+            messages, owner, ids, tss, vals, d.other_owner, d.others, d.letters, now
         )  # fmt: skip
 
     def _offer_held(self, now: float) -> None:
@@ -212,6 +273,7 @@ class MqttBridge:
             [o for h in held for o in h.others],
             [],
             now,
+            np.concatenate([h.offered_ts for h in held]),
         )
 
     def _ingest(
@@ -225,11 +287,16 @@ class MqttBridge:
         others: list[Any],
         letters: list[DeadLetter],
         now: float,
+        offered: npt.NDArray[np.float64] | None = None,
     ) -> None:
         """Readings (rows, and others for the producer's per-reading checks) to ingest;
-        a message whose readings were all taken is acknowledged at the next round, one
-        with readings pushed back is held with just those."""
-        res = self.producer.ingest_columns(ids, tss, vals, now_ts=now, extra_letters=letters)
+        a message whose readings were all taken or parked is acknowledged at the next
+        round, one with readings held in the bridge is held with just those. ``offered``:
+        when each row was first offered, for rows offered again (None: offered now)."""
+        res = self.producer.ingest_columns(
+            ids, tss, vals, now_ts=now, extra_letters=letters, offered_ts=offered
+        )
+        first = np.full(ids.size, now) if offered is None else offered
         self.stats.accepted += res.accepted
         self.stats.rejected += res.rejected
         res_o = _NOTHING_BACK
@@ -238,9 +305,18 @@ class MqttBridge:
             self.stats.accepted += res_o.accepted
             self.stats.rejected += res_o.rejected
         back_rows, back_others = res.pushed_back_index, res_o.pushed_back_index
+        row_regions = res.pushed_back_region
         self.stats.pushed_back += int(back_rows.size + back_others.size)
+        if (
+            back_rows.size
+            and self.parking is not None
+            and self.parking.park(
+                ids[back_rows], tss[back_rows], vals[back_rows], first[back_rows], row_regions
+            )
+        ):
+            back_rows = row_regions = _NONE  # safe in the store: their messages can be acked
         if not back_rows.size and not back_others.size:
-            self._to_ack.extend(m for m in messages if m[1] > 0)
+            self._acks.add(messages)
             return
         rows_of: dict[int, list[int]] = {}  # message → its pushed-back rows (positions)
         for k, i in enumerate(owner[back_rows].tolist()):
@@ -250,37 +326,33 @@ class MqttBridge:
             others_of.setdefault(other_owner[j], []).append(k)
         for i, (mid, qos) in enumerate(messages):
             if i not in rows_of and i not in others_of:
-                if qos > 0:
-                    self._to_ack.append((mid, qos))
+                self._acks.add([(mid, qos)])
                 continue
             mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
             mine_others = others_of.get(i, [])
             rows = back_rows[mine]
-            regions = np.concatenate(
-                (res.pushed_back_region[mine], res_o.pushed_back_region[mine_others])
-            )
+            regions = np.concatenate((row_regions[mine], res_o.pushed_back_region[mine_others]))
             held_others = [others[back_others[k]] for k in mine_others]
             self._held.append(
-                _Held(mid, qos, ids[rows], tss[rows], vals[rows], held_others, regions)
+                _Held(mid, qos, ids[rows], tss[rows], vals[rows], first[rows], held_others, regions)
             )
         self._held_retry_ts = now + PUSHED_BACK_WAIT_S
 
     def _ack_all(self) -> None:
-        """Publish everything the producer buffered, then acknowledge what it covers."""
+        """Publish everything the producer buffered, then acknowledge what it covers:
+        MQTT messages, and parked batches ingest took."""
         self.producer.flush()
         self._acked_ts = self.clock()
+        if self.parking is not None:
+            self.parking.published()
         client = self._client
         if client is None:
             return
-        client.ack_qos1([mid for mid, qos in self._to_ack if qos == 1])
-        for mid, qos in self._to_ack:
-            if qos == 2:
-                client.ack(mid, qos)
-        self.stats.acked += len(self._to_ack)
-        self._to_ack = []
+        self.stats.acked += self._acks.send(client)
 
     # Called on paho's network thread: hand over and wake the bridge loop.
     def _on_received(self, received: list[Received]) -> None:
+        self._acks.arrived(received)
         self._inbox.put(received)
         # Wake the loop early for a burst; otherwise it looks every few ms on its own.
         # Once per burst: setting an Event costs more than taking the messages.

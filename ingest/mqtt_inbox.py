@@ -39,6 +39,11 @@ class Inbox:
     def __bool__(self) -> bool:
         return bool(self._arrived or self._premium or self._rest)
 
+    @property
+    def backlog(self) -> int:
+        """Messages sorted and still waiting: after a ``take``, what it had no room for."""
+        return len(self._premium) + len(self._rest)
+
     def take(self, max_messages: int, max_bytes: int) -> list[Received]:
         """Premium devices' messages first, then the rest, each in arrival order, up to
         ``max_messages`` messages or (past) ``max_bytes`` payload bytes."""

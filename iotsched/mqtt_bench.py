@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ingest.mqtt_bridge import RECEIVE_MAXIMUM
 from iotsched.argtypes import non_negative_int, positive_float, positive_int
 
 
@@ -20,6 +21,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--devices", type=positive_int, default=20_000)
     p.add_argument("--publishers", type=positive_int, default=2, help="publishing processes")
     p.add_argument("--bridges", type=positive_int, default=1, help="mqtt-bridge processes")
+    p.add_argument(
+        "--receive-maximum",
+        type=positive_int,
+        default=RECEIVE_MAXIMUM,
+        help="each bridge's receive window (unacknowledged messages)",
+    )
     p.add_argument("--timeout-s", type=positive_float, default=300.0)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print only the JSON object")

@@ -11,10 +11,10 @@ import threading
 import time
 from dataclasses import replace
 
-from ingest.mqtt_bridge import DEFAULT_FILTERS, BridgeOptions, MqttBridge
+from ingest.mqtt_bridge import DEFAULT_FILTERS, RECEIVE_MAXIMUM, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
 from ingest.producer import Producer
-from iotsched.argtypes import non_negative_int
+from iotsched.argtypes import non_negative_int, positive_int
 from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
 from scheduler.validation import Limits
@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key-file", help="client key (mutual TLS)")
     p.add_argument("--tls-insecure", action="store_true", help="do not verify the broker")
     p.add_argument("--session-expiry-s", type=non_negative_int, default=3600)
+    p.add_argument(
+        "--receive-maximum",
+        type=positive_int,
+        default=RECEIVE_MAXIMUM,
+        help="unacknowledged messages the broker may send this bridge (MQTT v5, at most 65535)",
+    )
     p.add_argument("--redis-url", help="state and broker Redis (default IOTSCHED_REDIS_URL)")
     p.add_argument("--prefix", help="key prefix (default IOTSCHED_KEY_PREFIX)")
     p.set_defaults(func=run)
@@ -84,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
         filters=tuple(args.topic or DEFAULT_FILTERS),
         client_id=args.client_id,
         session_expiry_s=args.session_expiry_s,
+        receive_maximum=min(args.receive_maximum, 65_535),
     )
-    bridge = MqttBridge(producer, broker, options, registry=registry.get)
+    bridge = MqttBridge(
+        producer, broker, options, registry=registry.get, parked=wiring.runtime.stores.parked
+    )
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     print(f"bridging {broker.host}:{broker.port} {options.filters} → {keys.prefix}", flush=True)
@@ -96,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         wiring.close()
     print(
         f"messages {stats.messages:,}, accepted {stats.accepted:,}, "
-        f"rejected {stats.rejected:,}, acked {stats.acked:,}",
+        f"rejected {stats.rejected:,}, acked {stats.acked:,}, "
+        f"parked {bridge.parking.parked if bridge.parking else 0:,}",
         file=sys.stderr,
     )
     return 0

@@ -30,6 +30,11 @@ from stores.memory_control import (
 )
 from stores.memory_maintenance import MemoryMaintenanceOps
 from stores.memory_state import MemoryStateStore
+from stores.parked_readings import (
+    MemoryParkedReadings,
+    ParkedReadingsStore,
+    RedisParkedReadings,
+)
 from stores.pool_heartbeats import PoolHeartbeats
 from stores.preemption_signal import (
     MemoryPreemptionSignal,
@@ -72,6 +77,8 @@ class Stores:
     work_budget: WorkBudgetStore
     queue_scan: RoutineQueueScan
     maintenance: MaintenanceOps
+    #: Non-premium readings ingest pushed back, parked per region (the MQTT bridge's).
+    parked: ParkedReadingsStore
     #: The state Redis where there is one: alert sinks that write a Redis stream use it.
     redis_client: Any | None = None
 
@@ -113,6 +120,7 @@ def redis_stores(
         work_budget=RedisWorkBudgetStore(state_client, keys),
         queue_scan=QueueScan(broker_client, keys),
         maintenance=RedisMaintenanceOps(state_client, keys),
+        parked=RedisParkedReadings(state_client, keys),
         redis_client=state_client,
     )
 
@@ -144,4 +152,5 @@ def memory_stores(
         work_budget=MemoryWorkBudgetStore(),
         queue_scan=MemoryQueueScan(payloads_of or (lambda _queue: [])),
         maintenance=MemoryMaintenanceOps(state, detector),
+        parked=MemoryParkedReadings(),
     )

@@ -219,3 +219,22 @@ class Keys:
         """Hash: "{region}:{class}" → worker replicas the autoscaler wants for that work
         class ("all": the region's data pools), for an orchestrator's scaler (KEDA)."""
         return f"{self.prefix}:scaling:desired"
+
+    # Parked readings (stores/parked_readings.py): non-premium readings ingest pushed back,
+    # kept per region until it takes them, so the MQTT bridge can acknowledge their messages.
+    def parked(self, region: str) -> str:
+        """List of a region's parked reading batches (msgpack, columnar), oldest at the head."""
+        return f"{self.prefix}:parked:{region}"
+
+    def parked_claimed(self, region: str, consumer: str) -> str:
+        """List of a region's parked batches one consumer (a bridge) is offering to ingest."""
+        return f"{self.prefix}:parked:{region}:claimed:{consumer}"
+
+    @property
+    def parked_consumers(self) -> str:
+        """Set of the consumers that have claimed parked batches (to find dead ones)."""
+        return f"{self.prefix}:parked-consumers"
+
+    def parked_lease(self, consumer: str) -> str:
+        """Present (with a TTL) while a consumer is alive; its claims are rescued once gone."""
+        return f"{self.prefix}:parked-lease:{consumer}"

@@ -22,6 +22,7 @@ from ingest.producer import BacklogGate, Producer
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from stores.memory_state import MemoryStateStore
+from stores.parked_readings import MemoryParkedReadings, ParkedReadingsStore
 
 REG = generate_registry(2_000, seed=3)
 
@@ -39,6 +40,14 @@ class Recorder:
         with self.lock:
             return [int(d) for b in self.batches for d in b.device_id]
 
+    def ingest_ts(self) -> dict[int, float]:
+        with self.lock:
+            return {
+                int(d): float(t)
+                for b in self.batches
+                for d, t in zip(b.device_id, b.ingest_ts, strict=True)
+            }
+
 
 @contextmanager
 def running_bridge(
@@ -47,6 +56,7 @@ def running_bridge(
     client_id: str,
     registry: Registry = REG,
     gate: BacklogGate | None = None,
+    parked: ParkedReadingsStore | None = None,
 ) -> Iterator[tuple[MqttBridge, Recorder, MemoryStateStore]]:
     store = MemoryStateStore()
     pub = Recorder()
@@ -57,7 +67,9 @@ def running_bridge(
         client_id=client_id,
         session_expiry_s=0,
     )
-    bridge = MqttBridge(producer, BrokerConfig.from_url(url), options, registry=lambda: registry)
+    bridge = MqttBridge(
+        producer, BrokerConfig.from_url(url), options, registry=lambda: registry, parked=parked
+    )
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
     assert bridge.subscribed.wait(10), "the bridge did not subscribe"
@@ -195,3 +207,40 @@ def test_readings_pushed_back_wait_unacknowledged_while_premium_goes_through(
         closed[:] = False
         wait_until(lambda: bridge.stats.acked >= len(msgs))
         assert sorted(pub.device_ids()) == sorted(premium + standard)
+
+
+def test_readings_pushed_back_are_parked_and_acknowledged_then_offered_when_regions_open(
+    mqtt_url: str, topic_root: str
+) -> None:
+    # Given every region closed to non-premium readings, and a parked-readings store
+    closed = np.ones(len(REG.topology.regions), dtype=bool)
+    parked = MemoryParkedReadings()
+    premium = [int(d) for d in REG.device_id[REG.tier == 0][:20]]
+    standard = [int(d) for d in REG.device_id[REG.tier > 0][:50]]
+    singles: list[tuple[str, bytes, str | None]] = [
+        (f"{topic_root}/devices/{d}/telemetry", json.dumps(reading(d)).encode(), None)
+        for d in standard[:30] + premium[:10]
+    ]
+    mixed = [reading(d) for d in standard[30:] + premium[10:]]
+    gateway = (f"{topic_root}/gateways/gw1/telemetry", json.dumps(mixed).encode(), None)
+    with running_bridge(
+        mqtt_url, topic_root, f"{topic_root}-a", gate=lambda: closed, parked=parked
+    ) as (bridge, pub, _):
+        # When devices and a gateway publish readings of both tiers
+        publish_all(mqtt_url, [*singles, gateway])
+        # Then every message is acknowledged: premium readings published, standard parked
+        wait_until(lambda: bridge.stats.acked == len(singles) + 1)
+        assert sorted(pub.device_ids()) == sorted(premium)
+        assert bridge.parking is not None and bridge.parking.parked == len(standard)
+        time.sleep(0.3)  # several retry intervals: nothing is offered to a closed region
+        assert sorted(pub.device_ids()) == sorted(premium)
+        parked_by = time.time()
+        # And once the regions open, the parked readings go through, once each, with the
+        # time they were first offered (latency runs from it, not from the re-offer)
+        closed[:] = False
+        wait_until(lambda: len(pub.device_ids()) == len(premium) + len(standard))
+        time.sleep(0.2)
+        assert sorted(pub.device_ids()) == sorted(premium + standard)
+        first_offered = pub.ingest_ts()
+        assert all(first_offered[d] < parked_by for d in standard)
+        assert sum(parked.waiting(REG.topology.regions).values()) == 0

@@ -1,0 +1,43 @@
+"""Acks: the MQTT messages a bridge may acknowledge, sent in the order they arrived.
+
+Mosquitto 2.0 looks each acknowledged packet id up in its in-flight list from the
+oldest message (a linked list): an ack for a newer message sent ahead of older ones
+still unacknowledged walks past all of them. The bridge takes premium messages first,
+so its acks come out of arrival order; they are put back in it before sending.
+"""
+
+from __future__ import annotations
+
+from ingest.mqtt_client import BufferedClient, Received
+
+
+class Acks:
+    def __init__(self) -> None:
+        #: (packet id, QoS) of messages whose readings are all taken, parked or letters.
+        self.due: list[tuple[int, int]] = []
+        #: Packet id → arrival number of messages received and not yet acknowledged.
+        self._arrival: dict[int, int] = {}
+        self._received = 0
+
+    def __len__(self) -> int:
+        return len(self.due)
+
+    def arrived(self, received: list[Received]) -> None:
+        """Note the arrival order (called on the network thread, before anything is taken)."""
+        first = self._received
+        self._received += len(received)
+        self._arrival.update({m[2]: first + k for k, m in enumerate(received)})
+
+    def add(self, messages: list[tuple[int, int]]) -> None:
+        self.due.extend(m for m in messages if m[1] > 0)
+
+    def send(self, client: BufferedClient) -> int:
+        """Acknowledge every due message, oldest first; returns how many."""
+        arrival = self._arrival
+        mids = [mid for mid, qos in self.due if qos == 1]
+        client.ack_qos1(sorted(mids, key=lambda mid: arrival.pop(mid, 0)))
+        for mid, qos in self.due:
+            if qos == 2:
+                client.ack(mid, qos)
+        sent, self.due = len(self.due), []
+        return sent
