@@ -13,11 +13,9 @@ from dataclasses import replace
 
 from ingest.mqtt_bridge import DEFAULT_FILTERS, RECEIVE_MAXIMUM, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
-from ingest.producer import Producer
 from iotsched.argtypes import non_negative_int, positive_int
 from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
-from scheduler.validation import Limits
 from stores.connection import connect
 from stores.keys import Keys
 from tasks.app import broker_app
@@ -73,18 +71,9 @@ def run(args: argparse.Namespace) -> int:
     )
     celery_app = broker_app(settings.effective_broker_url, keys)
     wiring = wire_producer(settings, celery_app, connect(settings.redis_url))
-    store = wiring.runtime.stores.state
     registry = wiring.runtime.registry
     registry.get()  # fail now, with the one-line reason, when no registry is stored
-    producer = Producer(
-        registry.get,
-        wiring.publisher,
-        store,
-        limits=Limits(metrics=settings.metrics),
-        producer_id=f"mqtt-{args.client_id}-{int(time.time())}",
-        placer=wiring.placer,
-        backlog_gate=wiring.backlog_gate,
-    )
+    producer = wiring.producer(f"mqtt-{args.client_id}-{int(time.time())}")
     options = BridgeOptions(
         group=args.group,
         filters=tuple(args.topic or DEFAULT_FILTERS),
