@@ -171,9 +171,12 @@ class DetectorConfig:
     far_tail_factor: float = 1.5
     far_tail_rate: float = 0.1
     cusum_k: float = 0.6
-    cusum_h: float = 8.0
-    #: One reading adds at most this to the CUSUM, so a lone spike cannot look like a shift.
-    cusum_clip_z: float = 5.0
+    cusum_h: float = 8.5
+    #: One reading adds at most this (less ``cusum_k``) to the CUSUM, so a lone spike cannot
+    #: look like a shift, and with ``cusum_h`` two readings at the clip (2 x 3.4 = 6.8) are not
+    #: one either: a shift takes the evidence of at least three readings, so the two-reading
+    #: bursts of a bursty count (tweets, traffic) are judged as spikes, against its spike band.
+    cusum_clip_z: float = 4.0
     #: A CUSUM alarm within this many readings of its evidence passing ``evidence_floor``,
     #: or one whose evidence is fading, is a level shift; a later, still-growing one is drift.
     shift_max_run: int = 6

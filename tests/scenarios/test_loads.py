@@ -135,10 +135,11 @@ def test_real_detector_at_3_to_8_noise_widths_catches_shifts_and_stuck_not_small
     stuck, stuck_share = readings_to_detect("stuck", max_readings=25)
     # Then a spike is caught on its own reading when at all: those past a calm device's
     # band of about 5 sigma (about half of 3-8), not the smaller ones; most shifts are
-    # caught within the 3 readings that fit the 5 s window, and a stuck sensor after its run
+    # caught within the 3 readings that fit the 5 s window (a shift takes three readings'
+    # evidence, so the smallest need a fourth), and a stuck sensor after its run
     assert spike == 1
     assert 0.4 < spike_share < 0.8
-    assert shift_share > 0.7
+    assert shift_share > 0.6
     assert 1 <= shift <= 3
     assert stuck_share > 0.9
     assert stuck > 5
