@@ -130,7 +130,8 @@ def screen_batch(
 
 
 def counted_emit(rt: Runtime) -> EmitAlerts:
-    """Sends alerts, counting the silence events screening folded returns into."""
+    """Sends alerts, counting the silence events screening folded returns into (counted as
+    sent: a batch screened again after a crash before its commit counts them twice)."""
 
     def emit(payload: dict[str, Any]) -> None:
         rt.publisher.send_alerts(payload)
