@@ -20,6 +20,16 @@ batch) are judged again at their own instant.
 The instant is tried near the start, middle and end of the overlap and the one that
 folds the most returns is kept: near the start, peers that reported just before the
 outage do not look quiet yet; near the end, some may already be back.
+
+Limits: a device is known only by its newest reading before the batch and the batch's
+own readings, so a peer whose newest reading came after the instant is not judged (it
+may or may not have reported then). A batch spanning less time than the silences (the
+usual case at high rates) therefore judges mostly from the returns themselves, and the
+fewest-devices thresholds (``group_min_devices``, ``region_min_devices``) are what keep
+independent dropouts that happen to end in one batch apart. Returns spread over many
+batches after an outage may leave a batch's tail with too few returns to fold; those
+are alerted one by one and fold downstream into the region's open storm incident
+(``scheduler.correlation``).
 """
 
 from __future__ import annotations
