@@ -183,12 +183,17 @@ def _silent_since(examined: _Examined, device_index: IDX, ts: F64, returns: IDX)
     return since[returns]
 
 
-def _last_before(examined: _Examined, at_ts: float) -> F64:
-    """Each device's newest reading at or before ``at_ts``; NaN when none is known."""
-    last = np.where(examined.prior_last_ts <= at_ts, examined.prior_last_ts, -np.inf)
-    before = examined.reading_ts <= at_ts
-    np.maximum.at(last, examined.reading_row[before], examined.reading_ts[before])
-    return np.where(np.isfinite(last), last, np.nan)
+def _gap_at(examined: _Examined, at_ts: float) -> tuple[F64, F64]:
+    """Per device, the silence around ``at_ts`` as far as it is known: from its newest
+    reading at or before it (NaN when none is known) to its next reading (inf when none
+    is known yet)."""
+    prior, rows, ts = examined.prior_last_ts, examined.reading_row, examined.reading_ts
+    last = np.where(prior <= at_ts, prior, -np.inf)
+    after = np.where(prior > at_ts, prior, np.inf)
+    before = ts <= at_ts
+    np.maximum.at(last, rows[before], ts[before])
+    np.minimum.at(after, rows[~before], ts[~before])
+    return np.where(np.isfinite(last), last, np.nan), after
 
 
 def _fold_at_common_silence(
@@ -204,10 +209,18 @@ def _fold_at_common_silence(
     for share in _TRIED_AT:
         # Strictly inside the span, so the silences that make it all cover the instant.
         at_ts = lo + (hi - lo) * min(max(share, 0.01), 0.99)
-        silence_s = at_ts - _last_before(examined, at_ts)
+        last_ts, next_ts = _gap_at(examined, at_ts)
+        silence_s = at_ts - last_ts
         with np.errstate(invalid="ignore"):
-            judged = np.isfinite(silence_s) & np.isfinite(examined.limit_s)
-            quiet = judged & (silence_s > examined.limit_s) & (silence_s <= cfg.together_s)
+            limit_s = examined.limit_s
+            # Quiet: silent past its limit at the instant, or through a gap around it longer
+            # than its limit (a fleet slowed down is silent together though no instant finds
+            # most devices past their limit); a device heard since, after a short gap, was
+            # reporting; one silent briefly with no reading since is not known yet.
+            long_gap = (next_ts - last_ts > limit_s) & (silence_s <= cfg.together_s)
+            quiet = np.isfinite(limit_s) & ((silence_s > limit_s) | long_gap)
+            judged = np.isfinite(silence_s) & np.isfinite(limit_s) & (quiet | np.isfinite(next_ts))
+            quiet &= judged & (silence_s <= cfg.together_s)
         covering = (since_ts < at_ts) & (until_ts > at_ts)
         # A device whose own silence covers the instant is quiet at it, however short
         # the overlap is next to its usual interval.
