@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.detection import DROPOUT, DetectorConfig, fresh_states, screen
+from scheduler.detection import DROPOUT, STATE_FIELDS, DetectorConfig, fresh_states, screen
 from scheduler.dropout_fold import REGION_WIDE
 from scheduler.model import Batch, Topology
 from scheduler.registry import build_registry
@@ -89,6 +89,20 @@ def test_a_fleet_back_from_a_two_second_pause_is_one_event_not_an_alert_per_devi
     assert [(s["group"], s["devices"]) for s in silences] == [("*", 300)]
     # whose first/last seen are the devices' last readings before the silence
     assert NOW - INTERVAL_S <= silences[0]["first_ts"] <= silences[0]["last_ts"] <= NOW
+
+
+def test_a_fleet_slowed_past_its_dropout_limits_is_one_event() -> None:
+    # Given 300 devices reporting every 0.3 s (dropout limit about 1.5 s), whose source
+    # then slows down: 240 report again 1.1-1.4 s after their last reading, 60 after 1.7 s
+    states = warm_states(300)
+    last_ts = states[:, STATE_FIELDS.index("last_ts")]
+    gap_s = np.r_[np.linspace(1.1, 1.4, 240), np.full(60, 1.7)]
+    returned, kept, silences = screened_alerts(states, np.arange(300), last_ts + gap_s)
+    # Then the 60 past their limit are one event, not an alert each, though at no instant
+    # were most devices silent past their own limit together
+    assert returned == 60
+    assert DROPOUT not in kept
+    assert [(s["group"], s["devices"]) for s in silences] == [("*", 60)]
 
 
 def test_a_device_back_from_its_own_silence_among_reporting_peers_is_alerted() -> None:
