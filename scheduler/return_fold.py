@@ -230,11 +230,16 @@ def _fold_at_common_silence(
         folded = fold_silences(
             device_group[judged], quiet[judged], device_group[return_row[together]], cfg
         )
+        # A handful of returns is no storm, however quiet their peers look: an event holds
+        # at least as many returns as a group needs quiet devices to fold.
+        events = tuple(
+            SilenceEvent(e.group, together[e.members])
+            for e in folded.events
+            if e.members.size >= cfg.group_min_devices
+        )
         candidate = _FoldedAt(
-            individual=np.setdiff1d(
-                np.arange(since_ts.size, dtype=np.intp), _members(together, folded.events)
-            ),
-            events=tuple(SilenceEvent(e.group, together[e.members]) for e in folded.events),
+            individual=np.setdiff1d(np.arange(since_ts.size, dtype=np.intp), _members_of(events)),
+            events=events,
         )
         if best is None or candidate.folded > best.folded:
             best = candidate
@@ -254,7 +259,7 @@ class _FoldedAt:
         return sum(int(e.members.size) for e in self.events)
 
 
-def _members(together: IDX, events: tuple[SilenceEvent, ...]) -> IDX:
+def _members_of(events: tuple[SilenceEvent, ...]) -> IDX:
     if not events:
         return np.zeros(0, dtype=np.intp)
-    return np.concatenate([together[e.members] for e in events])
+    return np.concatenate([e.members for e in events])

@@ -105,6 +105,17 @@ def test_a_fleet_slowed_past_its_dropout_limits_is_one_event() -> None:
     assert [(s["group"], s["devices"]) for s in silences] == [("*", 60)]
 
 
+def test_a_lone_return_is_alerted_even_when_its_peers_were_slow() -> None:
+    # Given 300 devices whose source slowed (gaps of 1.1-1.4 s), one of them past its limit
+    states = warm_states(300)
+    last_ts = states[:, STATE_FIELDS.index("last_ts")]
+    gap_s = np.r_[np.linspace(1.1, 1.4, 299), 1.7]
+    returned, kept, silences = screened_alerts(states, np.arange(300), last_ts + gap_s)
+    # Then its return is its own dropout alert: one return is no storm
+    assert returned == 1
+    assert kept[kept == DROPOUT].size == 1 and silences == []
+
+
 def test_a_device_back_from_its_own_silence_among_reporting_peers_is_alerted() -> None:
     # Given 300 devices reporting every 0.3 s; device 7 was silent for 3 s meanwhile
     states = warm_states(300)
