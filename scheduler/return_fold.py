@@ -11,10 +11,14 @@ last reading before it to the reading that ended it. An instant inside the silen
 that overlap most (``common_silence_ts``) is taken as the moment of the outage, and
 every device the batch examined (interval known, heard before that instant) is judged
 at it: quiet when its last reading before it is older than ``quiet_factor`` x its usual
-interval (and newer than ``together_s``), as the sweep judges at its own now. Then
-``fold_silences`` decides: a region or a group mostly quiet at that instant makes its
-returns there one event; a device whose peers reported through its silence stays its
-own dropout alert. Returns left over (another outage, at another time, in the same
+interval (and newer than ``together_s``), as the sweep judges at its own now, or when
+the gap around the instant (to its next reading) is longer than that, so a fleet whose
+source slowed past the devices' limits is quiet together although no instant finds
+most of them past their own; a device silent briefly with no reading since is not
+judged. Then ``fold_silences`` decides: a region or a group mostly quiet at that
+instant makes its returns there one event, if they are at least ``group_min_devices``
+(a handful of returns is no storm); a device whose peers reported through its silence
+stays its own dropout alert. Returns left over (another outage, at another time, in the same
 batch) are judged again at their own instant.
 
 The instant is tried near the start, middle and end of the overlap and the one that
