@@ -120,6 +120,11 @@ def reconnect_flood(
             "silence_events": counters.get("dropout_silence_events", 0),
             "folded_devices": counters.get("dropout_folded", 0),
         },
+        # Screening: returns from a shared silence folded into events (none alerted alone).
+        "screening": {
+            "silence_events": counters.get("screen_silence_events", 0),
+            "folded_returns": counters.get("screen_folded_returns", 0),
+        },
         "accelerated_readings": counters.get("accelerated_readings", 0),
         "offered": offered,
         "processed": processed,

@@ -170,6 +170,10 @@ def _detection(run_: Any) -> dict[str, Any]:
         "by_tier": by_tier,
         "alerts": counters.get("device_alerts", 0),
         "screened_readings": counters.get("screened_readings", 0),
+        # Returns from a silence many devices shared, folded by screening into events
+        # (scheduler.return_fold): not device alerts, so not judged as false ones.
+        "silence_events": counters.get("screen_silence_events", 0),
+        "folded_returns": counters.get("screen_folded_returns", 0),
     }
 
 

@@ -31,11 +31,14 @@ group (SCAN order), so a group half silent shows half silent in any sweep.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.correlation import WHOLE_REGION
 from scheduler.detection import STATE_FIELDS, DetectorConfig
 
 F64 = npt.NDArray[np.float64]
@@ -45,6 +48,8 @@ BOOL = npt.NDArray[np.bool_]
 
 #: The group of a region-wide silence event.
 REGION_WIDE = -1
+#: Device ids a silence event carries as its sample (the correlator keeps 10).
+SILENCE_SAMPLE = 10
 
 _K = len(STATE_FIELDS)
 _COUNT = STATE_FIELDS.index("count")
@@ -162,6 +167,28 @@ def fold_silences(
             folded[members] = True
             events.append(SilenceEvent(int(g), members))
     return FoldedSilences(everyone[~folded], tuple(events))
+
+
+def silence_entries(
+    device_ids: npt.NDArray[np.uint64], last_ts: F64, events: Sequence[SilenceEvent]
+) -> list[dict[str, Any]]:
+    """The ``silences`` column of an alerts payload (``scheduler.correlation.Silence`` on the
+    wire): one entry per event, whose members index ``device_ids`` and ``last_ts`` (each
+    device's last reading before its silence)."""
+    entries = []
+    for event in events:
+        ts = last_ts[event.members]
+        sample = device_ids[event.members[:SILENCE_SAMPLE]]
+        entries.append(
+            {
+                "group": WHOLE_REGION if event.group == REGION_WIDE else str(event.group),
+                "devices": int(event.members.size),
+                "first_ts": float(ts.min()),
+                "last_ts": float(ts.max()),
+                "sample": [int(d) for d in sample.tolist()],
+            }
+        )
+    return entries
 
 
 def _together(quiet: int, examined: int, share: float, min_devices: int) -> bool:

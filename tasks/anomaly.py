@@ -90,7 +90,7 @@ def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str
 
 
 def decode_silences(payload: dict[str, Any]) -> list[Silence]:
-    """The silence events a dropout sweep folded (``tasks.dropout.silence_entries``)."""
+    """The silence events a dropout sweep or screening folded (``dropout_fold.silence_entries``)."""
     try:
         return [
             Silence(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,6 @@ import numpy as np
 
 from runtime.runtime import Runtime
 from scheduler import defaults
-from scheduler.correlation import WHOLE_REGION
 from scheduler.detection import (
     DROPOUT,
     STATE_BYTES,
@@ -41,11 +39,10 @@ from scheduler.detection import (
     unpack_states,
 )
 from scheduler.dropout_fold import (
-    REGION_WIDE,
     FoldConfig,
-    SilenceEvent,
     fold_silences,
     quiet_devices,
+    silence_entries,
 )
 from scheduler.registry import Registry
 from scheduler.silence_clock import DEFAULT_MAX_LAG_S, sweep_now_ts
@@ -59,10 +56,6 @@ from tasks.screen import EmitAlerts
 #: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
 PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
 MAX_PAGES = defaults.DROPOUT_MAX_PAGES
-
-
-#: Device ids a folded silence carries as its sample (the correlator keeps 10).
-SILENCE_SAMPLE = 10
 
 
 @dataclass
@@ -89,27 +82,6 @@ class _Swept:
     @classmethod
     def empty(cls) -> _Swept:
         return cls([], [], [], [], [])
-
-
-def silence_entries(
-    device_ids: np.ndarray, last_ts: np.ndarray, events: Sequence[SilenceEvent]
-) -> list[dict[str, Any]]:
-    """The ``silences`` column of an alerts payload: one entry per folded event, whose
-    members index ``device_ids`` and ``last_ts``."""
-    entries = []
-    for event in events:
-        ts = last_ts[event.members]
-        sample = device_ids[event.members[:SILENCE_SAMPLE]]
-        entries.append(
-            {
-                "group": WHOLE_REGION if event.group == REGION_WIDE else str(event.group),
-                "devices": int(event.members.size),
-                "first_ts": float(ts.min()),
-                "last_ts": float(ts.max()),
-                "sample": [int(d) for d in sample.tolist()],
-            }
-        )
-    return entries
 
 
 def dropout_alerts(

@@ -26,6 +26,8 @@ from scheduler.detection import DetectorConfig, screen
 from scheduler.errors import InvalidBatch
 from scheduler.latency import bucket_counts
 from scheduler.model import Batch
+from scheduler.registry import Registry
+from scheduler.return_fold import fold_alerted_returns
 from scheduler.wire import ALERTS_WIRE_VERSION
 from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
 from stores.detector_store import ALERT_STAGE, DetectorStore
@@ -45,10 +47,12 @@ def alerts_payload(
     kinds: np.ndarray,
     emitted_ts: float,
     evidence: dict[str, np.ndarray] | None = None,
+    silences: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The alerts of one batch as compact columns (msgpack-safe).
 
-    ``evidence`` adds float columns per alert: observed, expected, band and score.
+    ``evidence`` adds float columns per alert: observed, expected, band and score;
+    ``silences`` the returns folded into silence events (``silence_entries``).
     """
     columns = {
         name: np.ascontiguousarray(col, dtype="<f8").tobytes()
@@ -64,6 +68,7 @@ def alerts_payload(
         "ts": np.ascontiguousarray(batch.ts[rows], dtype="<f8").tobytes(),
         "kind": np.ascontiguousarray(kinds, dtype="i1").tobytes(),
         "emitted_ts": emitted_ts,
+        **({"silences": silences} if silences else {}),
     }
 
 
@@ -73,20 +78,27 @@ def screen_batch(
     emit: EmitAlerts,
     config: DetectorConfig | None = None,
     clock: Callable[[], float] = time.time,
+    registry: Registry | None = None,
 ) -> int | None:
-    """Screen one batch and emit its alerts; the number of alerts, None if screened before."""
+    """Screen one batch and emit its alerts; the number of alerts, None if screened before.
+
+    Returns from a silence many of the examined devices shared are emitted as silence
+    events (``scheduler.return_fold``, by ``registry``'s groups), not as device alerts."""
     devices, row = np.unique(batch.device_id, return_inverse=True)
     states = store.load(batch.batch_id, devices, len(batch.metrics))
     if states is None:
         return None
-    result = screen(states, row.astype(np.intp), batch.ts, batch.values, config or DetectorConfig())
+    cfg = config or DetectorConfig()
+    result = screen(states, row.astype(np.intp), batch.ts, batch.values, cfg)
     alert = result.alert.reshape(len(batch), -1)
     rows = np.flatnonzero(alert.any(axis=1))
     # With several metrics a reading's kind is that of its first alerting metric.
     metric = alert[rows].argmax(axis=1)
     kinds = result.kind.reshape(len(batch), -1)[rows, metric]
+    keep, silences = fold_alerted_returns(batch, states, row, devices, rows, kinds, cfg, registry)
+    rows, metric, kinds = rows[keep], metric[keep], kinds[keep]
     emitted_ts = clock()
-    if rows.size:
+    if rows.size or silences:
         evidence = {
             "observed": batch.values.reshape(len(batch), -1)[rows, metric],
             **{
@@ -94,7 +106,7 @@ def screen_batch(
                 for name in ("expected", "band", "score")
             },
         }
-        emit(alerts_payload(batch, rows, kinds, emitted_ts, evidence))
+        emit(alerts_payload(batch, rows, kinds, emitted_ts, evidence, silences))
     latency = bucket_counts((emitted_ts - batch.ts[rows]) * 1000.0)
     record = alert_record.encode(batch.device_id[rows], batch.ts[rows], kinds, emitted_ts)
     # The newest event time this stream has screened: the dropout sweep measures
@@ -117,6 +129,21 @@ def screen_batch(
     return int(rows.size)
 
 
+def counted_emit(rt: Runtime) -> EmitAlerts:
+    """Sends alerts, counting the silence events screening folded returns into (counted as
+    sent: a batch screened again after a crash before its commit counts them twice)."""
+
+    def emit(payload: dict[str, Any]) -> None:
+        rt.publisher.send_alerts(payload)
+        if silences := payload.get("silences"):
+            folded = sum(int(s["devices"]) for s in silences)
+            rt.stores.state.incr_counters(
+                {"screen_silence_events": len(silences), "screen_folded_returns": folded}
+            )
+
+    return emit
+
+
 def tier_alert_stage(tier: str) -> str:
     """The detection latency histogram of one tier's alerts ("mixed" for mixed copies)."""
     return f"{ALERT_STAGE}:{tier}"
@@ -130,8 +157,8 @@ def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
         dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
         return 0
     try:
-        emit = rt.publisher.send_alerts
-        alerts = screen_batch(batch, rt.stores.detector, emit, clock=rt.clock) or 0
+        store, emit, registry = rt.stores.detector, counted_emit(rt), rt.registry.get()
+        alerts = screen_batch(batch, store, emit, clock=rt.clock, registry=registry) or 0
     except InvalidBatch as exc:
         dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
         alerts = 0
