@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ from scheduler.registry import Registry
 PUSHED_BACK_WAIT_S = 0.05
 PUSHED_BACK_MAX_WAIT_S = 0.2
 
+#: Screens readings the gateway holds itself at once (``Producer.screen_held``: ids,
+#: event times, values); returns how many it screened.
+ScreenHeld = Callable[[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]], int]
+
 
 class HeldReadings:
     """Readings handed back by backpressure, held by the gateway and offered again.
@@ -30,9 +35,18 @@ class HeldReadings:
     the gateway, and premium behind it).
     """
 
-    def __init__(self, max_readings: int, offer_readings: int | None = None) -> None:
+    def __init__(
+        self,
+        max_readings: int,
+        offer_readings: int | None = None,
+        screen: ScreenHeld | None = None,
+    ) -> None:
         """``offer_readings``: the most offered again at once (a gateway chunk), so one
-        call never holds up the premium batches the producer has waiting."""
+        call never holds up the premium batches the producer has waiting.
+
+        ``screen``: readings the gateway holds itself (behind held ones, or deferred while
+        behind its schedule) are screened through it at once, as ingest screens the
+        readings it pushes back; the producer then does not screen them again."""
         self.max_readings = max_readings
         self.offer_readings = offer_readings or max_readings
         #: Hand-backs, each time; and distinct readings handed back at least once.
@@ -40,6 +54,9 @@ class HeldReadings:
         self.pushed_back_readings = 0
         #: Readings the gateway held itself while behind its schedule (premium first).
         self.deferred = 0
+        #: Readings the gateway held itself that ``screen`` screened at once.
+        self.screened = 0
+        self._screen = screen
         self._wait_s = PUSHED_BACK_WAIT_S
         #: Per region code, pieces of (device ids, event times, values, first-offer times).
         self._held: dict[int, deque[tuple[npt.NDArray[Any], ...]]] = {}
@@ -117,7 +134,10 @@ class HeldReadings:
         if only_held:
             later &= np.isin(home, np.fromiter(self._held, dtype=np.intp))
         if later.any():
-            self._add(tuple(c[later] for c in cols), home[later])
+            held = tuple(c[later] for c in cols)
+            if self._screen is not None:
+                self.screened += self._screen(held[0], held[1], held[2])
+            self._add(held, home[later])
             self.deferred += int(later.sum())
         now = ~later
         return tuple(c[now] for c in cols)

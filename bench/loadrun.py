@@ -158,7 +158,7 @@ class _Gateway:
         self.started = time.time()
         self.offered = self.accepted = self.rejected = 0
         self.offered_until = self.started
-        self.held = HeldReadings(max_readings=10 * chunk, offer_readings=chunk)
+        self.held = HeldReadings(10 * chunk, chunk, screen=producer.screen_held)
 
     def due(self, now: float) -> tuple[bool, int, bool]:
         """(waiting, readings to offer now, behind the schedule by more than a chunk)."""

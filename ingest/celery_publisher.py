@@ -70,7 +70,22 @@ class CeleryPublisher:
                 self._hold_for_screening(batch)
         self.poll()
 
+    def screen_many(self, batches: list[Batch]) -> bool:
+        """Screening copies only (readings held back from routine processing); False when
+        screening is off, so nothing was sent."""
+        if not self.screening:
+            return False
+        for batch in batches:
+            self._hold_for_screening(batch)
+        self.poll()
+        return True
+
     def _hold_for_screening(self, batch: Batch) -> None:
+        if batch.screened is not None:
+            # Rows screened while they were held back are not screened again.
+            batch = batch.take(np.flatnonzero(~batch.screened), batch.batch_id)
+            if not len(batch):
+                return
         kind = screen_queue_kind(0 if batch.tier == self.premium_tier else 1)
         queue = queue_name(batch.region, kind)
         if queue not in self._pending:

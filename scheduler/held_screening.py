@@ -1,0 +1,101 @@
+"""Screening of readings held back by admission control: its budget, and what it picks.
+
+A reading pushed back (or held by its gateway behind older held ones) waits for
+routine processing, and used to wait for screening too, so its detection latency grew
+with the overload. It is screened at once instead, from a budget of its own: each
+non-premium reading a region admits earns ``per_admitted`` readings of screening while
+held. Admission follows the region's measured drain, so the budget follows it too, and
+screening of held readings takes a bounded share of the region's slot time (its queue,
+``{region}.screen``, ranks below premium either way):
+
+    share = per_admitted * screen_cost / (per_admitted * screen_cost + routine_cost)
+
+``bench/screen_cost.py`` measures screening at about twice routine processing's cost
+per reading (7.1 vs 3.6 us): screening is mostly the detector states' MGET and MSET.
+Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
+so when a held chunk is larger than the budget, each device's newest readings go first,
+devices screened longest ago first; the older readings of a device are skipped for
+good (screening takes a device's readings in time order, and its newer ones went
+ahead). A reading is screened once: early, or when admitted, never both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+#: Share of a region's non-premium slot time screening of held readings may take.
+HELD_SCREEN_SHARE = 0.5
+#: Screening's cost per reading over routine processing's (bench/screen_cost.py).
+SCREEN_TO_ROUTINE_COST = 2.0
+#: Readings screened while held per non-premium reading admitted: the share above.
+PER_ADMITTED = HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / SCREEN_TO_ROUTINE_COST
+#: Unspent budget fades over this long (seconds): enough to carry a gateway's chunk
+#: between admission rounds, too short to bank a quiet period for a burst.
+BUDGET_WINDOW_S = 1.0
+
+
+@dataclass
+class HeldScreenBudget:
+    """Per region code, readings that may be screened while held (earned on admission)."""
+
+    per_admitted: float = PER_ADMITTED
+    window_s: float = BUDGET_WINDOW_S
+    _credit: dict[int, float] = field(default_factory=dict)
+    _at_ts: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.per_admitted < 0 or self.window_s <= 0:
+            raise ValueError(f"need per_admitted >= 0 and window_s > 0, got {self}")
+
+    def earn(self, region: int, admitted: int, now_ts: float) -> None:
+        """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``."""
+        if admitted > 0:
+            self._credit[region] = self.credit(region, now_ts) + self.per_admitted * admitted
+            self._at_ts[region] = now_ts
+
+    def credit(self, region: int, now_ts: float) -> float:
+        """Readings ``region`` may screen while held now."""
+        credit = self._credit.get(region, 0.0)
+        elapsed = max(0.0, now_ts - self._at_ts.get(region, now_ts))
+        return credit * math.exp(-elapsed / self.window_s)
+
+    def spend(self, region: int, wanted: int, now_ts: float) -> int:
+        """Take up to ``wanted`` readings of credit; returns how many were granted."""
+        credit = self.credit(region, now_ts)
+        granted = min(wanted, int(credit))
+        self._credit[region] = credit - granted
+        self._at_ts[region] = now_ts
+        return max(0, granted)
+
+
+def pick_held(
+    device_row: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.float64],
+    screened_to_ts: npt.NDArray[np.float64],
+    budget: int,
+) -> npt.NDArray[np.intp]:
+    """Which held readings to screen now, at most ``budget``; indexes into the inputs.
+
+    ``screened_to_ts`` (per reading) is the newest event time already sent to screening
+    for its device: readings no newer are skipped. Past the budget, every device's
+    newest reading goes before any device's second newest, and among equals the device
+    screened longest ago goes first.
+    """
+    fresh = np.flatnonzero(ts > screened_to_ts)
+    if fresh.size <= budget:
+        return fresh
+    if budget <= 0:
+        return np.empty(0, dtype=np.intp)
+    rows, t = device_row[fresh], ts[fresh]
+    by_device = np.lexsort((-t, rows))
+    sorted_rows = rows[by_device]
+    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+    group = np.repeat(starts, np.diff(np.r_[starts, sorted_rows.size]))
+    newness = np.empty(fresh.size, dtype=np.int64)
+    newness[by_device] = np.arange(fresh.size) - group
+    chosen = np.lexsort((screened_to_ts[fresh], newness))[:budget]
+    return np.sort(fresh[chosen])

@@ -1,0 +1,167 @@
+"""Given admission control pushing readings back, they are screened at once, and once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.held_readings import HeldReadings
+from bench.loadrun import drive
+from ingest.celery_publisher import CeleryPublisher
+from ingest.producer import IngestResult, Producer
+from scheduler.codec import decode_batch
+from scheduler.held_screening import HeldScreenBudget
+from scheduler.model import Batch
+from scheduler.registry import Registry, generate_registry
+from scheduler.wire import ROUTINE_TASK, SCREEN_TASK
+from stores.memory_state import MemoryStateStore
+
+
+class RecordingApp:
+    """Stands in for the Celery app: keeps (task, queue, batch) in send order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Batch]] = []
+
+    def send_task(self, name: str, args: tuple[Any, ...], queue: str, **_: Any) -> None:
+        self.sent.append((name, queue, decode_batch(args[0])))
+
+    def readings(self, task: str) -> list[tuple[int, float]]:
+        return [
+            (int(d), float(t))
+            for name, _, b in self.sent
+            if name == task
+            for d, t in zip(b.device_id, b.ts, strict=True)
+        ]
+
+
+class RoundRobin:
+    """Every device in turn, one reading each per round, event times rising per device."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._next = 0
+
+    def chunk(self, n: int, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = (self._next + np.arange(n)) % len(self.registry)
+        self._next += n
+        ts = now - 1.0 + np.arange(n) * 1e-7
+        return self.registry.device_id[i], ts, np.zeros((n, 1))
+
+
+def _producer(gate: Any, app: RecordingApp, per_admitted: float = 10.0) -> Producer:
+    reg = generate_registry(2_000, seed=3)
+    publisher = CeleryPublisher(app, screening=True)  # type: ignore[arg-type]
+    budget = HeldScreenBudget(per_admitted=per_admitted)
+    return Producer(
+        lambda: reg, publisher, MemoryStateStore(), backlog_gate=gate, held_screening=budget
+    )
+
+
+def test_pushed_back_readings_are_screened_at_once_and_not_again_when_admitted() -> None:
+    # Given every region open for the first 0.2 s of a run, then closed to other tiers
+    # than premium for 0.4 s, then open again
+    app = RecordingApp()
+    start = time.time()
+
+    def gate() -> np.ndarray:
+        return np.full(3, 0.2 < time.time() - start < 0.6)
+
+    producer = _producer(gate, app)
+    stream = RoundRobin(producer._registry())
+    # When 60,000 readings are offered at 60,000 readings/s through the gateway
+    result = drive(producer, stream, 60_000, 60_000, chunk=2_000)  # type: ignore[arg-type]
+    # Then every reading was processed once, some only after being held
+    assert result.accepted == 60_000 and result.pushed_back + result.deferred > 0
+    routine = app.readings(ROUTINE_TASK)
+    assert len(routine) == len(set(routine)) == 60_000
+    # And no reading was screened twice, though held ones were offered again
+    screened = app.readings(SCREEN_TASK)
+    assert len(screened) == len(set(screened))
+    assert producer.store.counters()["screened_while_held"] > 0
+    # And each device's readings reached screening in time order (a copy is screened in
+    # time order within itself; a later copy must hold only newer readings)
+    newest: dict[int, float] = {}
+    for name, _, copy in app.sent:
+        if name == SCREEN_TASK:
+            pairs = list(zip(copy.device_id.tolist(), copy.ts.tolist(), strict=True))
+            assert all(t > newest.get(d, -np.inf) for d, t in pairs)
+            for d, t in pairs:
+                newest[d] = max(newest.get(d, t), t)
+
+
+def test_held_readings_are_screened_before_any_is_admitted() -> None:
+    # Given eu-west (and every region) closed to other tiers than premium, after some
+    # standard readings were admitted (which earns the budget)
+    app = RecordingApp()
+    closed = [False]
+    producer = _producer(lambda: np.full(3, closed[0]), app)
+    reg = producer._registry()
+    standard = np.flatnonzero(reg.tier == 1)[:500]
+    ids = reg.device_id[standard]
+    now = time.time()
+    producer.ingest_columns(ids, np.full(500, now - 2), np.zeros(500), now_ts=now)
+    producer.flush()
+    app.sent.clear()
+    closed[0] = True
+    # When newer readings of the same devices are pushed back
+    res = producer.ingest_columns(ids, np.full(500, now - 1), np.ones(500), now_ts=now)
+    producer.flush()
+    # Then they were all handed back, and all screened already, before any admission
+    assert res.pushed_back == 500 and res.screened_while_held == 500
+    assert len(app.readings(SCREEN_TASK)) == 500 and not app.readings(ROUTINE_TASK)
+    # When they are offered again once the region opens
+    closed[0] = False
+    app.sent.clear()
+    again = producer.ingest_columns(ids, np.full(500, now - 1), np.ones(500), now_ts=now + 1)
+    producer.flush()
+    # Then they go to routine processing only
+    assert again.accepted == 500
+    assert len(app.readings(ROUTINE_TASK)) == 500 and not app.readings(SCREEN_TASK)
+
+
+def test_past_its_budget_held_screening_takes_each_devices_newest_reading() -> None:
+    # Given a closed region and a budget of one held reading per two admitted
+    app = RecordingApp()
+    closed = [False]
+    producer = _producer(lambda: np.full(3, closed[0]), app, per_admitted=0.5)
+    reg = producer._registry()
+    standard = np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:100]
+    ids = reg.device_id[standard]
+    now = time.time()
+    producer.ingest_columns(ids, np.full(100, now - 9), np.zeros(100), now_ts=now)
+    producer.flush()
+    app.sent.clear()
+    closed[0] = True
+    # When three readings per device are pushed back (300), with 50 readings of budget
+    ts = np.repeat(now - np.array([3.0, 2.0, 1.0]), 100)
+    res = producer.ingest_columns(np.tile(ids, 3), ts, np.zeros(300), now_ts=now)
+    producer.flush()
+    # Then 50 were screened, each the newest of a different device
+    screened = app.readings(SCREEN_TASK)
+    assert res.screened_while_held == len(screened) == 50
+    assert len({d for d, _ in screened}) == 50
+    assert {t for _, t in screened} == {now - 1.0}
+
+
+def test_a_gateway_screens_the_readings_it_holds_itself() -> None:
+    # Given a gateway holding readings for eu-west, and a screening callback
+    reg = generate_registry(1_000, seed=4)
+    seen: list[np.ndarray] = []
+
+    def screen(ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> int:
+        seen.append(ids)
+        return int(ids.size)
+
+    held = HeldReadings(10_000, screen=screen)
+    eu = np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:10]
+    ids = reg.device_id[eu]
+    back = IngestResult(0, 0, {}, np.arange(10), np.zeros(10, dtype=np.intp))
+    held.hold(back, ids, ids.astype(float), ids.astype(float)[:, None], ids.astype(float), 0.0)
+    # When new eu-west readings of other tiers than premium queue behind them
+    rest = held.queue_behind_held(reg, ids, ids + 1.0, ids.astype(float)[:, None], ids + 1.0)
+    # Then the gateway holds them, and screened them at once
+    assert rest[0].size == 0
+    assert [s.tolist() for s in seen] == [ids.tolist()] and held.screened == 10
