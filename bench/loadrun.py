@@ -347,6 +347,8 @@ def summarize(
         "lost": max(0, ingested - processed - dead_lettered),
         "duplicated": max(0, processed - (ingested - dead_lettered)),
         "duplicate_deliveries_skipped": c.get("duplicate_deliveries", 0),
+        # Readings screened at once while admission control held them back.
+        "screened_while_held": c.get("screened_while_held", 0),
     }
 
 
