@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import fakeredis
 import numpy as np
+from runtime_doubles import MakeRuntime
 
 from bench.held_readings import HeldReadings
 from bench.loadrun import drive
@@ -15,8 +17,9 @@ from scheduler.codec import decode_batch
 from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
-from scheduler.wire import ROUTINE_TASK, SCREEN_TASK
+from scheduler.wire import HELD_SCREEN_FIELD, ROUTINE_TASK, SCREEN_TASK
 from stores.memory_state import MemoryStateStore
+from tasks.screen import handle_screen
 
 
 class RecordingApp:
@@ -165,3 +168,38 @@ def test_a_gateway_screens_the_readings_it_holds_itself() -> None:
     # Then the gateway holds them, and screened them at once
     assert rest[0].size == 0
     assert [s.tolist() for s in seen] == [ids.tolist()] and held.screened == 10
+
+
+def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
+    make_runtime: MakeRuntime, recording_app: Any
+) -> None:
+    # Given a publisher coalescing an admitted copy, then a held one, then an admitted one
+    rt = make_runtime(fakeredis.FakeRedis())
+    publisher = CeleryPublisher(recording_app, screening=True, publisher=rt.publisher)
+    now = time.time()
+
+    def standard(i: int, ts: float) -> Batch:
+        ids = np.arange(1, 11, dtype=np.uint64)
+        return Batch(f"p:eu-west:standard:{i}", "eu-west", "standard", ("value",), ids,
+                     np.full(10, ts), np.zeros((10, 1)), np.full(10, now))  # fmt: skip
+
+    publisher.publish(standard(1, now - 3))
+    publisher.screen_many([standard(2, now - 2)])
+    publisher.publish(standard(3, now - 1))
+    publisher.flush()
+    # Then three screening messages went to eu-west.screen, in order, the held one marked
+    copies = recording_app.named(SCREEN_TASK)
+    assert [(p[0]["id"], p[0].get(HELD_SCREEN_FIELD, False)) for p in copies] == [
+        ("p:eu-west:standard:1+1", False),
+        ("p:eu-west:standard:2+1", True),
+        ("p:eu-west:standard:3+1", False),
+    ]
+    # When the held copy is screened alone
+    handle_screen(rt, copies[1][0])
+    # Then the stream's frontier did not move: it vouches only for what every device sent
+    assert rt.stores.detector.frontier("eu-west") == {}
+    # When the admitted copies are screened
+    handle_screen(rt, copies[0][0])
+    handle_screen(rt, copies[2][0])
+    # Then the frontier is their newest reading
+    assert rt.stores.detector.frontier("eu-west") == {"standard": now - 1}
