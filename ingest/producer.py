@@ -37,7 +37,7 @@ from ingest.unconfirmed import UnconfirmedWindow
 from scheduler import defaults
 from scheduler.batching import Batcher, BatchingConfig
 from scheduler.errors import InvalidReading
-from scheduler.held_screening import HeldScreenBudget, pick_held
+from scheduler.held_screening import HeldScreenBudget, device_order, pick_held
 from scheduler.model import Batch, DeadLetter
 from scheduler.registry import Registry
 from scheduler.validation import REASONS, Limits, check_columns, parse_reading
@@ -246,6 +246,7 @@ class Producer:
             # The outbox is full (or Redis is near maxmemory): hold what does not fit.
             pushed_back = take[room:]
             pushed_region = reg.home_region[rows[pushed_back]].astype(np.intp)
+            self._marks.held_unscreened(rows[pushed_back], t[pushed_back])
             take = take[:room]
         if take.size:
             region, tier = self._place(reg, rows[take])
@@ -268,6 +269,7 @@ class Producer:
             later = tier > 0
             if later.any():
                 self._earn_held_screening(region[later], len(reg.topology.regions), now)
+                self._marks.admitted(rows[take[later]], t[take[later]])
             # Readings screened while they were held go to routine processing only.
             screened = later & self._marks.screened(rows[take], t[take])
             full = self.batcher.add(
@@ -356,45 +358,61 @@ class Producer:
         """Send screening copies of held readings, per region within its budget; marks
         what was sent, so it is not screened again when admitted. Returns readings sent."""
         screen_many = getattr(self.publisher, "screen_many", None)
-        if screen_many is None or self.degraded or self._in_backoff():
-            return 0
+        can_send = screen_many is not None and not self.degraded and not self._in_backoff()
         topology = self._registry_snapshot.topology
         sent = 0
         for code in np.unique(region).tolist():
             mine = np.flatnonzero(region == code)
-            marks = self._marks.of(rows[mine])
-            wanted = int(np.count_nonzero(t[mine] > marks))
-            granted = self.held_screening.spend(code, wanted, now)
-            pick = mine[pick_held(rows[mine], t[mine], marks, granted)]
-            if not pick.size:
-                continue
-            # The region's admitted readings still buffered go first: screening takes a
-            # device's readings in time order, and these are older than the held ones.
-            self._publish(self.batcher.cut_region(code, range(1, len(topology.tiers))), now)
-            copies = [
-                Batch(
-                    f"{self.batcher.producer_id}:{topology.regions[code]}:"
-                    f"{topology.tiers[k]}:held{self._next_held_copy()}",
-                    topology.regions[code],
-                    topology.tiers[k],
-                    self.batcher.metrics,
-                    dev[part],
-                    t[part],
-                    v[part],
-                    np.full(part.size, now),
-                )
-                for k in np.unique(tier[pick]).tolist()
-                for part in (pick[tier[pick] == k],)
-            ]
-            if self._guarded(screen_many, copies) is not True:
-                return sent
-            self._marks.raise_to(rows[pick], t[pick])
-            sent += int(pick.size)
+            mine = mine[~self._marks.screened(rows[mine], t[mine])]
+            pick = mine[:0]
+            if can_send:
+                clean = self._marks.clean(rows[mine])
+                credit = int(self.held_screening.credit(code, now))
+                pick = mine[pick_held(rows[mine], device_order(dev[mine]), clean, credit)]
+            if pick.size:
+                # The region's admitted readings still buffered go first: screening takes
+                # a device's readings in time order, and these are older than the held ones.
+                self._publish(self.batcher.cut_region(code, range(1, len(topology.tiers))), now)
+                copies = [
+                    self._held_copy(code, k, dev[part], t[part], v[part], now)
+                    for k in np.unique(tier[pick]).tolist()
+                    for part in (pick[tier[pick] == k],)
+                ]
+                if screen_many is not None and self._guarded(screen_many, copies) is True:
+                    self.held_screening.spend(code, int(pick.size), now)
+                    self._marks.sent_to_screening(rows[pick], t[pick])
+                    sent += int(pick.size)
+                else:
+                    can_send = False
+                    pick = mine[:0]
+            # What was not sent waits unscreened: its device takes no part until admitted.
+            waiting = mine[~np.isin(mine, pick)]
+            self._marks.held_unscreened(rows[waiting], t[waiting])
         return sent
 
-    def _next_held_copy(self) -> int:
+    def _held_copy(
+        self,
+        region: int,
+        tier: int,
+        dev: npt.NDArray[np.uint64],
+        t: npt.NDArray[np.float64],
+        v: npt.NDArray[np.float64],
+        now: float,
+    ) -> Batch:
+        """A screening copy of held readings of one (region, tier)."""
+        topology = self._registry_snapshot.topology
         self._held_copies += 1
-        return self._held_copies
+        region_name, tier_name = topology.regions[region], topology.tiers[tier]
+        return Batch(
+            f"{self.batcher.producer_id}:{region_name}:{tier_name}:held{self._held_copies}",
+            region_name,
+            tier_name,
+            self.batcher.metrics,
+            dev,
+            t,
+            v,
+            np.full(t.size, now),
+        )
 
     def closed(self) -> npt.NDArray[np.bool_] | None:
         """Per region code, True where non-premium readings are pushed back now; None

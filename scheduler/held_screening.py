@@ -13,10 +13,11 @@ screening of held readings takes a bounded share of the region's slot time (its 
 ``bench/screen_cost.py`` measures screening at about twice routine processing's cost
 per reading (7.1 vs 3.6 us): screening is mostly the detector states' MGET and MSET.
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
-so when a held chunk is larger than the budget, each device's newest readings go first,
-devices screened longest ago first; the older readings of a device are skipped for
-good (screening takes a device's readings in time order, and its newer ones went
-ahead). A reading is screened once: early, or when admitted, never both.
+so past the budget a sample of devices is screened while held: whole devices, in a
+fixed order, so the same devices keep fast detection and every device's readings reach
+screening complete and in time order (a device screened in part would show the
+detector gaps, i.e. false dropouts). The other devices' readings are screened when
+admitted, as before. A reading is screened once: early, or when admitted, never both.
 """
 
 from __future__ import annotations
@@ -72,30 +73,32 @@ class HeldScreenBudget:
         return max(0, granted)
 
 
+def device_order(device_id: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """A fixed pseudo-random order of devices (a multiplicative hash of the id): past the
+    budget the same devices keep being screened while held, so none is left with gaps."""
+    return np.asarray(device_id, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
 def pick_held(
     device_row: npt.NDArray[np.int64],
-    ts: npt.NDArray[np.float64],
-    screened_to_ts: npt.NDArray[np.float64],
+    order: npt.NDArray[np.uint64],
+    clean: npt.NDArray[np.bool_],
     budget: int,
 ) -> npt.NDArray[np.intp]:
     """Which held readings to screen now, at most ``budget``; indexes into the inputs.
 
-    ``screened_to_ts`` (per reading) is the newest event time already sent to screening
-    for its device: readings no newer are skipped. Past the budget, every device's
-    newest reading goes before any device's second newest, and among equals the device
-    screened longest ago goes first.
+    Whole devices, never part of one: a device whose held readings were screened only in
+    part would show the detector a gap (a false dropout), and its skipped readings could
+    not be screened later without going back in time. So within the budget, devices go
+    in their fixed ``order`` (``device_order``), each with all its readings here; only
+    ``clean`` devices (none of their readings waiting unscreened) may take part.
     """
-    fresh = np.flatnonzero(ts > screened_to_ts)
-    if fresh.size <= budget:
-        return fresh
-    if budget <= 0:
-        return np.empty(0, dtype=np.intp)
-    rows, t = device_row[fresh], ts[fresh]
-    by_device = np.lexsort((-t, rows))
-    sorted_rows = rows[by_device]
-    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-    group = np.repeat(starts, np.diff(np.r_[starts, sorted_rows.size]))
-    newness = np.empty(fresh.size, dtype=np.int64)
-    newness[by_device] = np.arange(fresh.size) - group
-    chosen = np.lexsort((screened_to_ts[fresh], newness))[:budget]
-    return np.sort(fresh[chosen])
+    take = np.flatnonzero(clean)
+    if take.size <= budget:
+        return take
+    rows = device_row[take]
+    devices, first, counts = np.unique(rows, return_index=True, return_counts=True)
+    by_order = np.argsort(order[take][first], kind="stable")
+    fits = np.cumsum(counts[by_order]) <= budget
+    chosen = devices[by_order[fits]]
+    return take[np.isin(rows, chosen)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.held_screening import HeldScreenBudget, pick_held
+from scheduler.held_screening import HeldScreenBudget, device_order, pick_held
 
 
 def test_the_budget_is_earned_per_admitted_reading_spent_once_and_fades() -> None:
@@ -26,22 +26,30 @@ def test_a_budget_needs_a_positive_window() -> None:
         HeldScreenBudget(window_s=0)
 
 
-def test_within_budget_every_reading_not_screened_before_is_picked() -> None:
+def test_within_budget_every_reading_of_a_clean_device_is_picked() -> None:
     rows = np.array([1, 2, 1, 3])
-    ts = np.array([10.0, 10.0, 11.0, 9.0])
-    # device 3 already sent a reading at 9.0 to screening
-    marks = np.array([-np.inf, -np.inf, -np.inf, 9.0])
-    assert pick_held(rows, ts, marks, budget=10).tolist() == [0, 1, 2]
+    order = device_order(rows.astype(np.uint64))
+    # device 3 has readings waiting unscreened: it takes no part
+    clean = np.array([True, True, True, False])
+    assert pick_held(rows, order, clean, budget=10).tolist() == [0, 1, 2]
 
 
-def test_past_the_budget_newest_per_device_first_and_stalest_device_first() -> None:
-    # Given three readings of device 1, one of device 2 (screened long ago) and one of
-    # device 3 (screened recently)
-    rows = np.array([1, 1, 1, 2, 3])
-    ts = np.array([1.0, 2.0, 3.0, 2.5, 2.5])
-    marks = np.array([0.5, 0.5, 0.5, -5.0, 0.9])
-    # When only two may be screened: device 2's (stalest) and device 1's newest
-    assert pick_held(rows, ts, marks, budget=2).tolist() == [2, 3]
-    # When four: every device's newest, then device 1's second newest
-    assert pick_held(rows, ts, marks, budget=4).tolist() == [1, 2, 3, 4]
-    assert pick_held(rows, ts, marks, budget=0).size == 0
+def test_past_the_budget_whole_devices_go_in_their_fixed_order() -> None:
+    # Given three readings of device 1 and one each of devices 2 and 3
+    rows = np.array([1, 1, 2, 1, 3])
+    order = np.array([5, 5, 1, 5, 9], dtype=np.uint64)
+    clean = np.ones(5, dtype=np.bool_)
+    # When two may be screened: device 2 (first in order); device 1's three do not fit,
+    # and device 3 comes after device 1
+    assert pick_held(rows, order, clean, budget=2).tolist() == [2]
+    # When four: devices 2 and 1, whole
+    assert pick_held(rows, order, clean, budget=4).tolist() == [0, 1, 2, 3]
+    assert pick_held(rows, order, clean, budget=0).size == 0
+
+
+def test_the_device_order_is_fixed_and_spreads_ids() -> None:
+    ids = np.arange(1, 1_001, dtype=np.uint64)
+    order = device_order(ids)
+    assert np.array_equal(order, device_order(ids))
+    # consecutive ids are not taken in id order
+    assert not np.all(np.diff(order.astype(np.float64)) > 0)

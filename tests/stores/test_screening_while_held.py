@@ -125,7 +125,7 @@ def test_held_readings_are_screened_before_any_is_admitted() -> None:
     assert len(app.readings(ROUTINE_TASK)) == 500 and not app.readings(SCREEN_TASK)
 
 
-def test_past_its_budget_held_screening_takes_each_devices_newest_reading() -> None:
+def test_past_its_budget_whole_devices_are_screened_while_held_the_rest_when_admitted() -> None:
     # Given a closed region and a budget of one held reading per two admitted
     app = RecordingApp()
     closed = [False]
@@ -139,14 +139,22 @@ def test_past_its_budget_held_screening_takes_each_devices_newest_reading() -> N
     app.sent.clear()
     closed[0] = True
     # When three readings per device are pushed back (300), with 50 readings of budget
-    ts = np.repeat(now - np.array([3.0, 2.0, 1.0]), 100)
-    res = producer.ingest_columns(np.tile(ids, 3), ts, np.zeros(300), now_ts=now)
+    ids3, ts = np.tile(ids, 3), np.repeat(now - np.array([3.0, 2.0, 1.0]), 100)
+    res = producer.ingest_columns(ids3, ts, np.zeros(300), now_ts=now)
     producer.flush()
-    # Then 50 were screened, each the newest of a different device
-    screened = app.readings(SCREEN_TASK)
-    assert res.screened_while_held == len(screened) == 50
-    assert len({d for d, _ in screened}) == 50
-    assert {t for _, t in screened} == {now - 1.0}
+    # Then 16 devices were screened at once, each with all three of its readings
+    early = app.readings(SCREEN_TASK)
+    assert res.screened_while_held == len(early) == 48
+    assert sorted(np.unique([d for d, _ in early], return_counts=True)[1]) == [3] * 16
+    # When the region opens and the readings are offered again
+    closed[0] = False
+    app.sent.clear()
+    producer.ingest_columns(ids3, ts, np.zeros(300), now_ts=now + 1)
+    producer.flush()
+    # Then the other 84 devices' readings are screened now, and none twice
+    late = app.readings(SCREEN_TASK)
+    assert len(late) == 252 and not set(late) & set(early)
+    assert len(app.readings(ROUTINE_TASK)) == 300
 
 
 def test_a_gateway_screens_the_readings_it_holds_itself() -> None:
