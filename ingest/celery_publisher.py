@@ -83,7 +83,12 @@ class CeleryPublisher:
         if not self.screening:
             return False
         for batch in batches:
-            self._hold_for_screening(batch, held=True)
+            # Cut like routine batches: a screening task holds its slot until done, and
+            # premium may be waiting for that slot.
+            size = self.screen_max_readings
+            for k, start in enumerate(range(0, len(batch), size)):
+                piece = batch.take(slice(start, start + size), f"{batch.batch_id}.{k}")
+                self._hold_for_screening(piece, held=True)
         self.poll()
         return True
 

@@ -399,7 +399,10 @@ class Producer:
         v: npt.NDArray[np.float64],
         now: float,
     ) -> Batch:
-        """A screening copy of held readings of one (region, tier)."""
+        """A screening copy of held readings of one (region, tier), oldest first (it may
+        travel in pieces, each screened after the one before)."""
+        order = np.argsort(t, kind="stable")
+        dev, t, v = dev[order], t[order], v[order]
         topology = self._registry_snapshot.topology
         self._held_copies += 1
         region_name, tier_name = topology.regions[region], topology.tiers[tier]

@@ -199,7 +199,7 @@ def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
     copies = recording_app.named(SCREEN_TASK)
     assert [(p[0]["id"], p[0].get(HELD_SCREEN_FIELD, False)) for p in copies] == [
         ("p:eu-west:standard:1+1", False),
-        ("p:eu-west:standard:2+1", True),
+        ("p:eu-west:standard:2.0+1", True),
         ("p:eu-west:standard:3+1", False),
     ]
     # When the held copy is screened alone
@@ -211,3 +211,21 @@ def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
     handle_screen(rt, copies[2][0])
     # Then the frontier is their newest reading
     assert rt.stores.detector.frontier("eu-west") == {"standard": now - 1}
+
+
+def test_a_large_held_copy_is_screened_in_pieces_no_larger_than_a_batch(
+    recording_app: Any,
+) -> None:
+    # Given 12,000 held readings of one region handed over at once
+    publisher = CeleryPublisher(recording_app, screening=True, screen_max_readings=5_000)
+    n = 12_000
+    held = Batch("p:eu-west:standard:held1", "eu-west", "standard", ("value",),
+                 np.arange(n, dtype=np.uint64), np.arange(n, dtype=np.float64),
+                 np.zeros((n, 1)), np.zeros(n))  # fmt: skip
+    # When they are screened
+    publisher.screen_many([held])
+    publisher.flush()
+    # Then they go as messages of at most a batch's readings, each once, in order
+    copies = [p[0] for p in recording_app.named(SCREEN_TASK)]
+    assert [c["n"] for c in copies] == [5_000, 5_000, 2_000]
+    assert len({c["id"] for c in copies}) == 3
