@@ -31,13 +31,13 @@ import numpy.typing as npt
 import redis
 from kombu.exceptions import OperationalError
 
+from ingest.held_screener import HeldScreener
 from ingest.outbox import MemoryOutbox, Outbox
-from ingest.screened_marks import ScreenedMarks
 from ingest.unconfirmed import UnconfirmedWindow
 from scheduler import defaults
 from scheduler.batching import Batcher, BatchingConfig
 from scheduler.errors import InvalidReading
-from scheduler.held_screening import HeldScreenBudget, device_order, pick_held
+from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Batch, DeadLetter
 from scheduler.registry import Registry
 from scheduler.validation import REASONS, Limits, check_columns, parse_reading
@@ -162,9 +162,7 @@ class Producer:
         self.last_outage: str | None = None
         self._retry_at = float("-inf")
         self._unsent_letters: list[DeadLetter] = []
-        self.held_screening = held_screening or HeldScreenBudget()
-        self._marks = ScreenedMarks(reg)
-        self._held_copies = 0
+        self.held_screener = HeldScreener(reg, producer_id, self.limits.metrics, held_screening)
 
     def ingest(self, readings: Iterable[Mapping[str, object] | bytes | str]) -> IngestResult:
         """Single readings, each a dict or JSON bytes/str."""
@@ -246,7 +244,7 @@ class Producer:
             # The outbox is full (or Redis is near maxmemory): hold what does not fit.
             pushed_back = take[room:]
             pushed_region = reg.home_region[rows[pushed_back]].astype(np.intp)
-            self._marks.held_unscreened(rows[pushed_back], t[pushed_back])
+            self.held_screener.marks.held_unscreened(rows[pushed_back], t[pushed_back])
             take = take[:room]
         if take.size:
             region, tier = self._place(reg, rows[take])
@@ -267,11 +265,11 @@ class Producer:
             else:
                 first = np.minimum(np.asarray(offered_ts, dtype=np.float64)[take], now)
             later = tier > 0
+            screened = np.zeros(take.size, dtype=np.bool_)
             if later.any():
-                self._earn_held_screening(region[later], len(reg.topology.regions), now)
-                self._marks.admitted(rows[take[later]], t[take[later]])
-            # Readings screened while they were held go to routine processing only.
-            screened = later & self._marks.screened(rows[take], t[take])
+                # Readings screened while they were held go to routine processing only.
+                got = take[later]
+                screened[later] = self.held_screener.admitted(rows[got], t[got], region[later], now)
             full = self.batcher.add(
                 region,
                 tier,
@@ -338,13 +336,6 @@ class Producer:
         self._unsent_counts["screened_while_held"] += n
         return n
 
-    def _earn_held_screening(
-        self, region: npt.NDArray[np.integer], n_regions: int, now: float
-    ) -> None:
-        admitted = np.bincount(region.astype(np.intp), minlength=n_regions)
-        for code in np.flatnonzero(admitted).tolist():
-            self.held_screening.earn(code, int(admitted[code]), now)
-
     def _screen_rows(
         self,
         rows: npt.NDArray[np.int64],
@@ -355,67 +346,19 @@ class Producer:
         tier: npt.NDArray[np.integer],
         now: float,
     ) -> int:
-        """Send screening copies of held readings, per region within its budget; marks
-        what was sent, so it is not screened again when admitted. Returns readings sent."""
+        """Screening copies of held readings, through the publisher's ``screen_many``."""
         screen_many = getattr(self.publisher, "screen_many", None)
-        can_send = screen_many is not None and not self.degraded and not self._in_backoff()
-        topology = self._registry_snapshot.topology
-        sent = 0
-        for code in np.unique(region).tolist():
-            mine = np.flatnonzero(region == code)
-            mine = mine[~self._marks.screened(rows[mine], t[mine])]
-            pick = mine[:0]
-            if can_send:
-                clean = self._marks.clean(rows[mine])
-                credit = int(self.held_screening.credit(code, now))
-                pick = mine[pick_held(rows[mine], device_order(dev[mine]), clean, credit)]
-            if pick.size:
-                # The region's admitted readings still buffered go first: screening takes
-                # a device's readings in time order, and these are older than the held ones.
-                self._publish(self.batcher.cut_region(code, range(1, len(topology.tiers))), now)
-                copies = [
-                    self._held_copy(code, k, dev[part], t[part], v[part], now)
-                    for k in np.unique(tier[pick]).tolist()
-                    for part in (pick[tier[pick] == k],)
-                ]
-                if screen_many is not None and self._guarded(screen_many, copies) is True:
-                    self.held_screening.spend(code, int(pick.size), now)
-                    self._marks.sent_to_screening(rows[pick], t[pick])
-                    sent += int(pick.size)
-                else:
-                    can_send = False
-                    pick = mine[:0]
-            # What was not sent waits unscreened: its device takes no part until admitted.
-            waiting = mine[~np.isin(mine, pick)]
-            self._marks.held_unscreened(rows[waiting], t[waiting])
-        return sent
+        send = None
+        if screen_many is not None and not self.degraded and not self._in_backoff():
 
-    def _held_copy(
-        self,
-        region: int,
-        tier: int,
-        dev: npt.NDArray[np.uint64],
-        t: npt.NDArray[np.float64],
-        v: npt.NDArray[np.float64],
-        now: float,
-    ) -> Batch:
-        """A screening copy of held readings of one (region, tier), oldest first (it may
-        travel in pieces, each screened after the one before)."""
-        order = np.argsort(t, kind="stable")
-        dev, t, v = dev[order], t[order], v[order]
-        topology = self._registry_snapshot.topology
-        self._held_copies += 1
-        region_name, tier_name = topology.regions[region], topology.tiers[tier]
-        return Batch(
-            f"{self.batcher.producer_id}:{region_name}:{tier_name}:held{self._held_copies}",
-            region_name,
-            tier_name,
-            self.batcher.metrics,
-            dev,
-            t,
-            v,
-            np.full(t.size, now),
-        )
+            def send(copies: list[Batch]) -> bool:
+                return self._guarded(screen_many, copies) is True
+
+        def before_region(code: int) -> None:
+            tiers = range(1, len(self._registry_snapshot.topology.tiers))
+            self._publish(self.batcher.cut_region(code, tiers), now)
+
+        return self.held_screener.screen((rows, dev, t, v), region, tier, now, send, before_region)
 
     def closed(self) -> npt.NDArray[np.bool_] | None:
         """Per region code, True where non-premium readings are pushed back now; None
@@ -462,7 +405,7 @@ class Producer:
         fresh = self._guarded(self._registry)
         if isinstance(fresh, Registry):
             self._registry_snapshot = fresh
-            self._marks.rebind(fresh)
+            self.held_screener.rebind(fresh)
         return self._registry_snapshot
 
     @property
