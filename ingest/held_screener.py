@@ -80,7 +80,7 @@ class HeldScreener:
             pick = mine[:0]
             if send is not None:
                 clean = self.marks.clean(rows[mine])
-                credit = int(self.budget.credit(code, now))
+                credit = int(self.budget.available(code, now))
                 pick = mine[pick_held(rows[mine], device_order(dev[mine]), clean, credit)]
             if pick.size:
                 assert send is not None

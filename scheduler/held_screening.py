@@ -41,11 +41,20 @@ BUDGET_WINDOW_S = 1.0
 
 @dataclass
 class HeldScreenBudget:
-    """Per region code, readings that may be screened while held (earned on admission)."""
+    """Per region code, readings that may be screened while held (earned on admission).
+
+    A balance: admissions add to it, screening spends it, and it may be overdrawn by
+    what the region earned over the last ``window_s``. Gateways hand over held readings
+    in uneven lumps; the overdraft keeps a lump from cutting the devices being screened
+    (a device dropped from screening while held cannot rejoin until its held readings
+    are admitted), while spending still follows earning over time. Unspent credit fades
+    over ``window_s``; a debt does not.
+    """
 
     per_admitted: float = PER_ADMITTED
     window_s: float = BUDGET_WINDOW_S
-    _credit: dict[int, float] = field(default_factory=dict)
+    _balance: dict[int, float] = field(default_factory=dict)
+    _earned: dict[int, float] = field(default_factory=dict)
     _at_ts: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,22 +64,26 @@ class HeldScreenBudget:
     def earn(self, region: int, admitted: int, now_ts: float) -> None:
         """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``."""
         if admitted > 0:
-            self._credit[region] = self.credit(region, now_ts) + self.per_admitted * admitted
-            self._at_ts[region] = now_ts
+            self._fade(region, now_ts)
+            self._balance[region] += self.per_admitted * admitted
+            self._earned[region] += self.per_admitted * admitted
 
-    def credit(self, region: int, now_ts: float) -> float:
-        """Readings ``region`` may screen while held now."""
-        credit = self._credit.get(region, 0.0)
+    def available(self, region: int, now_ts: float) -> float:
+        """Readings ``region`` may screen while held now (its balance plus the overdraft)."""
+        self._fade(region, now_ts)
+        return self._balance[region] + self._earned[region]
+
+    def spend(self, region: int, readings: int, now_ts: float) -> None:
+        self._fade(region, now_ts)
+        self._balance[region] -= readings
+
+    def _fade(self, region: int, now_ts: float) -> None:
         elapsed = max(0.0, now_ts - self._at_ts.get(region, now_ts))
-        return credit * math.exp(-elapsed / self.window_s)
-
-    def spend(self, region: int, wanted: int, now_ts: float) -> int:
-        """Take up to ``wanted`` readings of credit; returns how many were granted."""
-        credit = self.credit(region, now_ts)
-        granted = min(wanted, int(credit))
-        self._credit[region] = credit - granted
+        fade = math.exp(-elapsed / self.window_s)
+        balance = self._balance.get(region, 0.0)
+        self._balance[region] = balance * fade if balance > 0 else balance
+        self._earned[region] = self._earned.get(region, 0.0) * fade
         self._at_ts[region] = now_ts
-        return max(0, granted)
 
 
 def device_order(device_id: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:

@@ -8,17 +8,25 @@ import pytest
 from scheduler.held_screening import HeldScreenBudget, device_order, pick_held
 
 
-def test_the_budget_is_earned_per_admitted_reading_spent_once_and_fades() -> None:
+def test_the_budget_is_earned_per_admitted_reading_and_may_be_overdrawn_by_a_window() -> None:
     budget = HeldScreenBudget(per_admitted=0.5, window_s=1.0)
     # Given 1,000 readings admitted in region 0
     budget.earn(0, 1_000, now_ts=10.0)
-    # Then region 0 may screen 500 held readings, region 1 none
-    assert budget.spend(1, 100, now_ts=10.0) == 0
-    assert budget.spend(0, 400, now_ts=10.0) == 400
-    assert budget.spend(0, 400, now_ts=10.0) == 100
-    # And credit left unspent fades within a few windows: it is not banked for a burst
+    # Then region 0 has 500 readings of credit and as much again of overdraft; region 1 none
+    assert budget.available(1, now_ts=10.0) == 0
+    assert budget.available(0, now_ts=10.0) == 1_000
+    # When it spends 900: 100 are left; the debt is repaid by later admissions only
+    budget.spend(0, 900, now_ts=10.0)
+    assert budget.available(0, now_ts=10.0) == pytest.approx(100)
+    assert budget.available(0, now_ts=20.0) == pytest.approx(-400, abs=1)
+    budget.earn(0, 1_000, now_ts=20.0)
+    assert budget.available(0, now_ts=20.0) == pytest.approx(600, abs=1)
+
+
+def test_unspent_credit_fades_it_is_not_banked_for_a_burst() -> None:
+    budget = HeldScreenBudget(per_admitted=0.5, window_s=1.0)
     budget.earn(0, 1_000, now_ts=10.0)
-    assert budget.credit(0, now_ts=15.0) < 5
+    assert budget.available(0, now_ts=15.0) < 10
 
 
 def test_a_budget_needs_a_positive_window() -> None:

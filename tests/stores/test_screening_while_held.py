@@ -139,21 +139,22 @@ def test_past_its_budget_whole_devices_are_screened_while_held_the_rest_when_adm
     app.sent.clear()
     closed[0] = True
     # When three readings per device are pushed back (300), with 50 readings of budget
+    # (and as much again of overdraft)
     ids3, ts = np.tile(ids, 3), np.repeat(now - np.array([3.0, 2.0, 1.0]), 100)
     res = producer.ingest_columns(ids3, ts, np.zeros(300), now_ts=now)
     producer.flush()
-    # Then 16 devices were screened at once, each with all three of its readings
+    # Then 33 devices were screened at once, each with all three of its readings
     early = app.readings(SCREEN_TASK)
-    assert res.screened_while_held == len(early) == 48
-    assert sorted(np.unique([d for d, _ in early], return_counts=True)[1]) == [3] * 16
+    assert res.screened_while_held == len(early) == 99
+    assert sorted(np.unique([d for d, _ in early], return_counts=True)[1]) == [3] * 33
     # When the region opens and the readings are offered again
     closed[0] = False
     app.sent.clear()
     producer.ingest_columns(ids3, ts, np.zeros(300), now_ts=now + 1)
     producer.flush()
-    # Then the other 84 devices' readings are screened now, and none twice
+    # Then the other 67 devices' readings are screened now, and none twice
     late = app.readings(SCREEN_TASK)
-    assert len(late) == 252 and not set(late) & set(early)
+    assert len(late) == 201 and not set(late) & set(early)
     assert len(app.readings(ROUTINE_TASK)) == 300
 
 
