@@ -80,8 +80,8 @@ class HeldScreener:
             pick = mine[:0]
             if send is not None:
                 clean = self.marks.clean(rows[mine])
-                credit = int(self.budget.available(code, now))
-                pick = mine[pick_held(rows[mine], device_order(dev[mine]), clean, credit)]
+                share = self.budget.share(code)
+                pick = mine[pick_held(device_order(dev[mine]), clean, share)]
             if pick.size:
                 assert send is not None
                 before_region(code)

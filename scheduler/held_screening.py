@@ -13,11 +13,15 @@ screening of held readings takes a bounded share of the region's slot time (its 
 ``bench/screen_cost.py`` measures screening at about twice routine processing's cost
 per reading (7.1 vs 3.6 us): screening is mostly the detector states' MGET and MSET.
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
-so past the budget a sample of devices is screened while held: whole devices, in a
-fixed order, so the same devices keep fast detection and every device's readings reach
-screening complete and in time order (a device screened in part would show the
-detector gaps, i.e. false dropouts). The other devices' readings are screened when
-admitted, as before. A reading is screened once: early, or when admitted, never both.
+so past the budget a sample of devices is screened while held: a fixed share of each
+region's devices (picked by a hash of the id, so the same devices keep fast detection),
+whole devices only, so every device's readings reach screening complete and in time
+order (a device screened in part would show the detector gaps, i.e. false dropouts).
+The share follows the budget over a window, not each gateway lump: a device dropped from
+the sample cannot rejoin while its held readings wait (its newer ones would overtake
+them), so it is not dropped for a lump larger than the moment's credit. The other
+devices' readings are screened when admitted, as before. A reading is screened once:
+early, or when admitted, never both.
 """
 
 from __future__ import annotations
@@ -34,28 +38,37 @@ HELD_SCREEN_SHARE = 0.5
 SCREEN_TO_ROUTINE_COST = 2.0
 #: Readings screened while held per non-premium reading admitted: the share above.
 PER_ADMITTED = HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / SCREEN_TO_ROUTINE_COST
-#: Unspent budget fades over this long (seconds): enough to carry a gateway's chunk
-#: between admission rounds, too short to bank a quiet period for a burst.
-BUDGET_WINDOW_S = 1.0
+#: Earning and spending are compared over this long (seconds): a few gateway lumps and
+#: admission rounds, short enough to follow a change of drain within seconds.
+BUDGET_WINDOW_S = 2.0
+#: The sample shrinks at most this much per adjustment, and grows back by this factor
+#: while spending stays under half the earning.
+MAX_SHRINK = 0.5
+GROW = 1.25
+#: The sample is resized at most once per this share of the window: gateways hand over
+#: held readings in lumps, and admission opens and closes within a window.
+ADJUST_EVERY = 0.5
+#: Device order values span the uint64 range: order / ORDER_SPAN is in [0, 1).
+ORDER_SPAN = float(2**64)
 
 
 @dataclass
 class HeldScreenBudget:
-    """Per region code, readings that may be screened while held (earned on admission).
+    """Per region code, the share of devices screened while held, sized to the budget.
 
-    A balance: admissions add to it, screening spends it, and it may be overdrawn by
-    what the region earned over the last ``window_s``. Gateways hand over held readings
-    in uneven lumps; the overdraft keeps a lump from cutting the devices being screened
-    (a device dropped from screening while held cannot rejoin until its held readings
-    are admitted), while spending still follows earning over time. Unspent credit fades
-    over ``window_s``; a debt does not.
+    Admissions earn ``per_admitted`` readings each; screening spends them. Both are
+    summed over a fading window; after each spend, a region whose spending ran past its
+    earning shrinks its sample in proportion, and one spending under half of it grows
+    the sample back (devices rejoin once none of their readings waits unscreened).
     """
 
     per_admitted: float = PER_ADMITTED
     window_s: float = BUDGET_WINDOW_S
-    _balance: dict[int, float] = field(default_factory=dict)
     _earned: dict[int, float] = field(default_factory=dict)
+    _spent: dict[int, float] = field(default_factory=dict)
+    _share: dict[int, float] = field(default_factory=dict)
     _at_ts: dict[int, float] = field(default_factory=dict)
+    _resized_ts: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.per_admitted < 0 or self.window_s <= 0:
@@ -65,24 +78,31 @@ class HeldScreenBudget:
         """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``."""
         if admitted > 0:
             self._fade(region, now_ts)
-            self._balance[region] += self.per_admitted * admitted
             self._earned[region] += self.per_admitted * admitted
 
-    def available(self, region: int, now_ts: float) -> float:
-        """Readings ``region`` may screen while held now (its balance plus the overdraft)."""
-        self._fade(region, now_ts)
-        return self._balance[region] + self._earned[region]
+    def share(self, region: int) -> float:
+        """Share of the region's devices screened while held (1.0 until spending outruns
+        earning)."""
+        return self._share.get(region, 1.0)
 
     def spend(self, region: int, readings: int, now_ts: float) -> None:
+        """``readings`` were screened while held; resizes the region's sample."""
         self._fade(region, now_ts)
-        self._balance[region] -= readings
+        self._spent[region] += readings
+        if now_ts - self._resized_ts.get(region, float("-inf")) < ADJUST_EVERY * self.window_s:
+            return
+        self._resized_ts[region] = now_ts
+        earned, spent, share = self._earned[region], self._spent[region], self.share(region)
+        if spent > earned:
+            self._share[region] = share * max(MAX_SHRINK, earned / spent)
+        elif spent < 0.5 * earned:
+            self._share[region] = min(1.0, share * GROW)
 
     def _fade(self, region: int, now_ts: float) -> None:
         elapsed = max(0.0, now_ts - self._at_ts.get(region, now_ts))
         fade = math.exp(-elapsed / self.window_s)
-        balance = self._balance.get(region, 0.0)
-        self._balance[region] = balance * fade if balance > 0 else balance
         self._earned[region] = self._earned.get(region, 0.0) * fade
+        self._spent[region] = self._spent.get(region, 0.0) * fade
         self._at_ts[region] = now_ts
 
 
@@ -93,25 +113,14 @@ def device_order(device_id: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
 
 
 def pick_held(
-    device_row: npt.NDArray[np.int64],
-    order: npt.NDArray[np.uint64],
-    clean: npt.NDArray[np.bool_],
-    budget: int,
+    order: npt.NDArray[np.uint64], clean: npt.NDArray[np.bool_], share: float
 ) -> npt.NDArray[np.intp]:
-    """Which held readings to screen now, at most ``budget``; indexes into the inputs.
+    """Which held readings to screen now; indexes into the inputs.
 
-    Whole devices, never part of one: a device whose held readings were screened only in
-    part would show the detector a gap (a false dropout), and its skipped readings could
-    not be screened later without going back in time. So within the budget, devices go
-    in their fixed ``order`` (``device_order``), each with all its readings here; only
-    ``clean`` devices (none of their readings waiting unscreened) may take part.
+    Every reading of the devices in the sample (``order``, from ``device_order``, within
+    the first ``share`` of its range), whole devices, never part of one: a device whose
+    held readings were screened only in part would show the detector a gap (a false
+    dropout), and its skipped readings could not be screened later without going back
+    in time. Only ``clean`` devices (none of their readings waiting unscreened) take part.
     """
-    take = np.flatnonzero(clean)
-    if take.size <= budget:
-        return take
-    rows = device_row[take]
-    devices, first, counts = np.unique(rows, return_index=True, return_counts=True)
-    by_order = np.argsort(order[take][first], kind="stable")
-    fits = np.cumsum(counts[by_order]) <= budget
-    chosen = devices[by_order[fits]]
-    return take[np.isin(rows, chosen)]
+    return np.flatnonzero(clean & (order.astype(np.float64) < share * ORDER_SPAN))
