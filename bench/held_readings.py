@@ -57,6 +57,7 @@ class HeldReadings:
         #: Readings the gateway held itself that ``screen`` screened at once.
         self.screened = 0
         self._screen = screen
+        self._to_screen: list[tuple[npt.NDArray[Any], ...]] = []
         self._wait_s = PUSHED_BACK_WAIT_S
         #: Per region code, pieces of (device ids, event times, values, first-offer times).
         self._held: dict[int, deque[tuple[npt.NDArray[Any], ...]]] = {}
@@ -136,11 +137,22 @@ class HeldReadings:
         if later.any():
             held = tuple(c[later] for c in cols)
             if self._screen is not None:
-                self.screened += self._screen(held[0], held[1], held[2])
+                self._to_screen.append(held)
             self._add(held, home[later])
             self.deferred += int(later.sum())
         now = ~later
         return tuple(c[now] for c in cols)
+
+    def screen_waiting(self) -> int:
+        """Screen (through ``screen``) the readings held since the last call; returns how
+        many were screened. Called once the readings offered beside them (premium among
+        them) are in, so screening never holds premium up."""
+        n = 0
+        while self._screen is not None and self._to_screen:
+            ids, ts, values, _ = self._to_screen.pop(0)
+            n += self._screen(ids, ts, values)
+        self.screened += n
+        return n
 
     def _add(
         self,
@@ -182,6 +194,8 @@ class HeldReadings:
         """Offer again the oldest readings held for regions open now, at most
         ``offer_readings`` split evenly between them; readings of regions still closed
         are not offered at all."""
+        # Held readings are screened before any is offered again.
+        self.screen_waiting()
         if not self._size or now < self._retry_at:
             return 0, 0
         closed = producer.closed()

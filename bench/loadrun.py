@@ -212,6 +212,7 @@ class _Gateway:
         self.accepted += res.accepted
         self.rejected += res.rejected
         self.held.hold(res, ids, ts, values, first, now)
+        self.held.screen_waiting()
         if self.extra is not None:
             # Counted in ``readings`` like the rest: a run that overran its schedule (a loaded
             # machine) must not offer a second second's singles past the total asked for.

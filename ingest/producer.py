@@ -240,6 +240,7 @@ class Producer:
         room = self._room()
         pushed_back = pushed_region = _NONE
         screened_early = 0
+        to_screen = None
         if take.size > room:
             # The outbox is full (or Redis is near maxmemory): hold what does not fit.
             pushed_back = take[room:]
@@ -252,9 +253,7 @@ class Producer:
                 held = self._backlog_closed(len(reg.topology.regions))[region] & (tier > 0)
                 if held.any():
                     i = take[held]
-                    screened_early = self._screen_rows(
-                        rows[i], dev[i], t[i], v[i], region[held], tier[held], now
-                    )
+                    to_screen = (i, region[held], tier[held])
                     pushed_back = np.concatenate((pushed_back, i))
                     pushed_region = np.concatenate((pushed_region, region[held].astype(np.intp)))
                     order = np.argsort(pushed_back, kind="stable")
@@ -289,6 +288,12 @@ class Producer:
                 due_at = now + self.batcher.config.age_limit_s(premium)
             self._publish(self.batcher.due(due_at), now)
             self._publish(full, now)
+        if to_screen is not None:
+            # After premium went out: screening held readings must not hold it up.
+            i, held_region, held_tier = to_screen
+            screened_early = self._screen_rows(
+                rows[i], dev[i], t[i], v[i], held_region, held_tier, now
+            )
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
         self._unsent_counts["accepted"] += accepted

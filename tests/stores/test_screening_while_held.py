@@ -178,8 +178,9 @@ def test_a_gateway_screens_the_readings_it_holds_itself() -> None:
     held.hold(back, ids, ids.astype(float), ids.astype(float)[:, None], ids.astype(float), 0.0)
     # When new eu-west readings of other tiers than premium queue behind them
     rest = held.queue_behind_held(reg, ids, ids + 1.0, ids.astype(float)[:, None], ids + 1.0)
-    # Then the gateway holds them, and screened them at once
-    assert rest[0].size == 0
+    # Then the gateway holds them, and screens them once what came beside them is in
+    assert rest[0].size == 0 and not seen
+    assert held.screen_waiting() == 10
     assert [s.tolist() for s in seen] == [ids.tolist()] and held.screened == 10
 
 
