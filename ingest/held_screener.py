@@ -77,11 +77,12 @@ class HeldScreener:
         for code in np.unique(region).tolist():
             mine = np.flatnonzero(region == code)
             mine = mine[~self.marks.screened(rows[mine], t[mine])]
-            pick = mine[:0]
+            waiting = np.ones(mine.size, dtype=np.bool_)
             if send is not None:
                 clean = self.marks.clean(rows[mine])
                 share = self.budget.share(code)
-                pick = mine[pick_held(device_order(dev[mine]), clean, share)]
+                waiting[pick_held(device_order(dev[mine]), clean, share)] = False
+            pick = mine[~waiting]
             if pick.size:
                 assert send is not None
                 before_region(code)
@@ -95,10 +96,10 @@ class HeldScreener:
                     self.marks.sent_to_screening(rows[pick], t[pick])
                     sent += int(pick.size)
                 else:
-                    send, pick = None, mine[:0]
+                    send = None
+                    waiting[:] = True
             # What was not sent waits unscreened: its device takes no part until admitted.
-            waiting = mine[~np.isin(mine, pick)]
-            self.marks.held_unscreened(rows[waiting], t[waiting])
+            self.marks.held_unscreened(rows[mine[waiting]], t[mine[waiting]])
         return sent
 
     def _copy(
@@ -106,7 +107,7 @@ class HeldScreener:
     ) -> Batch:
         """A screening copy of held readings of one (region, tier), oldest first (it may
         travel in pieces, each screened after the one before)."""
-        order = np.argsort(t, kind="stable")
+        order = np.argsort(t)
         topology = self._registry.topology
         self._copies += 1
         region_name, tier_name = topology.regions[region], topology.tiers[tier]

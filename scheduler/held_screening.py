@@ -123,4 +123,6 @@ def pick_held(
     dropout), and its skipped readings could not be screened later without going back
     in time. Only ``clean`` devices (none of their readings waiting unscreened) take part.
     """
-    return np.flatnonzero(clean & (order.astype(np.float64) < share * ORDER_SPAN))
+    if share >= 1.0:
+        return np.flatnonzero(clean)
+    return np.flatnonzero(clean & (order < np.uint64(max(0.0, share) * ORDER_SPAN)))
