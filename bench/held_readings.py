@@ -54,7 +54,7 @@ class HeldReadings:
         self.pushed_back_readings = 0
         #: Readings the gateway held itself while behind its schedule (premium first).
         self.deferred = 0
-        #: Readings the gateway held itself that ``screen`` screened at once.
+        #: Readings the gateway held itself that ``screen`` screened while held.
         self.screened = 0
         self._screen = screen
         self._to_screen: list[tuple[npt.NDArray[Any], ...]] = []
@@ -144,15 +144,22 @@ class HeldReadings:
         return tuple(c[now] for c in cols)
 
     def screen_waiting(self) -> int:
-        """Screen (through ``screen``) the readings held since the last call; returns how
-        many were screened. Called once the readings offered beside them (premium among
-        them) are in, so screening never holds premium up."""
-        n = 0
-        while self._screen is not None and self._to_screen:
-            ids, ts, values, _ = self._to_screen.pop(0)
-            n += self._screen(ids, ts, values)
-        self.screened += n
-        return n
+        """Hand readings held since to ``screen``, at most ``offer_readings`` a call, like
+        a re-offer, so one call never holds up the premium arriving meanwhile; returns how
+        many were handed over. Called once the readings offered beside them (premium
+        among them) are in."""
+        budget = self.offer_readings
+        while self._screen is not None and self._to_screen and budget > 0:
+            piece = self._to_screen[0]
+            size = int(piece[0].shape[0])
+            if size > budget:
+                self._to_screen[0] = tuple(c[budget:] for c in piece)
+                piece, size = tuple(c[:budget] for c in piece), budget
+            else:
+                self._to_screen.pop(0)
+            self.screened += self._screen(piece[0], piece[1], piece[2])
+            budget -= size
+        return self.offer_readings - budget
 
     def _add(
         self,
@@ -194,9 +201,9 @@ class HeldReadings:
         """Offer again the oldest readings held for regions open now, at most
         ``offer_readings`` split evenly between them; readings of regions still closed
         are not offered at all."""
-        # Held readings are screened before any is offered again.
-        self.screen_waiting()
-        if not self._size or now < self._retry_at:
+        # Held readings are screened before any is offered again: admitted unscreened
+        # first, they would be screened twice.
+        if self._to_screen or not self._size or now < self._retry_at:
             return 0, 0
         closed = producer.closed()
         ready = [c for c in self._held if closed is None or not closed[c]]

@@ -212,7 +212,6 @@ class _Gateway:
         self.accepted += res.accepted
         self.rejected += res.rejected
         self.held.hold(res, ids, ts, values, first, now)
-        self.held.screen_waiting()
         if self.extra is not None:
             # Counted in ``readings`` like the rest: a run that overran its schedule (a loaded
             # machine) must not offer a second second's singles past the total asked for.
@@ -224,7 +223,10 @@ class _Gateway:
         return waiting, n
 
     def offer_held(self, now: float) -> bool:
-        """Offer held readings again; whether any were taken or rejected."""
+        """Screen what was held since, or else offer held readings again; whether any
+        were screened, taken or rejected."""
+        if self.held.screen_waiting():
+            return True
         a, r = self.held.offer_again(self.producer, now)
         self.accepted, self.rejected = self.accepted + a, self.rejected + r
         return bool(a or r)

@@ -184,6 +184,28 @@ def test_a_gateway_screens_the_readings_it_holds_itself() -> None:
     assert [s.tolist() for s in seen] == [ids.tolist()] and held.screened == 10
 
 
+def test_a_gateway_screens_what_it_holds_a_chunk_at_a_time_before_offering_again() -> None:
+    # Given a gateway offering 4 readings at a time, holding 10 of eu-west's to screen
+    reg = generate_registry(1_000, seed=4)
+    seen: list[int] = []
+
+    def screen(ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> int:
+        seen.append(int(ids.size))
+        return int(ids.size)
+
+    held = HeldReadings(10_000, offer_readings=4, screen=screen)
+    eu = np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:10]
+    ids = reg.device_id[eu]
+    held.defer_non_premium(reg, ids, ids + 1.0, ids.astype(float)[:, None], ids + 1.0)
+    # When the gateway offers held readings again while some wait to be screened
+    offered = held.offer_again(None, now=10.0)  # type: ignore[arg-type]
+    # Then none is offered yet (admitted unscreened, it would be screened twice)
+    assert offered == (0, 0)
+    # And they are screened four at a time
+    assert [held.screen_waiting() for _ in range(4)] == [4, 4, 2, 0]
+    assert seen == [4, 4, 2]
+
+
 def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
     make_runtime: MakeRuntime, recording_app: Any
 ) -> None:
