@@ -137,7 +137,10 @@ class HeldReadings:
         if later.any():
             held = tuple(c[later] for c in cols)
             if self._screen is not None:
-                self._to_screen.append(held)
+                # Oldest first: screened a chunk at a time, a device's older reading in a
+                # later chunk would count as screened already (its newer one went first).
+                by_ts = np.argsort(held[1], kind="stable")
+                self._to_screen.append(tuple(c[by_ts] for c in held))
             self._add(held, home[later])
             self.deferred += int(later.sum())
         now = ~later

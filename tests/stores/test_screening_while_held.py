@@ -189,14 +189,18 @@ def test_a_gateway_screens_what_it_holds_a_chunk_at_a_time_before_offering_again
     reg = generate_registry(1_000, seed=4)
     seen: list[int] = []
 
+    screened_ts: list[float] = []
+
     def screen(ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> int:
         seen.append(int(ids.size))
+        screened_ts.extend(ts.tolist())
         return int(ids.size)
 
     held = HeldReadings(10_000, offer_readings=4, screen=screen)
     eu = np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:10]
     ids = reg.device_id[eu]
-    held.defer_non_premium(reg, ids, ids + 1.0, ids.astype(float)[:, None], ids + 1.0)
+    ts = 100.0 - np.arange(10.0)  # newest first, as a gateway may hold them
+    held.defer_non_premium(reg, ids, ts, ids.astype(float)[:, None], ts)
     # When the gateway offers held readings again while some wait to be screened
     offered = held.offer_again(None, now=10.0)  # type: ignore[arg-type]
     # Then none is offered yet (admitted unscreened, it would be screened twice)
@@ -204,6 +208,8 @@ def test_a_gateway_screens_what_it_holds_a_chunk_at_a_time_before_offering_again
     # And they are screened four at a time
     assert [held.screen_waiting() for _ in range(4)] == [4, 4, 2, 0]
     assert seen == [4, 4, 2]
+    # And oldest first, so no older reading comes after a newer one of its device
+    assert screened_ts == sorted(screened_ts)
 
 
 def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
