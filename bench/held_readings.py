@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,10 @@ from scheduler.registry import Registry
 PUSHED_BACK_WAIT_S = 0.05
 PUSHED_BACK_MAX_WAIT_S = 0.2
 
+#: Screens readings the gateway holds itself at once (``Producer.screen_held``: ids,
+#: event times, values); returns how many it screened.
+ScreenHeld = Callable[[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]], int]
+
 
 class HeldReadings:
     """Readings handed back by backpressure, held by the gateway and offered again.
@@ -30,9 +35,18 @@ class HeldReadings:
     the gateway, and premium behind it).
     """
 
-    def __init__(self, max_readings: int, offer_readings: int | None = None) -> None:
+    def __init__(
+        self,
+        max_readings: int,
+        offer_readings: int | None = None,
+        screen: ScreenHeld | None = None,
+    ) -> None:
         """``offer_readings``: the most offered again at once (a gateway chunk), so one
-        call never holds up the premium batches the producer has waiting."""
+        call never holds up the premium batches the producer has waiting.
+
+        ``screen``: readings the gateway holds itself (behind held ones, or deferred while
+        behind its schedule) are screened through it at once, as ingest screens the
+        readings it pushes back; the producer then does not screen them again."""
         self.max_readings = max_readings
         self.offer_readings = offer_readings or max_readings
         #: Hand-backs, each time; and distinct readings handed back at least once.
@@ -40,6 +54,10 @@ class HeldReadings:
         self.pushed_back_readings = 0
         #: Readings the gateway held itself while behind its schedule (premium first).
         self.deferred = 0
+        #: Readings the gateway held itself that ``screen`` screened while held.
+        self.screened = 0
+        self._screen = screen
+        self._to_screen: list[tuple[npt.NDArray[Any], ...]] = []
         self._wait_s = PUSHED_BACK_WAIT_S
         #: Per region code, pieces of (device ids, event times, values, first-offer times).
         self._held: dict[int, deque[tuple[npt.NDArray[Any], ...]]] = {}
@@ -117,10 +135,34 @@ class HeldReadings:
         if only_held:
             later &= np.isin(home, np.fromiter(self._held, dtype=np.intp))
         if later.any():
-            self._add(tuple(c[later] for c in cols), home[later])
+            held = tuple(c[later] for c in cols)
+            if self._screen is not None:
+                # Oldest first: screened a chunk at a time, a device's older reading in a
+                # later chunk would count as screened already (its newer one went first).
+                by_ts = np.argsort(held[1], kind="stable")
+                self._to_screen.append(tuple(c[by_ts] for c in held))
+            self._add(held, home[later])
             self.deferred += int(later.sum())
         now = ~later
         return tuple(c[now] for c in cols)
+
+    def screen_waiting(self) -> int:
+        """Hand readings held since to ``screen``, at most ``offer_readings`` a call, like
+        a re-offer, so one call never holds up the premium arriving meanwhile; returns how
+        many were handed over. Called once the readings offered beside them (premium
+        among them) are in."""
+        budget = self.offer_readings
+        while self._screen is not None and self._to_screen and budget > 0:
+            piece = self._to_screen[0]
+            size = int(piece[0].shape[0])
+            if size > budget:
+                self._to_screen[0] = tuple(c[budget:] for c in piece)
+                piece, size = tuple(c[:budget] for c in piece), budget
+            else:
+                self._to_screen.pop(0)
+            self.screened += self._screen(piece[0], piece[1], piece[2])
+            budget -= size
+        return self.offer_readings - budget
 
     def _add(
         self,
@@ -162,7 +204,9 @@ class HeldReadings:
         """Offer again the oldest readings held for regions open now, at most
         ``offer_readings`` split evenly between them; readings of regions still closed
         are not offered at all."""
-        if not self._size or now < self._retry_at:
+        # Held readings are screened before any is offered again: admitted unscreened
+        # first, they would be screened twice.
+        if self._to_screen or not self._size or now < self._retry_at:
             return 0, 0
         closed = producer.closed()
         ready = [c for c in self._held if closed is None or not closed[c]]

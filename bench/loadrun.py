@@ -158,7 +158,7 @@ class _Gateway:
         self.started = time.time()
         self.offered = self.accepted = self.rejected = 0
         self.offered_until = self.started
-        self.held = HeldReadings(max_readings=10 * chunk, offer_readings=chunk)
+        self.held = HeldReadings(10 * chunk, chunk, screen=producer.screen_held)
 
     def due(self, now: float) -> tuple[bool, int, bool]:
         """(waiting, readings to offer now, behind the schedule by more than a chunk)."""
@@ -223,7 +223,10 @@ class _Gateway:
         return waiting, n
 
     def offer_held(self, now: float) -> bool:
-        """Offer held readings again; whether any were taken or rejected."""
+        """Screen what was held since, or else offer held readings again; whether any
+        were screened, taken or rejected."""
+        if self.held.screen_waiting():
+            return True
         a, r = self.held.offer_again(self.producer, now)
         self.accepted, self.rejected = self.accepted + a, self.rejected + r
         return bool(a or r)
@@ -347,6 +350,8 @@ def summarize(
         "lost": max(0, ingested - processed - dead_lettered),
         "duplicated": max(0, processed - (ingested - dead_lettered)),
         "duplicate_deliveries_skipped": c.get("duplicate_deliveries", 0),
+        # Readings screened at once while admission control held them back.
+        "screened_while_held": c.get("screened_while_held", 0),
     }
 
 

@@ -9,6 +9,12 @@ Screening copies are coalesced per (region, screening queue) (flushed on size, o
 because of its 25 ms age limit, and one screen message per routine batch would
 spend more on per-message overhead than on detection. Detection's budget (1 s)
 leaves room for a 100 ms coalescing delay.
+
+Copies of readings held back by admission control (``screen_many``) share their
+region's screening queue and its coalescing, in order, but travel as messages of their
+own marked ``held``: screening such a message does not advance the stream's screened
+frontier, because held readings are screened within a budget and some devices' are
+skipped (``scheduler.held_screening``), so it does not vouch for every device.
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ class CeleryPublisher:
         self.screen_max_readings = screen_max_readings
         self.screen_max_age_s = screen_max_age_ms / 1000.0
         self.clock = clock
-        #: Screening copies waiting to be coalesced, per screening queue.
-        self._pending: dict[str, list[Batch]] = {}
+        #: Screening copies waiting to be coalesced, per screening queue, in order, each
+        #: with whether it holds readings held back by admission control.
+        self._pending: dict[str, list[tuple[Batch, bool]]] = {}
         self._pending_since: dict[str, float] = {}
 
     def publish(self, batch: Batch) -> None:
@@ -70,14 +77,34 @@ class CeleryPublisher:
                 self._hold_for_screening(batch)
         self.poll()
 
-    def _hold_for_screening(self, batch: Batch) -> None:
+    def screen_many(self, batches: list[Batch]) -> bool:
+        """Screening copies only (readings held back from routine processing); False when
+        screening is off, so nothing was sent."""
+        if not self.screening:
+            return False
+        for batch in batches:
+            # Cut like routine batches: a screening task holds its slot until done, and
+            # premium may be waiting for that slot.
+            size = self.screen_max_readings
+            for k, start in enumerate(range(0, len(batch), size)):
+                piece = batch.take(slice(start, start + size), f"{batch.batch_id}.{k}")
+                self._hold_for_screening(piece, held=True)
+        self.poll()
+        return True
+
+    def _hold_for_screening(self, batch: Batch, held: bool = False) -> None:
+        if batch.screened is not None:
+            # Rows screened while they were held back are not screened again.
+            batch = batch.take(np.flatnonzero(~batch.screened), batch.batch_id)
+            if not len(batch):
+                return
         kind = screen_queue_kind(0 if batch.tier == self.premium_tier else 1)
         queue = queue_name(batch.region, kind)
         if queue not in self._pending:
             self._pending[queue] = []
             self._pending_since[queue] = self.clock()
-        self._pending[queue].append(batch)
-        if sum(len(b) for b in self._pending[queue]) >= self.screen_max_readings:
+        self._pending[queue].append((batch, held))
+        if sum(len(b) for b, _ in self._pending[queue]) >= self.screen_max_readings:
             self._send_screen(queue)
 
     def poll(self, now_ts: float | None = None) -> None:
@@ -92,23 +119,32 @@ class CeleryPublisher:
             self._send_screen(queue)
 
     def _send_screen(self, queue: str) -> None:
-        batches = self._pending[queue]
-        first = batches[0]
-        region = first.region
-        merged = Batch(
-            # A routine batch joins exactly one screening copy, so the first id is unique.
-            batch_id=f"{first.batch_id}+{len(batches)}",
-            region=region,
-            # One screening queue per tier class, so a copy usually holds one tier: keep its
-            # name, which the screening task records detection latency under.
-            tier=first.tier if all(b.tier == first.tier for b in batches) else "mixed",
-            metrics=first.metrics,
-            device_id=np.concatenate([b.device_id for b in batches]),
-            ts=np.concatenate([b.ts for b in batches]),
-            values=np.concatenate([b.values for b in batches]),
-            ingest_ts=np.concatenate([b.ingest_ts for b in batches]),
-        )
-        self.publisher.send_screen(merged, queue)
-        # Dropped only once sent: a broker error keeps the copies for the next poll.
+        pending = self._pending[queue]
+        # Runs of held and admitted copies go as messages of their own, in order.
+        while pending:
+            held = pending[0][1]
+            run = 1
+            while run < len(pending) and pending[run][1] == held:
+                run += 1
+            self.publisher.send_screen(_merged([b for b, _ in pending[:run]]), queue, held=held)
+            # Dropped only once sent: a broker error keeps the rest for the next poll.
+            del pending[:run]
         del self._pending[queue]
         del self._pending_since[queue]
+
+
+def _merged(batches: list[Batch]) -> Batch:
+    first = batches[0]
+    return Batch(
+        # A routine batch joins exactly one screening copy, so the first id is unique.
+        batch_id=f"{first.batch_id}+{len(batches)}",
+        region=first.region,
+        # One screening queue per tier class, so a copy usually holds one tier: keep its
+        # name, which the screening task records detection latency under.
+        tier=first.tier if all(b.tier == first.tier for b in batches) else "mixed",
+        metrics=first.metrics,
+        device_id=np.concatenate([b.device_id for b in batches]),
+        ts=np.concatenate([b.ts for b in batches]),
+        values=np.concatenate([b.values for b in batches]),
+        ingest_ts=np.concatenate([b.ingest_ts for b in batches]),
+    )

@@ -9,6 +9,13 @@ A broker or store failure never reaches the caller: a batch that cannot be
 published goes to the outbox (ingest/outbox.py) and is replayed in order once
 the broker answers; while the outbox holds its bound, new readings are pushed
 back (``IngestResult.pushed_back_index``), never dropped.
+
+Readings admission control pushes back are screened at once, within a budget of their
+own (``scheduler.held_screening``), so their detection does not wait for their routine
+processing. Offered again later, they are not screened twice: the producer remembers,
+per device, the newest event time it screened that way (``ingest.screened_marks``), so
+a caller re-offering pushed-back readings needs to say nothing. A gateway holding
+readings itself (behind older held ones) hands them to ``screen_held``.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ import numpy.typing as npt
 import redis
 from kombu.exceptions import OperationalError
 
+from ingest.held_screener import HeldScreener
 from ingest.outbox import MemoryOutbox, Outbox
 from ingest.unconfirmed import UnconfirmedWindow
 from scheduler import defaults
 from scheduler.batching import Batcher, BatchingConfig
 from scheduler.errors import InvalidReading
+from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Batch, DeadLetter
 from scheduler.registry import Registry
 from scheduler.validation import REASONS, Limits, check_columns, parse_reading
@@ -38,7 +47,8 @@ from stores.protocols import StateStore
 class Publisher(Protocol):
     """Sends batches on. A publisher may also define ``publish_many(batches)`` (batches
     flushed together), and, if it buffers (coalesced screening copies), ``poll(now_ts)``
-    and ``flush()``; the producer calls them when present."""
+    and ``flush()``; the producer calls them when present. ``screen_many(batches)``
+    (screening copies only, True when sent) lets it screen readings it holds back."""
 
     def publish(self, batch: Batch) -> None: ...
 
@@ -80,6 +90,9 @@ class IngestResult:
     #: The region code each pushed-back reading was bound for: the caller may hold them
     #: per region and offer again only those whose region is open (``Producer.closed``).
     pushed_back_region: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
+    #: Pushed-back readings screened at once (the rest wait for their admission, or are
+    #: skipped when a newer reading of their device was screened first).
+    screened_while_held: int = 0
 
     @property
     def pushed_back(self) -> int:
@@ -105,6 +118,7 @@ class Producer:
         pause_gate: PauseGate | None = None,
         unconfirmed: UnconfirmedWindow | None = None,
         on_accepted: AcceptedHook | None = None,
+        held_screening: HeldScreenBudget | None = None,
     ) -> None:
         """``backlog_gate`` turns on backpressure: readings of every tier but the first
         (premium is never pushed back) bound for a region past its cap are handed back.
@@ -112,7 +126,10 @@ class Producer:
         ``outbox`` keeps batches the broker did not take (in memory unless given a
         ``SpoolOutbox``); while it holds any, publishing is retried every ``retry_s``.
         ``unconfirmed`` keeps published batches until Redis has them on disk, and hands
-        them over again after a Redis restart (``appendfsync everysec``)."""
+        them over again after a Redis restart (``appendfsync everysec``).
+
+        ``held_screening``: the budget readings held back are screened from (the default
+        budget unless given); it applies when the publisher has ``screen_many``."""
         self._registry = registry
         self.publisher = publisher
         self.store = store
@@ -129,7 +146,12 @@ class Producer:
         # flush), not once per call: a gateway may call ingest hundreds of times
         # a second, and each write is a round trip.
         self.counter_flush_s = counter_flush_s
-        self._unsent_counts = {"ingested": 0, "accepted": 0, "pushed_back": 0}
+        self._unsent_counts = {
+            "ingested": 0,
+            "accepted": 0,
+            "pushed_back": 0,
+            "screened_while_held": 0,
+        }
         self._counts_sent_ts = float("-inf")
         self.outbox: Outbox = outbox if outbox is not None else MemoryOutbox()
         self.outbox_max_readings = outbox_max_readings
@@ -140,6 +162,7 @@ class Producer:
         self.last_outage: str | None = None
         self._retry_at = float("-inf")
         self._unsent_letters: list[DeadLetter] = []
+        self.held_screener = HeldScreener(reg, producer_id, self.limits.metrics, held_screening)
 
     def ingest(self, readings: Iterable[Mapping[str, object] | bytes | str]) -> IngestResult:
         """Single readings, each a dict or JSON bytes/str."""
@@ -216,17 +239,22 @@ class Producer:
         take = np.flatnonzero(ok)
         room = self._room()
         pushed_back = pushed_region = _NONE
+        screened_early = 0
+        to_screen = None
         if take.size > room:
             # The outbox is full (or Redis is near maxmemory): hold what does not fit.
             pushed_back = take[room:]
             pushed_region = reg.home_region[rows[pushed_back]].astype(np.intp)
+            self.held_screener.marks.held_unscreened(rows[pushed_back], t[pushed_back])
             take = take[:room]
         if take.size:
             region, tier = self._place(reg, rows[take])
             if self.backlog_gate is not None:
                 held = self._backlog_closed(len(reg.topology.regions))[region] & (tier > 0)
                 if held.any():
-                    pushed_back = np.concatenate((pushed_back, take[held]))
+                    i = take[held]
+                    to_screen = (i, region[held], tier[held])
+                    pushed_back = np.concatenate((pushed_back, i))
                     pushed_region = np.concatenate((pushed_region, region[held].astype(np.intp)))
                     order = np.argsort(pushed_back, kind="stable")
                     pushed_back, pushed_region = pushed_back[order], pushed_region[order]
@@ -235,7 +263,21 @@ class Producer:
                 first = np.full(take.size, now)
             else:
                 first = np.minimum(np.asarray(offered_ts, dtype=np.float64)[take], now)
-            full = self.batcher.add(region, tier, dev[take], t[take], v[take], first)
+            later = tier > 0
+            screened = np.zeros(take.size, dtype=np.bool_)
+            if later.any():
+                # Readings screened while they were held go to routine processing only.
+                got = take[later]
+                screened[later] = self.held_screener.admitted(rows[got], t[got], region[later], now)
+            full = self.batcher.add(
+                region,
+                tier,
+                dev[take],
+                t[take],
+                v[take],
+                first,
+                screened if screened.any() else None,
+            )
             if self.on_accepted is not None:
                 self.on_accepted(dev[take], t[take])
             premium = reg.topology.tiers[0]
@@ -246,10 +288,17 @@ class Producer:
                 due_at = now + self.batcher.config.age_limit_s(premium)
             self._publish(self.batcher.due(due_at), now)
             self._publish(full, now)
+        if to_screen is not None:
+            # After premium went out: screening held readings must not hold it up.
+            i, held_region, held_tier = to_screen
+            screened_early = self._screen_rows(
+                rows[i], dev[i], t[i], v[i], held_region, held_tier, now
+            )
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
         self._unsent_counts["accepted"] += accepted
         self._unsent_counts["pushed_back"] += int(pushed_back.size)
+        self._unsent_counts["screened_while_held"] += screened_early
         if letters:
             self._unsent_letters.extend(letters)
             self._send_letters()
@@ -259,7 +308,62 @@ class Producer:
         # Age limits are checked on the clock after the work above, not at the call's start:
         # a large call takes long enough that premium batches it started are already due.
         self.poll(max(now, self.clock()))
-        return IngestResult(accepted, len(letters), reasons, pushed_back, pushed_region)
+        return IngestResult(
+            accepted, len(letters), reasons, pushed_back, pushed_region, screened_early
+        )
+
+    def screen_held(
+        self,
+        device_id: npt.ArrayLike,
+        ts: npt.ArrayLike,
+        values: npt.ArrayLike,
+        now_ts: float | None = None,
+    ) -> int:
+        """Screen now, within the held-screening budget, readings of every tier but premium
+        that the caller holds back itself (a gateway keeping a region's new readings
+        behind its pushed-back ones); offered later, they are not screened again.
+        Returns the readings screened. Readings ingest would refuse are left alone."""
+        now = self.clock() if now_ts is None else now_ts
+        dev = np.asarray(device_id, dtype=np.uint64)
+        t = np.asarray(ts, dtype=np.float64)
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim == 1 and len(self.limits.metrics) == 1:
+            v = v[:, None]
+        reg = self._current_registry()
+        rows = reg.lookup(dev)
+        ok = check_columns(t, v, rows >= 0, self.limits, now) == 0
+        ok[ok] = reg.tier[rows[ok]] > 0
+        if not ok.any():
+            return 0
+        i = np.flatnonzero(ok)
+        region, tier = self._place(reg, rows[i])
+        n = self._screen_rows(rows[i], dev[i], t[i], v[i], region, tier, now)
+        self._unsent_counts["screened_while_held"] += n
+        return n
+
+    def _screen_rows(
+        self,
+        rows: npt.NDArray[np.int64],
+        dev: npt.NDArray[np.uint64],
+        t: npt.NDArray[np.float64],
+        v: npt.NDArray[np.float64],
+        region: npt.NDArray[np.integer],
+        tier: npt.NDArray[np.integer],
+        now: float,
+    ) -> int:
+        """Screening copies of held readings, through the publisher's ``screen_many``."""
+        screen_many = getattr(self.publisher, "screen_many", None)
+        send = None
+        if screen_many is not None and not self.degraded and not self._in_backoff():
+
+            def send(copies: list[Batch]) -> bool:
+                return self._guarded(screen_many, copies) is True
+
+        def before_region(code: int) -> None:
+            tiers = range(1, len(self._registry_snapshot.topology.tiers))
+            self._publish(self.batcher.cut_region(code, tiers), now)
+
+        return self.held_screener.screen((rows, dev, t, v), region, tier, now, send, before_region)
 
     def closed(self) -> npt.NDArray[np.bool_] | None:
         """Per region code, True where non-premium readings are pushed back now; None
@@ -306,6 +410,7 @@ class Producer:
         fresh = self._guarded(self._registry)
         if isinstance(fresh, Registry):
             self._registry_snapshot = fresh
+            self.held_screener.rebind(fresh)
         return self._registry_snapshot
 
     @property

@@ -64,6 +64,14 @@ class RegionalPublisher:
         for publisher, group in by_publisher.values():
             publisher.publish_many(group)
 
+    def screen_many(self, batches: list[Batch]) -> bool:
+        """Screening copies only, each to its region's broker; False when screening is off."""
+        by_publisher: dict[int, tuple[CeleryPublisher, list[Batch]]] = {}
+        for batch in batches:
+            publisher = self._by_region.get(batch.region, self.default)
+            by_publisher.setdefault(id(publisher), (publisher, []))[1].append(batch)
+        return all([p.screen_many(group) for p, group in by_publisher.values()])
+
     def poll(self, now_ts: float | None = None) -> None:
         for publisher in {id(p): p for p in (self.default, *self._by_region.values())}.values():
             publisher.poll(now_ts)

@@ -99,8 +99,12 @@ class Publisher:
         queue = queue_name(str(payload["region"]), str(payload["tier"]))
         self.send_routine_payload(str(payload["id"]), queue, payload)
 
-    def send_screen(self, batch: Batch, queue: str) -> None:
+    def send_screen(self, batch: Batch, queue: str, held: bool = False) -> None:
+        """A screening copy; ``held`` marks readings held back by admission control, whose
+        screening does not advance the stream's screened frontier."""
         payload = encode_batch(batch)
+        if held:
+            payload[wire.HELD_SCREEN_FIELD] = True
         self._record([(batch.batch_id, queue, payload, wire.SCREEN_TASK)])
         self._send(wire.SCREEN_TASK, (payload,), queue, argsrepr=describe(batch), retry=False)
 

@@ -37,14 +37,8 @@ class BatchingConfig:
 
 @dataclass
 class _Buffer:
-    chunks: list[
-        tuple[
-            npt.NDArray[np.uint64],
-            npt.NDArray[np.float64],
-            npt.NDArray[np.float64],
-            npt.NDArray[np.float64],
-        ]
-    ] = field(default_factory=list)
+    #: (device ids, event times, values, ingest times, already screened).
+    chunks: list[tuple[npt.NDArray[np.generic], ...]] = field(default_factory=list)
     rows: int = 0
     oldest_ts: float = 0.0
 
@@ -78,10 +72,15 @@ class Batcher:
         ts: npt.NDArray[np.float64],
         values: npt.NDArray[np.float64],
         ingest_ts: npt.NDArray[np.float64],
+        screened: npt.NDArray[np.bool_] | None = None,
     ) -> list[Batch]:
-        """Append rows; returns the batches that filled up (flush on size)."""
+        """Append rows; returns the batches that filled up (flush on size).
+
+        ``screened`` marks rows already sent to screening (``Batch.screened``)."""
         if len(device_id) == 0:
             return []
+        if screened is None:
+            screened = np.zeros(len(device_id), dtype=np.bool_)
         n_tiers = len(self.topology.tiers)
         key = region.astype(np.int64) * n_tiers + tier.astype(np.int64)
         order = np.argsort(key, kind="stable")
@@ -96,7 +95,9 @@ class Batcher:
             buf = self._buffers.setdefault(buf_key, _Buffer())
             if buf.rows == 0:
                 buf.oldest_ts = float(ingest_ts[rows].min())
-            buf.chunks.append((device_id[rows], ts[rows], values[rows], ingest_ts[rows]))
+            buf.chunks.append(
+                (device_id[rows], ts[rows], values[rows], ingest_ts[rows], screened[rows])
+            )
             buf.rows += len(rows)
             if buf.rows >= self.config.max_readings:
                 full.extend(self._cut(buf_key, buf, whole=False))
@@ -109,6 +110,17 @@ class Batcher:
             tier = self.topology.tiers[key[1]]
             if buf.rows and now_ts - buf.oldest_ts >= self.config.age_limit_s(tier):
                 out.extend(self._cut(key, buf, whole=True))
+        return out
+
+    def cut_region(self, region: int, tiers: range) -> list[Batch]:
+        """Everything buffered for ``region`` in ``tiers`` (codes), whatever its age: sent
+        ahead of screening copies of that region's newer readings, so screening still
+        takes each device's readings in time order."""
+        out: list[Batch] = []
+        for tier in tiers:
+            buf = self._buffers.get((region, tier))
+            if buf is not None and buf.rows:
+                out.extend(self._cut((region, tier), buf, whole=True))
         return out
 
     def next_due_ts(self) -> float | None:
@@ -129,35 +141,22 @@ class Batcher:
         return out
 
     def _cut(self, key: tuple[int, int], buf: _Buffer, whole: bool) -> list[Batch]:
-        dev = np.concatenate([c[0] for c in buf.chunks])
-        ts = np.concatenate([c[1] for c in buf.chunks])
-        vals = np.concatenate([c[2] for c in buf.chunks])
-        ing = np.concatenate([c[3] for c in buf.chunks])
+        cols = [np.concatenate([c[k] for c in buf.chunks]) for k in range(5)]
         size = self.config.max_readings
-        n_out = len(dev) if whole else (len(dev) // size) * size
-        batches = [
-            self._make(
-                key, dev[i : i + size], ts[i : i + size], vals[i : i + size], ing[i : i + size]
-            )
-            for i in range(0, n_out, size)
-        ]
-        rest = len(dev) - n_out
+        n = len(cols[0])
+        n_out = n if whole else (n // size) * size
+        batches = [self._make(key, *(c[i : i + size] for c in cols)) for i in range(0, n_out, size)]
+        rest = n - n_out
         if rest:
-            buf.chunks = [(dev[n_out:], ts[n_out:], vals[n_out:], ing[n_out:])]
-            buf.oldest_ts = float(ing[n_out:].min())
+            buf.chunks = [tuple(c[n_out:] for c in cols)]
+            buf.oldest_ts = float(cols[3][n_out:].min())
         else:
             buf.chunks = []
         buf.rows = rest
         return batches
 
-    def _make(
-        self,
-        key: tuple[int, int],
-        dev: npt.NDArray[np.uint64],
-        ts: npt.NDArray[np.float64],
-        vals: npt.NDArray[np.float64],
-        ing: npt.NDArray[np.float64],
-    ) -> Batch:
+    def _make(self, key: tuple[int, int], *cols: npt.NDArray[np.generic]) -> Batch:
+        dev, ts, vals, ing, screened = cols
         region, tier = self.topology.regions[key[0]], self.topology.tiers[key[1]]
         self._seq += 1
         return Batch(
@@ -165,8 +164,9 @@ class Batcher:
             region=region,
             tier=tier,
             metrics=self.metrics,
-            device_id=dev,
-            ts=ts,
-            values=vals,
-            ingest_ts=ing,
+            device_id=dev,  # type: ignore[arg-type]
+            ts=ts,  # type: ignore[arg-type]
+            values=vals,  # type: ignore[arg-type]
+            ingest_ts=ing,  # type: ignore[arg-type]
+            screened=screened if screened.any() else None,  # type: ignore[arg-type]
         )

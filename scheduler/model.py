@@ -102,6 +102,9 @@ class Batch:
     #: How many times this batch was handed back (deferred or retried) before.
     attempt: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    #: Producer side only (never on the wire): True for rows already sent to screening
+    #: while they were held back, whose screening copy must not be sent again.
+    screened: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
         return int(self.device_id.shape[0])
@@ -118,6 +121,7 @@ class Batch:
             values=self.values[index],
             ingest_ts=self.ingest_ts[index],
             attempt=self.attempt,
+            screened=None if self.screened is None else self.screened[index],
         )
 
 

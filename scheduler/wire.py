@@ -40,6 +40,11 @@ ACCEPT_CONTENT: Final = ("msgpack", "json")
 #: The broker envelope's content type of a msgpack body (read by the queue scan).
 MSGPACK_CONTENT_TYPE: Final = "application/x-msgpack"
 
+#: Screening payload field: True on copies of readings held back by admission control,
+#: screened within a budget that skips some devices' readings, so their screening does
+#: not advance the stream's screened frontier (``scheduler.held_screening``).
+HELD_SCREEN_FIELD: Final = "held"
+
 #: Version of the columnar alerts payload (screening and the dropout sweep → anomaly).
 ALERTS_WIRE_VERSION: Final = 1
 

@@ -28,7 +28,7 @@ from scheduler.latency import bucket_counts
 from scheduler.model import Batch
 from scheduler.registry import Registry
 from scheduler.return_fold import fold_alerted_returns
-from scheduler.wire import ALERTS_WIRE_VERSION
+from scheduler.wire import ALERTS_WIRE_VERSION, HELD_SCREEN_FIELD
 from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
 from stores.detector_store import ALERT_STAGE, DetectorStore
 from tasks.app import app
@@ -79,11 +79,14 @@ def screen_batch(
     config: DetectorConfig | None = None,
     clock: Callable[[], float] = time.time,
     registry: Registry | None = None,
+    advance_frontier: bool = True,
 ) -> int | None:
     """Screen one batch and emit its alerts; the number of alerts, None if screened before.
 
     Returns from a silence many of the examined devices shared are emitted as silence
-    events (``scheduler.return_fold``, by ``registry``'s groups), not as device alerts."""
+    events (``scheduler.return_fold``, by ``registry``'s groups), not as device alerts.
+    ``advance_frontier`` False: the batch does not vouch for every device of its stream
+    (readings screened while held back, some skipped), so the frontier stays."""
     devices, row = np.unique(batch.device_id, return_inverse=True)
     states = store.load(batch.batch_id, devices, len(batch.metrics))
     if states is None:
@@ -111,7 +114,9 @@ def screen_batch(
     record = alert_record.encode(batch.device_id[rows], batch.ts[rows], kinds, emitted_ts)
     # The newest event time this stream has screened: the dropout sweep measures
     # silence up to it, so readings merely waiting in a backlog are not silence.
-    frontier = (batch.region, batch.tier, float(batch.ts.max())) if len(batch) else None
+    frontier = None
+    if advance_frontier and len(batch):
+        frontier = (batch.region, batch.tier, float(batch.ts.max()))
     committed = store.commit(
         batch.batch_id,
         devices,
@@ -158,7 +163,13 @@ def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
         return 0
     try:
         store, emit, registry = rt.stores.detector, counted_emit(rt), rt.registry.get()
-        alerts = screen_batch(batch, store, emit, clock=rt.clock, registry=registry) or 0
+        held = payload.get(HELD_SCREEN_FIELD) is True
+        alerts = (
+            screen_batch(
+                batch, store, emit, clock=rt.clock, registry=registry, advance_frontier=not held
+            )
+            or 0
+        )
     except InvalidBatch as exc:
         dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
         alerts = 0

@@ -69,3 +69,26 @@ def test_every_row_comes_out_once_in_the_right_batch(tags: list[tuple[int, int]]
         assert len(batch) <= 7
         want = (TOPO.region_code(batch.region), TOPO.tier_code(batch.tier))
         assert all((int(region[i]), int(tier[i])) == want for i in batch.device_id)
+
+
+def test_rows_screened_while_held_keep_their_mark_through_the_cut() -> None:
+    b = Batcher(TOPO, ("value",), "p", BatchingConfig(max_readings=100))
+    # Given 150 standard rows of eu-west, the last 50 already screened
+    screened = np.arange(150) >= 100
+    full = b.add(*rows(150, 0, 1), screened=screened)
+    # Then the first (full) batch has none marked, and the rest keeps its marks
+    assert [x.screened for x in full] == [None]
+    (rest,) = b.cut_region(0, range(1, 2))
+    assert rest.screened is not None and rest.screened.all() and len(rest) == 50
+
+
+def test_cutting_a_region_takes_only_its_tiers_asked_for() -> None:
+    b = Batcher(TOPO, ("value",), "p")
+    b.add(*rows(10, 0, 0))
+    b.add(*rows(10, 0, 1))
+    b.add(*rows(10, 1, 1))
+    # When eu-west's standard rows are cut, whatever their age
+    cut = b.cut_region(0, range(1, 2))
+    # Then only they are, and the rest stays buffered
+    assert [(x.region, x.tier, len(x)) for x in cut] == [("eu-west", "standard", 10)]
+    assert b.buffered_readings == 20

@@ -1,0 +1,123 @@
+"""Screening of readings held back by admission control, at once, for the producer.
+
+The producer hands over the readings it pushes back (and those a gateway holds itself,
+``Producer.screen_held``); this sends screening copies of them within the region's
+budget (``scheduler.held_screening``), and tells the producer which readings it admits
+later were screened already (``ingest.screened_marks``), so none is screened twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from ingest.screened_marks import ScreenedMarks
+from scheduler.held_screening import HeldScreenBudget, device_order, pick_held
+from scheduler.model import Batch
+from scheduler.registry import Registry
+
+F64 = npt.NDArray[np.float64]
+#: Sends screening copies; True when they went out.
+SendCopies = Callable[[list[Batch]], bool]
+#: Called before a region's held readings are screened: its admitted readings still
+#: buffered must reach screening first (a device's readings are screened in time order).
+BeforeRegion = Callable[[int], None]
+
+
+class HeldScreener:
+    def __init__(
+        self,
+        registry: Registry,
+        producer_id: str,
+        metrics: tuple[str, ...],
+        budget: HeldScreenBudget | None = None,
+    ) -> None:
+        self.budget = budget or HeldScreenBudget()
+        self.marks = ScreenedMarks(registry)
+        self._registry = registry
+        self._producer_id = producer_id
+        self._metrics = metrics
+        self._copies = 0
+
+    def rebind(self, registry: Registry) -> None:
+        self._registry = registry
+        self.marks.rebind(registry)
+
+    def admitted(
+        self,
+        rows: npt.NDArray[np.int64],
+        ts: F64,
+        region: npt.NDArray[np.integer],
+        now: float,
+    ) -> npt.NDArray[np.bool_]:
+        """Non-premium readings admitted to routine processing: they earn their region's
+        budget. Returns which of them were screened while held (no copy again)."""
+        n_regions = len(self._registry.topology.regions)
+        counts = np.bincount(region.astype(np.intp), minlength=n_regions)
+        for code in np.flatnonzero(counts).tolist():
+            self.budget.earn(code, int(counts[code]), now)
+        self.marks.admitted(rows, ts)
+        return self.marks.screened(rows, ts)
+
+    def screen(
+        self,
+        cols: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64], F64, F64],
+        region: npt.NDArray[np.integer],
+        tier: npt.NDArray[np.integer],
+        now: float,
+        send: SendCopies | None,
+        before_region: BeforeRegion,
+    ) -> int:
+        """Screen held readings (registry rows, ids, event times, values) per region within
+        its budget; ``send`` None: none can be sent now. Returns the readings sent."""
+        rows, dev, t, v = cols
+        sent = 0
+        for code in np.unique(region).tolist():
+            mine = np.flatnonzero(region == code)
+            mine = mine[~self.marks.screened(rows[mine], t[mine])]
+            waiting = np.ones(mine.size, dtype=np.bool_)
+            if send is not None:
+                clean = self.marks.clean(rows[mine])
+                share = self.budget.share(code)
+                waiting[pick_held(device_order(dev[mine]), clean, share)] = False
+            pick = mine[~waiting]
+            if pick.size:
+                assert send is not None
+                before_region(code)
+                copies = [
+                    self._copy(code, k, dev[part], t[part], v[part], now)
+                    for k in np.unique(tier[pick]).tolist()
+                    for part in (pick[tier[pick] == k],)
+                ]
+                if send(copies):
+                    self.budget.spend(code, int(pick.size), now)
+                    self.marks.sent_to_screening(rows[pick], t[pick])
+                    sent += int(pick.size)
+                else:
+                    send = None
+                    waiting[:] = True
+            # What was not sent waits unscreened: its device takes no part until admitted.
+            self.marks.held_unscreened(rows[mine[waiting]], t[mine[waiting]])
+        return sent
+
+    def _copy(
+        self, region: int, tier: int, dev: npt.NDArray[np.uint64], t: F64, v: F64, now: float
+    ) -> Batch:
+        """A screening copy of held readings of one (region, tier), oldest first (it may
+        travel in pieces, each screened after the one before)."""
+        order = np.argsort(t)
+        topology = self._registry.topology
+        self._copies += 1
+        region_name, tier_name = topology.regions[region], topology.tiers[tier]
+        return Batch(
+            f"{self._producer_id}:{region_name}:{tier_name}:held{self._copies}",
+            region_name,
+            tier_name,
+            self._metrics,
+            dev[order],
+            t[order],
+            v[order],
+            np.full(t.size, now),
+        )

@@ -1,0 +1,128 @@
+"""Screening of readings held back by admission control: its budget, and what it picks.
+
+A reading pushed back (or held by its gateway behind older held ones) waits for
+routine processing, and used to wait for screening too, so its detection latency grew
+with the overload. It is screened at once instead, from a budget of its own: each
+non-premium reading a region admits earns ``per_admitted`` readings of screening while
+held. Admission follows the region's measured drain, so the budget follows it too, and
+screening of held readings takes a bounded share of the region's slot time (its queue,
+``{region}.screen``, ranks below premium either way):
+
+    share = per_admitted * screen_cost / (per_admitted * screen_cost + routine_cost)
+
+``bench/screen_cost.py`` measures screening at about twice routine processing's cost
+per reading (7.1 vs 3.6 us): screening is mostly the detector states' MGET and MSET.
+Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
+so past the budget a sample of devices is screened while held: a fixed share of each
+region's devices (picked by a hash of the id, so the same devices keep fast detection),
+whole devices only, so every device's readings reach screening complete and in time
+order (a device screened in part would show the detector gaps, i.e. false dropouts).
+The share follows the budget over a window, not each gateway lump: a device dropped from
+the sample cannot rejoin while its held readings wait (its newer ones would overtake
+them), so it is not dropped for a lump larger than the moment's credit. The other
+devices' readings are screened when admitted, as before. A reading is screened once:
+early, or when admitted, never both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+#: Share of a region's non-premium slot time screening of held readings may take.
+HELD_SCREEN_SHARE = 0.5
+#: Screening's cost per reading over routine processing's (bench/screen_cost.py).
+SCREEN_TO_ROUTINE_COST = 2.0
+#: Readings screened while held per non-premium reading admitted: the share above.
+PER_ADMITTED = HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / SCREEN_TO_ROUTINE_COST
+#: Earning and spending are compared over this long (seconds): a few gateway lumps and
+#: admission rounds, short enough to follow a change of drain within seconds.
+BUDGET_WINDOW_S = 2.0
+#: The sample shrinks at most this much per adjustment, and grows back by this factor
+#: while spending stays under half the earning.
+MAX_SHRINK = 0.5
+GROW = 1.25
+#: The sample is resized at most once per this share of the window: gateways hand over
+#: held readings in lumps, and admission opens and closes within a window.
+ADJUST_EVERY = 0.5
+#: Device order values span the uint64 range: order / ORDER_SPAN is in [0, 1).
+ORDER_SPAN = float(2**64)
+
+
+@dataclass
+class HeldScreenBudget:
+    """Per region code, the share of devices screened while held, sized to the budget.
+
+    Admissions earn ``per_admitted`` readings each; screening spends them. Both are
+    summed over a fading window; after each spend, a region whose spending ran past its
+    earning shrinks its sample in proportion, and one spending under half of it grows
+    the sample back (devices rejoin once none of their readings waits unscreened).
+    """
+
+    per_admitted: float = PER_ADMITTED
+    window_s: float = BUDGET_WINDOW_S
+    _earned: dict[int, float] = field(default_factory=dict)
+    _spent: dict[int, float] = field(default_factory=dict)
+    _share: dict[int, float] = field(default_factory=dict)
+    _at_ts: dict[int, float] = field(default_factory=dict)
+    _resized_ts: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.per_admitted < 0 or self.window_s <= 0:
+            raise ValueError(f"need per_admitted >= 0 and window_s > 0, got {self}")
+
+    def earn(self, region: int, admitted: int, now_ts: float) -> None:
+        """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``."""
+        if admitted > 0:
+            self._fade(region, now_ts)
+            self._earned[region] += self.per_admitted * admitted
+
+    def share(self, region: int) -> float:
+        """Share of the region's devices screened while held (1.0 until spending outruns
+        earning)."""
+        return self._share.get(region, 1.0)
+
+    def spend(self, region: int, readings: int, now_ts: float) -> None:
+        """``readings`` were screened while held; resizes the region's sample."""
+        self._fade(region, now_ts)
+        self._spent[region] += readings
+        if now_ts - self._resized_ts.get(region, float("-inf")) < ADJUST_EVERY * self.window_s:
+            return
+        self._resized_ts[region] = now_ts
+        earned, spent, share = self._earned[region], self._spent[region], self.share(region)
+        if spent > earned:
+            self._share[region] = share * max(MAX_SHRINK, earned / spent)
+        elif spent < 0.5 * earned:
+            self._share[region] = min(1.0, share * GROW)
+
+    def _fade(self, region: int, now_ts: float) -> None:
+        elapsed = max(0.0, now_ts - self._at_ts.get(region, now_ts))
+        fade = math.exp(-elapsed / self.window_s)
+        self._earned[region] = self._earned.get(region, 0.0) * fade
+        self._spent[region] = self._spent.get(region, 0.0) * fade
+        self._at_ts[region] = now_ts
+
+
+def device_order(device_id: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """A fixed pseudo-random order of devices (a multiplicative hash of the id): past the
+    budget the same devices keep being screened while held, so none is left with gaps."""
+    return np.asarray(device_id, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+
+
+def pick_held(
+    order: npt.NDArray[np.uint64], clean: npt.NDArray[np.bool_], share: float
+) -> npt.NDArray[np.intp]:
+    """Which held readings to screen now; indexes into the inputs.
+
+    Every reading of the devices in the sample (``order``, from ``device_order``, within
+    the first ``share`` of its range), whole devices, never part of one: a device whose
+    held readings were screened only in part would show the detector a gap (a false
+    dropout), and its skipped readings could not be screened later without going back
+    in time. Only ``clean`` devices (none of their readings waiting unscreened) take part.
+    """
+    if share >= 1.0:
+        return np.flatnonzero(clean)
+    return np.flatnonzero(clean & (order < np.uint64(max(0.0, share) * ORDER_SPAN)))

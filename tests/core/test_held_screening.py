@@ -1,0 +1,52 @@
+"""Given held readings and a budget earned on admission, what is screened while held."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scheduler.held_screening import HeldScreenBudget, device_order, pick_held
+
+
+def test_the_sample_shrinks_when_spending_outruns_earning_and_grows_back() -> None:
+    budget = HeldScreenBudget(per_admitted=0.5, window_s=2.0)
+    # Given 1,000 readings admitted in region 0: 500 readings of budget
+    budget.earn(0, 1_000, now_ts=10.0)
+    assert budget.share(0) == 1.0
+    # When 1,000 are screened while held: twice the budget
+    budget.spend(0, 1_000, now_ts=10.0)
+    # Then the region screens half its devices from now on; region 1 is untouched
+    assert budget.share(0) == pytest.approx(0.5)
+    assert budget.share(1) == 1.0
+    # And within the same half window it is not resized again, however lumpy the spending
+    budget.spend(0, 5_000, now_ts=10.2)
+    assert budget.share(0) == pytest.approx(0.5)
+    # When admissions earn far more than is spent, the sample grows back
+    budget.earn(0, 100_000, now_ts=12.0)
+    budget.spend(0, 10, now_ts=12.0)
+    assert budget.share(0) == pytest.approx(0.625)
+
+
+def test_a_budget_needs_a_positive_window() -> None:
+    with pytest.raises(ValueError, match="window_s"):
+        HeldScreenBudget(window_s=0)
+
+
+def test_every_reading_of_clean_devices_in_the_sample_is_picked() -> None:
+    ids = np.array([1, 2, 1, 3], dtype=np.uint64)
+    order = device_order(ids)
+    # device 3 has readings waiting unscreened: it takes no part
+    clean = np.array([True, True, True, False])
+    assert pick_held(order, clean, share=1.0).tolist() == [0, 1, 2]
+
+
+def test_a_share_of_devices_is_picked_whole_and_the_same_ones_each_time() -> None:
+    ids = np.repeat(np.arange(1, 1_001, dtype=np.uint64), 3)
+    clean = np.ones(ids.size, dtype=np.bool_)
+    picked = pick_held(device_order(ids), clean, share=0.25)
+    devices, counts = np.unique(ids[picked], return_counts=True)
+    # About a quarter of the devices, each with all three readings
+    assert 200 <= devices.size <= 300 and set(counts.tolist()) == {3}
+    # And a smaller share picks a subset of the same devices
+    fewer = ids[pick_held(device_order(ids), clean, share=0.1)]
+    assert set(fewer.tolist()) < set(devices.tolist())

@@ -1,0 +1,265 @@
+"""Given admission control pushing readings back, they are screened at once, and once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import fakeredis
+import numpy as np
+import pytest
+from runtime_doubles import MakeRuntime
+
+from bench.held_readings import HeldReadings
+from bench.loadrun import drive
+from ingest.celery_publisher import CeleryPublisher
+from ingest.producer import IngestResult, Producer
+from scheduler.codec import decode_batch
+from scheduler.held_screening import HeldScreenBudget
+from scheduler.model import Batch
+from scheduler.registry import Registry, generate_registry
+from scheduler.wire import HELD_SCREEN_FIELD, ROUTINE_TASK, SCREEN_TASK
+from stores.memory_state import MemoryStateStore
+from tasks.screen import handle_screen
+
+
+class RecordingApp:
+    """Stands in for the Celery app: keeps (task, queue, batch) in send order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Batch]] = []
+
+    def send_task(self, name: str, args: tuple[Any, ...], queue: str, **_: Any) -> None:
+        self.sent.append((name, queue, decode_batch(args[0])))
+
+    def readings(self, task: str) -> list[tuple[int, float]]:
+        return [
+            (int(d), float(t))
+            for name, _, b in self.sent
+            if name == task
+            for d, t in zip(b.device_id, b.ts, strict=True)
+        ]
+
+
+class RoundRobin:
+    """Every device in turn, one reading each per round, event times rising per device."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._next = 0
+
+    def chunk(self, n: int, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = (self._next + np.arange(n)) % len(self.registry)
+        self._next += n
+        ts = now - 1.0 + np.arange(n) * 1e-7
+        return self.registry.device_id[i], ts, np.zeros((n, 1))
+
+
+def _producer(gate: Any, app: RecordingApp, per_admitted: float = 10.0) -> Producer:
+    reg = generate_registry(2_000, seed=3)
+    publisher = CeleryPublisher(app, screening=True)  # type: ignore[arg-type]
+    budget = HeldScreenBudget(per_admitted=per_admitted)
+    return Producer(
+        lambda: reg, publisher, MemoryStateStore(), backlog_gate=gate, held_screening=budget
+    )
+
+
+def test_pushed_back_readings_are_screened_at_once_and_not_again_when_admitted() -> None:
+    # Given every region open for the first 0.2 s of a run, then closed to other tiers
+    # than premium for 0.4 s, then open again
+    app = RecordingApp()
+    start = time.time()
+
+    def gate() -> np.ndarray:
+        return np.full(3, 0.2 < time.time() - start < 0.6)
+
+    producer = _producer(gate, app)
+    stream = RoundRobin(producer._registry())
+    # When 60,000 readings are offered at 60,000 readings/s through the gateway
+    result = drive(producer, stream, 60_000, 60_000, chunk=2_000)  # type: ignore[arg-type]
+    # Then every reading was processed once, some only after being held
+    assert result.accepted == 60_000 and result.pushed_back + result.deferred > 0
+    routine = app.readings(ROUTINE_TASK)
+    assert len(routine) == len(set(routine)) == 60_000
+    # And no reading was screened twice, though held ones were offered again
+    screened = app.readings(SCREEN_TASK)
+    assert len(screened) == len(set(screened))
+    assert producer.store.counters()["screened_while_held"] > 0
+    # And each device's readings reached screening in time order (a copy is screened in
+    # time order within itself; a later copy must hold only newer readings)
+    newest: dict[int, float] = {}
+    for name, _, copy in app.sent:
+        if name == SCREEN_TASK:
+            pairs = list(zip(copy.device_id.tolist(), copy.ts.tolist(), strict=True))
+            assert all(t > newest.get(d, -np.inf) for d, t in pairs)
+            for d, t in pairs:
+                newest[d] = max(newest.get(d, t), t)
+
+
+def test_held_readings_are_screened_before_any_is_admitted() -> None:
+    # Given eu-west (and every region) closed to other tiers than premium, after some
+    # standard readings were admitted (which earns the budget)
+    app = RecordingApp()
+    closed = [False]
+    producer = _producer(lambda: np.full(3, closed[0]), app)
+    reg = producer._registry()
+    standard = np.flatnonzero(reg.tier == 1)[:500]
+    ids = reg.device_id[standard]
+    now = time.time()
+    producer.ingest_columns(ids, np.full(500, now - 2), np.zeros(500), now_ts=now)
+    producer.flush()
+    app.sent.clear()
+    closed[0] = True
+    # When newer readings of the same devices are pushed back
+    res = producer.ingest_columns(ids, np.full(500, now - 1), np.ones(500), now_ts=now)
+    producer.flush()
+    # Then they were all handed back, and all screened already, before any admission
+    assert res.pushed_back == 500 and res.screened_while_held == 500
+    assert len(app.readings(SCREEN_TASK)) == 500 and not app.readings(ROUTINE_TASK)
+    # When they are offered again once the region opens
+    closed[0] = False
+    app.sent.clear()
+    again = producer.ingest_columns(ids, np.full(500, now - 1), np.ones(500), now_ts=now + 1)
+    producer.flush()
+    # Then they go to routine processing only
+    assert again.accepted == 500
+    assert len(app.readings(ROUTINE_TASK)) == 500 and not app.readings(SCREEN_TASK)
+
+
+def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> None:
+    # Given a closed region whose held screening spent twice what it earned
+    app = RecordingApp()
+    closed = [False]
+    producer = _producer(lambda: np.full(3, closed[0]), app, per_admitted=0.5)
+    reg = producer._registry()
+    standard = np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]
+    ids = reg.device_id[standard]
+    now = time.time()
+    producer.ingest_columns(ids, np.full(300, now - 9), np.zeros(300), now_ts=now)
+    producer.flush()
+    closed[0] = True
+    producer.ingest_columns(ids, np.full(300, now - 8), np.zeros(300), now_ts=now)
+    producer.flush()
+    assert producer.held_screener.budget.share(0) == pytest.approx(0.5)
+    app.sent.clear()
+    # When three newer readings per device are pushed back
+    ids3, ts = np.tile(ids, 3), np.repeat(now - np.array([3.0, 2.0, 1.0]), 300)
+    res = producer.ingest_columns(ids3, ts, np.zeros(900), now_ts=now + 0.1)
+    producer.flush()
+    # Then about half the devices were screened at once, each with all three readings
+    early = app.readings(SCREEN_TASK)
+    devices, counts = np.unique([d for d, _ in early], return_counts=True)
+    assert res.screened_while_held == len(early) and 100 <= devices.size <= 200
+    assert set(counts.tolist()) == {3}
+    # When the region opens and the readings are offered again
+    closed[0] = False
+    app.sent.clear()
+    producer.ingest_columns(ids3, ts, np.zeros(900), now_ts=now + 1)
+    producer.flush()
+    # Then the other devices' readings are screened now, and none twice
+    late = app.readings(SCREEN_TASK)
+    assert len(late) + len(early) == 900 and not set(late) & set(early)
+    assert len(app.readings(ROUTINE_TASK)) == 900
+
+
+def test_a_gateway_screens_the_readings_it_holds_itself() -> None:
+    # Given a gateway holding readings for eu-west, and a screening callback
+    reg = generate_registry(1_000, seed=4)
+    seen: list[np.ndarray] = []
+
+    def screen(ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> int:
+        seen.append(ids)
+        return int(ids.size)
+
+    held = HeldReadings(10_000, screen=screen)
+    eu = np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:10]
+    ids = reg.device_id[eu]
+    back = IngestResult(0, 0, {}, np.arange(10), np.zeros(10, dtype=np.intp))
+    held.hold(back, ids, ids.astype(float), ids.astype(float)[:, None], ids.astype(float), 0.0)
+    # When new eu-west readings of other tiers than premium queue behind them
+    rest = held.queue_behind_held(reg, ids, ids + 1.0, ids.astype(float)[:, None], ids + 1.0)
+    # Then the gateway holds them, and screens them once what came beside them is in
+    assert rest[0].size == 0 and not seen
+    assert held.screen_waiting() == 10
+    assert [s.tolist() for s in seen] == [ids.tolist()] and held.screened == 10
+
+
+def test_a_gateway_screens_what_it_holds_a_chunk_at_a_time_before_offering_again() -> None:
+    # Given a gateway offering 4 readings at a time, holding 10 of eu-west's to screen
+    reg = generate_registry(1_000, seed=4)
+    seen: list[int] = []
+
+    screened_ts: list[float] = []
+
+    def screen(ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> int:
+        seen.append(int(ids.size))
+        screened_ts.extend(ts.tolist())
+        return int(ids.size)
+
+    held = HeldReadings(10_000, offer_readings=4, screen=screen)
+    eu = np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:10]
+    ids = reg.device_id[eu]
+    ts = 100.0 - np.arange(10.0)  # newest first, as a gateway may hold them
+    held.defer_non_premium(reg, ids, ts, ids.astype(float)[:, None], ts)
+    # When the gateway offers held readings again while some wait to be screened
+    offered = held.offer_again(None, now=10.0)  # type: ignore[arg-type]
+    # Then none is offered yet (admitted unscreened, it would be screened twice)
+    assert offered == (0, 0)
+    # And they are screened four at a time
+    assert [held.screen_waiting() for _ in range(4)] == [4, 4, 2, 0]
+    assert seen == [4, 4, 2]
+    # And oldest first, so no older reading comes after a newer one of its device
+    assert screened_ts == sorted(screened_ts)
+
+
+def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
+    make_runtime: MakeRuntime, recording_app: Any
+) -> None:
+    # Given a publisher coalescing an admitted copy, then a held one, then an admitted one
+    rt = make_runtime(fakeredis.FakeRedis())
+    publisher = CeleryPublisher(recording_app, screening=True, publisher=rt.publisher)
+    now = time.time()
+
+    def standard(i: int, ts: float) -> Batch:
+        ids = np.arange(1, 11, dtype=np.uint64)
+        return Batch(f"p:eu-west:standard:{i}", "eu-west", "standard", ("value",), ids,
+                     np.full(10, ts), np.zeros((10, 1)), np.full(10, now))  # fmt: skip
+
+    publisher.publish(standard(1, now - 3))
+    publisher.screen_many([standard(2, now - 2)])
+    publisher.publish(standard(3, now - 1))
+    publisher.flush()
+    # Then three screening messages went to eu-west.screen, in order, the held one marked
+    copies = recording_app.named(SCREEN_TASK)
+    assert [(p[0]["id"], p[0].get(HELD_SCREEN_FIELD, False)) for p in copies] == [
+        ("p:eu-west:standard:1+1", False),
+        ("p:eu-west:standard:2.0+1", True),
+        ("p:eu-west:standard:3+1", False),
+    ]
+    # When the held copy is screened alone
+    handle_screen(rt, copies[1][0])
+    # Then the stream's frontier did not move: it vouches only for what every device sent
+    assert rt.stores.detector.frontier("eu-west") == {}
+    # When the admitted copies are screened
+    handle_screen(rt, copies[0][0])
+    handle_screen(rt, copies[2][0])
+    # Then the frontier is their newest reading
+    assert rt.stores.detector.frontier("eu-west") == {"standard": now - 1}
+
+
+def test_a_large_held_copy_is_screened_in_pieces_no_larger_than_a_batch(
+    recording_app: Any,
+) -> None:
+    # Given 12,000 held readings of one region handed over at once
+    publisher = CeleryPublisher(recording_app, screening=True, screen_max_readings=5_000)
+    n = 12_000
+    held = Batch("p:eu-west:standard:held1", "eu-west", "standard", ("value",),
+                 np.arange(n, dtype=np.uint64), np.arange(n, dtype=np.float64),
+                 np.zeros((n, 1)), np.zeros(n))  # fmt: skip
+    # When they are screened
+    publisher.screen_many([held])
+    publisher.flush()
+    # Then they go as messages of at most a batch's readings, each once, in order
+    copies = [p[0] for p in recording_app.named(SCREEN_TASK)]
+    assert [c["n"] for c in copies] == [5_000, 5_000, 2_000]
+    assert len({c["id"] for c in copies}) == 3
