@@ -217,6 +217,7 @@ def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
 ) -> None:
     # Given a publisher coalescing an admitted copy, then a held one, then an admitted one
     rt = make_runtime(fakeredis.FakeRedis())
+    rt.stores.state.save_registry(generate_registry(100, seed=3))  # screening reads its groups
     publisher = CeleryPublisher(recording_app, screening=True, publisher=rt.publisher)
     now = time.time()
 
