@@ -218,11 +218,7 @@ class Producer:
         (never later than now). Default: now."""
         now = self.clock() if now_ts is None else now_ts
         letters = extra_letters or []
-        dev = np.asarray(device_id, dtype=np.uint64)
-        t = np.asarray(ts, dtype=np.float64)
-        v = np.asarray(values, dtype=np.float64)
-        if v.ndim == 1 and len(self.limits.metrics) == 1:
-            v = v[:, None]
+        dev, t, v = self._columns(device_id, ts, values)
         reg = self._current_registry()
         rows = reg.lookup(dev)
         reason = check_columns(t, v, rows >= 0, self.limits, now)
@@ -324,11 +320,7 @@ class Producer:
         behind its pushed-back ones); offered later, they are not screened again.
         Returns the readings screened. Readings ingest would refuse are left alone."""
         now = self.clock() if now_ts is None else now_ts
-        dev = np.asarray(device_id, dtype=np.uint64)
-        t = np.asarray(ts, dtype=np.float64)
-        v = np.asarray(values, dtype=np.float64)
-        if v.ndim == 1 and len(self.limits.metrics) == 1:
-            v = v[:, None]
+        dev, t, v = self._columns(device_id, ts, values)
         reg = self._current_registry()
         rows = reg.lookup(dev)
         ok = check_columns(t, v, rows >= 0, self.limits, now) == 0
@@ -340,6 +332,17 @@ class Producer:
         n = self._screen_rows(rows[i], dev[i], t[i], v[i], region, tier, now)
         self._unsent_counts["screened_while_held"] += n
         return n
+
+    def _columns(
+        self, device_id: npt.ArrayLike, ts: npt.ArrayLike, values: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Readings as typed columns; one metric's values may come as a flat column."""
+        dev = np.asarray(device_id, dtype=np.uint64)
+        t = np.asarray(ts, dtype=np.float64)
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim == 1 and len(self.limits.metrics) == 1:
+            v = v[:, None]
+        return dev, t, v
 
     def _screen_rows(
         self,
