@@ -1,4 +1,4 @@
-"""Premium keeps its bound with real workers, default settings, through the producer.
+"""Premium goes ahead of everything else with real workers, default settings, through the producer.
 
 Given standard offered at three times what the region drains, premium is served
 ahead of the standard backlog (admission control holds standard back, standard
