@@ -47,6 +47,20 @@ class RegionHealth:
         """Declare a region so ``partitioned`` reports it even if it never heartbeats."""
         self._expected.add(region)
 
+    @classmethod
+    def from_heartbeats(
+        cls,
+        heartbeats: Mapping[str, float],
+        silence_timeout_s: float = 5.0,
+        regions: Iterable[str] = (),
+        started_ts: float | None = None,
+    ) -> RegionHealth:
+        """A fresh view fed with stored heartbeats (region -> last beat, epoch seconds)."""
+        health = cls(silence_timeout_s, regions=regions, started_ts=started_ts)
+        for region, ts in heartbeats.items():
+            health.heartbeat(region, ts)
+        return health
+
     def heartbeat(self, region: str, now_ts: float) -> None:
         """Record that the region's workers are alive at ``now_ts``.
 

@@ -63,10 +63,9 @@ class HealthStore:
 
     def health(self, silence_timeout_s: float = 5.0, now_ts: float | None = None) -> RegionHealth:
         """A fresh RegionHealth fed with every stored heartbeat (for status and tests)."""
-        health = RegionHealth(silence_timeout_s, regions=self.regions, started_ts=now_ts)
-        for region, ts in self.heartbeats().items():
-            health.heartbeat(region, ts)
-        return health
+        return RegionHealth.from_heartbeats(
+            self.heartbeats(), silence_timeout_s, self.regions, started_ts=now_ts
+        )
 
     def queued_messages(self) -> dict[str, int]:
         """Messages in each region's data queues (every priority list of each)."""

@@ -109,10 +109,9 @@ class MemoryHealthStore:
             return dict(self._beats)
 
     def health(self, silence_timeout_s: float = 5.0, now_ts: float | None = None) -> RegionHealth:
-        health = RegionHealth(silence_timeout_s, regions=self.regions, started_ts=now_ts)
-        for region, ts in self.heartbeats().items():
-            health.heartbeat(region, ts)
-        return health
+        return RegionHealth.from_heartbeats(
+            self.heartbeats(), silence_timeout_s, self.regions, started_ts=now_ts
+        )
 
     def queued_messages(self) -> dict[str, int]:
         queues = [queue_name(r, kind) for r in self.regions for kind in self.kinds]
