@@ -3,12 +3,15 @@
 Queues are routed by name ({region}.{kind}); Redis message priorities are not used.
 """
 
+from runtime.redis_transport import transport_for
 from scheduler.settings import Settings
 from stores.keys import Keys
 
 _settings = Settings.from_env()
 
 broker_url = _settings.effective_broker_url
+# Redis brokers: kombu's transport, with acks that never wedge a worker (runtime.redis_transport).
+broker_transport = transport_for(broker_url)
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     # Take queues strictly in the worker's -Q order (anomaly, screen_premium, premium, screen,

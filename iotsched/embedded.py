@@ -26,10 +26,11 @@ from workers.profiles import region_queues
 def embedded_worker(
     settings: Settings, store: MemoryStateStore, concurrency: int = 2
 ) -> Iterator[Celery]:
-    saved = {k: app.conf[k] for k in ("broker_url", "broker_transport_options")}
+    saved = {k: app.conf[k] for k in ("broker_url", "broker_transport", "broker_transport_options")}
     app.conf.update(
         # A host name, or kombu warns "No hostname was supplied" on every connection.
         broker_url="memory://localhost/",
+        broker_transport=None,
         broker_transport_options={"polling_interval": 0.001},
     )
     # Every store in memory, reading the in-memory broker: preemption, the in-flight

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from runtime.redis_transport import transport_for
 from runtime.runtime import Runtime, redis_runtime
 from scheduler.settings import Settings
 from stores.keys import Keys
@@ -52,6 +53,8 @@ def make_app(**overrides: Any) -> IotschedApp:
     """A Celery app with iotsched's declarations; overrides (tests, demo) win."""
     celery_app = IotschedApp("iotsched")
     celery_app.config_from_object("celeryconfig", force=True)
+    if "broker_url" in overrides:
+        overrides.setdefault("broker_transport", transport_for(overrides["broker_url"]))
     if overrides:
         celery_app.conf.update(**overrides)
     return celery_app
@@ -65,6 +68,7 @@ def broker_app(broker_url: str, keys: Keys) -> IotschedApp:
     strategy = base.conf.broker_transport_options["queue_order_strategy"]
     base.conf.update(
         broker_url=broker_url,
+        broker_transport=transport_for(broker_url),
         broker_transport_options={
             "queue_order_strategy": strategy,
             "global_keyprefix": keys.broker_prefix,

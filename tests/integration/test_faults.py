@@ -9,6 +9,7 @@ running. Scaled down from ``iotsched faults-bench`` to fit CI.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from typing import Any
@@ -43,7 +44,8 @@ def fault(name: str, seconds: float = 6.0, outage_s: float = 3.0) -> dict[str, A
 
 
 def assert_exact(report: dict[str, Any]) -> None:
-    assert report["drained"], report
+    # As JSON: pytest would cut a dict's repr to its first keys.
+    assert report["drained"], json.dumps(report, default=str)
     assert (report["lost"], report["duplicated"]) == (0, 0), report
     assert report["accepted"] == report["offered"], report
     assert report["processed"] + report["dead_lettered"] + report["held"] == report["accepted"]
