@@ -188,16 +188,14 @@ class Correlator:
         inc = self._open.get(key)
         if inc is None:
             inc = self._new_open(key, silence.group, silence.first_seen_ts, now_ts, INGEST_GAP)
-        room = self.config.sample_size - len(inc.sample)
-        if room > 0:
-            inc.sample.extend(silence.sample[:room])
-        inc.storm_devices += silence.devices
-        inc.kinds[SILENCE_KIND] = inc.kinds.get(SILENCE_KIND, 0) + silence.devices
-        inc.alert_count += silence.devices
-        inc.first_seen_ts = min(inc.first_seen_ts, silence.first_seen_ts)
-        inc.last_seen_ts = max(inc.last_seen_ts, silence.last_seen_ts)
-        inc.last_alert_ts = now_ts
-        inc.dirty = True
+        inc.grow_storm(
+            SILENCE_KIND,
+            silence.devices,
+            silence.sample,
+            (silence.first_seen_ts, silence.last_seen_ts),
+            now_ts,
+            self.config.sample_size,
+        )
 
     def _new_open(
         self, key: tuple[str, str], group: str, first_ts: float, now_ts: float, storm: str | None
@@ -228,16 +226,15 @@ class Correlator:
         if inc is None:
             first = min(a.ts for a in batch)
             inc = self._new_open(key, WHOLE_REGION, first, now_ts, key[0][1:])
-        room = self.config.sample_size - len(inc.sample)
-        if room > 0:
-            inc.sample.extend(a.device_id for a in batch[:room])
-        inc.storm_devices += len(batch)
-        inc.kinds[kind] = inc.kinds.get(kind, 0) + len(batch)
-        inc.alert_count += len(batch)
-        inc.first_seen_ts = min(inc.first_seen_ts, min(a.ts for a in batch))
-        inc.last_seen_ts = max(inc.last_seen_ts, max(a.ts for a in batch))
-        inc.last_alert_ts = now_ts
-        inc.dirty = True
+        sample_size = self.config.sample_size
+        inc.grow_storm(
+            kind,
+            len(batch),
+            [a.device_id for a in batch[:sample_size]],
+            (min(a.ts for a in batch), max(a.ts for a in batch)),
+            now_ts,
+            sample_size,
+        )
         return inc
 
     def devices(self, incident_id: str) -> frozenset[int]:

@@ -8,6 +8,7 @@ of plain primitives so an adapter can keep it in Redis with msgpack.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,28 @@ class OpenIncident:
     @property
     def device_count(self) -> int:
         return self.storm_devices if self.storm is not None else len(self.devices)
+
+    def grow_storm(
+        self,
+        kind: str,
+        devices: int,
+        sample: Sequence[int],
+        seen_ts: tuple[float, float],
+        now_ts: float,
+        sample_size: int,
+    ) -> None:
+        """Count ``devices`` more of a storm (which keeps no device set), seen over
+        ``seen_ts`` (first, last), and keep the first of ``sample`` while there is room."""
+        room = sample_size - len(self.sample)
+        if room > 0:
+            self.sample.extend(sample[:room])
+        self.storm_devices += devices
+        self.kinds[kind] = self.kinds.get(kind, 0) + devices
+        self.alert_count += devices
+        self.first_seen_ts = min(self.first_seen_ts, seen_ts[0])
+        self.last_seen_ts = max(self.last_seen_ts, seen_ts[1])
+        self.last_alert_ts = now_ts
+        self.dirty = True
 
     def snapshot(self) -> Incident:
         return Incident(
