@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
+from scheduler.hpa_baselines import list_length_for_delay
 from scheduler.scaling import ScalingConfig
-from scheduler.scaling_baselines import list_length_for_delay
 from simulation.compare import side_by_side
 from simulation.metrics import tier_latency
 from simulation.pools import SCALERS
