@@ -12,7 +12,8 @@ from iotsched.metrics_cmd import desired_replicas_exposition
 from scheduler.pool_sizing import PoolFigures
 from scheduler.settings import Settings
 from stores.keys import Keys
-from workers.autoscaler import QueueDepthAutoscaler, desired_replicas_by_class
+from workers.autoscaler import QueueDepthAutoscaler
+from workers.pool_refresher import desired_replicas_by_class
 from workers.profiles import region_queues
 
 REGION = "eu-west"
