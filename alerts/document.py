@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from scheduler.correlation import IncidentUpdate
+from scheduler.incident import IncidentUpdate
 
 
 class AlertSink(Protocol):

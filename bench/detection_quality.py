@@ -16,7 +16,9 @@ import time
 import numpy as np
 
 from scheduler import detection as det
-from scheduler.correlation import Alert, Correlator, CorrelatorConfig, IncidentUpdate
+from scheduler.alert import Alert
+from scheduler.correlation import Correlator, CorrelatorConfig
+from scheduler.incident import IncidentUpdate
 from scheduler.injection import AnomalySpec, inject, normal_traffic
 
 BATCH_READINGS = 5_000

@@ -11,18 +11,15 @@ eu-west's queue. The link heals and the same worker drains the queue.
 Printed: detection time, the counts at each stage checked against each other,
 and the drain after healing.
 
-Where a reading was processed is the region of the queue it was published to:
-a region's workers consume only ``{region}.*`` (``workers/profiles.py``), on
-that region's broker. So residency is checked on every published batch (an
-audit wrapper around the publisher) and, during the partition, by decoding
-what actually sits in eu-west's broker lists.
+Residency is checked on every published batch and, during the partition, on what
+actually sits in eu-west's broker lists (bench.residency_audit).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,21 +27,19 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.link_cut import LinkCut
+from bench.residency_audit import AuditPublisher, queued_batches
 from bench.sending import bench_regional_publisher
 from bench.worker_launch import wait_for
 from ingest.placement import PlacerConfig, make_placer, read_account
-from ingest.producer import Producer, Publisher
+from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.batching import BatchingConfig
-from scheduler.codec import decode_batch
 from scheduler.geography import DEFAULT_SITES
-from scheduler.model import Batch, queue_name
-from scheduler.registry import Registry, generate_registry
-from stores.connection import RedisClient, connect
-from stores.health_store import DATA_KINDS, HealthStore
+from scheduler.registry import generate_registry
+from stores.connection import connect
+from stores.health_store import HealthStore
 from stores.keys import Keys
 from stores.protocols import processed_readings
-from stores.queue_scan import decode_routine
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
 from workers.cluster import LocalCluster
@@ -53,35 +48,6 @@ SITES = DEFAULT_SITES[:2]
 REGIONS = tuple(s.name for s in SITES)
 CUT, KEPT = REGIONS
 FAST_RECOVERY = {"IOTSCHED_VISIBILITY_TIMEOUT_S": "5", "IOTSCHED_UNACKED_RESTORE_INTERVAL_S": "1"}
-
-
-@dataclass
-class AuditPublisher:
-    """Counts, per published batch, readings outside their allowed regions (must stay 0)."""
-
-    inner: Publisher
-    registry: Registry
-    outside_allowed: int = 0
-    published: dict[str, int] = field(default_factory=dict)
-
-    def publish(self, batch: Batch) -> None:
-        bit = 1 << self.registry.topology.region_code(batch.region)
-        rows = self.registry.lookup(batch.device_id)
-        self.outside_allowed += int(((self.registry.allowed_mask[rows] & bit) == 0).sum())
-        self.published[batch.region] = self.published.get(batch.region, 0) + len(batch)
-        self.inner.publish(batch)
-
-
-def queued_batches(client: RedisClient, keys: Keys, region: str) -> list[Batch]:
-    """Decode every routine batch waiting in ``region``'s data queues, as the broker holds it."""
-    found = []
-    for kind in DATA_KINDS:
-        for key in keys.broker_queue_lists(queue_name(region, kind)):
-            for raw in client.lrange(key, 0, -1):
-                payload = decode_routine(raw)
-                if payload is not None:
-                    found.append(decode_batch(payload))
-    return found
 
 
 def _with_db(url: str, db: int) -> str:

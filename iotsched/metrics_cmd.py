@@ -22,7 +22,7 @@ from stores.keys import Keys
 from stores.pool_heartbeats import decode_beats
 from stores.queue_depth import fold_lengths, queue_lengths
 from stores.reservation_store import ReservationStore
-from workers.autoscaler import heartbeat_fresh_s
+from workers.pool_refresher import heartbeat_fresh_s
 from workers.profiles import region_queues
 
 

@@ -77,7 +77,7 @@ def run_scale(args: argparse.Namespace) -> int:
     from stores.connection import connect
     from stores.keys import Keys
     from stores.pool_heartbeats import PoolHeartbeats
-    from workers.autoscaler import heartbeat_fresh_s
+    from workers.pool_refresher import heartbeat_fresh_s
     from workers.supervisor import FleetConfig, compose_scale_args, desired_replicas
 
     settings = Settings.from_env()

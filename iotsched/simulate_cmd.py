@@ -9,7 +9,8 @@ from typing import Any
 
 from iotsched.argtypes import non_negative_int
 from scheduler.errors import ConfigError
-from simulation.scenarios import SCENARIOS, Outcome, run_scenario
+from simulation.criteria import Outcome
+from simulation.scenarios import SCENARIOS, run_scenario
 
 #: The figures the JSON always carries when they apply (issue 3), then the rest.
 HEADLINE = (

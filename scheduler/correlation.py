@@ -4,9 +4,9 @@ Alerts with one group key (group, region) fold into one open incident. Its first
 notification waits ``group_wait_s`` so the alerts of one event arrive together; while
 it grows, updates go out at most every ``group_interval_s`` (at once when severity
 rises: a page must not wait for the interval); after ``resolve_timeout_s`` without a
-new alert it resolves. Incidents of different groups in one region that open within
-``cascade_window_s`` of each other share a ``cascade_id`` (the earliest one's id), and
-severity rises with breadth: distinct devices, and groups in the cascade.
+new alert it resolves. Incidents of one region that open together link into a cascade
+whose breadth sets their severity (``scheduler.cascade``). Alerts and silences are
+``scheduler.alert``'s; incidents and their updates are ``scheduler.incident``'s.
 
 Silence storms fold before they become work: when one alerts batch (a screened batch,
 a dropout sweep) holds ``storm_devices`` or more dropout alerts in one region, whatever
@@ -37,26 +37,13 @@ adapter can keep it in Redis with msgpack.
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-#: The alert kind of a device's silence (scheduler.detection's "dropout").
-SILENCE_KIND = "dropout"
-#: The storm of devices found silent (by a sweep), as opposed to "mass_reconnect".
-INGEST_GAP = "ingest_gap"
-
-
-class Severity(enum.IntEnum):
-    """How loud an incident is; rises with its breadth."""
-
-    INFO = 0
-    WARNING = 1
-    CRITICAL = 2
-    PAGE = 3
+from scheduler.alert import INGEST_GAP, SILENCE_KIND, WHOLE_REGION, Alert, Silence
+from scheduler.cascade import link_cascade, rate
+from scheduler.incident import Incident, IncidentUpdate, OpenIncident, incident_id
 
 
 @dataclass(frozen=True)
@@ -81,132 +68,12 @@ class CorrelatorConfig:
     storm_devices: int = 200
 
 
-@dataclass(frozen=True)
-class Alert:
-    """One device's alert from the detector: the first reading of an episode.
-
-    ``observed``, ``expected`` and ``band`` are the reading, the detector's prediction and
-    the half-width of its spike band; ``score`` >= 1 is anomalous (NaN when not known).
-    """
-
-    device_id: int
-    group: str
-    region: str
-    ts: float
-    kind: str
-    observed: float = math.nan
-    expected: float = math.nan
-    band: float = math.nan
-    score: float = math.nan
-
-    def evidence(self) -> dict[str, Any]:
-        """What the detector saw, JSON-ready (unknown numbers as None)."""
-        return {
-            "device_id": self.device_id,
-            "ts": self.ts,
-            "kind": self.kind,
-            **{
-                name: (None if math.isnan(v) else v)
-                for name, v in (
-                    ("observed", self.observed),
-                    ("expected", self.expected),
-                    ("band", self.band),
-                    ("score", self.score),
-                )
-            },
-        }
-
-
-#: The group of a silence that spans its whole region.
-WHOLE_REGION = "*"
-
-
-@dataclass(frozen=True)
-class Silence:
-    """Devices that fell silent together, folded into one event before any device alert.
-
-    ``group`` is the group they share, or ``WHOLE_REGION``; first/last seen are the
-    earliest and latest of their last readings; ``sample`` a few of their ids.
-    """
-
-    region: str
-    group: str
-    devices: int
-    first_seen_ts: float
-    last_seen_ts: float
-    sample: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Incident:
-    """A snapshot of an incident as notified."""
-
-    incident_id: str
-    group: str
-    region: str
-    device_count: int
-    sample_device_ids: tuple[int, ...]
-    first_seen_ts: float
-    last_seen_ts: float
-    severity: Severity
-    cascade_id: str | None
-    alert_count: int
-    kinds: tuple[tuple[str, int], ...]
-    #: The first device alert of the incident, as ``Alert.evidence`` gives it.
-    first_alert: dict[str, Any] | None = None
-    #: "ingest_gap" or "mass_reconnect" for a folded silence storm; None otherwise.
-    storm: str | None = None
-
-
-@dataclass(frozen=True)
-class IncidentUpdate:
-    """A notification: ``status`` is "firing" (first), "updated" or "resolved"."""
-
-    status: str
-    incident: Incident
-    at_ts: float
-
-
-def incident_id(group: str, region: str, first_seen_ts: float) -> str:
-    """Deterministic: the same alerts replayed give the same id."""
-    key = f"{region}\x1f{group}\x1f{first_seen_ts!r}".encode()
-    return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
-
-
-@dataclass
-class _Open:
-    incident_id: str
-    group: str
-    region: str
-    devices: set[int]
-    sample: list[int]
-    first_seen_ts: float
-    last_seen_ts: float
-    opened_ts: float
-    last_alert_ts: float
-    alert_count: int
-    kinds: dict[str, int]
-    cascade_id: str | None = None
-    notified_ts: float | None = None
-    notified_severity: int = -1
-    dirty: bool = True
-    severity: int = 0
-    first_alert: dict[str, Any] | None = None
-    storm: str | None = None
-    #: Devices of a storm incident (which keeps no device set), counted once per alert.
-    storm_devices: int = 0
-
-    @property
-    def device_count(self) -> int:
-        return self.storm_devices if self.storm is not None else len(self.devices)
-
-
 class Correlator:
     """Folds alerts into incidents; pure, with the clock passed in."""
 
     def __init__(self, config: CorrelatorConfig | None = None) -> None:
         self.config = config or CorrelatorConfig()
-        self._open: dict[tuple[str, str], _Open] = {}
+        self._open: dict[tuple[str, str], OpenIncident] = {}
 
     def observe(
         self,
@@ -237,7 +104,7 @@ class Correlator:
             batch = sorted(by_key[key], key=lambda a: (a.ts, a.device_id))
             self._fold(key, batch, now_ts)
         self._merge_silences(now_ts, silent_now)
-        self._rate()
+        rate(self._open.values(), self.config)
         return self.tick(now_ts)
 
     def tick(self, now_ts: float) -> list[IncidentUpdate]:
@@ -249,7 +116,7 @@ class Correlator:
             if now_ts - inc.last_alert_ts >= cfg.resolve_timeout_s:
                 del self._open[key]
                 if inc.notified_ts is not None:
-                    updates.append(IncidentUpdate("resolved", _snapshot(inc), now_ts))
+                    updates.append(IncidentUpdate("resolved", inc.snapshot(), now_ts))
                 continue
             if inc.notified_ts is None:
                 due = now_ts - inc.opened_ts >= cfg.group_wait_s
@@ -262,11 +129,11 @@ class Correlator:
                 inc.notified_ts = now_ts
                 inc.notified_severity = inc.severity
                 inc.dirty = False
-                updates.append(IncidentUpdate(status, _snapshot(inc), now_ts))
+                updates.append(IncidentUpdate(status, inc.snapshot(), now_ts))
         return updates
 
     def open_incidents(self) -> list[Incident]:
-        return [_snapshot(inc) for inc in sorted(self._open.values(), key=lambda i: i.incident_id)]
+        return [inc.snapshot() for inc in sorted(self._open.values(), key=lambda i: i.incident_id)]
 
     def _storm_key(
         self, kind: str, region: str, n_alerts: int, silent_now: bool
@@ -321,22 +188,20 @@ class Correlator:
         inc = self._open.get(key)
         if inc is None:
             inc = self._new_open(key, silence.group, silence.first_seen_ts, now_ts, INGEST_GAP)
-        room = self.config.sample_size - len(inc.sample)
-        if room > 0:
-            inc.sample.extend(silence.sample[:room])
-        inc.storm_devices += silence.devices
-        inc.kinds[SILENCE_KIND] = inc.kinds.get(SILENCE_KIND, 0) + silence.devices
-        inc.alert_count += silence.devices
-        inc.first_seen_ts = min(inc.first_seen_ts, silence.first_seen_ts)
-        inc.last_seen_ts = max(inc.last_seen_ts, silence.last_seen_ts)
-        inc.last_alert_ts = now_ts
-        inc.dirty = True
+        inc.grow_storm(
+            SILENCE_KIND,
+            silence.devices,
+            silence.sample,
+            (silence.first_seen_ts, silence.last_seen_ts),
+            now_ts,
+            self.config.sample_size,
+        )
 
     def _new_open(
         self, key: tuple[str, str], group: str, first_ts: float, now_ts: float, storm: str | None
-    ) -> _Open:
+    ) -> OpenIncident:
         """Open an incident under ``key`` and link it into its region's cascade."""
-        inc = _Open(
+        inc = OpenIncident(
             incident_id=incident_id(key[0], key[1], first_ts),
             group=group,
             region=key[1],
@@ -351,26 +216,25 @@ class Correlator:
             storm=storm,
         )
         self._open[key] = inc
-        self._link_cascade(inc)
+        link_cascade(self._open.values(), inc, self.config.cascade_window_s)
         return inc
 
     def _fold_storm(
         self, key: tuple[str, str], kind: str, batch: list[Alert], now_ts: float
-    ) -> _Open:
+    ) -> OpenIncident:
         inc = self._open.get(key)
         if inc is None:
             first = min(a.ts for a in batch)
             inc = self._new_open(key, WHOLE_REGION, first, now_ts, key[0][1:])
-        room = self.config.sample_size - len(inc.sample)
-        if room > 0:
-            inc.sample.extend(a.device_id for a in batch[:room])
-        inc.storm_devices += len(batch)
-        inc.kinds[kind] = inc.kinds.get(kind, 0) + len(batch)
-        inc.alert_count += len(batch)
-        inc.first_seen_ts = min(inc.first_seen_ts, min(a.ts for a in batch))
-        inc.last_seen_ts = max(inc.last_seen_ts, max(a.ts for a in batch))
-        inc.last_alert_ts = now_ts
-        inc.dirty = True
+        sample_size = self.config.sample_size
+        inc.grow_storm(
+            kind,
+            len(batch),
+            [a.device_id for a in batch[:sample_size]],
+            (min(a.ts for a in batch), max(a.ts for a in batch)),
+            now_ts,
+            sample_size,
+        )
         return inc
 
     def devices(self, incident_id: str) -> frozenset[int]:
@@ -398,67 +262,12 @@ class Correlator:
         inc.last_alert_ts = now_ts
         inc.dirty = True
 
-    def _link_cascade(self, new: _Open) -> None:
-        window = self.config.cascade_window_s
-        peers = [
-            inc
-            for inc in self._open.values()
-            if inc is not new
-            and inc.region == new.region
-            and abs(inc.first_seen_ts - new.first_seen_ts) <= window
-        ]
-        if not peers:
-            return
-        root = min(peers, key=lambda i: (i.first_seen_ts, i.incident_id))
-        cascade_id = root.cascade_id or root.incident_id
-        for inc in [*peers, new]:
-            if inc.cascade_id is None:
-                inc.cascade_id = cascade_id
-                inc.dirty = True
-
-    def _rate(self) -> None:
-        cfg = self.config
-        devices: dict[str, int] = {}
-        groups: dict[str, int] = {}
-        for inc in self._open.values():
-            if inc.cascade_id is not None:
-                devices[inc.cascade_id] = devices.get(inc.cascade_id, 0) + inc.device_count
-                groups[inc.cascade_id] = groups.get(inc.cascade_id, 0) + 1
-        for inc in self._open.values():
-            n_devices = devices.get(inc.cascade_id or "", inc.device_count)
-            n_groups = groups.get(inc.cascade_id or "", 1)
-            severity = max(_by_devices(cfg, n_devices), _by_groups(cfg, n_groups))
-            if severity != inc.severity:
-                inc.severity = severity
-                inc.dirty = True
-
     def to_state(self) -> dict[str, Any]:
         """Plain primitives for msgpack; ``from_state`` restores an equal correlator."""
         return {
             "version": 1,
             "incidents": [
-                {
-                    "incident_id": inc.incident_id,
-                    "group": inc.group,
-                    "region": inc.region,
-                    "devices": sorted(inc.devices),
-                    "sample": list(inc.sample),
-                    "first_seen_ts": inc.first_seen_ts,
-                    "last_seen_ts": inc.last_seen_ts,
-                    "opened_ts": inc.opened_ts,
-                    "last_alert_ts": inc.last_alert_ts,
-                    "alert_count": inc.alert_count,
-                    "kinds": dict(inc.kinds),
-                    "cascade_id": inc.cascade_id,
-                    "notified_ts": inc.notified_ts,
-                    "notified_severity": inc.notified_severity,
-                    "dirty": inc.dirty,
-                    "severity": inc.severity,
-                    "first_alert": inc.first_alert,
-                    "storm": inc.storm,
-                    "storm_devices": inc.storm_devices,
-                }
-                for inc in sorted(self._open.values(), key=lambda i: i.incident_id)
+                inc.to_row() for inc in sorted(self._open.values(), key=lambda i: i.incident_id)
             ],
         }
 
@@ -468,9 +277,7 @@ class Correlator:
     ) -> Correlator:
         correlator = cls(config)
         for row in state.get("incidents", []):
-            fields = dict(row)
-            fields["devices"] = set(fields["devices"])
-            inc = _Open(**fields)
+            inc = OpenIncident.from_row(row)
             group = inc.group if inc.storm is None else storm_key_group(inc.storm, inc.group)
             correlator._open[(group, inc.region)] = inc
         return correlator
@@ -479,39 +286,3 @@ class Correlator:
 def storm_key_group(storm: str, group: str) -> str:
     """The key a storm incident is kept under: one per region, or one per group of it."""
     return f"*{storm}" if group == WHOLE_REGION else f"*{storm}:{group}"
-
-
-def _by_devices(cfg: CorrelatorConfig, n_devices: int) -> int:
-    if n_devices >= cfg.page_devices:
-        return Severity.PAGE
-    if n_devices >= cfg.critical_devices:
-        return Severity.CRITICAL
-    if n_devices >= cfg.warning_devices:
-        return Severity.WARNING
-    return Severity.INFO
-
-
-def _by_groups(cfg: CorrelatorConfig, n_groups: int) -> int:
-    if n_groups >= cfg.page_groups:
-        return Severity.PAGE
-    if n_groups >= cfg.critical_groups:
-        return Severity.CRITICAL
-    return Severity.INFO
-
-
-def _snapshot(inc: _Open) -> Incident:
-    return Incident(
-        incident_id=inc.incident_id,
-        group=inc.group,
-        region=inc.region,
-        device_count=inc.device_count,
-        sample_device_ids=tuple(inc.sample),
-        first_seen_ts=inc.first_seen_ts,
-        last_seen_ts=inc.last_seen_ts,
-        severity=Severity(inc.severity),
-        cascade_id=inc.cascade_id,
-        alert_count=inc.alert_count,
-        kinds=tuple(sorted(inc.kinds.items())),
-        first_alert=dict(inc.first_alert) if inc.first_alert else None,
-        storm=inc.storm,
-    )

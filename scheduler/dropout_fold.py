@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.correlation import WHOLE_REGION
+from scheduler.alert import WHOLE_REGION
 from scheduler.detection import STATE_FIELDS, DetectorConfig
 
 F64 = npt.NDArray[np.float64]
@@ -172,7 +172,7 @@ def fold_silences(
 def silence_entries(
     device_ids: npt.NDArray[np.uint64], last_ts: F64, events: Sequence[SilenceEvent]
 ) -> list[dict[str, Any]]:
-    """The ``silences`` column of an alerts payload (``scheduler.correlation.Silence`` on the
+    """The ``silences`` column of an alerts payload (``scheduler.alert.Silence`` on the
     wire): one entry per event, whose members index ``device_ids`` and ``last_ts`` (each
     device's last reading before its silence)."""
     entries = []

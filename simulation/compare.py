@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from scheduler.scaling_baselines import list_length_for_delay
+from scheduler.hpa_baselines import list_length_for_delay
+from simulation.criteria import run_spec
 from simulation.pools import SCALERS
-from simulation.scenarios import SCENARIOS, run_spec, simulated_day
+from simulation.scenarios import SCENARIOS, simulated_day
 from simulation.trace import Trace
 
 SCALER_LABELS = {

@@ -5,7 +5,7 @@ screen, premium, standard), so conservation is checked exactly. Every
 decision is taken by the runtime's own policy objects: placement with region
 health, the scaling policy (or a baseline), the capacity ledger, preemption,
 the reservation book with pre-drain and operation runs. Latencies come
-afterwards from the cumulative arrival and service curves (simulation.metrics).
+afterwards from the cumulative arrival and service curves (simulation.latency).
 Pools are sized by the autoscaler's own assembly (scheduler.region_sizing),
 fed the simulated queues under the runtime's queue names.
 """
@@ -17,15 +17,16 @@ import math
 import numpy as np
 
 from scheduler.capacity import CapacityBudget, CapacityLedger
-from scheduler.correlation import CorrelatorConfig
 from scheduler.forecast import DailyProfile
 from scheduler.geography import TransferCostMatrix
 from scheduler.health import RegionHealth
 from scheduler.maintenance import drain_slots
-from scheduler.model import Topology, WorkClass, queue_name
+from scheduler.model import Topology, queue_name
 from scheduler.placement import PlacementPolicy, RegionLoad, round_robin_place
 from scheduler.preemption import PreemptionConfig, PreemptionPolicy
 from scheduler.reservations import ReservationBook
+from simulation.anomaly_sim import AnomalyWorkflow
+from simulation.dispatch import Dispatcher
 from simulation.ingest_sim import Ingest
 from simulation.loads import LoadPattern
 from simulation.maintenance_sim import MaintenanceDriver
@@ -33,8 +34,6 @@ from simulation.pools import Pool, make_sizer, observe_region, scaler_settings, 
 from simulation.spec import SimSpec
 from simulation.trace import ANOMALY, CLASSES, PREMIUM, SCREEN, STANDARD, Trace
 
-#: Claim order of the capacity ledger, as indices into CLASSES.
-_CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 #: The classes in a data worker's ``-Q`` order (model.DATA_QUEUE_KINDS: premium before
 #: the screening of other tiers), as the autoscaler sees its queues; the one simulated
 #: screening class stands for both screening queues.
@@ -87,9 +86,7 @@ class Simulator:
         self.devices_by_cell = np.zeros((self.n_regions, len(fleet.tiers)))
         np.add.at(self.devices_by_cell, (fleet.home_region, fleet.tier), 1.0)
         self.mean_interval_s = float(np.mean(fleet.reading_interval_s))
-        self.storm_devices = CorrelatorConfig().storm_devices
-        #: Theoretical arrival time of each region's budget of work above premium.
-        self.work_tat = np.full(self.n_regions, spec.start_ts)
+        self.dispatch = Dispatcher(spec, self.ledgers, self.rate_per_slot)
 
     def _class_budget(self, total: int) -> CapacityBudget:
         sh = self.spec.shares
@@ -175,9 +172,7 @@ class Simulator:
         cum_screen_out = np.zeros(n_r)
         drain_rps = np.full(n_r, np.inf)  # nothing measured yet: admit (scheduler.admission)
         drain_window = np.zeros(n_r)
-        pending_detect: list[tuple[int, float, int]] = []  # (event index, screen target, region)
-        events = sorted(enumerate(spec.anomalies), key=lambda e: e[1].t_s)
-        next_event = 0
+        anomalies = AnomalyWorkflow(spec, self.devices_by_cell, self.tier_class, self.preemption)
         rr_healthy = -1
         t_all = np.arange(n) * dt
         down_all = np.zeros((n, n_r), dtype=bool)
@@ -222,19 +217,14 @@ class Simulator:
             flat = ingest.route(i, cell, dest, queue, cap, tr)
 
             # Anomalies: an event's first abnormal readings reach the screen queue.
-            while next_event < len(events) and events[next_event][1].t_s <= t:
-                idx, ev = events[next_event]
-                pending_detect.append(
-                    (idx, cum_screen_in[ev.region] + flat[ev.region, SCREEN], ev.region)
-                )
-                next_event += 1
+            anomalies.arrive(t, cum_screen_in, flat)
 
             queue += flat
             tr.arrived[i] = flat
             cum_screen_in += flat[:, SCREEN]
 
-            self._allocate(queue, grant_slots)
-            served = self._serve(queue, pools, grant_slots, down, t)
+            self.dispatch.allocate(queue, self.reserved, grant_slots)
+            served = self.dispatch.serve(queue, pools, grant_slots, down, t)
             queue -= served
             tr.served[i] = served
             cum_screen_out += served[:, SCREEN]
@@ -247,27 +237,7 @@ class Simulator:
                 drain_rps = drain_window / spec.control_period_s
                 drain_window[:] = 0.0
 
-            # Screened: the anomaly workflow takes the affected devices' pending routine data.
-            still = []
-            for idx, target, r in pending_detect:
-                if cum_screen_out[r] + 1e-9 < target:
-                    still.append((idx, target, r))
-                    continue
-                ev = spec.anomalies[idx]
-                if ev.silence and ev.devices >= self.storm_devices:
-                    # A silence storm folds into one incident; nothing is accelerated.
-                    tr.storms_folded.append((idx, t, r))
-                    continue
-                share = min(1.0, ev.devices / max(self.devices_by_cell[r, ev.tier], 1.0))
-                cls = int(self.tier_class[ev.tier])
-                take = math.floor(queue[r, cls] * share)
-                queue[r, cls] -= take
-                queue[r, ANOMALY] += take
-                tr.served[i, r, cls] += take
-                tr.arrived[i, r, ANOMALY] += take
-                free = int(pools[r].ready - busy[r])
-                tr.anomaly_enqueued.append((idx, t, r, self._slot_release_s(1, free, busy[r])))
-            pending_detect = still
+            anomalies.screened(i, t, queue, cum_screen_out, pools, busy, tr)
             busy_prev = busy
             tr.queue[i] = queue
             tr.ready[i] = [p.ready for p in pools]
@@ -293,16 +263,6 @@ class Simulator:
             np.repeat(coh.tier, copies), healthy, self.n_regions,
         ).astype(np.intp).reshape(len(coh), copies)  # fmt: skip
         return np.asarray((rr[:, :, None] == np.arange(self.n_regions)).mean(axis=1))
-
-    def _slot_release_s(self, anomaly_tasks: int, free_slots: int, busy_slots: float) -> float:
-        """Time until a slot is free for an anomaly task: now, a chunk, or a whole routine batch."""
-        sv = self.spec.service
-        if free_slots >= anomaly_tasks:
-            return 0.0
-        if self.preemption.should_yield(anomaly_tasks, free_slots, WorkClass.STANDARD):
-            chunk = self.preemption.chunk_size(sv.routine_rps_per_slot)
-            return chunk / sv.routine_rps_per_slot
-        return sv.batch_readings / sv.routine_rps_per_slot
 
     def _control_tick(
         self,
@@ -339,48 +299,3 @@ class Simulator:
             self.maintenance.tick(r, t, now_ts, held)
             self.reserved[r] = self.book.reserved_slots(name, now_ts)
         return caps
-
-    def _allocate(self, queue: np.ndarray, grant_slots: np.ndarray) -> None:
-        """The ledger's class grants for what is queued now (it is cheap: every step)."""
-        need = np.ceil(queue / (self.rate_per_slot * self.spec.step_s) - 1e-9).astype(np.int64)
-        for r, ledger in enumerate(self.ledgers):
-            demand = {c: int(need[r, k]) for k, c in enumerate(CLASSES)}
-            grants = ledger.allocate(demand, int(self.reserved[r]))
-            grant_slots[r] = [grants[c] for c in CLASSES]
-
-    def _serve(
-        self,
-        queue: np.ndarray,
-        pools: list[Pool],
-        grant_slots: np.ndarray,
-        down: np.ndarray,
-        t: float,
-    ) -> np.ndarray:
-        """Readings served this step: ledger grants first, then the rest in queue order."""
-        dt = self.spec.step_s
-        ready = np.array([p.ready for p in pools], dtype=np.float64)
-        left = np.where(down, 0.0, ready * dt)  # slot-seconds this step
-        need = queue / self.rate_per_slot
-        budget = self.spec.anomaly_work
-        if budget is not None:
-            # Anomaly work spends at most what the region's work budget allows now.
-            now_ts = self.spec.start_ts + t
-            debt_s = np.maximum(self.work_tat - now_ts, 0.0)
-            allowed = np.maximum(budget.burst_s - debt_s * budget.share, 0.0)
-            need = need.copy()
-            need[:, ANOMALY] = np.minimum(need[:, ANOMALY], allowed + budget.share * dt)
-        take = np.zeros_like(queue)
-        for c in (WorkClass.PREMIUM, WorkClass.ANOMALY, WorkClass.SCREEN, WorkClass.STANDARD):
-            k = _CLASS_INDEX[c]
-            got = np.minimum(np.minimum(need[:, k], grant_slots[:, k] * dt), left)
-            take[:, k] += got
-            left -= got
-        for k in range(len(CLASSES)):
-            got = np.minimum(need[:, k] - take[:, k], left)
-            take[:, k] += got
-            left -= got
-        served = np.asarray(np.minimum(np.floor(take * self.rate_per_slot + 1e-6), queue))
-        if budget is not None:
-            spent = served[:, ANOMALY] / self.rate_per_slot[ANOMALY]
-            self.work_tat = np.maximum(self.work_tat, now_ts) + spent / budget.share
-        return served

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scheduler.defaults import PREMIUM_LATENCY_BOUND_MS
-from simulation.metrics import tier_latency
+from simulation.latency import tier_latency
 from simulation.trace import CLASSES, PREMIUM, STANDARD, Trace
 
 #: At most this many points per curve: a day at 1 s steps is binned to ~1.5 min.

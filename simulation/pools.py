@@ -16,14 +16,10 @@ from dataclasses import replace
 
 from scheduler.capacity import CapacityBudget
 from scheduler.forecast import DailyProfile
+from scheduler.hpa_baselines import HpaRule, KedaListLengthRule
 from scheduler.region_sizing import RegionObservation, RegionSizer, Scaler
 from scheduler.scaling import ScalingConfig, ScalingPolicy
-from scheduler.scaling_baselines import (
-    CeleryStockRule,
-    HpaRule,
-    KedaListLengthRule,
-    PredictiveFloor,
-)
+from scheduler.scaling_baselines import CeleryStockRule, PredictiveFloor
 
 #: Reactive rules; each also runs with ``+forecast`` (a predictive floor from yesterday's curve).
 BASELINES = ("celery", "hpa", "keda")

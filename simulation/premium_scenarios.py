@@ -14,17 +14,9 @@ import numpy as np
 
 from scheduler.admission import WAIT_BUDGET_S
 from scheduler.work_budget import WorkBudget
+from simulation.criteria import LOSSLESS, PREMIUM_BOUND, Criterion, Scenario
 from simulation.loads import Modulated, Steady, StepSpike, all_regions
-from simulation.scenarios import (
-    LOSSLESS,
-    PREMIUM_BOUND,
-    PREMIUM_TIER,
-    STANDARD_TIER,
-    Criterion,
-    Scenario,
-    _base,
-    sites,
-)
+from simulation.scenarios import PREMIUM_TIER, STANDARD_TIER, base_spec, sites
 from simulation.spec import AnomalyEvent, SimSpec
 
 #: Region budgets small enough that 3x their capacity is a plausible fleet overload.
@@ -33,7 +25,7 @@ OVERLOAD_BUDGET_SLOTS = (12, 12, 16)
 
 def standard_3x_capacity(seed: int) -> SimSpec:
     """Standard offered at 3x every region's capacity for two minutes; premium as usual."""
-    spec = _base(
+    spec = base_spec(
         seed, 150.0, disturbances=((0.0, 150.0),), admission_wait_budget_s=WAIT_BUDGET_S,
         anomaly_work=WorkBudget(),
     )  # fmt: skip
@@ -48,7 +40,7 @@ def standard_3x_capacity(seed: int) -> SimSpec:
 def mass_reconnect(seed: int) -> SimSpec:
     """The whole fleet silent for 100 s, then back at its usual rate (about a fifth of
     capacity): every device's first reading is a dropout alert."""
-    spec = _base(
+    spec = base_spec(
         seed, 180.0, disturbances=((20.0, 180.0),), admission_wait_budget_s=WAIT_BUDGET_S,
         anomaly_work=WorkBudget(),
     )  # fmt: skip

@@ -22,17 +22,11 @@ import numpy as np
 
 from alerts.document import alert_document
 from runtime.runtime import Runtime
-from scheduler.correlation import (
-    SILENCE_KIND,
-    Alert,
-    Correlator,
-    CorrelatorConfig,
-    Incident,
-    IncidentUpdate,
-    Silence,
-)
+from scheduler.alert import SILENCE_KIND, Alert, Silence
+from scheduler.correlation import Correlator, CorrelatorConfig
 from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError
+from scheduler.incident import Incident, IncidentUpdate
 from scheduler.latency import bucket_counts
 from scheduler.registry import Registry
 from scheduler.wire import ALERTS_WIRE_VERSION, ANOMALY_TASK, INCIDENT_TICK_TASK

@@ -40,8 +40,8 @@ from scheduler.settings import Settings
 from stores.health_store import text
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
-from workers.autoscaler import heartbeat_fresh_s
 from workers.cluster import PROJECT_ROOT, worker_env
+from workers.pool_refresher import heartbeat_fresh_s
 from workers.profiles import region_queues, worker_argv
 
 

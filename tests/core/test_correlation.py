@@ -8,15 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler import detection as det
-from scheduler.correlation import (
-    Alert,
-    Correlator,
-    CorrelatorConfig,
-    IncidentUpdate,
-    Severity,
-    Silence,
-)
+from scheduler.alert import Alert, Silence
+from scheduler.correlation import Correlator, CorrelatorConfig
+from scheduler.incident import IncidentUpdate
 from scheduler.injection import AnomalySpec, inject, normal_traffic
+from scheduler.severity import Severity
 
 CFG = CorrelatorConfig()
 T0 = 1_700_000_000.0

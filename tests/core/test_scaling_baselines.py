@@ -8,14 +8,9 @@ from hypothesis import strategies as st
 
 from scheduler.errors import ConfigError
 from scheduler.forecast import DailyProfile
+from scheduler.hpa_baselines import HpaRule, KedaListLengthRule, list_length_for_delay
 from scheduler.scaling import ScalingObservation
-from scheduler.scaling_baselines import (
-    CeleryStockRule,
-    HpaRule,
-    KedaListLengthRule,
-    PredictiveFloor,
-    list_length_for_delay,
-)
+from scheduler.scaling_baselines import CeleryStockRule, PredictiveFloor
 
 
 def obs(

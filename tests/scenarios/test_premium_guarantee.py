@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from simulation.criteria import run_spec
 from simulation.premium_scenarios import PREMIUM_SCENARIOS
-from simulation.scenarios import run_spec
 
 
 @pytest.mark.parametrize("name", sorted(PREMIUM_SCENARIOS))

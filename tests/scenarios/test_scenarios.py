@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 
 from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
+from scheduler.hpa_baselines import list_length_for_delay
 from scheduler.scaling import ScalingConfig
-from scheduler.scaling_baselines import list_length_for_delay
 from simulation.compare import side_by_side
-from simulation.metrics import tier_latency
+from simulation.criteria import WASTAGE_BOUND_PCT, Outcome
+from simulation.latency import tier_latency
 from simulation.pools import SCALERS
-from simulation.scenarios import (
-    EU,
-    SCENARIOS,
-    US,
-    WASTAGE_BOUND_PCT,
-    Outcome,
-    run_scenario,
-    simulated_day,
-)
+from simulation.scenarios import EU, SCENARIOS, US, run_scenario, simulated_day
 from simulation.trace import PREMIUM, STANDARD
 
 pytestmark = pytest.mark.scenario

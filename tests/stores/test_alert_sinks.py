@@ -16,9 +16,10 @@ from alerts.document import alert_document
 from alerts.log_sink import LogSink
 from alerts.stream_sink import MemorySink, RedisStreamSink, read_alerts
 from alerts.webhook_sink import WebhookSink
-from scheduler.correlation import Incident, IncidentUpdate, Severity
 from scheduler.errors import PermanentError, TransientError
+from scheduler.incident import Incident, IncidentUpdate
 from scheduler.settings import Settings
+from scheduler.severity import Severity
 from stores.keys import Keys
 
 

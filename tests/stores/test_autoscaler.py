@@ -5,59 +5,20 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
+from autoscaler_doubles import NODE, REGION, Clock, FakePool, fake_worker, refresh_for
 
 from scheduler.pool_sizing import PoolFigures
 from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
 from workers.autoscaler import QueueDepthAutoscaler, autoscaler_options
-from workers.profiles import region_queues
 
-REGION = "eu-west"
 STANDARD = f"{REGION}.standard"
-NODE = "data-eu-west-1@host"
-
-
-@dataclass
-class FakePool:
-    """The three calls Celery's autoscaler makes on a pool."""
-
-    num_processes: int
-    calls: list[str] = field(default_factory=list)
-
-    def grow(self, n: int) -> None:
-        self.num_processes += n
-        self.calls.append(f"grow {n}")
-
-    def shrink(self, n: int) -> None:
-        self.num_processes -= n
-        self.calls.append(f"shrink {n}")
-
-    def maintain_pool(self) -> None:
-        pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_ts = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now_ts
-
-
-def fake_worker(node: str = NODE) -> Any:
-    consume_from = {q: None for q in region_queues(REGION)}
-    return SimpleNamespace(
-        hostname=node, app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(
-            consume_from=consume_from))),
-    )  # fmt: skip
 
 
 def settings(**overrides: Any) -> Settings:
@@ -83,14 +44,6 @@ def scaler_for(
 
 def push(client: fakeredis.FakeRedis, queue: str, n: int) -> None:
     client.lpush(Keys("t").broker_queue_lists(queue)[0], *[b"{}"] * n)
-
-
-def refresh_for(scaler: QueueDepthAutoscaler, clock: Clock, seconds: float) -> None:
-    end = clock.now_ts + seconds
-    while clock.now_ts < end:
-        clock.now_ts += 0.25
-        scaler.refresh()
-        scaler.maybe_scale()
 
 
 def test_a_backlog_grows_the_pool_at_once_and_its_end_shrinks_it_after_the_window() -> None:

@@ -3,33 +3,17 @@ on each refresh, served as ``iotsched_autoscaler_desired_replicas``."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 import fakeredis
+from autoscaler_doubles import FakePool, fake_worker
 
 from iotsched.metrics_cmd import desired_replicas_exposition
 from scheduler.pool_sizing import PoolFigures
 from scheduler.settings import Settings
 from stores.keys import Keys
-from workers.autoscaler import QueueDepthAutoscaler, desired_replicas_by_class
-from workers.profiles import region_queues
+from workers.autoscaler import QueueDepthAutoscaler
+from workers.pool_refresher import desired_replicas_by_class
 
 REGION = "eu-west"
-
-
-class FakePool:
-    def __init__(self, n: int) -> None:
-        self.num_processes = n
-
-    def grow(self, n: int) -> None:
-        self.num_processes += n
-
-    def shrink(self, n: int) -> None:
-        self.num_processes -= n
-
-    def maintain_pool(self) -> None:
-        pass
 
 
 def figures(grants: dict[str, int], region_slots: int) -> PoolFigures:
@@ -54,11 +38,7 @@ def test_a_backlog_shows_in_the_gauge_a_scaler_reads() -> None:
     # Given a worker's autoscaler on (fake) Redis, and a standard backlog
     client = fakeredis.FakeRedis()
     keys = Keys("t")
-    worker: Any = SimpleNamespace(
-        hostname="data-eu-west-1@host",
-        app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(
-            consume_from={q: None for q in region_queues(REGION)}))),
-    )  # fmt: skip
+    worker = fake_worker(region=REGION)
     clock = [1_000_000.0]
     scaler = QueueDepthAutoscaler(
         FakePool(1), 4, 1, worker=worker,

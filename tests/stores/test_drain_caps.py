@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
 import pytest
+from autoscaler_doubles import Clock, FakePool, fake_worker, refresh_for
 
 from scheduler.settings import Settings
 from stores.keys import Keys
 from workers.autoscaler import QueueDepthAutoscaler
-from workers.profiles import region_queues
 from workers.supervisor import FleetConfig, cap_replicas, data_cap_slots
 
 REGION = "eu-west"
@@ -20,64 +18,31 @@ STANDARD = f"{REGION}.standard"
 KEYS = Keys("t")
 
 
-@dataclass
-class FakePool:
-    num_processes: int
-
-    def grow(self, n: int) -> None:
-        self.num_processes += n
-
-    def shrink(self, n: int) -> None:
-        self.num_processes -= n
-
-    def maintain_pool(self) -> None:
-        pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_ts = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now_ts
-
-
 def scaler(client: Any, clock: Clock, pool: FakePool) -> QueueDepthAutoscaler:
-    worker = SimpleNamespace(
-        hostname="data-eu-west-1@host", app=SimpleNamespace(amqp=SimpleNamespace(
-            queues=SimpleNamespace(consume_from={q: None for q in region_queues(REGION)}))),
-    )  # fmt: skip
+    worker = fake_worker(region=REGION)
     cfg = Settings(key_prefix="t", region_budget_slots=8, scale_down_window_s=5.0)
     return QueueDepthAutoscaler(
         pool, 8, 1, worker=worker, settings=cfg, client=client, clock=clock, background=False
     )
 
 
-def run_for(s: QueueDepthAutoscaler, clock: Clock, seconds: float) -> None:
-    end = clock.now_ts + seconds
-    while clock.now_ts < end:
-        clock.now_ts += 0.25
-        s.refresh()
-        s.maybe_scale()
-
-
 def test_the_pool_shrinks_for_a_drain_level_and_grows_back_when_it_is_lifted() -> None:
     # Given a worker whose backlog fills the region budget of 8
     client, clock, pool = fakeredis.FakeRedis(), Clock(), FakePool(1)
     s = scaler(client, clock, pool)
-    run_for(s, clock, 0.5)
+    refresh_for(s, clock, 0.5)
     client.lpush(KEYS.broker_queue_lists(STANDARD)[0], *[b"{}"] * 1_000)
-    run_for(s, clock, 0.5)
+    refresh_for(s, clock, 0.5)
     assert pool.num_processes == 8
     # When the maintenance tick publishes a pre-drain level of 3 for the region
     client.hset(KEYS.maintenance_drain, mapping={REGION: 3, "us-east": 8})
-    run_for(s, clock, 0.25)
+    refresh_for(s, clock, 0.25)
     # Then within one refresh the pool gives up those slots, the backlog notwithstanding
     assert pool.num_processes == 5
     assert s.figures is not None and s.figures.maintenance_slots == 3
     # When the window is over and the level drops to 0, the pool takes them back at once
     client.hset(KEYS.maintenance_drain, REGION, 0)
-    run_for(s, clock, 0.25)
+    refresh_for(s, clock, 0.25)
     assert pool.num_processes == 8
 
 
