@@ -191,8 +191,9 @@ def publish_share(plan: PublishPlan, results: Any) -> None:
     started = time.time()
     for i in range(plan.messages):
         if i % group == 0:
-            for c in conns:
+            for c in conns:  # every connection's packets out before waiting on any
                 c.send()
+            for c in conns:
                 c.wait_window(window)
             if plan.rate_mps:
                 wait = started + i / plan.rate_mps - time.time()

@@ -236,6 +236,9 @@ class MqttBridge:
             more = not behind and self.parking.reoffered > offered
             wait_s = PARKED_BEHIND_WAIT_S if behind else PUSHED_BACK_WAIT_S
             self._parked_retry_ts = now + (0.0 if more else wait_s)
+        # The clock now, not at the cycle's start: premium readings offered at its start
+        # have aged by the cycle's length (at load, longer than their 25 ms age limit).
+        now = self.clock()
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
         waiting = max(len(lane.acks) for lane in self._lanes)
