@@ -1,10 +1,13 @@
 """The MQTT bench behind ``iotsched mqtt-bench``: devices → Mosquitto → bridge → workers.
 
 Simulated devices (or gateways, ``--per-message 100``) publish through a real broker at
-QoS 1; ``mqtt-bridge`` processes (one shared-subscription group) ingest; one real worker
-per region processes. Reported: readings/s from first publish to all processed, premium
-p99 from device publish to processed, and lost = broker-acknowledged readings not
-processed and not dead-lettered (processed is read back from the rollups).
+QoS 1, premium devices to their premium topics on connections of their own (gateways
+split each batch: its premium devices' readings to the gateway's premium topic), or with
+``--plain-topics`` every device to its plain topic; ``mqtt-bridge`` processes (one
+shared-subscription group) ingest; one real worker per region processes. Reported:
+readings/s from first publish to all processed, premium p99 from device publish to
+processed, and lost = broker-acknowledged readings not processed and not dead-lettered
+(processed is read back from the rollups).
 
 The run owns a key prefix on Redis and a topic prefix on the broker, and deletes its
 keys at the end.
@@ -80,6 +83,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "receive_maximum": args.receive_maximum,
         "devices": args.devices,
         "rate_mps": args.rate_mps,
+        "premium_topics": not args.plain_topics,
     }
     return out
 
@@ -112,6 +116,8 @@ def _publish(
     args: argparse.Namespace, run_: Any, root: str, progress: Any
 ) -> tuple[int, int, float, float]:
     ids = [int(d) for d in run_.registry.device_id]
+    tiers = run_.registry.tier.tolist()
+    premium_ids = [d for d, t in zip(ids, tiers, strict=True) if t == 0 and not args.plain_topics]
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     share = args.messages // args.publishers
@@ -122,6 +128,7 @@ def _publish(
             device_ids=ids,
             messages=share + (args.messages % args.publishers if i == 0 else 0),
             per_message=args.per_message,
+            premium_ids=premium_ids,
             rate_mps=args.rate_mps / args.publishers if args.rate_mps else None,
             seed=args.seed + i,
             client_id=f"{root}-pub-{i}",

@@ -1,10 +1,11 @@
 """Simulated devices and gateways publishing readings to an MQTT broker (for mqtt-bench).
 
-Each publisher process owns one MQTT v5 connection and a share of the fleet, and speaks
-the protocol directly (CONNECT, PUBLISH at QoS 1, PUBACK): a fleet of real devices costs
-the broker, not the machine it is simulated on, so the simulation must stay cheap next to
-the bridge it measures (a paho publish costs about as much as the bridge's whole work on
-a message). A reading's ``ts`` is the moment it is published, so the event latency the
+Each publisher process owns a share of the fleet and two MQTT v5 connections (premium
+devices' and the others'; one with ``--plain-topics``), and speaks the protocol directly
+(CONNECT, PUBLISH at QoS 1, PUBACK): a fleet of real devices costs the broker, not the
+machine it is simulated on, so the simulation must stay cheap next to the bridge it
+measures (a paho publish costs about as much as the bridge's whole work on a message).
+A reading's ``ts`` is the moment it is published, so the event latency the
 workers record (ts → processed) is device publish → processed. Only messages the broker
 acknowledged (PUBACK) are counted as published.
 """
@@ -39,6 +40,8 @@ class PublishPlan:
     messages: int
     #: Readings per message: 1 publishes to devices/{id}/telemetry, more to gateways/.
     per_message: int
+    #: Devices that publish to their premium topic (empty: every device to the plain one).
+    premium_ids: list[int]
     rate_mps: float | None
     seed: int
     client_id: str
@@ -115,34 +118,83 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return out
 
 
+class _Connection:
+    """One publisher connection: its socket, PUBACK counter and unsent packets."""
+
+    def __init__(self, broker: BrokerConfig, client_id: str) -> None:
+        self.sock = socket.create_connection((broker.host, broker.port))
+        self.sock.sendall(connect_packet(client_id, broker.username, broker.password))
+        head = _recv_exact(self.sock, 2)
+        connack = _recv_exact(self.sock, head[1]) if head[0] == 0x20 and head[1] < 128 else b""
+        if len(connack) < 2 or connack[1] != 0:
+            raise SystemExit(f"mqtt-bench: the broker refused the publisher: {head + connack!r}")
+        self.acks = AckCounter(self.sock)
+        self.acks.start()
+        self.sent = 0
+        self.out = bytearray()
+        #: Readings in the first n + 1 messages sent, for each n.
+        self.readings: list[int] = []
+
+    def add(self, topic: str, payload: bytes, readings: int) -> None:
+        self.sent += 1
+        self.readings.append(readings + (self.readings[-1] if self.readings else 0))
+        self.out += publish_packet(topic, payload, (self.sent - 1) % 65_535 + 1)
+
+    def send(self) -> None:
+        if self.out:
+            self.sock.sendall(self.out)
+            self.out = bytearray()
+
+    def wait_window(self, window: int) -> None:
+        while self.sent - self.acks.acked >= window and not self.acks.closed:
+            time.sleep(0.001)
+
+    def finish(self, deadline: float) -> tuple[int, int]:
+        """Send what is left, wait for the broker's acks: (messages, readings) acknowledged
+        (the broker acknowledges one connection's messages in the order they were sent)."""
+        self.send()
+        while self.acks.acked < self.sent and time.time() < deadline and not self.acks.closed:
+            time.sleep(0.005)
+        self.sock.sendall(b"\xe0\x00")  # DISCONNECT
+        self.sock.close()
+        acked = min(self.acks.acked, self.sent)
+        return acked, self.readings[acked - 1] if acked else 0
+
+
+def _payload(devices: list[int], values: list[float], now: float) -> bytes:
+    ts = f"{now:.6f}"
+    rows = [
+        f'{{"device_id":{d},"ts":{ts},"value":{v}}}' for d, v in zip(devices, values, strict=True)
+    ]
+    return (rows[0] if len(rows) == 1 else "[" + ",".join(rows) + "]").encode()
+
+
 def publish_share(plan: PublishPlan, results: Any) -> None:
-    """Publish ``plan.messages`` messages, paced; put (messages, readings, seconds) on results."""
+    """Publish ``plan.messages`` messages, paced; put (messages, readings, seconds) on results.
+
+    With ``plan.premium_ids``, premium devices publish on their own connection to their
+    premium topic (``.../telemetry/premium``), as devices each with a connection of their
+    own would not queue behind other devices' messages; a gateway sends its premium
+    devices' readings of a batch as a message of their own to its premium topic."""
     broker = BrokerConfig.from_url(plan.broker_url)
-    sock = socket.create_connection((broker.host, broker.port))
-    sock.sendall(connect_packet(plan.client_id, broker.username, broker.password))
-    head = _recv_exact(sock, 2)
-    connack = _recv_exact(sock, head[1]) if head[0] == 0x20 and head[1] < 128 else b""
-    if len(connack) < 2 or connack[1] != 0:
-        raise SystemExit(f"mqtt-bench: the broker refused the publisher: {head + connack!r}")
-    acks = AckCounter(sock)
-    acks.start()
+    plain = _Connection(broker, plan.client_id)
+    premium_ids = frozenset(plan.premium_ids)
+    fast = _Connection(broker, f"{plan.client_id}-premium") if premium_ids else plain
+    conns = [plain] if fast is plain else [plain, fast]
     rng = np.random.default_rng(plan.seed)
     ids = np.asarray(plan.device_ids)
     pick = ids[rng.integers(0, len(ids), plan.messages * plan.per_message)].tolist()
     values = rng.normal(20.0, 2.0, len(pick)).round(3).tolist()
     window = max(1, MAX_INFLIGHT_READINGS // plan.per_message)
     group = min(SEND_MESSAGES, window)
-    topic = f"{plan.topic_root}/gateways/gw{plan.seed}/telemetry"
+    root = plan.topic_root
     started = time.time()
-    k = 0
-    out = bytearray()
     for i in range(plan.messages):
         if i % group == 0:
-            if out:
-                sock.sendall(out)
-                out = bytearray()
-            while i - acks.acked >= window and not acks.closed:
-                time.sleep(0.001)
+            for c in conns:  # every connection's packets out before waiting on any
+                c.send()
+            for c in conns:
+                c.wait_window(window)
             if plan.rate_mps:
                 wait = started + i / plan.rate_mps - time.time()
                 if wait > 0:
@@ -150,34 +202,26 @@ def publish_share(plan: PublishPlan, results: Any) -> None:
         # Stamped as it is published: on a shared machine a publisher that falls behind
         # its pace is starved of CPU, not held up by the pipeline; it shows as a lower rate.
         now = time.time()
+        k = i * plan.per_message
+        devices, vals = pick[k : k + plan.per_message], values[k : k + plan.per_message]
         if plan.per_message == 1:
-            d = pick[k]
-            topic = f"{plan.topic_root}/devices/{d}/telemetry"
-            payload = f'{{"device_id":{d},"ts":{now:.6f},"value":{values[k]}}}'
-        else:
-            ts = f"{now:.6f}"
-            payload = (
-                "["
-                + ",".join(
-                    [
-                        f'{{"device_id":{d},"ts":{ts},"value":{v}}}'
-                        for d, v in zip(
-                            pick[k : k + plan.per_message],
-                            values[k : k + plan.per_message],
-                            strict=True,
-                        )
-                    ]
-                )
-                + "]"
-            )
-        k += plan.per_message
-        out += publish_packet(topic, payload.encode(), i % 65_535 + 1)
-    if out:
-        sock.sendall(out)
+            d = devices[0]
+            if d in premium_ids:
+                fast.add(f"{root}/devices/{d}/telemetry/premium", _payload(devices, vals, now), 1)
+            else:
+                plain.add(f"{root}/devices/{d}/telemetry", _payload(devices, vals, now), 1)
+            continue
+        gateway = f"{root}/gateways/gw{plan.seed}/telemetry"
+        mine = [j for j, d in enumerate(devices) if d in premium_ids]
+        if not mine:
+            plain.add(gateway, _payload(devices, vals, now), len(devices))
+            continue
+        rest = [j for j, d in enumerate(devices) if d not in premium_ids]
+        for conn, topic, part in ((fast, gateway + "/premium", mine), (plain, gateway, rest)):
+            if part:
+                payload = _payload([devices[j] for j in part], [vals[j] for j in part], now)
+                conn.add(topic, payload, len(part))
     deadline = time.time() + 60
-    while acks.acked < plan.messages and time.time() < deadline and not acks.closed:
-        time.sleep(0.005)
+    acked = [c.finish(deadline) for c in conns]
     seconds = time.time() - started
-    sock.sendall(b"\xe0\x00")  # DISCONNECT
-    sock.close()
-    results.put((acks.acked, acks.acked * plan.per_message, seconds))
+    results.put((sum(a[0] for a in acked), sum(a[1] for a in acked), seconds))

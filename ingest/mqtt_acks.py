@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from ingest.mqtt_client import BufferedClient, Received
 
+#: A packet id's bits: the bridge tags the ones above with the connection (lane) it came on.
+_PACKET_ID = 0xFFFF
+
 
 class Acks:
     def __init__(self) -> None:
@@ -35,9 +38,10 @@ class Acks:
         """Acknowledge every due message, oldest first; returns how many."""
         arrival = self._arrival
         mids = [mid for mid, qos in self.due if qos == 1]
-        client.ack_qos1(sorted(mids, key=lambda mid: arrival.pop(mid, 0)))
+        ordered = sorted(mids, key=lambda mid: arrival.pop(mid, 0))
+        client.ack_qos1([mid & _PACKET_ID for mid in ordered])
         for mid, qos in self.due:
             if qos == 2:
-                client.ack(mid, qos)
+                client.ack(mid & _PACKET_ID, qos)
         sent, self.due = len(self.due), []
         return sent

@@ -18,7 +18,10 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
   and a dead bridge's claims go back for any other bridge (at least once, never lost).
   Without a parked-readings store, or while Redis cannot take the write, they stay with
   the bridge, their messages unacknowledged, as flow control by the receive window.
-- messages waiting in the bridge are taken premium devices' first (``Inbox``).
+- messages waiting in the bridge are taken premium devices' first (``Inbox``), and
+  premium devices' own topics (``.../telemetry/premium``) come in on a connection of
+  their own (``ingest.mqtt_lanes``), so at the broker too they never queue behind the
+  standard stream.
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
 id, so a restarted bridge gets its unacknowledged messages back.
@@ -37,9 +40,9 @@ import numpy as np
 import numpy.typing as npt
 import paho.mqtt.client as mqtt
 
-from ingest.mqtt_acks import Acks
-from ingest.mqtt_client import BrokerConfig, BufferedClient, Received, connect
+from ingest.mqtt_client import BrokerConfig, Received, connect
 from ingest.mqtt_inbox import Inbox
+from ingest.mqtt_lanes import LANE_SHIFT, Lane, lanes_for
 from ingest.mqtt_parking import Parking
 from ingest.mqtt_payload import Decoded, decode_messages
 from ingest.producer import IngestResult, Producer
@@ -82,6 +85,9 @@ class BridgeOptions:
     #: tasks (73,000–90,000 readings/s in mqtt-bench, against 100,000–122,000 at 250 ms).
     #: Premium batches still go out on their own age limit (25 ms); only acks wait.
     ack_interval_ms: float = 250.0
+    #: Subscribe to the premium topics (each telemetry filter + ``/premium``) on a second
+    #: connection whose messages are taken first.
+    premium_lane: bool = True
 
 
 #: What an ingest call that took nothing pushed back: nothing.
@@ -141,9 +147,11 @@ class MqttBridge:
         self._stop = threading.Event()
         self._held: list[_Held] = []
         self._held_retry_ts = 0.0
-        self._acks = Acks()
+        self._lanes = lanes_for(
+            self.options.client_id, self.options.filters, self.options.premium_lane
+        )
         self._acked_ts = 0.0
-        self._client: BufferedClient | None = None
+        #: Set once the broker confirmed every lane's subscription.
         self.subscribed = threading.Event()
         self.parking = (
             None
@@ -159,24 +167,11 @@ class MqttBridge:
 
     def run(self) -> BridgeStats:
         """Consume until ``stop()``; then publish what is buffered and acknowledge it."""
-        opts = self.options
-        client = connect(
-            self.broker,
-            opts.client_id,
-            manual_ack=True,
-            clean_start=False,
-            session_expiry_s=opts.session_expiry_s,
-            receive_maximum=opts.receive_maximum,
-        )
-        self._client = client
         if self.parking is not None:
             self.parking.start()
-        client.on_received = self._on_received
-        client.on_message = self._on_message
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.loop_start()
         try:
+            for lane in self._lanes:
+                self._connect(lane)
             while not self._stop.is_set():
                 self._wake.wait(0.005)
                 self._wake.clear()
@@ -184,9 +179,26 @@ class MqttBridge:
             self.step()
             self._ack_all()
         finally:
-            client.disconnect()
-            client.loop_stop()
+            for lane in self._lanes:
+                lane.close()
         return self.stats
+
+    def _connect(self, lane: Lane) -> None:
+        opts = self.options
+        client = connect(
+            self.broker,
+            lane.client_id,
+            manual_ack=True,
+            clean_start=False,
+            session_expiry_s=opts.session_expiry_s,
+            receive_maximum=opts.receive_maximum,
+        )
+        lane.client = client
+        client.on_received = self._on_received if not lane.number else self._on_premium
+        client.on_message = lambda c, u, msg: self._on_message(lane, msg)
+        client.on_connect = lambda c, u, f, reason, p: self._on_connect(lane, reason)
+        client.on_subscribe = lambda c, u, mid, reasons, p: self._on_subscribe(lane, reasons)
+        client.loop_start()
 
     def step(self) -> None:
         """One cycle: offer held and new messages to ingest, publish and ack when due."""
@@ -224,9 +236,13 @@ class MqttBridge:
             more = not behind and self.parking.reoffered > offered
             wait_s = PARKED_BEHIND_WAIT_S if behind else PUSHED_BACK_WAIT_S
             self._parked_retry_ts = now + (0.0 if more else wait_s)
+        # The clock now, not at the cycle's start: premium readings offered at its start
+        # have aged by the cycle's length (at load, longer than their 25 ms age limit).
+        now = self.clock()
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
-        if self._acks and (due or len(self._acks) >= self.options.receive_maximum // 2):
+        waiting = max(len(lane.acks) for lane in self._lanes)
+        if waiting and (due or waiting >= self.options.receive_maximum // 2):
             self._ack_all()
 
     def _offer(
@@ -316,7 +332,7 @@ class MqttBridge:
         ):
             back_rows = row_regions = _NONE  # safe in the store: their messages can be acked
         if not back_rows.size and not back_others.size:
-            self._acks.add(messages)
+            self._ack(messages)
             return
         rows_of: dict[int, list[int]] = {}  # message → its pushed-back rows (positions)
         for k, i in enumerate(owner[back_rows].tolist()):
@@ -326,7 +342,7 @@ class MqttBridge:
             others_of.setdefault(other_owner[j], []).append(k)
         for i, (mid, qos) in enumerate(messages):
             if i not in rows_of and i not in others_of:
-                self._acks.add([(mid, qos)])
+                self._ack([(mid, qos)])
                 continue
             mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
             mine_others = others_of.get(i, [])
@@ -345,14 +361,20 @@ class MqttBridge:
         self._acked_ts = self.clock()
         if self.parking is not None:
             self.parking.published()
-        client = self._client
-        if client is None:
-            return
-        self.stats.acked += self._acks.send(client)
+        for lane in self._lanes:
+            self.stats.acked += lane.send_acks()
 
-    # Called on paho's network thread: hand over and wake the bridge loop.
+    def _ack(self, messages: list[tuple[int, int]]) -> None:
+        """Due for acknowledgement, each on the connection (lane) its packet id is tagged with."""
+        if len(self._lanes) == 1:
+            self._lanes[0].acks.add(messages)
+            return
+        for m in messages:
+            self._lanes[m[0] >> LANE_SHIFT].acks.add([m])
+
+    # Called on paho's network threads: hand over and wake the bridge loop.
     def _on_received(self, received: list[Received]) -> None:
-        self._acks.arrived(received)
+        self._lanes[0].acks.arrived(received)
         self._inbox.put(received)
         # Wake the loop early for a burst; otherwise it looks every few ms on its own.
         # Once per burst: setting an Event costs more than taking the messages.
@@ -361,24 +383,30 @@ class MqttBridge:
             self._waiting = 0
             self._wake.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_premium(self, received: list[Received]) -> None:
+        """The premium lane's messages: taken before any other, and the loop woken now."""
+        received = self._lanes[1].tagged(received)
+        self._lanes[1].acks.arrived(received)
+        self._inbox.put_premium(received)
+        self._wake.set()
+
+    def _on_message(self, lane: Lane, msg: mqtt.MQTTMessage) -> None:
         """A message paho handled itself (QoS 2, which the QoS 1 subscription never asks for)."""
         ct = getattr(msg.properties, "ContentType", None) if msg.properties else None
-        self._on_received([(msg._topic, bytes(msg.payload), msg.mid, msg.qos, ct)])
+        received = [(msg._topic, bytes(msg.payload), msg.mid, msg.qos, ct)]
+        (self._on_premium if lane.number else self._on_received)(received)
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
-    ) -> None:
+    def _on_connect(self, lane: Lane, reason: Any) -> None:
         if reason.is_failure:
             logger.error("MQTT broker refused the connection: %s", reason)
             return
-        subs = [(f"$share/{self.options.group}/{f}", 1) for f in self.options.filters]
-        client.subscribe(subs)
+        assert lane.client is not None
+        lane.client.subscribe([(f"$share/{self.options.group}/{f}", 1) for f in lane.filters])
 
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
-    ) -> None:
+    def _on_subscribe(self, lane: Lane, reasons: Any) -> None:
         if any(r.is_failure for r in reasons):
             logger.error("MQTT broker refused the subscription: %s", reasons)
             return
-        self.subscribed.set()
+        lane.subscribed.set()
+        if all(lane.subscribed.is_set() for lane in self._lanes):
+            self.subscribed.set()

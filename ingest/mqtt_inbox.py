@@ -5,7 +5,8 @@ backlog sits here (up to the session's Receive Maximum of unacknowledged message
 single reading's topic names its device, so a premium device's message is known before
 its payload is decoded: those are taken first, and premium readings never wait in the
 bridge behind standard ones. Gateway messages mix tiers, so they keep arrival order with
-the rest.
+the rest. Messages of the premium lane (``ingest.mqtt_lanes``) are premium by topic and
+go ahead of everything.
 """
 
 from __future__ import annotations
@@ -30,27 +31,34 @@ class Inbox:
         self._registry = registry
         #: Handed over by the network thread (deque appends and pops are thread-safe).
         self._arrived: collections.deque[list[Received]] = collections.deque()
+        self._lane: collections.deque[list[Received]] = collections.deque()
+        self._first: collections.deque[Received] = collections.deque()
         self._premium: collections.deque[Received] = collections.deque()
         self._rest: collections.deque[Received] = collections.deque()
 
     def put(self, received: list[Received]) -> None:
         self._arrived.append(received)
 
+    def put_premium(self, received: list[Received]) -> None:
+        """Messages of the premium lane: taken ahead of every other."""
+        self._lane.append(received)
+
     def __bool__(self) -> bool:
-        return bool(self._arrived or self._premium or self._rest)
+        return bool(self._arrived or self._lane or self._first or self._premium or self._rest)
 
     @property
     def backlog(self) -> int:
         """Messages sorted and still waiting: after a ``take``, what it had no room for."""
-        return len(self._premium) + len(self._rest)
+        return len(self._first) + len(self._premium) + len(self._rest)
 
     def take(self, max_messages: int, max_bytes: int) -> list[Received]:
-        """Premium devices' messages first, then the rest, each in arrival order, up to
+        """The premium lane's messages first, then premium devices' of the plain topics,
+        then the rest, each in arrival order, up to
         ``max_messages`` messages or (past) ``max_bytes`` payload bytes."""
         self._sort()
         out: list[Received] = []
         size = 0
-        for queue in (self._premium, self._rest):
+        for queue in (self._first, self._premium, self._rest):
             while queue and len(out) < max_messages and size < max_bytes:
                 message = queue.popleft()
                 out.append(message)
@@ -58,6 +66,8 @@ class Inbox:
         return out
 
     def _sort(self) -> None:
+        while self._lane:
+            self._first.extend(self._lane.popleft())
         while self._arrived:
             part = self._arrived.popleft()
             if self._registry is None:

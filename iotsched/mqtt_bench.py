@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=RECEIVE_MAXIMUM,
         help="each bridge's receive window (unacknowledged messages)",
     )
+    p.add_argument(
+        "--plain-topics",
+        action="store_true",
+        help="premium devices publish to devices/{id}/telemetry too (default: .../premium)",
+    )
     p.add_argument("--timeout-s", type=positive_float, default=300.0)
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--json", action="store_true", help="print only the JSON object")

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from ingest.mqtt_bridge import DEFAULT_FILTERS, RECEIVE_MAXIMUM, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
+from ingest.mqtt_lanes import premium_filters
 from iotsched.argtypes import non_negative_int, positive_int
 from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
@@ -86,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     )
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
-    print(f"bridging {broker.host}:{broker.port} {options.filters} → {keys.prefix}", flush=True)
+    lane = premium_filters(options.filters)
+    print(
+        f"bridging {broker.host}:{broker.port} {options.filters} (premium lane {lane}) → "
+        f"{keys.prefix}",
+        flush=True,
+    )
     threading.Thread(target=_say_subscribed, args=(bridge,), daemon=True).start()
     try:
         stats = bridge.run()
