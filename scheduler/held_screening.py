@@ -42,7 +42,8 @@ HELD_SCREEN_SHARE = 2.0 / 3.0
 #: readings share one fetch and store of its state, most of screening's cost.
 SCREEN_TO_ROUTINE_COST = 1.0
 #: Readings screened while held per non-premium reading admitted: the share above.
-PER_ADMITTED = HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / SCREEN_TO_ROUTINE_COST
+#: (Rounded: 1.9999999999999998 would shrink the sample for a load it exactly pays for.)
+PER_ADMITTED = round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / SCREEN_TO_ROUTINE_COST, 9)
 #: Earning and spending are compared over this long (seconds): a few gateway lumps and
 #: admission rounds, short enough to follow a change of drain within seconds.
 BUDGET_WINDOW_S = 2.0

@@ -50,3 +50,27 @@ def test_a_share_of_devices_is_picked_whole_and_the_same_ones_each_time() -> Non
     # And a smaller share picks a subset of the same devices
     fewer = ids[pick_held(device_order(ids), clean, share=0.1)]
     assert set(fewer.tolist()) < set(devices.tolist())
+
+
+def test_by_default_held_readings_arriving_at_twice_the_admitted_rate_are_all_screened() -> None:
+    # Given the default budget, a region admitting 1,000 non-premium readings every
+    # 0.1 s while 2,000 more arrive and are held (an offered load of about 3x the drain)
+    budget = HeldScreenBudget()
+    for step in range(100):
+        now = step * 0.1
+        budget.earn(0, 1_000, now_ts=now)
+        # When every held reading is screened while held
+        budget.spend(0, 2_000, now_ts=now)
+        # Then the region never drops devices from the sample
+        assert budget.share(0) == 1.0
+
+
+def test_by_default_held_readings_past_the_budget_shrink_the_sample() -> None:
+    # Given the default budget and held readings arriving at four times the admitted rate
+    budget = HeldScreenBudget()
+    for step in range(100):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+        # (the devices in the sample are screened while held, the others wait)
+        budget.spend(0, round(4_000 * budget.share(0)), now_ts=step * 0.1)
+    # Then only a share of the devices is screened while held, about what the budget pays
+    assert 0.25 <= budget.share(0) <= 0.75
