@@ -75,6 +75,9 @@ class HeldScreenBudget:
     _share: dict[int, float] = field(default_factory=dict)
     _at_ts: dict[int, float] = field(default_factory=dict)
     _resized_ts: dict[int, float] = field(default_factory=dict)
+    #: When each region first earned or spent: its sample is not resized before a
+    #: window of evidence.
+    _since_ts: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.per_admitted < 0 or self.window_s <= 0:
@@ -95,6 +98,12 @@ class HeldScreenBudget:
         """``readings`` were screened while held; resizes the region's sample."""
         self._fade(region, now_ts)
         self._spent[region] += readings
+        if now_ts - self._since_ts[region] < self.window_s:
+            # Held readings screened before the region's admissions have earned for a
+            # window (a gateway behind from the start): a shrink now would be judged on
+            # no evidence, and dropped devices cannot rejoin while the overload lasts.
+            # At most one window of held readings is screened this way.
+            return
         if now_ts - self._resized_ts.get(region, float("-inf")) < ADJUST_EVERY * self.window_s:
             return
         self._resized_ts[region] = now_ts
@@ -105,6 +114,7 @@ class HeldScreenBudget:
             self._share[region] = min(1.0, share * GROW)
 
     def _fade(self, region: int, now_ts: float) -> None:
+        self._since_ts.setdefault(region, now_ts)
         elapsed = max(0.0, now_ts - self._at_ts.get(region, now_ts))
         fade = math.exp(-elapsed / self.window_s)
         self._earned[region] = self._earned.get(region, 0.0) * fade

@@ -135,7 +135,8 @@ def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> N
     standard = np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]
     ids = reg.device_id[standard]
     now = time.time()
-    producer.ingest_columns(ids, np.full(300, now - 9), np.zeros(300), now_ts=now)
+    # (admitted a window before, so the budget judges on evidence)
+    producer.ingest_columns(ids, np.full(300, now - 9), np.zeros(300), now_ts=now - 3)
     producer.flush()
     closed[0] = True
     producer.ingest_columns(ids, np.full(300, now - 8), np.zeros(300), now_ts=now)
