@@ -11,7 +11,9 @@ screening of held readings takes a bounded share of the region's slot time (its 
     share = per_admitted * screen_cost / (per_admitted * screen_cost + routine_cost)
 
 ``bench/screen_cost.py`` measures screening at about twice routine processing's cost
-per reading (7.1 vs 3.6 us): screening is mostly the detector states' MGET and MSET.
+per reading (7.1 vs 3.6 us) for copies with one reading per device: screening is mostly
+the detector states' MGET and MSET, so held copies, coalesced to several readings per
+device (``defaults.HELD_SCREEN_MAX_READINGS``), are taken at about routine's cost.
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
 so past the budget a sample of devices is screened while held: a fixed share of each
 region's devices (picked by a hash of the id, so the same devices keep fast detection),
