@@ -14,7 +14,10 @@ Copies of readings held back by admission control (``screen_many``) share their
 region's screening queue and its coalescing, in order, but travel as messages of their
 own marked ``held``: screening such a message does not advance the stream's screened
 frontier, because held readings are screened within a budget and some devices' are
-skipped (``scheduler.held_screening``), so it does not vouch for every device.
+skipped (``scheduler.held_screening``), so it does not vouch for every device. They are
+coalesced further (``defaults.HELD_SCREEN_MAX_READINGS`` / ``HELD_SCREEN_MAX_AGE_MS``,
+unless an admitted copy behind them is due first): a device's held readings then share
+one fetch and store of its detector state, most of screening's cost.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class CeleryPublisher:
         screening: bool | None = None,
         screen_max_readings: int = defaults.BATCH_MAX_READINGS,
         screen_max_age_ms: float = defaults.SCREEN_MAX_AGE_MS,
+        held_screen_max_readings: int = defaults.HELD_SCREEN_MAX_READINGS,
+        held_screen_max_age_ms: float = defaults.HELD_SCREEN_MAX_AGE_MS,
         clock: Callable[[], float] = time.time,
         ledger: InflightLedgerStore | None = None,
         premium_tier: str | None = None,
@@ -60,11 +65,15 @@ class CeleryPublisher:
         self.premium_tier = settings.tiers[0] if premium_tier is None else premium_tier
         self.screen_max_readings = screen_max_readings
         self.screen_max_age_s = screen_max_age_ms / 1000.0
+        self.held_screen_max_readings = held_screen_max_readings
+        self.held_screen_max_age_s = held_screen_max_age_ms / 1000.0
         self.clock = clock
         #: Screening copies waiting to be coalesced, per screening queue, in order, each
         #: with whether it holds readings held back by admission control.
         self._pending: dict[str, list[tuple[Batch, bool]]] = {}
         self._pending_since: dict[str, float] = {}
+        #: When the oldest admitted (not held) copy of each queue's pending ones came.
+        self._admitted_since: dict[str, float] = {}
 
     def publish(self, batch: Batch) -> None:
         self.publish_many([batch])
@@ -83,9 +92,9 @@ class CeleryPublisher:
         if not self.screening:
             return False
         for batch in batches:
-            # Cut like routine batches: a screening task holds its slot until done, and
-            # premium may be waiting for that slot.
-            size = self.screen_max_readings
+            # Cut: a screening task holds its slot until done, and premium may be
+            # waiting for that slot.
+            size = self.held_screen_max_readings
             for k, start in enumerate(range(0, len(batch), size)):
                 piece = batch.take(slice(start, start + size), f"{batch.batch_id}.{k}")
                 self._hold_for_screening(piece, held=True)
@@ -103,15 +112,25 @@ class CeleryPublisher:
         if queue not in self._pending:
             self._pending[queue] = []
             self._pending_since[queue] = self.clock()
+        if not held:
+            self._admitted_since.setdefault(queue, self.clock())
         self._pending[queue].append((batch, held))
-        if sum(len(b) for b, _ in self._pending[queue]) >= self.screen_max_readings:
+        pending = self._pending[queue]
+        held_n = sum(len(b) for b, h in pending if h)
+        if (
+            sum(len(b) for b, h in pending if not h) >= self.screen_max_readings
+            or held_n >= self.held_screen_max_readings
+        ):
             self._send_screen(queue)
 
     def poll(self, now_ts: float | None = None) -> None:
         """Send screening copies that reached their age limit."""
         now = self.clock() if now_ts is None else now_ts
         for queue, since in list(self._pending_since.items()):
-            if now - since >= self.screen_max_age_s:
+            admitted_since = self._admitted_since.get(queue)
+            if now - since >= self.held_screen_max_age_s or (
+                admitted_since is not None and now - admitted_since >= self.screen_max_age_s
+            ):
                 self._send_screen(queue)
 
     def flush(self) -> None:
@@ -131,6 +150,7 @@ class CeleryPublisher:
             del pending[:run]
         del self._pending[queue]
         del self._pending_since[queue]
+        self._admitted_since.pop(queue, None)
 
 
 def _merged(batches: list[Batch]) -> Batch:

@@ -10,6 +10,13 @@ PREMIUM_MAX_AGE_MS = 25.0
 STANDARD_MAX_AGE_MS = 250.0
 #: Age at which a region's coalesced screening copies are flushed even if few.
 SCREEN_MAX_AGE_MS = 100.0
+#: Copies of readings held back by admission control are coalesced up to this many
+#: readings (or this age): a device's held readings then share one fetch and store of
+#: its detector state, which is most of screening's cost (``bench/screen_cost.py``).
+#: Bounded because a screening task holds its slot until done, and premium may be
+#: waiting for that slot.
+HELD_SCREEN_MAX_READINGS = 20_000
+HELD_SCREEN_MAX_AGE_MS = 500.0
 
 #: Readings whose event time is further ahead of the ingest clock are rejected (clock skew).
 MAX_FUTURE_SKEW_S = 300.0

@@ -94,3 +94,60 @@ def test_without_screening_only_routine_tasks_are_sent() -> None:
     pub.publish(batch(1, "eu-west", "premium", 3))
     pub.flush()
     assert [(n, q) for n, q, _ in app.sent] == [("iotsched.routine", "eu-west.premium")]
+
+
+def held_batch(i: int, region: str, n: int) -> Batch:
+    b = batch(i, region, "standard", n)
+    b.batch_id = f"p:{region}:standard:held{i}"
+    return b
+
+
+def test_held_copies_are_coalesced_longer_and_larger_than_admitted_ones() -> None:
+    now = [100.0]
+    app = FakeApp()
+    pub = CeleryPublisher(  # type: ignore[arg-type]
+        app,
+        screening=True,
+        screen_max_readings=100,
+        screen_max_age_ms=100,
+        held_screen_max_readings=1_000,
+        held_screen_max_age_ms=500,
+        clock=lambda: now[0],
+    )
+    # Given held readings of one region handed over in three lumps of 150
+    for i in range(3):
+        pub.screen_many([held_batch(i, "eu-west", 150)])
+
+    def screens() -> list[tuple[str, int]]:
+        return [(q, len(b)) for n, q, b in app.sent if n == "iotsched.screen"]
+
+    # Then none is sent on an admitted copy's size or age limit
+    now[0] += 0.2
+    pub.poll()
+    assert screens() == []
+    # When the held age limit passes, they go as one copy (one state fetch per device)
+    now[0] += 0.4
+    pub.poll()
+    assert screens() == [("eu-west.screen", 450)]
+
+
+def test_an_admitted_copy_behind_held_ones_keeps_its_age_limit_and_their_order() -> None:
+    now = [100.0]
+    app = FakeApp()
+    pub = CeleryPublisher(  # type: ignore[arg-type]
+        app,
+        screening=True,
+        screen_max_age_ms=100,
+        held_screen_max_age_ms=500,
+        clock=lambda: now[0],
+    )
+    # Given held readings, then an admitted routine batch of the same region
+    pub.screen_many([held_batch(1, "us-east", 30)])
+    now[0] += 0.05
+    pub.publish(batch(2, "us-east", "standard", 10))
+    # When the admitted copy's 100 ms pass (the held ones' 500 ms have not)
+    now[0] += 0.15
+    pub.poll()
+    # Then both went, held first: a device's readings reach screening in time order
+    sent = [(b.batch_id.split("+")[0], len(b)) for n, _, b in app.sent if n == "iotsched.screen"]
+    assert sent == [("p:us-east:standard:held1.0", 30), ("p:us-east:standard:2", 10)]

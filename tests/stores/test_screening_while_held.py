@@ -135,7 +135,8 @@ def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> N
     standard = np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]
     ids = reg.device_id[standard]
     now = time.time()
-    producer.ingest_columns(ids, np.full(300, now - 9), np.zeros(300), now_ts=now)
+    # (admitted a window before, so the budget judges on evidence)
+    producer.ingest_columns(ids, np.full(300, now - 9), np.zeros(300), now_ts=now - 3)
     producer.flush()
     closed[0] = True
     producer.ingest_columns(ids, np.full(300, now - 8), np.zeros(300), now_ts=now)
@@ -248,11 +249,13 @@ def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
     assert rt.stores.detector.frontier("eu-west") == {"standard": now - 1}
 
 
-def test_a_large_held_copy_is_screened_in_pieces_no_larger_than_a_batch(
+def test_a_large_held_copy_is_screened_in_pieces_no_larger_than_the_held_copy_limit(
     recording_app: Any,
 ) -> None:
-    # Given 12,000 held readings of one region handed over at once
-    publisher = CeleryPublisher(recording_app, screening=True, screen_max_readings=5_000)
+    # Given 12,000 held readings of one region handed over at once, held copies of 5,000
+    publisher = CeleryPublisher(
+        recording_app, screening=True, screen_max_readings=1_000, held_screen_max_readings=5_000
+    )
     n = 12_000
     held = Batch("p:eu-west:standard:held1", "eu-west", "standard", ("value",),
                  np.arange(n, dtype=np.uint64), np.arange(n, dtype=np.float64),
@@ -260,7 +263,7 @@ def test_a_large_held_copy_is_screened_in_pieces_no_larger_than_a_batch(
     # When they are screened
     publisher.screen_many([held])
     publisher.flush()
-    # Then they go as messages of at most a batch's readings, each once, in order
+    # Then they go as messages of at most the held copy limit, each once, in order
     copies = [p[0] for p in recording_app.named(SCREEN_TASK)]
     assert [c["n"] for c in copies] == [5_000, 5_000, 2_000]
     assert len({c["id"] for c in copies}) == 3
