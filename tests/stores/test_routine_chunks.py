@@ -15,8 +15,8 @@ from runtime_doubles import MakeRuntime, RecordingApp
 
 from runtime.runtime import Runtime
 from scheduler.codec import encode_batch
-from scheduler.model import Batch, WorkClass
 from scheduler.latency import percentile_ms
+from scheduler.model import Batch, WorkClass
 from scheduler.rollup import RollupDelta
 from scheduler.routine import STARTED_STAGE
 from scheduler.wire import ROUTINE_TASK
