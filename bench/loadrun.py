@@ -127,7 +127,7 @@ def drive(
         # Nothing to offer yet: wake for the next batch falling due (premium's 25 ms age)
         # if that is sooner than the next re-offer, or the pace's next step.
         wake = now + (PUSHED_BACK_WAIT_S if waiting else 0.002)
-        next_due = producer.batcher.next_due_ts()
+        next_due = producer.next_due_ts(time.time())
         if next_due is not None:
             wake = min(wake, next_due)
         time.sleep(max(0.0, wake - time.time()))
