@@ -352,6 +352,12 @@ def summarize(
         "duplicate_deliveries_skipped": c.get("duplicate_deliveries", 0),
         # Readings screened at once while admission control held them back.
         "screened_while_held": c.get("screened_while_held", 0),
+        # Mean readings per routine task (chunk) applied: each task has a fixed cost.
+        "readings_per_routine_task": {
+            tier: round(c.get(f"processed:{tier}", 0) / c[f"batches:{tier}"], 1)
+            for tier in tiers
+            if c.get(f"batches:{tier}")
+        },
     }
 
 
