@@ -21,12 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Premium messages still waiting in a region's queue from which a new premium batch is
-#: held: three, so that the worker still has some premium work in hand while the depth,
-#: read every ``refresh_ms``, catches up and the held batch is published.
-PREMIUM_HOLD_QUEUED_MESSAGES = 3
+#: held: eight, i.e. only when premium itself is saturated. Measured back to back on
+#: the shared machine, a hold from three messages halved premium p99 in saturated runs
+#: but, at moderate load (load average 6-8, ``--pattern fleet_spike --rate-rps 8000``),
+#: took premium p99 inside the spike from 258 ms to 792 ms: a short queue drains
+#: within the depth's staleness, the worker takes lower work meanwhile, and the held
+#: batch then waits behind that.
+PREMIUM_HOLD_QUEUED_MESSAGES = 8
 #: The longest a premium reading is held in the batcher (beyond which it is sent however
-#: long the queue): half premium's 500 ms bound.
-PREMIUM_MAX_HOLD_MS = 250.0
+#: long the queue): a fifth of premium's 500 ms bound.
+PREMIUM_MAX_HOLD_MS = 100.0
 #: How often the producer reads the premium queues' depth while it holds a batch.
 PREMIUM_DEPTH_REFRESH_MS = 10.0
 

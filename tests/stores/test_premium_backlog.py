@@ -10,6 +10,7 @@ import redis
 from ingest.premium_backlog import PremiumBacklog
 from ingest.producer import Producer
 from scheduler.model import Batch
+from scheduler.premium_coalescing import PREMIUM_HOLD_QUEUED_MESSAGES, PREMIUM_MAX_HOLD_MS
 from scheduler.registry import generate_registry
 from stores.keys import Keys
 from stores.memory_state import MemoryStateStore
@@ -58,30 +59,31 @@ def offer(producer: Producer, clock: Clock, cols, at_s: float) -> None:  # type:
 
 
 def test_premium_coalesces_behind_a_backed_up_queue_and_goes_out_when_it_drains() -> None:
-    # Given eu-west's premium queue holding three messages nobody has taken yet
+    # Given eu-west's premium queue holding as many messages as the hold needs
     broker = fakeredis.FakeRedis()
     reg, clock, pub, producer = make(broker)
-    broker.lpush(KEYS.broker_queue("eu-west.premium"), b"a", b"b", b"c")
-    # When eu-west's premium readings arrive in three calls, 50 ms apart
+    broker.lpush(KEYS.broker_queue("eu-west.premium"), *[b"m"] * PREMIUM_HOLD_QUEUED_MESSAGES)
+    # When eu-west's premium readings arrive in three calls, 20 ms apart
     for i in range(3):
-        offer(producer, clock, premium_of(reg, "eu-west", 20 * (i + 1))[0:3], at_s=0.05 * i)
+        offer(producer, clock, premium_of(reg, "eu-west", 20 * (i + 1)), at_s=0.02 * i)
     # Then none is sent while the queue stays backed up
-    clock.now = NOW + 0.12
+    clock.now = NOW + 0.06
     producer.poll(clock.now)
     assert pub.premium("eu-west") == []
     # When the worker takes the queued messages
     broker.delete(KEYS.broker_queue("eu-west.premium"))
-    clock.now = NOW + 0.14
+    clock.now = NOW + 0.075
     producer.poll(clock.now)
-    # Then every reading held goes out in one batch
+    # Then every reading held goes out in one batch, before the longest hold
     assert pub.premium("eu-west") == [20 + 40 + 60]
 
 
 def test_a_region_with_a_short_queue_sends_premium_at_its_age_limit() -> None:
-    # Given us-east's premium queue holding two messages (fewer than the hold's three)
+    # Given us-east's premium queue holding one message fewer than the hold needs
     broker = fakeredis.FakeRedis()
     reg, clock, pub, producer = make(broker)
-    broker.lpush(KEYS.broker_queue("us-east.premium"), b"a", b"b")
+    short = [b"m"] * (PREMIUM_HOLD_QUEUED_MESSAGES - 1)
+    broker.lpush(KEYS.broker_queue("us-east.premium"), *short)
     # When premium readings arrive in two calls 50 ms apart, each left 30 ms
     for at_s in (0.0, 0.05):
         offer(producer, clock, premium_of(reg, "us-east", 10), at_s=at_s)
@@ -94,14 +96,14 @@ def test_a_region_with_a_short_queue_sends_premium_at_its_age_limit() -> None:
 def test_held_premium_is_sent_by_the_longest_hold_however_long_the_queue() -> None:
     broker = fakeredis.FakeRedis()
     reg, clock, pub, producer = make(broker)
-    broker.lpush(KEYS.broker_queue("ap-south.premium"), *[b"m"] * 20)
+    broker.lpush(KEYS.broker_queue("ap-south.premium"), *[b"m"] * 50)
     offer(producer, clock, premium_of(reg, "ap-south", 30), at_s=0.0)
-    clock.now = NOW + 0.2
+    clock.now = NOW + PREMIUM_MAX_HOLD_MS / 1e3 - 0.01
     producer.poll(clock.now)
     assert pub.premium("ap-south") == []
     # The producer's loop is told when to look again, not to spin
     assert producer.next_due_ts(clock.now) == clock.now + producer.premium_backlog.refresh_s  # type: ignore[union-attr]
-    clock.now = NOW + 0.25
+    clock.now = NOW + PREMIUM_MAX_HOLD_MS / 1e3 + 0.001
     producer.poll(clock.now)
     assert pub.premium("ap-south") == [30]
 
