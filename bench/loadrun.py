@@ -127,7 +127,7 @@ def drive(
         # Nothing to offer yet: wake for the next batch falling due (premium's 25 ms age)
         # if that is sooner than the next re-offer, or the pace's next step.
         wake = now + (PUSHED_BACK_WAIT_S if waiting else 0.002)
-        next_due = producer.batcher.next_due_ts()
+        next_due = producer.next_due_ts(time.time())
         if next_due is not None:
             wake = min(wake, next_due)
         time.sleep(max(0.0, wake - time.time()))
@@ -352,6 +352,12 @@ def summarize(
         "duplicate_deliveries_skipped": c.get("duplicate_deliveries", 0),
         # Readings screened at once while admission control held them back.
         "screened_while_held": c.get("screened_while_held", 0),
+        # Mean readings per routine task (chunk) applied: each task has a fixed cost.
+        "readings_per_routine_task": {
+            tier: round(c.get(f"processed:{tier}", 0) / c[f"batches:{tier}"], 1)
+            for tier in tiers
+            if c.get(f"batches:{tier}")
+        },
     }
 
 

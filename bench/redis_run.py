@@ -17,6 +17,7 @@ import redis
 from bench.sending import bench_publisher
 from bench.worker_launch import wait_workers_ready
 from ingest.backlog_gate import admission_gate
+from ingest.premium_backlog import PremiumBacklog
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.batching import BatchingConfig
@@ -91,6 +92,10 @@ class RedisRun:
                 batching=self.batching,
                 # Admission control as a deployment runs it: on, measured.
                 backlog_gate=admission_gate(self.settings, self.store.client, self.keys),
+                # Premium coalescing as a deployment runs it: on.
+                premium_backlog=PremiumBacklog(
+                    self.store.client, self.keys, self.settings.topology
+                ),
             )
         return self._producer
 

@@ -11,6 +11,12 @@ it still counts, with its whole wait). The offered multiple is measured: reading
 source offered per second inside the window over the rate before it. Detection
 inside the window is the difference of the detection histogram between the window's
 start and the moment the screening queues drain after it.
+
+Where the window's time went, by stage, each from a reading's first offer:
+``published_ms`` until its routine batch was published (the gateway's loop, the
+batcher's age limit, publishing), ``started_ms`` until the routine task holding it
+started (adds the broker queue and the wait for a slot; recorded by the workers, taken
+like detection from the histograms' difference), and ``latency_ms`` until processed.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ingest.producer import Publisher
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import bucket_counts, counts_since, percentile_ms
 from scheduler.model import SCREEN_PREMIUM_KIND, Batch, WorkClass, queue_name
+from scheduler.routine import STARTED_STAGE
 from simulation.loads import pattern_by_name
 from stores.detector_store import detection_histogram
 from stores.queue_depth import queue_depths
@@ -90,7 +97,10 @@ class WindowWatch:
 
     def _histograms(self) -> dict[str, dict[int, int]]:
         store = self.run.store
-        out = {tier: store.latency_histogram("ingest", tier) for tier in self.run.settings.tiers}
+        tiers = self.run.settings.tiers
+        out = {tier: store.latency_histogram("ingest", tier) for tier in tiers}
+        for tier in tiers:
+            out[f"{STARTED_STAGE}:{tier}"] = store.latency_histogram(STARTED_STAGE, tier)
         out["detection"] = detection_histogram(store.client, self.run.keys)
         return out
 
@@ -122,8 +132,11 @@ class WindowWatch:
         out: dict[str, Any] = {
             "window_s": list(self.pace.window_s),
             "pattern_peak_x": round(self.pace.peak_x, 2),
-            "latency_ms": {k: v for k, v in figures.items() if k != "detection"},
+            "latency_ms": {k: v for k, v in figures.items() if k in self.run.settings.tiers},
             "detection_ms": figures.get("detection"),
+            "started_ms": {
+                tier: figures.get(f"{STARTED_STAGE}:{tier}") for tier in self.run.settings.tiers
+            },
         }
         if offers is not None:
             out.update(offers.report(timeout_s))
@@ -148,6 +161,7 @@ class OfferWindow:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[str, npt.NDArray[np.float64]]] = {}
         self._hist: dict[str, dict[int, int]] = {}
+        self._published: dict[str, dict[int, int]] = {}
         self._offered_before = 0
         self._offered_inside = 0
         self._first_offer_ts: float | None = None
@@ -175,11 +189,16 @@ class OfferWindow:
             self._offered_inside += n
 
     def published(self, batches: list[Batch]) -> None:
+        published_ts = time.time()
         with self._lock:
             for b in batches:
                 inside = (b.ingest_ts >= self.start_ts) & (b.ingest_ts < self.end_ts)
                 if inside.any():
-                    self._pending[b.batch_id] = (b.tier, b.ingest_ts[inside].copy())
+                    offered = b.ingest_ts[inside].copy()
+                    self._pending[b.batch_id] = (b.tier, offered)
+                    h = self._published.setdefault(b.tier, {})
+                    for k, c in bucket_counts((published_ts - offered) * 1000.0).items():
+                        h[k] = h.get(k, 0) + c
 
     def _poll(self) -> None:
         client, key = self.run.store.client, self.run.keys.inflight_since
@@ -214,6 +233,7 @@ class OfferWindow:
             "offered_rps_before": None if before_rps is None else round(before_rps, 1),
             "offered_x": None if not before_rps else round(inside_rps / before_rps, 2),
             "latency_ms": {tier: _figures(h) for tier, h in sorted(self._hist.items())},
+            "published_ms": {tier: _figures(h) for tier, h in sorted(self._published.items())},
             "unfinished_batches": len(self._pending),
         }
 

@@ -33,9 +33,10 @@ from kombu.exceptions import OperationalError
 
 from ingest.held_screener import HeldScreener
 from ingest.outbox import MemoryOutbox, Outbox
+from ingest.premium_backlog import PremiumBacklog
 from ingest.unconfirmed import UnconfirmedWindow
 from scheduler import defaults
-from scheduler.batching import Batcher, BatchingConfig
+from scheduler.batching import Batcher, BatchingConfig, HoldFirstTier
 from scheduler.errors import InvalidReading
 from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Batch, DeadLetter
@@ -119,6 +120,7 @@ class Producer:
         unconfirmed: UnconfirmedWindow | None = None,
         on_accepted: AcceptedHook | None = None,
         held_screening: HeldScreenBudget | None = None,
+        premium_backlog: PremiumBacklog | None = None,
     ) -> None:
         """``backlog_gate`` turns on backpressure: readings of every tier but the first
         (premium is never pushed back) bound for a region past its cap are handed back.
@@ -129,7 +131,10 @@ class Producer:
         them over again after a Redis restart (``appendfsync everysec``).
 
         ``held_screening``: the budget readings held back are screened from (the default
-        budget unless given); it applies when the publisher has ``screen_many``."""
+        budget unless given); it applies when the publisher has ``screen_many``.
+
+        ``premium_backlog``: premium batches due while their region's premium queue is
+        backed up stay in the batcher and coalesce (``scheduler.premium_coalescing``)."""
         self._registry = registry
         self.publisher = publisher
         self.store = store
@@ -163,6 +168,7 @@ class Producer:
         self._retry_at = float("-inf")
         self._unsent_letters: list[DeadLetter] = []
         self.held_screener = HeldScreener(reg, producer_id, self.limits.metrics, held_screening)
+        self.premium_backlog = premium_backlog
 
     def ingest(self, readings: Iterable[Mapping[str, object] | bytes | str]) -> IngestResult:
         """Single readings, each a dict or JSON bytes/str."""
@@ -282,7 +288,7 @@ class Producer:
                 # Sending other tiers' full batches takes longer than premium's age limit
                 # under load: premium waiting in the batcher goes out first, whatever its age.
                 due_at = now + self.batcher.config.age_limit_s(premium)
-            self._publish(self.batcher.due(due_at), now)
+            self._publish(self.batcher.due(due_at, self._premium_hold()), now)
             self._publish(full, now)
         if to_screen is not None:
             # After premium went out: screening held readings must not hold it up.
@@ -383,7 +389,7 @@ class Producer:
             if isinstance(again, list) and again:
                 self.outbox.append(again)
         self._replay(now)
-        due = self.batcher.due(now)
+        due = self.batcher.due(now, self._premium_hold())
         self._publish(due, now)
         poll = getattr(self.publisher, "poll", None)
         if poll is not None and not self.outbox_held:
@@ -392,6 +398,14 @@ class Producer:
             self._send_counts(now)
             self._send_letters()
         return len(due)
+
+    def next_due_ts(self, now_ts: float) -> float | None:
+        """When ``poll`` next has a batch to publish, asked after a ``poll`` at ``now_ts``."""
+        due = self.batcher.next_due_ts()
+        return due if self.premium_backlog is None else self.premium_backlog.recheck_ts(due, now_ts)
+
+    def _premium_hold(self) -> HoldFirstTier | None:
+        return None if self.premium_backlog is None else self.premium_backlog.hold
 
     def flush(self) -> int:
         """Publish everything buffered (shutdown, end of a run); what the broker does not

@@ -3,7 +3,11 @@
 The process's Runtime on ``client``, placement (home region unless it is partitioned
 or overloaded, never outside residency), the per-region publisher on the Runtime's
 in-flight ledger, and admission control, on by default: non-premium readings a region
-cannot drain within its wait budget are handed back (premium always flows).
+cannot drain within its wait budget are handed back (premium always flows); and premium
+coalescing, on by default: a premium batch due while its region's premium queue is backed
+up waits in the batcher for the readings behind it (``scheduler.premium_coalescing``).
+A region with a broker of its own reads as not backed up (its premium goes out at the
+age limit), as its depth is read on the shared Redis like the admission gate's.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from celery import Celery
 
 from ingest.backlog_gate import QueueBacklogGate, admission_gate
 from ingest.placement import RegionalPlacer, make_placer
+from ingest.premium_backlog import PremiumBacklog
 from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
 from runtime.runtime import Runtime, redis_runtime
@@ -30,6 +35,7 @@ class ProducerWiring:
     placer: RegionalPlacer
     publisher: RegionalPublisher
     backlog_gate: QueueBacklogGate
+    premium_backlog: PremiumBacklog
 
     def producer(self, producer_id: str, *, admission: bool = True, **options: Any) -> Producer:
         """A producer ingesting through this wiring (``options``: the rest of ``Producer``'s).
@@ -45,6 +51,7 @@ class ProducerWiring:
             producer_id=producer_id,
             placer=self.placer,
             backlog_gate=self.backlog_gate if admission else None,
+            premium_backlog=self.premium_backlog,
             **options,
         )
 
@@ -66,4 +73,10 @@ def wire_producer(settings: Settings, app: Celery, client: RedisClient) -> Produ
     publisher = RegionalPublisher.from_urls(
         app, settings.region_broker_urls, ledger=rt.stores.inflight
     )
-    return ProducerWiring(rt, placer, publisher, admission_gate(settings, client, keys))
+    return ProducerWiring(
+        rt,
+        placer,
+        publisher,
+        admission_gate(settings, client, keys),
+        PremiumBacklog(client, keys, settings.topology),
+    )

@@ -9,7 +9,7 @@ older than the tier's age limit. Batch ids are deterministic:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +17,9 @@ import numpy.typing as npt
 
 from scheduler import defaults
 from scheduler.model import Batch, Topology
+
+#: ``(region code, age of the oldest row in s)`` → keep the region's first-tier buffer.
+HoldFirstTier = Callable[[int, float], bool]
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,18 @@ class Batcher:
                 full.extend(self._cut(buf_key, buf, whole=False))
         return full
 
-    def due(self, now_ts: float) -> list[Batch]:
-        """Batches whose oldest row has reached its tier's age limit (flush on age)."""
+    def due(self, now_ts: float, hold: HoldFirstTier | None = None) -> list[Batch]:
+        """Batches whose oldest row has reached its tier's age limit (flush on age).
+
+        ``hold(region, age_s)``: asked only for the first tier's (premium's) buffers that
+        are due; True keeps that buffer for a later call (``scheduler.premium_coalescing``)."""
         out: list[Batch] = []
         for key, buf in self._buffers.items():
             tier = self.topology.tiers[key[1]]
-            if buf.rows and now_ts - buf.oldest_ts >= self.config.age_limit_s(tier):
+            age_s = now_ts - buf.oldest_ts
+            if buf.rows and age_s >= self.config.age_limit_s(tier):
+                if key[1] == 0 and hold is not None and hold(key[0], age_s):
+                    continue
                 out.extend(self._cut(key, buf, whole=True))
         return out
 

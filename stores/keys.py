@@ -41,7 +41,7 @@ class Keys:
         return f"{self.prefix}:counters"
 
     def latency(self, kind: str, tier: str) -> str:
-        """Histogram hash: bucket → count; kind is "ingest" or "event"."""
+        """Histogram hash: bucket → count; kind is "ingest", "event" or "started"."""
         return f"{self.prefix}:latency:{kind}:{tier}"
 
     @property

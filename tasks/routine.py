@@ -102,8 +102,10 @@ def _dead_letter_invalid(rt: Runtime, chunk: Batch, reason: npt.NDArray[np.uint8
     rt.stores.claims.dead_letter_claimed(letters)
 
 
-def apply_chunk(rt: Runtime, cursor: ChunkCursor) -> bool:
-    """Apply the cursor's next chunk; False when it had been applied before."""
+def apply_chunk(rt: Runtime, cursor: ChunkCursor, started_ts: float | None = None) -> bool:
+    """Apply the cursor's next chunk; False when it had been applied before.
+
+    ``started_ts``: when the task applying it started (the "started" latency stage)."""
     chunk = cursor.chunk(cursor.done)
     reason = invalid_rows(chunk, _registry(rt))
     if reason.any():
@@ -113,7 +115,7 @@ def apply_chunk(rt: Runtime, cursor: ChunkCursor) -> bool:
         if len(chunk) == 0:
             cursor.done += 1
             return False
-    effects = routine_effects(chunk, processed_ts=rt.clock())
+    effects = routine_effects(chunk, processed_ts=rt.clock(), started_ts=started_ts)
     applied = rt.stores.state.apply_batch(
         chunk.batch_id, chunk.tier, effects.delta, effects.latency, effects.readings
     )
@@ -134,6 +136,7 @@ def apply_chunks(
     batch holding affected devices applies the chunks holding them here; the
     routine task skips those chunks when it gets to the message.
     """
+    started_ts = rt.clock()
     cursor = ChunkCursor.from_payload(payload)
     wanted = None if chunk_indexes is None else set(chunk_indexes)
     applied = 0
@@ -141,7 +144,7 @@ def apply_chunks(
         cursor.done = k
         if wanted is None or cursor.chunk0 + k in wanted:
             before = cursor.applied_readings
-            apply_chunk(rt, cursor)
+            apply_chunk(rt, cursor, started_ts)
             applied += cursor.applied_readings - before
     return applied
 
@@ -206,6 +209,7 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
 
     Raises ``RetryLater`` with the unfinished chunks on a transient failure.
     """
+    started_ts = rt.clock()
     try:
         cursor = ChunkCursor.from_payload(payload)
     except InvalidBatch as exc:
@@ -220,7 +224,7 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
             if cursor.done > 0 and signal.should_yield(batch.region, work):
                 _defer(rt, cursor, "preempted")
                 return cursor.applied_readings
-            apply_chunk(rt, cursor)
+            apply_chunk(rt, cursor, started_ts)
         rt.stores.inflight.done(batch.batch_id)
     except SoftTimeLimitExceeded:
         stalled = cursor.done == 0

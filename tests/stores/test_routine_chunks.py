@@ -15,8 +15,10 @@ from runtime_doubles import MakeRuntime, RecordingApp
 
 from runtime.runtime import Runtime
 from scheduler.codec import encode_batch
+from scheduler.latency import percentile_ms
 from scheduler.model import Batch, WorkClass
 from scheduler.rollup import RollupDelta
+from scheduler.routine import STARTED_STAGE
 from scheduler.wire import ROUTINE_TASK
 from stores.keys import Keys
 from stores.preemption_signal import RedisPreemptionSignal
@@ -115,6 +117,18 @@ def test_batch_applies_every_chunk_once(store: RedisStateStore) -> None:
     assert (first, again) == (N, 0)
     assert processed(store) == store.rollup_count_total() == N
     assert store.counters()["duplicate_deliveries"] == 3
+
+
+def test_readings_record_their_wait_until_their_task_started(store: RedisStateStore) -> None:
+    # Given a batch whose readings were first offered half a second ago
+    # When it is processed
+    run(make_payload())
+    # Then each reading's wait until its task started is recorded beside its whole latency
+    started = store.latency_histogram(STARTED_STAGE, "standard")
+    whole = store.latency_histogram("ingest", "standard")
+    assert sum(started.values()) == sum(whole.values()) == N
+    assert (percentile_ms(started, 1) or 0) >= 400.0
+    assert (percentile_ms(started, 100) or 0) <= (percentile_ms(whole, 100) or 0)
 
 
 def test_preempted_batch_defers_its_remainder_and_completes_later(
