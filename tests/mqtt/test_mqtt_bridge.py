@@ -13,11 +13,10 @@ from contextlib import contextmanager
 
 import msgpack
 import numpy as np
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from mqtt_publishing import publish_all, wait_until
 
 from ingest.mqtt_bridge import BridgeOptions, MqttBridge
-from ingest.mqtt_client import BrokerConfig, connect
+from ingest.mqtt_client import BrokerConfig
 from ingest.producer import BacklogGate, Producer
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
@@ -78,29 +77,6 @@ def running_bridge(
     finally:
         bridge.stop()
         thread.join(10)
-
-
-def publish_all(url: str, messages: list[tuple[str, bytes, str | None]]) -> None:
-    client = connect(BrokerConfig.from_url(url), client_id="", max_inflight=0)
-    client.loop_start()
-    infos = []
-    for topic, payload, content_type in messages:
-        props = None
-        if content_type:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.ContentType = content_type
-        infos.append(client.publish(topic, payload, qos=1, properties=props))
-    for info in infos:
-        info.wait_for_publish(10)
-    client.disconnect()
-    client.loop_stop()
-
-
-def wait_until(check: object, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def reading(device_id: int, value: float = 1.0) -> dict[str, object]:

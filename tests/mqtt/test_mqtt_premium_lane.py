@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mqtt_publishing import publish_all, wait_until
+
 from ingest.mqtt_bridge import CYCLE_MESSAGES, BridgeOptions, MqttBridge
-from ingest.mqtt_client import BrokerConfig, Received, connect
+from ingest.mqtt_client import BrokerConfig, Received
 from ingest.producer import Producer
 from scheduler.model import Batch
 from scheduler.registry import generate_registry
@@ -65,23 +67,6 @@ def running_bridge(url: str, root: str, pub: Recorder) -> Iterator[MqttBridge]:
     finally:
         bridge.stop()
         thread.join(10)
-
-
-def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
-    client = connect(BrokerConfig.from_url(url), client_id="", max_inflight=0)
-    client.loop_start()
-    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-    for info in infos:
-        info.wait_for_publish(10)
-    client.disconnect()
-    client.loop_stop()
-
-
-def wait_until(check: object, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_premium_topics_reach_ingest_classified_by_the_registry_and_acked_on_their_lane(
