@@ -114,7 +114,15 @@ def test_a_spike_applies_the_devices_queued_routine_chunks_now_and_only_once(
         send(spike_at, np.where(ids == device, 40.0, 0.0))
         # Then the anomaly worker applies its queued routine chunks (and only whole chunks)
         wait_for(lambda: store.counters().get("accelerated_chunks", 0) > 0, 10, "acceleration")
-        wait_for(lambda: _unclaimed_chunks(client, keys, device) == 0, 10, "all its chunks")
+
+        # ...all of them, unless a run reached its burst (its share of work above premium):
+        # a slow machine applies fewer chunks per burst, and the routine workers take the rest
+        def all_applied_or_out_of_budget() -> bool:
+            c = store.counters()
+            spent = c.get("accelerate_stopped_at_burst", 0) + c.get("accelerate_skipped_budget", 0)
+            return _unclaimed_chunks(client, keys, device) == 0 or spent > 0
+
+        wait_for(all_applied_or_out_of_budget, 10, "all its chunks or the budget spent")
         applied_s = time.time() - spike_at
         counts = store.counters()
         accelerated = counts["accelerated_readings"]
