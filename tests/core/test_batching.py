@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from batcher_rows import rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,17 +11,6 @@ from scheduler.batching import Batcher, BatchingConfig
 from scheduler.model import Topology
 
 TOPO = Topology()
-
-
-def rows(n: int, region: int, tier: int, t0: float = 100.0):  # type: ignore[no-untyped-def]
-    return (
-        np.full(n, region),
-        np.full(n, tier),
-        np.arange(n, dtype=np.uint64),
-        np.full(n, t0),
-        np.ones((n, 1)),
-        np.full(n, t0),
-    )
 
 
 def test_a_full_buffer_is_cut_into_batches_of_exactly_max_size() -> None:

@@ -3,8 +3,8 @@ batcher and takes the readings arriving meanwhile; nothing else changes."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from batcher_rows import rows
 
 from scheduler.batching import Batcher
 from scheduler.model import Topology
@@ -12,17 +12,6 @@ from scheduler.premium_coalescing import PremiumCoalescing
 
 TOPO = Topology()
 POLICY = PremiumCoalescing(queued_messages=3, max_hold_ms=250.0)
-
-
-def rows(n: int, region: int, tier: int, t0: float):  # type: ignore[no-untyped-def]
-    return (
-        np.full(n, region),
-        np.full(n, tier),
-        np.arange(n, dtype=np.uint64),
-        np.full(n, t0),
-        np.ones((n, 1)),
-        np.full(n, t0),
-    )
 
 
 class Queues:
