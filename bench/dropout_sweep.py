@@ -16,7 +16,9 @@ import numpy as np
 import redis
 
 from bench.redis_server import private_redis
-from scheduler.detection import DetectorConfig, fresh_states, screen
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import fresh_states
 from scheduler.geography import DEFAULT_SITES
 from scheduler.registry import generate_registry
 from stores.detector_store import RedisDetectorStore

@@ -23,7 +23,10 @@ from typing import Any
 import numpy as np
 
 from ingest.synthetic import SyntheticStream
-from scheduler.detection import DROPOUT, DetectorConfig, fresh_states, screen
+from scheduler.anomaly_kind import DROPOUT
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import fresh_states
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from scheduler.return_fold import fold_alerted_returns

@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.detection import DROPOUT, KIND_NAMES, DetectorConfig, fresh_states, screen
+from scheduler.anomaly_kind import DROPOUT, KIND_NAMES
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import fresh_states
 
 EXIT_USAGE = 2
 

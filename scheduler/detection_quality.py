@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.detection import KIND_NAMES
+from scheduler.anomaly_kind import KIND_NAMES
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.alert import WHOLE_REGION
-from scheduler.detection import STATE_FIELDS, DetectorConfig
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import STATE_FIELDS
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

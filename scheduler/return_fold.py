@@ -44,7 +44,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from scheduler.detection import DROPOUT, STATE_FIELDS, DetectorConfig
+from scheduler.anomaly_kind import DROPOUT
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import STATE_FIELDS
 from scheduler.dropout_fold import FoldConfig, SilenceEvent, fold_silences, silence_entries
 from scheduler.model import Batch
 from scheduler.registry import Registry

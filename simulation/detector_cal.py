@@ -13,7 +13,9 @@ import functools
 
 import numpy as np
 
-from scheduler.detection import DetectorConfig, fresh_states, screen
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import fresh_states
 from scheduler.injection import AnomalySpec, inject, normal_traffic
 
 #: Magnitudes tried, in noise widths; devices are split evenly between them.

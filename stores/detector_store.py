@@ -24,7 +24,7 @@ import numpy.typing as npt
 import redis
 
 from scheduler import defaults
-from scheduler.detection import pack_states, unpack_states
+from scheduler.detector_state import pack_states, unpack_states
 from scheduler.latency import merge_counts
 from stores.claims import apply_once
 from stores.keys import Keys

@@ -23,8 +23,8 @@ import numpy as np
 from alerts.document import alert_document
 from runtime.runtime import Runtime
 from scheduler.alert import SILENCE_KIND, Alert, Silence
+from scheduler.anomaly_kind import KIND_NAMES
 from scheduler.correlation import Correlator, CorrelatorConfig
-from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError
 from scheduler.incident import Incident, IncidentUpdate
 from scheduler.latency import bucket_counts

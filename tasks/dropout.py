@@ -30,20 +30,16 @@ import numpy as np
 
 from runtime.runtime import Runtime
 from scheduler import defaults
-from scheduler.detection import (
-    DROPOUT,
-    STATE_BYTES,
-    DetectorConfig,
-    find_dropouts,
-    pack_states,
-    unpack_states,
-)
+from scheduler.anomaly_kind import DROPOUT
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import STATE_BYTES, pack_states, unpack_states
 from scheduler.dropout_fold import (
     FoldConfig,
     fold_silences,
     quiet_devices,
     silence_entries,
 )
+from scheduler.dropout_sweep import find_dropouts
 from scheduler.registry import Registry
 from scheduler.silence_clock import DEFAULT_MAX_LAG_S, sweep_now_ts
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK

@@ -22,7 +22,8 @@ import numpy as np
 from runtime.runtime import Runtime
 from scheduler import alert_record
 from scheduler.codec import decode_batch
-from scheduler.detection import DetectorConfig, screen
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
 from scheduler.errors import InvalidBatch
 from scheduler.latency import bucket_counts
 from scheduler.model import Batch

@@ -7,8 +7,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.detection import DetectorConfig, find_dropouts, fresh_states, screen
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import fresh_states
 from scheduler.dropout_fold import REGION_WIDE, FoldConfig, fold_silences, quiet_devices
+from scheduler.dropout_sweep import find_dropouts
 
 CFG = FoldConfig()
 NOW = 1_700_000_000.0

@@ -7,7 +7,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.detection import DROPOUT, STATE_FIELDS, DetectorConfig, fresh_states, screen
+from scheduler.anomaly_kind import DROPOUT
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import STATE_FIELDS, fresh_states
 from scheduler.dropout_fold import REGION_WIDE
 from scheduler.model import Batch, Topology
 from scheduler.registry import build_registry

@@ -8,7 +8,9 @@ import fakeredis
 import numpy as np
 import pytest
 
-from scheduler.detection import DetectorConfig, fresh_states, screen
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import fresh_states
 from scheduler.latency import percentile_ms
 from stores.detector_store import (
     DetectorStore,

@@ -8,7 +8,10 @@ import fakeredis
 import numpy as np
 import pytest
 
-from scheduler.detection import DROPOUT, DetectorConfig, fresh_states, screen
+from scheduler.anomaly_kind import DROPOUT
+from scheduler.detection import screen
+from scheduler.detector_config import DetectorConfig
+from scheduler.detector_state import fresh_states
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from stores.detector_store import RedisDetectorStore

@@ -12,8 +12,8 @@ from runtime_doubles import MakeRuntime, RecordingApp
 
 from alerts.stream_sink import MemorySink
 from scheduler import alert_record
+from scheduler.anomaly_kind import DROPOUT
 from scheduler.codec import encode_batch
-from scheduler.detection import DROPOUT
 from scheduler.model import Batch
 from scheduler.registry import generate_registry
 from scheduler.wire import ACCELERATE_TASK, ANOMALY_TASK
