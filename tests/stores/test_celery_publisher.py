@@ -41,6 +41,11 @@ def batch(i: int, region: str, tier: str, n: int) -> Batch:
     )
 
 
+def screen_copies(app: FakeApp) -> list[tuple[str, Batch]]:
+    """The screening copies sent so far, as (queue, batch) in send order."""
+    return [(q, b) for name, q, b in app.sent if name == "iotsched.screen"]
+
+
 def test_screening_copies_are_coalesced_per_region_and_sent_on_age() -> None:
     now = [100.0]
     app = FakeApp()
@@ -65,7 +70,7 @@ def test_screening_copies_are_coalesced_per_region_and_sent_on_age() -> None:
     # When more than 100 ms pass
     now[0] += 0.15
     pub.poll()
-    screens = [(q, b) for name, q, b in app.sent if name == "iotsched.screen"]
+    screens = screen_copies(app)
     # Then one screening copy per region and screening queue holds those readings:
     # premium's on screen_premium (ahead of premium), the others' on screen (below it)
     assert sorted((q, len(b)) for q, b in screens) == [
@@ -82,9 +87,9 @@ def test_a_full_screening_copy_goes_at_once_and_flush_sends_the_rest() -> None:
     pub.publish(batch(1, "ap-south", "standard", 60))
     pub.publish(batch(2, "ap-south", "standard", 60))
     pub.publish(batch(3, "ap-south", "premium", 5))
-    assert [len(b) for n, _, b in app.sent if n == "iotsched.screen"] == [120]
+    assert [len(b) for _, b in screen_copies(app)] == [120]
     pub.flush()
-    sent = [(q, len(b)) for n, q, b in app.sent if n == "iotsched.screen"]
+    sent = [(q, len(b)) for q, b in screen_copies(app)]
     assert sent == [("ap-south.screen", 120), ("ap-south.screen_premium", 5)]
 
 
@@ -102,45 +107,45 @@ def held_batch(i: int, region: str, n: int) -> Batch:
     return b
 
 
-def test_held_copies_are_coalesced_longer_and_larger_than_admitted_ones() -> None:
-    now = [100.0]
+def held_and_admitted_publisher(
+    now: list[float], **size_limits: int
+) -> tuple[FakeApp, CeleryPublisher]:
+    """A screening publisher on a fake app and the hand-moved clock ``now[0]`` (seconds):
+    admitted copies wait at most 100 ms and held ones 500 ms; ``size_limits`` as named
+    in ``CeleryPublisher`` (the defaults otherwise)."""
     app = FakeApp()
     pub = CeleryPublisher(  # type: ignore[arg-type]
         app,
         screening=True,
-        screen_max_readings=100,
         screen_max_age_ms=100,
-        held_screen_max_readings=1_000,
         held_screen_max_age_ms=500,
         clock=lambda: now[0],
+        **size_limits,
+    )
+    return app, pub
+
+
+def test_held_copies_are_coalesced_longer_and_larger_than_admitted_ones() -> None:
+    now = [100.0]
+    app, pub = held_and_admitted_publisher(
+        now, screen_max_readings=100, held_screen_max_readings=1_000
     )
     # Given held readings of one region handed over in three lumps of 150
     for i in range(3):
         pub.screen_many([held_batch(i, "eu-west", 150)])
-
-    def screens() -> list[tuple[str, int]]:
-        return [(q, len(b)) for n, q, b in app.sent if n == "iotsched.screen"]
-
     # Then none is sent on an admitted copy's size or age limit
     now[0] += 0.2
     pub.poll()
-    assert screens() == []
+    assert screen_copies(app) == []
     # When the held age limit passes, they go as one copy (one state fetch per device)
     now[0] += 0.4
     pub.poll()
-    assert screens() == [("eu-west.screen", 450)]
+    assert [(q, len(b)) for q, b in screen_copies(app)] == [("eu-west.screen", 450)]
 
 
 def test_an_admitted_copy_behind_held_ones_keeps_its_age_limit_and_their_order() -> None:
     now = [100.0]
-    app = FakeApp()
-    pub = CeleryPublisher(  # type: ignore[arg-type]
-        app,
-        screening=True,
-        screen_max_age_ms=100,
-        held_screen_max_age_ms=500,
-        clock=lambda: now[0],
-    )
+    app, pub = held_and_admitted_publisher(now)
     # Given held readings, then an admitted routine batch of the same region
     pub.screen_many([held_batch(1, "us-east", 30)])
     now[0] += 0.05
@@ -149,5 +154,5 @@ def test_an_admitted_copy_behind_held_ones_keeps_its_age_limit_and_their_order()
     now[0] += 0.15
     pub.poll()
     # Then both went, held first: a device's readings reach screening in time order
-    sent = [(b.batch_id.split("+")[0], len(b)) for n, _, b in app.sent if n == "iotsched.screen"]
+    sent = [(b.batch_id.split("+")[0], len(b)) for _, b in screen_copies(app)]
     assert sent == [("p:us-east:standard:held1.0", 30), ("p:us-east:standard:2", 10)]
