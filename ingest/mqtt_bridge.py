@@ -9,15 +9,11 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
   point loses nothing: the broker redelivers what was not acknowledged. Delivery is
   at least once: readings flushed just before a crash are delivered again.
 - readings ingest pushes back (``IngestResult.pushed_back_index``: non-premium readings
-  of a region past its backlog budget) are parked in Redis (``stores.parked_readings``,
-  one write per cycle) and their messages acknowledged once that write succeeded: the
-  session's receive window stays open, so premium messages never wait at the broker
-  behind held standard ones. Parked readings are offered again, oldest first, with the
-  time they were first offered (latency stays honest), once their region takes readings;
-  a bridge's claims on them are marked done only after what ingest took was published,
-  and a dead bridge's claims go back for any other bridge (at least once, never lost).
-  Without a parked-readings store, or while Redis cannot take the write, they stay with
-  the bridge, their messages unacknowledged, as flow control by the receive window.
+  of a region past its backlog budget) are parked in Redis (``ingest.mqtt_parking``, one
+  write per cycle) and their messages acknowledged once that write succeeded, so the
+  session's receive window stays open and premium messages never wait at the broker
+  behind held standard ones. Without a parked-readings store, or while Redis cannot take
+  the write, they stay with the bridge, their messages unacknowledged (``ingest.mqtt_held``).
 - messages waiting in the bridge are taken premium devices' first (``Inbox``), and
   premium devices' own topics (``.../telemetry/premium``) come in on a connection of
   their own (``ingest.mqtt_lanes``), so at the broker too they never queue behind the
@@ -41,6 +37,7 @@ import numpy.typing as npt
 import paho.mqtt.client as mqtt
 
 from ingest.mqtt_client import BrokerConfig, Received, connect
+from ingest.mqtt_held import PUSHED_BACK_WAIT_S, Held, PushedBack
 from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_lanes import LANE_SHIFT, Lane, lanes_for
 from ingest.mqtt_parking import Parking
@@ -65,8 +62,6 @@ CYCLE_MESSAGES = 5_000
 CYCLE_BYTES = 512 * 1024
 #: Messages waiting that wake the bridge loop before its next look.
 WAKE_AT_MESSAGES = 256
-#: How often held readings' regions are looked at again (``Producer.closed``).
-PUSHED_BACK_WAIT_S = 0.05
 #: How often parked readings are offered again while the bridge is behind its broker:
 #: seldom enough that premium readings waiting in the inbox go first, often enough that
 #: standard readings keep reaching the workers.
@@ -93,21 +88,6 @@ class BridgeOptions:
 #: What an ingest call that took nothing pushed back: nothing.
 _NOTHING_BACK = IngestResult(0, 0, {})
 _NONE = np.empty(0, dtype=np.intp)
-
-
-@dataclass
-class _Held:
-    """A message not yet acknowledged: its readings ingest pushed back, to offer again."""
-
-    mid: int
-    qos: int
-    device_id: npt.NDArray[np.uint64]
-    ts: npt.NDArray[np.float64]
-    values: npt.NDArray[np.float64]
-    offered_ts: npt.NDArray[np.float64]
-    others: list[Any]
-    #: The region each held reading is bound for: offered again once one of them is open.
-    regions: npt.NDArray[np.intp]
 
 
 @dataclass
@@ -145,8 +125,7 @@ class MqttBridge:
         self._waiting = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._held: list[_Held] = []
-        self._held_retry_ts = 0.0
+        self._held = Held()
         self._lanes = lanes_for(
             self.options.client_id, self.options.filters, self.options.premium_lane
         )
@@ -224,7 +203,7 @@ class MqttBridge:
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
-        if self._held and now >= self._held_retry_ts:
+        if self._held.due(now):
             self._offer_held(now)
         if self.parking is not None and now >= self._parked_retry_ts:
             offered = self.parking.reoffered
@@ -268,29 +247,13 @@ class MqttBridge:
         )  # fmt: skip
 
     def _offer_held(self, now: float) -> None:
-        closed = self.producer.closed()
-        if closed is None:
-            held, self._held = self._held, []
-        else:
-            held = [h for h in self._held if not closed[h.regions].all()]
-            self._held = [h for h in self._held if closed[h.regions].all()]
-            self._held_retry_ts = now + PUSHED_BACK_WAIT_S
-        if not held:
+        run = self._held.take_open(self.producer.closed(), now)
+        if run is None:
             return
-        owner = np.repeat(np.arange(len(held), dtype=np.intp), [h.device_id.size for h in held])
-        other_owner = [i for i, h in enumerate(held) for _ in h.others]
         self._ingest(
-            [(h.mid, h.qos) for h in held],
-            owner,
-            np.concatenate([h.device_id for h in held]),
-            np.concatenate([h.ts for h in held]),
-            np.concatenate([h.values for h in held]),
-            other_owner,
-            [o for h in held for o in h.others],
-            [],
-            now,
-            np.concatenate([h.offered_ts for h in held]),
-        )
+            run.messages, run.owner, run.device_id, run.ts, run.values,
+            run.other_owner, run.others, [], now, run.offered_ts,
+        )  # fmt: skip
 
     def _ingest(
         self,
@@ -334,25 +297,10 @@ class MqttBridge:
         if not back_rows.size and not back_others.size:
             self._ack(messages)
             return
-        rows_of: dict[int, list[int]] = {}  # message → its pushed-back rows (positions)
-        for k, i in enumerate(owner[back_rows].tolist()):
-            rows_of.setdefault(i, []).append(k)
-        others_of: dict[int, list[int]] = {}
-        for k, j in enumerate(back_others.tolist()):
-            others_of.setdefault(other_owner[j], []).append(k)
-        for i, (mid, qos) in enumerate(messages):
-            if i not in rows_of and i not in others_of:
-                self._ack([(mid, qos)])
-                continue
-            mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
-            mine_others = others_of.get(i, [])
-            rows = back_rows[mine]
-            regions = np.concatenate((row_regions[mine], res_o.pushed_back_region[mine_others]))
-            held_others = [others[back_others[k]] for k in mine_others]
-            self._held.append(
-                _Held(mid, qos, ids[rows], tss[rows], vals[rows], first[rows], held_others, regions)
-            )
-        self._held_retry_ts = now + PUSHED_BACK_WAIT_S
+        back = PushedBack(back_rows, row_regions, back_others, res_o.pushed_back_region)
+        self._ack(
+            self._held.hold(messages, owner, ids, tss, vals, first, other_owner, others, back, now)
+        )
 
     def _ack_all(self) -> None:
         """Publish everything the producer buffered, then acknowledge what it covers:
