@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +37,11 @@ import numpy.typing as npt
 import paho.mqtt.client as mqtt
 
 from ingest.mqtt_client import BrokerConfig, Received, connect
-from ingest.mqtt_held import PUSHED_BACK_WAIT_S, Held, PushedBack
+from ingest.mqtt_held import PUSHED_BACK_WAIT_S, Held, MessageRun, PushedBack
 from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_lanes import LANE_SHIFT, Lane, lanes_for
-from ingest.mqtt_parking import Parking
-from ingest.mqtt_payload import Decoded, decode_messages
+from ingest.mqtt_parking import Parking, deferrable
+from ingest.mqtt_payload import decode_messages
 from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
@@ -60,6 +60,10 @@ RECEIVE_MAXIMUM = 65_535
 #: milliseconds, so a premium reading received meanwhile is offered soon.
 CYCLE_MESSAGES = 5_000
 CYCLE_BYTES = 512 * 1024
+#: A cycle is decoded and offered in runs of at most this many messages or payload bytes,
+#: and premium-lane messages that arrived meanwhile are offered between runs.
+RUN_MESSAGES = 1_000
+RUN_BYTES = 64 * 1024
 #: Messages waiting that wake the bridge loop before its next look.
 WAKE_AT_MESSAGES = 256
 #: How often parked readings are offered again while the bridge is behind its broker:
@@ -126,6 +130,8 @@ class MqttBridge:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._held = Held()
+        #: Runs with rows to park, and those rows: parked together at the cycle's end.
+        self._pending: list[tuple[MessageRun, PushedBack]] = []
         self._lanes = lanes_for(
             self.options.client_id, self.options.filters, self.options.premium_lane
         )
@@ -191,20 +197,23 @@ class MqttBridge:
         if behind and not self._behind:  # parked readings wait while premium goes first
             self._parked_retry_ts = now + PARKED_BEHIND_WAIT_S
         self._behind = behind
-        if received:
-            self.stats.messages += len(received)
-            decoded = decode_messages(received, self.producer.limits, now)
-            messages = [(mid, qos) for _topic, _payload, mid, qos, _ct in received]
-            # Only gateway messages' readings: a single reading's topic names its device,
-            # so the inbox already takes premium ones first and deferring the rest would
-            # only add the parking round trip to their way.
-            deferred = [behind and b"/gateways/" in m[0] for m in received]
-            self._offer(messages, decoded, now, defer=deferred if any(deferred) else None)
+        self.stats.messages += len(received)
+        for run in _runs(received):
+            self._offer(run, behind)
+            # Premium-lane messages that came in while the run was decoded and offered go
+            # now, not after the cycle's last run: a starved cycle can take seconds.
+            lane = self._inbox.take_lane(CYCLE_MESSAGES, CYCLE_BYTES)
+            if lane:
+                self.stats.messages += len(lane)
+                self._offer(lane, False)
+            # Premium batches the run filled go out on their age limit, on the clock now.
+            self.producer.poll(self.clock())
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
         if self._held.due(now):
-            self._offer_held(now)
+            self._offer_held(self.clock())
+        self._park_pending(now)
         if self.parking is not None and now >= self._parked_retry_ts:
             offered = self.parking.reoffered
             res = self.parking.offer_again(self.producer, now)
@@ -224,83 +233,95 @@ class MqttBridge:
         if waiting and (due or waiting >= self.options.receive_maximum // 2):
             self._ack_all()
 
-    def _offer(
-        self,
-        messages: list[tuple[int, int]],
-        d: Decoded,
-        now: float,
-        defer: list[bool] | None = None,
-    ) -> None:
-        """Offer a run of messages' readings; ``d``'s owners index ``messages``. ``defer``:
-        per message, park its non-premium rows of known devices instead of offering them."""
+    def _offer(self, received: list[Received], behind: bool) -> None:
+        """Decode a run of messages and offer their readings. While ``behind``, gateway
+        messages' non-premium rows of known devices are parked instead of offered: a single
+        reading's topic names its device, so the inbox already takes premium ones first and
+        deferring the rest would only add the parking round trip to their way."""
+        now = self.clock()
+        d = decode_messages(received, self.producer.limits, now)
         self.stats.readings_offered += d.readings
         ids = np.asarray(d.device_id, dtype=np.uint64)
-        tss = np.asarray(d.ts, dtype=np.float64)
         vals = np.array(d.columns, dtype=np.float64).T.reshape(len(ids), len(d.columns))
         owner = np.asarray(d.owner, dtype=np.intp)
-        if defer and self.parking is not None and self._registry is not None and ids.size:
-            later = np.asarray(defer, dtype=bool)[owner]
-            keep = self.parking.park_later(self._registry(), ids, tss, vals, later, now)
-            ids, tss, vals, owner = ids[keep], tss[keep], vals[keep], owner[keep]
-        self._ingest(
-            messages, owner, ids, tss, vals, d.other_owner, d.others, d.letters, now
+        run = MessageRun(
+            [(mid, qos) for _topic, _payload, mid, qos, _ct in received],
+            owner, ids, np.asarray(d.ts, dtype=np.float64), vals, np.full(ids.size, now),
+            d.others, d.other_owner,
         )  # fmt: skip
+        later = [behind and b"/gateways/" in m[0] for m in received]
+        deferred = None
+        if any(later) and self.parking is not None and self._registry is not None and ids.size:
+            deferred = deferrable(self._registry(), ids, np.asarray(later, dtype=bool)[owner])
+        self._ingest(run, d.letters, now, deferred=deferred)
 
     def _offer_held(self, now: float) -> None:
         run = self._held.take_open(self.producer.closed(), now)
-        if run is None:
-            return
-        self._ingest(
-            run.messages, run.owner, run.device_id, run.ts, run.values,
-            run.other_owner, run.others, [], now, run.offered_ts,
-        )  # fmt: skip
+        if run is not None:
+            self._ingest(run, [], now, again=True)
 
     def _ingest(
         self,
-        messages: list[tuple[int, int]],
-        owner: npt.NDArray[np.intp],
-        ids: npt.NDArray[np.uint64],
-        tss: npt.NDArray[np.float64],
-        vals: npt.NDArray[np.float64],
-        other_owner: list[int],
-        others: list[Any],
+        run: MessageRun,
         letters: list[DeadLetter],
         now: float,
-        offered: npt.NDArray[np.float64] | None = None,
+        again: bool = False,
+        deferred: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None = None,
     ) -> None:
-        """Readings (rows, and others for the producer's per-reading checks) to ingest;
-        a message whose readings were all taken or parked is acknowledged at the next
-        round, one with readings held in the bridge is held with just those. ``offered``:
-        when each row was first offered, for rows offered again (None: offered now)."""
+        """A run's readings to ingest but the ``deferred`` rows (positions, regions), which
+        are parked unoffered. A message whose readings were all taken is acknowledged at the
+        next round; one with readings pushed back (or deferred) waits for the cycle's
+        parking write, or is held in the bridge with just those. ``again``: rows offered
+        before, latency running from their ``offered_ts``."""
+        take = None
+        if deferred is not None and deferred[0].size:
+            take = np.setdiff1d(np.arange(run.device_id.size), deferred[0])
+        cols = [run.device_id, run.ts, run.values, run.offered_ts]
+        ids, tss, vals, offered = cols if take is None else [c[take] for c in cols]
         res = self.producer.ingest_columns(
-            ids, tss, vals, now_ts=now, extra_letters=letters, offered_ts=offered
+            ids, tss, vals, now_ts=now, extra_letters=letters, offered_ts=offered if again else None
         )
-        first = np.full(ids.size, now) if offered is None else offered
         self.stats.accepted += res.accepted
         self.stats.rejected += res.rejected
         res_o = _NOTHING_BACK
-        if others:
-            res_o = self.producer.ingest(others)
+        if run.others:
+            res_o = self.producer.ingest(run.others)
             self.stats.accepted += res_o.accepted
             self.stats.rejected += res_o.rejected
-        back_rows, back_others = res.pushed_back_index, res_o.pushed_back_index
-        row_regions = res.pushed_back_region
-        self.stats.pushed_back += int(back_rows.size + back_others.size)
-        if (
-            back_rows.size
-            and self.parking is not None
-            and self.parking.park(
-                ids[back_rows], tss[back_rows], vals[back_rows], first[back_rows], row_regions
-            )
-        ):
-            back_rows = row_regions = _NONE  # safe in the store: their messages can be acked
-        if not back_rows.size and not back_others.size:
-            self._ack(messages)
+        self.stats.pushed_back += int(res.pushed_back_index.size + res_o.pushed_back_index.size)
+        back_rows, row_regions = res.pushed_back_index, res.pushed_back_region
+        if take is not None and deferred is not None:
+            back_rows = np.concatenate((deferred[0], take[back_rows]))
+            row_regions = np.concatenate((deferred[1], row_regions))
+        back = PushedBack(back_rows, row_regions, res_o.pushed_back_index, res_o.pushed_back_region)
+        if not back.rows.size and not back.others.size:
+            self._ack(run.messages)
+        elif back.rows.size and self.parking is not None:
+            self._pending.append((run, back))
+        else:
+            self._ack(self._held.hold(run, back, now))
+
+    def _park_pending(self, now: float) -> None:
+        """Park every row pushed back or deferred this cycle in one write; their messages
+        are acknowledged once it succeeded, held in the bridge if it did not."""
+        if not self._pending or self.parking is None:
             return
-        back = PushedBack(back_rows, row_regions, back_others, res_o.pushed_back_region)
-        self._ack(
-            self._held.hold(messages, owner, ids, tss, vals, first, other_owner, others, back, now)
+        pending, self._pending = self._pending, []
+        rows = [(run, back.rows) for run, back in pending]
+        parked = self.parking.park(
+            np.concatenate([run.device_id[r] for run, r in rows]),
+            np.concatenate([run.ts[r] for run, r in rows]),
+            np.concatenate([run.values[r] for run, r in rows]),
+            np.concatenate([run.offered_ts[r] for run, r in rows]),
+            np.concatenate([back.row_regions for _run, back in pending]),
         )
+        for run, back in pending:
+            if parked:  # safe in the store: only others pushed back keep a message
+                back = PushedBack(_NONE, _NONE, back.others, back.other_regions)
+            if back.rows.size or back.others.size:
+                self._ack(self._held.hold(run, back, now))
+            else:
+                self._ack(run.messages)
 
     def _ack_all(self) -> None:
         """Publish everything the producer buffered, then acknowledge what it covers:
@@ -358,3 +379,18 @@ class MqttBridge:
         lane.subscribed.set()
         if all(lane.subscribed.is_set() for lane in self._lanes):
             self.subscribed.set()
+
+
+def _runs(received: list[Received]) -> Iterator[list[Received]]:
+    """A cycle's messages in runs of at most ``RUN_MESSAGES`` messages or (past)
+    ``RUN_BYTES`` payload bytes, in order."""
+    run: list[Received] = []
+    size = 0
+    for message in received:
+        run.append(message)
+        size += len(message[1])
+        if len(run) >= RUN_MESSAGES or size >= RUN_BYTES:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run

@@ -36,9 +36,10 @@ class HeldMessage:
 
 
 @dataclass
-class HeldRun:
-    """Held messages' readings gathered to be offered again together; ``owner`` (rows)
-    and ``other_owner`` (others) index ``messages``."""
+class MessageRun:
+    """A run of messages' readings as offered to ingest together: rows (``owner``: the
+    message, an index in ``messages``, of each) and others, readings for the producer's
+    per-reading checks (``other_owner``)."""
 
     messages: list[tuple[int, int]]
     owner: npt.NDArray[np.intp]
@@ -52,9 +53,9 @@ class HeldRun:
 
 @dataclass
 class PushedBack:
-    """What one ingest call of a run of messages pushed back and the bridge keeps: rows
-    (positions in the run's columns, their regions) and others (positions in the run's
-    others, their regions)."""
+    """What ingest pushed back of a ``MessageRun`` (or the bridge deferred): rows
+    (positions in the run's columns) and others (positions in its others), each with the
+    region code it is bound for."""
 
     rows: npt.NDArray[np.intp]
     row_regions: npt.NDArray[np.intp]
@@ -73,44 +74,31 @@ class Held:
     def due(self, now: float) -> bool:
         return bool(self._messages) and now >= self._retry_ts
 
-    def hold(
-        self,
-        messages: list[tuple[int, int]],
-        owner: npt.NDArray[np.intp],
-        ids: npt.NDArray[np.uint64],
-        tss: npt.NDArray[np.float64],
-        vals: npt.NDArray[np.float64],
-        first: npt.NDArray[np.float64],
-        other_owner: list[int],
-        others: list[Any],
-        back: PushedBack,
-        now: float,
-    ) -> list[tuple[int, int]]:
-        """Keep each message with its pushed-back readings (``owner``/``other_owner``: the
-        message of each row/other); returns the messages with none, to acknowledge."""
+    def hold(self, run: MessageRun, back: PushedBack, now: float) -> list[tuple[int, int]]:
+        """Keep each message of ``run`` with its pushed-back readings; returns the messages
+        with none, to acknowledge."""
         rows_of: dict[int, list[int]] = {}  # message → its pushed-back rows (positions)
-        for k, i in enumerate(owner[back.rows].tolist()):
+        for k, i in enumerate(run.owner[back.rows].tolist()):
             rows_of.setdefault(i, []).append(k)
         others_of: dict[int, list[int]] = {}
         for k, j in enumerate(back.others.tolist()):
-            others_of.setdefault(other_owner[j], []).append(k)
+            others_of.setdefault(run.other_owner[j], []).append(k)
         free: list[tuple[int, int]] = []
-        for i, (mid, qos) in enumerate(messages):
+        for i, (mid, qos) in enumerate(run.messages):
             if i not in rows_of and i not in others_of:
                 free.append((mid, qos))
                 continue
             mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
             mine_others = others_of.get(i, [])
-            rows = back.rows[mine]
             regions = np.concatenate((back.row_regions[mine], back.other_regions[mine_others]))
-            kept = [others[back.others[k]] for k in mine_others]
-            self._messages.append(
-                HeldMessage(mid, qos, ids[rows], tss[rows], vals[rows], first[rows], kept, regions)
-            )
+            kept = [run.others[back.others[k]] for k in mine_others]
+            rows = back.rows[mine]
+            cols = run.device_id[rows], run.ts[rows], run.values[rows], run.offered_ts[rows]
+            self._messages.append(HeldMessage(mid, qos, *cols, kept, regions))
         self._retry_ts = now + PUSHED_BACK_WAIT_S
         return free
 
-    def take_open(self, closed: npt.NDArray[np.bool_] | None, now: float) -> HeldRun | None:
+    def take_open(self, closed: npt.NDArray[np.bool_] | None, now: float) -> MessageRun | None:
         """Held messages with a reading bound for a region that takes readings (``closed``:
         per region code; None: every region open), gathered; None when there is none."""
         if closed is None:
@@ -121,7 +109,7 @@ class Held:
             self._retry_ts = now + PUSHED_BACK_WAIT_S
         if not held:
             return None
-        return HeldRun(
+        return MessageRun(
             [(h.mid, h.qos) for h in held],
             np.repeat(np.arange(len(held), dtype=np.intp), [h.device_id.size for h in held]),
             np.concatenate([h.device_id for h in held]),
