@@ -25,29 +25,25 @@ id, so a restarted bridge gets its unacknowledged messages back.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import paho.mqtt.client as mqtt
 
-from ingest.mqtt_client import BrokerConfig, Received, connect
+from ingest.mqtt_client import BrokerConfig, Received
 from ingest.mqtt_held import PUSHED_BACK_WAIT_S, Held, MessageRun, PushedBack
 from ingest.mqtt_inbox import Inbox
-from ingest.mqtt_lanes import LANE_SHIFT, Lane, lanes_for
+from ingest.mqtt_lanes import lanes_for
 from ingest.mqtt_parking import Parking, deferrable
 from ingest.mqtt_payload import decode_messages
+from ingest.mqtt_receiver import Receiver
 from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
 from stores.parked_readings import ParkedReadingsStore
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_FILTERS = ("devices/+/telemetry", "gateways/+/telemetry")
 #: Unacknowledged messages the broker may send this bridge before it waits for acks: the
@@ -64,8 +60,6 @@ CYCLE_BYTES = 512 * 1024
 #: and premium-lane messages that arrived meanwhile are offered between runs.
 RUN_MESSAGES = 1_000
 RUN_BYTES = 64 * 1024
-#: Messages waiting that wake the bridge loop before its next look.
-WAKE_AT_MESSAGES = 256
 #: How often parked readings are offered again while the bridge is behind its broker:
 #: seldom enough that premium readings waiting in the inbox go first, often enough that
 #: standard readings keep reaching the workers.
@@ -126,18 +120,22 @@ class MqttBridge:
         self.stats = BridgeStats()
         self._inbox = Inbox(registry)
         self._registry = registry
-        self._waiting = 0
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._held = Held()
         #: Runs with rows to park, and those rows: parked together at the cycle's end.
         self._pending: list[tuple[MessageRun, PushedBack]] = []
-        self._lanes = lanes_for(
-            self.options.client_id, self.options.filters, self.options.premium_lane
+        opts = self.options
+        self.receiver = Receiver(
+            broker,
+            lanes_for(opts.client_id, opts.filters, opts.premium_lane),
+            opts.group,
+            self._inbox,
+            opts.session_expiry_s,
+            opts.receive_maximum,
         )
         self._acked_ts = 0.0
         #: Set once the broker confirmed every lane's subscription.
-        self.subscribed = threading.Event()
+        self.subscribed = self.receiver.subscribed
         self.parking = (
             None
             if parked is None
@@ -148,42 +146,23 @@ class MqttBridge:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self.receiver.wake.set()
 
     def run(self) -> BridgeStats:
         """Consume until ``stop()``; then publish what is buffered and acknowledge it."""
         if self.parking is not None:
             self.parking.start()
         try:
-            for lane in self._lanes:
-                self._connect(lane)
+            self.receiver.connect()
             while not self._stop.is_set():
-                self._wake.wait(0.005)
-                self._wake.clear()
+                self.receiver.wake.wait(0.005)
+                self.receiver.wake.clear()
                 self.step()
             self.step()
             self._ack_all()
         finally:
-            for lane in self._lanes:
-                lane.close()
+            self.receiver.close()
         return self.stats
-
-    def _connect(self, lane: Lane) -> None:
-        opts = self.options
-        client = connect(
-            self.broker,
-            lane.client_id,
-            manual_ack=True,
-            clean_start=False,
-            session_expiry_s=opts.session_expiry_s,
-            receive_maximum=opts.receive_maximum,
-        )
-        lane.client = client
-        client.on_received = self._on_received if not lane.number else self._on_premium
-        client.on_message = lambda c, u, msg: self._on_message(lane, msg)
-        client.on_connect = lambda c, u, f, reason, p: self._on_connect(lane, reason)
-        client.on_subscribe = lambda c, u, mid, reasons, p: self._on_subscribe(lane, reasons)
-        client.loop_start()
 
     def step(self) -> None:
         """One cycle: offer held and new messages to ingest, publish and ack when due."""
@@ -229,7 +208,7 @@ class MqttBridge:
         now = self.clock()
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
-        waiting = max(len(lane.acks) for lane in self._lanes)
+        waiting = self.receiver.acks_due
         if waiting and (due or waiting >= self.options.receive_maximum // 2):
             self._ack_all()
 
@@ -295,11 +274,11 @@ class MqttBridge:
             row_regions = np.concatenate((deferred[1], row_regions))
         back = PushedBack(back_rows, row_regions, res_o.pushed_back_index, res_o.pushed_back_region)
         if not back.rows.size and not back.others.size:
-            self._ack(run.messages)
+            self.receiver.ack(run.messages)
         elif back.rows.size and self.parking is not None:
             self._pending.append((run, back))
         else:
-            self._ack(self._held.hold(run, back, now))
+            self.receiver.ack(self._held.hold(run, back, now))
 
     def _park_pending(self, now: float) -> None:
         """Park every row pushed back or deferred this cycle in one write; their messages
@@ -319,9 +298,9 @@ class MqttBridge:
             if parked:  # safe in the store: only others pushed back keep a message
                 back = PushedBack(_NONE, _NONE, back.others, back.other_regions)
             if back.rows.size or back.others.size:
-                self._ack(self._held.hold(run, back, now))
+                self.receiver.ack(self._held.hold(run, back, now))
             else:
-                self._ack(run.messages)
+                self.receiver.ack(run.messages)
 
     def _ack_all(self) -> None:
         """Publish everything the producer buffered, then acknowledge what it covers:
@@ -330,55 +309,7 @@ class MqttBridge:
         self._acked_ts = self.clock()
         if self.parking is not None:
             self.parking.published()
-        for lane in self._lanes:
-            self.stats.acked += lane.send_acks()
-
-    def _ack(self, messages: list[tuple[int, int]]) -> None:
-        """Due for acknowledgement, each on the connection (lane) its packet id is tagged with."""
-        if len(self._lanes) == 1:
-            self._lanes[0].acks.add(messages)
-            return
-        for m in messages:
-            self._lanes[m[0] >> LANE_SHIFT].acks.add([m])
-
-    # Called on paho's network threads: hand over and wake the bridge loop.
-    def _on_received(self, received: list[Received]) -> None:
-        self._lanes[0].acks.arrived(received)
-        self._inbox.put(received)
-        # Wake the loop early for a burst; otherwise it looks every few ms on its own.
-        # Once per burst: setting an Event costs more than taking the messages.
-        self._waiting += len(received)
-        if self._waiting >= WAKE_AT_MESSAGES:
-            self._waiting = 0
-            self._wake.set()
-
-    def _on_premium(self, received: list[Received]) -> None:
-        """The premium lane's messages: taken before any other, and the loop woken now."""
-        received = self._lanes[1].tagged(received)
-        self._lanes[1].acks.arrived(received)
-        self._inbox.put_premium(received)
-        self._wake.set()
-
-    def _on_message(self, lane: Lane, msg: mqtt.MQTTMessage) -> None:
-        """A message paho handled itself (QoS 2, which the QoS 1 subscription never asks for)."""
-        ct = getattr(msg.properties, "ContentType", None) if msg.properties else None
-        received = [(msg._topic, bytes(msg.payload), msg.mid, msg.qos, ct)]
-        (self._on_premium if lane.number else self._on_received)(received)
-
-    def _on_connect(self, lane: Lane, reason: Any) -> None:
-        if reason.is_failure:
-            logger.error("MQTT broker refused the connection: %s", reason)
-            return
-        assert lane.client is not None
-        lane.client.subscribe([(f"$share/{self.options.group}/{f}", 1) for f in lane.filters])
-
-    def _on_subscribe(self, lane: Lane, reasons: Any) -> None:
-        if any(r.is_failure for r in reasons):
-            logger.error("MQTT broker refused the subscription: %s", reasons)
-            return
-        lane.subscribed.set()
-        if all(lane.subscribed.is_set() for lane in self._lanes):
-            self.subscribed.set()
+        self.stats.acked += self.receiver.send_acks()
 
 
 def _runs(received: list[Received]) -> Iterator[list[Received]]:

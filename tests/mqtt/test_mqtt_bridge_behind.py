@@ -60,7 +60,7 @@ def test_a_bridge_behind_parks_gateways_standard_readings_and_offers_them_once_c
     premium = {int(d) for d in REG.device_id[REG.tier == 0]}
     messages = [gateway_message(devices[i : i + 100], i // 100 + 1) for i in range(0, 15_000, 100)]
     assert sum(len(m[1]) for m in messages) > 1.5 * CYCLE_BYTES
-    bridge._on_received(messages)
+    bridge.receiver.plain(messages)
     # When it runs one cycle
     bridge.step()
     producer.flush()

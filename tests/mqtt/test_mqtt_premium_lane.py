@@ -114,11 +114,11 @@ def test_premium_lane_messages_are_offered_ahead_of_a_backlog_of_plain_ones() ->
     producer = Producer(lambda: REG, pub, MemoryStateStore())
     bridge = MqttBridge(producer, BrokerConfig("127.0.0.1", 1), registry=lambda: REG)
     plain = STANDARD[: CYCLE_MESSAGES + 1_000]
-    bridge._on_received(
+    bridge.receiver.plain(
         [_message(b"t/devices/%d/telemetry" % d, d, i % 65_535 + 1) for i, d in enumerate(plain)]
     )
     lane = PREMIUM[:50]
-    bridge._on_premium(
+    bridge.receiver.premium(
         [_message(b"t/devices/%d/telemetry/premium" % d, d, i + 1) for i, d in enumerate(lane)]
     )
     # When it runs one cycle
@@ -158,12 +158,12 @@ def test_premium_lane_messages_arriving_mid_cycle_are_offered_before_the_cycle_e
     producer = OfferLog(pub)
     bridge = MqttBridge(producer, BrokerConfig("127.0.0.1", 1), registry=lambda: REG)
     plain = STANDARD[:CYCLE_MESSAGES]
-    bridge._on_received(
+    bridge.receiver.plain(
         [_message(b"t/devices/%d/telemetry" % d, d, i % 65_535 + 1) for i, d in enumerate(plain)]
     )
     # and premium-lane messages that arrive while it offers the first of them
     lane = PREMIUM[:50]
-    producer.during_first_offer = lambda: bridge._on_premium(
+    producer.during_first_offer = lambda: bridge.receiver.premium(
         [_message(b"t/devices/%d/telemetry/premium" % d, d, i + 1) for i, d in enumerate(lane)]
     )
     # When it runs one cycle
