@@ -58,8 +58,8 @@ CYCLE_MESSAGES = 5_000
 CYCLE_BYTES = 512 * 1024
 #: A cycle is decoded and offered in runs of at most this many messages or payload bytes,
 #: and premium-lane messages that arrived meanwhile are offered between runs.
-RUN_MESSAGES = 1_000
-RUN_BYTES = 64 * 1024
+RUN_MESSAGES = 2_000
+RUN_BYTES = 128 * 1024
 #: How often parked readings are offered again while the bridge is behind its broker:
 #: seldom enough that premium readings waiting in the inbox go first, often enough that
 #: standard readings keep reaching the workers.
@@ -185,8 +185,6 @@ class MqttBridge:
             if lane:
                 self.stats.messages += len(lane)
                 self._offer(lane, False)
-            # Premium batches the run filled go out on their age limit, on the clock now.
-            self.producer.poll(self.clock())
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
@@ -228,10 +226,11 @@ class MqttBridge:
             owner, ids, np.asarray(d.ts, dtype=np.float64), vals, np.full(ids.size, now),
             d.others, d.other_owner,
         )  # fmt: skip
-        later = [behind and b"/gateways/" in m[0] for m in received]
         deferred = None
-        if any(later) and self.parking is not None and self._registry is not None and ids.size:
-            deferred = deferrable(self._registry(), ids, np.asarray(later, dtype=bool)[owner])
+        if behind and self.parking is not None and self._registry is not None and ids.size:
+            later = np.asarray([b"/gateways/" in m[0] for m in received], dtype=bool)[owner]
+            if later.any():
+                deferred = deferrable(self._registry(), ids, later)
         self._ingest(run, d.letters, now, deferred=deferred)
 
     def _offer_held(self, now: float) -> None:
