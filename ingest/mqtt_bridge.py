@@ -181,16 +181,12 @@ class MqttBridge:
             self._offer(run, behind)
             # Premium-lane messages that came in while the run was decoded and offered go
             # now, not after the cycle's last run: a starved cycle can take seconds.
-            lane = self._inbox.take_lane(CYCLE_MESSAGES, CYCLE_BYTES)
-            if lane:
-                self.stats.messages += len(lane)
-                self._offer(lane, False)
+            self._offer_lane()
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
         if self._held.due(now):
             self._offer_held(self.clock())
-        self._park_pending(now)
         if self.parking is not None and now >= self._parked_retry_ts:
             offered = self.parking.reoffered
             res = self.parking.offer_again(self.producer, now)
@@ -201,6 +197,9 @@ class MqttBridge:
             more = not behind and self.parking.reoffered > offered
             wait_s = PARKED_BEHIND_WAIT_S if behind else PUSHED_BACK_WAIT_S
             self._parked_retry_ts = now + (0.0 if more else wait_s)
+        # And those that came in during the re-offers: out with this round's flush.
+        self._offer_lane()
+        self._park_pending(now)
         # The clock now, not at the cycle's start: premium readings offered at its start
         # have aged by the cycle's length (at load, longer than their 25 ms age limit).
         now = self.clock()
@@ -209,6 +208,13 @@ class MqttBridge:
         waiting = self.receiver.acks_due
         if waiting and (due or waiting >= self.options.receive_maximum // 2):
             self._ack_all()
+
+    def _offer_lane(self) -> None:
+        """Offer the premium-lane messages that came in since the cycle took its messages."""
+        lane = self._inbox.take_lane(CYCLE_MESSAGES, CYCLE_BYTES)
+        if lane:
+            self.stats.messages += len(lane)
+            self._offer(lane, False)
 
     def _offer(self, received: list[Received], behind: bool) -> None:
         """Decode a run of messages and offer their readings. While ``behind``, gateway

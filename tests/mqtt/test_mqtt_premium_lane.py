@@ -22,6 +22,7 @@ from ingest.producer import IngestResult, Producer
 from scheduler.model import Batch
 from scheduler.registry import generate_registry
 from stores.memory_state import MemoryStateStore
+from stores.parked_readings import MemoryParkedReadings, ParkedBatch
 
 REG = generate_registry(20_000, seed=7)
 PREMIUM = [int(d) for d in REG.device_id[REG.tier == 0]]
@@ -176,3 +177,30 @@ def test_premium_lane_messages_arriving_mid_cycle_are_offered_before_the_cycle_e
     assert any(offered.index(d) > premium_at for d in plain)
     # And every reading was published once
     assert sorted(pub.device_ids()) == sorted(plain + lane)
+
+
+def test_premium_lane_messages_arriving_during_a_parked_re_offer_go_out_in_that_cycle() -> None:
+    # Given a bridge with standard readings parked earlier, to be offered again
+    pub = Recorder()
+    producer = OfferLog(pub)
+    parked = MemoryParkedReadings()
+    standard = np.asarray(STANDARD[:500], dtype=np.uint64)
+    now = time.time()
+    parked.park(
+        [
+            ParkedBatch(
+                REG.topology.regions[0], standard, np.full(500, now), np.ones((500, 1)),
+                np.full(500, now),
+            )
+        ]
+    )  # fmt: skip
+    bridge = MqttBridge(producer, BrokerConfig("127.0.0.1", 1), registry=lambda: REG, parked=parked)
+    # and premium-lane messages that arrive while it offers them again
+    lane = PREMIUM[:50]
+    producer.during_first_offer = lambda: bridge.receiver.premium(
+        [_message(b"t/devices/%d/telemetry/premium" % d, d, i + 1) for i, d in enumerate(lane)]
+    )
+    # When it runs one cycle
+    bridge.step()
+    # Then the premium readings were offered in that cycle, after the parked ones
+    assert [sorted(o) for o in producer.offers] == [sorted(standard.tolist()), sorted(lane)]
