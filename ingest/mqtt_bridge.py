@@ -17,7 +17,7 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
 - messages waiting in the bridge are taken premium devices' first (``Inbox``), and
   premium devices' own topics (``.../telemetry/premium``) come in on a connection of
   their own (``ingest.mqtt_lanes``), so at the broker too they never queue behind the
-  standard stream.
+  standard stream; those that come in during a cycle are offered between its runs.
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
 id, so a restarted bridge gets its unacknowledged messages back.
