@@ -9,19 +9,15 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
   point loses nothing: the broker redelivers what was not acknowledged. Delivery is
   at least once: readings flushed just before a crash are delivered again.
 - readings ingest pushes back (``IngestResult.pushed_back_index``: non-premium readings
-  of a region past its backlog budget) are parked in Redis (``stores.parked_readings``,
-  one write per cycle) and their messages acknowledged once that write succeeded: the
-  session's receive window stays open, so premium messages never wait at the broker
-  behind held standard ones. Parked readings are offered again, oldest first, with the
-  time they were first offered (latency stays honest), once their region takes readings;
-  a bridge's claims on them are marked done only after what ingest took was published,
-  and a dead bridge's claims go back for any other bridge (at least once, never lost).
-  Without a parked-readings store, or while Redis cannot take the write, they stay with
-  the bridge, their messages unacknowledged, as flow control by the receive window.
+  of a region past its backlog budget) are parked in Redis (``ingest.mqtt_parking``, one
+  write per cycle) and their messages acknowledged once that write succeeded, so the
+  session's receive window stays open and premium messages never wait at the broker
+  behind held standard ones. Without a parked-readings store, or while Redis cannot take
+  the write, they stay with the bridge, their messages unacknowledged (``ingest.mqtt_held``).
 - messages waiting in the bridge are taken premium devices' first (``Inbox``), and
   premium devices' own topics (``.../telemetry/premium``) come in on a connection of
   their own (``ingest.mqtt_lanes``), so at the broker too they never queue behind the
-  standard stream.
+  standard stream; those that come in during a cycle are offered between its runs.
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
 id, so a restarted bridge gets its unacknowledged messages back.
@@ -29,28 +25,25 @@ id, so a restarted bridge gets its unacknowledged messages back.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import paho.mqtt.client as mqtt
 
-from ingest.mqtt_client import BrokerConfig, Received, connect
+from ingest.mqtt_client import BrokerConfig, Received
+from ingest.mqtt_held import PUSHED_BACK_WAIT_S, Held, MessageRun, PushedBack
 from ingest.mqtt_inbox import Inbox
-from ingest.mqtt_lanes import LANE_SHIFT, Lane, lanes_for
-from ingest.mqtt_parking import Parking
-from ingest.mqtt_payload import Decoded, decode_messages
+from ingest.mqtt_lanes import lanes_for
+from ingest.mqtt_parking import Parking, deferrable
+from ingest.mqtt_payload import decode_messages
+from ingest.mqtt_receiver import Receiver
 from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
 from stores.parked_readings import ParkedReadingsStore
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_FILTERS = ("devices/+/telemetry", "gateways/+/telemetry")
 #: Unacknowledged messages the broker may send this bridge before it waits for acks: the
@@ -63,10 +56,10 @@ RECEIVE_MAXIMUM = 65_535
 #: milliseconds, so a premium reading received meanwhile is offered soon.
 CYCLE_MESSAGES = 5_000
 CYCLE_BYTES = 512 * 1024
-#: Messages waiting that wake the bridge loop before its next look.
-WAKE_AT_MESSAGES = 256
-#: How often held readings' regions are looked at again (``Producer.closed``).
-PUSHED_BACK_WAIT_S = 0.05
+#: A cycle is decoded and offered in runs of at most this many messages or payload bytes,
+#: and premium-lane messages that arrived meanwhile are offered between runs.
+RUN_MESSAGES = 2_000
+RUN_BYTES = 128 * 1024
 #: How often parked readings are offered again while the bridge is behind its broker:
 #: seldom enough that premium readings waiting in the inbox go first, often enough that
 #: standard readings keep reaching the workers.
@@ -93,21 +86,6 @@ class BridgeOptions:
 #: What an ingest call that took nothing pushed back: nothing.
 _NOTHING_BACK = IngestResult(0, 0, {})
 _NONE = np.empty(0, dtype=np.intp)
-
-
-@dataclass
-class _Held:
-    """A message not yet acknowledged: its readings ingest pushed back, to offer again."""
-
-    mid: int
-    qos: int
-    device_id: npt.NDArray[np.uint64]
-    ts: npt.NDArray[np.float64]
-    values: npt.NDArray[np.float64]
-    offered_ts: npt.NDArray[np.float64]
-    others: list[Any]
-    #: The region each held reading is bound for: offered again once one of them is open.
-    regions: npt.NDArray[np.intp]
 
 
 @dataclass
@@ -142,17 +120,22 @@ class MqttBridge:
         self.stats = BridgeStats()
         self._inbox = Inbox(registry)
         self._registry = registry
-        self._waiting = 0
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._held: list[_Held] = []
-        self._held_retry_ts = 0.0
-        self._lanes = lanes_for(
-            self.options.client_id, self.options.filters, self.options.premium_lane
+        self._held = Held()
+        #: Runs with rows to park, and those rows: parked together at the cycle's end.
+        self._pending: list[tuple[MessageRun, PushedBack]] = []
+        opts = self.options
+        self.receiver = Receiver(
+            broker,
+            lanes_for(opts.client_id, opts.filters, opts.premium_lane),
+            opts.group,
+            self._inbox,
+            opts.session_expiry_s,
+            opts.receive_maximum,
         )
         self._acked_ts = 0.0
         #: Set once the broker confirmed every lane's subscription.
-        self.subscribed = threading.Event()
+        self.subscribed = self.receiver.subscribed
         self.parking = (
             None
             if parked is None
@@ -163,42 +146,23 @@ class MqttBridge:
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self.receiver.wake.set()
 
     def run(self) -> BridgeStats:
         """Consume until ``stop()``; then publish what is buffered and acknowledge it."""
         if self.parking is not None:
             self.parking.start()
         try:
-            for lane in self._lanes:
-                self._connect(lane)
+            self.receiver.connect()
             while not self._stop.is_set():
-                self._wake.wait(0.005)
-                self._wake.clear()
+                self.receiver.wake.wait(0.005)
+                self.receiver.wake.clear()
                 self.step()
             self.step()
             self._ack_all()
         finally:
-            for lane in self._lanes:
-                lane.close()
+            self.receiver.close()
         return self.stats
-
-    def _connect(self, lane: Lane) -> None:
-        opts = self.options
-        client = connect(
-            self.broker,
-            lane.client_id,
-            manual_ack=True,
-            clean_start=False,
-            session_expiry_s=opts.session_expiry_s,
-            receive_maximum=opts.receive_maximum,
-        )
-        lane.client = client
-        client.on_received = self._on_received if not lane.number else self._on_premium
-        client.on_message = lambda c, u, msg: self._on_message(lane, msg)
-        client.on_connect = lambda c, u, f, reason, p: self._on_connect(lane, reason)
-        client.on_subscribe = lambda c, u, mid, reasons, p: self._on_subscribe(lane, reasons)
-        client.loop_start()
 
     def step(self) -> None:
         """One cycle: offer held and new messages to ingest, publish and ack when due."""
@@ -212,20 +176,17 @@ class MqttBridge:
         if behind and not self._behind:  # parked readings wait while premium goes first
             self._parked_retry_ts = now + PARKED_BEHIND_WAIT_S
         self._behind = behind
-        if received:
-            self.stats.messages += len(received)
-            decoded = decode_messages(received, self.producer.limits, now)
-            messages = [(mid, qos) for _topic, _payload, mid, qos, _ct in received]
-            # Only gateway messages' readings: a single reading's topic names its device,
-            # so the inbox already takes premium ones first and deferring the rest would
-            # only add the parking round trip to their way.
-            deferred = [behind and b"/gateways/" in m[0] for m in received]
-            self._offer(messages, decoded, now, defer=deferred if any(deferred) else None)
+        self.stats.messages += len(received)
+        for run in _runs(received):
+            self._offer(run, behind)
+            # Premium-lane messages that came in while the run was decoded and offered go
+            # now, not after the cycle's last run: a starved cycle can take seconds.
+            self._offer_lane()
         # Held readings (never premium) go after new messages, and only once their region
         # takes readings again: re-offering a large hold to a closed region would spend
         # the cycle's time while premium readings wait behind it.
-        if self._held and now >= self._held_retry_ts:
-            self._offer_held(now)
+        if self._held.due(now):
+            self._offer_held(self.clock())
         if self.parking is not None and now >= self._parked_retry_ts:
             offered = self.parking.reoffered
             res = self.parking.offer_again(self.producer, now)
@@ -236,123 +197,115 @@ class MqttBridge:
             more = not behind and self.parking.reoffered > offered
             wait_s = PARKED_BEHIND_WAIT_S if behind else PUSHED_BACK_WAIT_S
             self._parked_retry_ts = now + (0.0 if more else wait_s)
+        # And those that came in during the re-offers: out with this round's flush.
+        self._offer_lane()
+        self._park_pending(now)
         # The clock now, not at the cycle's start: premium readings offered at its start
         # have aged by the cycle's length (at load, longer than their 25 ms age limit).
         now = self.clock()
         self.producer.poll(now)
         due = (now - self._acked_ts) * 1000.0 >= self.options.ack_interval_ms
-        waiting = max(len(lane.acks) for lane in self._lanes)
+        waiting = self.receiver.acks_due
         if waiting and (due or waiting >= self.options.receive_maximum // 2):
             self._ack_all()
 
-    def _offer(
-        self,
-        messages: list[tuple[int, int]],
-        d: Decoded,
-        now: float,
-        defer: list[bool] | None = None,
-    ) -> None:
-        """Offer a run of messages' readings; ``d``'s owners index ``messages``. ``defer``:
-        per message, park its non-premium rows of known devices instead of offering them."""
+    def _offer_lane(self) -> None:
+        """Offer the premium-lane messages that came in since the cycle took its messages."""
+        lane = self._inbox.take_lane(CYCLE_MESSAGES, CYCLE_BYTES)
+        if lane:
+            self.stats.messages += len(lane)
+            self._offer(lane, False)
+
+    def _offer(self, received: list[Received], behind: bool) -> None:
+        """Decode a run of messages and offer their readings. While ``behind``, gateway
+        messages' non-premium rows of known devices are parked instead of offered: a single
+        reading's topic names its device, so the inbox already takes premium ones first and
+        deferring the rest would only add the parking round trip to their way."""
+        now = self.clock()
+        d = decode_messages(received, self.producer.limits, now)
         self.stats.readings_offered += d.readings
         ids = np.asarray(d.device_id, dtype=np.uint64)
-        tss = np.asarray(d.ts, dtype=np.float64)
         vals = np.array(d.columns, dtype=np.float64).T.reshape(len(ids), len(d.columns))
         owner = np.asarray(d.owner, dtype=np.intp)
-        if defer and self.parking is not None and self._registry is not None and ids.size:
-            later = np.asarray(defer, dtype=bool)[owner]
-            keep = self.parking.park_later(self._registry(), ids, tss, vals, later, now)
-            ids, tss, vals, owner = ids[keep], tss[keep], vals[keep], owner[keep]
-        self._ingest(
-            messages, owner, ids, tss, vals, d.other_owner, d.others, d.letters, now
+        run = MessageRun(
+            [(mid, qos) for _topic, _payload, mid, qos, _ct in received],
+            owner, ids, np.asarray(d.ts, dtype=np.float64), vals, np.full(ids.size, now),
+            d.others, d.other_owner,
         )  # fmt: skip
+        deferred = None
+        if behind and self.parking is not None and self._registry is not None and ids.size:
+            later = np.asarray([b"/gateways/" in m[0] for m in received], dtype=bool)[owner]
+            if later.any():
+                deferred = deferrable(self._registry(), ids, later)
+        self._ingest(run, d.letters, now, deferred=deferred)
 
     def _offer_held(self, now: float) -> None:
-        closed = self.producer.closed()
-        if closed is None:
-            held, self._held = self._held, []
-        else:
-            held = [h for h in self._held if not closed[h.regions].all()]
-            self._held = [h for h in self._held if closed[h.regions].all()]
-            self._held_retry_ts = now + PUSHED_BACK_WAIT_S
-        if not held:
-            return
-        owner = np.repeat(np.arange(len(held), dtype=np.intp), [h.device_id.size for h in held])
-        other_owner = [i for i, h in enumerate(held) for _ in h.others]
-        self._ingest(
-            [(h.mid, h.qos) for h in held],
-            owner,
-            np.concatenate([h.device_id for h in held]),
-            np.concatenate([h.ts for h in held]),
-            np.concatenate([h.values for h in held]),
-            other_owner,
-            [o for h in held for o in h.others],
-            [],
-            now,
-            np.concatenate([h.offered_ts for h in held]),
-        )
+        run = self._held.take_open(self.producer.closed(), now)
+        if run is not None:
+            self._ingest(run, [], now, again=True)
 
     def _ingest(
         self,
-        messages: list[tuple[int, int]],
-        owner: npt.NDArray[np.intp],
-        ids: npt.NDArray[np.uint64],
-        tss: npt.NDArray[np.float64],
-        vals: npt.NDArray[np.float64],
-        other_owner: list[int],
-        others: list[Any],
+        run: MessageRun,
         letters: list[DeadLetter],
         now: float,
-        offered: npt.NDArray[np.float64] | None = None,
+        again: bool = False,
+        deferred: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] | None = None,
     ) -> None:
-        """Readings (rows, and others for the producer's per-reading checks) to ingest;
-        a message whose readings were all taken or parked is acknowledged at the next
-        round, one with readings held in the bridge is held with just those. ``offered``:
-        when each row was first offered, for rows offered again (None: offered now)."""
+        """A run's readings to ingest but the ``deferred`` rows (positions, regions), which
+        are parked unoffered. A message whose readings were all taken is acknowledged at the
+        next round; one with readings pushed back (or deferred) waits for the cycle's
+        parking write, or is held in the bridge with just those. ``again``: rows offered
+        before, latency running from their ``offered_ts``."""
+        take = None
+        if deferred is not None and deferred[0].size:
+            take = np.setdiff1d(np.arange(run.device_id.size), deferred[0])
+        cols = [run.device_id, run.ts, run.values, run.offered_ts]
+        ids, tss, vals, offered = cols if take is None else [c[take] for c in cols]
         res = self.producer.ingest_columns(
-            ids, tss, vals, now_ts=now, extra_letters=letters, offered_ts=offered
+            ids, tss, vals, now_ts=now, extra_letters=letters, offered_ts=offered if again else None
         )
-        first = np.full(ids.size, now) if offered is None else offered
         self.stats.accepted += res.accepted
         self.stats.rejected += res.rejected
         res_o = _NOTHING_BACK
-        if others:
-            res_o = self.producer.ingest(others)
+        if run.others:
+            res_o = self.producer.ingest(run.others)
             self.stats.accepted += res_o.accepted
             self.stats.rejected += res_o.rejected
-        back_rows, back_others = res.pushed_back_index, res_o.pushed_back_index
-        row_regions = res.pushed_back_region
-        self.stats.pushed_back += int(back_rows.size + back_others.size)
-        if (
-            back_rows.size
-            and self.parking is not None
-            and self.parking.park(
-                ids[back_rows], tss[back_rows], vals[back_rows], first[back_rows], row_regions
-            )
-        ):
-            back_rows = row_regions = _NONE  # safe in the store: their messages can be acked
-        if not back_rows.size and not back_others.size:
-            self._ack(messages)
+        self.stats.pushed_back += int(res.pushed_back_index.size + res_o.pushed_back_index.size)
+        back_rows, row_regions = res.pushed_back_index, res.pushed_back_region
+        if take is not None and deferred is not None:
+            back_rows = np.concatenate((deferred[0], take[back_rows]))
+            row_regions = np.concatenate((deferred[1], row_regions))
+        back = PushedBack(back_rows, row_regions, res_o.pushed_back_index, res_o.pushed_back_region)
+        if not back.rows.size and not back.others.size:
+            self.receiver.ack(run.messages)
+        elif back.rows.size and self.parking is not None:
+            self._pending.append((run, back))
+        else:
+            self.receiver.ack(self._held.hold(run, back, now))
+
+    def _park_pending(self, now: float) -> None:
+        """Park every row pushed back or deferred this cycle in one write; their messages
+        are acknowledged once it succeeded, held in the bridge if it did not."""
+        if not self._pending or self.parking is None:
             return
-        rows_of: dict[int, list[int]] = {}  # message → its pushed-back rows (positions)
-        for k, i in enumerate(owner[back_rows].tolist()):
-            rows_of.setdefault(i, []).append(k)
-        others_of: dict[int, list[int]] = {}
-        for k, j in enumerate(back_others.tolist()):
-            others_of.setdefault(other_owner[j], []).append(k)
-        for i, (mid, qos) in enumerate(messages):
-            if i not in rows_of and i not in others_of:
-                self._ack([(mid, qos)])
-                continue
-            mine = np.asarray(rows_of.get(i, []), dtype=np.intp)
-            mine_others = others_of.get(i, [])
-            rows = back_rows[mine]
-            regions = np.concatenate((row_regions[mine], res_o.pushed_back_region[mine_others]))
-            held_others = [others[back_others[k]] for k in mine_others]
-            self._held.append(
-                _Held(mid, qos, ids[rows], tss[rows], vals[rows], first[rows], held_others, regions)
-            )
-        self._held_retry_ts = now + PUSHED_BACK_WAIT_S
+        pending, self._pending = self._pending, []
+        rows = [(run, back.rows) for run, back in pending]
+        parked = self.parking.park(
+            np.concatenate([run.device_id[r] for run, r in rows]),
+            np.concatenate([run.ts[r] for run, r in rows]),
+            np.concatenate([run.values[r] for run, r in rows]),
+            np.concatenate([run.offered_ts[r] for run, r in rows]),
+            np.concatenate([back.row_regions for _run, back in pending]),
+        )
+        for run, back in pending:
+            if parked:  # safe in the store: only others pushed back keep a message
+                back = PushedBack(_NONE, _NONE, back.others, back.other_regions)
+            if back.rows.size or back.others.size:
+                self.receiver.ack(self._held.hold(run, back, now))
+            else:
+                self.receiver.ack(run.messages)
 
     def _ack_all(self) -> None:
         """Publish everything the producer buffered, then acknowledge what it covers:
@@ -361,52 +314,19 @@ class MqttBridge:
         self._acked_ts = self.clock()
         if self.parking is not None:
             self.parking.published()
-        for lane in self._lanes:
-            self.stats.acked += lane.send_acks()
+        self.stats.acked += self.receiver.send_acks()
 
-    def _ack(self, messages: list[tuple[int, int]]) -> None:
-        """Due for acknowledgement, each on the connection (lane) its packet id is tagged with."""
-        if len(self._lanes) == 1:
-            self._lanes[0].acks.add(messages)
-            return
-        for m in messages:
-            self._lanes[m[0] >> LANE_SHIFT].acks.add([m])
 
-    # Called on paho's network threads: hand over and wake the bridge loop.
-    def _on_received(self, received: list[Received]) -> None:
-        self._lanes[0].acks.arrived(received)
-        self._inbox.put(received)
-        # Wake the loop early for a burst; otherwise it looks every few ms on its own.
-        # Once per burst: setting an Event costs more than taking the messages.
-        self._waiting += len(received)
-        if self._waiting >= WAKE_AT_MESSAGES:
-            self._waiting = 0
-            self._wake.set()
-
-    def _on_premium(self, received: list[Received]) -> None:
-        """The premium lane's messages: taken before any other, and the loop woken now."""
-        received = self._lanes[1].tagged(received)
-        self._lanes[1].acks.arrived(received)
-        self._inbox.put_premium(received)
-        self._wake.set()
-
-    def _on_message(self, lane: Lane, msg: mqtt.MQTTMessage) -> None:
-        """A message paho handled itself (QoS 2, which the QoS 1 subscription never asks for)."""
-        ct = getattr(msg.properties, "ContentType", None) if msg.properties else None
-        received = [(msg._topic, bytes(msg.payload), msg.mid, msg.qos, ct)]
-        (self._on_premium if lane.number else self._on_received)(received)
-
-    def _on_connect(self, lane: Lane, reason: Any) -> None:
-        if reason.is_failure:
-            logger.error("MQTT broker refused the connection: %s", reason)
-            return
-        assert lane.client is not None
-        lane.client.subscribe([(f"$share/{self.options.group}/{f}", 1) for f in lane.filters])
-
-    def _on_subscribe(self, lane: Lane, reasons: Any) -> None:
-        if any(r.is_failure for r in reasons):
-            logger.error("MQTT broker refused the subscription: %s", reasons)
-            return
-        lane.subscribed.set()
-        if all(lane.subscribed.is_set() for lane in self._lanes):
-            self.subscribed.set()
+def _runs(received: list[Received]) -> Iterator[list[Received]]:
+    """A cycle's messages in runs of at most ``RUN_MESSAGES`` messages or (past)
+    ``RUN_BYTES`` payload bytes, in order."""
+    run: list[Received] = []
+    size = 0
+    for message in received:
+        run.append(message)
+        size += len(message[1])
+        if len(run) >= RUN_MESSAGES or size >= RUN_BYTES:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run

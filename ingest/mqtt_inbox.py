@@ -56,14 +56,14 @@ class Inbox:
         then the rest, each in arrival order, up to
         ``max_messages`` messages or (past) ``max_bytes`` payload bytes."""
         self._sort()
-        out: list[Received] = []
-        size = 0
-        for queue in (self._first, self._premium, self._rest):
-            while queue and len(out) < max_messages and size < max_bytes:
-                message = queue.popleft()
-                out.append(message)
-                size += len(message[1])
-        return out
+        return _pop((self._first, self._premium, self._rest), max_messages, max_bytes)
+
+    def take_lane(self, max_messages: int, max_bytes: int) -> list[Received]:
+        """Only the premium lane's messages (those that arrived during a bridge cycle, to
+        go before the rest of it), as ``take``; nothing else is sorted or taken."""
+        while self._lane:
+            self._first.extend(self._lane.popleft())
+        return _pop((self._first,), max_messages, max_bytes)
 
     def _sort(self) -> None:
         while self._lane:
@@ -83,6 +83,20 @@ class Inbox:
         rows = reg.lookup(ids)
         premium = (rows >= 0) & (reg.tier[np.maximum(rows, 0)] == 0)
         return premium.tolist()  # type: ignore[no-any-return]
+
+
+def _pop(
+    queues: tuple[collections.deque[Received], ...], max_messages: int, max_bytes: int
+) -> list[Received]:
+    """Messages off the queues in turn, up to ``max_messages`` or (past) ``max_bytes``."""
+    out: list[Received] = []
+    size = 0
+    for queue in queues:
+        while queue and len(out) < max_messages and size < max_bytes:
+            message = queue.popleft()
+            out.append(message)
+            size += len(message[1])
+    return out
 
 
 def _topic_device(topic: bytes) -> int:

@@ -81,27 +81,6 @@ class Parking:
         self.parked += int(ids.size)
         return True
 
-    def park_later(
-        self,
-        registry: Registry,
-        ids: npt.NDArray[np.uint64],
-        tss: npt.NDArray[np.float64],
-        vals: npt.NDArray[np.float64],
-        later: npt.NDArray[np.bool_],
-        now: float,
-    ) -> npt.NDArray[np.bool_]:
-        """Park the non-premium readings of known devices among those marked ``later``
-        (under their home region) without offering them; which rows are left to offer."""
-        rows = registry.lookup(ids)
-        park = later & (rows >= 0) & (registry.tier[np.maximum(rows, 0)] > 0)
-        keep = ~park
-        if park.any():
-            regions = registry.home_region[rows[park]].astype(np.intp)
-            first = np.full(int(park.sum()), now)
-            if not self.park(ids[park], tss[park], vals[park], first, regions):
-                keep[:] = True  # not parked: offered as they are
-        return keep
-
     def offer_again(self, producer: Producer, now: float) -> IngestResult:
         """Offer the oldest parked batch of each region that takes readings now."""
         closed = producer.closed()
@@ -170,3 +149,13 @@ class Parking:
         self._lease_ts = now
         self.store.keep_alive(self.consumer, LEASE_S)
         self.store.rescue(self.consumer, self.regions, own=own)
+
+
+def deferrable(
+    registry: Registry, ids: npt.NDArray[np.uint64], later: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Among rows marked ``later``, the non-premium readings of known devices, to park
+    unoffered (positions), and their home regions, under which they are parked."""
+    rows = registry.lookup(ids)
+    park = np.flatnonzero(later & (rows >= 0) & (registry.tier[np.maximum(rows, 0)] > 0))
+    return park, registry.home_region[rows[park]].astype(np.intp)

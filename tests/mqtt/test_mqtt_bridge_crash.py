@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -33,6 +34,47 @@ from stores.queue_scan import decode_routine
 from stores.redis_state import RedisStateStore
 
 pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stream:
+    """What both tests start from: a private broker, a Redis with a 2,000-device
+    registry under the test's prefix, and a connected publisher of numbered readings."""
+
+    mqtt_url: str
+    redis_url: str
+    prefix: str
+    root: str
+    keys: Keys
+    client: redis.Redis
+    publisher: mqtt.Client
+    device_ids: list[int]
+
+    def publishing(self, pause_s: float = 0.0) -> Callable[[int, int], None]:
+        return publishing(self.publisher, self.root, self.device_ids, pause_s)
+
+    def start_bridge(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return start_bridge(self.mqtt_url, self.redis_url, self.prefix, self.root, env)
+
+
+@pytest.fixture
+def stream(
+    private_mqtt_url: str, topic_root: str, redis_server: str, key_prefix: str
+) -> Iterator[Stream]:
+    keys = Keys(key_prefix)
+    client = redis.Redis.from_url(redis_server)
+    registry = generate_registry(2_000, seed=4)
+    RedisStateStore(client, keys).save_registry(registry)
+    publisher = connect(BrokerConfig.from_url(private_mqtt_url), client_id="", max_inflight=0)
+    publisher.loop_start()
+    ids = [int(d) for d in registry.device_id]
+    try:
+        yield Stream(
+            private_mqtt_url, redis_server, key_prefix, topic_root, keys, client, publisher, ids
+        )
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
 
 
 def start_bridge(
@@ -92,21 +134,11 @@ def parked_batches(client: redis.Redis, keys: Keys) -> int:
     return sum(int(client.llen(keys.parked(r))) for r in Settings().regions)
 
 
-def test_a_bridge_killed_mid_stream_loses_nothing(
-    private_mqtt_url: str, topic_root: str, redis_server: str, key_prefix: str
-) -> None:
-    mqtt_url = private_mqtt_url
-    keys = Keys(key_prefix)
-    client = redis.Redis.from_url(redis_server)
-    registry = generate_registry(2_000, seed=4)
-    RedisStateStore(client, keys).save_registry(registry)
-    ids = [int(d) for d in registry.device_id]
-    publisher = connect(BrokerConfig.from_url(mqtt_url), client_id="", max_inflight=0)
-    publisher.loop_start()
-    publish = publishing(publisher, topic_root, ids)
-
+def test_a_bridge_killed_mid_stream_loses_nothing(stream: Stream) -> None:
+    client, keys = stream.client, stream.keys
+    publish = stream.publishing()
     # Given a bridge taking a stream of 1,500 readings
-    bridge = start_bridge(mqtt_url, redis_server, key_prefix, topic_root)
+    bridge = stream.start_bridge()
     feeder = threading.Thread(target=publish, args=(0, 1_500))
     feeder.start()
     # When it is killed while the stream is still arriving
@@ -118,19 +150,17 @@ def test_a_bridge_killed_mid_stream_loses_nothing(
     stop(bridge)
     feeder.join(30)
     # and started again under its client id, with 300 more readings after it
-    bridge = start_bridge(mqtt_url, redis_server, key_prefix, topic_root)
+    bridge = stream.start_bridge()
     publish(1_500, 1_800)
     try:
         deadline = time.monotonic() + 30
-        while len(reached(client, keys, topic_root)) < 1_800 and time.monotonic() < deadline:
+        while len(reached(client, keys, stream.root)) < 1_800 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         stop(bridge)
-        publisher.disconnect()
-        publisher.loop_stop()
     # Then every reading reached the queues, or is parked for when its region has room
     # (no workers run here, so ingest may push back)
-    assert reached(client, keys, topic_root) == {float(i) for i in range(1_800)}
+    assert reached(client, keys, stream.root) == {float(i) for i in range(1_800)}
 
 
 def reached(client: redis.Redis, keys: Keys, root: str) -> set[float]:
@@ -164,21 +194,13 @@ def publishing(
     return publish
 
 
-def test_a_bridge_killed_while_readings_are_parked_loses_nothing(
-    private_mqtt_url: str, topic_root: str, redis_server: str, key_prefix: str
-) -> None:
-    mqtt_url = private_mqtt_url
-    keys = Keys(key_prefix)
-    client = redis.Redis.from_url(redis_server)
-    registry = generate_registry(2_000, seed=4)
-    RedisStateStore(client, keys).save_registry(registry)
-    publisher = connect(BrokerConfig.from_url(mqtt_url), client_id="", max_inflight=0)
-    publisher.loop_start()
-    publish = publishing(publisher, topic_root, [int(d) for d in registry.device_id], 0.1)
+def test_a_bridge_killed_while_readings_are_parked_loses_nothing(stream: Stream) -> None:
+    client, keys = stream.client, stream.keys
+    publish = stream.publishing(pause_s=0.1)
     # Given a bridge whose ingest pushes back non-premium readings as soon as anything
     # waits in a region's queues, and "workers" taking the queues every 0.5 s
     tight = {"IOTSCHED_BACKLOG_CAP_READINGS": "1"}
-    bridge = start_bridge(mqtt_url, redis_server, key_prefix, topic_root, tight)
+    bridge = stream.start_bridge(tight)
     seen: set[float] = set()
     draining = threading.Event()
 
@@ -204,7 +226,7 @@ def test_a_bridge_killed_while_readings_are_parked_loses_nothing(
         stop(bridge)
         feeder.join(30)
         # and started again under its client id, with 300 more readings after it
-        bridge = start_bridge(mqtt_url, redis_server, key_prefix, topic_root, tight)
+        bridge = stream.start_bridge(tight)
         publish(1_500, 1_800)
         deadline = time.monotonic() + 30
         while len(seen) < 1_800 and time.monotonic() < deadline:
@@ -213,8 +235,6 @@ def test_a_bridge_killed_while_readings_are_parked_loses_nothing(
         stop(bridge)
         draining.set()
         drainer.join(10)
-        publisher.disconnect()
-        publisher.loop_stop()
     # Then every reading reached the workers, and nothing is left parked
     seen.update(queued_values(client, keys, take=True))
     assert seen == {float(i) for i in range(1_800)}

@@ -2,24 +2,27 @@
 taken on a connection of its own): premium topics' readings reach ingest, classified by the
 registry as any other, and are acknowledged on their own connection (a restarted bridge
 gets nothing again); waiting messages of the premium lane are offered ahead of a backlog
-of plain ones."""
+of plain ones, and those arriving while a cycle offers plain ones before that cycle ends."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import numpy as np
 from mqtt_publishing import publish_all, wait_until
 
 from ingest.mqtt_bridge import CYCLE_MESSAGES, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig, Received
-from ingest.producer import Producer
+from ingest.producer import IngestResult, Producer
 from scheduler.model import Batch
 from scheduler.registry import generate_registry
 from stores.memory_state import MemoryStateStore
+from stores.parked_readings import MemoryParkedReadings, ParkedBatch
 
 REG = generate_registry(20_000, seed=7)
 PREMIUM = [int(d) for d in REG.device_id[REG.tier == 0]]
@@ -112,11 +115,11 @@ def test_premium_lane_messages_are_offered_ahead_of_a_backlog_of_plain_ones() ->
     producer = Producer(lambda: REG, pub, MemoryStateStore())
     bridge = MqttBridge(producer, BrokerConfig("127.0.0.1", 1), registry=lambda: REG)
     plain = STANDARD[: CYCLE_MESSAGES + 1_000]
-    bridge._on_received(
+    bridge.receiver.plain(
         [_message(b"t/devices/%d/telemetry" % d, d, i % 65_535 + 1) for i, d in enumerate(plain)]
     )
     lane = PREMIUM[:50]
-    bridge._on_premium(
+    bridge.receiver.premium(
         [_message(b"t/devices/%d/telemetry/premium" % d, d, i + 1) for i, d in enumerate(lane)]
     )
     # When it runs one cycle
@@ -132,3 +135,72 @@ def test_premium_lane_messages_are_offered_ahead_of_a_backlog_of_plain_ones() ->
         bridge.step()
         producer.flush()
     assert sorted(pub.device_ids()) == sorted(plain + lane)
+
+
+class OfferLog(Producer):
+    """A producer that notes the device ids of each offer, in order, and calls
+    ``during_first_offer`` while it takes the first (messages arriving meanwhile)."""
+
+    def __init__(self, pub: Recorder) -> None:
+        super().__init__(lambda: REG, pub, MemoryStateStore())
+        self.offers: list[list[int]] = []
+        self.during_first_offer: Callable[[], None] = lambda: None
+
+    def ingest_columns(self, device_id: Any, *args: Any, **kwargs: Any) -> IngestResult:
+        self.offers.append([int(d) for d in np.asarray(device_id)])
+        if len(self.offers) == 1:
+            self.during_first_offer()
+        return super().ingest_columns(device_id, *args, **kwargs)
+
+
+def test_premium_lane_messages_arriving_mid_cycle_are_offered_before_the_cycle_ends() -> None:
+    # Given a bridge taking a full cycle of plain messages
+    pub = Recorder()
+    producer = OfferLog(pub)
+    bridge = MqttBridge(producer, BrokerConfig("127.0.0.1", 1), registry=lambda: REG)
+    plain = STANDARD[:CYCLE_MESSAGES]
+    bridge.receiver.plain(
+        [_message(b"t/devices/%d/telemetry" % d, d, i % 65_535 + 1) for i, d in enumerate(plain)]
+    )
+    # and premium-lane messages that arrive while it offers the first of them
+    lane = PREMIUM[:50]
+    producer.during_first_offer = lambda: bridge.receiver.premium(
+        [_message(b"t/devices/%d/telemetry/premium" % d, d, i + 1) for i, d in enumerate(lane)]
+    )
+    # When it runs one cycle
+    bridge.step()
+    producer.flush()
+    # Then the premium readings were offered in that cycle, ahead of some of its plain ones
+    offered = [d for offer in producer.offers for d in offer]
+    assert sorted(offered) == sorted(plain + lane)
+    premium_at = min(offered.index(d) for d in lane)
+    assert any(offered.index(d) > premium_at for d in plain)
+    # And every reading was published once
+    assert sorted(pub.device_ids()) == sorted(plain + lane)
+
+
+def test_premium_lane_messages_arriving_during_a_parked_re_offer_go_out_in_that_cycle() -> None:
+    # Given a bridge with standard readings parked earlier, to be offered again
+    pub = Recorder()
+    producer = OfferLog(pub)
+    parked = MemoryParkedReadings()
+    standard = np.asarray(STANDARD[:500], dtype=np.uint64)
+    now = time.time()
+    parked.park(
+        [
+            ParkedBatch(
+                REG.topology.regions[0], standard, np.full(500, now), np.ones((500, 1)),
+                np.full(500, now),
+            )
+        ]
+    )  # fmt: skip
+    bridge = MqttBridge(producer, BrokerConfig("127.0.0.1", 1), registry=lambda: REG, parked=parked)
+    # and premium-lane messages that arrive while it offers them again
+    lane = PREMIUM[:50]
+    producer.during_first_offer = lambda: bridge.receiver.premium(
+        [_message(b"t/devices/%d/telemetry/premium" % d, d, i + 1) for i, d in enumerate(lane)]
+    )
+    # When it runs one cycle
+    bridge.step()
+    # Then the premium readings were offered in that cycle, after the parked ones
+    assert [sorted(o) for o in producer.offers] == [sorted(standard.tolist()), sorted(lane)]
