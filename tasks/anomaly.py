@@ -4,8 +4,8 @@
 incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
 due, and books accelerated processing (``tasks.accelerate``) of every incident it
 opened or grew, except storm incidents: a fleet-wide silence or reconnect folds into one
-"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``), a
-group's silence folded by the dropout sweep into one "ingest_gap" of the group, and
+"ingest_gap" (seen while silent) / "mass_reconnect" (seen on return) incident per region
+(``scheduler.correlation``), a group's folded silence into one storm of the group, and
 their devices' routine data is not accelerated, so a storm never becomes per-device
 work above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
 the group wait of a new incident, growth updates, and resolution. One tick at a time
@@ -23,7 +23,7 @@ import numpy as np
 from alerts.document import alert_document
 from runtime.runtime import Runtime
 from scheduler.alert import SILENCE_KIND, Alert, Silence
-from scheduler.correlation import Correlator, CorrelatorConfig
+from scheduler.correlation import Correlator, CorrelatorConfig, first_notice_wait_s
 from scheduler.detection import KIND_NAMES
 from scheduler.errors import InvalidBatch, IotschedError
 from scheduler.incident import Incident, IncidentUpdate
@@ -106,7 +106,7 @@ def next_due_ts(state: dict[str, Any], config: CorrelatorConfig) -> float | None
     due: list[float] = []
     for inc in state.get("incidents", []):
         if inc["notified_ts"] is None:
-            due.append(inc["opened_ts"] + config.group_wait_s)
+            due.append(inc["opened_ts"] + first_notice_wait_s(inc["group"], inc["kinds"], config))
         elif inc["dirty"]:
             due.append(inc["notified_ts"] + config.group_interval_s)
         due.append(inc["last_alert_ts"] + config.resolve_timeout_s)
