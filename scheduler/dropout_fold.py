@@ -19,6 +19,12 @@ reported) and
 Silences older than ``together_s`` are not counted as quiet: a device that died hours
 ago is no part of an outage that starts now.
 
+A device folded into an event is remembered (``stores.dropout_store``) until it is heard
+from again. One that stays silent once the event is over (its region and group report
+again, ``outage_over``) has truly died during the outage: after its own dropout limit
+counted from its peers' return (a late peer is not a dropout), it is alerted on its own
+(``settle_folded``).
+
 Quiet is a lower bar than the dropout limit (``DetectorConfig.dropout_factor``) so that
 peers whose limits run out a little later still count as gone: an outage is recognised
 from its first devices to cross their limit, not from a minority of them alerted one
@@ -89,6 +95,8 @@ class Quiet:
     quiet: BOOL
     #: Newest reading over all metrics (event time); -inf for a device never heard.
     last_ts: F64
+    #: The silence past which it is a dropout (``find_dropouts``' limit); inf if not judged.
+    dropout_limit_s: F64
 
 
 def quiet_devices(
@@ -116,7 +124,8 @@ def quiet_devices(
     with np.errstate(invalid="ignore"):
         silence = np.asarray(now_ts) - last_ts
         quiet = judged & ((silence > limit) | reported) & (silence <= cfg.together_s)
-    return Quiet(judged=judged, quiet=quiet, last_ts=last_ts)
+    dropout_limit = np.maximum(config.dropout_factor * gap_s, config.dropout_min_s)
+    return Quiet(judged=judged, quiet=quiet, last_ts=last_ts, dropout_limit_s=dropout_limit)
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,61 @@ def silence_entries(
             }
         )
     return entries
+
+
+@dataclass(frozen=True)
+class FoldedFate:
+    """What becomes of devices remembered as folded into an event (``settle_folded``)."""
+
+    #: Heard from since: their silence ended with the event's; forget them.
+    back: BOOL
+    #: Still silent, and their peers are back now: their own dropout limit starts.
+    arm: BOOL
+    #: Still silent a whole dropout limit after their peers came back: alert each alone.
+    alert: BOOL
+
+
+def outage_over(
+    examined_group: I64, examined_quiet: BOOL, group: I64, config: FoldConfig | None = None
+) -> BOOL:
+    """Per device of ``group``, whether the event it was folded into has ended: its region
+    is not quiet together and its group, seen in this sweep, is not mostly quiet (no
+    fewest-devices bar: a small group still all silent is still out)."""
+    cfg = config or FoldConfig()
+    examined_group = np.asarray(examined_group, dtype=np.int64)
+    n_quiet = int(np.count_nonzero(examined_quiet))
+    if _together(n_quiet, examined_group.size, cfg.region_share, cfg.region_min_devices):
+        return np.zeros(np.asarray(group).size, dtype=np.bool_)
+    groups, population = np.unique(examined_group, return_counts=True)
+    if not groups.size:
+        return np.zeros(np.asarray(group).size, dtype=np.bool_)
+    quiet_per_group = np.zeros(groups.size, dtype=np.int64)
+    np.add.at(quiet_per_group, np.searchsorted(groups, examined_group[examined_quiet]), 1)
+    at = np.minimum(np.searchsorted(groups, group), groups.size - 1)
+    seen = groups[at] == group
+    still_out = quiet_per_group[at] >= cfg.group_share * population[at]
+    return np.asarray(seen & ~still_out, dtype=np.bool_)
+
+
+def settle_folded(
+    folded_since_ts: F64,
+    armed_ts: F64,
+    last_ts: F64,
+    dropout_limit_s: F64,
+    over: BOOL,
+    now_ts: float,
+) -> FoldedFate:
+    """Judge devices remembered as folded into a silence event (``folded_since_ts``: their
+    last reading then; NaN: not remembered): back when heard from since; once the event is
+    ``over`` (``outage_over``) a device still silent is armed at ``now_ts``, and alerted
+    alone when it is still silent ``dropout_limit_s`` after that (``armed_ts``), as a
+    device silent among reporting peers is a true dropout."""
+    remembered = np.isfinite(folded_since_ts)
+    back = remembered & (last_ts > folded_since_ts)
+    silent = remembered & ~back & over
+    with np.errstate(invalid="ignore"):
+        due = now_ts - armed_ts >= dropout_limit_s
+    return FoldedFate(back=back, arm=silent & np.isnan(armed_ts), alert=silent & due)
 
 
 def _together(quiet: int, examined: int, share: float, min_devices: int) -> bool:

@@ -12,7 +12,10 @@ the rest, devices silent among peers that report, become device alerts. Both go 
 ``{region}.anomaly`` in the screening task's alerts format, so they fold into
 incidents like any other alert, and a folded silence never books accelerated work.
 A silence is reported once: by a sweep (the mark, folded or not), or by screening
-when the device returns before a sweep saw it.
+when the device returns before a sweep saw it. A device folded into an event is
+remembered until it is heard from; one still silent a dropout limit after its region and
+group came back is alerted on its own then (``scheduler.dropout_fold.settle_folded``):
+it died during the outage.
 
 A worker killed between writing the marks and publishing loses those alerts: the
 sweep prefers at most once, because a duplicate dropout alert per sweep would be
@@ -41,7 +44,9 @@ from scheduler.detection import (
 from scheduler.dropout_fold import (
     FoldConfig,
     fold_silences,
+    outage_over,
     quiet_devices,
+    settle_folded,
     silence_entries,
 )
 from scheduler.registry import Registry
@@ -67,21 +72,37 @@ class SweepResult:
     #: Silence events (a group or the region quiet together) and the devices they hold.
     silence_events: int = 0
     folded: int = 0
+    #: Of ``alerts``: devices folded into an event and still silent after it was over.
+    alerts_after_outage: int = 0
 
 
 @dataclass
 class _Swept:
-    """What the pages of one sweep found: who was examined, and who fell silent."""
+    """What the pages of one sweep found: who was examined, who fell silent, and how the
+    devices remembered as folded into an event stand (``_Remembered``)."""
 
     examined_group: list[np.ndarray]
     examined_quiet: list[np.ndarray]
     ids: list[np.ndarray]
     last_ts: list[np.ndarray]
     group: list[np.ndarray]
+    remembered: list[_Remembered]
 
     @classmethod
     def empty(cls) -> _Swept:
-        return cls([], [], [], [], [])
+        return cls([], [], [], [], [], [])
+
+
+@dataclass
+class _Remembered:
+    """Devices of a page remembered as folded into a silence event, as they stand now."""
+
+    ids: np.ndarray
+    group: np.ndarray
+    since_ts: np.ndarray
+    armed_ts: np.ndarray
+    last_ts: np.ndarray
+    dropout_limit_s: np.ndarray
 
 
 def dropout_alerts(
@@ -141,6 +162,19 @@ def _sweep_page(
         quiet = quiet_devices(states, now_ts[rows], config, fold)
         swept.examined_group.append(group[rows[quiet.judged]])
         swept.examined_quiet.append(quiet.quiet[quiet.judged])
+        assert page.folded_since_ts is not None and page.armed_ts is not None
+        kept = np.isfinite(page.folded_since_ts[rows])
+        if kept.any():
+            swept.remembered.append(
+                _Remembered(
+                    page.device_ids[rows[kept]],
+                    group[rows[kept]],
+                    page.folded_since_ts[rows[kept]],
+                    page.armed_ts[rows[kept]],
+                    quiet.last_ts[kept],
+                    quiet.dropout_limit_s[kept],
+                )
+            )
         hit = find_dropouts(states, now_ts[rows], config)
         if not hit.index.size:
             continue
@@ -148,7 +182,7 @@ def _sweep_page(
         ids = page.device_ids[rows[hit.index]]
         written = store.mark(ids, [seen[i] for i in hit.index], marked)
         swept.ids.append(ids[written])
-        swept.last_ts.append((now_ts[rows[hit.index]] - hit.silence_s)[written])
+        swept.last_ts.append(quiet.last_ts[hit.index][written])
         swept.group.append(group[rows[hit.index]][written])
 
 
@@ -189,31 +223,76 @@ def sweep(
         if page.wrapped:
             result.passes_finished += 1
             break
-    _emit(region, swept, fold, emit, result)
+    late_ids, late_ts = _settle_remembered(store, region, swept, fold, now_ts)
+    _emit(store, region, swept, fold, emit, result, late_ids, late_ts)
+    result.alerts_after_outage = int(late_ids.size)
     return result
 
 
+def _settle_remembered(
+    store: DropoutStore, region: str, swept: _Swept, fold: FoldConfig | None, now_ts: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forget remembered devices heard from since; arm those still silent once their
+    outage is over; return those still silent a dropout limit later (ids, last heard),
+    forgotten as they are alerted on their own now."""
+    none = (np.zeros(0, dtype=np.uint64), np.zeros(0))
+    if not swept.remembered:
+        return none
+    cols = {
+        name: np.concatenate([getattr(r, name) for r in swept.remembered])
+        for name in ("ids", "group", "since_ts", "armed_ts", "last_ts", "dropout_limit_s")
+    }
+    over = outage_over(
+        _joined(swept.examined_group, np.int64),
+        _joined(swept.examined_quiet, np.bool_),
+        cols["group"],
+        fold,
+    )
+    fate = settle_folded(
+        cols["since_ts"], cols["armed_ts"], cols["last_ts"], cols["dropout_limit_s"], over, now_ts
+    )
+    ids = cols["ids"].astype(np.uint64)
+    store.arm(region, ids[fate.arm], now_ts)
+    store.forget(region, ids[fate.back | fate.alert])
+    return ids[fate.alert], cols["last_ts"][fate.alert]
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
 def _emit(
-    region: str, swept: _Swept, fold: FoldConfig | None, emit: EmitAlerts, result: SweepResult
+    store: DropoutStore,
+    region: str,
+    swept: _Swept,
+    fold: FoldConfig | None,
+    emit: EmitAlerts,
+    result: SweepResult,
+    late_ids: np.ndarray,
+    late_ts: np.ndarray,
 ) -> None:
-    """Fold the newly silent devices, then send one payload: device alerts and events."""
-    if not swept.ids:
-        return
-    ids, last_ts = np.concatenate(swept.ids), np.concatenate(swept.last_ts)
-    if not ids.size:
+    """Fold the newly silent devices, remember those folded, then send one payload: device
+    alerts (with ``late_ids``, silent still after their outage) and events."""
+    ids = _joined(swept.ids, np.uint64).astype(np.uint64)
+    last_ts = _joined(swept.last_ts, np.float64)
+    if not ids.size and not late_ids.size:
         return
     folded = fold_silences(
-        np.concatenate(swept.examined_group),
-        np.concatenate(swept.examined_quiet),
-        np.concatenate(swept.group),
+        _joined(swept.examined_group, np.int64),
+        _joined(swept.examined_quiet, np.bool_),
+        _joined(swept.group, np.int64),
         fold,
     )
     silences = silence_entries(ids, last_ts, folded.events)
     alone = folded.individual
-    emit(dropout_alerts(region, ids[alone], last_ts[alone], time.time(), silences))
-    result.alerts = int(alone.size)
+    in_events = np.setdiff1d(np.arange(ids.size), alone)
+    store.fold(region, ids[in_events], last_ts[in_events])
+    alert_ids = np.concatenate([ids[alone], late_ids]).astype(np.uint64)
+    alert_ts = np.concatenate([last_ts[alone], late_ts])
+    emit(dropout_alerts(region, alert_ids, alert_ts, time.time(), silences))
+    result.alerts = int(alert_ids.size)
     result.silence_events = len(silences)
-    result.folded = int(ids.size - alone.size)
+    result.folded = int(in_events.size)
 
 
 def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
@@ -228,6 +307,7 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
             "dropout_passes": result.passes_finished,
             "dropout_silence_events": result.silence_events,
             "dropout_folded": result.folded,
+            "dropout_alerts_after_outage": result.alerts_after_outage,
         }
     )
     return result.alerts

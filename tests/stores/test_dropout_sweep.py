@@ -231,3 +231,71 @@ def test_one_gateway_silent_while_the_region_reports_is_one_event_for_its_group(
     # Then the gateway's group is one event with its device count, and the lone device
     # among reporting peers is alerted on its own
     assert reported(emitted) == ([int(lone[0])], [(str(down), int((groups == down).sum()))])
+
+
+def back_at(
+    client: fakeredis.FakeRedis, region: str, ids: np.ndarray, ts: float, name: str
+) -> None:
+    """``ids`` report at ``ts``, screened (the region's standard stream reaches ``ts``)."""
+    batch = Batch(
+        name, region, "standard", ("value",), ids.astype(np.uint64), np.full(ids.size, ts),
+        np.full((ids.size, 1), 20.0), np.full(ids.size, ts),
+    )  # fmt: skip
+    screen_batch(batch, RedisDetectorStore(client, KEYS), lambda _: None, clock=lambda: ts)
+    screened_up_to(client, region, "premium", ts)
+
+
+def test_a_device_that_stays_silent_after_its_folded_outage_is_then_alerted_alone(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    dead, peers = mine[:1], mine[1:]
+    # Given a region outage the sweep folded into one event (devices report every 10 s:
+    # their dropout limit is 50 s)
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    store = RedisDropoutStore(client, KEYS)
+    outage: list[dict[str, Any]] = []
+    sweep(store, registry, region, outage.append, NOW)
+    assert reported(outage) == ([], [("*", mine.size)])
+    # When every device but one comes back, and the region is swept just after
+    back_at(client, region, peers, NOW + 5, "back")
+    soon: list[dict[str, Any]] = []
+    sweep(store, registry, region, soon.append, NOW + 6)
+    # Then nobody is alerted yet: a peer late by less than its own limit is no dropout
+    assert reported(soon) == ([], [])
+    # When its peers keep reporting past the silent device's dropout limit
+    back_at(client, region, peers, NOW + 60, "still")
+    later: list[dict[str, Any]] = []
+    result = sweep(store, registry, region, later.append, NOW + 61)
+    # Then the device silent among reporting peers is alerted on its own, once
+    assert reported(later) == ([int(dead[0])], [])
+    assert result.alerts_after_outage == 1
+    again: list[dict[str, Any]] = []
+    back_at(client, region, peers, NOW + 115, "and-still")
+    sweep(store, registry, region, again.append, NOW + 120)
+    assert reported(again) == ([], [])
+
+
+def test_devices_back_from_a_folded_outage_are_never_alerted_alone(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    # Given a folded region outage, after which every device came back
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    store = RedisDropoutStore(client, KEYS)
+    sweep(store, registry, region, lambda _: None, NOW)
+    back_at(client, region, mine, NOW + 5, "back")
+    # When the region is swept again and again while they report
+    emitted: list[dict[str, Any]] = []
+    for k, at in enumerate((NOW + 10, NOW + 40, NOW + 75)):
+        back_at(client, region, mine, at - 1, f"report-{k}")
+        sweep(store, registry, region, emitted.append, at)
+    # Then none of them is alerted, and none is remembered as folded any more
+    assert reported(emitted) == ([], [])
+    assert client.zcard(KEYS.dropout_folded(region)) == 0
