@@ -29,7 +29,10 @@ from bench.worker_launch import start_control_worker
 from ingest.synthetic import SyntheticStream
 from scheduler.latency import counts_since, percentile_ms
 from scheduler.routine import STARTED_STAGE
+from stores.detector_store import RedisDetectorStore
 from stores.queue_depth import queue_depths
+from tasks.anomaly import ANOMALY_RUN_STAGE, TICK_RUN_STAGE
+from tasks.dropout import SWEEP_RUN_STAGE
 from workers.profiles import region_queues
 
 
@@ -94,6 +97,7 @@ def reconnect_flood(
     during = counts_since(after, before)
     started = counts_since(store.latency_histogram(STARTED_STAGE, "premium"), started_before)
     counters = store.counters()
+    detector = RedisDetectorStore(store.client, run_.keys)
     incidents = _incidents(read_alerts(store.client, run_.keys, count=10_000))
     processed = sum(v for k, v in counters.items() if k.startswith("processed:"))
     offered = warm.offered + resumed.offered
@@ -110,6 +114,11 @@ def reconnect_flood(
         "premium_started_p99_ms_after_resume": _r(percentile_ms(started, 99)),
         # The longest each kind of queue grew (any region) from the resumption until drained.
         "max_queue_depth_after_resume": sampler.max_depth,
+        # How long the storm's own tasks held a worker slot, over the whole run (ms).
+        "task_run_ms": {
+            stage.split(":", 1)[1]: _run_times(detector.detection_histogram(stage))
+            for stage in (SWEEP_RUN_STAGE, ANOMALY_RUN_STAGE, TICK_RUN_STAGE)
+        },
         "device_alerts": counters.get("device_alerts", 0),
         "device_alerts_after_resume": counters.get("device_alerts", 0) - alerts_before,
         "incidents": len(incidents),
@@ -197,6 +206,15 @@ def _rates(result: DriveResult) -> dict[str, Any]:
     return {
         "offered_rps": round(result.offered_rps, 1),
         "admitted_rps": round(result.admitted_rps, 1),
+    }
+
+
+def _run_times(counts: dict[int, int]) -> dict[str, Any]:
+    return {
+        "runs": sum(counts.values()),
+        "p50": _r(percentile_ms(counts, 50)),
+        "p99": _r(percentile_ms(counts, 99)),
+        "max": _r(percentile_ms(counts, 100)),
     }
 
 

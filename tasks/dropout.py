@@ -49,6 +49,7 @@ from scheduler.dropout_fold import (
     settle_folded,
     silence_entries,
 )
+from scheduler.latency import bucket_counts
 from scheduler.registry import Registry
 from scheduler.silence_clock import DEFAULT_MAX_LAG_S, sweep_now_ts
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
@@ -58,6 +59,8 @@ from tasks.base import WorkTask
 from tasks.limits import work_options
 from tasks.screen import EmitAlerts
 
+#: The histogram of sweep run times (ms), beside the detection latency stages.
+SWEEP_RUN_STAGE = "run:dropout_sweep"
 #: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
 PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
 MAX_PAGES = defaults.DROPOUT_MAX_PAGES
@@ -299,7 +302,12 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
     """Returns the number of devices alerted as silent."""
     region = str(payload["region"])
     emit = rt.publisher.send_alerts
+    started = time.perf_counter()
     result = sweep(rt.stores.dropout, rt.registry.get(), region, emit, rt.clock())
+    # How long a sweep holds its worker slot: the work ranked below premium that a
+    # premium batch may still wait behind once it has started.
+    run_ms = np.array([(time.perf_counter() - started) * 1000.0])
+    rt.stores.detector.add_latency(SWEEP_RUN_STAGE, bucket_counts(run_ms))
     rt.stores.state.incr_counters(
         {
             "dropout_swept_states": result.states,
