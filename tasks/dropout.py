@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,8 +201,11 @@ def sweep(
     max_pages: int = MAX_PAGES,
     max_lag_s: float = DEFAULT_MAX_LAG_S,
     fold: FoldConfig | None = None,
+    budget_s: float = defaults.DROPOUT_SWEEP_BUDGET_S,
+    elapsed_s: Callable[[], float] | None = None,
 ) -> SweepResult:
-    """Sweep up to ``max_pages`` pages of ``region``'s pass; emit one alerts payload.
+    """Sweep up to ``max_pages`` pages of ``region``'s pass, and no more once ``budget_s``
+    has passed (``elapsed_s``: since the sweep began); emit one alerts payload.
 
     Silence is measured up to what screening has seen of each device's tier
     (``scheduler.silence_clock``), not up to ``now_ts``, unless screening is more than
@@ -212,7 +216,11 @@ def sweep(
     result = SweepResult()
     swept = _Swept.empty()
     frontier = store.frontier(region)
-    for _ in range(max_pages):
+    started = time.perf_counter()
+    elapsed = elapsed_s or (lambda: time.perf_counter() - started)
+    for pages in range(max_pages):
+        if pages and elapsed() >= budget_s:
+            break  # the rest of the pass is the next sweep's: premium may wait for this slot
         page = store.page(region, page_size)
         rows = registry.lookup(page.device_ids)
         known = np.maximum(rows, 0)

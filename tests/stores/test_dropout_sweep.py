@@ -124,6 +124,34 @@ def test_the_sweep_walks_every_state_in_bounded_pages_across_sweeps(
     assert len(alerted) + sum(folded) == mine.size
 
 
+def test_a_sweep_past_its_time_budget_stops_after_the_page_in_hand_and_the_next_carries_on(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    warm_up(client, mine, np.full(mine.size, NOW - 100))
+    store = RedisDropoutStore(client, KEYS)
+    checks: list[float] = []
+    # Given a sweep clock that says each page took a second, twice the budget
+
+    def elapsed_s() -> float:
+        checks.append(len(checks) + 1.0)
+        return checks[-1]
+
+    # When a sweep allowed many small pages runs
+    result = sweep(
+        store, registry, region, lambda _: None, NOW, page_size=10, max_pages=50,
+        budget_s=0.5, elapsed_s=elapsed_s,
+    )  # fmt: skip
+    # Then it read one page only (the budget was spent after it), not its 50
+    assert checks == [1.0]
+    assert 0 < result.states < mine.size and result.passes_finished == 0
+    # And a sweep with time to spare carries on from where it stopped, to the pass's end
+    rest = sweep(store, registry, region, lambda _: None, NOW, page_size=10, max_pages=10_000,
+                 budget_s=float("inf"))  # fmt: skip
+    assert rest.passes_finished == 1
+
+
 def screened_up_to(client: fakeredis.FakeRedis, region: str, tier: str, ts: float) -> None:
     """Record that ``region``'s ``tier`` stream has screened readings up to ``ts``."""
     store = RedisDetectorStore(client, KEYS)
