@@ -140,6 +140,8 @@ def reconnect_flood(
             "device_alerts": counters.get("dropout_alerts", 0),
             "silence_events": counters.get("dropout_silence_events", 0),
             "folded_devices": counters.get("dropout_folded", 0),
+            # Of its device alerts: devices folded, still silent once their outage was over.
+            "alerts_after_outage": counters.get("dropout_alerts_after_outage", 0),
         },
         # Screening: returns from a shared silence folded into events (none alerted alone).
         "screening": {

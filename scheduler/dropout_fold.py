@@ -240,7 +240,7 @@ def settle_folded(
     last_ts: F64,
     dropout_limit_s: F64,
     over: BOOL,
-    now_ts: float,
+    now_ts: float | F64,
 ) -> FoldedFate:
     """Judge devices remembered as folded into a silence event (``folded_since_ts``: their
     last reading then; NaN: not remembered): back when heard from since; once the event is

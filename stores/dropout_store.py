@@ -71,8 +71,8 @@ class DropoutStore(Protocol):
     def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
         """Remember devices whose silence (since their last reading) folded into an event."""
 
-    def arm(self, region: str, device_ids: U64, at_ts: float) -> None:
-        """Their peers were seen back at ``at_ts`` (kept if already armed)."""
+    def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
+        """Their peers were seen back at ``at_ts`` (each; kept if already armed)."""
 
     def forget(self, region: str, device_ids: U64) -> None:
         """Settled: back, alerted on their own, or gone."""
@@ -91,9 +91,9 @@ class RedisDropoutStore:
             mapping = dict(zip(device_ids.tolist(), since_ts.tolist(), strict=True))
             self.client.zadd(self.keys.dropout_folded(region), mapping)
 
-    def arm(self, region: str, device_ids: U64, at_ts: float) -> None:
+    def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
         if device_ids.size:
-            mapping = dict.fromkeys(device_ids.tolist(), at_ts)
+            mapping = dict(zip(device_ids.tolist(), at_ts.tolist(), strict=True))
             self.client.zadd(self.keys.dropout_armed(region), mapping, nx=True)
 
     def forget(self, region: str, device_ids: U64) -> None:
@@ -178,11 +178,11 @@ class MemoryDropoutStore:
             folded = self._folded.setdefault(region, {})
             folded.update(zip(device_ids.tolist(), since_ts.tolist(), strict=True))
 
-    def arm(self, region: str, device_ids: U64, at_ts: float) -> None:
+    def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
         with self._lock:
             armed = self._armed.setdefault(region, {})
-            for d in device_ids.tolist():
-                armed.setdefault(d, at_ts)
+            for d, at in zip(device_ids.tolist(), at_ts.tolist(), strict=True):
+                armed.setdefault(d, at)
 
     def forget(self, region: str, device_ids: U64) -> None:
         with self._lock:

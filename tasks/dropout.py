@@ -107,6 +107,8 @@ class _Remembered:
     armed_ts: np.ndarray
     last_ts: np.ndarray
     dropout_limit_s: np.ndarray
+    #: The instant its silence is measured up to (``scheduler.silence_clock``).
+    now_ts: np.ndarray
 
 
 def dropout_alerts(
@@ -177,6 +179,7 @@ def _sweep_page(
                     page.armed_ts[rows[kept]],
                     quiet.last_ts[kept],
                     quiet.dropout_limit_s[kept],
+                    now_ts[rows[kept]],
                 )
             )
         hit = find_dropouts(states, now_ts[rows], config)
@@ -234,14 +237,14 @@ def sweep(
         if page.wrapped:
             result.passes_finished += 1
             break
-    late_ids, late_ts = _settle_remembered(store, region, swept, fold, now_ts)
+    late_ids, late_ts = _settle_remembered(store, region, swept, fold)
     _emit(store, region, swept, fold, emit, result, late_ids, late_ts)
     result.alerts_after_outage = int(late_ids.size)
     return result
 
 
 def _settle_remembered(
-    store: DropoutStore, region: str, swept: _Swept, fold: FoldConfig | None, now_ts: float
+    store: DropoutStore, region: str, swept: _Swept, fold: FoldConfig | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Forget remembered devices heard from since; arm those still silent once their
     outage is over; return those still silent a dropout limit later (ids, last heard),
@@ -251,7 +254,7 @@ def _settle_remembered(
         return none
     cols = {
         name: np.concatenate([getattr(r, name) for r in swept.remembered])
-        for name in ("ids", "group", "since_ts", "armed_ts", "last_ts", "dropout_limit_s")
+        for name in ("ids", "group", "since_ts", "armed_ts", "last_ts", "dropout_limit_s", "now_ts")
     }
     over = outage_over(
         _joined(swept.examined_group, np.int64),
@@ -259,11 +262,13 @@ def _settle_remembered(
         cols["group"],
         fold,
     )
+    # Judged by the silence clock, as the sweep judges silence: a backlog is no silence.
+    clock = cols["now_ts"]
     fate = settle_folded(
-        cols["since_ts"], cols["armed_ts"], cols["last_ts"], cols["dropout_limit_s"], over, now_ts
+        cols["since_ts"], cols["armed_ts"], cols["last_ts"], cols["dropout_limit_s"], over, clock
     )
     ids = cols["ids"].astype(np.uint64)
-    store.arm(region, ids[fate.arm], now_ts)
+    store.arm(region, ids[fate.arm], clock[fate.arm])
     store.forget(region, ids[fate.back | fate.alert])
     return ids[fate.alert], cols["last_ts"][fate.alert]
 
