@@ -37,7 +37,7 @@ group (SCAN order), so a group half silent shows half silent in any sweep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,6 +198,32 @@ def silence_entries(
             }
         )
     return entries
+
+
+#: ``join_recent_events``: the device belongs to no recent event.
+NO_EVENT = -2
+
+
+def join_recent_events(
+    group: I64, last_ts: F64, dropout_limit_s: F64, spans: Mapping[int, tuple[float, float]]
+) -> I64:
+    """Per newly silent device that ``fold_silences`` left alone, the recent event it belongs
+    to (a key of ``spans``: its group, or ``REGION_WIDE``), or ``NO_EVENT``.
+
+    A sweep reads part of a pass, so an outage's devices are found over several sweeps,
+    and the last ones often after their peers came back (their region no longer quiet
+    together). One whose last reading falls inside the span of last readings of an event
+    of its group or region (``spans``, as folded so far), widened by its own dropout
+    limit, went silent with that outage, not among reporting peers: it joins the event,
+    and is alerted alone later only if it stays silent (``settle_folded``)."""
+    out = np.full(np.asarray(group).size, NO_EVENT, dtype=np.int64)
+    # A group's own event first; the region's for whoever is left.
+    for key in sorted(spans, key=lambda k: k == REGION_WIDE):
+        lo, hi = spans[key]
+        inside = (last_ts >= lo - dropout_limit_s) & (last_ts <= hi + dropout_limit_s)
+        mine = inside if key == REGION_WIDE else inside & (group == key)
+        out = np.where((out == NO_EVENT) & mine, key, out)
+    return out
 
 
 @dataclass(frozen=True)

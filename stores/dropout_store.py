@@ -77,6 +77,14 @@ class DropoutStore(Protocol):
     def forget(self, region: str, device_ids: U64) -> None:
         """Settled: back, alerted on their own, or gone."""
 
+    def events(self, region: str) -> dict[int, tuple[float, float]]:
+        """Per group (``REGION_WIDE``: the region), the span of last readings (first, last)
+        of the devices its latest folded silence holds."""
+
+    def note_events(self, region: str, spans: Mapping[int, tuple[float, float]]) -> None:
+        """Widen (or start) each group's span by ``spans``; a span older than an hour
+        is started afresh, as it belongs to an earlier silence."""
+
 
 class RedisDropoutStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
@@ -103,6 +111,16 @@ class RedisDropoutStore:
             pipe.zrem(self.keys.dropout_folded(region), *members)
             pipe.zrem(self.keys.dropout_armed(region), *members)
             pipe.execute()
+
+    def events(self, region: str) -> dict[int, tuple[float, float]]:
+        raw: Any = self.client.hgetall(self.keys.dropout_events(region))
+        return {int(g): _span(v.decode() if isinstance(v, bytes) else v) for g, v in raw.items()}
+
+    def note_events(self, region: str, spans: Mapping[int, tuple[float, float]]) -> None:
+        if spans:
+            merged = _widened(self.events(region), spans)
+            fields = {str(g): f"{lo!r} {hi!r}" for g, (lo, hi) in merged.items()}
+            self.client.hset(self.keys.dropout_events(region), mapping=fields)
 
     def page(self, region: str, page_size: int) -> StatePage:
         """The next page of ``region``'s pass: one SCAN step (COUNT ``page_size``), one MGET."""
@@ -172,6 +190,7 @@ class MemoryDropoutStore:
         self._cursor: dict[str, int] = {}
         self._folded: dict[str, dict[int, float]] = {}
         self._armed: dict[str, dict[int, float]] = {}
+        self._events: dict[str, dict[int, tuple[float, float]]] = {}
 
     def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
         with self._lock:
@@ -189,6 +208,15 @@ class MemoryDropoutStore:
             for d in device_ids.tolist():
                 self._folded.get(region, {}).pop(d, None)
                 self._armed.get(region, {}).pop(d, None)
+
+    def events(self, region: str) -> dict[int, tuple[float, float]]:
+        with self._lock:
+            return dict(self._events.get(region, {}))
+
+    def note_events(self, region: str, spans: Mapping[int, tuple[float, float]]) -> None:
+        with self._lock:
+            known = self._events.setdefault(region, {})
+            known.update(_widened(known, spans))
 
     def page(self, region: str, page_size: int) -> StatePage:
         with self._lock:
@@ -211,3 +239,25 @@ def _scores(ids: list[int], scores: Mapping[int, float | None]) -> F64:
     """Each device's score (NaN where it has none)."""
     found = (scores.get(d) for d in ids)
     return np.array([np.nan if v is None else float(v) for v in found], dtype=np.float64)
+
+
+#: A folded silence's span is widened by later ones that overlap it within this (seconds);
+#: past it, a new silence starts a new span (``FoldConfig.together_s``).
+_EVENT_SPAN_S = 3600.0
+
+
+def _span(text: str) -> tuple[float, float]:
+    lo, hi = text.split()
+    return float(lo), float(hi)
+
+
+def _widened(
+    known: Mapping[int, tuple[float, float]], spans: Mapping[int, tuple[float, float]]
+) -> dict[int, tuple[float, float]]:
+    out: dict[int, tuple[float, float]] = {}
+    for group, (lo, hi) in spans.items():
+        old = known.get(group)
+        if old is not None and lo <= old[1] + _EVENT_SPAN_S:
+            lo, hi = min(lo, old[0]), max(hi, old[1])
+        out[group] = (lo, hi)
+    return out

@@ -166,6 +166,10 @@ class Keys:
         """Sorted set: device id → last reading (ts) of a silence folded into an event."""
         return f"{self.prefix}:dropout:{region}:folded"
 
+    def dropout_events(self, region: str) -> str:
+        """Hash: group ("*": the region) → "first_ts last_ts" of its latest folded silence."""
+        return f"{self.prefix}:dropout:{region}:events"
+
     def dropout_armed(self, region: str) -> str:
         """Sorted set: folded device id → when its peers were first seen back (ts)."""
         return f"{self.prefix}:dropout:{region}:armed"

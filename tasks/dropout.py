@@ -43,8 +43,11 @@ from scheduler.detection import (
     unpack_states,
 )
 from scheduler.dropout_fold import (
+    NO_EVENT,
     FoldConfig,
+    SilenceEvent,
     fold_silences,
+    join_recent_events,
     outage_over,
     quiet_devices,
     settle_folded,
@@ -90,11 +93,12 @@ class _Swept:
     ids: list[np.ndarray]
     last_ts: list[np.ndarray]
     group: list[np.ndarray]
+    dropout_limit_s: list[np.ndarray]
     remembered: list[_Remembered]
 
     @classmethod
     def empty(cls) -> _Swept:
-        return cls([], [], [], [], [], [])
+        return cls([], [], [], [], [], [], [])
 
 
 @dataclass
@@ -191,6 +195,7 @@ def _sweep_page(
         swept.ids.append(ids[written])
         swept.last_ts.append(quiet.last_ts[hit.index][written])
         swept.group.append(group[rows[hit.index]][written])
+        swept.dropout_limit_s.append(quiet.dropout_limit_s[hit.index][written])
 
 
 def sweep(
@@ -273,6 +278,16 @@ def _settle_remembered(
     return ids[fate.alert], cols["last_ts"][fate.alert]
 
 
+def _spans(events: list[SilenceEvent], last_ts: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Per event group, the first and last of its devices' last readings."""
+    spans: dict[int, tuple[float, float]] = {}
+    for event in events:
+        ts = last_ts[event.members]
+        lo, hi = spans.get(event.group, (float(ts.min()), float(ts.max())))
+        spans[event.group] = (min(lo, float(ts.min())), max(hi, float(ts.max())))
+    return spans
+
+
 def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
@@ -293,16 +308,28 @@ def _emit(
     last_ts = _joined(swept.last_ts, np.float64)
     if not ids.size and not late_ids.size:
         return
+    group = _joined(swept.group, np.int64)
     folded = fold_silences(
         _joined(swept.examined_group, np.int64),
         _joined(swept.examined_quiet, np.bool_),
-        _joined(swept.group, np.int64),
+        group,
         fold,
     )
-    silences = silence_entries(ids, last_ts, folded.events)
     alone = folded.individual
+    # The rest of an outage folded by earlier sweeps joins it, not alerted one by one.
+    late = join_recent_events(
+        group[alone], last_ts[alone], _joined(swept.dropout_limit_s, np.float64)[alone],
+        store.events(region),
+    )  # fmt: skip
+    events = [
+        *folded.events,
+        *(SilenceEvent(int(k), alone[late == k]) for k in np.unique(late[late != NO_EVENT])),
+    ]
+    alone = alone[late == NO_EVENT]
+    silences = silence_entries(ids, last_ts, events)
     in_events = np.setdiff1d(np.arange(ids.size), alone)
     store.fold(region, ids[in_events], last_ts[in_events])
+    store.note_events(region, _spans(events, last_ts))
     alert_ids = np.concatenate([ids[alone], late_ids]).astype(np.uint64)
     alert_ts = np.concatenate([last_ts[alone], late_ts])
     emit(dropout_alerts(region, alert_ids, alert_ts, time.time(), silences))

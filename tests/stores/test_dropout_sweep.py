@@ -327,3 +327,33 @@ def test_devices_back_from_a_folded_outage_are_never_alerted_alone(
     # Then none of them is alerted, and none is remembered as folded any more
     assert reported(emitted) == ([], [])
     assert client.zcard(KEYS.dropout_folded(region)) == 0
+
+
+def test_the_last_devices_of_an_outage_found_after_their_peers_returned_join_its_event(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    # Given a region outage of which a short sweep saw only part before the devices came back
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    store = RedisDropoutStore(client, KEYS)
+    first: list[dict[str, Any]] = []
+    sweep(store, registry, region, first.append, NOW, page_size=300, max_pages=1)
+    alone, events = reported(first)
+    assert alone == [] and len(events) == 1 and 0 < events[0][1] < mine.size
+    # When most devices are back, a few of several groups still on their way (none of
+    # them seen silent yet)
+    folded = KEYS.dropout_folded(region)
+    unseen = [int(d) for d in mine if client.zscore(folded, int(d)) is None]
+    late = np.array(unseen[::40][:20], dtype=np.uint64)
+    assert late.size >= 10
+    back_at(client, region, np.setdiff1d(mine, late), NOW + 5, "back")
+    after: list[dict[str, Any]] = []
+    sweep(store, registry, region, after.append, NOW + 6)
+    # Then the ones still away are not alerted one by one among their returned peers:
+    # they went silent with the outage and join its event
+    alone, events = reported(after)
+    assert set(alone).isdisjoint(late.tolist()), alone
+    assert sum(n for _, n in events) >= 1
