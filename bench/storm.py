@@ -16,6 +16,7 @@ spent on a storm).
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,8 +27,12 @@ from bench.loadrun import DriveResult, Progress, drive, wait_drained
 from bench.redis_run import RedisRun
 from bench.worker_launch import start_control_worker
 from ingest.synthetic import SyntheticStream
-from scheduler.latency import percentile_ms
+from scheduler.latency import counts_since, percentile_ms
+from scheduler.routine import STARTED_STAGE
+from stores.detector_store import RedisDetectorStore
 from stores.queue_depth import queue_depths
+from tasks.anomaly import ANOMALY_RUN_STAGE, TICK_RUN_STAGE
+from tasks.dropout import SWEEP_RUN_STAGE
 from workers.profiles import region_queues
 
 
@@ -73,6 +78,9 @@ def reconnect_flood(
     # The outage: nothing is offered; the detectors keep each device's last reading.
     time.sleep(cfg.silence_s)
     before = store.latency_histogram("ingest", "premium")
+    started_before = store.latency_histogram(STARTED_STAGE, "premium")
+    sampler = QueueSampler(run_)
+    sampler.start()
     resumed = drive(
         run_.producer,
         stream,
@@ -84,9 +92,12 @@ def reconnect_flood(
     )
     drained, _ = wait_drained(store, 120.0, progress)
     _wait_anomaly_work(run_, 60.0)
+    sampler.stop()
     after = store.latency_histogram("ingest", "premium")
-    during = {b: c - before.get(b, 0) for b, c in after.items() if c > before.get(b, 0)}
+    during = counts_since(after, before)
+    started = counts_since(store.latency_histogram(STARTED_STAGE, "premium"), started_before)
     counters = store.counters()
+    detector = RedisDetectorStore(store.client, run_.keys)
     incidents = _incidents(read_alerts(store.client, run_.keys, count=10_000))
     processed = sum(v for k, v in counters.items() if k.startswith("processed:"))
     offered = warm.offered + resumed.offered
@@ -98,6 +109,16 @@ def reconnect_flood(
         "premium_p99_ms": _r(percentile_ms(after, 99)),
         "premium_p99_ms_after_resume": _r(percentile_ms(during, 99)),
         "premium_p50_ms_after_resume": _r(percentile_ms(during, 50)),
+        # Of that wait, the part until a worker started the premium task (the rest is the
+        # task's own run): where premium's tail is spent.
+        "premium_started_p99_ms_after_resume": _r(percentile_ms(started, 99)),
+        # The longest each kind of queue grew (any region) from the resumption until drained.
+        "max_queue_depth_after_resume": sampler.max_depth,
+        # How long the storm's own tasks held a worker slot, over the whole run (ms).
+        "task_run_ms": {
+            stage.split(":", 1)[1]: _run_times(detector.detection_histogram(stage))
+            for stage in (SWEEP_RUN_STAGE, ANOMALY_RUN_STAGE, TICK_RUN_STAGE)
+        },
         "device_alerts": counters.get("device_alerts", 0),
         "device_alerts_after_resume": counters.get("device_alerts", 0) - alerts_before,
         "incidents": len(incidents),
@@ -119,6 +140,8 @@ def reconnect_flood(
             "device_alerts": counters.get("dropout_alerts", 0),
             "silence_events": counters.get("dropout_silence_events", 0),
             "folded_devices": counters.get("dropout_folded", 0),
+            # Of its device alerts: devices folded, still silent once their outage was over.
+            "alerts_after_outage": counters.get("dropout_alerts_after_outage", 0),
         },
         # Screening: returns from a shared silence folded into events (none alerted alone).
         "screening": {
@@ -132,6 +155,33 @@ def reconnect_flood(
         "pushed_back": counters.get("pushed_back", 0),
         "drained": drained_warm and drained,
     }
+
+
+class QueueSampler:
+    """Samples every region queue's depth in a thread; keeps each kind's maximum."""
+
+    def __init__(self, run_: Any, period_s: float = 0.05) -> None:
+        self.run_ = run_
+        self.period_s = period_s
+        self.max_depth: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def _loop(self) -> None:
+        regions = self.run_.settings.regions
+        queues = {q: q.split(".", 1)[-1] for r in regions for q in region_queues(r)}
+        while not self._stop.wait(self.period_s):
+            depths = queue_depths(self.run_.store.client, self.run_.keys, list(queues))
+            for queue, depth in depths.items():
+                kind = queues[queue]
+                self.max_depth[kind] = max(self.max_depth.get(kind, 0), int(depth))
 
 
 def _wait_anomaly_work(run_: Any, timeout_s: float) -> None:
@@ -158,6 +208,15 @@ def _rates(result: DriveResult) -> dict[str, Any]:
     return {
         "offered_rps": round(result.offered_rps, 1),
         "admitted_rps": round(result.admitted_rps, 1),
+    }
+
+
+def _run_times(counts: dict[int, int]) -> dict[str, Any]:
+    return {
+        "runs": sum(counts.values()),
+        "p50": _r(percentile_ms(counts, 50)),
+        "p99": _r(percentile_ms(counts, 99)),
+        "max": _r(percentile_ms(counts, 100)),
     }
 
 

@@ -14,8 +14,11 @@ from typing import Any
 
 #: The alert kind of a device's silence (scheduler.detection's "dropout").
 SILENCE_KIND = "dropout"
-#: The storm of devices found silent (by a sweep), as opposed to "mass_reconnect".
+#: The storm of devices found silent while the silence lasts (by a dropout sweep).
 INGEST_GAP = "ingest_gap"
+#: The storm of devices whose silence was seen only when they came back (by screening:
+#: their returns folded, or dropout alerts of returns past the storm threshold).
+MASS_RECONNECT = "mass_reconnect"
 #: The group of a silence that spans its whole region.
 WHOLE_REGION = "*"
 

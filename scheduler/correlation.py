@@ -10,21 +10,30 @@ whose breadth sets their severity (``scheduler.cascade``). Alerts and silences a
 
 Silence storms fold before they become work: when one alerts batch (a screened batch,
 a dropout sweep) holds ``storm_devices`` or more dropout alerts in one region, whatever
-their groups, they become one region-wide storm incident (group ``*``: "ingest_gap" for
-devices found silent by a sweep, "mass_reconnect" for silences that ended on a reading)
-that counts its devices but keeps no device set, and the adapter never accelerates
-routine work for it: a gateway or network outage is one event, not one per device or
-per group. While a storm incident is open, later dropouts in its region fold into it
-too, however small their batch. Dropouts that trickle in below the threshold wait in
-per-group incidents for their group wait like any alert; if, before any of those has
-been notified, the region's not-yet-notified silences reach ``storm_devices``, they
-merge into the storm instead of firing one by one.
+their groups, they become one region-wide storm incident (group ``*``) that counts its
+devices but keeps no device set, and the adapter never accelerates routine work for it:
+a gateway or network outage is one event, not one per device or per group. Its kind
+says how the silence was seen: "ingest_gap" while it lasted (a dropout sweep found the
+devices silent), "mass_reconnect" only when it ended (screening saw the devices come
+back). The returns of an outage already open as an "ingest_gap" join it: the outage and
+its end are one event. While a storm incident is open, later dropouts in its region fold
+into it too, however small their batch.
 
-A sweep that folded a group's or a region's silence itself (``scheduler.dropout_fold``)
-hands it over as a ``Silence``, one event with its device count: a region-wide one
-opens (or grows) the region's "ingest_gap" storm, a group's an "ingest_gap" storm of
-that group alone, and either joins a region-wide storm already open. Neither keeps a
-device set, so neither is accelerated.
+A silence of part of a region (dropout alerts of one group, a group's folded silence)
+waits ``silence_wait_s`` for its first notice, longer than ``group_wait_s``: the returns
+of one outage reach the correlator spread over as long as screening lags (premium's
+first, standard's seconds later under load; in many small batches on a slow machine),
+and each group's few must not fire before the region's storm forms. If, before any of
+them has been notified, the region's pending silences reach ``storm_devices`` with no
+group holding half of them (or a region storm opens), they merge into the storm instead
+of firing one by one; one group's silence, however large, stays that group's event.
+
+A sweep or screening that folded a group's or a region's silence itself
+(``scheduler.dropout_fold``, ``scheduler.return_fold``) hands it over as a ``Silence``,
+one event with its device count: a region-wide one opens (or grows) the region's storm,
+a group's a storm of that group alone (merged into a region storm that forms while it
+waits), and either joins a region-wide storm already open. Neither keeps a device set,
+so neither is accelerated.
 
 A value anomaly across many devices (a cascade) still folds per group, since which
 groups it hit is the finding; the work it causes is bounded by the anomaly work budget
@@ -37,11 +46,11 @@ adapter can keep it in Redis with msgpack.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.alert import INGEST_GAP, SILENCE_KIND, WHOLE_REGION, Alert, Silence
+from scheduler.alert import INGEST_GAP, MASS_RECONNECT, SILENCE_KIND, WHOLE_REGION, Alert, Silence
 from scheduler.cascade import link_cascade, rate
 from scheduler.incident import Incident, IncidentUpdate, OpenIncident, incident_id
 
@@ -66,6 +75,14 @@ class CorrelatorConfig:
     #: full load); 200 devices of one kind in it is far past an ordinary group
     #: incident (critical at 50) and well inside any fleet-wide silence or reconnect.
     storm_devices: int = 200
+    #: A silence of part of a region (dropout alerts of a group, a group's folded silence)
+    #: waits this long for its first notice instead of ``group_wait_s``, so that a region
+    #: storm forming meanwhile absorbs it. Returns of one outage reach the correlator over
+    #: as long as screening lags: premium's returns first, standard's up to its 5 s
+    #: detection bound later (issue 12), each group's a few at a time when batches are
+    #: small. A dropout is already late by five of the device's intervals; 5 s more is
+    #: what keeps one outage from paging once per group.
+    silence_wait_s: float = 5.0
 
 
 class Correlator:
@@ -88,7 +105,7 @@ class Correlator:
         dropout storm is an "ingest_gap"), not from readings that ended a silence.
         ``silences``: events the sweep folded already, each one incident's worth."""
         for silence in silences:
-            self._fold_silence(silence, now_ts)
+            self._fold_silence(silence, now_ts, silent_now)
         by_kind: dict[tuple[str, str], list[Alert]] = {}
         for alert in alerts:
             by_kind.setdefault((alert.kind, alert.region), []).append(alert)
@@ -119,7 +136,7 @@ class Correlator:
                     updates.append(IncidentUpdate("resolved", inc.snapshot(), now_ts))
                 continue
             if inc.notified_ts is None:
-                due = now_ts - inc.opened_ts >= cfg.group_wait_s
+                due = now_ts - inc.opened_ts >= first_notice_wait_s(inc.group, inc.kinds, cfg)
                 status = "firing"
             else:
                 interval_over = now_ts - inc.notified_ts >= cfg.group_interval_s
@@ -144,7 +161,7 @@ class Correlator:
             return key
         if kind != SILENCE_KIND or n_alerts < self.config.storm_devices:
             return None
-        return (f"*{INGEST_GAP if silent_now else 'mass_reconnect'}", region)
+        return (storm_key_group(silence_storm(silent_now), WHOLE_REGION), region)
 
     def _open_region_storm(self, kind: str, region: str) -> tuple[str, str] | None:
         """The key of ``region``'s open region-wide storm of ``kind``, if there is one."""
@@ -155,39 +172,49 @@ class Correlator:
         return None
 
     def _merge_silences(self, now_ts: float, silent_now: bool) -> None:
-        """Fold a region's not-yet-notified silence incidents into its storm (module doc)."""
+        """Fold a region's not-yet-notified silences of part of it (dropout incidents of a
+        group, a group's folded silence) into its storm (module doc)."""
         by_region: dict[str, list[tuple[str, str]]] = {}
         for key, inc in self._open.items():
-            if inc.storm is None and inc.notified_ts is None and set(inc.kinds) == {SILENCE_KIND}:
+            if _pending_part_silence(inc):
                 by_region.setdefault(inc.region, []).append(key)
         for region, keys in sorted(by_region.items()):
-            devices = sum(len(self._open[k].devices) for k in keys)
-            storm = self._storm_key(SILENCE_KIND, region, devices, silent_now)
-            if storm is None:
+            devices = sum(self._open[k].device_count for k in keys)
+            # Seen silent by a sweep in any part: the storm is the outage, not its end.
+            seen_silent = silent_now or any(self._open[k].storm == INGEST_GAP for k in keys)
+            storm = self._storm_key(SILENCE_KIND, region, devices, seen_silent)
+            # One group's silence, however large, is that group's event, not its region's
+            # (nor is it with a few stray dropouts elsewhere): a storm spreads over groups.
+            largest = max(self._open[k].device_count for k in keys)
+            region_open = self._open_region_storm(SILENCE_KIND, region) is not None
+            if storm is None or (2 * largest >= devices and not region_open):
                 continue
             for key in sorted(keys):
-                quiet = self._open.pop(key)
+                part = self._open.pop(key)
                 alerts = [
-                    Alert(d, quiet.group, region, quiet.first_seen_ts, SILENCE_KIND)
-                    for d in quiet.sample
+                    Alert(d, part.group, region, part.first_seen_ts, SILENCE_KIND)
+                    for d in part.sample
                 ]
                 inc = self._fold_storm(storm, SILENCE_KIND, alerts, now_ts)
-                # The sample stands for the incident: count every device it held.
-                inc.storm_devices += len(quiet.devices) - len(alerts)
-                inc.kinds[SILENCE_KIND] += quiet.alert_count - len(alerts)
-                inc.alert_count += quiet.alert_count - len(alerts)
-                inc.last_seen_ts = max(inc.last_seen_ts, quiet.last_seen_ts)
+                # The sample stands for the part: count every device it held.
+                inc.storm_devices += part.device_count - len(alerts)
+                inc.kinds[SILENCE_KIND] += part.alert_count - len(alerts)
+                inc.alert_count += part.alert_count - len(alerts)
+                inc.last_seen_ts = max(inc.last_seen_ts, part.last_seen_ts)
 
-    def _fold_silence(self, silence: Silence, now_ts: float) -> None:
-        """One folded silence: into the region's open storm, else its own "ingest_gap"."""
+    def _fold_silence(self, silence: Silence, now_ts: float, silent_now: bool) -> None:
+        """One folded silence: into the region's open storm, else its own storm incident,
+        "ingest_gap" when a sweep saw it (``silent_now``), "mass_reconnect" when screening
+        folded the returns that ended it."""
         if silence.devices <= 0:
             return
         key = self._open_region_storm(SILENCE_KIND, silence.region)
+        storm = silence_storm(silent_now)
         if key is None:
-            key = (storm_key_group(INGEST_GAP, silence.group), silence.region)
+            key = (storm_key_group(storm, silence.group), silence.region)
         inc = self._open.get(key)
         if inc is None:
-            inc = self._new_open(key, silence.group, silence.first_seen_ts, now_ts, INGEST_GAP)
+            inc = self._new_open(key, silence.group, silence.first_seen_ts, now_ts, storm)
         inc.grow_storm(
             SILENCE_KIND,
             silence.devices,
@@ -286,3 +313,23 @@ class Correlator:
 def storm_key_group(storm: str, group: str) -> str:
     """The key a storm incident is kept under: one per region, or one per group of it."""
     return f"*{storm}" if group == WHOLE_REGION else f"*{storm}:{group}"
+
+
+def silence_storm(silent_now: bool) -> str:
+    """The storm a silence folds into: seen while it lasts (a sweep) or when it ended."""
+    return INGEST_GAP if silent_now else MASS_RECONNECT
+
+
+def first_notice_wait_s(group: str, kinds: Mapping[str, int], config: CorrelatorConfig) -> float:
+    """How long an incident (of ``group``, its alert ``kinds``) waits for its first notice:
+    a silence of part of a region waits ``silence_wait_s`` for a region storm to absorb it."""
+    if group != WHOLE_REGION and set(kinds) == {SILENCE_KIND}:
+        return config.silence_wait_s
+    return config.group_wait_s
+
+
+def _pending_part_silence(inc: OpenIncident) -> bool:
+    """Not yet notified, silences only, and of one group rather than the whole region."""
+    return (
+        inc.notified_ts is None and inc.group != WHOLE_REGION and set(inc.kinds) == {SILENCE_KIND}
+    )

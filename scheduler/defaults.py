@@ -58,6 +58,11 @@ DROPOUT_SWEEP_INTERVAL_S = 2.0
 DROPOUT_PAGE_SIZE = 1_000
 #: Pages per sweep task: about 50,000 states (a few MB), so a sweep stays short.
 DROPOUT_MAX_PAGES = 50
+#: Most a sweep task runs (seconds) before it stops paging (after the page in hand): it
+#: holds a worker slot premium may be waiting for. 50 pages took 1.3 s (p50) on a loaded
+#: 2-core machine in storm-bench, all of it added to premium's tail; at 0.1 s a sweep
+#: adds about a fifth of premium's 500 ms bound, and a pass takes more sweeps.
+DROPOUT_SWEEP_BUDGET_S = 0.1
 
 #: Seconds between a data worker's region heartbeats; region health's silence timeout
 #: is several of these.

@@ -19,6 +19,12 @@ reported) and
 Silences older than ``together_s`` are not counted as quiet: a device that died hours
 ago is no part of an outage that starts now.
 
+A device folded into an event is remembered (``stores.dropout_store``) until it is heard
+from again. One that stays silent once the event is over (its region and group report
+again, ``outage_over``) has truly died during the outage: after its own dropout limit
+counted from its peers' return (a late peer is not a dropout), it is alerted on its own
+(``settle_folded``).
+
 Quiet is a lower bar than the dropout limit (``DetectorConfig.dropout_factor``) so that
 peers whose limits run out a little later still count as gone: an outage is recognised
 from its first devices to cross their limit, not from a minority of them alerted one
@@ -31,7 +37,7 @@ group (SCAN order), so a group half silent shows half silent in any sweep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +96,8 @@ class Quiet:
     quiet: BOOL
     #: Newest reading over all metrics (event time); -inf for a device never heard.
     last_ts: F64
+    #: The silence past which it is a dropout (``find_dropouts``' limit); inf if not judged.
+    dropout_limit_s: F64
 
 
 def quiet_devices(
@@ -101,7 +109,7 @@ def quiet_devices(
     """Which devices (state rows) are quiet at ``now_ts``; read before the sweep marks them.
 
     A device is judged once its interval is known (``dropout_warmup_readings``), as
-    ``scheduler.detection.find_dropouts`` judges it; one whose silence was already reported
+    ``scheduler.dropout_sweep.find_dropouts`` judges it; one whose silence was already reported
     (its mark is its last reading) is quiet still, since nothing came since.
     """
     n_devices = states.shape[0]
@@ -117,7 +125,8 @@ def quiet_devices(
     with np.errstate(invalid="ignore"):
         silence = np.asarray(now_ts) - last_ts
         quiet = judged & ((silence > limit) | reported) & (silence <= cfg.together_s)
-    return Quiet(judged=judged, quiet=quiet, last_ts=last_ts)
+    dropout_limit = np.maximum(config.dropout_factor * gap_s, config.dropout_min_s)
+    return Quiet(judged=judged, quiet=quiet, last_ts=last_ts, dropout_limit_s=dropout_limit)
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,87 @@ def silence_entries(
             }
         )
     return entries
+
+
+#: ``join_recent_events``: the device belongs to no recent event.
+NO_EVENT = -2
+
+
+def join_recent_events(
+    group: I64, last_ts: F64, dropout_limit_s: F64, spans: Mapping[int, tuple[float, float]]
+) -> I64:
+    """Per newly silent device that ``fold_silences`` left alone, the recent event it belongs
+    to (a key of ``spans``: its group, or ``REGION_WIDE``), or ``NO_EVENT``.
+
+    A sweep reads part of a pass, so an outage's devices are found over several sweeps,
+    and the last ones often after their peers came back (their region no longer quiet
+    together). One whose last reading falls inside the span of last readings of an event
+    of its group or region (``spans``, as folded so far), widened by its own dropout
+    limit, went silent with that outage, not among reporting peers: it joins the event,
+    and is alerted alone later only if it stays silent (``settle_folded``)."""
+    out = np.full(np.asarray(group).size, NO_EVENT, dtype=np.int64)
+    # A group's own event first; the region's for whoever is left.
+    for key in sorted(spans, key=lambda k: k == REGION_WIDE):
+        lo, hi = spans[key]
+        inside = (last_ts >= lo - dropout_limit_s) & (last_ts <= hi + dropout_limit_s)
+        mine = inside if key == REGION_WIDE else inside & (group == key)
+        out = np.where((out == NO_EVENT) & mine, key, out)
+    return out
+
+
+@dataclass(frozen=True)
+class FoldedFate:
+    """What becomes of devices remembered as folded into an event (``settle_folded``)."""
+
+    #: Heard from since: their silence ended with the event's; forget them.
+    back: BOOL
+    #: Still silent, and their peers are back now: their own dropout limit starts.
+    arm: BOOL
+    #: Still silent a whole dropout limit after their peers came back: alert each alone.
+    alert: BOOL
+
+
+def outage_over(
+    examined_group: I64, examined_quiet: BOOL, group: I64, config: FoldConfig | None = None
+) -> BOOL:
+    """Per device of ``group``, whether the event it was folded into has ended: its region
+    is not quiet together and its group, seen in this sweep, is not mostly quiet (no
+    fewest-devices bar: a small group still all silent is still out)."""
+    cfg = config or FoldConfig()
+    examined_group = np.asarray(examined_group, dtype=np.int64)
+    n_quiet = int(np.count_nonzero(examined_quiet))
+    if _together(n_quiet, examined_group.size, cfg.region_share, cfg.region_min_devices):
+        return np.zeros(np.asarray(group).size, dtype=np.bool_)
+    groups, population = np.unique(examined_group, return_counts=True)
+    if not groups.size:
+        return np.zeros(np.asarray(group).size, dtype=np.bool_)
+    quiet_per_group = np.zeros(groups.size, dtype=np.int64)
+    np.add.at(quiet_per_group, np.searchsorted(groups, examined_group[examined_quiet]), 1)
+    at = np.minimum(np.searchsorted(groups, group), groups.size - 1)
+    seen = groups[at] == group
+    still_out = quiet_per_group[at] >= cfg.group_share * population[at]
+    return np.asarray(seen & ~still_out, dtype=np.bool_)
+
+
+def settle_folded(
+    folded_since_ts: F64,
+    armed_ts: F64,
+    last_ts: F64,
+    dropout_limit_s: F64,
+    over: BOOL,
+    now_ts: float | F64,
+) -> FoldedFate:
+    """Judge devices remembered as folded into a silence event (``folded_since_ts``: their
+    last reading then; NaN: not remembered): back when heard from since; once the event is
+    ``over`` (``outage_over``) a device still silent is armed at ``now_ts``, and alerted
+    alone when it is still silent ``dropout_limit_s`` after that (``armed_ts``), as a
+    device silent among reporting peers is a true dropout."""
+    remembered = np.isfinite(folded_since_ts)
+    back = remembered & (last_ts > folded_since_ts)
+    silent = remembered & ~back & over
+    with np.errstate(invalid="ignore"):
+        due = now_ts - armed_ts >= dropout_limit_s
+    return FoldedFate(back=back, arm=silent & np.isnan(armed_ts), alert=silent & due)
 
 
 def _together(quiet: int, examined: int, share: float, min_devices: int) -> bool:

@@ -47,7 +47,13 @@ import numpy.typing as npt
 from scheduler.anomaly_kind import DROPOUT
 from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import STATE_FIELDS
-from scheduler.dropout_fold import FoldConfig, SilenceEvent, fold_silences, silence_entries
+from scheduler.dropout_fold import (
+    FoldConfig,
+    FoldedSilences,
+    SilenceEvent,
+    fold_silences,
+    silence_entries,
+)
 from scheduler.model import Batch
 from scheduler.registry import Registry
 
@@ -151,6 +157,20 @@ def fold_alerted_returns(
     return keep, silences
 
 
+def fold_batch_returns(
+    examined_group: I64, examined_quiet: BOOL, return_group: I64, fold: FoldConfig | None = None
+) -> FoldedSilences:
+    """Screening's fold of one batch's returns judged at one instant: ``fold_silences`` over
+    the devices examined there (``examined_group``, ``examined_quiet``), keeping only events
+    of at least ``group_min_devices`` returns (a handful of returns is no storm, however
+    quiet their peers look). The simulator folds its reconnects through this too."""
+    cfg = fold or FoldConfig()
+    folded = fold_silences(examined_group, examined_quiet, return_group, cfg)
+    events = tuple(e for e in folded.events if e.members.size >= cfg.group_min_devices)
+    everyone = np.arange(np.asarray(return_group).size, dtype=np.intp)
+    return FoldedSilences(np.setdiff1d(everyone, _members_of(events)), events)
+
+
 def common_silence_ts(since_ts: F64, until_ts: F64) -> tuple[float, float]:
     """The span where most of the silences (``since_ts``, ``until_ts``) overlap; the
     latest such span when several tie."""
@@ -233,16 +253,10 @@ def _fold_at_common_silence(
         judged[return_row[covering]] = True
         quiet[return_row[covering]] = True
         together = np.flatnonzero(covering)
-        folded = fold_silences(
+        folded = fold_batch_returns(
             device_group[judged], quiet[judged], device_group[return_row[together]], cfg
         )
-        # A handful of returns is no storm, however quiet their peers look: an event holds
-        # at least as many returns as a group needs quiet devices to fold.
-        events = tuple(
-            SilenceEvent(e.group, together[e.members])
-            for e in folded.events
-            if e.members.size >= cfg.group_min_devices
-        )
+        events = tuple(SilenceEvent(e.group, together[e.members]) for e in folded.events)
         candidate = _FoldedAt(
             individual=np.setdiff1d(np.arange(since_ts.size, dtype=np.intp), _members_of(events)),
             events=events,

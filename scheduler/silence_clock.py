@@ -16,7 +16,10 @@ the outage shows after that long and folds into one storm incident downstream.
 A region whose every stream has stopped is judged by the wall clock much sooner, after
 ``stall_s``: premium is screened within its latency bound whatever the load, so nothing
 screened from the region for that long means nothing is arriving (a gateway or network
-outage), not a backlog. The sweep then sees the outage while it lasts and folds it into
+outage), not a backlog. That reading needs a premium stream: in a region that has none
+(no premium devices), standard's screening may lag past ``stall_s`` behind a backlog
+while its readings flow, so such a region is judged stalled only after ``max_lag_s``
+like any stopped stream. The sweep then sees the outage while it lasts and folds it into
 one event (``scheduler.dropout_fold``) before the devices come back, instead of every
 returning device ending its silence with a dropout alert.
 """
@@ -42,6 +45,9 @@ DEFAULT_STALL_S = 10.0
 
 #: Screening copies that mix several tiers carry this tier name.
 MIXED_TIER = "mixed"
+#: The stream screened within its latency bound whatever the load: only while it has
+#: been seen can a region whose streams all lag be read as stalled.
+BOUNDED_TIER = "premium"
 
 
 def sweep_now_ts(
@@ -58,14 +64,15 @@ def sweep_now_ts(
     the newest event time it screened; ``device_tier`` holds tier codes into
     ``tier_names``. A tier's frontier is the newer of its own stream's and the mixed
     one's; a tier with neither is judged by the wall clock, and so is every tier when
-    the newest of all the region's frontiers is more than ``stall_s`` behind the wall.
+    the region has a premium stream and the newest of all its frontiers is more than
+    ``stall_s`` behind the wall.
     """
     mixed = frontier_ts.get(MIXED_TIER)
     per_tier = np.empty(len(tier_names), dtype=np.float64)
     for code, name in enumerate(tier_names):
         seen = [ts for ts in (frontier_ts.get(name), mixed) if ts is not None]
         per_tier[code] = max(seen) if seen else wall_ts
-    stalled = bool(frontier_ts) and max(frontier_ts.values()) < wall_ts - stall_s
+    stalled = BOUNDED_TIER in frontier_ts and max(frontier_ts.values()) < wall_ts - stall_s
     floor = wall_ts if stalled else wall_ts - max_lag_s
     clock = np.clip(per_tier, floor, wall_ts)
     codes = np.clip(np.asarray(device_tier, dtype=np.intp), 0, max(len(tier_names) - 1, 0))

@@ -1,10 +1,11 @@
 """Injected anomalies on the virtual clock: detected once screened, then folded or accelerated.
 
 An event's first abnormal readings reach the screen queue when it starts; it is
-detected when screening has served past them. A silence of ``storm_devices`` or more
-folds into one incident (``CorrelatorConfig.storm_devices``) and causes no work;
-any other event's workflow takes the affected devices' pending routine data into the
-anomaly queue, and waits for a slot as the runtime's preemption policy frees one.
+detected when screening has served past them. A silence's returns are then screened
+and folded by the runtime's rules into the incidents its correlator raises
+(``simulation.return_flood``) and cause no work; any other event's workflow takes the
+affected devices' pending routine data into the anomaly queue, and waits for a slot as
+the runtime's preemption policy frees one.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scheduler.correlation import CorrelatorConfig
 from scheduler.model import WorkClass
 from scheduler.preemption import PreemptionPolicy
 from simulation.pools import Pool
+from simulation.return_flood import ReturnFlood
 from simulation.spec import SimSpec
 from simulation.trace import ANOMALY, SCREEN, Trace
 
@@ -36,7 +37,7 @@ class AnomalyWorkflow:
         self.devices_by_cell = devices_by_cell
         self.tier_class = tier_class
         self.preemption = preemption
-        self.storm_devices = CorrelatorConfig().storm_devices
+        self.returns = ReturnFlood(spec)
         self._events = sorted(enumerate(spec.anomalies), key=lambda e: e[1].t_s)
         self._next_event = 0
         #: (event index, screened readings that detect it, region)
@@ -69,9 +70,9 @@ class AnomalyWorkflow:
                 still.append((idx, target, r))
                 continue
             ev = self.spec.anomalies[idx]
-            if ev.silence and ev.devices >= self.storm_devices:
-                # A silence storm folds into one incident; nothing is accelerated.
-                tr.storms_folded.append((idx, t, r))
+            if ev.silence:
+                # Folded as screening and the correlator fold it; nothing is accelerated.
+                self.returns.start(t, ev)
                 continue
             share = min(1.0, ev.devices / max(self.devices_by_cell[r, ev.tier], 1.0))
             cls = int(self.tier_class[ev.tier])
@@ -83,6 +84,13 @@ class AnomalyWorkflow:
             free = int(pools[r].ready - busy[r])
             tr.anomaly_enqueued.append((idx, t, r, self._slot_release_s(1, free, busy[r])))
         self._pending = still
+        self.returns.advance(t)
+        tr.silence_incidents.update(self.returns.notified)
+
+    def finish(self, t: float, tr: Trace) -> None:
+        """The run ended: incidents still waiting for their first notice get it."""
+        self.returns.finish(t)
+        tr.silence_incidents.update(self.returns.notified)
 
     def _slot_release_s(self, anomaly_tasks: int, free_slots: int, busy_slots: float) -> float:
         """Time until a slot is free for an anomaly task: now, a chunk, or a whole routine batch."""

@@ -245,6 +245,7 @@ class Simulator:
             tr.data_cap[i] = data_cap
             tr.maintenance_slots[i] = self.reserved
             tr.down[i] = down
+        anomalies.finish(n * dt, tr)
         tr.final_queue = queue.copy()
         tr.final_buffered = ingest.held
         tr.accepted_total = float(accepted.sum())

@@ -168,6 +168,6 @@ def figures(trace: Trace) -> dict[str, Any]:
         out["maintenance_runs"] = trace.maintenance_runs
     out.update(conservation(trace))
     out["queued_drain_s"] = queued_drain_s(trace)
-    out["storm_incidents"] = len(trace.storms_folded)
+    out["storm_incidents"] = len(trace.silence_incidents)
     out["accelerated_readings"] = float(trace.arrived[:, :, ANOMALY].sum())
     return out

@@ -94,9 +94,12 @@ class AnomalyEvent:
     #: Readings each detected device needed in calibration; when given, every simulated
     #: device draws its own from these instead of taking ``readings_to_detect``.
     readings_needed: tuple[int, ...] = ()
-    #: The devices' alerts are silences (a reconnect): past the correlator's storm
-    #: threshold they fold into one incident and no accelerated work is spent on them.
+    #: The devices' alerts are silences (a reconnect): their returns are folded by the
+    #: runtime's rules (``simulation.return_flood``) and no accelerated work is spent on them.
     silence: bool = False
+    #: Screening batches the returns of a silence are folded in (readings); 0: by the
+    #: screening copies' flush age, as a quiet machine batches them.
+    batch_readings: int = 0
 
 
 @dataclass(frozen=True)

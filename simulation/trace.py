@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from scheduler.incident import Incident
 from scheduler.model import QUEUE_ORDER
 from simulation.spec import SimSpec
 
@@ -48,8 +49,8 @@ class Trace:
     final_buffered: float = 0.0
     #: (event index, detected at t_s, region, slot release delay s) per anomaly workflow.
     anomaly_enqueued: list[tuple[int, float, int, float]] = field(default_factory=list)
-    #: (event index, t_s, region) of silence storms folded into one incident each.
-    storms_folded: list[tuple[int, float, int]] = field(default_factory=list)
+    #: Incidents the correlator notified for silence events (simulation.return_flood), by id.
+    silence_incidents: dict[str, Incident] = field(default_factory=dict)
     maintenance_runs: list[dict[str, Any]] = field(default_factory=list)
     #: How each region's scaler was configured, in its users' terms.
     scaler_settings: tuple[str, ...] = ()

@@ -10,11 +10,17 @@ state (``find_dropouts``) make a second look harmless.
 ``mark`` writes back only the states the sweep marked, and only if nobody changed
 them since the page was read (WATCH, then one MULTI/MSET): a screening commit of the
 same device in between wins, and the device is looked at again on the next pass.
+
+Devices whose silence was folded into an event are remembered per region (``fold``),
+so that one still silent after its peers came back is alerted on its own: ``folded``
+each page carries, per device, the silence it was remembered for and when its peers
+were first seen back (``arm``), in the same round trip; ``forget`` drops those settled.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +32,7 @@ from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
 from stores.keys import Keys
 
 U64 = npt.NDArray[np.uint64]
+F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
 
 
@@ -37,6 +44,18 @@ class StatePage:
     blobs: list[bytes]
     #: True when this page finished a full pass (the cursor went back to 0).
     wrapped: bool
+    #: Per device, the last reading before a silence folded into an event (``fold``);
+    #: NaN for a device not remembered so.
+    folded_since_ts: F64 | None = None
+    #: Per device, when its peers were first seen back after it (``arm``); NaN if not.
+    armed_ts: F64 | None = None
+
+    def __post_init__(self) -> None:
+        n = self.device_ids.size
+        if self.folded_since_ts is None:
+            self.folded_since_ts = np.full(n, np.nan)
+        if self.armed_ts is None:
+            self.armed_ts = np.full(n, np.nan)
 
 
 class DropoutStore(Protocol):
@@ -49,6 +68,23 @@ class DropoutStore(Protocol):
     def frontier(self, region: str) -> dict[str, float]:
         """Per screening stream (tier name) of ``region``, the newest event ts screened."""
 
+    def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
+        """Remember devices whose silence (since their last reading) folded into an event."""
+
+    def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
+        """Their peers were seen back at ``at_ts`` (each; kept if already armed)."""
+
+    def forget(self, region: str, device_ids: U64) -> None:
+        """Settled: back, alerted on their own, or gone."""
+
+    def events(self, region: str) -> dict[int, tuple[float, float]]:
+        """Per group (``REGION_WIDE``: the region), the span of last readings (first, last)
+        of the devices its latest folded silence holds."""
+
+    def note_events(self, region: str, spans: Mapping[int, tuple[float, float]]) -> None:
+        """Widen (or start) each group's span by ``spans``; a span older than an hour
+        is started afresh, as it belongs to an earlier silence."""
+
 
 class RedisDropoutStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
@@ -58,26 +94,69 @@ class RedisDropoutStore:
     def frontier(self, region: str) -> dict[str, float]:
         return RedisDetectorStore(self.client, self.keys).frontier(region)
 
+    def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
+        if device_ids.size:
+            mapping = dict(zip(device_ids.tolist(), since_ts.tolist(), strict=True))
+            self.client.zadd(self.keys.dropout_folded(region), mapping)
+
+    def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
+        if device_ids.size:
+            mapping = dict(zip(device_ids.tolist(), at_ts.tolist(), strict=True))
+            self.client.zadd(self.keys.dropout_armed(region), mapping, nx=True)
+
+    def forget(self, region: str, device_ids: U64) -> None:
+        if device_ids.size:
+            members = device_ids.tolist()
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(self.keys.dropout_folded(region), *members)
+            pipe.zrem(self.keys.dropout_armed(region), *members)
+            pipe.execute()
+
+    def events(self, region: str) -> dict[int, tuple[float, float]]:
+        raw: Any = self.client.hgetall(self.keys.dropout_events(region))
+        return {int(g): _span(v.decode() if isinstance(v, bytes) else v) for g, v in raw.items()}
+
+    def note_events(self, region: str, spans: Mapping[int, tuple[float, float]]) -> None:
+        if spans:
+            merged = _widened(self.events(region), spans)
+            fields = {str(g): f"{lo!r} {hi!r}" for g, (lo, hi) in merged.items()}
+            self.client.hset(self.keys.dropout_events(region), mapping=fields)
+
     def page(self, region: str, page_size: int) -> StatePage:
         """The next page of ``region``'s pass: one SCAN step (COUNT ``page_size``), one MGET."""
         k = self.keys
         raw_cursor = self.client.get(k.dropout_cursor(region))
         cursor = int(raw_cursor or 0)
         cursor, names = self.client.scan(cursor, match=k.detector_state_pattern(), count=page_size)
+        devices = [
+            k.detector_device_id(name.decode() if isinstance(name, bytes) else name)
+            for name in names
+        ]
+        members = [d for d in devices if d is not None]
         pipe = self.client.pipeline(transaction=False)
         pipe.set(k.dropout_cursor(region), int(cursor))
         if names:
             pipe.mget(names)
+        if members:
+            pipe.zmscore(k.dropout_folded(region), members)
+            pipe.zmscore(k.dropout_armed(region), members)
         replies = pipe.execute()
         blobs: list[bytes | None] = replies[1] if names else []
+        since = dict(zip(members, replies[2], strict=True)) if members else {}
+        armed = dict(zip(members, replies[3], strict=True)) if members else {}
         ids: list[int] = []
         kept: list[bytes] = []
-        for name, blob in zip(names, blobs, strict=True):
-            device = k.detector_device_id(name.decode() if isinstance(name, bytes) else name)
+        for device, blob in zip(devices, blobs, strict=True):
             if device is not None and blob is not None:  # deleted between SCAN and MGET
                 ids.append(device)
                 kept.append(blob)
-        return StatePage(np.array(ids, dtype=np.uint64), kept, int(cursor) == 0)
+        return StatePage(
+            np.array(ids, dtype=np.uint64),
+            kept,
+            int(cursor) == 0,
+            _scores(ids, since),
+            _scores(ids, armed),
+        )
 
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
         """Replace ``seen`` by ``marked`` where the state is still ``seen``; which were written.
@@ -109,13 +188,44 @@ class MemoryDropoutStore:
         self.detector = detector
         self._lock = threading.Lock()
         self._cursor: dict[str, int] = {}
+        self._folded: dict[str, dict[int, float]] = {}
+        self._armed: dict[str, dict[int, float]] = {}
+        self._events: dict[str, dict[int, tuple[float, float]]] = {}
+
+    def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
+        with self._lock:
+            folded = self._folded.setdefault(region, {})
+            folded.update(zip(device_ids.tolist(), since_ts.tolist(), strict=True))
+
+    def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
+        with self._lock:
+            armed = self._armed.setdefault(region, {})
+            for d, at in zip(device_ids.tolist(), at_ts.tolist(), strict=True):
+                armed.setdefault(d, at)
+
+    def forget(self, region: str, device_ids: U64) -> None:
+        with self._lock:
+            for d in device_ids.tolist():
+                self._folded.get(region, {}).pop(d, None)
+                self._armed.get(region, {}).pop(d, None)
+
+    def events(self, region: str) -> dict[int, tuple[float, float]]:
+        with self._lock:
+            return dict(self._events.get(region, {}))
+
+    def note_events(self, region: str, spans: Mapping[int, tuple[float, float]]) -> None:
+        with self._lock:
+            known = self._events.setdefault(region, {})
+            known.update(_widened(known, spans))
 
     def page(self, region: str, page_size: int) -> StatePage:
         with self._lock:
             start = self._cursor.get(region, 0)
             ids, blobs, nxt = self.detector.state_page(start, page_size)
             self._cursor[region] = nxt
-        return StatePage(np.array(ids, dtype=np.uint64), blobs, nxt == 0)
+            since = _scores(ids, self._folded.get(region, {}))
+            armed = _scores(ids, self._armed.get(region, {}))
+        return StatePage(np.array(ids, dtype=np.uint64), blobs, nxt == 0, since, armed)
 
     def frontier(self, region: str) -> dict[str, float]:
         return self.detector.frontier(region)
@@ -123,3 +233,31 @@ class MemoryDropoutStore:
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
         done = self.detector.replace_states(device_ids.tolist(), seen, marked)
         return np.array(done, dtype=bool)
+
+
+def _scores(ids: list[int], scores: Mapping[int, float | None]) -> F64:
+    """Each device's score (NaN where it has none)."""
+    found = (scores.get(d) for d in ids)
+    return np.array([np.nan if v is None else float(v) for v in found], dtype=np.float64)
+
+
+#: A folded silence's span is widened by later ones that overlap it within this (seconds);
+#: past it, a new silence starts a new span (``FoldConfig.together_s``).
+_EVENT_SPAN_S = 3600.0
+
+
+def _span(text: str) -> tuple[float, float]:
+    lo, hi = text.split()
+    return float(lo), float(hi)
+
+
+def _widened(
+    known: Mapping[int, tuple[float, float]], spans: Mapping[int, tuple[float, float]]
+) -> dict[int, tuple[float, float]]:
+    out: dict[int, tuple[float, float]] = {}
+    for group, (lo, hi) in spans.items():
+        old = known.get(group)
+        if old is not None and lo <= old[1] + _EVENT_SPAN_S:
+            lo, hi = min(lo, old[0]), max(hi, old[1])
+        out[group] = (lo, hi)
+    return out

@@ -162,6 +162,18 @@ class Keys:
         """A region's dropout sweep position: the SCAN cursor over detector states."""
         return f"{self.prefix}:dropout:{region}:cursor"
 
+    def dropout_folded(self, region: str) -> str:
+        """Sorted set: device id → last reading (ts) of a silence folded into an event."""
+        return f"{self.prefix}:dropout:{region}:folded"
+
+    def dropout_events(self, region: str) -> str:
+        """Hash: group ("*": the region) → "first_ts last_ts" of its latest folded silence."""
+        return f"{self.prefix}:dropout:{region}:events"
+
+    def dropout_armed(self, region: str) -> str:
+        """Sorted set: folded device id → when its peers were first seen back (ts)."""
+        return f"{self.prefix}:dropout:{region}:armed"
+
     @property
     def inflight(self) -> str:
         """Hash: routine batch id → its queue and payload, from publish until fully applied."""

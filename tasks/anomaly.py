@@ -4,8 +4,8 @@
 incidents (``scheduler.correlation``), then notifies the alert sinks of whatever is
 due, and books accelerated processing (``tasks.accelerate``) of every incident it
 opened or grew, except storm incidents: a fleet-wide silence or reconnect folds into one
-"ingest_gap" / "mass_reconnect" incident per region (``scheduler.correlation``), a
-group's silence folded by the dropout sweep into one "ingest_gap" of the group, and
+"ingest_gap" (seen while silent) / "mass_reconnect" (seen on return) incident per region
+(``scheduler.correlation``), a group's folded silence into one storm of the group, and
 their devices' routine data is not accelerated, so a storm never becomes per-device
 work above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
 the group wait of a new incident, growth updates, and resolution. One tick at a time
@@ -15,6 +15,8 @@ is booked per region, for the earliest moment something falls due.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from alerts.document import alert_document
 from runtime.runtime import Runtime
 from scheduler.alert import SILENCE_KIND, Alert, Silence
 from scheduler.anomaly_kind import KIND_NAMES
-from scheduler.correlation import Correlator, CorrelatorConfig
+from scheduler.correlation import Correlator, CorrelatorConfig, first_notice_wait_s
 from scheduler.errors import InvalidBatch, IotschedError
 from scheduler.incident import Incident, IncidentUpdate
 from scheduler.latency import bucket_counts
@@ -42,6 +44,10 @@ UNKNOWN_GROUP = "unknown"
 EVIDENCE_COLUMNS = ("observed", "expected", "band", "score")
 
 LOGGER = logging.getLogger(__name__)
+#: Histograms of how long anomaly and incident tick tasks run (ms), beside detection's.
+ANOMALY_RUN_STAGE = "run:anomaly"
+TICK_RUN_STAGE = "run:incident_tick"
+Handler = Callable[[Runtime, dict[str, Any]], int]
 
 
 def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str, list[Alert]]:
@@ -106,7 +112,7 @@ def next_due_ts(state: dict[str, Any], config: CorrelatorConfig) -> float | None
     due: list[float] = []
     for inc in state.get("incidents", []):
         if inc["notified_ts"] is None:
-            due.append(inc["opened_ts"] + config.group_wait_s)
+            due.append(inc["opened_ts"] + first_notice_wait_s(inc["group"], inc["kinds"], config))
         elif inc["dirty"]:
             due.append(inc["notified_ts"] + config.group_interval_s)
         due.append(inc["last_alert_ts"] + config.resolve_timeout_s)
@@ -239,13 +245,27 @@ def handle_tick(rt: Runtime, payload: dict[str, Any], now_ts: float | None = Non
     return sent
 
 
+def timed(stage: str, handler: Handler) -> Handler:
+    """``handler``, recording how long each run held its worker slot (ms) under ``stage``."""
+
+    def run(rt: Runtime, payload: dict[str, Any]) -> int:
+        started = time.perf_counter()
+        try:
+            return handler(rt, payload)
+        finally:
+            run_ms = np.array([(time.perf_counter() - started) * 1000.0])
+            rt.stores.detector.add_latency(stage, bucket_counts(run_ms))
+
+    return run
+
+
 @app.task(base=WorkTask, bind=True, **work_options(ANOMALY_TASK))
 def process_anomaly(self: WorkTask, payload: dict[str, Any]) -> int:
     """Returns the number of notifications sent."""
-    return int(self.work(handle_alerts, payload))
+    return int(self.work(timed(ANOMALY_RUN_STAGE, handle_alerts), payload))
 
 
 @app.task(base=WorkTask, bind=True, **work_options(INCIDENT_TICK_TASK))
 def process_incident_tick(self: WorkTask, payload: dict[str, Any]) -> int:
     """Returns the number of notifications sent."""
-    return int(self.work(handle_tick, payload))
+    return int(self.work(timed(TICK_RUN_STAGE, handle_tick), payload))

@@ -12,7 +12,10 @@ the rest, devices silent among peers that report, become device alerts. Both go 
 ``{region}.anomaly`` in the screening task's alerts format, so they fold into
 incidents like any other alert, and a folded silence never books accelerated work.
 A silence is reported once: by a sweep (the mark, folded or not), or by screening
-when the device returns before a sweep saw it.
+when the device returns before a sweep saw it. A device folded into an event is
+remembered until it is heard from; one still silent a dropout limit after its region and
+group came back is alerted on its own then (``scheduler.dropout_fold.settle_folded``):
+it died during the outage.
 
 A worker killed between writing the marks and publishing loses those alerts: the
 sweep prefers at most once, because a duplicate dropout alert per sweep would be
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +38,18 @@ from scheduler.anomaly_kind import DROPOUT
 from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import STATE_BYTES, pack_states, unpack_states
 from scheduler.dropout_fold import (
+    NO_EVENT,
     FoldConfig,
+    SilenceEvent,
     fold_silences,
+    join_recent_events,
+    outage_over,
     quiet_devices,
+    settle_folded,
     silence_entries,
 )
 from scheduler.dropout_sweep import find_dropouts
+from scheduler.latency import bucket_counts
 from scheduler.registry import Registry
 from scheduler.silence_clock import DEFAULT_MAX_LAG_S, sweep_now_ts
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
@@ -49,6 +59,8 @@ from tasks.base import WorkTask
 from tasks.limits import work_options
 from tasks.screen import EmitAlerts
 
+#: The histogram of sweep run times (ms), beside the detection latency stages.
+SWEEP_RUN_STAGE = "run:dropout_sweep"
 #: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
 PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
 MAX_PAGES = defaults.DROPOUT_MAX_PAGES
@@ -63,21 +75,40 @@ class SweepResult:
     #: Silence events (a group or the region quiet together) and the devices they hold.
     silence_events: int = 0
     folded: int = 0
+    #: Of ``alerts``: devices folded into an event and still silent after it was over.
+    alerts_after_outage: int = 0
 
 
 @dataclass
 class _Swept:
-    """What the pages of one sweep found: who was examined, and who fell silent."""
+    """What the pages of one sweep found: who was examined, who fell silent, and how the
+    devices remembered as folded into an event stand (``_Remembered``)."""
 
     examined_group: list[np.ndarray]
     examined_quiet: list[np.ndarray]
     ids: list[np.ndarray]
     last_ts: list[np.ndarray]
     group: list[np.ndarray]
+    dropout_limit_s: list[np.ndarray]
+    remembered: list[_Remembered]
 
     @classmethod
     def empty(cls) -> _Swept:
-        return cls([], [], [], [], [])
+        return cls([], [], [], [], [], [], [])
+
+
+@dataclass
+class _Remembered:
+    """Devices of a page remembered as folded into a silence event, as they stand now."""
+
+    ids: np.ndarray
+    group: np.ndarray
+    since_ts: np.ndarray
+    armed_ts: np.ndarray
+    last_ts: np.ndarray
+    dropout_limit_s: np.ndarray
+    #: The instant its silence is measured up to (``scheduler.silence_clock``).
+    now_ts: np.ndarray
 
 
 def dropout_alerts(
@@ -137,6 +168,20 @@ def _sweep_page(
         quiet = quiet_devices(states, now_ts[rows], config, fold)
         swept.examined_group.append(group[rows[quiet.judged]])
         swept.examined_quiet.append(quiet.quiet[quiet.judged])
+        assert page.folded_since_ts is not None and page.armed_ts is not None
+        kept = np.isfinite(page.folded_since_ts[rows])
+        if kept.any():
+            swept.remembered.append(
+                _Remembered(
+                    page.device_ids[rows[kept]],
+                    group[rows[kept]],
+                    page.folded_since_ts[rows[kept]],
+                    page.armed_ts[rows[kept]],
+                    quiet.last_ts[kept],
+                    quiet.dropout_limit_s[kept],
+                    now_ts[rows[kept]],
+                )
+            )
         hit = find_dropouts(states, now_ts[rows], config)
         if not hit.index.size:
             continue
@@ -144,8 +189,9 @@ def _sweep_page(
         ids = page.device_ids[rows[hit.index]]
         written = store.mark(ids, [seen[i] for i in hit.index], marked)
         swept.ids.append(ids[written])
-        swept.last_ts.append((now_ts[rows[hit.index]] - hit.silence_s)[written])
+        swept.last_ts.append(quiet.last_ts[hit.index][written])
         swept.group.append(group[rows[hit.index]][written])
+        swept.dropout_limit_s.append(quiet.dropout_limit_s[hit.index][written])
 
 
 def sweep(
@@ -159,8 +205,11 @@ def sweep(
     max_pages: int = MAX_PAGES,
     max_lag_s: float = DEFAULT_MAX_LAG_S,
     fold: FoldConfig | None = None,
+    budget_s: float = defaults.DROPOUT_SWEEP_BUDGET_S,
+    elapsed_s: Callable[[], float] | None = None,
 ) -> SweepResult:
-    """Sweep up to ``max_pages`` pages of ``region``'s pass; emit one alerts payload.
+    """Sweep up to ``max_pages`` pages of ``region``'s pass, and no more once ``budget_s``
+    has passed (``elapsed_s``: since the sweep began); emit one alerts payload.
 
     Silence is measured up to what screening has seen of each device's tier
     (``scheduler.silence_clock``), not up to ``now_ts``, unless screening is more than
@@ -171,7 +220,11 @@ def sweep(
     result = SweepResult()
     swept = _Swept.empty()
     frontier = store.frontier(region)
-    for _ in range(max_pages):
+    started = time.perf_counter()
+    elapsed = elapsed_s or (lambda: time.perf_counter() - started)
+    for pages in range(max_pages):
+        if pages and elapsed() >= budget_s:
+            break  # the rest of the pass is the next sweep's: premium may wait for this slot
         page = store.page(region, page_size)
         rows = registry.lookup(page.device_ids)
         known = np.maximum(rows, 0)
@@ -185,38 +238,112 @@ def sweep(
         if page.wrapped:
             result.passes_finished += 1
             break
-    _emit(region, swept, fold, emit, result)
+    late_ids, late_ts = _settle_remembered(store, region, swept, fold)
+    _emit(store, region, swept, fold, emit, result, late_ids, late_ts)
+    result.alerts_after_outage = int(late_ids.size)
     return result
 
 
-def _emit(
-    region: str, swept: _Swept, fold: FoldConfig | None, emit: EmitAlerts, result: SweepResult
-) -> None:
-    """Fold the newly silent devices, then send one payload: device alerts and events."""
-    if not swept.ids:
-        return
-    ids, last_ts = np.concatenate(swept.ids), np.concatenate(swept.last_ts)
-    if not ids.size:
-        return
-    folded = fold_silences(
-        np.concatenate(swept.examined_group),
-        np.concatenate(swept.examined_quiet),
-        np.concatenate(swept.group),
+def _settle_remembered(
+    store: DropoutStore, region: str, swept: _Swept, fold: FoldConfig | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forget remembered devices heard from since; arm those still silent once their
+    outage is over; return those still silent a dropout limit later (ids, last heard),
+    forgotten as they are alerted on their own now."""
+    none = (np.zeros(0, dtype=np.uint64), np.zeros(0))
+    if not swept.remembered:
+        return none
+    cols = {
+        name: np.concatenate([getattr(r, name) for r in swept.remembered])
+        for name in ("ids", "group", "since_ts", "armed_ts", "last_ts", "dropout_limit_s", "now_ts")
+    }
+    over = outage_over(
+        _joined(swept.examined_group, np.int64),
+        _joined(swept.examined_quiet, np.bool_),
+        cols["group"],
         fold,
     )
-    silences = silence_entries(ids, last_ts, folded.events)
+    # Judged by the silence clock, as the sweep judges silence: a backlog is no silence.
+    clock = cols["now_ts"]
+    fate = settle_folded(
+        cols["since_ts"], cols["armed_ts"], cols["last_ts"], cols["dropout_limit_s"], over, clock
+    )
+    ids = cols["ids"].astype(np.uint64)
+    store.arm(region, ids[fate.arm], clock[fate.arm])
+    store.forget(region, ids[fate.back | fate.alert])
+    return ids[fate.alert], cols["last_ts"][fate.alert]
+
+
+def _spans(events: list[SilenceEvent], last_ts: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Per event group, the first and last of its devices' last readings."""
+    spans: dict[int, tuple[float, float]] = {}
+    for event in events:
+        ts = last_ts[event.members]
+        lo, hi = spans.get(event.group, (float(ts.min()), float(ts.max())))
+        spans[event.group] = (min(lo, float(ts.min())), max(hi, float(ts.max())))
+    return spans
+
+
+def _joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _emit(
+    store: DropoutStore,
+    region: str,
+    swept: _Swept,
+    fold: FoldConfig | None,
+    emit: EmitAlerts,
+    result: SweepResult,
+    late_ids: np.ndarray,
+    late_ts: np.ndarray,
+) -> None:
+    """Fold the newly silent devices, remember those folded, then send one payload: device
+    alerts (with ``late_ids``, silent still after their outage) and events."""
+    ids = _joined(swept.ids, np.uint64).astype(np.uint64)
+    last_ts = _joined(swept.last_ts, np.float64)
+    if not ids.size and not late_ids.size:
+        return
+    group = _joined(swept.group, np.int64)
+    folded = fold_silences(
+        _joined(swept.examined_group, np.int64),
+        _joined(swept.examined_quiet, np.bool_),
+        group,
+        fold,
+    )
     alone = folded.individual
-    emit(dropout_alerts(region, ids[alone], last_ts[alone], time.time(), silences))
-    result.alerts = int(alone.size)
+    # The rest of an outage folded by earlier sweeps joins it, not alerted one by one.
+    late = join_recent_events(
+        group[alone], last_ts[alone], _joined(swept.dropout_limit_s, np.float64)[alone],
+        store.events(region),
+    )  # fmt: skip
+    events = [
+        *folded.events,
+        *(SilenceEvent(int(k), alone[late == k]) for k in np.unique(late[late != NO_EVENT])),
+    ]
+    alone = alone[late == NO_EVENT]
+    silences = silence_entries(ids, last_ts, events)
+    in_events = np.setdiff1d(np.arange(ids.size), alone)
+    store.fold(region, ids[in_events], last_ts[in_events])
+    store.note_events(region, _spans(events, last_ts))
+    alert_ids = np.concatenate([ids[alone], late_ids]).astype(np.uint64)
+    alert_ts = np.concatenate([last_ts[alone], late_ts])
+    emit(dropout_alerts(region, alert_ids, alert_ts, time.time(), silences))
+    result.alerts = int(alert_ids.size)
     result.silence_events = len(silences)
-    result.folded = int(ids.size - alone.size)
+    result.folded = int(in_events.size)
 
 
 def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
     """Returns the number of devices alerted as silent."""
     region = str(payload["region"])
     emit = rt.publisher.send_alerts
+    started = time.perf_counter()
     result = sweep(rt.stores.dropout, rt.registry.get(), region, emit, rt.clock())
+    # How long a sweep holds its worker slot: the work ranked below premium that a
+    # premium batch may still wait behind once it has started.
+    run_ms = np.array([(time.perf_counter() - started) * 1000.0])
+    rt.stores.detector.add_latency(SWEEP_RUN_STAGE, bucket_counts(run_ms))
     rt.stores.state.incr_counters(
         {
             "dropout_swept_states": result.states,
@@ -224,6 +351,7 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
             "dropout_passes": result.passes_finished,
             "dropout_silence_events": result.silence_events,
             "dropout_folded": result.folded,
+            "dropout_alerts_after_outage": result.alerts_after_outage,
         }
     )
     return result.alerts

@@ -248,7 +248,7 @@ def test_a_region_silence_folded_by_the_sweep_is_one_ingest_gap_with_its_device_
     more = Silence("eu-west", "*", 10_000, T0 - 11, T0 - 9, tuple(range(20, 30)))
     notices = corr.observe([], T0, silent_now=True, silences=[gap])
     notices += corr.observe(dropouts(range(2), region="us-east"), T0 + 1, True, [more])
-    notices += corr.tick(T0 + 2)
+    notices += corr.tick(T0 + 1 + CFG.silence_wait_s)
     by_region = {u.incident.region: u.incident for u in notices}
     # Then eu-west has one ingest gap of 40,000 devices with no device set (nothing to
     # accelerate), and us-east its own small incidents
@@ -273,3 +273,56 @@ def test_a_group_silence_is_its_own_gap_and_survives_a_state_round_trip() -> Non
     # Then g7's gap holds 320 devices in one incident; the lone dropout stays apart
     incidents = {(i.group, i.storm): i.device_count for i in corr.open_incidents()}
     assert incidents == {("g7", "ingest_gap"): 320, ("g0", None): 1}
+
+
+def test_returns_of_one_outage_spread_over_small_batches_are_one_storm_not_one_per_group() -> None:
+    corr = Correlator(CFG)
+    # Given a region's outage ending on a loaded machine: premium returns screened first,
+    # a few per group in tiny batches, some groups' returns folded by screening already
+    notices: list[IncidentUpdate] = []
+    for k in range(6):
+        batch = [Alert(100 * g + k, f"g{g}", "eu-west", T0 + 0.1 * k, "dropout") for g in range(6)]
+        notices += corr.observe(batch, now_ts=T0 + 0.1 * k)
+    part = Silence("eu-west", "g3", 12, T0 - 7, T0 - 6, (300, 301))
+    notices += corr.observe([], T0 + 1, silences=[part])
+    # When standard's returns, folded into a region-wide event, arrive seconds later
+    # (past the ordinary group wait, within the silence wait)
+    notices += corr.tick(T0 + 2 * CFG.group_wait_s + 1)
+    whole = Silence("eu-west", "*", 1_500, T0 - 7, T0 - 6, tuple(range(1_000, 1_010)))
+    notices += corr.observe([], T0 + CFG.silence_wait_s - 0.5, silences=[whole])
+    notices += corr.tick(T0 + 2 * CFG.silence_wait_s)
+    # Then one incident was notified: the region's reconnect, counting every device
+    assert {u.incident.incident_id for u in notices} == {notices[0].incident.incident_id}
+    storm = notices[-1].incident
+    assert (storm.storm, storm.group, storm.device_count) == (
+        "mass_reconnect",
+        "*",
+        36 + 12 + 1_500,
+    )
+
+
+def test_one_groups_silence_is_notified_on_its_own_after_the_silence_wait() -> None:
+    corr = Correlator(CFG)
+    # Given dropouts of one group only, returning together
+    corr.observe(dropouts(range(30), groups=1), now_ts=T0)
+    # Then the group's incident waits for a storm that may form, then fires on its own
+    assert corr.tick(T0 + CFG.group_wait_s) == []
+    updates = corr.tick(T0 + CFG.silence_wait_s)
+    assert [(u.incident.group, u.incident.storm, u.incident.device_count) for u in updates] == [
+        ("g0", None, 30)
+    ]
+
+
+def test_a_return_fold_is_a_mass_reconnect_and_joins_an_open_ingest_gap() -> None:
+    # Given returns that screening folded into events, with no sweep having seen the outage
+    corr = Correlator(CFG)
+    back = Silence("eu-west", "*", 800, T0 - 5, T0 - 4, (1, 2, 3))
+    corr.observe([], T0, silent_now=False, silences=[back])
+    # Then the region's storm is a mass reconnect
+    assert [(i.storm, i.device_count) for i in corr.open_incidents()] == [("mass_reconnect", 800)]
+    # Given instead an outage a sweep saw while it lasted, then its devices' returns folded
+    corr = Correlator(CFG)
+    corr.observe([], T0, silent_now=True, silences=[Silence("eu-west", "*", 800, T0 - 9, T0 - 8)])
+    corr.observe([], T0 + 5, silent_now=False, silences=[back])
+    # Then the outage and its end are one ingest gap
+    assert [(i.storm, i.device_count) for i in corr.open_incidents()] == [("ingest_gap", 1_600)]

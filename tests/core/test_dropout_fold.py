@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from scheduler.detection import screen
 from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import fresh_states
-from scheduler.dropout_fold import REGION_WIDE, FoldConfig, fold_silences, quiet_devices
+from scheduler.dropout_fold import (
+    REGION_WIDE,
+    FoldConfig,
+    fold_silences,
+    outage_over,
+    quiet_devices,
+    settle_folded,
+)
 from scheduler.dropout_sweep import find_dropouts
 
 CFG = FoldConfig()
@@ -142,3 +149,29 @@ def test_devices_that_died_long_ago_do_not_make_a_fresh_dropout_look_like_an_out
     quiet = quiet_devices(states, NOW, config, FoldConfig(together_s=3600.0))
     # Then only the fresh silence is quiet: the old ones are no part of an event now
     assert np.flatnonzero(quiet.quiet).tolist() == [20]
+
+
+def test_a_folded_device_is_alerted_alone_only_once_its_group_is_back_and_its_limit_passed() -> (
+    None
+):
+    # Given a region reporting again: group 1 all back, group 2 (a gateway) still silent
+    examined_group = np.array([1] * 20 + [2] * 20 + [3] * 60, dtype=np.int64)
+    examined_quiet = np.array([False] * 19 + [True] + [True] * 20 + [False] * 60)
+    # When three folded devices are judged: one of group 1 silent, one of group 1 heard
+    # from since, one of the silent group 2
+    group = np.array([1, 1, 2], dtype=np.int64)
+    over = outage_over(examined_group, examined_quiet, group)
+    assert over.tolist() == [True, True, False]
+    since = np.array([100.0, 100.0, 100.0])
+    last = np.array([100.0, 130.0, 100.0])
+    limit = np.full(3, 10.0)
+    # Then at the first look the silent device of group 1 is armed, not alerted; the one
+    # heard from is back; the gateway's device waits with its group
+    first = settle_folded(since, np.full(3, np.nan), last, limit, over, 140.0)
+    assert (first.back.tolist(), first.arm.tolist(), first.alert.tolist()) == (
+        [False, True, False], [True, False, False], [False, False, False],
+    )  # fmt: skip
+    # And a dropout limit after it was armed, it is alerted on its own
+    armed = np.array([140.0, np.nan, np.nan])
+    later = settle_folded(since, armed, last, limit, over, 150.0)
+    assert later.alert.tolist() == [True, False, False]

@@ -59,3 +59,18 @@ def test_a_backlog_of_one_tier_while_another_flows_is_no_stall() -> None:
     clock = sweep_now_ts(frontier, TIERS, np.array([0, 1]), WALL, stall_s=10.0)
     # Then standard is still judged by its own frontier
     assert clock.tolist() == [WALL - 0.2, WALL - 15.0]
+
+
+def test_a_region_without_premium_whose_standard_backlog_passes_the_stall_bound_is_no_outage() -> (
+    None
+):
+    # Given a region with no premium stream, standard screened 15 s behind the wall (a
+    # backlog: its readings keep flowing, late)
+    frontier = {"standard": WALL - 15.0}
+    # When the clock is taken with the 10 s stall bound and a 30 s lag bound
+    clock = sweep_now_ts(frontier, TIERS, np.array([1]), WALL, max_lag_s=30.0, stall_s=10.0)
+    # Then standard is judged by its own frontier, not the wall: nobody looks silent
+    assert clock.tolist() == [WALL - 15.0]
+    # And only once it lags past the lag bound is its silence taken as real
+    late = sweep_now_ts({"standard": WALL - 45.0}, TIERS, np.array([1]), WALL, 30.0, 10.0)
+    assert late.tolist() == [WALL - 30.0]

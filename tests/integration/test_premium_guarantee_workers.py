@@ -14,11 +14,9 @@ measured by ``iotsched bench`` and ``iotsched storm-bench`` on a quiet machine.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
 from bench.loadrun import SteadyPace, drive, wait_drained
@@ -113,28 +111,23 @@ def test_a_mass_reconnect_is_a_handful_of_incidents_and_does_not_hold_premium_up
         resume_s=3.0,
         seed=6,
     )
-    started = time.time()
     result = reconnect_flood(fleet_run, cfg)
     # Then every returning device was seen ending its silence: screening folded most
     # returns into silence events, the rest (small batches) were dropout alerts...
     folded = result["screening"]["folded_returns"]
     assert folded + result["device_alerts_after_resume"] >= 0.9 * cfg.devices
     assert folded > 0 and result["screening"]["silence_events"] < folded
-    # ...which folded into incidents by region and group, never one per device: at most
-    # one per (region, group) and per region for each way the silence is seen (a silence
-    # event; dropout alerts of returns spread over small batches). On a quiet machine this
-    # is one storm incident per region; on one three times slower, the same code (this
-    # stop's and the previous one's) raised 20-30, each group's alerts opening its own
-    # incident before its region's storm formed.
-    assert fleet_run.registry is not None
+    # ...which folded into a handful of incidents: one storm per region, however the
+    # returns were spread over batches (on a loaded machine premium's returns are screened
+    # seconds ahead of standard's, a few per group per batch; they wait for the region's
+    # storm instead of paging per group). Slack of one more per region for a loaded CI.
+    print("mass reconnect incidents:", result["incidents"], result["storm_incidents"])
     regions = len(fleet_run.settings.regions)
-    storm_keys = regions * (int(np.unique(fleet_run.registry.group).size) + 1)
-    assert result["incidents"] <= 2 * storm_keys, result["incidents"]
+    assert result["incidents"] <= 2 * regions, result["incidents"]
     assert {s["storm"] for s in result["storm_incidents"]} <= {"ingest_gap", "mass_reconnect"}
-    assert len(result["storm_incidents"]) <= storm_keys
+    assert {s["region"] for s in result["storm_incidents"]} == set(fleet_run.settings.regions)
     # And no work was hurried for it, nothing was lost, and premium kept its bound
     assert result["accelerated_readings"] == 0
     assert result["drained"] and result["lost"] == 0
     # (from the resumption on: the reconnect and its storm, not the workers' cold start)
     assert result["premium_p99_ms_after_resume"] < CI_SLACK * PREMIUM_BOUND_MS, result
-    assert time.time() - started < 120

@@ -17,9 +17,10 @@ from scheduler.defaults import DETECTION_BOUND_S, PREMIUM_LATENCY_BOUND_MS
 from scheduler.hpa_baselines import list_length_for_delay
 from scheduler.scaling import ScalingConfig
 from simulation.compare import side_by_side
-from simulation.criteria import WASTAGE_BOUND_PCT, Outcome
+from simulation.criteria import WASTAGE_BOUND_PCT, Outcome, run_spec
 from simulation.latency import tier_latency
 from simulation.pools import SCALERS
+from simulation.premium_scenarios import PREMIUM_SCENARIOS
 from simulation.scenarios import EU, SCENARIOS, US, run_scenario, simulated_day
 from simulation.trace import PREMIUM, STANDARD
 
@@ -234,3 +235,22 @@ def test_the_forecast_learns_from_a_different_day_than_the_one_scored() -> None:
     ratio = today / before
     assert np.std(ratio) > 0.003  # independent noise, not the same draws
     assert abs(float(np.mean(ratio)) - 1.0) > 1e-3  # its own level
+
+
+@pytest.mark.parametrize("name", ["mass_reconnect", "mass_reconnect_screened_late"])
+def test_a_reconnect_flood_is_one_incident_per_region_and_premium_keeps_its_bound(
+    name: str,
+) -> None:
+    # Given the whole fleet silent for 100 s, then back; its returns folded by screening's
+    # rules and correlated by the runtime's correlator (on a loaded machine: a few premium
+    # returns per batch screened first, standard's seconds later)
+    scenario = PREMIUM_SCENARIOS[name]
+    result = run_spec(scenario, scenario.build(0))
+    f = result.figures
+    # Then each region raised one incident, a region-wide reconnect, with no work hurried
+    incidents = list(result.trace.silence_incidents.values())
+    assert sorted(i.region for i in incidents) == sorted(result.trace.regions)
+    assert {(i.group, i.storm) for i in incidents} == {("*", "mass_reconnect")}
+    assert f["accelerated_readings"] == 0
+    # And premium kept its bound through the reconnect
+    assert f["premium_p99_disturbed_ms"] < PREMIUM_LATENCY_BOUND_MS

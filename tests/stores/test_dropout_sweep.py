@@ -127,6 +127,34 @@ def test_the_sweep_walks_every_state_in_bounded_pages_across_sweeps(
     assert len(alerted) + sum(folded) == mine.size
 
 
+def test_a_sweep_past_its_time_budget_stops_after_the_page_in_hand_and_the_next_carries_on(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    warm_up(client, mine, np.full(mine.size, NOW - 100))
+    store = RedisDropoutStore(client, KEYS)
+    checks: list[float] = []
+    # Given a sweep clock that says each page took a second, twice the budget
+
+    def elapsed_s() -> float:
+        checks.append(len(checks) + 1.0)
+        return checks[-1]
+
+    # When a sweep allowed many small pages runs
+    result = sweep(
+        store, registry, region, lambda _: None, NOW, page_size=10, max_pages=50,
+        budget_s=0.5, elapsed_s=elapsed_s,
+    )  # fmt: skip
+    # Then it read one page only (the budget was spent after it), not its 50
+    assert checks == [1.0]
+    assert 0 < result.states < mine.size and result.passes_finished == 0
+    # And a sweep with time to spare carries on from where it stopped, to the pass's end
+    rest = sweep(store, registry, region, lambda _: None, NOW, page_size=10, max_pages=10_000,
+                 budget_s=float("inf"))  # fmt: skip
+    assert rest.passes_finished == 1
+
+
 def screened_up_to(client: fakeredis.FakeRedis, region: str, tier: str, ts: float) -> None:
     """Record that ``region``'s ``tier`` stream has screened readings up to ``ts``."""
     store = RedisDetectorStore(client, KEYS)
@@ -234,3 +262,101 @@ def test_one_gateway_silent_while_the_region_reports_is_one_event_for_its_group(
     # Then the gateway's group is one event with its device count, and the lone device
     # among reporting peers is alerted on its own
     assert reported(emitted) == ([int(lone[0])], [(str(down), int((groups == down).sum()))])
+
+
+def back_at(
+    client: fakeredis.FakeRedis, region: str, ids: np.ndarray, ts: float, name: str
+) -> None:
+    """``ids`` report at ``ts``, screened (the region's standard stream reaches ``ts``)."""
+    batch = Batch(
+        name, region, "standard", ("value",), ids.astype(np.uint64), np.full(ids.size, ts),
+        np.full((ids.size, 1), 20.0), np.full(ids.size, ts),
+    )  # fmt: skip
+    screen_batch(batch, RedisDetectorStore(client, KEYS), lambda _: None, clock=lambda: ts)
+    screened_up_to(client, region, "premium", ts)
+
+
+def test_a_device_that_stays_silent_after_its_folded_outage_is_then_alerted_alone(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    dead, peers = mine[:1], mine[1:]
+    # Given a region outage the sweep folded into one event (devices report every 10 s:
+    # their dropout limit is 50 s)
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    store = RedisDropoutStore(client, KEYS)
+    outage: list[dict[str, Any]] = []
+    sweep(store, registry, region, outage.append, NOW)
+    assert reported(outage) == ([], [("*", mine.size)])
+    # When every device but one comes back, and the region is swept just after
+    back_at(client, region, peers, NOW + 5, "back")
+    soon: list[dict[str, Any]] = []
+    sweep(store, registry, region, soon.append, NOW + 6)
+    # Then nobody is alerted yet: a peer late by less than its own limit is no dropout
+    assert reported(soon) == ([], [])
+    # When its peers keep reporting past the silent device's dropout limit
+    back_at(client, region, peers, NOW + 60, "still")
+    later: list[dict[str, Any]] = []
+    result = sweep(store, registry, region, later.append, NOW + 61)
+    # Then the device silent among reporting peers is alerted on its own, once
+    assert reported(later) == ([int(dead[0])], [])
+    assert result.alerts_after_outage == 1
+    again: list[dict[str, Any]] = []
+    back_at(client, region, peers, NOW + 115, "and-still")
+    sweep(store, registry, region, again.append, NOW + 120)
+    assert reported(again) == ([], [])
+
+
+def test_devices_back_from_a_folded_outage_are_never_alerted_alone(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    # Given a folded region outage, after which every device came back
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    store = RedisDropoutStore(client, KEYS)
+    sweep(store, registry, region, lambda _: None, NOW)
+    back_at(client, region, mine, NOW + 5, "back")
+    # When the region is swept again and again while they report
+    emitted: list[dict[str, Any]] = []
+    for k, at in enumerate((NOW + 10, NOW + 40, NOW + 75)):
+        back_at(client, region, mine, at - 1, f"report-{k}")
+        sweep(store, registry, region, emitted.append, at)
+    # Then none of them is alerted, and none is remembered as folded any more
+    assert reported(emitted) == ([], [])
+    assert client.zcard(KEYS.dropout_folded(region)) == 0
+
+
+def test_the_last_devices_of_an_outage_found_after_their_peers_returned_join_its_event(
+    client: fakeredis.FakeRedis,
+) -> None:
+    registry = generate_registry(3_000, seed=1, group_size=100)
+    region = registry.topology.regions[0]
+    mine = home_devices(registry, region)
+    # Given a region outage of which a short sweep saw only part before the devices came back
+    warm_up(client, mine, np.full(mine.size, NOW - 60))
+    screened_up_to(client, region, "premium", NOW - 60)
+    store = RedisDropoutStore(client, KEYS)
+    first: list[dict[str, Any]] = []
+    sweep(store, registry, region, first.append, NOW, page_size=300, max_pages=1)
+    alone, events = reported(first)
+    assert alone == [] and len(events) == 1 and 0 < events[0][1] < mine.size
+    # When most devices are back, a few of several groups still on their way (none of
+    # them seen silent yet)
+    folded = KEYS.dropout_folded(region)
+    unseen = [int(d) for d in mine if client.zscore(folded, int(d)) is None]
+    late = np.array(unseen[::40][:20], dtype=np.uint64)
+    assert late.size >= 10
+    back_at(client, region, np.setdiff1d(mine, late), NOW + 5, "back")
+    after: list[dict[str, Any]] = []
+    sweep(store, registry, region, after.append, NOW + 6)
+    # Then the ones still away are not alerted one by one among their returned peers:
+    # they went silent with the outage and join its event
+    alone, events = reported(after)
+    assert set(alone).isdisjoint(late.tolist()), alone
+    assert sum(n for _, n in events) >= 1

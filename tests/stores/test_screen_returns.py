@@ -73,11 +73,12 @@ def test_a_fleet_back_from_a_short_pause_is_one_silence_event_and_one_incident(
     counters = rt.stores.state.counters()
     assert counters["screen_silence_events"] == 1
     assert counters["screen_folded_returns"] == 600
-    # And the anomaly task makes it one ingest gap incident of the region, with no work booked
+    # And the anomaly task makes it one incident of the region, a mass reconnect (seen on the
+    # devices' return: no sweep saw the silence), with no work booked
     handle_alerts(rt, payload, NOW + 10)
     handle_tick(rt, {"region": "eu-west"}, NOW + 11)
     storms = [(d["storm"], d["group"], d["device_count"]) for d in sink.documents]
-    assert storms == [("ingest_gap", "*", 600)]
+    assert storms == [("mass_reconnect", "*", 600)]
     assert recording_app.named(ACCELERATE_TASK) == []
 
 

@@ -39,10 +39,11 @@ def test_a_folded_group_silence_is_one_incident_with_its_count_and_books_no_work
     # Given a sweep that folded 2,000 silent devices of group 7 into one event and
     # alerted one lone device of another group
     payload = folded_payload(2_000, group=7)
-    # When the anomaly task folds it, twice (a redelivery), and its timers run
+    # When the anomaly task folds it, twice (a redelivery), and its timers run past the
+    # wait a silence of part of a region gets before its first notice
     handle_alerts(rt, payload, NOW)
     handle_alerts(rt, payload, NOW + 0.1)
-    handle_tick(rt, {"region": "eu-west"}, NOW + 1.0)
+    handle_tick(rt, {"region": "eu-west"}, NOW + rt.correlator.silence_wait_s + 1.0)
     # Then one ingest gap of group 7 fired with all 2,000 devices, the lone device's
     # incident apart, and no accelerated processing was booked for either
     fired = sorted(
