@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-#: The alert kind of a device's silence (scheduler.detection's "dropout").
+#: The alert kind of a device's silence (scheduler.anomaly_kind's DROPOUT).
 SILENCE_KIND = "dropout"
 #: The storm of devices found silent while the silence lasts (by a dropout sweep).
 INGEST_GAP = "ingest_gap"
