@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -12,6 +13,7 @@ from runtime_doubles import MakeRuntime
 
 from bench.held_readings import HeldReadings
 from bench.loadrun import drive
+from bench.window import OfferWindow
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import IngestResult, Producer
 from scheduler.codec import decode_batch
@@ -19,6 +21,7 @@ from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from scheduler.wire import HELD_SCREEN_FIELD, ROUTINE_TASK, SCREEN_TASK
+from stores.keys import Keys
 from stores.memory_state import MemoryStateStore
 from tasks.screen import handle_screen
 
@@ -94,6 +97,31 @@ def test_pushed_back_readings_are_screened_at_once_and_not_again_when_admitted()
             assert all(t > newest.get(d, -np.inf) for d, t in pairs)
             for d, t in pairs:
                 newest[d] = max(newest.get(d, t), t)
+
+
+def test_a_paced_bench_window_leaves_screening_of_held_readings_on() -> None:
+    # Given the pattern bench's window recording what the producer publishes, and every
+    # region closed to other tiers than premium from 0.2 s to 0.6 s into the run
+    app = RecordingApp()
+    start = time.time()
+
+    def gate() -> np.ndarray:
+        return np.full(3, 0.2 < time.time() - start < 0.6)
+
+    producer = _producer(gate, app)
+    stream = RoundRobin(producer._registry())
+    run_ = SimpleNamespace(store=SimpleNamespace(client=fakeredis.FakeRedis()), keys=Keys("w"))
+    window = OfferWindow(run_, start + 0.2, start + 0.6).install(producer, stream)
+    # When 60,000 readings are offered at 60,000 readings/s through the gateway
+    result = drive(producer, stream, 60_000, 60_000, chunk=2_000)  # type: ignore[arg-type]
+    window.report(timeout_s=5.0)
+    # Then readings held back were screened while held, through the recording publisher
+    assert result.pushed_back + result.deferred > 0
+    held_copies = [b for name, _, b in app.sent if name == SCREEN_TASK and "held" in b.batch_id]
+    assert held_copies and producer.store.counters()["screened_while_held"] > 0
+    # And still once each
+    screened = app.readings(SCREEN_TASK)
+    assert len(screened) == len(set(screened)) == 60_000
 
 
 def test_held_readings_are_screened_before_any_is_admitted() -> None:
