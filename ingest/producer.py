@@ -62,7 +62,9 @@ def home_placer(registry: Registry, rows: npt.NDArray[np.int64]) -> npt.NDArray[
     return registry.home_region[rows]
 
 
-#: Per region code, True where the region's routine backlog is past its cap.
+#: Per region code, True where the region's routine backlog is past its cap. A gate may
+#: also measure ``screen_cost_ratio`` (screening's cost per held reading over routine's,
+#: None before): the held-screening budget follows it.
 BacklogGate = Callable[[], npt.NDArray[np.bool_]]
 #: True while ingest must pause (e.g. Redis close to ``maxmemory``): every new reading
 #: is pushed back.
@@ -460,6 +462,9 @@ class Producer:
     def _backlog_closed(self, n_regions: int) -> npt.NDArray[np.bool_]:
         assert self.backlog_gate is not None
         closed = self._guarded(self.backlog_gate)
+        ratio = getattr(self.backlog_gate, "screen_cost_ratio", None)
+        if ratio is not None:
+            self.held_screener.budget.follow_cost(ratio)
         return np.zeros(n_regions, dtype=bool) if closed is None else np.asarray(closed, bool)
 
     def _guarded(self, fn: Callable[..., object], *args: object) -> object | None:

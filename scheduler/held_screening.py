@@ -13,7 +13,9 @@ screening of held readings takes a bounded share of the region's slot time (its 
 ``bench/screen_cost.py`` measures screening at about twice routine processing's cost
 per reading (7.1 vs 3.6 us) for copies with one reading per device: screening is mostly
 the detector states' MGET and MSET, so held copies, coalesced to several readings per
-device (``defaults.HELD_SCREEN_MAX_READINGS``), are taken at about routine's cost.
+device (``defaults.HELD_SCREEN_MAX_READINGS``), cost less per reading. The ratio is
+taken at 1:1 until the workers' service is measured, then followed
+(``HeldScreenBudget.follow_cost``, from ``scheduler.screen_cost``).
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
 so past the budget a sample of devices is screened while held: a fixed share of each
 region's devices (picked by a hash of the id, so the same devices keep fast detection),
@@ -39,13 +41,24 @@ import numpy.typing as npt
 #: this moves screening earlier rather than adding work, and standard detection (5 s)
 #: is a tighter bound than standard processing's.
 HELD_SCREEN_SHARE = 2.0 / 3.0
-#: Screening's cost per reading over routine processing's (bench/screen_cost.py), for
-#: held readings coalesced per device (``defaults.HELD_SCREEN_MAX_READINGS``): a device's
-#: readings share one fetch and store of its state, most of screening's cost.
+#: Screening's cost per reading over routine processing's until the workers' service
+#: is measured (``scheduler.screen_cost``), for held readings coalesced per device
+#: (``defaults.HELD_SCREEN_MAX_READINGS``): a device's readings share one fetch and
+#: store of its state, most of screening's cost.
 SCREEN_TO_ROUTINE_COST = 1.0
-#: Readings screened while held per non-premium reading admitted: the share above.
-#: (Rounded: 1.9999999999999998 would shrink the sample for a load it exactly pays for.)
-PER_ADMITTED = round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / SCREEN_TO_ROUTINE_COST, 9)
+
+
+def per_admitted(cost_ratio: float) -> float:
+    """Readings screened while held per non-premium reading admitted, for the share above
+    at ``cost_ratio`` (screening's cost per held reading over routine's). (Rounded:
+    1.9999999999999998 would shrink the sample for a load it exactly pays for.)"""
+    if cost_ratio <= 0:
+        raise ValueError(f"cost ratio must be positive, got {cost_ratio}")
+    return round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / cost_ratio, 9)
+
+
+#: Readings screened while held per non-premium reading admitted, before any measurement.
+PER_ADMITTED = per_admitted(SCREEN_TO_ROUTINE_COST)
 #: Earning and spending are compared over this long (seconds): a few gateway lumps and
 #: admission rounds, short enough to follow a change of drain within seconds.
 BUDGET_WINDOW_S = 2.0
@@ -90,6 +103,12 @@ class HeldScreenBudget:
         if admitted > 0:
             self._fade(region, now_ts)
             self._earned[region] += self.per_admitted * admitted
+
+    def follow_cost(self, cost_ratio: float) -> None:
+        """Screening's cost per held reading over routine's, as measured now: admissions
+        earn in inverse proportion from now on, so held screening keeps its share of slot
+        time whatever the fleet's readings per device per copy."""
+        self.per_admitted = per_admitted(cost_ratio)
 
     def share(self, region: int) -> float:
         """Share of the region's devices screened while held (1.0 until spending outruns
