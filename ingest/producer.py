@@ -31,7 +31,7 @@ import numpy.typing as npt
 import redis
 from kombu.exceptions import OperationalError
 
-from ingest.held_screener import HeldScreener
+from ingest.held_screener import BeforeRegion, HeldScreener, SendCopies
 from ingest.outbox import MemoryOutbox, Outbox
 from ingest.premium_backlog import PremiumBacklog
 from ingest.unconfirmed import UnconfirmedWindow
@@ -298,6 +298,9 @@ class Producer:
             screened_early = self._screen_rows(
                 rows[i], dev[i], t[i], v[i], held_region, held_tier, now
             )
+        # Devices rejoining the sample whose older held readings are all admitted now
+        # (in the batcher, so screened before): what they kept since is screened.
+        screened_early += self.held_screener.rejoined(now, *self._held_senders(now))
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
         self._unsent_counts["accepted"] += accepted
@@ -363,6 +366,11 @@ class Producer:
         now: float,
     ) -> int:
         """Screening copies of held readings, through the publisher's ``screen_many``."""
+        send, before_region = self._held_senders(now)
+        return self.held_screener.screen((rows, dev, t, v), region, tier, now, send, before_region)
+
+    def _held_senders(self, now: float) -> tuple[SendCopies | None, BeforeRegion]:
+        """How held readings' copies are sent (None: not now), and what goes first."""
         screen_many = getattr(self.publisher, "screen_many", None)
         send = None
         if screen_many is not None and not self.degraded and not self._in_backoff():
@@ -374,7 +382,7 @@ class Producer:
             tiers = range(1, len(self._registry_snapshot.topology.tiers))
             self._publish(self.batcher.cut_region(code, tiers), now)
 
-        return self.held_screener.screen((rows, dev, t, v), region, tier, now, send, before_region)
+        return send, before_region
 
     def closed(self) -> npt.NDArray[np.bool_] | None:
         """Per region code, True where non-premium readings are pushed back now; None

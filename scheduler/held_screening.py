@@ -160,6 +160,11 @@ def pick_held(
     dropout), and its skipped readings could not be screened later without going back
     in time. Only ``clean`` devices (none of their readings waiting unscreened) take part.
     """
+    return np.flatnonzero(clean & in_sample(order, share))
+
+
+def in_sample(order: npt.NDArray[np.uint64], share: float) -> npt.NDArray[np.bool_]:
+    """Which devices (``order``, from ``device_order``) are in a sample of ``share``."""
     if share >= 1.0:
-        return np.flatnonzero(clean)
-    return np.flatnonzero(clean & (order < np.uint64(max(0.0, share) * ORDER_SPAN)))
+        return np.ones(order.shape, dtype=np.bool_)
+    return order < np.uint64(max(0.0, share) * ORDER_SPAN)

@@ -295,3 +295,72 @@ def test_a_large_held_copy_is_screened_in_pieces_no_larger_than_the_held_copy_li
     copies = [p[0] for p in recording_app.named(SCREEN_TASK)]
     assert [c["n"] for c in copies] == [5_000, 5_000, 2_000]
     assert len({c["id"] for c in copies}) == 3
+
+
+class SetShare(HeldScreenBudget):
+    """A budget whose sample share the test sets (the budget's own sizing is tested in
+    tests/core/test_held_screening.py)."""
+
+    set_to = 1.0
+
+    def share(self, region: int) -> float:
+        return self.set_to
+
+
+def test_a_device_dropped_from_the_sample_rejoins_once_its_older_held_readings_are_in() -> None:
+    # Given eu-west closed to other tiers than premium and half its devices in the sample
+    app = RecordingApp()
+    reg = generate_registry(2_000, seed=3)
+    budget = SetShare()
+    closed = [True]
+    producer = Producer(
+        lambda: reg,
+        CeleryPublisher(app, screening=True),  # type: ignore[arg-type]
+        MemoryStateStore(),
+        backlog_gate=lambda: np.full(3, closed[0]),
+        held_screening=budget,
+    )
+    ids = reg.device_id[(reg.tier == 1) & (reg.home_region == 0)][:300]
+    now = time.time()
+
+    def offer(ages_s: list[float]) -> IngestResult:
+        ts = np.repeat(now - np.array(ages_s), ids.size)
+        res = producer.ingest_columns(np.tile(ids, len(ages_s)), ts, np.zeros(ts.size), now_ts=now)
+        producer.flush()
+        return res
+
+    budget.set_to = 0.5
+    offer([9.0, 8.0, 7.0])
+    early = {d for d, _ in app.readings(SCREEN_TASK)}
+    dropped = set(ids.tolist()) - early
+    assert 100 <= len(early) <= 200
+    # When the sample grows back to every device while the overload lasts
+    budget.set_to = 1.0
+    app.sent.clear()
+    res = offer([6.0, 5.0])
+    # Then the devices in the sample all along are screened at once, and the dropped
+    # ones keep their newer readings back (their older ones still wait unscreened)
+    assert {d for d, _ in app.readings(SCREEN_TASK)} == early
+    assert res.pushed_back == 600 and res.screened_while_held == 2 * len(early)
+    # When the region opens and the oldest readings are admitted
+    closed[0] = False
+    app.sent.clear()
+    offer([9.0, 8.0, 7.0])
+    # Then the dropped devices' oldest readings are screened with their routine batches,
+    # and right after them the readings they kept back, oldest first: they rejoined
+    screened = app.readings(SCREEN_TASK)
+    assert sorted(screened) == sorted((d, now - a) for d in dropped for a in (9, 8, 7, 6, 5))
+    last: dict[int, float] = {}
+    for d, t in screened:
+        assert t > last.get(d, -np.inf)
+        last[d] = t
+    # When the kept readings are admitted too
+    app.sent.clear()
+    offer([6.0, 5.0])
+    # Then they are not screened again
+    assert not app.readings(SCREEN_TASK) and len(app.readings(ROUTINE_TASK)) == 600
+    # And, closed again, every device is screened at once while held
+    closed[0] = True
+    app.sent.clear()
+    offer([4.0])
+    assert {d for d, _ in app.readings(SCREEN_TASK)} == set(ids.tolist())
