@@ -22,10 +22,10 @@ region's devices (picked by a hash of the id, so the same devices keep fast dete
 whole devices only, so every device's readings reach screening complete and in time
 order (a device screened in part would show the detector gaps, i.e. false dropouts).
 The share follows the budget over a window, not each gateway lump: a device dropped from
-the sample cannot rejoin while its held readings wait (its newer ones would overtake
-them), so it is not dropped for a lump larger than the moment's credit. The other
-devices' readings are screened when admitted, as before. A reading is screened once:
-early, or when admitted, never both.
+the sample rejoins only after its older held readings are admitted (its newer ones must
+not overtake them; ``ingest.held_rejoin``), so it is not dropped for a lump larger than
+the moment's credit. The other devices' readings are screened when admitted, as before.
+A reading is screened once: early, or when admitted, never both.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class HeldScreenBudget:
     Admissions earn ``per_admitted`` readings each; screening spends them. Both are
     summed over a fading window; after each spend, a region whose spending ran past its
     earning shrinks its sample in proportion, and one spending under half of it grows
-    the sample back (devices rejoin once none of their readings waits unscreened).
+    the sample back (devices rejoin once their older held readings are admitted).
     """
 
     per_admitted: float = PER_ADMITTED
@@ -122,7 +122,7 @@ class HeldScreenBudget:
         if now_ts - self._since_ts[region] < self.window_s:
             # Held readings screened before the region's admissions have earned for a
             # window (a gateway behind from the start): a shrink now would be judged on
-            # no evidence, and dropped devices cannot rejoin while the overload lasts.
+            # no evidence, and a dropped device rejoins only after its held backlog.
             # At most one window of held readings is screened this way.
             return
         if now_ts - self._resized_ts.get(region, float("-inf")) < ADJUST_EVERY * self.window_s:
