@@ -25,6 +25,10 @@ SendCopies = Callable[[list[Batch]], bool]
 #: Called before a region's held readings are screened: its admitted readings still
 #: buffered must reach screening first (a device's readings are screened in time order).
 BeforeRegion = Callable[[int], None]
+#: Rejoining devices' kept readings are looked at most this often (seconds): finding
+#: those ready goes through every kept reading of the region, and devices finish their
+#: held backlog one admission call after another.
+REJOIN_CHECK_S = 0.1
 
 
 class HeldScreener:
@@ -40,6 +44,7 @@ class HeldScreener:
         self.rejoin = RejoinBuffer(len(registry))
         #: A rejoining device had readings admitted since ``rejoined`` last looked.
         self._rejoin_due = False
+        self._rejoin_next_ts = float("-inf")
         self._registry = registry
         self._producer_id = producer_id
         self._metrics = metrics
@@ -69,7 +74,9 @@ class HeldScreener:
         for code in np.flatnonzero(counts).tolist():
             self.budget.earn(code, int(counts[code]), now)
         self.marks.admitted(rows, ts)
-        self._rejoin_due |= bool(self.rejoin.rejoining[rows].any())
+        # Only a rejoining device clean now has kept readings to screen.
+        rejoining = rows[self.rejoin.rejoining[rows]]
+        self._rejoin_due |= bool(self.marks.clean(rejoining).any())
         return self.marks.screened(rows, ts)
 
     def screen(
@@ -118,9 +125,10 @@ class HeldScreener:
     def rejoined(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> int:
         """Screen what rejoining devices kept once their older held readings are all
         admitted (call after those readings reached the batcher); returns readings sent."""
-        if not self._rejoin_due:
+        if not self._rejoin_due or now < self._rejoin_next_ts:
             return 0
         self._rejoin_due = False
+        self._rejoin_next_ts = now + REJOIN_CHECK_S
         sent = 0
         for code in self.rejoin.regions():
             ready = self.rejoin.ready(code, self.marks)
