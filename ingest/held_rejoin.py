@@ -83,7 +83,7 @@ class RejoinBuffer:
         gone = t <= admitted_to
         done = marks.clean(rows) & ~gone
         keep = ~gone & ~done
-        finished = np.unique(rows[marks.clean(rows)])
+        finished = rows[marks.clean(rows)]
         self.rejoining[finished] = False
         self.kept_to[finished] = -np.inf
         self._size -= int(rows.size - keep.sum())

@@ -133,6 +133,10 @@ class HeldScreenBudget:
             self._share[region] = share * max(MAX_SHRINK, earned / spent)
         elif spent < 0.5 * earned:
             self._share[region] = min(1.0, share * GROW)
+        # Each resize is judged on what was earned and spent since the last one: spending
+        # from before a shrink, still in the sums, shrank the sample again a second later
+        # on stale evidence, down to a fraction of what the budget pays for.
+        self._earned[region] = self._spent[region] = 0.0
 
     def _fade(self, region: int, now_ts: float) -> None:
         self._since_ts.setdefault(region, now_ts)
