@@ -78,9 +78,10 @@ class HeldScreenBudget:
     """Per region code, the share of devices screened while held, sized to the budget.
 
     Admissions earn ``per_admitted`` readings each; screening spends them. Both are
-    summed over a fading window; after each spend, a region whose spending ran past its
-    earning shrinks its sample in proportion, and one spending under half of it grows
-    the sample back (devices rejoin once their older held readings are admitted).
+    summed (fading over the window) since the region's last resize; at a spend, at most
+    every ``ADJUST_EVERY`` window, a region whose spending ran past its earning shrinks
+    its sample in proportion, and one spending under half of it grows the sample back
+    (devices rejoin once their older held readings are admitted).
     """
 
     per_admitted: float = PER_ADMITTED
