@@ -78,10 +78,10 @@ class HeldScreenBudget:
     """Per region code, the share of devices screened while held, sized to the budget.
 
     Admissions earn ``per_admitted`` readings each; screening spends them. Both are
-    summed (fading over the window) since the region's last resize; at a spend, at most
-    every ``ADJUST_EVERY`` window, a region whose spending ran past its earning shrinks
-    its sample in proportion, and one spending under half of it grows the sample back
-    (devices rejoin once their older held readings are admitted).
+    summed over a fading window; at a spend, at most every ``ADJUST_EVERY`` window, a
+    region whose spending ran past its earning shrinks its sample in proportion, and one
+    spending under half of it grows the sample back (devices rejoin once their older
+    held readings are admitted).
     """
 
     per_admitted: float = PER_ADMITTED
@@ -134,10 +134,6 @@ class HeldScreenBudget:
             self._share[region] = share * max(MAX_SHRINK, earned / spent)
         elif spent < 0.5 * earned:
             self._share[region] = min(1.0, share * GROW)
-        # Each resize is judged on what was earned and spent since the last one: spending
-        # from before a shrink, still in the sums, shrank the sample again a second later
-        # on stale evidence, down to a fraction of what the budget pays for.
-        self._earned[region] = self._spent[region] = 0.0
 
     def _fade(self, region: int, now_ts: float) -> None:
         self._since_ts.setdefault(region, now_ts)
