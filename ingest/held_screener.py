@@ -28,7 +28,7 @@ BeforeRegion = Callable[[int], None]
 #: Rejoining devices' kept readings are looked at most this often (seconds): finding
 #: those ready goes through every kept reading of the region, and devices finish their
 #: held backlog one admission call after another.
-REJOIN_CHECK_S = 0.25
+REJOIN_CHECK_S = 0.1
 
 
 class HeldScreener:

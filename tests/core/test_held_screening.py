@@ -107,3 +107,18 @@ def test_a_measured_screening_cost_sizes_what_admissions_earn() -> None:
         cheap.earn(0, 1_000, now_ts=step * 0.1)
         cheap.spend(0, 4_000, now_ts=step * 0.1)
         assert cheap.share(0) == 1.0
+
+
+def test_a_sample_shrunk_to_nothing_grows_back_once_the_budget_allows() -> None:
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    # Given a long overload in which held screening outran the earning at every turn
+    for step in range(400):
+        budget.earn(0, 1, now_ts=step * 0.1)
+        budget.spend(0, 1_000, now_ts=step * 0.1)
+    assert budget.share(0) < 1e-6
+    # When admissions earn far more than the (now tiny) sample spends, for ten seconds
+    for step in range(400, 500):
+        budget.earn(0, 10_000, now_ts=step * 0.1)
+        budget.spend(0, 1, now_ts=step * 0.1)
+    # Then the sample has grown back to a useful share
+    assert budget.share(0) >= 0.3
