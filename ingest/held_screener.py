@@ -116,6 +116,11 @@ class HeldScreener:
                 else:
                     send = None
                     waiting[:] = True
+            elif send is not None:
+                # Nothing of the region screened: its sample is still reviewed, or one
+                # shrunk to nothing would never be judged again (resizes happen at spends;
+                # measured: every region's share 0.0 at the end of a 250,000/s run).
+                self.budget.spend(code, 0, now)
             # What was not sent (or kept) waits unscreened: its device takes no part until
             # admitted.
             rest = mine[waiting & ~kept]

@@ -364,3 +364,30 @@ def test_a_device_dropped_from_the_sample_rejoins_once_its_older_held_readings_a
     app.sent.clear()
     offer([4.0])
     assert {d for d, _ in app.readings(SCREEN_TASK)} == set(ids.tolist())
+
+
+def test_a_region_whose_sample_shrank_to_nothing_grows_it_back_as_admissions_earn() -> None:
+    # Given eu-west closed, and a budget that has shrunk its sample to nothing
+    app = RecordingApp()
+    closed = [True]
+    producer = _producer(lambda: np.full(3, closed[0]), app, per_admitted=1.0)
+    budget = producer.held_screener.budget
+    base = time.time() - 100.0
+    budget.earn(0, 1, now_ts=base)
+    for step in range(1, 40):
+        budget.spend(0, 10_000, now_ts=base + step)
+    assert budget.share(0) < 1e-6
+    reg = producer._registry()
+    ids = reg.device_id[(reg.tier == 1) & (reg.home_region == 0)][:300]
+    # When, for ten seconds, admissions earn while held readings screen nothing
+    for step in range(40, 50):
+        now = base + step
+        budget.earn(0, 100_000, now_ts=now)
+        res = producer.ingest_columns(ids, np.full(300, now - 0.5), np.zeros(300), now_ts=now)
+        assert res.pushed_back == 300
+    # Then the sample has grown back, and its devices (whose older readings wait held
+    # unscreened) rejoin it: their newer held readings are kept to be screened
+    assert budget.share(0) >= 0.3
+    now = base + 50.5
+    producer.ingest_columns(ids, np.full(300, now - 0.1), np.zeros(300), now_ts=now)
+    assert producer.held_screener.rejoin.size > 0
