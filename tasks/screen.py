@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import redis
 
 from runtime.runtime import Runtime
 from scheduler import alert_record
@@ -181,10 +182,15 @@ def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
     return alerts
 
 
+_RECORD_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
+
+
 def _record_service(rt: Runtime, spent_us: int, readings: int) -> None:
     try:
         rt.stores.state.incr_counters({SCREEN_HELD_US: spent_us, SCREEN_HELD_READINGS: readings})
-    except TRANSIENT_ERRORS as exc:  # screened and committed: one measurement lost is harmless
+    except _RECORD_ERRORS as exc:
+        # Screened and committed (Redis at maxmemory refuses the counters too): one
+        # measurement lost is harmless, a failed task over it is not.
         LOGGER.debug("service of a held copy not recorded: %r", exc)
 
 
