@@ -93,6 +93,11 @@ def run_throughput(cfg: ThroughputConfig, progress: Progress | None = None) -> d
             summary["pattern"] = cfg.pattern
             summary["during_disturbance"] = watch.report(offers)
         summary.update(_offered(result))
+        # Screening's cost per held reading over routine's, as the admission gate measured
+        # it from the workers' service (None: not measured, the budget kept its 1:1 prior).
+        ratio = getattr(run_.producer.backlog_gate, "screen_cost_ratio", None)
+        summary["held_screen_cost_ratio"] = None if ratio is None else round(ratio, 3)
+        summary["held_screening"] = _held_screening(run_)
         summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)
         summary["anomalies_injected"] = stream.injected
         summary.update(
@@ -150,6 +155,18 @@ def _offered(result: DriveResult) -> dict[str, Any]:
         "pushed_back": result.pushed_back,
         "pushed_back_readings": result.pushed_back_readings,
         "deferred_at_gateway": result.deferred,
+    }
+
+
+def _held_screening(run_: RedisRun) -> dict[str, Any]:
+    """Where the held-screening sample ended: its share of each region's devices, what it
+    earned per admitted reading, and the readings kept for devices rejoining it."""
+    screener = run_.producer.held_screener
+    regions = run_.settings.regions
+    return {
+        "share": {r: round(screener.budget.share(i), 3) for i, r in enumerate(regions)},
+        "per_admitted": round(screener.budget.per_admitted, 3),
+        "rejoin_kept": screener.rejoin.size,
     }
 
 

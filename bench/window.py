@@ -239,11 +239,21 @@ class OfferWindow:
 
 
 class _Recording:
-    """A publisher that tells an OfferWindow what it published."""
+    """A publisher that tells an OfferWindow what it published.
+
+    Whatever else the inner publisher offers (``screen_many`` above all: the producer
+    screens the readings it holds back through it) is passed through unchanged. A
+    wrapper that hid it turned screening of held readings off in every ``--pattern``
+    run: millions held at the gateway, ``screened_while_held`` 0."""
 
     def __init__(self, inner: Publisher, window: OfferWindow) -> None:
         self.inner = inner
         self.window = window
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for what this class lacks: the inner publisher's own answer,
+        # AttributeError included (the producer asks with getattr(..., None)).
+        return getattr(self.inner, name)
 
     def publish(self, batch: Batch) -> None:
         self.publish_many([batch])

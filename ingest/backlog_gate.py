@@ -25,6 +25,7 @@ import redis
 from scheduler import defaults
 from scheduler.admission import WAIT_BUDGET_S, DrainMeter, admits
 from scheduler.model import Topology, WorkClass, queue_name
+from scheduler.screen_cost import ScreenCostMeter
 from scheduler.settings import Settings
 from stores.keys import Keys
 from stores.queue_depth import QueueDepthReader, QueueSample
@@ -57,6 +58,13 @@ class QueueBacklogGate:
         self._meter = DrainMeter()
         #: Fleet-wide non-premium drain rate last measured (readings/s); None before.
         self.drain_rps: float | None = None
+        self._cost = ScreenCostMeter(self._tiers)
+
+    @property
+    def screen_cost_ratio(self) -> float | None:
+        """Screening's measured cost per held reading over non-premium routine's (None
+        before both were measured): the producer's held-screening budget follows it."""
+        return self._cost.ratio
 
     def __call__(self) -> npt.NDArray[np.bool_]:
         now = self.clock()
@@ -65,6 +73,7 @@ class QueueBacklogGate:
             sample = self.reader.sample([q for qs in self._queues for q in qs] + self._screen)
             processed = sum(sample.processed.get(t, 0) for t in self._tiers)
             self.drain_rps = self._meter.update(now, processed)
+            self._cost.update(sample.service)
             routine = [sum(_waiting_readings(sample, q) for q in qs) for qs in self._queues]
             if self.cap_readings > 0:
                 self._closed[:] = np.array(routine) > self.cap_readings

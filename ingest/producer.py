@@ -23,17 +23,24 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
-import redis
-from kombu.exceptions import OperationalError
 
-from ingest.held_screener import HeldScreener
+from ingest.held_screener import BeforeRegion, HeldScreener, SendCopies
+from ingest.ingest_types import NONE
+from ingest.ingest_types import OUTAGE_ERRORS as OUTAGE_ERRORS
+from ingest.ingest_types import AcceptedHook as AcceptedHook
+from ingest.ingest_types import BacklogGate as BacklogGate
+from ingest.ingest_types import IngestResult as IngestResult
+from ingest.ingest_types import PauseGate as PauseGate
+from ingest.ingest_types import Placer as Placer
+from ingest.ingest_types import Publisher as Publisher
+from ingest.ingest_types import home_placer as home_placer
 from ingest.outbox import MemoryOutbox, Outbox
 from ingest.premium_backlog import PremiumBacklog
+from ingest.rejections import column_detail, raw_bytes
 from ingest.unconfirmed import UnconfirmedWindow
 from scheduler import defaults
 from scheduler.batching import Batcher, BatchingConfig, HoldFirstTier
@@ -44,60 +51,8 @@ from scheduler.registry import Registry
 from scheduler.validation import REASONS, Limits, check_columns, parse_reading
 from stores.protocols import StateStore
 
-
-class Publisher(Protocol):
-    """Sends batches on. A publisher may also define ``publish_many(batches)`` (batches
-    flushed together), and, if it buffers (coalesced screening copies), ``poll(now_ts)``
-    and ``flush()``; the producer calls them when present. ``screen_many(batches)``
-    (screening copies only, True when sent) lets it screen readings it holds back."""
-
-    def publish(self, batch: Batch) -> None: ...
-
-
-#: Chooses each reading's processing region from (registry, row index); home region by default.
-Placer = Callable[[Registry, npt.NDArray[np.int64]], npt.NDArray[np.integer]]
-
-
-def home_placer(registry: Registry, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.integer]:
-    return registry.home_region[rows]
-
-
-#: Per region code, True where the region's routine backlog is past its cap.
-BacklogGate = Callable[[], npt.NDArray[np.bool_]]
-#: True while ingest must pause (e.g. Redis close to ``maxmemory``): every new reading
-#: is pushed back.
-PauseGate = Callable[[], bool]
-
-#: What a broker or store outage raises on the publish path: the batch waits in the outbox.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OperationalError, OSError)
-#: Told the (device ids, event times) of the readings each call accepted: an audit trail.
-AcceptedHook = Callable[[npt.NDArray[np.uint64], npt.NDArray[np.float64]], None]
 OUTBOX_MAX_READINGS = defaults.OUTBOX_MAX_READINGS
 REPLAY_BATCHES = defaults.OUTBOX_REPLAY_BATCHES
-
-_NONE = np.empty(0, dtype=np.intp)
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    accepted: int
-    rejected: int
-    #: Rejections by reason code, e.g. {"unknown_device": 3}.
-    reasons: Mapping[str, int]
-    #: Readings not taken because their region's backlog is past its cap: explicit
-    #: backpressure. They are neither accepted nor dead-lettered; the caller still holds
-    #: them and offers them again later. Indexes into what the caller passed in.
-    pushed_back_index: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
-    #: The region code each pushed-back reading was bound for: the caller may hold them
-    #: per region and offer again only those whose region is open (``Producer.closed``).
-    pushed_back_region: npt.NDArray[np.intp] = field(default_factory=lambda: _NONE)
-    #: Pushed-back readings screened at once (the rest wait for their admission, or are
-    #: skipped when a newer reading of their device was screened first).
-    screened_while_held: int = 0
-
-    @property
-    def pushed_back(self) -> int:
-        return int(self.pushed_back_index.size)
 
 
 class Producer:
@@ -183,13 +138,13 @@ class Producer:
             try:
                 d, t, v = parse_reading(raw, self.limits, now)
             except InvalidReading as exc:
-                letters.append(DeadLetter(exc.reason, exc.detail, _raw_bytes(raw), "ingest", now))
+                letters.append(DeadLetter(exc.reason, exc.detail, raw_bytes(raw), "ingest", now))
                 continue
             ids.append(d)
             tss.append(t)
             vals.append(v)
             parsed_from.append(i)
-            raws.append(_raw_bytes(raw))
+            raws.append(raw_bytes(raw))
         m = len(self.limits.metrics)
         result = self.ingest_columns(
             np.asarray(ids, dtype=np.uint64),
@@ -236,11 +191,11 @@ class Producer:
                     payload.update(zip(self.limits.metrics, map(float, v[i]), strict=False))
                 code = REASONS[reason[i]]
                 raw = payloads[int(i)] if payloads is not None else json.dumps(payload).encode()
-                detail = _column_detail(code, payload, self.limits, now)
+                detail = column_detail(code, payload, self.limits, now)
                 letters.append(DeadLetter(code, detail, raw, "ingest", now))
         take = np.flatnonzero(ok)
         room = self._room()
-        pushed_back = pushed_region = _NONE
+        pushed_back = pushed_region = NONE
         screened_early = 0
         to_screen = None
         if take.size > room:
@@ -296,6 +251,9 @@ class Producer:
             screened_early = self._screen_rows(
                 rows[i], dev[i], t[i], v[i], held_region, held_tier, now
             )
+        # Devices rejoining the sample whose older held readings are all admitted now
+        # (in the batcher, so screened before): what they kept since is screened.
+        screened_early += self.held_screener.rejoined(now, *self._held_senders(now))
         accepted = int(take.size)
         self._unsent_counts["ingested"] += accepted + len(letters)
         self._unsent_counts["accepted"] += accepted
@@ -361,6 +319,11 @@ class Producer:
         now: float,
     ) -> int:
         """Screening copies of held readings, through the publisher's ``screen_many``."""
+        send, before_region = self._held_senders(now)
+        return self.held_screener.screen((rows, dev, t, v), region, tier, now, send, before_region)
+
+    def _held_senders(self, now: float) -> tuple[SendCopies | None, BeforeRegion]:
+        """How held readings' copies are sent (None: not now), and what goes first."""
         screen_many = getattr(self.publisher, "screen_many", None)
         send = None
         if screen_many is not None and not self.degraded and not self._in_backoff():
@@ -372,7 +335,7 @@ class Producer:
             tiers = range(1, len(self._registry_snapshot.topology.tiers))
             self._publish(self.batcher.cut_region(code, tiers), now)
 
-        return self.held_screener.screen((rows, dev, t, v), region, tier, now, send, before_region)
+        return send, before_region
 
     def closed(self) -> npt.NDArray[np.bool_] | None:
         """Per region code, True where non-premium readings are pushed back now; None
@@ -460,6 +423,9 @@ class Producer:
     def _backlog_closed(self, n_regions: int) -> npt.NDArray[np.bool_]:
         assert self.backlog_gate is not None
         closed = self._guarded(self.backlog_gate)
+        ratio = getattr(self.backlog_gate, "screen_cost_ratio", None)
+        if ratio is not None:
+            self.held_screener.budget.follow_cost(ratio)
         return np.zeros(n_regions, dtype=bool) if closed is None else np.asarray(closed, bool)
 
     def _guarded(self, fn: Callable[..., object], *args: object) -> object | None:
@@ -540,27 +506,3 @@ class Producer:
         if self.unconfirmed is not None:
             self.unconfirmed.sent(batches, now)
         return True
-
-
-def _raw_bytes(raw: object) -> bytes:
-    if isinstance(raw, bytes):
-        return raw
-    if isinstance(raw, str):
-        return raw.encode()
-    try:
-        return json.dumps(raw).encode()
-    except (TypeError, ValueError):
-        return repr(raw).encode()
-
-
-def _column_detail(code: str, row: Mapping[str, float], limits: Limits, now: float) -> str:
-    """What was wrong with one rejected row, in the words ``parse_reading`` uses."""
-    ts = row["ts"]
-    return {
-        "unknown_device": f"device {row['device_id']} is not in the registry",
-        "ts_future": f"ts {ts} is ahead of ingest clock {now}",
-        "ts_past": f"ts {ts} older than {limits.max_past_age_s:g} s",
-        "out_of_range": f"|value| > {limits.max_abs_value:g}",
-        "not_finite": "NaN or infinite value",
-        "wrong_type": f"values must have one column per metric ({len(limits.metrics)})",
-    }.get(code, code)

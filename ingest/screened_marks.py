@@ -55,6 +55,10 @@ class ScreenedMarks:
         """True for devices none of whose readings waits held back unscreened."""
         return self._unscreened_to[rows] <= self._admitted_to[rows]
 
+    def admitted_to(self, rows: npt.NDArray[np.int64]) -> F64:
+        """Newest event time admitted per device (-inf: none)."""
+        return self._admitted_to[rows]
+
     def sent_to_screening(self, rows: npt.NDArray[np.int64], ts: F64) -> None:
         np.maximum.at(self._screened_to, rows, ts)
 

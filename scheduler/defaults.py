@@ -17,6 +17,10 @@ SCREEN_MAX_AGE_MS = 100.0
 #: waiting for that slot.
 HELD_SCREEN_MAX_READINGS = 20_000
 HELD_SCREEN_MAX_AGE_MS = 500.0
+#: Readings a producer keeps, at most, for devices rejoining the held-screening sample
+#: (``ingest.held_rejoin``): copies in its memory, about 32 bytes a reading with one
+#: metric, so 6 MB: about a second of what a 2x overload holds back on this machine.
+HELD_REJOIN_MAX_READINGS = 200_000
 
 #: Readings whose event time is further ahead of the ingest clock are rejected (clock skew).
 MAX_FUTURE_SKEW_S = 300.0

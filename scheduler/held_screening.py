@@ -13,17 +13,19 @@ screening of held readings takes a bounded share of the region's slot time (its 
 ``bench/screen_cost.py`` measures screening at about twice routine processing's cost
 per reading (7.1 vs 3.6 us) for copies with one reading per device: screening is mostly
 the detector states' MGET and MSET, so held copies, coalesced to several readings per
-device (``defaults.HELD_SCREEN_MAX_READINGS``), are taken at about routine's cost.
+device (``defaults.HELD_SCREEN_MAX_READINGS``), cost less per reading. The ratio is
+taken at 1:1 until the workers' service is measured, then followed
+(``HeldScreenBudget.follow_cost``, from ``scheduler.screen_cost``).
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
 so past the budget a sample of devices is screened while held: a fixed share of each
 region's devices (picked by a hash of the id, so the same devices keep fast detection),
 whole devices only, so every device's readings reach screening complete and in time
 order (a device screened in part would show the detector gaps, i.e. false dropouts).
 The share follows the budget over a window, not each gateway lump: a device dropped from
-the sample cannot rejoin while its held readings wait (its newer ones would overtake
-them), so it is not dropped for a lump larger than the moment's credit. The other
-devices' readings are screened when admitted, as before. A reading is screened once:
-early, or when admitted, never both.
+the sample rejoins only after its older held readings are admitted (its newer ones must
+not overtake them; ``ingest.held_rejoin``), so it is not dropped for a lump larger than
+the moment's credit. The other devices' readings are screened when admitted, as before.
+A reading is screened once: early, or when admitted, never both.
 """
 
 from __future__ import annotations
@@ -39,13 +41,24 @@ import numpy.typing as npt
 #: this moves screening earlier rather than adding work, and standard detection (5 s)
 #: is a tighter bound than standard processing's.
 HELD_SCREEN_SHARE = 2.0 / 3.0
-#: Screening's cost per reading over routine processing's (bench/screen_cost.py), for
-#: held readings coalesced per device (``defaults.HELD_SCREEN_MAX_READINGS``): a device's
-#: readings share one fetch and store of its state, most of screening's cost.
+#: Screening's cost per reading over routine processing's until the workers' service
+#: is measured (``scheduler.screen_cost``), for held readings coalesced per device
+#: (``defaults.HELD_SCREEN_MAX_READINGS``): a device's readings share one fetch and
+#: store of its state, most of screening's cost.
 SCREEN_TO_ROUTINE_COST = 1.0
-#: Readings screened while held per non-premium reading admitted: the share above.
-#: (Rounded: 1.9999999999999998 would shrink the sample for a load it exactly pays for.)
-PER_ADMITTED = round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / SCREEN_TO_ROUTINE_COST, 9)
+
+
+def per_admitted(cost_ratio: float) -> float:
+    """Readings screened while held per non-premium reading admitted, for the share above
+    at ``cost_ratio`` (screening's cost per held reading over routine's). (Rounded:
+    1.9999999999999998 would shrink the sample for a load it exactly pays for.)"""
+    if cost_ratio <= 0:
+        raise ValueError(f"cost ratio must be positive, got {cost_ratio}")
+    return round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE) / cost_ratio, 9)
+
+
+#: Readings screened while held per non-premium reading admitted, before any measurement.
+PER_ADMITTED = per_admitted(SCREEN_TO_ROUTINE_COST)
 #: Earning and spending are compared over this long (seconds): a few gateway lumps and
 #: admission rounds, short enough to follow a change of drain within seconds.
 BUDGET_WINDOW_S = 2.0
@@ -53,6 +66,10 @@ BUDGET_WINDOW_S = 2.0
 #: while spending stays under half the earning.
 MAX_SHRINK = 0.5
 GROW = 1.25
+#: ... by at least this share of the devices: halved at every adjustment of a long
+#: overload, a sample reached 0 and multiplying could not bring it back (measured: every
+#: region's share 0.0 at the end of `bench --rate-rps 250000`).
+GROW_STEP = 0.05
 #: The sample is resized at most once per this share of the window: gateways hand over
 #: held readings in lumps, and admission opens and closes within a window.
 ADJUST_EVERY = 0.5
@@ -65,9 +82,10 @@ class HeldScreenBudget:
     """Per region code, the share of devices screened while held, sized to the budget.
 
     Admissions earn ``per_admitted`` readings each; screening spends them. Both are
-    summed over a fading window; after each spend, a region whose spending ran past its
-    earning shrinks its sample in proportion, and one spending under half of it grows
-    the sample back (devices rejoin once none of their readings waits unscreened).
+    summed over a fading window; at a spend, at most every ``ADJUST_EVERY`` window, a
+    region whose spending ran past its earning shrinks its sample in proportion, and one
+    spending under half of it grows the sample back (devices rejoin once their older
+    held readings are admitted).
     """
 
     per_admitted: float = PER_ADMITTED
@@ -91,6 +109,12 @@ class HeldScreenBudget:
             self._fade(region, now_ts)
             self._earned[region] += self.per_admitted * admitted
 
+    def follow_cost(self, cost_ratio: float) -> None:
+        """Screening's cost per held reading over routine's, as measured now: admissions
+        earn in inverse proportion from now on, so held screening keeps its share of slot
+        time whatever the fleet's readings per device per copy."""
+        self.per_admitted = per_admitted(cost_ratio)
+
     def share(self, region: int) -> float:
         """Share of the region's devices screened while held (1.0 until spending outruns
         earning)."""
@@ -103,7 +127,7 @@ class HeldScreenBudget:
         if now_ts - self._since_ts[region] < self.window_s:
             # Held readings screened before the region's admissions have earned for a
             # window (a gateway behind from the start): a shrink now would be judged on
-            # no evidence, and dropped devices cannot rejoin while the overload lasts.
+            # no evidence, and a dropped device rejoins only after its held backlog.
             # At most one window of held readings is screened this way.
             return
         if now_ts - self._resized_ts.get(region, float("-inf")) < ADJUST_EVERY * self.window_s:
@@ -113,7 +137,8 @@ class HeldScreenBudget:
         if spent > earned:
             self._share[region] = share * max(MAX_SHRINK, earned / spent)
         elif spent < 0.5 * earned:
-            self._share[region] = min(1.0, share * GROW)
+            # At least GROW_STEP more: a sample halved to nothing would stay there.
+            self._share[region] = min(1.0, max(share * GROW, share + GROW_STEP))
 
     def _fade(self, region: int, now_ts: float) -> None:
         self._since_ts.setdefault(region, now_ts)
@@ -141,6 +166,11 @@ def pick_held(
     dropout), and its skipped readings could not be screened later without going back
     in time. Only ``clean`` devices (none of their readings waiting unscreened) take part.
     """
+    return np.flatnonzero(clean & in_sample(order, share))
+
+
+def in_sample(order: npt.NDArray[np.uint64], share: float) -> npt.NDArray[np.bool_]:
+    """Which devices (``order``, from ``device_order``) are in a sample of ``share``."""
     if share >= 1.0:
-        return np.flatnonzero(clean)
-    return np.flatnonzero(clean & (order < np.uint64(max(0.0, share) * ORDER_SPAN)))
+        return np.ones(order.shape, dtype=np.bool_)
+    return order < np.uint64(max(0.0, share) * ORDER_SPAN)

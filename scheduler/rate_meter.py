@@ -35,6 +35,8 @@ class QueueSample:
     readings_per_message: Mapping[str, float]
     #: Readings applied per tier so far (the ``processed:{tier}`` counters), all regions.
     processed: Mapping[str, int] = field(default_factory=dict)
+    #: The workers' service counters (``scheduler.screen_cost``), all regions.
+    service: Mapping[str, int] = field(default_factory=dict)
 
     def depth_readings(self, queue: str) -> float | None:
         """Estimated readings waiting in ``queue`` (``{region}.{tier}``); None if unknown."""

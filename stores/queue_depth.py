@@ -27,6 +27,7 @@ from typing import Any
 import redis
 
 from scheduler.rate_meter import QueueRates, QueueSample, RateMeter
+from scheduler.screen_cost import SERVICE_PREFIX
 from stores.keys import PRIORITY_STEPS, Keys
 
 __all__ = [
@@ -118,6 +119,7 @@ class QueueDepthReader:
                 for name, n in counters.items()
                 if name.startswith("processed:")
             },
+            service={n: c for n, c in counters.items() if n.startswith(SERVICE_PREFIX)},
         )
 
 

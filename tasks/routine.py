@@ -74,6 +74,7 @@ from scheduler.errors import ConfigError, InvalidBatch
 from scheduler.model import Batch, DeadLetter, WorkClass
 from scheduler.registry import Registry
 from scheduler.routine import routine_effects
+from scheduler.screen_cost import routine_readings, routine_us
 from scheduler.validation import REASONS
 from scheduler.wire import PROBE_TASK as PROBE_TASK
 from scheduler.wire import ROUTINE_TASK as ROUTINE_TASK
@@ -219,6 +220,7 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
     batch = cursor.batch
     signal = rt.stores.preemption
     work = work_class(batch.tier)
+    service_from = time.perf_counter()
     try:
         while not cursor.finished:
             if cursor.done > 0 and signal.should_yield(batch.region, work):
@@ -226,6 +228,8 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
                 return cursor.applied_readings
             apply_chunk(rt, cursor, started_ts)
         rt.stores.inflight.done(batch.batch_id)
+        if work is not WorkClass.PREMIUM:
+            _record_service(rt, batch.tier, service_from, cursor.applied_readings)
     except SoftTimeLimitExceeded:
         stalled = cursor.done == 0
         if stalled and cursor.stalls + 1 >= MAX_STALLS:
@@ -251,6 +255,18 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
         LOGGER.exception("routine batch %s failed", batch.batch_id)
         _give_up(rt, cursor, "task_error", repr(exc))
     return cursor.applied_readings
+
+
+def _record_service(rt: Runtime, tier: str, from_s: float, readings: int) -> None:
+    """What a non-premium reading costs to process: held screening's budget is sized
+    against it (``scheduler.screen_cost``). Premium tasks skip the extra round trip."""
+    spent_us = round((time.perf_counter() - from_s) * 1e6)
+    try:
+        rt.stores.state.incr_counters(
+            {routine_us(tier): spent_us, routine_readings(tier): readings}
+        )
+    except _STORE_ERRORS as exc:  # the batch is applied; one measurement lost is harmless
+        LOGGER.debug("service of a routine task not recorded: %r", exc)
 
 
 def _settle_if_named(rt: Runtime, payload: Any) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import redis
 
 from runtime.runtime import Runtime
 from scheduler import alert_record
@@ -29,12 +30,13 @@ from scheduler.latency import bucket_counts
 from scheduler.model import Batch
 from scheduler.registry import Registry
 from scheduler.return_fold import fold_alerted_returns
+from scheduler.screen_cost import SCREEN_HELD_READINGS, SCREEN_HELD_US
 from scheduler.wire import ALERTS_WIRE_VERSION, HELD_SCREEN_FIELD
 from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
 from stores.detector_store import ALERT_STAGE, DetectorStore
 from tasks.app import app
 from tasks.base import WorkTask, dead_letter_copy
-from tasks.limits import work_options
+from tasks.limits import TRANSIENT_ERRORS, work_options
 
 LOGGER = logging.getLogger(__name__)
 
@@ -165,17 +167,32 @@ def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
     try:
         store, emit, registry = rt.stores.detector, counted_emit(rt), rt.registry.get()
         held = payload.get(HELD_SCREEN_FIELD) is True
-        alerts = (
-            screen_batch(
-                batch, store, emit, clock=rt.clock, registry=registry, advance_frontier=not held
-            )
-            or 0
+        started = time.perf_counter()
+        screened = screen_batch(
+            batch, store, emit, clock=rt.clock, registry=registry, advance_frontier=not held
         )
+        if held and screened is not None:
+            # What a held reading costs to screen: the producer's held-screening budget
+            # follows it (scheduler.screen_cost).
+            _record_service(rt, round((time.perf_counter() - started) * 1e6), len(batch))
+        alerts = screened or 0
     except InvalidBatch as exc:
         dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
         alerts = 0
     rt.stores.inflight.done(batch.batch_id)
     return alerts
+
+
+_RECORD_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
+
+
+def _record_service(rt: Runtime, spent_us: int, readings: int) -> None:
+    try:
+        rt.stores.state.incr_counters({SCREEN_HELD_US: spent_us, SCREEN_HELD_READINGS: readings})
+    except _RECORD_ERRORS as exc:
+        # Screened and committed (Redis at maxmemory refuses the counters too): one
+        # measurement lost is harmless, a failed task over it is not.
+        LOGGER.debug("service of a held copy not recorded: %r", exc)
 
 
 @app.task(base=WorkTask, bind=True, **work_options(SCREEN_TASK))

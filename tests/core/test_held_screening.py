@@ -88,3 +88,37 @@ def test_by_default_held_readings_past_the_budget_shrink_the_sample() -> None:
         budget.spend(0, round(4_000 * budget.share(0)), now_ts=step * 0.1)
     # Then only a share of the devices is screened while held, about what the budget pays
     assert 0.25 <= budget.share(0) <= 0.75
+
+
+def test_a_measured_screening_cost_sizes_what_admissions_earn() -> None:
+    # Given held screening measured at twice routine processing's cost per reading
+    budget = HeldScreenBudget()
+    budget.follow_cost(2.0)
+    # When held readings arrive at twice the admitted rate (all of them fit at 1:1)
+    for step in range(100):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+        budget.spend(0, round(2_000 * budget.share(0)), now_ts=step * 0.1)
+    # Then the same slot-time share pays for about half of them: the sample shrinks
+    assert 0.25 <= budget.share(0) <= 0.75
+    # And a cheap measured cost lets the same budget screen four times the admitted rate
+    cheap = HeldScreenBudget()
+    cheap.follow_cost(0.5)
+    for step in range(100):
+        cheap.earn(0, 1_000, now_ts=step * 0.1)
+        cheap.spend(0, 4_000, now_ts=step * 0.1)
+        assert cheap.share(0) == 1.0
+
+
+def test_a_sample_shrunk_to_nothing_grows_back_once_the_budget_allows() -> None:
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    # Given a long overload in which held screening outran the earning at every turn
+    for step in range(400):
+        budget.earn(0, 1, now_ts=step * 0.1)
+        budget.spend(0, 1_000, now_ts=step * 0.1)
+    assert budget.share(0) < 1e-6
+    # When admissions earn far more than the (now tiny) sample spends, for ten seconds
+    for step in range(400, 500):
+        budget.earn(0, 10_000, now_ts=step * 0.1)
+        budget.spend(0, 1, now_ts=step * 0.1)
+    # Then the sample has grown back to a useful share
+    assert budget.share(0) >= 0.3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -12,6 +13,7 @@ from runtime_doubles import MakeRuntime
 
 from bench.held_readings import HeldReadings
 from bench.loadrun import drive
+from bench.window import OfferWindow
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import IngestResult, Producer
 from scheduler.codec import decode_batch
@@ -19,6 +21,7 @@ from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from scheduler.wire import HELD_SCREEN_FIELD, ROUTINE_TASK, SCREEN_TASK
+from stores.keys import Keys
 from stores.memory_state import MemoryStateStore
 from tasks.screen import handle_screen
 
@@ -94,6 +97,31 @@ def test_pushed_back_readings_are_screened_at_once_and_not_again_when_admitted()
             assert all(t > newest.get(d, -np.inf) for d, t in pairs)
             for d, t in pairs:
                 newest[d] = max(newest.get(d, t), t)
+
+
+def test_a_paced_bench_window_leaves_screening_of_held_readings_on() -> None:
+    # Given the pattern bench's window recording what the producer publishes, and every
+    # region closed to other tiers than premium from 0.2 s to 0.6 s into the run
+    app = RecordingApp()
+    start = time.time()
+
+    def gate() -> np.ndarray:
+        return np.full(3, 0.2 < time.time() - start < 0.6)
+
+    producer = _producer(gate, app)
+    stream = RoundRobin(producer._registry())
+    run_ = SimpleNamespace(store=SimpleNamespace(client=fakeredis.FakeRedis()), keys=Keys("w"))
+    window = OfferWindow(run_, start + 0.2, start + 0.6).install(producer, stream)
+    # When 60,000 readings are offered at 60,000 readings/s through the gateway
+    result = drive(producer, stream, 60_000, 60_000, chunk=2_000)  # type: ignore[arg-type]
+    window.report(timeout_s=5.0)
+    # Then readings held back were screened while held, through the recording publisher
+    assert result.pushed_back + result.deferred > 0
+    held_copies = [b for name, _, b in app.sent if name == SCREEN_TASK and "held" in b.batch_id]
+    assert held_copies and producer.store.counters()["screened_while_held"] > 0
+    # And still once each
+    screened = app.readings(SCREEN_TASK)
+    assert len(screened) == len(set(screened)) == 60_000
 
 
 def test_held_readings_are_screened_before_any_is_admitted() -> None:
@@ -267,3 +295,99 @@ def test_a_large_held_copy_is_screened_in_pieces_no_larger_than_the_held_copy_li
     copies = [p[0] for p in recording_app.named(SCREEN_TASK)]
     assert [c["n"] for c in copies] == [5_000, 5_000, 2_000]
     assert len({c["id"] for c in copies}) == 3
+
+
+class SetShare(HeldScreenBudget):
+    """A budget whose sample share the test sets (the budget's own sizing is tested in
+    tests/core/test_held_screening.py)."""
+
+    set_to = 1.0
+
+    def share(self, region: int) -> float:
+        return self.set_to
+
+
+def test_a_device_dropped_from_the_sample_rejoins_once_its_older_held_readings_are_in() -> None:
+    # Given eu-west closed to other tiers than premium and half its devices in the sample
+    app = RecordingApp()
+    reg = generate_registry(2_000, seed=3)
+    budget = SetShare()
+    closed = [True]
+    producer = Producer(
+        lambda: reg,
+        CeleryPublisher(app, screening=True),  # type: ignore[arg-type]
+        MemoryStateStore(),
+        backlog_gate=lambda: np.full(3, closed[0]),
+        held_screening=budget,
+    )
+    ids = reg.device_id[(reg.tier == 1) & (reg.home_region == 0)][:300]
+    now = time.time()
+
+    def offer(ages_s: list[float]) -> IngestResult:
+        ts = np.repeat(now - np.array(ages_s), ids.size)
+        res = producer.ingest_columns(np.tile(ids, len(ages_s)), ts, np.zeros(ts.size), now_ts=now)
+        producer.flush()
+        return res
+
+    budget.set_to = 0.5
+    offer([9.0, 8.0, 7.0])
+    early = {d for d, _ in app.readings(SCREEN_TASK)}
+    dropped = set(ids.tolist()) - early
+    assert 100 <= len(early) <= 200
+    # When the sample grows back to every device while the overload lasts
+    budget.set_to = 1.0
+    app.sent.clear()
+    res = offer([6.0, 5.0])
+    # Then the devices in the sample all along are screened at once, and the dropped
+    # ones keep their newer readings back (their older ones still wait unscreened)
+    assert {d for d, _ in app.readings(SCREEN_TASK)} == early
+    assert res.pushed_back == 600 and res.screened_while_held == 2 * len(early)
+    # When the region opens and the oldest readings are admitted
+    closed[0] = False
+    app.sent.clear()
+    offer([9.0, 8.0, 7.0])
+    # Then the dropped devices' oldest readings are screened with their routine batches,
+    # and right after them the readings they kept back, oldest first: they rejoined
+    screened = app.readings(SCREEN_TASK)
+    assert sorted(screened) == sorted((d, now - a) for d in dropped for a in (9, 8, 7, 6, 5))
+    last: dict[int, float] = {}
+    for d, t in screened:
+        assert t > last.get(d, -np.inf)
+        last[d] = t
+    # When the kept readings are admitted too
+    app.sent.clear()
+    offer([6.0, 5.0])
+    # Then they are not screened again
+    assert not app.readings(SCREEN_TASK) and len(app.readings(ROUTINE_TASK)) == 600
+    # And, closed again, every device is screened at once while held
+    closed[0] = True
+    app.sent.clear()
+    offer([4.0])
+    assert {d for d, _ in app.readings(SCREEN_TASK)} == set(ids.tolist())
+
+
+def test_a_region_whose_sample_shrank_to_nothing_grows_it_back_as_admissions_earn() -> None:
+    # Given eu-west closed, and a budget that has shrunk its sample to nothing
+    app = RecordingApp()
+    closed = [True]
+    producer = _producer(lambda: np.full(3, closed[0]), app, per_admitted=1.0)
+    budget = producer.held_screener.budget
+    base = time.time() - 100.0
+    budget.earn(0, 1, now_ts=base)
+    for step in range(1, 40):
+        budget.spend(0, 10_000, now_ts=base + step)
+    assert budget.share(0) < 1e-6
+    reg = producer._registry()
+    ids = reg.device_id[(reg.tier == 1) & (reg.home_region == 0)][:300]
+    # When, for ten seconds, admissions earn while held readings screen nothing
+    for step in range(40, 50):
+        now = base + step
+        budget.earn(0, 100_000, now_ts=now)
+        res = producer.ingest_columns(ids, np.full(300, now - 0.5), np.zeros(300), now_ts=now)
+        assert res.pushed_back == 300
+    # Then the sample has grown back, and its devices (whose older readings wait held
+    # unscreened) rejoin it: their newer held readings are kept to be screened
+    assert budget.share(0) >= 0.3
+    now = base + 50.5
+    producer.ingest_columns(ids, np.full(300, now - 0.1), np.zeros(300), now_ts=now)
+    assert producer.held_screener.rejoin.size > 0
