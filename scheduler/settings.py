@@ -60,6 +60,8 @@ class Settings:
     region_budget_slots: int = 64
     #: Slots of the premium lane per region (``iotsched worker --role premium``).
     premium_guarantee_slots: int = defaults.PREMIUM_GUARANTEE_SLOTS
+    #: Niceness a worker consuming standard work adds to itself at start (workers/priority.py).
+    routine_worker_nice: int = defaults.ROUTINE_WORKER_NICE
     standard_min_slots: int = 0
     anomaly_burst_slots: int = 0
     screen_min_slots: int = 0

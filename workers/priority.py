@@ -3,7 +3,8 @@
 Tasks are not preemptible by premium, and on a saturated host a premium task that
 has its slot (the premium lane, workers/profiles.py) still competes for a core with
 the routine workers' batches. A worker whose queues include ``{region}.standard``
-(the data and standard roles) adds ``ROUTINE_WORKER_NICE`` to its niceness at start,
+(the data and standard roles) adds ``IOTSCHED_ROUTINE_WORKER_NICE`` (default
+``scheduler.defaults.ROUTINE_WORKER_NICE``) to its niceness at start,
 before its pool forks, so its pool processes and threads inherit it; the kernel then
 runs the premium lane, the producer and Redis first. Nothing is starved: an idle
 core still runs routine work at full speed, and CFS gives a niced process a smaller
@@ -23,6 +24,7 @@ from celery import bootsteps
 
 from scheduler import defaults
 from scheduler.model import WorkClass
+from scheduler.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,6 @@ class RoutinePriority(bootsteps.Step):  # type: ignore[misc]
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         queues = list(parent.app.amqp.queues.consume_from or {})
-        niceness = lower_priority(queues)
+        niceness = lower_priority(queues, Settings.from_env().routine_worker_nice)
         if niceness:
             log.info("consuming standard work: niceness %d", niceness)
