@@ -18,7 +18,6 @@ import pytest
 import redis
 
 from bench.worker_launch import wait_for, wait_workers_ready
-from scheduler import defaults
 from scheduler.codec import encode_batch
 from scheduler.model import Batch, queue_name
 from stores.keys import Keys
@@ -33,6 +32,8 @@ REGION = "eu-west"
 #: About 2 s of one process's work on a quiet machine (150,000 take about half a second).
 LONG_READINGS = 600_000
 PREMIUM_READINGS = 200
+#: Set explicitly, so the step is tested whatever the default is.
+NICE = 5
 
 
 class Region:
@@ -82,7 +83,11 @@ def region(redis_server: str) -> Iterator[Region]:
         redis_server,
         prefix,
         (REGION,),
-        env_extra={"IOTSCHED_SCREENING": "0", "IOTSCHED_REGIONS": REGION},
+        env_extra={
+            "IOTSCHED_SCREENING": "0",
+            "IOTSCHED_REGIONS": REGION,
+            "IOTSCHED_ROUTINE_WORKER_NICE": str(NICE),
+        },
     )
     r = Region(redis_server, prefix, cluster)
     cluster.start()
@@ -110,12 +115,12 @@ def test_the_data_worker_gives_way_on_the_cpu_and_the_lane_does_not(region: Regi
     # Given the niceness this test runs at (the workers started from it)
     own = os.getpriority(os.PRIO_PROCESS, 0)
     procs = region.cluster.procs
-    # Then the data worker lowered its priority by the default step before forking its
+    # Then the data worker lowered its priority by the step before forking its
     # pool (children included), and the premium lane kept it
     data = procs[f"data-{REGION}"].pid
     lane = procs[f"premium-{REGION}"].pid
     for pid in [data, *children(data)]:
-        assert os.getpriority(os.PRIO_PROCESS, pid) == own + defaults.ROUTINE_WORKER_NICE
+        assert os.getpriority(os.PRIO_PROCESS, pid) == own + NICE
     for pid in [lane, *children(lane)]:
         assert os.getpriority(os.PRIO_PROCESS, pid) == own
 
