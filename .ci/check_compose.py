@@ -42,6 +42,11 @@ def main(out_path: str) -> int:
         problems.append("flower runs without basic auth")
     if not services["producer"].get("depends_on", {}).get("redis"):
         problems.append("producer does not wait for redis")
+    # Premium's guarantee holds by construction only with a lane per region beside its workers.
+    for name in (n for n in services if n.startswith("worker-")):
+        lane = services.get("premium-" + name.removeprefix("worker-"), {})
+        if "premium" not in lane.get("command", []):
+            problems.append(f"{name} has no premium lane (iotsched worker --role premium)")
     if problems:
         print("compose.yaml: " + "; ".join(problems), file=sys.stderr)
         return 1

@@ -56,8 +56,15 @@ class RedisRun:
         self.seed = seed
         self.keep = keep
         self.batching = batching
+        # The default layout per region: a data worker and a premium lane, sized as a
+        # deployment sizes it (IOTSCHED_PREMIUM_GUARANTEE_SLOTS; 0 runs no lane).
         self.cluster = LocalCluster(
-            redis_url, prefix, self.settings.regions, concurrency=concurrency, pool=pool
+            redis_url,
+            prefix,
+            self.settings.regions,
+            concurrency=concurrency,
+            pool=pool,
+            lane_slots=Settings.from_env().premium_guarantee_slots,
         )
         self.app = broker_app(redis_url, self.keys)
         self.registry: Registry | None = registry

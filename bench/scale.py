@@ -106,6 +106,9 @@ class ScaleRig:
             regions=(cfg.region,),
             scale_down_window_s=cfg.scale_down_window_s,
             autoscale_refresh_s=cfg.refresh_s,
+            # The autoscaled pool alone: a premium lane is a fixed slot outside it (idle it
+            # costs a process's memory, not CPU), and it would take the steady premium load.
+            premium_guarantee_slots=0,
         )
         keys = Keys(prefix)
         client = connect(cfg.redis_url)
@@ -122,6 +125,7 @@ class ScaleRig:
                 "IOTSCHED_REGIONS": cfg.region,
                 "IOTSCHED_SCALE_DOWN_WINDOW_S": str(cfg.scale_down_window_s),
                 "IOTSCHED_AUTOSCALE_REFRESH_S": str(cfg.refresh_s),
+                "IOTSCHED_PREMIUM_GUARANTEE_SLOTS": "0",
             },
         )
         self.sup = Supervisor(settings, fleet, self.app, client)

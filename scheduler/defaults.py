@@ -40,6 +40,15 @@ ROLLUP_TTL_S = 24 * 3600
 
 #: Premium end-to-end latency bound (ingest → processed).
 PREMIUM_LATENCY_BOUND_MS = 500.0
+#: Slots per region that consume premium work only (the premium lane, workers/profiles.py):
+#: tasks are not preemptible by premium, so premium's bound holds by construction only
+#: on slots no longer task can hold. One per region: premium load fits one slot with
+#: room to spare (a premium task of ~50 readings takes ~40 ms); raise it when it does not.
+PREMIUM_GUARANTEE_SLOTS = 1
+#: Niceness a worker consuming standard work adds to itself at start (0: none). On a
+#: saturated host the kernel then runs the premium lane, the producer and Redis first,
+#: so premium's turn does not wait behind routine batches' CPU time.
+ROUTINE_WORKER_NICE = 5
 #: Anomaly detection bound (event time → alert).
 DETECTION_BOUND_S = 5.0
 

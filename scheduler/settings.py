@@ -58,7 +58,10 @@ class Settings:
     forecast_alpha: float = ScalingConfig.forecast_alpha
     #: A region's slot budget (the cloud limit) and the shares held for classes.
     region_budget_slots: int = 64
-    premium_guarantee_slots: int = 0
+    #: Slots of the premium lane per region (``iotsched worker --role premium``).
+    premium_guarantee_slots: int = defaults.PREMIUM_GUARANTEE_SLOTS
+    #: Niceness a worker consuming standard work adds to itself at start (workers/priority.py).
+    routine_worker_nice: int = defaults.ROUTINE_WORKER_NICE
     standard_min_slots: int = 0
     anomaly_burst_slots: int = 0
     screen_min_slots: int = 0

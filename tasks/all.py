@@ -17,6 +17,8 @@ WORKER_STEPS = (
     "workers.heartbeat:RegionHeartbeat",
     # Routine batches the broker lost (a worker killed mid-fetch) are published again.
     "workers.inflight_reaper:InflightReaperStep",
+    # Workers consuming standard work lower their CPU priority before their pool forks.
+    "workers.priority:RoutinePriority",
 )
 app.steps["worker"].update(WORKER_STEPS)
 # A task message of the wrong shape is dead-lettered instead of stopping the worker.

@@ -1,4 +1,8 @@
-"""Real Celery worker processes on this machine, one per region, sharing one Redis."""
+"""Real Celery worker processes on this machine, per region, sharing one Redis.
+
+A region runs the default layout (workers.profiles.DEFAULT_ROLES): its data worker and,
+beside it, a premium lane that consumes premium work only.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler import defaults
 from workers.profiles import worker_argv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +35,11 @@ def worker_env(redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
 
 @dataclass
 class LocalCluster:
-    """Starts ``celery worker`` processes; stop() shuts them down warmly, then kills."""
+    """Starts ``celery worker`` processes; stop() shuts them down warmly, then kills.
+
+    ``lane_slots``: pool size of each region's premium lane, started with the data
+    workers (0: none, the layout before the lane, for rigs that measure a data worker alone).
+    """
 
     redis_url: str
     key_prefix: str
@@ -39,15 +48,22 @@ class LocalCluster:
     pool: str = "prefork"
     loglevel: str = "WARNING"
     env_extra: dict[str, str] = field(default_factory=dict)
+    lane_slots: int = defaults.PREMIUM_GUARANTEE_SLOTS
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, role: str = "data") -> None:
+        """Start ``role``'s worker per region; with ``data``, each region's premium lane too."""
         env = worker_env(self.redis_url, self.key_prefix, **self.env_extra)
         for region in self.regions:
-            argv = worker_argv(region, role, self.concurrency, self.pool, self.loglevel)
-            self.procs[f"{role}-{region}"] = subprocess.Popen(
-                argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=sys.stderr
-            )
+            self._start(env, region, role, self.concurrency)
+            if role == "data" and self.lane_slots > 0:
+                self._start(env, region, "premium", self.lane_slots)
+
+    def _start(self, env: dict[str, str], region: str, role: str, concurrency: int) -> None:
+        argv = worker_argv(region, role, concurrency, self.pool, self.loglevel)
+        self.procs[f"{role}-{region}"] = subprocess.Popen(
+            argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=sys.stderr
+        )
 
     @property
     def node_count(self) -> int:

@@ -5,9 +5,14 @@ Celery worker on Redis takes its ``-Q`` list strictly in order (one BRPOP over
 all of them, ``queue_order_strategy: priority``). A region's slots are split by
 the capacity ledger (scheduler/capacity.py) into roles:
 
-- ``premium``: the premium guarantee. ``-Q premium, screen_premium, anomaly,
-  screen``, never standard: a slot holding a long standard batch could not
-  serve premium at once, and premium work does not preempt standard work.
+- ``premium``: the premium lane, premium's guaranteed slot. ``-Q premium,
+  screen_premium`` and nothing else: tasks are not preemptible by premium, so a
+  lane slot holding a standard batch, a coalesced screening copy (up to 20,000
+  readings) or an anomaly workflow would make premium wait for its end. Premium
+  work alone is bounded by premium's own load, so the wait for the lane is at most
+  one premium task. The lane is not work-conserving on purpose: when premium is
+  idle it idles too, which costs a process's memory, not CPU. Every region runs
+  one by default beside its data worker(s) (``DEFAULT_ROLES``).
 - ``standard``: the standard minimum share. ``-Q anomaly, standard, screen,
   screen_premium, premium``: standard before screening and premium, so standard
   never starves under sustained premium load; anomaly first because a routine
@@ -44,11 +49,14 @@ _SP = SCREEN_PREMIUM_KIND
 #: Queue kinds of each role in ``-Q`` order; "data" is DATA_QUEUE_KINDS.
 ROLE_QUEUES: dict[str, tuple[str, ...]] = {
     "data": DATA_QUEUE_KINDS,
-    "premium": (P.value, _SP, A.value, S.value),
+    "premium": (P.value, _SP),
     "standard": (A.value, D.value, S.value, _SP, P.value),
     "maintenance": (WorkClass.MAINTENANCE.value,),
 }
 ROLES = tuple(ROLE_QUEUES)
+#: What every region runs by default: its data worker(s) and a premium lane
+#: (``iotsched worker --region R`` and ``--role premium``, compose, supervise, benches).
+DEFAULT_ROLES = ("data", "premium")
 #: The role that serves the slots a class is granted first (consumer_share's groups).
 CLASS_ROLE: dict[WorkClass, str] = {
     A: "data",

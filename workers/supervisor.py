@@ -12,6 +12,11 @@ shutdown). A drain that takes longer than ``drain_timeout_s`` is ended the same
 way: warm shutdown still finishes the running task, and with acks_late the
 broker redelivers anything left, so nothing is lost.
 
+Premium lanes: each region also runs one premium lane (``--role premium``, premium
+work only, ``IOTSCHED_PREMIUM_GUARANTEE_SLOTS`` pool processes), started with the
+fleet, started again if it exits, never scaled or drained: it is premium's guaranteed
+slot, and idle it costs memory, not CPU.
+
 Maintenance: the region's pre-drain level (``Keys.maintenance_drain``) caps the
 replicas at ``ceil((budget - drain) / MAX)``, read directly rather than waiting
 for the autoscalers' next figures, so surplus workers drain ahead of a window
@@ -133,6 +138,7 @@ class Supervisor:
         self.heartbeats = PoolHeartbeats(self.client, self.keys)
         self.clock = clock
         self.workers: list[WorkerProcess] = []
+        self.lanes: dict[str, WorkerProcess] = {}
         self.replicas: dict[str, int] = {}
         self._serial = 0
         self._host = socket.gethostname()
@@ -147,7 +153,6 @@ class Supervisor:
 
     def start_worker(self, region: str) -> WorkerProcess:
         self._serial += 1
-        node = f"data-{region}-{self._serial}@{self._host}"
         argv = worker_argv(
             region,
             "data",
@@ -155,14 +160,28 @@ class Supervisor:
             loglevel=self.cfg.loglevel,
             extra=["--autoscale", f"{self.cfg.max_slots},{self.cfg.min_slots}"],
         )
+        worker = self._spawn(region, argv, f"data-{region}-{self._serial}@{self._host}")
+        self.workers.append(worker)
+        return worker
+
+    def ensure_lanes(self) -> None:
+        """Start each region's premium lane if it is not running (first step, or it exited)."""
+        slots = self.settings.premium_guarantee_slots
+        if slots < 1:
+            return
+        for region in self.cfg.regions:
+            lane = self.lanes.get(region)
+            if lane is None or lane.proc.poll() is not None:
+                argv = worker_argv(region, "premium", concurrency=slots, loglevel=self.cfg.loglevel)
+                self.lanes[region] = self._spawn(region, argv, f"premium-{region}@{self._host}")
+
+    def _spawn(self, region: str, argv: list[str], node: str) -> WorkerProcess:
         argv[argv.index("-n") + 1] = node
         env = worker_env(self.settings.redis_url, self.settings.key_prefix, **self.cfg.env_extra)
         proc = subprocess.Popen(
             argv, env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=sys.stderr
         )
-        worker = WorkerProcess(node, region, proc, self.clock())
-        self.workers.append(worker)
-        return worker
+        return WorkerProcess(node, region, proc, self.clock())
 
     def drain(self, worker: WorkerProcess) -> None:
         """Stop the worker consuming; ``step()`` ends it once it holds nothing."""
@@ -176,6 +195,7 @@ class Supervisor:
         beats = self.heartbeats.read()
         drain = self.drain_levels()
         fresh_s = heartbeat_fresh_s(self.settings)
+        self.ensure_lanes()
         for region in self.cfg.regions:
             cap = data_cap_slots(self.settings, drain.get(region, 0))
             wanted = desired_replicas(region, beats.values(), self.cfg, now, fresh_s, cap)
@@ -225,11 +245,12 @@ class Supervisor:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Warm shutdown of every worker; kill what is still running after ``timeout_s``."""
-        for worker in self.workers:
+        everyone = [*self.workers, *self.lanes.values()]
+        for worker in everyone:
             if worker.proc.poll() is None:
                 worker.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        for worker in self.workers:
+        for worker in everyone:
             try:
                 worker.proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -237,6 +258,7 @@ class Supervisor:
                 worker.proc.wait()
             self.heartbeats.forget(worker.node)
         self.workers.clear()
+        self.lanes.clear()
 
 
 def supervise(

@@ -93,14 +93,15 @@ def _half_applied_batch(env: Env) -> str | None:
     return None
 
 
-def freeze_mid_batch(env: Env, cluster: LocalCluster, name: str, timeout_s: float = 60) -> str:
-    """SIGSTOP the worker's processes at a moment a batch is half applied; returns its id.
+def freeze_mid_batch(env: Env, cluster: LocalCluster, timeout_s: float = 60) -> str:
+    """SIGSTOP the cluster's workers (the region's data worker and its premium lane) at a
+    moment a batch is half applied; returns its id.
 
     Frozen, nothing can finish the batch between the check and the kill that follows.
     """
     deadline = time.time() + timeout_s
     while True:
-        tree = _process_tree(cluster.procs[name].pid)
+        tree = [pid for proc in cluster.procs.values() for pid in _process_tree(proc.pid)]
         for pid in tree:
             os.kill(pid, signal.SIGSTOP)
         batch_id = _half_applied_batch(env)
@@ -178,10 +179,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(env: 
         producer.ingest_columns(ids, ts, values)
         total += 20_000
     producer.flush()
-    # When its worker is SIGKILLed while a batch is provably half applied, then replaced
+    # When its workers are SIGKILLed while a batch is provably half applied, then replaced
     cluster = env.workers(("eu-west",))
-    half_done = freeze_mid_batch(env, cluster, "data-eu-west")
-    cluster.kill("data-eu-west")
+    half_done = freeze_mid_batch(env, cluster)
+    for name in list(cluster.procs):
+        cluster.kill(name)
     killed_at = env.store.counters()
     assert env.client.hexists(env.keys.inflight, half_done)
     env.workers(("eu-west",))

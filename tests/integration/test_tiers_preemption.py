@@ -142,12 +142,12 @@ def region(redis_server: str) -> Iterator[Region]:
 def test_layout_follows_the_ledger(region: Region) -> None:
     # Given a 3-slot budget with a premium guarantee and a standard minimum of one slot each
     layout = {w.name: (w.queues, w.concurrency) for w in region.layout}
-    # Then each share has a worker of its own; the premium one never takes standard work
+    # Then each share has a worker of its own; the premium one takes premium work only
     kinds = ("anomaly", "screen_premium", "premium", "screen", "standard")
     q = [f"{REGION}.{k}" for k in kinds]
     assert layout == {
         f"data-{REGION}": (q, 1),
-        f"premium-{REGION}": ([q[2], q[1], q[0], q[3]], 1),
+        f"premium-{REGION}": ([q[2], q[1]], 1),
         f"standard-{REGION}": ([q[0], q[4], q[3], q[1], q[2]], 1),
     }
 
