@@ -105,7 +105,9 @@ def run_throughput(cfg: ThroughputConfig, progress: Progress | None = None) -> d
             drained=drained,
             producer_seconds=round(result.finished_ts - result.started_ts, 3),
             setup_seconds=round(setup_s, 3),
-            workers=len(run_.settings.regions),
+            # Worker processes: each region's data worker and its premium lane.
+            workers=run_.cluster.node_count,
+            premium_lane_slots=run_.cluster.lane_slots,
             concurrency=cfg.concurrency,
             pool=cfg.pool,
             batch_readings=cfg.batch_readings,
