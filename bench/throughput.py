@@ -12,6 +12,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from bench.loadrun import DriveResult, Progress, drive, summarize, wait_drained
 from bench.reconcile import AcceptedLog, reconcile
 from bench.redis_run import RedisRun
@@ -142,6 +145,7 @@ def _outcome(
         )
         summary.update(lost=exact.lost, duplicated=exact.duplicated, held=exact.held)
     summary["detection_ms"] = _detection(run_)
+    summary["detection_ms"]["by_screening"] = _by_screening(run_, stream)
     summary["detection_quality"] = _detection_quality(run_, stream)
     return summary
 
@@ -196,6 +200,42 @@ def _detection(run_: Any) -> dict[str, Any]:
     }
 
 
+def _by_screening(run_: RedisRun, stream: SyntheticStream) -> dict[str, Any]:
+    """Detection delay of non-premium alerts (recent-alerts log) by when their reading was
+    screened: while held back (``ingest.held_screener``) or only once admitted.
+
+    Told apart by the producer's screened marks: an alerting reading no newer than the
+    newest its device sent to screening while held counts as screened while held. A
+    device that left the held-screening sample and rejoined it later counts its readings
+    screened at admission in between as held too, so ``while_held`` is an upper bound.
+    """
+    from scheduler import alert_record
+    from stores.detector_store import RedisDetectorStore
+
+    alerts = alert_record.decode(RedisDetectorStore(run_.store.client, run_.keys).recent_alerts())
+    registry = stream.registry
+    rows = registry.lookup(alerts["device_id"])
+    later = rows >= 0
+    later[later] = registry.tier[rows[later]] > 0
+    ts = alerts["ts"][later]
+    held = run_.producer.held_screener.marks.screened(rows[later], ts)
+    return screening_split(1000.0 * (alerts["emitted_ts"][later] - ts), held)
+
+
+def screening_split(
+    delay_ms: npt.NDArray[np.float64], held: npt.NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Alerts, p50 and p99 of detection delays, split by ``held`` (screened while held)."""
+
+    def part(d: npt.NDArray[np.float64]) -> dict[str, Any]:
+        if not d.size:
+            return {"alerts": 0, "p50": None, "p99": None}
+        p50, p99 = np.percentile(d, (50, 99), method="higher").tolist()
+        return {"alerts": int(d.size), "p50": _round(p50), "p99": _round(p99)}
+
+    return {"while_held": part(delay_ms[held]), "at_admission": part(delay_ms[~held])}
+
+
 def _detection_quality(run_: Any, stream: SyntheticStream) -> dict[str, Any]:
     """Recall, false alerts and TP delay of the alerts the workers emitted (recent-alerts log)."""
     from scheduler import alert_record
@@ -213,8 +253,6 @@ def _detection_quality(run_: Any, stream: SyntheticStream) -> dict[str, Any]:
 
 def _lookup_ms(registry: Any, ids: int = 100_000, repeats: int = 5) -> float:
     """Median time to classify ``ids`` random device ids against the fleet snapshot."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     sample = registry.device_id[rng.integers(0, len(registry), ids)]
     times = []
