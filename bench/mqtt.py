@@ -135,10 +135,15 @@ def _publish(
         )
         for i in range(args.publishers)
     ]
-    procs = [ctx.Process(target=publish_share, args=(p, results)) for p in plans]
-    started = time.time()
+    # Publishers start together once every one is connected and its readings drawn: the
+    # rate runs from the first publish, not from the simulator's start-up (about a second
+    # and a half for two spawned processes on the shared machine).
+    start = ctx.Barrier(args.publishers + 1)
+    procs = [ctx.Process(target=publish_share, args=(p, results, start)) for p in plans]
     for p in procs:
         p.start()
+    start.wait(timeout=args.timeout_s)
+    started = time.time()
     got = [results.get(timeout=args.timeout_s) for _ in procs]
     for p in procs:
         p.join(30)
