@@ -169,8 +169,11 @@ def _payload(devices: list[int], values: list[float], now: float) -> bytes:
     return (rows[0] if len(rows) == 1 else "[" + ",".join(rows) + "]").encode()
 
 
-def publish_share(plan: PublishPlan, results: Any) -> None:
+def publish_share(plan: PublishPlan, results: Any, start: Any = None) -> None:
     """Publish ``plan.messages`` messages, paced; put (messages, readings, seconds) on results.
+
+    ``start``: a barrier the publisher waits at once connected and its readings drawn,
+    so the bench's clock starts at the first publish, not at process start-up.
 
     With ``plan.premium_ids``, premium devices publish on their own connection to their
     premium topic (``.../telemetry/premium``), as devices each with a connection of their
@@ -188,6 +191,8 @@ def publish_share(plan: PublishPlan, results: Any) -> None:
     window = max(1, MAX_INFLIGHT_READINGS // plan.per_message)
     group = min(SEND_MESSAGES, window)
     root = plan.topic_root
+    if start is not None:
+        start.wait()
     started = time.time()
     for i in range(plan.messages):
         if i % group == 0:

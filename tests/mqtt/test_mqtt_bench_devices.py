@@ -71,3 +71,48 @@ def test_premium_devices_publish_to_their_premium_topics_and_the_rest_to_plain_o
     finally:
         sub.disconnect()
         sub.loop_stop()
+
+
+def test_a_publisher_given_a_start_barrier_publishes_nothing_until_it_is_released(
+    private_mqtt_url: str, topic_root: str
+) -> None:
+    # Given a subscriber to the run's topics and a publisher started with a start barrier
+    got: list[str] = []
+    subscribed = threading.Event()
+    sub = connect(BrokerConfig.from_url(private_mqtt_url), client_id="")
+    sub.on_message = lambda _c, _u, msg: got.append(msg.topic)
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.loop_start()
+    sub.subscribe(f"{topic_root}/#", qos=1)
+    assert subscribed.wait(10)
+    plan = PublishPlan(
+        broker_url=private_mqtt_url,
+        topic_root=topic_root,
+        device_ids=list(range(1, 21)),
+        messages=20,
+        per_message=1,
+        premium_ids=[],
+        rate_mps=None,
+        seed=1,
+        client_id=f"{topic_root}-pub",
+    )
+    results: queue.Queue[tuple[int, int, float]] = queue.Queue()
+    start = threading.Barrier(2)
+    publisher = threading.Thread(target=publish_share, args=(plan, results, start), daemon=True)
+    try:
+        publisher.start()
+        # When the publisher has had time to connect but the barrier is not released
+        time.sleep(1.0)
+        # Then nothing was published yet
+        assert got == [] and results.empty()
+        # And once released, it publishes its whole share
+        start.wait(timeout=10)
+        messages, _readings, _ = results.get(timeout=30)
+        deadline = time.monotonic() + 10
+        while len(got) < messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert messages == 20 == len(got)
+    finally:
+        publisher.join(30)
+        sub.disconnect()
+        sub.loop_stop()
