@@ -107,7 +107,11 @@ class FaultRun:
         self.wait_workers()
 
     def wait_workers(self, timeout_s: float = 60.0) -> None:
-        wait_workers_ready(self.app, len(self.clusters), timeout_s)
+        wait_workers_ready(self.app, self.workers_started(), timeout_s)
+
+    def workers_started(self) -> int:
+        """Worker processes started: each region's data worker and its premium lane."""
+        return sum(c.node_count for c in self.clusters.values())
 
     def workers_alive(self) -> int:
         return sum(p.poll() is None for c in self.clusters.values() for p in c.procs.values())
@@ -116,10 +120,10 @@ class FaultRun:
         """What a restart policy does (compose ``restart``): a worker that exited because it
         found its pool wedged is started again. Nothing else is ever restarted here."""
         for region, cluster in self.clusters.items():
-            proc = cluster.procs.get(f"data-{region}")
+            name = f"data-{region}"
+            proc = cluster.procs.get(name)
             if proc is not None and proc.poll() == WEDGED_EXIT_CODE:
-                cluster.procs.clear()
-                cluster.start()
+                cluster.restart(name)
                 self.self_restarts += 1
 
     def close(self) -> None:
@@ -154,7 +158,7 @@ def _kill_storm(
         cluster.kill(f"data-{region}")
         world.kills += 1
         time.sleep(0.3)
-        cluster.start()
+        cluster.restart(f"data-{region}")
     extra["worker_kills"] = world.kills
 
 

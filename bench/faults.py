@@ -78,6 +78,7 @@ def run_fault(
             "drained": drained,
             "seconds": round(time.time() - t0, 1),
             "workers_alive": world.workers_alive(),
+            "workers_started": world.workers_started(),
             "inflight_left": InflightLedger(world.client, world.keys).size(),
             "worker_self_restarts": world.self_restarts,
         }

@@ -59,6 +59,14 @@ class LocalCluster:
             if role == "data" and self.lane_slots > 0:
                 self._start(env, region, "premium", self.lane_slots)
 
+    def restart(self, name: str) -> None:
+        """Start worker ``name`` (``{role}-{region}``, as in ``procs``) again, alone, as a
+        restart policy would after it exited or was killed; its region's other workers
+        (the premium lane beside a data worker) are left as they are."""
+        role, _, region = name.partition("-")
+        env = worker_env(self.redis_url, self.key_prefix, **self.env_extra)
+        self._start(env, region, role, self.lane_slots if role == "premium" else self.concurrency)
+
     def _start(self, env: dict[str, str], region: str, role: str, concurrency: int) -> None:
         argv = worker_argv(region, role, concurrency, self.pool, self.loglevel)
         self.procs[f"{role}-{region}"] = subprocess.Popen(

@@ -49,7 +49,8 @@ def assert_exact(report: dict[str, Any]) -> None:
     assert (report["lost"], report["duplicated"]) == (0, 0), report
     assert report["accepted"] == report["offered"], report
     assert report["processed"] + report["dead_lettered"] + report["held"] == report["accepted"]
-    assert report["workers_alive"] == 3, report
+    # Each region's data worker and its premium lane, all still running.
+    assert report["workers_alive"] == report["workers_started"] == 6, report
 
 
 @pytest.mark.timeout(180)

@@ -62,8 +62,10 @@ def test_standard_offered_at_three_times_capacity_leaves_premium_ahead_of_the_ba
     before = run_.store.latency_histogram("ingest", "premium")
     standard_before = run_.store.latency_histogram("ingest", "standard")
     processed_before = processed_readings(run_.store.counters())
-    # When the fleet offers 3.5 x that for 3 s, paced as devices send
-    offered_rps = 3.5 * capacity_rps
+    # When the fleet offers 6 x that for 3 s, paced as devices send (more than the 3 x
+    # asked for: the routine worker runs niced, so while the producer offers flat out
+    # during calibration the worker drains less than it does beside a paced producer)
+    offered_rps = 6.0 * capacity_rps
     overload = drive(
         run_.producer, stream, int(offered_rps * 3.0), None, 2_000, pace=SteadyPace(offered_rps)
     )
@@ -72,6 +74,7 @@ def test_standard_offered_at_three_times_capacity_leaves_premium_ahead_of_the_ba
     drained_rps = (processed_readings(run_.store.counters()) - processed_before) / (
         done_ts - overload.started_ts
     )
+    print("capacity", capacity_rps, "offered", overload.offered_rps, "drained", drained_rps)
     assert overload.offered_rps >= 3.0 * drained_rps
     # And standard was held back and offered again, never dropped (held by admission
     # control; on a machine too loaded for the producer to keep its schedule, by the

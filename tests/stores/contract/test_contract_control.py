@@ -12,11 +12,13 @@ from stores.reservation_store import BookState
 
 def test_a_booked_window_is_listed_and_a_conflicting_one_refused(stores: Stores) -> None:
     book = stores.reservations
-    made = book.update(lambda s: s.book.book("eu", 1_000.0, 60.0, 8, "trim_streams", 0.0))
+    # Five slots fit the region's bookable slots (its budget less premium's guarantee);
+    # five more over the same time do not.
+    made = book.update(lambda s: s.book.book("eu", 1_000.0, 60.0, 5, "trim_streams", 0.0))
     listed = book.load().book.list("eu")
     assert [r.reservation_id for r in listed] == [made.reservation_id]
     with pytest.raises(ReservationConflict):
-        book.update(lambda s: s.book.book("eu", 1_030.0, 60.0, 8, "trim_streams", 0.0))
+        book.update(lambda s: s.book.book("eu", 1_030.0, 60.0, 5, "trim_streams", 0.0))
 
 
 def test_runs_events_and_drain_levels_are_written_with_the_change(stores: Stores) -> None:
