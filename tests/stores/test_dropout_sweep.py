@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import fakeredis
 import numpy as np
@@ -276,18 +276,31 @@ def back_at(
     screened_up_to(client, region, "premium", ts)
 
 
-def test_a_device_that_stays_silent_after_its_folded_outage_is_then_alerted_alone(
-    client: fakeredis.FakeRedis,
-) -> None:
+class QuietRegion(NamedTuple):
+    registry: Registry
+    region: str
+    mine: np.ndarray
+    store: RedisDropoutStore
+
+
+@pytest.fixture
+def quiet_region(client: fakeredis.FakeRedis) -> QuietRegion:
+    """A region's 1,000 warm devices (reporting every 10 s: a 50 s dropout limit), silent
+    since ``NOW - 60``, and its premium stream screened up to then: an outage."""
     registry = generate_registry(3_000, seed=1, group_size=100)
     region = registry.topology.regions[0]
     mine = home_devices(registry, region)
-    dead, peers = mine[:1], mine[1:]
-    # Given a region outage the sweep folded into one event (devices report every 10 s:
-    # their dropout limit is 50 s)
     warm_up(client, mine, np.full(mine.size, NOW - 60))
     screened_up_to(client, region, "premium", NOW - 60)
-    store = RedisDropoutStore(client, KEYS)
+    return QuietRegion(registry, region, mine, RedisDropoutStore(client, KEYS))
+
+
+def test_a_device_that_stays_silent_after_its_folded_outage_is_then_alerted_alone(
+    client: fakeredis.FakeRedis, quiet_region: QuietRegion
+) -> None:
+    registry, region, mine, store = quiet_region
+    dead, peers = mine[:1], mine[1:]
+    # Given a region outage the sweep folded into one event
     outage: list[dict[str, Any]] = []
     sweep(store, registry, region, outage.append, NOW)
     assert reported(outage) == ([], [("*", mine.size)])
@@ -311,15 +324,10 @@ def test_a_device_that_stays_silent_after_its_folded_outage_is_then_alerted_alon
 
 
 def test_devices_back_from_a_folded_outage_are_never_alerted_alone(
-    client: fakeredis.FakeRedis,
+    client: fakeredis.FakeRedis, quiet_region: QuietRegion
 ) -> None:
-    registry = generate_registry(3_000, seed=1, group_size=100)
-    region = registry.topology.regions[0]
-    mine = home_devices(registry, region)
+    registry, region, mine, store = quiet_region
     # Given a folded region outage, after which every device came back
-    warm_up(client, mine, np.full(mine.size, NOW - 60))
-    screened_up_to(client, region, "premium", NOW - 60)
-    store = RedisDropoutStore(client, KEYS)
     sweep(store, registry, region, lambda _: None, NOW)
     back_at(client, region, mine, NOW + 5, "back")
     # When the region is swept again and again while they report
@@ -333,15 +341,10 @@ def test_devices_back_from_a_folded_outage_are_never_alerted_alone(
 
 
 def test_the_last_devices_of_an_outage_found_after_their_peers_returned_join_its_event(
-    client: fakeredis.FakeRedis,
+    client: fakeredis.FakeRedis, quiet_region: QuietRegion
 ) -> None:
-    registry = generate_registry(3_000, seed=1, group_size=100)
-    region = registry.topology.regions[0]
-    mine = home_devices(registry, region)
+    registry, region, mine, store = quiet_region
     # Given a region outage of which a short sweep saw only part before the devices came back
-    warm_up(client, mine, np.full(mine.size, NOW - 60))
-    screened_up_to(client, region, "premium", NOW - 60)
-    store = RedisDropoutStore(client, KEYS)
     first: list[dict[str, Any]] = []
     sweep(store, registry, region, first.append, NOW, page_size=300, max_pages=1)
     alone, events = reported(first)
