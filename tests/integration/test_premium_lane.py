@@ -9,21 +9,19 @@ data worker gives way on the CPU (a higher niceness), the lane does not.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
+from routine_batches import send_routine_batch
 
 from bench.worker_launch import wait_for, wait_workers_ready
-from scheduler.codec import encode_batch
-from scheduler.model import Batch, queue_name
+from scheduler.model import queue_name
 from stores.keys import Keys
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
-from tasks.routine import ROUTINE_TASK
 from workers.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -49,24 +47,8 @@ class Region:
     def publish(self, tier: str, readings: int) -> None:
         """One routine batch of ``tier``, stamped as ingested now."""
         self.serial += 1
-        now = time.time()
-        batch = Batch(
-            f"lane-{tier}-{self.serial}",
-            REGION,
-            tier,
-            ("value",),
-            self.rng.integers(1, 50_000, size=readings).astype(np.uint64),
-            np.full(readings, now - 0.01),
-            self.rng.normal(20.0, 0.5, size=(readings, 1)),
-            np.full(readings, now),
-        )
-        self.store.incr_counters({"ingested": readings, "accepted": readings})
-        self.app.send_task(
-            ROUTINE_TASK,
-            args=(encode_batch(batch),),
-            queue=queue_name(REGION, tier),
-            serializer="msgpack",
-        )
+        batch_id = f"lane-{tier}-{self.serial}"
+        send_routine_batch(self.app, self.store, self.rng, batch_id, REGION, tier, readings)
 
     def processed(self, tier: str) -> int:
         return int(self.store.counters().get(f"processed:{tier}", 0))

@@ -14,18 +14,18 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import redis
+from routine_batches import send_routine_batch
 
 from scheduler import defaults
 from scheduler.capacity import CapacityBudget
-from scheduler.codec import encode_batch
 from scheduler.latency import counts_since, percentile_ms
-from scheduler.model import Batch, queue_name
+from scheduler.model import queue_name
 from stores.keys import Keys
 from stores.preemption_signal import RedisPreemptionSignal
 from stores.protocols import processed_readings
 from stores.redis_state import RedisStateStore
 from tasks.app import broker_app
-from tasks.routine import PROBE_TASK, ROUTINE_TASK, claim_id
+from tasks.routine import PROBE_TASK, claim_id
 from workers.class_pool import ClassPool
 from workers.profiles import ClassWorker
 
@@ -52,25 +52,8 @@ class Region:
     def publish(self, tier: str, readings: int, prefix: str = "b") -> str:
         """One routine batch, stamped as ingested now; returns its id."""
         self.serial += 1
-        now = time.time()
         batch_id = f"{prefix}-{tier}-{self.serial}"
-        batch = Batch(
-            batch_id,
-            REGION,
-            tier,
-            ("value",),
-            self.rng.integers(1, 50_000, size=readings).astype(np.uint64),
-            np.full(readings, now - 0.01),
-            self.rng.normal(20.0, 0.5, size=(readings, 1)),
-            np.full(readings, now),
-        )
-        self.store.incr_counters({"ingested": readings, "accepted": readings})
-        self.app.send_task(
-            ROUTINE_TASK,
-            args=(encode_batch(batch),),
-            queue=queue_name(REGION, tier),
-            serializer="msgpack",
-        )
+        send_routine_batch(self.app, self.store, self.rng, batch_id, REGION, tier, readings)
         return batch_id
 
     def probe(self) -> None:
