@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -67,16 +68,22 @@ def _producer(gate: Any, app: RecordingApp, per_admitted: float = 10.0) -> Produ
     )
 
 
+def closed_between(start: float, from_s: float, until_s: float) -> Callable[[], np.ndarray]:
+    """A backlog gate with every region (of three) closed to non-premium tiers from
+    ``from_s`` to ``until_s`` after ``start``, open otherwise."""
+
+    def gate() -> np.ndarray:
+        return np.full(3, from_s < time.time() - start < until_s)
+
+    return gate
+
+
 def test_pushed_back_readings_are_screened_at_once_and_not_again_when_admitted() -> None:
     # Given every region open for the first 0.2 s of a run, then closed to other tiers
     # than premium for 0.4 s, then open again
     app = RecordingApp()
     start = time.time()
-
-    def gate() -> np.ndarray:
-        return np.full(3, 0.2 < time.time() - start < 0.6)
-
-    producer = _producer(gate, app)
+    producer = _producer(closed_between(start, 0.2, 0.6), app)
     stream = RoundRobin(producer._registry())
     # When 60,000 readings are offered at 60,000 readings/s through the gateway
     result = drive(producer, stream, 60_000, 60_000, chunk=2_000)  # type: ignore[arg-type]
@@ -104,11 +111,7 @@ def test_a_paced_bench_window_leaves_screening_of_held_readings_on() -> None:
     # region closed to other tiers than premium from 0.2 s to 0.6 s into the run
     app = RecordingApp()
     start = time.time()
-
-    def gate() -> np.ndarray:
-        return np.full(3, 0.2 < time.time() - start < 0.6)
-
-    producer = _producer(gate, app)
+    producer = _producer(closed_between(start, 0.2, 0.6), app)
     stream = RoundRobin(producer._registry())
     run_ = SimpleNamespace(store=SimpleNamespace(client=fakeredis.FakeRedis()), keys=Keys("w"))
     window = OfferWindow(run_, start + 0.2, start + 0.6).install(producer, stream)
