@@ -91,6 +91,7 @@ class RedisRun:
         if self._producer is None:
             reg = self.registry
             assert reg is not None
+            gate = admission_gate(self.settings, self.store.client, self.keys)
             self._producer = Producer(
                 lambda: reg,
                 bench_publisher(self.app, ledger=InflightLedger(self.store.client, self.keys)),
@@ -98,7 +99,8 @@ class RedisRun:
                 limits=Limits(metrics=self.settings.metrics),
                 batching=self.batching,
                 # Admission control as a deployment runs it: on, measured.
-                backlog_gate=admission_gate(self.settings, self.store.client, self.keys),
+                backlog_gate=gate,
+                screen_cost=lambda: gate.screen_cost_ratio,
                 # Premium coalescing as a deployment runs it: on.
                 premium_backlog=PremiumBacklog(
                     self.store.client, self.keys, self.settings.topology

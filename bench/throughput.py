@@ -98,7 +98,8 @@ def run_throughput(cfg: ThroughputConfig, progress: Progress | None = None) -> d
         summary.update(_offered(result))
         # Screening's cost per held reading over routine's, as the admission gate measured
         # it from the workers' service (None: not measured, the budget kept its 1:1 prior).
-        ratio = getattr(run_.producer.backlog_gate, "screen_cost_ratio", None)
+        cost = run_.producer.screen_cost
+        ratio = None if cost is None else cost()
         summary["held_screen_cost_ratio"] = None if ratio is None else round(ratio, 3)
         summary["held_screening"] = _held_screening(run_)
         summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)

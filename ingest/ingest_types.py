@@ -33,10 +33,11 @@ def home_placer(registry: Registry, rows: npt.NDArray[np.int64]) -> npt.NDArray[
     return registry.home_region[rows]
 
 
-#: Per region code, True where the region's routine backlog is past its cap. A gate may
-#: also measure ``screen_cost_ratio`` (screening's cost per held reading over routine's,
-#: None before): the held-screening budget follows it.
+#: Per region code, True where the region's routine backlog is past its cap.
 BacklogGate = Callable[[], npt.NDArray[np.bool_]]
+#: Screening's measured cost per held reading over routine processing's (None before it
+#: is measured; the admission gate measures it): the held-screening budget follows it.
+ScreenCost = Callable[[], float | None]
 #: True while ingest must pause (e.g. Redis close to ``maxmemory``): every new reading
 #: is pushed back.
 PauseGate = Callable[[], bool]

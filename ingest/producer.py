@@ -37,6 +37,7 @@ from ingest.ingest_types import IngestResult as IngestResult
 from ingest.ingest_types import PauseGate as PauseGate
 from ingest.ingest_types import Placer as Placer
 from ingest.ingest_types import Publisher as Publisher
+from ingest.ingest_types import ScreenCost as ScreenCost
 from ingest.ingest_types import home_placer as home_placer
 from ingest.outbox import MemoryOutbox, Outbox
 from ingest.premium_backlog import PremiumBacklog
@@ -68,6 +69,7 @@ class Producer:
         clock: Callable[[], float] = time.time,
         counter_flush_s: float = 0.1,
         backlog_gate: BacklogGate | None = None,
+        screen_cost: ScreenCost | None = None,
         outbox: Outbox | None = None,
         outbox_max_readings: int = OUTBOX_MAX_READINGS,
         retry_s: float = 1.0,
@@ -86,7 +88,8 @@ class Producer:
         them over again after a Redis restart (``appendfsync everysec``).
 
         ``held_screening``: the budget readings held back are screened from (the default
-        budget unless given); it applies when the publisher has ``screen_many``.
+        budget unless given); it applies when the publisher has ``screen_many``. It
+        follows ``screen_cost`` when given (read with each backlog gate check).
 
         ``premium_backlog``: premium batches due while their region's premium queue is
         backed up stay in the batcher and coalesce (``scheduler.premium_coalescing``)."""
@@ -97,6 +100,7 @@ class Producer:
         self.clock = clock
         self.placer = placer
         self.backlog_gate = backlog_gate
+        self.screen_cost = screen_cost
         reg = registry()
         self._registry_snapshot = reg
         self.batcher = Batcher(reg.topology, self.limits.metrics, producer_id, batching)
@@ -423,7 +427,7 @@ class Producer:
     def _backlog_closed(self, n_regions: int) -> npt.NDArray[np.bool_]:
         assert self.backlog_gate is not None
         closed = self._guarded(self.backlog_gate)
-        ratio = getattr(self.backlog_gate, "screen_cost_ratio", None)
+        ratio = None if self.screen_cost is None else self.screen_cost()
         if ratio is not None:
             self.held_screener.budget.follow_cost(ratio)
         return np.zeros(n_regions, dtype=bool) if closed is None else np.asarray(closed, bool)

@@ -51,9 +51,13 @@ class ProducerWiring:
             producer_id=producer_id,
             placer=self.placer,
             backlog_gate=self.backlog_gate if admission else None,
+            screen_cost=self._screen_cost if admission else None,
             premium_backlog=self.premium_backlog,
             **options,
         )
+
+    def _screen_cost(self) -> float | None:
+        return self.backlog_gate.screen_cost_ratio
 
     def close(self) -> None:
         self.placer.close()

@@ -73,7 +73,13 @@ def test_the_admission_gate_measures_the_ratio_and_the_producer_budget_follows_i
     now = [0.0]
     gate = QueueBacklogGate(QueueDepthReader(client, keys), Topology(), clock=lambda: now[0])
     reg = generate_registry(1_000, seed=3)
-    producer = Producer(lambda: reg, Sink(), MemoryStateStore(), backlog_gate=gate)
+    producer = Producer(
+        lambda: reg,
+        Sink(),
+        MemoryStateStore(),
+        backlog_gate=gate,
+        screen_cost=lambda: gate.screen_cost_ratio,
+    )
     standard = reg.device_id[reg.tier == 1][:100]
 
     def offer() -> None:
