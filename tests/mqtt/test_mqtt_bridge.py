@@ -13,39 +13,16 @@ from contextlib import contextmanager
 
 import msgpack
 import numpy as np
-from mqtt_publishing import publish_all, wait_until
+from mqtt_publishing import Recorder, publish_all, wait_until
 
 from ingest.mqtt_bridge import BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
 from ingest.producer import BacklogGate, Producer
-from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from stores.memory_state import MemoryStateStore
 from stores.parked_readings import MemoryParkedReadings, ParkedReadingsStore
 
 REG = generate_registry(2_000, seed=3)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.batches: list[Batch] = []
-
-    def publish(self, batch: Batch) -> None:
-        with self.lock:
-            self.batches.append(batch)
-
-    def device_ids(self) -> list[int]:
-        with self.lock:
-            return [int(d) for b in self.batches for d in b.device_id]
-
-    def ingest_ts(self) -> dict[int, float]:
-        with self.lock:
-            return {
-                int(d): float(t)
-                for b in self.batches
-                for d, t in zip(b.device_id, b.ingest_ts, strict=True)
-            }
 
 
 @contextmanager

@@ -10,26 +10,16 @@ import json
 import time
 from collections.abc import Sequence
 
+from mqtt_publishing import Recorder
+
 from ingest.mqtt_bridge import CYCLE_BYTES, MqttBridge
 from ingest.mqtt_client import BrokerConfig, Received
 from ingest.producer import Producer
-from scheduler.model import Batch
 from scheduler.registry import generate_registry
 from stores.memory_state import MemoryStateStore
 from stores.parked_readings import MemoryParkedReadings, ParkedBatch
 
 REG = generate_registry(20_000, seed=5)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    def publish(self, batch: Batch) -> None:
-        self.batches.append(batch)
-
-    def device_ids(self) -> list[int]:
-        return [int(d) for b in self.batches for d in b.device_id]
 
 
 class CountedParking(MemoryParkedReadings):

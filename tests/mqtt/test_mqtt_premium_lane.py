@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from mqtt_publishing import publish_all, wait_until
+from mqtt_publishing import Recorder, publish_all, wait_until
 
 from ingest.mqtt_bridge import CYCLE_MESSAGES, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig, Received
 from ingest.producer import IngestResult, Producer
-from scheduler.model import Batch
 from scheduler.registry import generate_registry
 from stores.memory_state import MemoryStateStore
 from stores.parked_readings import MemoryParkedReadings, ParkedBatch
@@ -27,24 +26,6 @@ from stores.parked_readings import MemoryParkedReadings, ParkedBatch
 REG = generate_registry(20_000, seed=7)
 PREMIUM = [int(d) for d in REG.device_id[REG.tier == 0]]
 STANDARD = [int(d) for d in REG.device_id[REG.tier > 0]]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.batches: list[Batch] = []
-
-    def publish(self, batch: Batch) -> None:
-        with self.lock:
-            self.batches.append(batch)
-
-    def tiers(self) -> dict[int, str]:
-        with self.lock:
-            return {int(d): b.tier for b in self.batches for d in b.device_id}
-
-    def device_ids(self) -> list[int]:
-        with self.lock:
-            return [int(d) for b in self.batches for d in b.device_id]
 
 
 def body(*device_ids: int) -> bytes:
