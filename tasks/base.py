@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import redis
 from celery import Task
 
 from runtime.runtime import Runtime
@@ -96,3 +97,21 @@ def dead_letter_copy(rt: Runtime, payload: Any, reason: str, detail: str, source
         raw = repr(payload).encode()
     letter = DeadLetter(reason, detail, raw, source, time.time(), readings=0)
     rt.stores.state.add_dead_letters([letter])
+
+
+#: What a store write may raise: the store gone, or refusing writes (``maxmemory``).
+STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
+
+
+def record_service(
+    rt: Runtime, spent_us_key: str, readings_key: str, from_s: float, readings: int
+) -> None:
+    """Add a finished task's service time (since ``from_s``, ``time.perf_counter``) and
+    readings to the counters (``scheduler.screen_cost`` reads them). The task's work is
+    already committed: a measurement lost to a store error is harmless, a failed task over
+    it is not."""
+    spent_us = round((time.perf_counter() - from_s) * 1e6)
+    try:
+        rt.stores.state.incr_counters({spent_us_key: spent_us, readings_key: readings})
+    except STORE_ERRORS as exc:
+        LOGGER.debug("service of a task not recorded (%s): %r", spent_us_key, exc)

@@ -79,12 +79,10 @@ from scheduler.validation import REASONS
 from scheduler.wire import PROBE_TASK as PROBE_TASK
 from scheduler.wire import ROUTINE_TASK as ROUTINE_TASK
 from tasks.app import app
-from tasks.base import RetryLater, WorkTask
+from tasks.base import STORE_ERRORS, RetryLater, WorkTask, record_service
 from tasks.deadletter import dead_letter_payload
 from tasks.limits import TRANSIENT_ERRORS, work_options
 
-#: What giving up may meet: the store gone, or refusing writes; the ledger keeps the batch.
-_STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
 #: Soft time limits hit without finishing a single chunk before the rest is dead-lettered.
 MAX_STALLS = 3
 
@@ -197,7 +195,7 @@ def _give_up(rt: Runtime, cursor: ChunkCursor, reason: str, detail: str) -> None
     """Dead-letter the rest, or, when Redis refuses even that, leave it to the ledger."""
     try:
         dead_letter_rest(rt, cursor, reason, detail)
-    except _STORE_ERRORS as exc:
+    except STORE_ERRORS as exc:
         LOGGER.warning(
             "batch %s left to the in-flight ledger: dead-lettering failed: %r",
             cursor.batch.batch_id,
@@ -229,7 +227,12 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
             apply_chunk(rt, cursor, started_ts)
         rt.stores.inflight.done(batch.batch_id)
         if work is not WorkClass.PREMIUM:
-            _record_service(rt, batch.tier, service_from, cursor.applied_readings)
+            # Premium tasks skip the extra round trip: held screening is sized against
+            # non-premium processing only.
+            tier = batch.tier
+            record_service(
+                rt, routine_us(tier), routine_readings(tier), service_from, cursor.applied_readings
+            )
     except SoftTimeLimitExceeded:
         stalled = cursor.done == 0
         if stalled and cursor.stalls + 1 >= MAX_STALLS:
@@ -255,18 +258,6 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
         LOGGER.exception("routine batch %s failed", batch.batch_id)
         _give_up(rt, cursor, "task_error", repr(exc))
     return cursor.applied_readings
-
-
-def _record_service(rt: Runtime, tier: str, from_s: float, readings: int) -> None:
-    """What a non-premium reading costs to process: held screening's budget is sized
-    against it (``scheduler.screen_cost``). Premium tasks skip the extra round trip."""
-    spent_us = round((time.perf_counter() - from_s) * 1e6)
-    try:
-        rt.stores.state.incr_counters(
-            {routine_us(tier): spent_us, routine_readings(tier): readings}
-        )
-    except _STORE_ERRORS as exc:  # the batch is applied; one measurement lost is harmless
-        LOGGER.debug("service of a routine task not recorded: %r", exc)
 
 
 def _settle_if_named(rt: Runtime, payload: Any) -> None:

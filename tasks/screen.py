@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import redis
 
 from runtime.runtime import Runtime
 from scheduler import alert_record
@@ -35,8 +34,8 @@ from scheduler.wire import ALERTS_WIRE_VERSION, HELD_SCREEN_FIELD
 from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
 from stores.detector_store import ALERT_STAGE, DetectorStore
 from tasks.app import app
-from tasks.base import WorkTask, dead_letter_copy
-from tasks.limits import TRANSIENT_ERRORS, work_options
+from tasks.base import WorkTask, dead_letter_copy, record_service
+from tasks.limits import work_options
 
 LOGGER = logging.getLogger(__name__)
 
@@ -174,25 +173,13 @@ def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
         if held and screened is not None:
             # What a held reading costs to screen: the producer's held-screening budget
             # follows it (scheduler.screen_cost).
-            _record_service(rt, round((time.perf_counter() - started) * 1e6), len(batch))
+            record_service(rt, SCREEN_HELD_US, SCREEN_HELD_READINGS, started, len(batch))
         alerts = screened or 0
     except InvalidBatch as exc:
         dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
         alerts = 0
     rt.stores.inflight.done(batch.batch_id)
     return alerts
-
-
-_RECORD_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *TRANSIENT_ERRORS)
-
-
-def _record_service(rt: Runtime, spent_us: int, readings: int) -> None:
-    try:
-        rt.stores.state.incr_counters({SCREEN_HELD_US: spent_us, SCREEN_HELD_READINGS: readings})
-    except _RECORD_ERRORS as exc:
-        # Screened and committed (Redis at maxmemory refuses the counters too): one
-        # measurement lost is harmless, a failed task over it is not.
-        LOGGER.debug("service of a held copy not recorded: %r", exc)
 
 
 @app.task(base=WorkTask, bind=True, **work_options(SCREEN_TASK))
