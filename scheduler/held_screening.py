@@ -155,22 +155,15 @@ def device_order(device_id: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return np.asarray(device_id, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
 
 
-def pick_held(
-    order: npt.NDArray[np.uint64], clean: npt.NDArray[np.bool_], share: float
-) -> npt.NDArray[np.intp]:
-    """Which held readings to screen now; indexes into the inputs.
-
-    Every reading of the devices in the sample (``order``, from ``device_order``, within
-    the first ``share`` of its range), whole devices, never part of one: a device whose
-    held readings were screened only in part would show the detector a gap (a false
-    dropout), and its skipped readings could not be screened later without going back
-    in time. Only ``clean`` devices (none of their readings waiting unscreened) take part.
-    """
-    return np.flatnonzero(clean & in_sample(order, share))
-
-
 def in_sample(order: npt.NDArray[np.uint64], share: float) -> npt.NDArray[np.bool_]:
-    """Which devices (``order``, from ``device_order``) are in a sample of ``share``."""
+    """Which devices (``order``, from ``device_order``) are in a sample of ``share``: those
+    within the first ``share`` of the order's range.
+
+    Whole devices, never part of one: a device whose held readings were screened only in
+    part would show the detector a gap (a false dropout), and its skipped readings could
+    not be screened later without going back in time. The screener takes part only with
+    the devices of the sample that are clean (none of their readings waiting unscreened).
+    """
     if share >= 1.0:
         return np.ones(order.shape, dtype=np.bool_)
     return order < np.uint64(max(0.0, share) * ORDER_SPAN)

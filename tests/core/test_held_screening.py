@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
-from scheduler.held_screening import HeldScreenBudget, device_order, pick_held
+from scheduler.held_screening import HeldScreenBudget, device_order, in_sample
 
 
 def test_the_sample_shrinks_when_spending_outruns_earning_and_grows_back() -> None:
@@ -44,6 +45,13 @@ def test_held_readings_screened_before_any_admission_keep_every_device_for_a_win
 def test_a_budget_needs_a_positive_window() -> None:
     with pytest.raises(ValueError, match="window_s"):
         HeldScreenBudget(window_s=0)
+
+
+def pick_held(
+    order: npt.NDArray[np.uint64], clean: npt.NDArray[np.bool_], share: float
+) -> npt.NDArray[np.intp]:
+    """What the held screener picks (ingest.held_screener): clean devices of the sample."""
+    return np.flatnonzero(clean & in_sample(order, share))
 
 
 def test_every_reading_of_clean_devices_in_the_sample_is_picked() -> None:
