@@ -15,8 +15,6 @@ is booked per region, for the earliest moment something falls due.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +32,7 @@ from scheduler.registry import Registry
 from scheduler.wire import ALERTS_WIRE_VERSION, ANOMALY_TASK, INCIDENT_TICK_TASK
 from stores.detector_store import NOTIFY_STAGE
 from tasks.app import app
-from tasks.base import WorkTask, dead_letter_copy
+from tasks.base import WorkTask, dead_letter_copy, timed
 from tasks.limits import work_options
 
 #: Batch ids of dropout sweep alerts (tasks.dropout.dropout_alerts) start with this.
@@ -47,7 +45,6 @@ LOGGER = logging.getLogger(__name__)
 #: Histograms of how long anomaly and incident tick tasks run (ms), beside detection's.
 ANOMALY_RUN_STAGE = "run:anomaly"
 TICK_RUN_STAGE = "run:incident_tick"
-Handler = Callable[[Runtime, dict[str, Any]], int]
 
 
 def decode_alerts(payload: dict[str, Any], registry: Registry) -> tuple[str, str, list[Alert]]:
@@ -243,20 +240,6 @@ def handle_tick(rt: Runtime, payload: dict[str, Any], now_ts: float | None = Non
     sent = notify(rt, folded.updates)
     book_tick(rt, region, folded.due_ts, now_ts)
     return sent
-
-
-def timed(stage: str, handler: Handler) -> Handler:
-    """``handler``, recording how long each run held its worker slot (ms) under ``stage``."""
-
-    def run(rt: Runtime, payload: dict[str, Any]) -> int:
-        started = time.perf_counter()
-        try:
-            return handler(rt, payload)
-        finally:
-            run_ms = np.array([(time.perf_counter() - started) * 1000.0])
-            rt.stores.detector.add_latency(stage, bucket_counts(run_ms))
-
-    return run
 
 
 @app.task(base=WorkTask, bind=True, **work_options(ANOMALY_TASK))

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import numpy as np
 import redis
 from celery import Task
 
 from runtime.runtime import Runtime
+from scheduler.latency import bucket_counts
 from scheduler.model import DeadLetter
 from tasks.limits import LIMITS, TRANSIENT_ERRORS, TaskLimits
 
@@ -115,3 +117,18 @@ def record_service(
         rt.stores.state.incr_counters({spent_us_key: spent_us, readings_key: readings})
     except STORE_ERRORS as exc:
         LOGGER.debug("service of a task not recorded (%s): %r", spent_us_key, exc)
+
+
+def timed(stage: str, handler: Handler) -> Handler:
+    """``handler``, recording how long each run held its worker slot (ms) under ``stage``
+    (the work ranked below premium that a premium batch may still wait behind)."""
+
+    def run(rt: Runtime, payload: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return handler(rt, payload)
+        finally:
+            run_ms = np.array([(time.perf_counter() - started) * 1000.0])
+            rt.stores.detector.add_latency(stage, bucket_counts(run_ms))
+
+    return run

@@ -49,13 +49,12 @@ from scheduler.dropout_fold import (
     silence_entries,
 )
 from scheduler.dropout_sweep import find_dropouts
-from scheduler.latency import bucket_counts
 from scheduler.registry import Registry
 from scheduler.silence_clock import DEFAULT_MAX_LAG_S, sweep_now_ts
 from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
 from stores.dropout_store import DropoutStore, StatePage
 from tasks.app import app
-from tasks.base import WorkTask
+from tasks.base import WorkTask, timed
 from tasks.limits import work_options
 from tasks.screen import EmitAlerts
 
@@ -338,12 +337,7 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
     """Returns the number of devices alerted as silent."""
     region = str(payload["region"])
     emit = rt.publisher.send_alerts
-    started = time.perf_counter()
     result = sweep(rt.stores.dropout, rt.registry.get(), region, emit, rt.clock())
-    # How long a sweep holds its worker slot: the work ranked below premium that a
-    # premium batch may still wait behind once it has started.
-    run_ms = np.array([(time.perf_counter() - started) * 1000.0])
-    rt.stores.detector.add_latency(SWEEP_RUN_STAGE, bucket_counts(run_ms))
     rt.stores.state.incr_counters(
         {
             "dropout_swept_states": result.states,
@@ -361,4 +355,4 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
 def process_dropout_sweep(self: WorkTask, payload: dict[str, Any]) -> int:
     """Returns the number of devices alerted as silent; past its retries the next
     scheduled sweep carries on from the stored cursor."""
-    return int(self.work(handle_sweep, payload))
+    return int(self.work(timed(SWEEP_RUN_STAGE, handle_sweep), payload))
