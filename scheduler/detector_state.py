@@ -9,12 +9,16 @@ its metrics' vectors side by side (``metrics * K`` wide).
 
 from __future__ import annotations
 
+import itertools
+from typing import cast
+
 import numpy as np
 import numpy.typing as npt
 
 from scheduler import seasonal
 
 F64 = npt.NDArray[np.float64]
+U8 = npt.NDArray[np.uint8]
 
 #: The layout of one (device, metric) state vector; a device's blob is these x metrics.
 #: Stored as float64 (times, and values compared with or accumulated at the signal's own
@@ -114,13 +118,21 @@ def fresh_states(n_devices: int, metrics: int = 1) -> F64:
     return states.reshape(n_devices, metrics * K)
 
 
-def pack_states(states: F64) -> list[bytes]:
-    """One bytes blob per device row (``STATE_BYTES`` per metric), for one MSET."""
+def pack_state_rows(states: F64) -> U8:
+    """Every device row's stored bytes (``STATE_BYTES`` per metric) as one uint8 array, one
+    row per device: an adapter writes a batch's states from it without a loop per device."""
     cells = states.reshape(states.shape[0], states.shape[1] // K, K)
     packed = np.empty(cells.shape[:2], dtype=_CELL)
     packed["wide"] = cells[:, :, _WIDE]
     packed["narrow"] = cells[:, :, NARROW]
-    return [row.tobytes() for row in packed]
+    return packed.view(np.uint8).reshape(states.shape[0], packed.shape[1] * STATE_BYTES)
+
+
+def pack_states(states: F64) -> list[bytes]:
+    """One bytes blob per device row (``STATE_BYTES`` per metric), for one MSET."""
+    rows = pack_state_rows(states)
+    width, flat = rows.shape[1], rows.tobytes()
+    return [flat[at : at + width] for at in range(0, len(flat), width)]
 
 
 def unpack_states(blobs: list[bytes | None], metrics: int = 1) -> F64:
@@ -130,16 +142,25 @@ def unpack_states(blobs: list[bytes | None], metrics: int = 1) -> F64:
     misreading old bytes.
     """
     width_bytes = metrics * STATE_BYTES
-    states = fresh_states(len(blobs), metrics)
-    good = [i for i, blob in enumerate(blobs) if blob is not None and len(blob) == width_bytes]
-    if good:
-        joined = b"".join(blobs[i] or b"" for i in good)
-        packed = np.frombuffer(joined, dtype=_CELL).reshape(len(good), metrics)
-        cells = np.empty((len(good), metrics, K))
-        cells[:, :, _WIDE] = packed["wide"]
-        cells[:, :, NARROW] = packed["narrow"]
-        states[good] = cells.reshape(len(good), metrics * K)
+    n = len(blobs)
+    present = cast(list[bytes], blobs) if None not in blobs else [b or b"" for b in blobs]
+    sizes = np.fromiter(map(len, present), dtype=np.intp, count=n)
+    good = sizes == width_bytes
+    if good.all():
+        return _cells_to_rows(b"".join(present), n, metrics)
+    states = fresh_states(n, metrics)
+    if good.any():
+        joined = b"".join(itertools.compress(present, good))
+        states[good] = _cells_to_rows(joined, int(good.sum()), metrics)
     return states
+
+
+def _cells_to_rows(joined: bytes, n: int, metrics: int) -> F64:
+    packed = np.frombuffer(joined, dtype=_CELL).reshape(n, metrics)
+    cells = np.empty((n, metrics, K))
+    cells[:, :, _WIDE] = packed["wide"]
+    cells[:, :, NARROW] = packed["narrow"]
+    return cells.reshape(n, metrics * K)
 
 
 def episode_start_ts(states: F64, metric: int = 0) -> F64:

@@ -143,6 +143,12 @@ def merge_rows(
     return out
 
 
+def row_bytes(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.uint8]:
+    """Packed rows as stored, one uint8 row per rollup row (a store writes them in one go)."""
+    packed = np.ascontiguousarray(rows, dtype="<f8")
+    return packed.view(np.uint8).reshape(packed.shape[0], packed.shape[1] * 8)
+
+
 def encode_rows(rows: npt.NDArray[np.float64]) -> list[bytes]:
     packed = np.ascontiguousarray(rows, dtype="<f8")
     out = packed.view(np.dtype((np.void, packed.shape[1] * 8))).ravel().tolist()
@@ -152,8 +158,10 @@ def encode_rows(rows: npt.NDArray[np.float64]) -> list[bytes]:
 def decode_rows(blobs: list[bytes | None], n_metrics: int) -> npt.NDArray[np.float64]:
     """Stored blobs (None where absent) → rows; absent rows are the merge identity."""
     width = row_width(n_metrics)
-    blank = empty_row(n_metrics).astype("<f8").tobytes()
-    joined = b"".join(b if b is not None else blank for b in blobs)
+    if None in blobs:
+        blank = empty_row(n_metrics).astype("<f8").tobytes()
+        blobs = [b if b is not None else blank for b in blobs]
+    joined = b"".join(blobs)  # type: ignore[arg-type]
     return np.frombuffer(joined, dtype="<f8").reshape(len(blobs), width).copy()
 
 

@@ -24,8 +24,9 @@ import numpy.typing as npt
 import redis
 
 from scheduler import defaults
-from scheduler.detector_state import pack_states, unpack_states
+from scheduler.detector_state import pack_state_rows, pack_states, unpack_states
 from scheduler.latency import merge_counts
+from stores import resp
 from stores.claims import apply_once
 from stores.keys import Keys
 
@@ -102,8 +103,13 @@ class RedisDetectorStore:
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
         k = self.keys
-        names = [k.screen_claim(batch_id), *map(k.detector_state, device_ids.tolist())]
-        blobs: list[Any] = self.client.mget(names)
+        mget = (
+            resp.command_head(b"MGET", 1 + device_ids.size)
+            + resp.bulk(k.screen_claim(batch_id).encode())
+            + resp.id_bulks(k.detector_state_head, device_ids)
+        )
+        with resp.Session(self.client) as session:
+            (blobs,) = session.run([mget], retry=True)
         if blobs[0] is not None:
             return None
         return unpack_states(blobs[1:], metrics)
@@ -126,28 +132,35 @@ class RedisDetectorStore:
         native MSET costs Redis far less than a SET EX per device in Lua.
         """
         k = self.keys
-        names = map(k.detector_state, device_ids.tolist())
-
-        def write(pipe: Any) -> None:
-            pipe.mset(dict(zip(names, pack_states(states), strict=True)))
-            pipe.hincrby(k.counters, "screened_readings", readings)
-            pipe.hincrby(k.counters, "device_alerts", alerts)
-            for bucket, count in latency.items():
-                pipe.hincrby(k.detection_latency(ALERT_STAGE), str(bucket), count)
-            if alert_record:
-                pipe.lpush(k.recent_device_alerts, alert_record)
-                pipe.ltrim(k.recent_device_alerts, 0, RECENT_ALERT_BATCHES - 1)
-            if frontier is not None:
-                region, tier, newest_ts = frontier
-                pipe.zadd(k.screened_frontier(region), {tier: newest_ts}, gt=True)
-
+        writes = []
+        if device_ids.size:
+            rows = pack_state_rows(states)
+            writes.append(
+                resp.command_head(b"MSET", 2 * device_ids.size)
+                + resp.id_bulks(k.detector_state_head, device_ids, rows)
+            )
+        cmd = resp.command
+        writes += [
+            cmd(b"HINCRBY", k.counters, "screened_readings", readings),
+            cmd(b"HINCRBY", k.counters, "device_alerts", alerts),
+            *(
+                cmd(b"HINCRBY", k.detection_latency(ALERT_STAGE), bucket, count)
+                for bucket, count in latency.items()
+            ),
+        ]
+        if alert_record:
+            writes.append(cmd(b"LPUSH", k.recent_device_alerts, alert_record))
+            writes.append(cmd(b"LTRIM", k.recent_device_alerts, 0, RECENT_ALERT_BATCHES - 1))
+        if frontier is not None:
+            region, tier, newest_ts = frontier
+            writes.append(cmd(b"ZADD", k.screened_frontier(region), b"GT", newest_ts, tier))
         return apply_once(
             self.client,
             k.screen_claim(batch_id),
             self.claim_ttl_s,
             k.counters,
             "screen_duplicates",
-            lambda _pipe: write,
+            lambda _session: writes,
         )
 
     def frontier(self, region: str) -> dict[str, float]:

@@ -61,6 +61,12 @@ class Keys:
         return f"{self.prefix}:det:{device_id}"
 
     @property
+    def detector_state_head(self) -> bytes:
+        """``detector_state(d)`` is this followed by ``d`` in decimal: a batch's keys are
+        packed from it and the device ids in one go (``stores.resp.id_bulks``)."""
+        return f"{self.prefix}:det:".encode()
+
+    @property
     def alerts(self) -> str:
         return f"{self.prefix}:alerts"
 

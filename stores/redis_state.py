@@ -25,11 +25,12 @@ from scheduler.rollup import (
     RollupDelta,
     decode_rows,
     delta_rows,
-    encode_rows,
     merge_rows,
+    row_bytes,
     row_to_rollup,
 )
-from stores.claims import Writer, apply_once
+from stores import resp
+from stores.claims import apply_once
 from stores.keys import Keys
 
 
@@ -72,35 +73,42 @@ class RedisStateStore:
     ) -> bool:
         """Merge the batch's rollups into this writer's hashes and count it, atomically.
 
-        Round trips: WATCH+EXISTS on the claim, one HMGET per minute touched
+        Round trips: WATCH+EXISTS on the claim, one with an HMGET per minute touched
         (usually one or two), then one MULTI/EXEC with every write. If another
         delivery claimed the batch meanwhile, EXEC aborts and nothing is applied.
         """
         k = self.keys
+        cmd = resp.command
 
-        def prepare(pipe: Any) -> Writer:
-            merged: list[tuple[int, str, list[int], list[bytes]]] = []
-            for minute in np.unique(delta.minute_ts).tolist():
-                sel = np.flatnonzero(delta.minute_ts == minute)
-                devices = delta.device_id[sel].tolist()
-                key = k.rollup(minute, self.writer)
-                stored = pipe.hmget(key, devices)
-                rows = merge_rows(decode_rows(stored, delta.sum.shape[1]), delta_rows(delta, sel))
-                merged.append((minute, key, devices, encode_rows(rows)))
-
-            def write(pipe: Any) -> None:
-                for minute, key, devices, blobs in merged:
-                    pipe.hset(key, mapping=dict(zip(devices, blobs, strict=True)))
-                    pipe.expire(key, self.rollup_ttl_s)
-                    pipe.sadd(k.rollup_writers(minute), self.writer)
-                    pipe.expire(k.rollup_writers(minute), self.rollup_ttl_s)
-                for kind, hist in latency.items():
-                    for bucket, count in hist.items():
-                        pipe.hincrby(k.latency(kind, tier), str(bucket), count)
-                pipe.hincrby(k.counters, f"processed:{tier}", readings)
-                pipe.hincrby(k.counters, f"batches:{tier}", 1)
-
-            return write
+        def prepare(session: resp.Session) -> list[bytes]:
+            minutes = np.unique(delta.minute_ts).tolist()
+            picks = [np.flatnonzero(delta.minute_ts == minute) for minute in minutes]
+            keys = [k.rollup(minute, self.writer).encode() for minute in minutes]
+            stored = session.run(
+                [
+                    resp.command_head(b"HMGET", 1 + sel.size)
+                    + resp.bulk(key)
+                    + resp.id_bulks(b"", delta.device_id[sel])
+                    for key, sel in zip(keys, picks, strict=True)
+                ]
+            )
+            writes = []
+            for minute, key, sel, blobs in zip(minutes, keys, picks, stored, strict=True):
+                rows = merge_rows(decode_rows(blobs, delta.sum.shape[1]), delta_rows(delta, sel))
+                writes += [
+                    resp.command_head(b"HSET", 1 + 2 * sel.size)
+                    + resp.bulk(key)
+                    + resp.id_bulks(b"", delta.device_id[sel], row_bytes(rows)),
+                    cmd(b"EXPIRE", key, self.rollup_ttl_s),
+                    cmd(b"SADD", k.rollup_writers(minute), self.writer),
+                    cmd(b"EXPIRE", k.rollup_writers(minute), self.rollup_ttl_s),
+                ]
+            for kind, hist in latency.items():
+                for bucket, count in hist.items():
+                    writes.append(cmd(b"HINCRBY", k.latency(kind, tier), bucket, count))
+            writes.append(cmd(b"HINCRBY", k.counters, f"processed:{tier}", readings))
+            writes.append(cmd(b"HINCRBY", k.counters, f"batches:{tier}", 1))
+            return writes
 
         return apply_once(
             self.client,

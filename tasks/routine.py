@@ -158,8 +158,10 @@ def _registry(rt: Runtime) -> Registry | None:
 
 def store_refused(exc: BaseException) -> bool:
     """Redis refused a write: ``maxmemory`` reached (OOM), or the whole transaction aborted."""
-    return isinstance(exc, redis.ResponseError) and (
-        str(exc).startswith("OOM") or isinstance(exc, redis.exceptions.ExecAbortError)
+    # redis-py's parser turns an "OOM ..." reply into OutOfMemoryError without the prefix.
+    refusals = (redis.exceptions.OutOfMemoryError, redis.exceptions.ExecAbortError)
+    return isinstance(exc, refusals) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith("OOM")
     )
 
 
