@@ -61,12 +61,14 @@ class DetectorStore(Protocol):
         alerts: int,
         alert_record: bytes = b"",
         frontier: Frontier | None = None,
+        latency_stages: tuple[str, ...] = (),
     ) -> bool:
         """Claim the batch and store its states, alert latency and counts at once.
 
         ``alert_record`` (``scheduler.alert_record``) joins the capped recent-alerts log;
         ``frontier`` (region, tier, newest event ts) advances that screening stream's
-        frontier (``scheduler.silence_clock``), never moving it back.
+        frontier (``scheduler.silence_clock``), never moving it back; ``latency_stages``
+        are histograms that count ``latency`` too, besides the "alert" stage.
         False (and nothing stored) when the batch was claimed before.
         """
 
@@ -124,6 +126,7 @@ class RedisDetectorStore:
         alerts: int,
         alert_record: bytes = b"",
         frontier: Frontier | None = None,
+        latency_stages: tuple[str, ...] = (),
     ) -> bool:
         """Claim the batch and write every state in one MULTI/EXEC.
 
@@ -144,7 +147,8 @@ class RedisDetectorStore:
             cmd(b"HINCRBY", k.counters, "screened_readings", readings),
             cmd(b"HINCRBY", k.counters, "device_alerts", alerts),
             *(
-                cmd(b"HINCRBY", k.detection_latency(ALERT_STAGE), bucket, count)
+                cmd(b"HINCRBY", k.detection_latency(stage), bucket, count)
+                for stage in (ALERT_STAGE, *latency_stages)
                 for bucket, count in latency.items()
             ),
         ]
@@ -218,6 +222,7 @@ class MemoryDetectorStore:
         alerts: int,
         alert_record: bytes = b"",
         frontier: Frontier | None = None,
+        latency_stages: tuple[str, ...] = (),
     ) -> bool:
         blobs = pack_states(states)
         with self._lock:
@@ -229,7 +234,8 @@ class MemoryDetectorStore:
             self._counters["device_alerts"] += alerts
             self._states.update(zip(device_ids.tolist(), blobs, strict=True))
             self._touched.update(dict.fromkeys(device_ids.tolist(), time.monotonic()))
-            self._merge(ALERT_STAGE, latency)
+            for stage in (ALERT_STAGE, *latency_stages):
+                self._merge(stage, latency)
             if alert_record:
                 self._recent.insert(0, alert_record)
                 del self._recent[RECENT_ALERT_BATCHES:]

@@ -119,7 +119,8 @@ def screen_batch(
     frontier = None
     if advance_frontier and len(batch):
         frontier = (batch.region, batch.tier, float(batch.ts.max()))
-    committed = store.commit(
+    # Detection latency per tier too (premium's bound is 1 s, standard's 5 s).
+    store.commit(
         batch.batch_id,
         devices,
         result.states,
@@ -128,11 +129,8 @@ def screen_batch(
         int(rows.size),
         record,
         frontier,
+        latency_stages=(tier_alert_stage(batch.tier),),
     )
-    if committed and latency:
-        # Detection latency per tier too (premium's bound is 1 s, standard's 5 s). Outside
-        # the commit: a crash in between loses these counts from the per-tier view only.
-        store.add_latency(tier_alert_stage(batch.tier), latency)
     return int(rows.size)
 
 

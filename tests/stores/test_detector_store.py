@@ -61,19 +61,21 @@ def test_committed_states_come_back_for_the_next_batch(store: DetectorStore) -> 
 
 
 def test_a_batch_is_committed_once(store: DetectorStore) -> None:
-    # Given a committed batch
+    # Given a committed batch, its latency counted in the tier's stage too
     ids = _ids(1)
     states = fresh_states(1)
     states[0, 0] = 5.0
-    assert store.commit("b1", ids, states, {10: 1}, readings=1, alerts=1)
+    tier = ("alert:standard",)
+    assert store.commit("b1", ids, states, {10: 1}, 1, 1, latency_stages=tier)
     # When the same batch is loaded again and committed with other states
     assert store.load("b1", ids, 1) is None
     other = fresh_states(1)
-    assert not store.commit("b1", ids, other, {10: 1}, readings=1, alerts=1)
+    assert not store.commit("b1", ids, other, {10: 1}, 1, 1, latency_stages=tier)
     # Then nothing of the second commit is stored, and the duplicate is counted
     loaded = store.load("b2", ids, 1)
     assert loaded is not None and loaded[0, 0] == 5.0
     assert store.detection_histogram() == {10: 1}
+    assert store.detection_histogram("alert:standard") == {10: 1}
     assert store.screen_counters() == {
         "screened_readings": 1,
         "device_alerts": 1,
