@@ -158,7 +158,10 @@ def encode_rows(rows: npt.NDArray[np.float64]) -> list[bytes]:
 def decode_rows(blobs: list[bytes | None], n_metrics: int) -> npt.NDArray[np.float64]:
     """Stored blobs (None where absent) → rows; absent rows are the merge identity."""
     width = row_width(n_metrics)
-    if None in blobs:
+    absent = blobs.count(None)
+    if absent == len(blobs):  # a minute's first batch
+        return np.tile(empty_row(n_metrics), (absent, 1))
+    if absent:
         blank = empty_row(n_metrics).astype("<f8").tobytes()
         blobs = [b if b is not None else blank for b in blobs]
     joined = b"".join(blobs)  # type: ignore[arg-type]

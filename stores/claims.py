@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import redis
 
-from stores.resp import Session, command
+from stores.resp import Command, Session, command
 
 #: Given the session holding the WATCH (to read under it), returns the batch's packed
 #: write commands.
-Prepare = Callable[[Session], list[bytes]]
+Prepare = Callable[[Session], list[Command]]
 
 _UNWATCH = command(b"UNWATCH")
 

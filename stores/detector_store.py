@@ -105,11 +105,11 @@ class RedisDetectorStore:
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
         k = self.keys
-        mget = (
-            resp.command_head(b"MGET", 1 + device_ids.size)
-            + resp.bulk(k.screen_claim(batch_id).encode())
-            + resp.id_bulks(k.detector_state_head, device_ids)
-        )
+        mget = [
+            resp.command_head(b"MGET", 1 + device_ids.size),
+            resp.bulk(k.screen_claim(batch_id).encode()),
+            resp.id_bulks(k.detector_state_head, device_ids),
+        ]
         with resp.Session(self.client) as session:
             (blobs,) = session.run([mget], retry=True)
         if blobs[0] is not None:
@@ -135,13 +135,11 @@ class RedisDetectorStore:
         native MSET costs Redis far less than a SET EX per device in Lua.
         """
         k = self.keys
-        writes = []
+        writes: list[resp.Command] = []
         if device_ids.size:
             rows = pack_state_rows(states)
-            writes.append(
-                resp.command_head(b"MSET", 2 * device_ids.size)
-                + resp.id_bulks(k.detector_state_head, device_ids, rows)
-            )
+            mset = resp.command_head(b"MSET", 2 * device_ids.size)
+            writes.append([mset, resp.id_bulks(k.detector_state_head, device_ids, rows)])
         cmd = resp.command
         writes += [
             cmd(b"HINCRBY", k.counters, "screened_readings", readings),

@@ -80,25 +80,26 @@ class RedisStateStore:
         k = self.keys
         cmd = resp.command
 
-        def prepare(session: resp.Session) -> list[bytes]:
+        def prepare(session: resp.Session) -> list[resp.Command]:
             minutes = np.unique(delta.minute_ts).tolist()
             picks = [np.flatnonzero(delta.minute_ts == minute) for minute in minutes]
             keys = [k.rollup(minute, self.writer).encode() for minute in minutes]
             stored = session.run(
                 [
-                    resp.command_head(b"HMGET", 1 + sel.size)
-                    + resp.bulk(key)
-                    + resp.id_bulks(b"", delta.device_id[sel])
+                    [
+                        resp.command_head(b"HMGET", 1 + sel.size),
+                        resp.bulk(key),
+                        resp.id_bulks(b"", delta.device_id[sel]),
+                    ]
                     for key, sel in zip(keys, picks, strict=True)
                 ]
             )
-            writes = []
+            writes: list[resp.Command] = []
             for minute, key, sel, blobs in zip(minutes, keys, picks, stored, strict=True):
                 rows = merge_rows(decode_rows(blobs, delta.sum.shape[1]), delta_rows(delta, sel))
+                fields = resp.id_bulks(b"", delta.device_id[sel], row_bytes(rows))
                 writes += [
-                    resp.command_head(b"HSET", 1 + 2 * sel.size)
-                    + resp.bulk(key)
-                    + resp.id_bulks(b"", delta.device_id[sel], row_bytes(rows)),
+                    [resp.command_head(b"HSET", 1 + 2 * sel.size), resp.bulk(key), fields],
                     cmd(b"EXPIRE", key, self.rollup_ttl_s),
                     cmd(b"SADD", k.rollup_writers(minute), self.writer),
                     cmd(b"EXPIRE", k.rollup_writers(minute), self.rollup_ttl_s),

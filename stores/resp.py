@@ -24,6 +24,12 @@ import redis
 U64 = npt.NDArray[np.uint64]
 U8 = npt.NDArray[np.uint8]
 
+#: One command for a ``Session``: its bytes, or its pieces in order (a batch's big
+#: argument tail is sent as it is, not copied into one buffer with the rest).
+Command = bytes | list[bytes]
+#: Pieces at least this big are sent on their own rather than joined with their neighbours.
+_SEND_ALONE_BYTES = 64 * 1024
+
 #: A Redis argument as the packers take it: bytes as they are, str as UTF-8, numbers
 #: in decimal (floats as ``repr``, which Redis parses back exactly, like redis-py).
 Arg = bytes | str | int | float
@@ -84,10 +90,16 @@ def id_bulks(head: bytes, ids: U64, values: U8 | None = None) -> bytes:
         return _id_bulks_one_by_one(head, ids, values)
     digits = _ascii_digits(ids, int(widths.max()))
     bounds = [0, *starts.tolist(), ids.size]
-    return b"".join(
-        _run(head, digits[lo:hi], int(widths[lo]), None if values is None else values[lo:hi])
+    runs = [
+        _Run(head, digits[lo:hi], int(widths[lo]), None if values is None else values[lo:hi])
         for lo, hi in itertools.pairwise(bounds)
-    )
+    ]
+    out = np.empty(sum(run.size for run in runs), dtype=np.uint8)
+    at = 0
+    for run in runs:
+        run.write(out[at : at + run.size])
+        at += run.size
+    return out.tobytes()
 
 
 def _ascii_digits(ids: U64, width: int) -> U8:
@@ -101,21 +113,26 @@ def _ascii_digits(ids: U64, width: int) -> U8:
     return digits
 
 
-def _run(head: bytes, digits: U8, width: int, values: U8 | None) -> bytes:
+class _Run:
     """Bulks of ids sharing one digit count: every row has the same layout, so the run is
     one array written column block by column block."""
-    key_head = b"$%d\r\n%s" % (len(head) + width, head)
-    layout = [np.frombuffer(key_head, dtype=np.uint8), digits[:, -width:], _CRLF]
-    if values is not None:
-        value_head = b"$%d\r\n" % values.shape[1]
-        layout += [np.frombuffer(value_head, dtype=np.uint8), values, _CRLF]
-    sizes = [block.shape[-1] for block in layout]
-    rows = np.empty((digits.shape[0], sum(sizes)), dtype=np.uint8)
-    at = 0
-    for block, size in zip(layout, sizes, strict=True):
-        rows[:, at : at + size] = block
-        at += size
-    return rows.tobytes()
+
+    def __init__(self, head: bytes, digits: U8, width: int, values: U8 | None) -> None:
+        key_head = b"$%d\r\n%s" % (len(head) + width, head)
+        self.layout = [np.frombuffer(key_head, dtype=np.uint8), digits[:, -width:], _CRLF]
+        if values is not None:
+            value_head = b"$%d\r\n" % values.shape[1]
+            self.layout += [np.frombuffer(value_head, dtype=np.uint8), values, _CRLF]
+        self.rows = digits.shape[0]
+        self.size = self.rows * sum(block.shape[-1] for block in self.layout)
+
+    def write(self, out: U8) -> None:
+        rows = out.reshape(self.rows, -1)
+        at = 0
+        for block in self.layout:
+            size = block.shape[-1]
+            rows[:, at : at + size] = block
+            at += size
 
 
 def _id_bulks_one_by_one(head: bytes, ids: U64, values: U8 | None) -> bytes:
@@ -159,8 +176,8 @@ class Session:
         if self._client.connection is None:
             self._client.connection_pool.release(conn)
 
-    def run(self, commands: Sequence[bytes], retry: bool = False) -> list[Any]:
-        """Send packed ``commands`` in one write and return one reply each (bytes, never
+    def run(self, commands: Sequence[Command], retry: bool = False) -> list[Any]:
+        """Send packed ``commands`` in one go and return one reply each (bytes, never
         decoded); the first error reply raises, once every reply is read.
 
         ``retry``: on a lost connection reconnect and send again, as redis-py does, under
@@ -175,7 +192,7 @@ class Session:
         )
         return _raise_first(replies)
 
-    def transaction(self, commands: Sequence[bytes]) -> list[Any] | None:
+    def transaction(self, commands: Sequence[Command]) -> list[Any] | None:
         """MULTI, ``commands``, EXEC in one round trip: EXEC's replies, or None when a
         WATCHed key changed (nothing applied).
 
@@ -192,9 +209,9 @@ class Session:
             return None
         return _raise_first(result)
 
-    def _exchange(self, commands: Sequence[bytes]) -> list[Any]:
+    def _exchange(self, commands: Sequence[Command]) -> list[Any]:
         conn = self._conn
-        conn.send_packed_command([b"".join(commands)])
+        conn.send_packed_command(_coalesced(commands))
         replies: list[Any] = []
         for _ in commands:
             try:
@@ -203,6 +220,26 @@ class Session:
                 # Read on: every reply must leave the socket before the next command.
                 replies.append(error)
         return replies
+
+
+def _coalesced(commands: Sequence[Command]) -> list[bytes]:
+    """The commands' pieces as few buffers to send: small neighbours joined (one send),
+    big pieces alone (no copy)."""
+    out: list[bytes] = []
+    small: list[bytes] = []
+    for piece in itertools.chain.from_iterable(
+        [c] if isinstance(c, bytes) else c for c in commands
+    ):
+        if len(piece) < _SEND_ALONE_BYTES:
+            small.append(piece)
+            continue
+        if small:
+            out.append(b"".join(small))
+            small = []
+        out.append(piece)
+    if small:
+        out.append(b"".join(small))
+    return out
 
 
 def _raise_first(replies: list[Any]) -> list[Any]:

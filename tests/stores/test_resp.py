@@ -169,3 +169,18 @@ def test_replies_are_bytes_even_for_a_decoding_client(redis_server: str) -> None
         assert session.run([command(b"GET", "bin")]) == [b"\xff\x00"]
     client.delete("bin")
     client.close()
+
+
+def test_a_command_given_in_pieces_is_sent_whole_big_pieces_included(
+    client: redis.Redis,
+) -> None:
+    # Given an MSET whose argument tail (200 KB) comes as a separate piece
+    ids = np.arange(1, 801, dtype=np.uint64)
+    values = np.random.default_rng(2).integers(0, 256, (ids.size, 256), dtype=np.uint8)
+    mset = [command_head(b"MSET", 2 * ids.size), id_bulks(b"p:", ids, values)]
+    # When it runs between two small commands
+    with Session(client) as session:
+        replies = session.run([command(b"SET", "a", 1), mset, command(b"GET", "p:800")])
+    # Then each command got its own reply, the big one applied in full
+    assert replies == [b"OK", b"OK", values[-1].tobytes()]
+    assert client.get("p:1") == values[0].tobytes()
