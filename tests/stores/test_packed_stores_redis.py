@@ -46,7 +46,11 @@ def test_a_screened_batch_of_every_id_width_comes_back_bit_for_bit(
     assert states is not None
     ts = np.full(devices.size, 1_000.0)
     result = screen(states, np.arange(devices.size), ts, np.ones(devices.size), DetectorConfig())
-    assert store.commit("b1", devices, result.states, {5: 2}, devices.size, 0, b"rec")
+    frontier = ("eu-west", "standard", 1_000.5)
+    assert store.commit("b1", devices, result.states, {5: 2}, devices.size, 0, b"rec", frontier)
+    assert store.commit(
+        "b0", devices[:1], result.states[:1], {}, 1, 0, b"", ("eu-west", "standard", 999.0)
+    )
     # When the devices are loaded for the next batch, in another order
     again = store.load("b2", DEVICES, 1)
     # Then each gets its own committed row, and the batch counts once
@@ -56,8 +60,10 @@ def test_a_screened_batch_of_every_id_width_comes_back_bit_for_bit(
     assert back == mine
     assert store.load("b1", devices, 1) is None
     assert not store.commit("b1", devices, result.states, {5: 2}, devices.size, 0, b"rec")
+    # The stream's frontier moved to the newest event time and never back
+    assert store.frontier("eu-west") == {"standard": 1_000.5}
     assert store.screen_counters() == {
-        "screened_readings": devices.size,
+        "screened_readings": devices.size + 1,
         "device_alerts": 0,
         "screen_duplicates": 1,
     }
