@@ -1,10 +1,11 @@
 """Per-device detector state between batches: in Redis, or in memory for the embedded run.
 
-A screening task makes two round trips per batch: ``load`` (one MGET of the batch's
-screen claim and every device's state) and ``commit`` (one Lua script that claims the
-batch id, writes every state with SET EX and adds the detection latency histogram,
-atomically). A batch whose claim exists is not screened again, so a redelivery neither
-advances a device's state twice nor emits its alerts twice.
+A screening task makes three round trips per batch: ``load`` (one MGET of the batch's
+screen claim and every device's state) and ``commit`` (WATCH the claim, then one
+MULTI/EXEC that claims the batch id, writes every state with one MSET and adds the
+counts and detection latency histograms, atomically: ``stores.claims``). Both go out
+packed from arrays (``stores.resp``). A batch whose claim exists is not screened again,
+so a redelivery neither advances a device's state twice nor emits its alerts twice.
 
 Two batches holding the same device, screened at the same moment by two workers, both
 read the old state and the later commit wins: one batch's step for that device is lost.

@@ -1,8 +1,9 @@
 """Redis implementation of the state store.
 
-A batch's effects (claim, rollups, latency histograms, counters) are applied by
-one Lua script: one round trip, atomic, and a no-op when the batch id was
-already claimed — which is what makes redelivery after a crash harmless.
+A batch's effects (claim, rollups, latency histograms, counters) are applied in
+one MULTI/EXEC under a WATCH of the claim (``stores.claims``), packed from arrays
+(``stores.resp``): atomic, and a no-op when the batch id was already claimed — which
+is what makes redelivery after a crash harmless.
 """
 
 from __future__ import annotations

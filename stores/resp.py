@@ -34,7 +34,6 @@ _SEND_ALONE_BYTES = 64 * 1024
 #: in decimal (floats as ``repr``, which Redis parses back exactly, like redis-py).
 Arg = bytes | str | int | float
 
-_CRLF = np.frombuffer(b"\r\n", dtype=np.uint8)
 #: 10**k for k = 0..19 (10**19 still fits in uint64): a decimal's digit count is where
 #: the number sorts among them.
 _POW10 = 10 ** np.arange(20, dtype=np.uint64)
