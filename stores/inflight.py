@@ -95,7 +95,8 @@ class RedisInflightLedger:
                 [
                     resp.command(b"HDEL", self.keys.inflight, batch_id),
                     resp.command(b"ZREM", self.keys.inflight_since, batch_id),
-                ]
+                ],
+                retry=True,  # removing twice is harmless
             )
 
     def overdue(

@@ -193,13 +193,14 @@ class RedisStateStore:
         ]
 
     def incr_counters(self, counts: Mapping[str, int]) -> None:
-        # Packed: tasks record their service time here after every batch.
+        # Packed: tasks record their service time here after every batch. Retried on a
+        # lost connection, as redis-py's pipeline did.
         increments = [
             resp.command(b"HINCRBY", self.keys.counters, name, n) for name, n in counts.items() if n
         ]
         if increments:
             with resp.Session(self.client) as session:
-                session.run(increments)
+                session.run(increments, retry=True)
 
     def counters(self) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.client.hgetall(self.keys.counters).items()}

@@ -189,23 +189,17 @@ class Session:
         the client's retry policy; only for commands safe to repeat and not under a WATCH
         (a reconnect drops the WATCH).
         """
-        if not retry:
-            return _raise_first(self._exchange(commands))
-        conn = self._conn
-        replies: list[Any] = conn.retry.call_with_retry(
-            lambda: self._exchange(commands), lambda _error: conn.disconnect()
-        )
-        return _raise_first(replies)
+        return _raise_first(self._exchanged(commands, retry))
 
-    def transaction(self, commands: Sequence[Command]) -> list[Any] | None:
+    def transaction(self, commands: Sequence[Command], retry: bool = False) -> list[Any] | None:
         """MULTI, ``commands``, EXEC in one round trip: EXEC's replies, or None when a
-        WATCHed key changed (nothing applied).
+        WATCHed key changed (nothing applied). ``retry`` as for ``run``.
 
         A command Redis refused to queue aborts the whole transaction and raises (as
         ``ExecAbortError`` or that command's error); an error inside EXEC's replies raises
         after the rest was applied, as in redis-py.
         """
-        replies = self._exchange([MULTI, *commands, EXEC])
+        replies = self._exchanged([MULTI, *commands, EXEC], retry)
         result = replies[-1]
         if isinstance(result, redis.ResponseError):
             refused = [r for r in replies[:-1] if isinstance(r, redis.ResponseError)]
@@ -213,6 +207,15 @@ class Session:
         if result is None:
             return None
         return _raise_first(result)
+
+    def _exchanged(self, commands: Sequence[Command], retry: bool) -> list[Any]:
+        if not retry:
+            return self._exchange(commands)
+        conn = self._conn
+        replies: list[Any] = conn.retry.call_with_retry(
+            lambda: self._exchange(commands), lambda _error: conn.disconnect()
+        )
+        return replies
 
     def _exchange(self, commands: Sequence[Command]) -> list[Any]:
         conn = self._conn

@@ -14,7 +14,9 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis._parsers.encoders import Encoder
+from redis.backoff import NoBackoff
 from redis.connection import PythonRespSerializer
+from redis.retry import Retry
 
 from stores.resp import Session, bulk, command, command_head, id_bulks
 
@@ -184,3 +186,29 @@ def test_a_command_given_in_pieces_is_sent_whole_big_pieces_included(
     # Then each command got its own reply, the big one applied in full
     assert replies == [b"OK", b"OK", values[-1].tobytes()]
     assert client.get("p:1") == values[0].tobytes()
+
+
+def test_a_connection_lost_between_round_trips_is_reconnected_only_where_retry_is_safe(
+    redis_server: str,
+) -> None:
+    # Given a client whose retry policy allows one retry, and a session whose connection
+    # the server drops between two round trips
+    client = redis.Redis.from_url(redis_server, retry=Retry(NoBackoff(), 1))
+    admin = redis.Redis.from_url(redis_server)
+    client.set("k", 1)
+
+    def dropped(session: Session) -> None:
+        (me,) = session.run([command(b"CLIENT", "ID")])
+        admin.client_kill_filter(_id=me)
+
+    # When a repeatable read runs with retry, it reconnects and answers
+    with Session(client) as session:
+        dropped(session)
+        assert session.run([command(b"GET", "k")], retry=True) == [b"1"]
+    # And without retry (a WATCH may be at stake) the loss is raised, not papered over
+    with pytest.raises(redis.ConnectionError), Session(client) as session:
+        dropped(session)
+        session.run([command(b"GET", "k")])
+    client.delete("k")
+    client.close()
+    admin.close()
