@@ -17,9 +17,7 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
 - messages waiting in the bridge are taken premium devices' first (``Inbox``), and
   premium devices' own topics (``.../telemetry/premium``) come in on a connection of
   their own (``ingest.mqtt_lanes``), so at the broker too they never queue behind the
-  standard stream; those that come in during a cycle are offered between its runs,
-  each sized to take about the same short time whatever its messages carry
-  (``ingest.mqtt_runs``).
+  standard stream; those that come in during a cycle are offered between its runs.
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
 id, so a restarted bridge gets its unacknowledged messages back.
@@ -29,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +40,6 @@ from ingest.mqtt_lanes import lanes_for
 from ingest.mqtt_parking import Parking, deferrable
 from ingest.mqtt_payload import decode_messages
 from ingest.mqtt_receiver import Receiver
-from ingest.mqtt_runs import RunBudget
 from ingest.producer import IngestResult, Producer
 from scheduler.model import DeadLetter
 from scheduler.registry import Registry
@@ -59,6 +56,10 @@ RECEIVE_MAXIMUM = 65_535
 #: milliseconds, so a premium reading received meanwhile is offered soon.
 CYCLE_MESSAGES = 5_000
 CYCLE_BYTES = 512 * 1024
+#: A cycle is decoded and offered in runs of at most this many messages or payload bytes,
+#: and premium-lane messages that arrived meanwhile are offered between runs.
+RUN_MESSAGES = 2_000
+RUN_BYTES = 128 * 1024
 #: How often parked readings are offered again while the bridge is behind its broker:
 #: seldom enough that premium readings waiting in the inbox go first, often enough that
 #: standard readings keep reaching the workers.
@@ -121,7 +122,6 @@ class MqttBridge:
         self._registry = registry
         self._stop = threading.Event()
         self._held = Held()
-        self._budget = RunBudget()
         #: Runs with rows to park, and those rows: parked together at the cycle's end.
         self._pending: list[tuple[MessageRun, PushedBack]] = []
         opts = self.options
@@ -155,8 +155,7 @@ class MqttBridge:
         try:
             self.receiver.connect()
             while not self._stop.is_set():
-                if not self._inbox:  # with messages still waiting, straight to the next cycle
-                    self.receiver.wake.wait(0.005)
+                self.receiver.wake.wait(0.005)
                 self.receiver.wake.clear()
                 self.step()
             self.step()
@@ -178,10 +177,8 @@ class MqttBridge:
             self._parked_retry_ts = now + PARKED_BEHIND_WAIT_S
         self._behind = behind
         self.stats.messages += len(received)
-        for run in self._budget.runs(received):
-            started = time.perf_counter()
+        for run in _runs(received):
             self._offer(run, behind)
-            self._budget.spent(time.perf_counter() - started, run)
             # Premium-lane messages that came in while the run was decoded and offered go
             # now, not after the cycle's last run: a starved cycle can take seconds.
             self._offer_lane()
@@ -318,3 +315,18 @@ class MqttBridge:
         if self.parking is not None:
             self.parking.published()
         self.stats.acked += self.receiver.send_acks()
+
+
+def _runs(received: list[Received]) -> Iterator[list[Received]]:
+    """A cycle's messages in runs of at most ``RUN_MESSAGES`` messages or (past)
+    ``RUN_BYTES`` payload bytes, in order."""
+    run: list[Received] = []
+    size = 0
+    for message in received:
+        run.append(message)
+        size += len(message[1])
+        if len(run) >= RUN_MESSAGES or size >= RUN_BYTES:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
