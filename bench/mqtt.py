@@ -7,7 +7,8 @@ split each batch: its premium devices' readings to the gateway's premium topic),
 shared-subscription group) ingest; one real worker per region processes. Reported:
 readings/s from first publish to all processed, premium p99 from device publish to
 processed, and lost = broker-acknowledged readings not processed and not dead-lettered
-(processed is read back from the rollups).
+(processed is read back from the rollups). The publishers run at a lower CPU priority
+(``--publisher-nice``, 10): the fleet they stand for is not on this machine.
 
 The run owns a key prefix on Redis and a topic prefix on the broker, and deletes its
 keys at the end.
@@ -81,6 +82,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         # whatever else shares the machine.
         "bridge_cpu_us_per_reading": round(bridge_cpu_s / max(readings, 1) * 1e6, 2),
         "publishers": args.publishers,
+        "publisher_nice": args.publisher_nice,
         "bridges": args.bridges,
         "receive_maximum": args.receive_maximum,
         "devices": args.devices,
@@ -134,6 +136,7 @@ def _publish(
             rate_mps=args.rate_mps / args.publishers if args.rate_mps else None,
             seed=args.seed + i,
             client_id=f"{root}-pub-{i}",
+            nice=args.publisher_nice,
         )
         for i in range(args.publishers)
     ]

@@ -20,6 +20,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--devices", type=positive_int, default=20_000)
     p.add_argument("--publishers", type=positive_int, default=2, help="publishing processes")
+    p.add_argument(
+        "--publisher-nice",
+        type=non_negative_int,
+        default=10,
+        help="publishers' CPU priority lowered by this much (the fleet is not on this machine)",
+    )
     p.add_argument("--bridges", type=positive_int, default=1, help="mqtt-bridge processes")
     p.add_argument(
         "--receive-maximum",
