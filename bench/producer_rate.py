@@ -114,7 +114,7 @@ def measure(
         "chunk": chunk,
         "offered": offered,
         "pushed_back": pushed_back,
-        "published_batches": producer.published_batches,
+        "published_batches": producer.link.published_batches,
         "seconds": round(wall_s, 3),
         "offered_rps": round(offered / wall_s, 1),
         "producer_cpu_share": round(cpu_s / wall_s, 3),
