@@ -82,7 +82,9 @@ def run_throughput(cfg: ThroughputConfig, progress: Progress | None = None) -> d
         offers = None
         if pace is not None and pace.window_s is not None:
             lo, hi = pace.window_s
-            offers = OfferWindow(run_, started + lo, started + hi).install(run_.producer, stream)
+            first_tier = run_.settings.tiers[0]
+            offers = OfferWindow(run_, started + lo, started + hi, first_tier=first_tier)
+            offers.install(run_.producer, stream)
         result = drive(
             run_.producer, stream, readings, cfg.rate_rps, cfg.chunk, None, progress, pace
         )
