@@ -139,8 +139,11 @@ class HeldReadings:
             if self._screen is not None:
                 # Oldest first: screened a chunk at a time, a device's older reading in a
                 # later chunk would count as screened already (its newer one went first).
-                by_ts = np.argsort(held[1], kind="stable")
-                self._to_screen.append(tuple(c[by_ts] for c in held))
+                # A source passing readings on in order needs neither the sort nor the copy.
+                ts = held[1]
+                in_order = ts.size < 2 or bool((ts[1:] >= ts[:-1]).all())
+                by_ts = None if in_order else np.argsort(ts, kind="stable")
+                self._to_screen.append(held if by_ts is None else tuple(c[by_ts] for c in held))
             self._add(held, home[later])
             self.deferred += int(later.sum())
         now = ~later

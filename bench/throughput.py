@@ -82,7 +82,9 @@ def run_throughput(cfg: ThroughputConfig, progress: Progress | None = None) -> d
         offers = None
         if pace is not None and pace.window_s is not None:
             lo, hi = pace.window_s
-            offers = OfferWindow(run_, started + lo, started + hi).install(run_.producer, stream)
+            first_tier = run_.settings.tiers[0]
+            offers = OfferWindow(run_, started + lo, started + hi, first_tier=first_tier)
+            offers.install(run_.producer, stream)
         result = drive(
             run_.producer, stream, readings, cfg.rate_rps, cfg.chunk, None, progress, pace
         )
@@ -98,7 +100,7 @@ def run_throughput(cfg: ThroughputConfig, progress: Progress | None = None) -> d
         summary.update(_offered(result))
         # Screening's cost per held reading over routine's, as the admission gate measured
         # it from the workers' service (None: not measured, the budget kept its 1:1 prior).
-        cost = run_.producer.screen_cost
+        cost = run_.producer.admission.screen_cost
         ratio = None if cost is None else cost()
         summary["held_screen_cost_ratio"] = None if ratio is None else round(ratio, 3)
         summary["held_screening"] = _held_screening(run_)

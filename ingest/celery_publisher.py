@@ -74,6 +74,9 @@ class CeleryPublisher:
         self._pending_since: dict[str, float] = {}
         #: When the oldest admitted (not held) copy of each queue's pending ones came.
         self._admitted_since: dict[str, float] = {}
+        #: Screening messages cut from the copies above (batch, queue, held), in order:
+        #: sent together at the end of the call that cut them.
+        self._ready: list[tuple[Batch, str, bool]] = []
 
     def publish(self, batch: Batch) -> None:
         self.publish_many([batch])
@@ -121,36 +124,46 @@ class CeleryPublisher:
             sum(len(b) for b, h in pending if not h) >= self.screen_max_readings
             or held_n >= self.held_screen_max_readings
         ):
-            self._send_screen(queue)
+            self._cut(queue)
 
     def poll(self, now_ts: float | None = None) -> None:
-        """Send screening copies that reached their age limit."""
+        """Send screening copies that reached their size or age limit, together."""
         now = self.clock() if now_ts is None else now_ts
         for queue, since in list(self._pending_since.items()):
             admitted_since = self._admitted_since.get(queue)
             if now - since >= self.held_screen_max_age_s or (
                 admitted_since is not None and now - admitted_since >= self.screen_max_age_s
             ):
-                self._send_screen(queue)
+                self._cut(queue)
+        self._send_ready()
 
     def flush(self) -> None:
         for queue in list(self._pending):
-            self._send_screen(queue)
+            self._cut(queue)
+        self._send_ready()
 
-    def _send_screen(self, queue: str) -> None:
-        pending = self._pending[queue]
-        # Runs of held and admitted copies go as messages of their own, in order.
-        while pending:
-            held = pending[0][1]
-            run = 1
-            while run < len(pending) and pending[run][1] == held:
-                run += 1
-            self.publisher.send_screen(_merged([b for b, _ in pending[:run]]), queue, held=held)
-            # Dropped only once sent: a broker error keeps the rest for the next poll.
-            del pending[:run]
-        del self._pending[queue]
+    def _cut(self, queue: str) -> None:
+        """Merge what ``queue`` has pending into screening messages, ready to send."""
+        pending = self._pending.pop(queue)
         del self._pending_since[queue]
         self._admitted_since.pop(queue, None)
+        # Runs of held and admitted copies go as messages of their own, in order.
+        start = 0
+        while start < len(pending):
+            held = pending[start][1]
+            end = start + 1
+            while end < len(pending) and pending[end][1] == held:
+                end += 1
+            self._ready.append((_merged([b for b, _ in pending[start:end]]), queue, held))
+            start = end
+
+    def _send_ready(self) -> None:
+        """Every message cut since the last send, in one round trip for the ledger and
+        one for the broker; dropped only once sent: a broker error keeps them for the
+        next poll."""
+        if self._ready:
+            self.publisher.send_screens(self._ready)
+            self._ready = []
 
 
 def _merged(batches: list[Batch]) -> Batch:

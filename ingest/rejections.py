@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from scheduler.validation import Limits
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.model import DeadLetter
+from scheduler.validation import REASONS, Limits
 
 
 def raw_bytes(raw: object) -> bytes:
@@ -30,3 +34,25 @@ def column_detail(code: str, row: Mapping[str, float], limits: Limits, now: floa
         "not_finite": "NaN or infinite value",
         "wrong_type": f"values must have one column per metric ({len(limits.metrics)})",
     }.get(code, code)
+
+
+def column_letters(
+    dev: npt.NDArray[np.uint64],
+    t: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    reason: npt.NDArray[np.integer],
+    payloads: Sequence[bytes] | None,
+    limits: Limits,
+    now: float,
+) -> list[DeadLetter]:
+    """A dead letter for each row ``check_columns`` gave a reason (non-zero): with the
+    bytes the row arrived as when ``payloads`` has them, else the row as JSON."""
+    letters = []
+    for i in np.flatnonzero(reason).tolist():
+        row: dict[str, float] = {"device_id": int(dev[i]), "ts": float(t[i])}
+        if v.ndim == 2 and v.shape[0] == len(dev):
+            row.update(zip(limits.metrics, map(float, v[i]), strict=False))
+        code = REASONS[reason[i]]
+        raw = payloads[i] if payloads is not None else json.dumps(row).encode()
+        letters.append(DeadLetter(code, column_detail(code, row, limits, now), raw, "ingest", now))
+    return letters

@@ -18,6 +18,8 @@ from scheduler.detection_quality import InjectedAnomaly
 from scheduler.registry import Registry
 
 NOISE_STD = 0.5
+#: A chunk's event times spread over this long before its ``now_ts``.
+CHUNK_SPAN_S = 0.01
 #: Kinds ``anomaly_share`` injects, in turn; "dropout" withholds a device's readings.
 INJECTED_KINDS: tuple[str, ...] = ("spike", "dip", "shift", "drift", "stuck", "dropout")
 _LASTING = {"shift": 0, "drift": 1, "stuck": 2, "dropout": 3}
@@ -76,11 +78,16 @@ class SyntheticStream:
     def chunk(
         self, n: int, now_ts: float
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """``n`` readings with event times spread over the last 10 ms before ``now_ts``."""
+        """``n`` readings with event times spread over the last 10 ms before ``now_ts``,
+        rising along the chunk (one random instant in each of ``n`` equal slices), as a
+        gateway passes readings on in the order they came: a consumer sorting them by
+        event time (oldest first) finds them sorted, and a stable sort of sorted input
+        takes linear time."""
         take = (self._cursor + np.arange(n)) % len(self._order)
         self._cursor = int((self._cursor + n) % len(self._order))
         rows = self._order[take]
-        ts = now_ts - self.rng.uniform(0.0, 0.01, size=n)
+        slices = (np.arange(n) + self.rng.uniform(0.0, 1.0, size=n)) / n
+        ts = now_ts - CHUNK_SPAN_S * (1.0 - slices)
         warm = self._emitted + n >= self.warmup_readings * len(self.registry)
         if self.anomaly_share and warm:
             self._start_anomalies(rows, ts)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from celery import Celery
+from kombu.exceptions import BatchPublishError, OperationalError
 
 from scheduler import wire
 from scheduler.codec import encode_batch
@@ -78,15 +79,57 @@ class Publisher:
     # --- data: through the in-flight ledger --------------------------------------------
 
     def send_routine(self, batches: Sequence[Batch]) -> None:
-        """Routine batches flushed together; their ledger entries cost one round trip.
+        """Routine batches flushed together: one round trip for their ledger entries and
+        one per broker for their messages.
 
         Fails fast on a broker error (no reconnect loop): the producer keeps the batch
         in its outbox and tries again.
         """
-        sends = [(b, queue_name(b.region, b.tier), encode_batch(b)) for b in batches]
-        self._record([(b.batch_id, q, p, wire.ROUTINE_TASK) for b, q, p in sends])
-        for batch, queue, payload in sends:
-            self._send(wire.ROUTINE_TASK, (payload,), queue, argsrepr=describe(batch), retry=False)
+        self._send_batches(
+            [(b, queue_name(b.region, b.tier), wire.ROUTINE_TASK, encode_batch(b)) for b in batches]
+        )
+
+    def send_screens(self, copies: Sequence[tuple[Batch, str, bool]]) -> None:
+        """Screening copies sent together, each (batch, queue, held): one round trip for
+        their ledger entries and one per broker for their messages. ``held`` marks
+        readings held back by admission control, whose screening does not advance the
+        stream's screened frontier."""
+        sends = []
+        for batch, queue, held in copies:
+            payload = encode_batch(batch)
+            if held:
+                payload[wire.HELD_SCREEN_FIELD] = True
+            sends.append((batch, queue, wire.SCREEN_TASK, payload))
+        self._send_batches(sends)
+
+    def _send_batches(self, sends: Sequence[tuple[Batch, str, str, dict[str, Any]]]) -> None:
+        """Recorded in the ledger first, then published in one pipeline per broker (kombu's
+        publish batch): a message per round trip cost more than the message itself under
+        load, and premium waits in the producer meanwhile."""
+        if not sends:
+            return
+        self._record([(b.batch_id, q, p, task) for b, q, task, p in sends])
+        by_app: dict[int, tuple[Celery, list[tuple[Batch, str, str, dict[str, Any]]]]] = {}
+        for send in sends:
+            app = self.app_for(send[1].rpartition(".")[0])
+            by_app.setdefault(id(app), (app, []))[1].append(send)
+        for app, group in by_app.values():
+            try:
+                with app.producer_or_acquire() as producer, producer.batch(len(group) + 1):
+                    for batch, queue, task, payload in group:
+                        app.send_task(
+                            task,
+                            args=(payload,),
+                            queue=queue,
+                            serializer=wire.PAYLOAD_SERIALIZER,
+                            argsrepr=describe(batch),
+                            retry=False,
+                            producer=producer,
+                        )
+            except BatchPublishError as exc:
+                # The pipeline failed part-way: as a lost connection mid-send, the caller
+                # sends the batches again (chunk claims make a second copy harmless).
+                raise OperationalError(str(exc)) from exc
 
     def send_routine_payload(self, batch_id: str, queue: str, payload: dict[str, Any]) -> None:
         """An already encoded routine payload (benches build theirs once and send many)."""
@@ -100,13 +143,8 @@ class Publisher:
         self.send_routine_payload(str(payload["id"]), queue, payload)
 
     def send_screen(self, batch: Batch, queue: str, held: bool = False) -> None:
-        """A screening copy; ``held`` marks readings held back by admission control, whose
-        screening does not advance the stream's screened frontier."""
-        payload = encode_batch(batch)
-        if held:
-            payload[wire.HELD_SCREEN_FIELD] = True
-        self._record([(batch.batch_id, queue, payload, wire.SCREEN_TASK)])
-        self._send(wire.SCREEN_TASK, (payload,), queue, argsrepr=describe(batch), retry=False)
+        """A screening copy (``send_screens`` of one)."""
+        self.send_screens([(batch, queue, held)])
 
     def republish(self, batch: InflightBatch) -> None:
         """A ledger entry found overdue by the reaper, sent again as it was recorded."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,10 @@ class RecordingApp:
 
     def send_task(self, name: str, args: tuple[Any, ...], queue: str, **_: Any) -> None:
         self.sent.append((name, queue, decode_batch(args[0])))
+
+    def producer_or_acquire(self) -> Any:
+        """No broker to pipeline to: a producer whose publish batch does nothing."""
+        return contextlib.nullcontext(SimpleNamespace(batch=lambda size: contextlib.nullcontext()))
 
 
 def _batch(batch_id: str, tier: str, n: int) -> Batch:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 from runtime.runtime import Runtime
@@ -16,6 +18,10 @@ class RecordingApp:
 
     def send_task(self, name: str, args: tuple[Any, ...] = (), **options: Any) -> None:
         self.sent.append((name, tuple(args), options))
+
+    def producer_or_acquire(self) -> Any:
+        """No broker to pipeline to: a producer whose publish batch does nothing."""
+        return contextlib.nullcontext(SimpleNamespace(batch=lambda size: contextlib.nullcontext()))
 
     def named(self, task: str) -> list[tuple[Any, ...]]:
         """Arguments of every message sent to ``task``."""

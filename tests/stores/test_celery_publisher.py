@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,9 +25,14 @@ class FakeApp:
         serializer: str,
         argsrepr: str,
         retry: bool = True,
+        producer: Any = None,
     ) -> None:
         assert serializer == "msgpack" and argsrepr.startswith("<batch ")
         self.sent.append((name, queue, decode_batch(args[0])))
+
+    def producer_or_acquire(self) -> Any:
+        """No broker to pipeline to: a producer whose publish batch does nothing."""
+        return contextlib.nullcontext(SimpleNamespace(batch=lambda size: contextlib.nullcontext()))
 
 
 def batch(i: int, region: str, tier: str, n: int) -> Batch:

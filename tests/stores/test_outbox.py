@@ -226,10 +226,10 @@ def test_a_store_outage_keeps_dead_letters_and_counters_until_it_answers() -> No
 
 def test_a_closed_pause_gate_pushes_back_every_new_reading() -> None:
     reg, _broker, clock, producer = make()
-    producer.pause_gate = lambda: True
+    producer.admission.pause_gate = lambda: True
     res = offer(producer, reg, clock, 50, 0)
     assert (res.accepted, res.pushed_back) == (0, 50)
-    producer.pause_gate = lambda: False
+    producer.admission.pause_gate = lambda: False
     assert offer(producer, reg, clock, 50, 0).accepted == 50
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -148,6 +150,10 @@ class StubApp:
 
     def send_task(self, name: str, args: Any, queue: str, **options: Any) -> None:
         self.sent.append(queue)
+
+    def producer_or_acquire(self) -> Any:
+        """No broker to pipeline to: a producer whose publish batch does nothing."""
+        return contextlib.nullcontext(SimpleNamespace(batch=lambda size: contextlib.nullcontext()))
 
 
 def test_each_region_publishes_to_its_own_broker() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -35,6 +36,10 @@ class RecordingApp:
 
     def send_task(self, name: str, args: tuple[Any, ...], queue: str, **_: Any) -> None:
         self.sent.append((name, queue, decode_batch(args[0])))
+
+    def producer_or_acquire(self) -> Any:
+        """No broker to pipeline to: a producer whose publish batch does nothing."""
+        return contextlib.nullcontext(SimpleNamespace(batch=lambda size: contextlib.nullcontext()))
 
     def readings(self, task: str) -> list[tuple[int, float]]:
         return [
