@@ -55,6 +55,7 @@ class BufferedClient(mqtt.Client):
         self._rest = b""  # the start of a packet whose end has not arrived yet
         #: Takes parsed PUBLISH packets; None hands them to paho (``on_message``).
         self.on_received: ReceivedSink | None = None
+        self.read_pause_s = READ_PAUSE_S
 
     def reconnect(self) -> MQTTErrorCode:
         self._rest = b""  # a partial packet of the old connection is not resumed
@@ -123,10 +124,10 @@ class BufferedClient(mqtt.Client):
         self._rest = buf[pos:]
         if received and sink is not None:
             sink(received)
-            if len(chunk) < READ_CHUNK_BYTES:
+            if len(chunk) < READ_CHUNK_BYTES and self.read_pause_s:
                 # The socket is drained: let the next messages gather before reading again
                 # (see READ_PAUSE_S). The lock-free pause also leaves the GIL to the bridge.
-                time.sleep(READ_PAUSE_S)
+                time.sleep(self.read_pause_s)
         return self._loop_rc_handle(rc) if rc > 0 else MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_packet(self, header: int, body: bytes) -> MQTTErrorCode:
