@@ -8,6 +8,11 @@ so its acks come out of arrival order; they are put back in it before sending.
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import itemgetter
+
+import numpy as np
+
 from ingest.mqtt_client import BufferedClient, Received
 
 #: A packet id's bits: the bridge tags the ones above with the connection (lane) it came on.
@@ -29,19 +34,26 @@ class Acks:
         """Note the arrival order (called on the network thread, before anything is taken)."""
         first = self._received
         self._received += len(received)
-        self._arrival.update({m[2]: first + k for k, m in enumerate(received)})
+        numbers = range(first, self._received)
+        self._arrival.update(zip(map(itemgetter(2), received), numbers, strict=True))
 
     def add(self, messages: list[tuple[int, int]]) -> None:
-        self.due.extend(m for m in messages if m[1] > 0)
+        if all(map(itemgetter(1), messages)):  # the usual: no QoS 0 message, nothing to drop
+            self.due.extend(messages)
+        else:
+            self.due.extend(m for m in messages if m[1] > 0)
 
     def send(self, client: BufferedClient) -> int:
         """Acknowledge every due message, oldest first; returns how many."""
-        arrival = self._arrival
-        mids = [mid for mid, qos in self.due if qos == 1]
-        ordered = sorted(mids, key=lambda mid: arrival.pop(mid, 0))
-        client.ack_qos1([mid & _PACKET_ID for mid in ordered])
-        for mid, qos in self.due:
+        due, self.due = self.due, []
+        if set(map(itemgetter(1), due)) <= {1}:
+            mids = list(map(itemgetter(0), due))
+        else:
+            mids = [mid for mid, qos in due if qos == 1]
+        arrival = list(map(self._arrival.pop, mids, repeat(0)))
+        ordered = np.array(mids, dtype=np.int64)[np.argsort(arrival, kind="stable")]
+        client.ack_qos1(ordered & _PACKET_ID)
+        for mid, qos in due:
             if qos == 2:
                 client.ack(mid & _PACKET_ID, qos)
-        sent, self.due = len(self.due), []
-        return sent
+        return len(due)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -32,6 +34,7 @@ MSGPACK_TYPES = frozenset(
 #: A gateway message may carry at most this many readings (bounded memory per message).
 MAX_GATEWAY_READINGS = 10_000
 TOPIC_MISMATCH = "topic_mismatch"
+_TELEMETRY = b"/telemetry"
 #: What a payload that does not decode becomes (distinct from a JSON null).
 _UNDECODABLE = object()
 
@@ -70,6 +73,25 @@ def topic_source(topic: str) -> tuple[str, str] | None:
     return parts[-3], parts[-2]
 
 
+def device_topic_ids(topics: Sequence[bytes]) -> bytes | None:
+    """``b"id,id,..."``: what stands between one prefix's ``devices/`` and ``/telemetry``
+    in each topic, when every topic has that shape (the usual run: one fleet's single
+    readings); None otherwise. The ids are not checked (one may be empty or hold a comma
+    or a slash): callers compare the whole with the ids they expect."""
+    first = topics[0]
+    if not first.endswith(_TELEMETRY):
+        return None
+    prefix = first[: first.rfind(b"/", 0, len(first) - len(_TELEMETRY)) + 1]
+    if prefix != b"devices/" and not prefix.endswith(b"/devices/"):
+        return None
+    if not all(map(bytes.startswith, topics, repeat(prefix))):
+        return None
+    if not all(map(bytes.endswith, topics, repeat(_TELEMETRY))):
+        return None
+    start, stop = len(prefix), -len(_TELEMETRY)
+    return b",".join([t[start:stop] for t in topics])
+
+
 def decode_message(
     topic: str,
     payload: bytes,
@@ -88,6 +110,8 @@ def decode_messages(received: Sequence[Received], limits: Limits, now_ts: float)
     column passes (``_take_clean_devices``); a run with anything doubtful in it falls
     back to one message at a time, with the same outcome."""
     out = Decoded(columns=[[] for _ in limits.metrics])
+    if received and _take_clean_run(out, received, limits):
+        return out
     singles: list[int] = []
     single_ids: list[bytes] = []
     max_bytes = limits.max_reading_bytes
@@ -115,11 +139,48 @@ def decode_messages(received: Sequence[Received], limits: Limits, now_ts: float)
     if singles:
         payloads = [received[i][1] for i in singles]
         objs = [_loads_or_none(p) for p in payloads]
-        if not _take_clean_devices(out, singles, single_ids, objs, limits):
+        if not _take_clean_devices(out, singles, b",".join(single_ids), objs, limits):
             for i, device, obj, payload in zip(singles, single_ids, objs, payloads, strict=True):
                 topic_id = device.decode("utf-8", "replace")
                 _take_device(out, i, topic_id, obj, payload, limits, now_ts)
     return out
+
+
+def _take_clean_run(out: Decoded, received: Sequence[Received], limits: Limits) -> bool:
+    """A run of nothing but clean single JSON readings, each naming its topic's device,
+    taken in whole-run passes; False, taking nothing, when any message needs a closer look."""
+    topics = list(map(itemgetter(0), received))
+    payloads = list(map(itemgetter(1), received))
+    ids = device_topic_ids(topics)
+    if ids is None or list(map(itemgetter(4), received)).count(None) != len(received):
+        return False
+    if max(map(len, payloads)) > limits.max_reading_bytes:
+        return False
+    objs = _loads_objects(payloads)
+    return objs is not None and _take_clean_devices(out, range(len(received)), ids, objs, limits)
+
+
+def _loads_objects(payloads: list[bytes]) -> list[Any] | None:
+    """Each payload's JSON object, decoded as one array when the payloads are all objects
+    (one call instead of one per payload); None when any is not, or does not decode.
+
+    Joining is safe only when no payload can lend bytes to another: each starts with
+    ``{`` and all of them hold ``{`` as many times as there are payloads. Each object of
+    the array starts at a ``{`` outside any string and not nested, so an array of exactly
+    that many objects has every ``{`` starting one: the i-th object starts where payload
+    i does and ends before payload i + 1 starts, and as the array holds nothing but
+    objects, it is payload i, whole."""
+    if b"".join(payloads).count(b"{") != len(payloads):
+        return None
+    if not all(map(bytes.startswith, payloads, repeat(b"{"))):
+        return None
+    try:
+        objs = orjson.loads(b"[" + b",".join(payloads) + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    if len(objs) != len(payloads) or set(map(type, objs)) != {dict}:
+        return None
+    return objs  # type: ignore[no-any-return]
 
 
 def _loads(payload: bytes, content_type: str | None) -> Any:
@@ -185,14 +246,15 @@ def _take_device(
 
 
 def _take_clean_devices(
-    out: Decoded, owners: list[int], topic_ids: list[bytes], objs: list[Any], limits: Limits
+    out: Decoded, owners: Sequence[int], topic_ids: bytes, objs: list[Any], limits: Limits
 ) -> bool:
-    """Single readings that are all clean and all name their topic's device, taken as
-    rows in a few C-level passes; False, taking nothing, when any needs a closer look."""
+    """Single readings that are all clean and all name their topic's device (``topic_ids``:
+    the topics' ids, comma-separated), taken as rows in a few C-level passes; False,
+    taking nothing, when any needs a closer look."""
     clean = _clean_columns(objs, limits)
-    # Ids are ints, so their join has exactly one comma between ids: equal joins mean
+    # Clean ids are ints, encoded with exactly one comma between ids: equal encodings mean
     # equal ids, message by message.
-    if clean is None or b",".join(topic_ids) != ",".join(map(str, clean[0])).encode():
+    if clean is None or topic_ids != orjson.dumps(clean[0])[1:-1]:
         return False
     _extend(out, clean)
     out.owner.extend(owners)
@@ -244,9 +306,9 @@ def _clean_columns(readings: list[Any], limits: Limits) -> _Columns | None:
     if set(map(len, readings)) != {width}:
         return None
     try:
-        ids = [r["device_id"] for r in readings]
-        ts = [r["ts"] for r in readings]
-        columns = [[r[m] for r in readings] for m in metrics]
+        ids = list(map(itemgetter("device_id"), readings))
+        ts = list(map(itemgetter("ts"), readings))
+        columns = [list(map(itemgetter(m), readings)) for m in metrics]
     except KeyError:
         return None
     if set(map(type, ids)) != {int} or min(ids) < 0 or max(ids) >= 2**63:

@@ -10,9 +10,12 @@ import math
 from typing import Any
 
 import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.mqtt_devices import publish_packet
+from ingest.mqtt_acks import Acks
 from ingest.mqtt_client import BufferedClient, Received
 from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_payload import decode_message, decode_messages
@@ -140,6 +143,56 @@ def test_a_run_with_doubtful_messages_decodes_as_one_message_at_a_time() -> None
     assert reasons == ["malformed", "topic_mismatch"]
 
 
+def at(topic: str, payload: bytes) -> Received:
+    return (topic.encode(), payload, 0, 1, None)
+
+
+# Messages that are one reading each on their own, or that could pass for other messages'
+# readings if a run were decoded as one document: a run must decode as its messages do.
+T = f"{NOW}"
+TRICKY = [
+    single(1, reading(1)),
+    single(2, reading(2)),
+    single(3, reading(3)),
+    # An open string in one payload swallowing the next's start; alone, each is malformed.
+    single(1, b'{"device_id":1,"ts":%s,"value":"}' % T.encode()),
+    single(2, b'{","value":1.5}'),
+    # Two readings in one single's payload (with the two above, three readings named
+    # after their topics' devices if the run were one document): not one reading.
+    single(3, reading(2) + b"," + reading(3)),
+    single(3, reading(3) + b" "),
+    single(4, b"[" + reading(4) + b"]"),
+    single(5, b'{"device_id":5,"ts":%s,"value":{"x":1}}' % T.encode()),
+    single(6, b'{"device_id":6,"ts":%s,"value":1,"value":2}' % T.encode()),
+    single(7, b" " + reading(7)),
+    at("site/devices/1,2/telemetry", reading(1)),
+    at("site/devices//telemetry", reading(8)),
+    at("site/devices/007/telemetry", reading(7)),
+    at("other/devices/9/telemetry", reading(9)),
+    at("site/devices/x/devices/9/telemetry", reading(9)),
+    at("devices/9/telemetry", reading(9)),
+    at("devices/telemetry", reading(9)),
+    at("site/devices/+9/telemetry", reading(9)),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TRICKY), min_size=1, max_size=8))
+def test_a_run_decodes_as_its_messages_one_at_a_time(run: list[Received]) -> None:
+    assert in_one_run(run) == one_at_a_time(run)
+
+
+def test_payloads_that_are_readings_only_when_joined_are_malformed() -> None:
+    # Given payloads that, joined into one array, would read as devices 1, 2 and 3's
+    # readings, each on its device's own topic
+    run = [TRICKY[3], TRICKY[4], TRICKY[5]]
+    # When the run is decoded together, then nothing is a row: each payload goes to the
+    # producer's checks (which dead-letter it as malformed), as it would alone
+    rows, others, letters = in_one_run(run)
+    assert rows == [] and letters == []
+    assert [owner for owner, _ in others] == [0, 1, 2]
+
+
 def test_premium_devices_messages_leave_the_inbox_first_in_arrival_order() -> None:
     reg = generate_registry(200, seed=1)
     premium = [int(d) for d in reg.device_id[reg.tier == 0][:3]]
@@ -165,3 +218,48 @@ def test_without_a_registry_the_inbox_keeps_arrival_order() -> None:
     inbox.put([single(2, b"{}")])
     assert [m[2] for m in inbox.take(2, 1 << 20)] == [3, 1]
     assert [m[2] for m in inbox.take(2, 1)] == [2]
+
+
+def test_a_premium_device_is_known_by_its_topic_however_the_id_is_written() -> None:
+    reg = generate_registry(200, seed=1)
+    premium = int(reg.device_id[reg.tier == 0][0])
+    standard = int(reg.device_id[reg.tier > 0][0])
+    inbox = Inbox(lambda: reg)
+    # Given a part whose ids are all plain, then one with a zero-padded premium id
+    inbox.put([single(standard, b"{}"), single(premium, b"{}")])
+    padded = (f"site/devices/{premium:05d}/telemetry".encode(), b"{}", 77, 1, None)
+    inbox.put([single(standard, b"{}"), padded])
+    # When the bridge takes them, then both premium messages come first
+    assert [m[2] for m in inbox.take(10, 1 << 20)] == [premium, 77, standard, standard]
+
+
+def test_a_take_stops_past_its_bytes_across_classes() -> None:
+    reg = generate_registry(200, seed=1)
+    premium = [int(d) for d in reg.device_id[reg.tier == 0][:2]]
+    standard = [int(d) for d in reg.device_id[reg.tier > 0][:2]]
+    inbox = Inbox(lambda: reg)
+    inbox.put([single(d, b"x" * 10) for d in (standard[0], premium[0], standard[1], premium[1])])
+    # 25 bytes: the premium pair (20 bytes) and then one standard message past the limit
+    assert [m[2] for m in inbox.take(10, 25)] == [*premium, standard[0]]
+    assert inbox.backlog == 1
+    assert [m[2] for m in inbox.take(10, 25)] == [standard[1]]
+    assert not inbox
+
+
+def test_acks_go_out_in_arrival_order_as_one_write() -> None:
+    client = BufferedClient(callback_api_version=CallbackAPIVersion.VERSION2)
+    written: list[bytes] = []
+    client._packet_queue = lambda command, packet, mid, qos, info=None: written.append(  # type: ignore[method-assign]
+        bytes(packet)
+    )
+    acks = Acks()
+    # Given messages arrived in this order (one tagged with the premium lane's number)
+    arrived = [(b"t", b"", mid, 1, None) for mid in (5, 9, (1 << 16) | 2, 7)]
+    acks.arrived([*arrived, (b"t", b"", 0, 0, None)])
+    # When the bridge has taken them out of order (QoS 0 needs no ack) and sends its acks
+    acks.add([(7, 1), ((1 << 16) | 2, 1), (0, 0)])
+    acks.add([(9, 1), (5, 1)])
+    assert acks.send(client) == 4
+    # Then one packet holds a PUBACK per message, oldest first, with the protocol's ids
+    assert written == [b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in (5, 9, 2, 7))]
+    assert acks.send(client) == 0 and len(written) == 1
