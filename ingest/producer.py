@@ -358,6 +358,7 @@ class Producer:
         self._replay(now)
         due = self.batcher.due(now, self._premium_hold())
         self._publish(due, now)
+        self.held_screener.poll(now, *self._held_senders(now))
         poll = getattr(self.publisher, "poll", None)
         if poll is not None and not self.outbox_held:
             self._guarded(poll, now)
@@ -368,7 +369,8 @@ class Producer:
 
     def next_due_ts(self, now_ts: float) -> float | None:
         """When ``poll`` next has a batch to publish, asked after a ``poll`` at ``now_ts``."""
-        due = self.batcher.next_due_ts()
+        dues = (self.batcher.next_due_ts(), self.held_screener.next_due_ts())
+        due = min((d for d in dues if d is not None), default=None)
         return due if self.premium_backlog is None else self.premium_backlog.recheck_ts(due, now_ts)
 
     def _premium_hold(self) -> HoldFirstTier | None:
@@ -382,6 +384,7 @@ class Producer:
         self._replay(now)
         rest = self.batcher.drain()
         self._publish(rest, now)
+        self.held_screener.flush(now, *self._held_senders(now))
         flush = getattr(self.publisher, "flush", None)
         if flush is not None and not self.outbox_held:
             self._guarded(flush)

@@ -4,9 +4,10 @@ A reading pushed back (or held by its gateway behind older held ones) waits for
 routine processing, and used to wait for screening too, so its detection latency grew
 with the overload. It is screened at once instead, from a budget of its own: each
 non-premium reading a region admits earns ``per_admitted`` readings of screening while
-held. Admission follows the region's measured drain, so the budget follows it too, and
-screening of held readings takes a bounded share of the region's slot time (its queue,
-``{region}.screen``, ranks below premium either way):
+held, and one admitted unscreened (its screening copy goes now, on routine's side of the
+slot time) earns for that too. Admission follows the region's measured drain, so the
+budget follows it too, and screening of held readings takes a bounded share of the
+region's slot time (its queue, ``{region}.screen``, ranks below premium either way):
 
     share = per_admitted * screen_cost / (per_admitted * screen_cost + routine_cost)
 
@@ -59,13 +60,25 @@ def per_admitted(cost_ratio: float) -> float:
 
 #: Readings screened while held per non-premium reading admitted, before any measurement.
 PER_ADMITTED = per_admitted(SCREEN_TO_ROUTINE_COST)
+#: Readings screened while held earned, on top of ``per_admitted``, by each admitted reading
+#: that was not screened while held: its screening copy (sent at admission, ranked with
+#: held copies on ``{region}.screen``) takes routine's side of the slot time too, at about
+#: a held reading's cost (both about one reading per device per copy; held copies are
+#: denser, so this errs low). Without it the budget shrank with its own sample: fewer
+#: devices screened while held, more admitted readings screened at admission, fewer
+#: admitted in the same slot time, less earned, a smaller sample (measured: shares
+#: 0.37-0.57 at 1.75x capacity, standard detection p50 17 s).
+PER_UNSCREENED = round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE), 9)
 #: Earning and spending are compared over this long (seconds): a few gateway lumps and
 #: admission rounds, short enough to follow a change of drain within seconds.
 BUDGET_WINDOW_S = 2.0
-#: The sample shrinks at most this much per adjustment, and grows back by this factor
-#: while spending stays under half the earning.
+#: The sample shrinks at most this much per adjustment, and grows back by at most this
+#: factor while spending stays under ``GROW_BELOW`` of the earning: in proportion both
+#: ways. (Growing only under half the earning made the sample a ratchet: a lump of spending
+#: shrank it, and at any share between half and all of what the budget pays it never grew.)
 MAX_SHRINK = 0.5
 GROW = 1.25
+GROW_BELOW = 0.9
 #: ... by at least this share of the devices: halved at every adjustment of a long
 #: overload, a sample reached 0 and multiplying could not bring it back (measured: every
 #: region's share 0.0 at the end of `bench --rate-rps 250000`).
@@ -81,11 +94,12 @@ ORDER_SPAN = float(2**64)
 class HeldScreenBudget:
     """Per region code, the share of devices screened while held, sized to the budget.
 
-    Admissions earn ``per_admitted`` readings each; screening spends them. Both are
-    summed over a fading window; at a spend, at most every ``ADJUST_EVERY`` window, a
+    Admissions earn ``per_admitted`` readings each (``PER_UNSCREENED`` more for one not
+    screened while held); screening spends them, when the sample takes readings on. Both
+    are summed over a fading window; at a spend, at most every ``ADJUST_EVERY`` window, a
     region whose spending ran past its earning shrinks its sample in proportion, and one
-    spending under half of it grows the sample back (devices rejoin once their older
-    held readings are admitted).
+    spending under ``GROW_BELOW`` of it grows the sample in proportion (devices rejoin
+    once their older held readings are admitted).
     """
 
     per_admitted: float = PER_ADMITTED
@@ -103,11 +117,12 @@ class HeldScreenBudget:
         if self.per_admitted < 0 or self.window_s <= 0:
             raise ValueError(f"need per_admitted >= 0 and window_s > 0, got {self}")
 
-    def earn(self, region: int, admitted: int, now_ts: float) -> None:
-        """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``."""
+    def earn(self, region: int, admitted: int, now_ts: float, unscreened: int = 0) -> None:
+        """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``, of
+        which ``unscreened`` were not screened while held (they are screened now)."""
         if admitted > 0:
             self._fade(region, now_ts)
-            self._earned[region] += self.per_admitted * admitted
+            self._earned[region] += self.per_admitted * admitted + PER_UNSCREENED * unscreened
 
     def follow_cost(self, cost_ratio: float) -> None:
         """Screening's cost per held reading over routine's, as measured now: admissions
@@ -136,9 +151,10 @@ class HeldScreenBudget:
         earned, spent, share = self._earned[region], self._spent[region], self.share(region)
         if spent > earned:
             self._share[region] = share * max(MAX_SHRINK, earned / spent)
-        elif spent < 0.5 * earned:
+        elif spent < GROW_BELOW * earned:
             # At least GROW_STEP more: a sample halved to nothing would stay there.
-            self._share[region] = min(1.0, max(share * GROW, share + GROW_STEP))
+            grow = GROW if spent <= 0 else min(GROW, earned / spent)
+            self._share[region] = min(1.0, max(share * grow, share + GROW_STEP))
 
     def _fade(self, region: int, now_ts: float) -> None:
         self._since_ts.setdefault(region, now_ts)
