@@ -169,14 +169,18 @@ class HeldScreener:
         return picked
 
     def poll(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> None:
-        """Send the coalesced copies that reached their size or age limit."""
+        """Send the coalesced copies that reached their size or age limit, as far as
+        their region's budget paces them (``HeldScreenBudget.may_send``)."""
         self._senders = (send, before_region)
         for code in self.coalescer.due(now):
+            if not self.budget.may_send(code, now):
+                continue
             if send is None or not self._send_region(code, now, send, before_region):
                 return
 
     def flush(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> None:
-        """Send every coalesced copy (shutdown, end of a run); kept when they cannot go."""
+        """Send every coalesced copy, paced or not (shutdown, end of a run); kept when
+        they cannot go."""
         self._senders = (send, before_region)
         for code in self.coalescer.regions():
             if send is None or not self._send_region(code, now, send, before_region):
@@ -201,6 +205,7 @@ class HeldScreener:
         if not send(copies):
             return False
         self.coalescer.taken(code)
+        self.budget.sent(code, int(t.size), now)
         return True
 
     def _copy(
