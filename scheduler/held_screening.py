@@ -32,6 +32,7 @@ A reading is screened once: early, or when admitted, never both.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,8 +107,15 @@ class HeldScreenBudget:
     window_s: float = BUDGET_WINDOW_S
     _earned: dict[int, float] = field(default_factory=dict)
     _spent: dict[int, float] = field(default_factory=dict)
-    #: Readings whose copies went to the broker (``sent``): pacing, not sizing.
-    _sent: dict[int, float] = field(default_factory=dict)
+    #: Earned and not yet sent to the broker (``sent``): pacing, not sizing. Not faded
+    #: (a fading sum let a copy overdraw it at every turn: 25 % over the earning), but
+    #: capped at what the window earned, so an idle region does not hoard it.
+    _balance: dict[int, float] = field(default_factory=dict)
+    #: Non-premium readings admitted, and those of them not screened while held.
+    _admitted: dict[int, float] = field(default_factory=dict)
+    _unscreened: dict[int, float] = field(default_factory=dict)
+    #: Routine readings each region drains per second, as last measured (``follow_drain``).
+    _drain_rps: dict[int, float] = field(default_factory=dict)
     _share: dict[int, float] = field(default_factory=dict)
     _at_ts: dict[int, float] = field(default_factory=dict)
     _resized_ts: dict[int, float] = field(default_factory=dict)
@@ -121,10 +129,36 @@ class HeldScreenBudget:
 
     def earn(self, region: int, admitted: int, now_ts: float, unscreened: int = 0) -> None:
         """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``, of
-        which ``unscreened`` were not screened while held (they are screened now)."""
+        which ``unscreened`` were not screened while held (they are screened now). They
+        earn while the region's drain is not measured; once it is, the drain earns."""
         if admitted > 0:
             self._fade(region, now_ts)
-            self._earned[region] += self.per_admitted * admitted + PER_UNSCREENED * unscreened
+            self._admitted[region] += admitted
+            self._unscreened[region] += unscreened
+            if region not in self._drain_rps:
+                self._credit(region, self._per_routine(region) * admitted)
+
+    def follow_drain(self, drain_rps: Sequence[float] | None) -> None:
+        """Routine readings each region (by code) drains per second, as measured now (None:
+        not measured). Each drained reading earns what an admitted one would, from now on.
+
+        Admissions follow the drain on average, but not while a region is closed: a
+        backlog built before the drain was measured (a run's first seconds) kept every
+        region closed for seconds while its workers drained it, nothing was earned, and
+        the sample shrank to nothing (measured at 250,000/s: every share below 0.01 after
+        8 s closed). The workers' drain goes on meanwhile, and it is what the slot time
+        routine takes is made of."""
+        if drain_rps is None:
+            self._drain_rps.clear()
+            return
+        self._drain_rps = {code: max(0.0, rps) for code, rps in enumerate(drain_rps)}
+
+    def _per_routine(self, region: int) -> float:
+        """Readings of held screening one routine reading earns: ``per_admitted``, plus
+        ``PER_UNSCREENED`` for the share of admitted readings screened at admission."""
+        admitted = self._admitted.get(region, 0.0)
+        unscreened = self._unscreened.get(region, 0.0) / admitted if admitted > 0 else 1.0
+        return self.per_admitted + PER_UNSCREENED * unscreened
 
     def follow_cost(self, cost_ratio: float) -> None:
         """Screening's cost per held reading over routine's, as measured now: admissions
@@ -144,12 +178,12 @@ class HeldScreenBudget:
         screening queued ahead of standard stays within its share of the slot time, and
         a copy that waits grows denser (cheaper per reading)."""
         self._fade(region, now_ts)
-        return self._sent[region] <= self._earned[region]
+        return self._balance.get(region, 0.0) >= 0.0
 
     def sent(self, region: int, readings: int, now_ts: float) -> None:
         """``readings`` of the region went to the broker as held copies."""
         self._fade(region, now_ts)
-        self._sent[region] += readings
+        self._balance[region] = self._balance.get(region, 0.0) - readings
 
     def share(self, region: int) -> float:
         """Share of the region's devices screened while held (1.0 until spending outruns
@@ -157,7 +191,8 @@ class HeldScreenBudget:
         return self._share.get(region, 1.0)
 
     def spend(self, region: int, readings: int, now_ts: float) -> None:
-        """``readings`` were screened while held; resizes the region's sample."""
+        """The sample took ``readings`` on (their copies go now or coalescing, paced by
+        ``may_send``); resizes the region's sample."""
         self._fade(region, now_ts)
         self._spent[region] += readings
         if now_ts - self._since_ts[region] < self.window_s:
@@ -177,13 +212,22 @@ class HeldScreenBudget:
             grow = GROW if spent <= 0 else min(GROW, earned / spent)
             self._share[region] = min(1.0, max(share * grow, share + GROW_STEP))
 
+    def _credit(self, region: int, readings: float) -> None:
+        self._earned[region] += readings
+        balance = self._balance.get(region, 0.0) + readings
+        self._balance[region] = min(balance, self._earned[region])
+
     def _fade(self, region: int, now_ts: float) -> None:
         self._since_ts.setdefault(region, now_ts)
         elapsed = max(0.0, now_ts - self._at_ts.get(region, now_ts))
         fade = math.exp(-elapsed / self.window_s)
+        drained = self._drain_rps.get(region, 0.0) * elapsed
         self._earned[region] = self._earned.get(region, 0.0) * fade
+        if drained > 0:
+            self._credit(region, self._per_routine(region) * drained)
+        self._admitted[region] = self._admitted.get(region, 0.0) * fade
+        self._unscreened[region] = self._unscreened.get(region, 0.0) * fade
         self._spent[region] = self._spent.get(region, 0.0) * fade
-        self._sent[region] = self._sent.get(region, 0.0) * fade
         self._at_ts[region] = now_ts
 
 

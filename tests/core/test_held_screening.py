@@ -181,3 +181,36 @@ def test_a_sample_shrunk_by_a_lump_grows_back_to_what_the_budget_pays() -> None:
         budget.spend(0, round(1_600 * budget.share(0)), now_ts=step * 0.1)
     # Then the sample grows back to about what the budget pays for (5/8 of the devices)
     assert 0.55 <= budget.share(0) <= 0.7
+
+
+def test_a_region_closed_to_admission_keeps_earning_from_its_measured_drain() -> None:
+    # Given a region whose workers drain 10,000 routine readings/s, measured, while
+    # admission stays closed (a backlog from before the drain was measured)
+    budget = HeldScreenBudget()
+    budget.follow_drain([10_000.0, 0.0])
+    for step in range(100):
+        now = step * 0.1
+        # When held readings arrive at 10,000/s and are all taken on by the sample
+        budget.spend(0, round(1_000 * budget.share(0)), now_ts=now)
+    # Then none was dropped: the drain earned (2 per routine reading screened at
+    # admission, 2 more for that screening) though nothing was admitted
+    assert budget.share(0) == 1.0
+    # And a region without drain earns nothing: its sample shrinks
+    for step in range(100):
+        budget.spend(1, 1_000, now_ts=step * 0.1)
+    assert budget.share(1) < 0.1
+
+
+def test_held_copies_go_out_only_as_fast_as_they_are_earned() -> None:
+    # Given a region earning 1,000 readings of held screening per 0.1 s
+    budget = HeldScreenBudget(per_admitted=1.0)
+    sent = 0
+    for step in range(200):
+        now = step * 0.1
+        budget.earn(0, 1_000, now_ts=now)
+        # When a 10,000-reading copy is offered every 0.1 s, sent whenever allowed
+        if budget.may_send(0, now):
+            budget.sent(0, 10_000, now)
+            sent += 10_000
+    # Then what went out over 20 s is about what was earned (one copy of overdraft)
+    assert 200_000 <= sent <= 200_000 + 3 * 10_000
