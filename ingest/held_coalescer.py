@@ -9,7 +9,7 @@ much per reading (``bench/screen_cost.py --readings 20000 --per-device 1`` vs ``
 measured cost (``scheduler.screen_cost``), so a denser copy buys a larger sample.
 
 So picked readings are kept in the producer's memory for up to
-``defaults.HELD_SCREEN_MAX_AGE_MS`` (or ``HELD_SCREEN_MAX_READINGS`` of a region), then
+``defaults.HELD_COALESCE_MAX_AGE_MS`` (or ``HELD_SCREEN_MAX_READINGS`` of a region), then
 sent in one copy, oldest first. They are marked screened when picked, so a re-offer
 does not copy them again; a kept reading is never dropped, only sent later. A device's
 newer reading admitted unscreened must not reach screening before its kept ones: the
@@ -34,7 +34,7 @@ class HeldCoalescer:
 
     n_rows: int
     max_readings: int = defaults.HELD_SCREEN_MAX_READINGS
-    max_age_s: float = defaults.HELD_SCREEN_MAX_AGE_MS / 1000.0
+    max_age_s: float = defaults.HELD_COALESCE_MAX_AGE_MS / 1000.0
     _pieces: dict[int, list[Held]] = field(default_factory=dict)
     _since_ts: dict[int, float] = field(default_factory=dict)
     _sizes: dict[int, int] = field(default_factory=dict)
@@ -76,18 +76,30 @@ class HeldCoalescer:
     def regions(self) -> list[int]:
         return list(self._pieces)
 
-    def peek(self, region: int) -> Held:
-        """The region's kept readings, oldest first (left here until ``taken``)."""
+    def peek(self, region: int, devices: npt.NDArray[np.int64] | None = None) -> Held:
+        """The region's kept readings (of ``devices``' rows only, when given), oldest
+        first; left here until ``taken``."""
         pieces = self._pieces[region]
         cols = [np.concatenate([p[k] for p in pieces]) for k in range(5)]
         order = np.argsort(cols[2], kind="stable")
         sorted_ = tuple(c[order] for c in cols)
         # One piece from now on: a failed send keeps it, in order, for the next try.
         self._pieces[region] = [sorted_]  # type: ignore[list-item]
-        return sorted_  # type: ignore[return-value]
+        if devices is None:
+            return sorted_  # type: ignore[return-value]
+        mine = np.isin(sorted_[0], devices)
+        return tuple(c[mine] for c in sorted_)  # type: ignore[return-value]
 
-    def taken(self, region: int) -> None:
-        """The region's kept readings were sent."""
+    def taken(self, region: int, devices: npt.NDArray[np.int64] | None = None) -> None:
+        """The region's kept readings (of ``devices``' rows only, when given) were sent."""
+        if devices is not None:
+            (piece,) = self._pieces[region]
+            sent = np.isin(piece[0], devices)
+            if not sent.all():
+                np.subtract.at(self._kept, piece[0][sent], 1)
+                self._pieces[region] = [tuple(c[~sent] for c in piece)]  # type: ignore[list-item]
+                self._sizes[region] = int((~sent).sum())
+                return
         for piece in self._pieces.pop(region):
             np.subtract.at(self._kept, piece[0], 1)
         del self._since_ts[region]

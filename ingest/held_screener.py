@@ -89,11 +89,13 @@ class HeldScreener:
         overtaking = ~screened & self.coalescer.holds(rows)
         if overtaking.any() and self._senders is not None:
             # A device's newer reading, screened at admission, must not reach screening
-            # before its readings still coalescing here: those go first. (Sent with the
-            # senders of the last call; when they cannot go, the newer reading overtakes.)
+            # before its readings still coalescing here: those go first, theirs only (the
+            # whole region's could be seconds of slot time, past its pace). Sent with the
+            # senders of the last call; when they cannot go, the newer reading overtakes.
             send, before_region = self._senders
             for code in np.unique(codes[overtaking]).tolist():
-                if send is None or not self._send_region(code, now, send, before_region):
+                devices = np.unique(rows[overtaking & (codes == code)])
+                if send is None or not self._send_region(code, now, send, before_region, devices):
                     break
         self.marks.admitted(rows, ts)
         # Only a rejoining device clean now has kept readings to screen.
@@ -191,11 +193,17 @@ class HeldScreener:
         return self.coalescer.next_due_ts()
 
     def _send_region(
-        self, code: int, now: float, send: SendCopies, before_region: BeforeRegion
+        self,
+        code: int,
+        now: float,
+        send: SendCopies,
+        before_region: BeforeRegion,
+        devices: npt.NDArray[np.int64] | None = None,
     ) -> bool:
-        """Send the region's coalesced readings as screening copies, one per tier, after
-        its admitted readings still buffered; True when sent (else they stay)."""
-        _, dev, t, v, tier = self.coalescer.peek(code)
+        """Send the region's coalesced readings (``devices``' only, when given) as
+        screening copies, one per tier, after its admitted readings still buffered; True
+        when sent (else they stay)."""
+        _, dev, t, v, tier = self.coalescer.peek(code, devices)
         before_region(code)
         copies = [
             self._copy(code, k, dev[part], t[part], v[part], now)
@@ -204,7 +212,7 @@ class HeldScreener:
         ]
         if not send(copies):
             return False
-        self.coalescer.taken(code)
+        self.coalescer.taken(code, devices)
         self.budget.sent(code, int(t.size), now)
         return True
 

@@ -19,6 +19,9 @@ SCREEN_MAX_AGE_MS = 100.0
 #: task holds its slot until done (about 0.3 s at this size): anomaly work and standard
 #: processing wait for it; premium has a lane of its own.
 HELD_SCREEN_MAX_READINGS = 40_000
+HELD_COALESCE_MAX_AGE_MS = 500.0
+#: Age at which the publisher sends held copies it was given (sooner when a copy of
+#: admitted readings in the same queue is due, every 100 ms under load).
 HELD_SCREEN_MAX_AGE_MS = 500.0
 #: Readings a producer keeps, at most, for devices rejoining the held-screening sample
 #: (``ingest.held_rejoin``): copies in its memory, about 32 bytes a reading with one
