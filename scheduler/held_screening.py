@@ -3,18 +3,19 @@
 A reading pushed back (or held by its gateway behind older held ones) waits for
 routine processing, and used to wait for screening too, so its detection latency grew
 with the overload. It is screened at once instead, from a budget of its own: each
-non-premium reading a region admits earns ``per_admitted`` readings of screening while
-held, and one admitted unscreened (its screening copy goes now, on routine's side of the
-slot time) earns for that too. Admission follows the region's measured drain, so the
-budget follows it too, and screening of held readings takes a bounded share of the
-region's slot time (its queue, ``{region}.screen``, ranks below premium either way):
+routine reading a region's workers drain (measured by the admission gate,
+``follow_drain``; each admitted one until the drain is measured) earns ``per_admitted``
+readings of screening while held, and ``PER_UNSCREENED`` more in the share of admitted
+readings screened at admission (that screening is on routine's side of the slot time).
+So screening of held readings takes a bounded share of the region's slot time (its
+queue, ``{region}.screen``, ranks below premium either way), whatever admission does:
 
     share = per_admitted * screen_cost / (per_admitted * screen_cost + routine_cost)
 
 ``bench/screen_cost.py`` measures screening at about twice routine processing's cost
 per reading (7.1 vs 3.6 us) for copies with one reading per device: screening is mostly
 the detector states' MGET and MSET, so held copies, coalesced to several readings per
-device (``defaults.HELD_SCREEN_MAX_READINGS``), cost less per reading. The ratio is
+device (``ingest.held_coalescer``), cost less per reading. The ratio is
 taken at 1:1 until the workers' service is measured, then followed
 (``HeldScreenBudget.follow_cost``, from ``scheduler.screen_cost``).
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
@@ -22,7 +23,9 @@ so past the budget a sample of devices is screened while held: a fixed share of 
 region's devices (picked by a hash of the id, so the same devices keep fast detection),
 whole devices only, so every device's readings reach screening complete and in time
 order (a device screened in part would show the detector gaps, i.e. false dropouts).
-The share follows the budget over a window, not each gateway lump: a device dropped from
+Copies go to the broker only as fast as they are earned (``may_send``): the queue ranks
+above standard processing, so what the budget does not pay for would take routine's slot
+time. The share follows the budget over a window, not each gateway lump: a device dropped from
 the sample rejoins only after its older held readings are admitted (its newer ones must
 not overtake them; ``ingest.held_rejoin``), so it is not dropped for a lump larger than
 the moment's credit. The other devices' readings are screened when admitted, as before.
