@@ -21,6 +21,7 @@ from ingest.premium_backlog import PremiumBacklog
 from ingest.producer import Producer
 from ingest.synthetic import SyntheticStream
 from scheduler.batching import BatchingConfig
+from scheduler.held_screening import HeldScreenBudget
 from scheduler.registry import Registry, generate_registry
 from scheduler.settings import Settings
 from scheduler.validation import Limits
@@ -101,6 +102,7 @@ class RedisRun:
                 # Admission control as a deployment runs it: on, measured.
                 backlog_gate=gate,
                 screen_cost=lambda: gate.screen_cost_ratio,
+                held_screening=gate.feed(HeldScreenBudget()),
                 # Premium coalescing as a deployment runs it: on.
                 premium_backlog=PremiumBacklog(
                     self.store.client, self.keys, self.settings.topology

@@ -24,6 +24,7 @@ import redis
 
 from scheduler import defaults
 from scheduler.admission import WAIT_BUDGET_S, DrainMeter, admits
+from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Topology, WorkClass, queue_name
 from scheduler.screen_cost import ScreenCostMeter
 from scheduler.settings import Settings
@@ -59,6 +60,13 @@ class QueueBacklogGate:
         #: Fleet-wide non-premium drain rate last measured (readings/s); None before.
         self.drain_rps: float | None = None
         self._cost = ScreenCostMeter(self._tiers)
+        self._budgets: list[HeldScreenBudget] = []
+
+    def feed(self, budget: HeldScreenBudget) -> HeldScreenBudget:
+        """Give ``budget`` (a producer's held-screening budget) each region's measured
+        drain at every refresh: held screening earns from it (``follow_drain``)."""
+        self._budgets.append(budget)
+        return budget
 
     @property
     def screen_cost_ratio(self) -> float | None:
@@ -88,6 +96,8 @@ class QueueBacklogGate:
             per_region = None
             if self.drain_rps is not None:
                 per_region = self.drain_rps / max(1, int((waiting > 0).sum()))
+            for budget in self._budgets:
+                budget.follow_drain(None if per_region is None else [per_region] * len(waiting))
             for code, w in enumerate(waiting.tolist()):
                 self._closed[code] = not admits(w, per_region, self.wait_budget_s)
         return self._closed

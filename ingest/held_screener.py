@@ -4,6 +4,8 @@ The producer hands over the readings it pushes back (and those a gateway holds i
 ``Producer.screen_held``); this sends screening copies of them within the region's
 budget (``scheduler.held_screening``), and tells the producer which readings it admits
 later were screened already (``ingest.screened_marks``), so none is screened twice.
+Picked readings are coalesced per region before they go (``ingest.held_coalescer``): a
+denser copy costs less per reading, and the budget follows the measured cost.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from ingest.held_coalescer import HeldCoalescer
 from ingest.held_rejoin import RejoinBuffer
 from ingest.screened_marks import ScreenedMarks
 from scheduler.held_screening import HeldScreenBudget, device_order, in_sample
@@ -42,6 +45,10 @@ class HeldScreener:
         self.budget = budget or HeldScreenBudget()
         self.marks = ScreenedMarks(registry)
         self.rejoin = RejoinBuffer(len(registry))
+        self.coalescer = HeldCoalescer(len(registry))
+        #: How copies were last sent (None: not yet), for admitted readings that must wait
+        #: for their devices' kept ones to go first.
+        self._senders: tuple[SendCopies | None, BeforeRegion] | None = None
         #: A rejoining device had readings admitted since ``rejoined`` last looked.
         self._rejoin_due = False
         self._rejoin_next_ts = float("-inf")
@@ -57,6 +64,7 @@ class HeldScreener:
             for rows, _, t, _, _ in self.rejoin.drop_all():
                 self.marks.held_unscreened(rows, t)
             self.rejoin = RejoinBuffer(len(registry))
+            self.coalescer.rebind(registry)
         self._registry = registry
         self.marks.rebind(registry)
 
@@ -68,16 +76,32 @@ class HeldScreener:
         now: float,
     ) -> npt.NDArray[np.bool_]:
         """Non-premium readings admitted to routine processing: they earn their region's
-        budget. Returns which of them were screened while held (no copy again)."""
+        budget, those not screened while held more (they are screened now, on routine's
+        side of the slot time). Returns which of them were screened while held (no copy
+        again)."""
+        screened = self.marks.screened(rows, ts)
         n_regions = len(self._registry.topology.regions)
-        counts = np.bincount(region.astype(np.intp), minlength=n_regions)
+        codes = region.astype(np.intp)
+        counts = np.bincount(codes, minlength=n_regions)
+        unscreened = np.bincount(codes[~screened], minlength=n_regions)
         for code in np.flatnonzero(counts).tolist():
-            self.budget.earn(code, int(counts[code]), now)
+            self.budget.earn(code, int(counts[code]), now, int(unscreened[code]))
+        overtaking = ~screened & self.coalescer.holds(rows)
+        if overtaking.any() and self._senders is not None:
+            # A device's newer reading, screened at admission, must not reach screening
+            # before its readings still coalescing here: those go first, theirs only (the
+            # whole region's could be seconds of slot time, past its pace). Sent with the
+            # senders of the last call; when they cannot go, the newer reading overtakes.
+            send, before_region = self._senders
+            for code in np.unique(codes[overtaking]).tolist():
+                devices = np.unique(rows[overtaking & (codes == code)])
+                if send is None or not self._send_region(code, now, send, before_region, devices):
+                    break
         self.marks.admitted(rows, ts)
         # Only a rejoining device clean now has kept readings to screen.
         rejoining = rows[self.rejoin.rejoining[rows]]
         self._rejoin_due |= bool(self.marks.clean(rejoining).any())
-        return self.marks.screened(rows, ts)
+        return screened
 
     def screen(
         self,
@@ -89,7 +113,8 @@ class HeldScreener:
         before_region: BeforeRegion,
     ) -> int:
         """Screen held readings (registry rows, ids, event times, values) per region within
-        its budget; ``send`` None: none can be sent now. Returns the readings sent."""
+        its budget; ``send`` None: none can be sent now. Returns the readings picked (sent
+        now or coalescing, ``poll``)."""
         rows, dev, t, v = cols
         sent = 0
         for code in np.unique(region).tolist():
@@ -97,6 +122,7 @@ class HeldScreener:
             mine = mine[~self.marks.screened(rows[mine], t[mine])]
             waiting = np.ones(mine.size, dtype=np.bool_)
             kept = np.zeros(mine.size, dtype=np.bool_)
+            kept_before = self.rejoin.size
             if send is not None:
                 r = rows[mine]
                 clean = self.marks.clean(r) & ~self.rejoin.rejoining[r]
@@ -106,59 +132,78 @@ class HeldScreener:
                 held = (r, dev[mine], t[mine], v[mine], tier[mine])
                 kept = self.rejoin.keep(code, held, sample & ~clean)
             pick = mine[~waiting]
-            if pick.size:
-                assert send is not None
-                if self._send(
-                    code, (dev[pick], t[pick], v[pick], tier[pick]), now, send, before_region
-                ):
-                    self.marks.sent_to_screening(rows[pick], t[pick])
-                    sent += int(pick.size)
-                else:
-                    send = None
-                    waiting[:] = True
-            elif send is not None:
-                # Nothing of the region screened: its sample is still reviewed, or one
-                # shrunk to nothing would never be judged again (resizes happen at spends;
-                # measured: every region's share 0.0 at the end of a 250,000/s run).
-                self.budget.spend(code, 0, now)
+            if send is not None:
+                # Readings kept for rejoining devices are spent now, when the sample takes
+                # them on, not when they go out in one lump after their devices' older
+                # readings (such a lump, up to HELD_REJOIN_MAX_READINGS, can outrun a
+                # window's earning and halve the sample). Spent even when nothing is: a
+                # sample shrunk to nothing must still be reviewed (resizes happen at spends).
+                spent = self.rejoin.size - kept_before + int(pick.size)
+                picked = (rows[pick], dev[pick], t[pick], v[pick], tier[pick])
+                self.coalescer.add(code, picked, now)
+                self.marks.sent_to_screening(rows[pick], t[pick])
+                sent += int(pick.size)
+                self.budget.spend(code, spent, now)
             # What was not sent (or kept) waits unscreened: its device takes no part until
             # admitted.
             rest = mine[waiting & ~kept]
             self.marks.held_unscreened(rows[rest], t[rest])
+        self.poll(now, send, before_region)
         return sent
 
     def rejoined(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> int:
         """Screen what rejoining devices kept once their older held readings are all
-        admitted (call after those readings reached the batcher); returns readings sent."""
-        if not self._rejoin_due or now < self._rejoin_next_ts:
-            return 0
-        self._rejoin_due = False
-        self._rejoin_next_ts = now + REJOIN_CHECK_S
-        sent = 0
-        for code in self.rejoin.regions():
-            ready = self.rejoin.ready(code, self.marks)
-            if ready is None:
-                continue
-            rows, dev, t, v, tier = ready
-            if send is not None and self._send(code, (dev, t, v, tier), now, send, before_region):
-                self.marks.sent_to_screening(rows, t)
-                sent += int(rows.size)
-                continue
-            send = None
-            self.marks.held_unscreened(rows, t)
-        return sent
+        admitted (call after those readings reached the batcher), and send coalesced
+        copies that are due (``poll``); returns the readings picked."""
+        picked = 0
+        if send is not None and self._rejoin_due and now >= self._rejoin_next_ts:
+            self._rejoin_due = False
+            self._rejoin_next_ts = now + REJOIN_CHECK_S
+            for code in self.rejoin.regions():
+                ready = self.rejoin.ready(code, self.marks)
+                if ready is None:
+                    continue
+                # Spent when kept (``screen``), not again now.
+                self.coalescer.add(code, ready, now)
+                self.marks.sent_to_screening(ready[0], ready[2])
+                picked += int(ready[0].size)
+        self.poll(now, send, before_region)
+        return picked
 
-    def _send(
+    def poll(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> None:
+        """Send the coalesced copies that reached their size or age limit, as far as
+        their region's budget paces them (``HeldScreenBudget.may_send``)."""
+        self._senders = (send, before_region)
+        for code in self.coalescer.due(now):
+            if not self.budget.may_send(code, now):
+                continue
+            if send is None or not self._send_region(code, now, send, before_region):
+                return
+
+    def flush(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> None:
+        """Send every coalesced copy, paced or not (shutdown, end of a run); kept when
+        they cannot go."""
+        self._senders = (send, before_region)
+        for code in self.coalescer.regions():
+            if send is None or not self._send_region(code, now, send, before_region):
+                return
+
+    def next_due_ts(self) -> float | None:
+        """When a coalesced copy is next due on age (None: none waits)."""
+        return self.coalescer.next_due_ts()
+
+    def _send_region(
         self,
         code: int,
-        cols: tuple[npt.NDArray[np.uint64], F64, F64, npt.NDArray[np.integer]],
         now: float,
         send: SendCopies,
         before_region: BeforeRegion,
+        devices: npt.NDArray[np.int64] | None = None,
     ) -> bool:
-        """Send held readings of one region as screening copies, one per tier, after its
-        admitted readings still buffered; True (and spent from its budget) when sent."""
-        dev, t, v, tier = cols
+        """Send the region's coalesced readings (``devices``' only, when given) as
+        screening copies, one per tier, after its admitted readings still buffered; True
+        when sent (else they stay)."""
+        _, dev, t, v, tier = self.coalescer.peek(code, devices)
         before_region(code)
         copies = [
             self._copy(code, k, dev[part], t[part], v[part], now)
@@ -167,7 +212,8 @@ class HeldScreener:
         ]
         if not send(copies):
             return False
-        self.budget.spend(code, int(t.size), now)
+        self.coalescer.taken(code, devices)
+        self.budget.sent(code, int(t.size), now)
         return True
 
     def _copy(

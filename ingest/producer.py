@@ -268,6 +268,7 @@ class Producer:
         self.link.replay(now)
         due = self.batcher.due(now, self._premium_hold())
         self._publish(due, now)
+        self.held_screener.poll(now, *self.held_copies.senders(now))
         self.link.poll_publisher(now)
         if self.tally.due(now):
             self.tally.send_counts(now)
@@ -276,7 +277,8 @@ class Producer:
 
     def next_due_ts(self, now_ts: float) -> float | None:
         """When ``poll`` next has a batch to publish, asked after a ``poll`` at ``now_ts``."""
-        due = self.batcher.next_due_ts()
+        dues = (self.batcher.next_due_ts(), self.held_screener.next_due_ts())
+        due = min((d for d in dues if d is not None), default=None)
         return due if self.premium_backlog is None else self.premium_backlog.recheck_ts(due, now_ts)
 
     def _premium_hold(self) -> HoldFirstTier | None:
@@ -290,6 +292,7 @@ class Producer:
         self.link.replay(now)
         rest = self.batcher.drain()
         self._publish(rest, now)
+        self.held_screener.flush(now, *self.held_copies.senders(now))
         self.link.flush_publisher()
         self.tally.send_counts(now)
         self.tally.send_letters()

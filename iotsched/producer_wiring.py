@@ -23,6 +23,7 @@ from ingest.premium_backlog import PremiumBacklog
 from ingest.producer import Producer
 from ingest.regional_publisher import RegionalPublisher
 from runtime.runtime import Runtime, redis_runtime
+from scheduler.held_screening import HeldScreenBudget
 from scheduler.settings import Settings
 from scheduler.validation import Limits
 from stores.connection import RedisClient, connect
@@ -52,6 +53,7 @@ class ProducerWiring:
             placer=self.placer,
             backlog_gate=self.backlog_gate if admission else None,
             screen_cost=self._screen_cost if admission else None,
+            held_screening=self.backlog_gate.feed(HeldScreenBudget()) if admission else None,
             premium_backlog=self.premium_backlog,
             **options,
         )

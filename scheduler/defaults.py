@@ -11,11 +11,17 @@ STANDARD_MAX_AGE_MS = 250.0
 #: Age at which a region's coalesced screening copies are flushed even if few.
 SCREEN_MAX_AGE_MS = 100.0
 #: Copies of readings held back by admission control are coalesced up to this many
-#: readings (or this age): a device's held readings then share one fetch and store of
-#: its detector state, which is most of screening's cost (``bench/screen_cost.py``).
-#: Bounded because a screening task holds its slot until done, and premium may be
-#: waiting for that slot.
-HELD_SCREEN_MAX_READINGS = 20_000
+#: readings of a region (or this age, ``ingest.held_coalescer``): a device's held readings
+#: then share one fetch and store of its detector state, which is most of screening's
+#: cost (``bench/screen_cost.py``: at four readings per device a third of one's cost per
+#: reading). 40,000: half a second of a region's readings at 250,000/s offered to three
+#: regions, about six per device of a 20,000-device fleet. Bounded because a screening
+#: task holds its slot until done (about 0.3 s at this size): anomaly work and standard
+#: processing wait for it; premium has a lane of its own.
+HELD_SCREEN_MAX_READINGS = 40_000
+HELD_COALESCE_MAX_AGE_MS = 500.0
+#: Age at which the publisher sends held copies it was given (sooner when a copy of
+#: admitted readings in the same queue is due, every 100 ms under load).
 HELD_SCREEN_MAX_AGE_MS = 500.0
 #: Readings a producer keeps, at most, for devices rejoining the held-screening sample
 #: (``ingest.held_rejoin``): copies in its memory, about 32 bytes a reading with one

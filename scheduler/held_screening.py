@@ -3,17 +3,19 @@
 A reading pushed back (or held by its gateway behind older held ones) waits for
 routine processing, and used to wait for screening too, so its detection latency grew
 with the overload. It is screened at once instead, from a budget of its own: each
-non-premium reading a region admits earns ``per_admitted`` readings of screening while
-held. Admission follows the region's measured drain, so the budget follows it too, and
-screening of held readings takes a bounded share of the region's slot time (its queue,
-``{region}.screen``, ranks below premium either way):
+routine reading a region's workers drain (measured by the admission gate,
+``follow_drain``; each admitted one until the drain is measured) earns ``per_admitted``
+readings of screening while held, and ``PER_UNSCREENED`` more in the share of admitted
+readings screened at admission (that screening is on routine's side of the slot time).
+So screening of held readings takes a bounded share of the region's slot time (its
+queue, ``{region}.screen``, ranks below premium either way), whatever admission does:
 
     share = per_admitted * screen_cost / (per_admitted * screen_cost + routine_cost)
 
 ``bench/screen_cost.py`` measures screening at about twice routine processing's cost
 per reading (7.1 vs 3.6 us) for copies with one reading per device: screening is mostly
 the detector states' MGET and MSET, so held copies, coalesced to several readings per
-device (``defaults.HELD_SCREEN_MAX_READINGS``), cost less per reading. The ratio is
+device (``ingest.held_coalescer``), cost less per reading. The ratio is
 taken at 1:1 until the workers' service is measured, then followed
 (``HeldScreenBudget.follow_cost``, from ``scheduler.screen_cost``).
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
@@ -21,7 +23,9 @@ so past the budget a sample of devices is screened while held: a fixed share of 
 region's devices (picked by a hash of the id, so the same devices keep fast detection),
 whole devices only, so every device's readings reach screening complete and in time
 order (a device screened in part would show the detector gaps, i.e. false dropouts).
-The share follows the budget over a window, not each gateway lump: a device dropped from
+Copies go to the broker only as fast as they are earned (``may_send``): the queue ranks
+above standard processing, so what the budget does not pay for would take routine's slot
+time. The share follows the budget over a window, not each gateway lump: a device dropped from
 the sample rejoins only after its older held readings are admitted (its newer ones must
 not overtake them; ``ingest.held_rejoin``), so it is not dropped for a lump larger than
 the moment's credit. The other devices' readings are screened when admitted, as before.
@@ -31,6 +35,7 @@ A reading is screened once: early, or when admitted, never both.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,13 +64,25 @@ def per_admitted(cost_ratio: float) -> float:
 
 #: Readings screened while held per non-premium reading admitted, before any measurement.
 PER_ADMITTED = per_admitted(SCREEN_TO_ROUTINE_COST)
+#: Readings screened while held earned, on top of ``per_admitted``, by each admitted reading
+#: that was not screened while held: its screening copy (sent at admission, ranked with
+#: held copies on ``{region}.screen``) takes routine's side of the slot time too, at about
+#: a held reading's cost (both about one reading per device per copy; held copies are
+#: denser, so this errs low). Without it the budget shrank with its own sample: fewer
+#: devices screened while held, more admitted readings screened at admission, fewer
+#: admitted in the same slot time, less earned, a smaller sample (measured: shares
+#: 0.37-0.57 at 1.75x capacity, standard detection p50 17 s).
+PER_UNSCREENED = round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE), 9)
 #: Earning and spending are compared over this long (seconds): a few gateway lumps and
 #: admission rounds, short enough to follow a change of drain within seconds.
 BUDGET_WINDOW_S = 2.0
-#: The sample shrinks at most this much per adjustment, and grows back by this factor
-#: while spending stays under half the earning.
+#: The sample shrinks at most this much per adjustment, and grows back by at most this
+#: factor while spending stays under ``GROW_BELOW`` of the earning: in proportion both
+#: ways. (Growing only under half the earning made the sample a ratchet: a lump of spending
+#: shrank it, and at any share between half and all of what the budget pays it never grew.)
 MAX_SHRINK = 0.5
 GROW = 1.25
+GROW_BELOW = 0.9
 #: ... by at least this share of the devices: halved at every adjustment of a long
 #: overload, a sample reached 0 and multiplying could not bring it back (measured: every
 #: region's share 0.0 at the end of `bench --rate-rps 250000`).
@@ -81,17 +98,27 @@ ORDER_SPAN = float(2**64)
 class HeldScreenBudget:
     """Per region code, the share of devices screened while held, sized to the budget.
 
-    Admissions earn ``per_admitted`` readings each; screening spends them. Both are
-    summed over a fading window; at a spend, at most every ``ADJUST_EVERY`` window, a
+    Admissions earn ``per_admitted`` readings each (``PER_UNSCREENED`` more for one not
+    screened while held); screening spends them, when the sample takes readings on. Both
+    are summed over a fading window; at a spend, at most every ``ADJUST_EVERY`` window, a
     region whose spending ran past its earning shrinks its sample in proportion, and one
-    spending under half of it grows the sample back (devices rejoin once their older
-    held readings are admitted).
+    spending under ``GROW_BELOW`` of it grows the sample in proportion (devices rejoin
+    once their older held readings are admitted).
     """
 
     per_admitted: float = PER_ADMITTED
     window_s: float = BUDGET_WINDOW_S
     _earned: dict[int, float] = field(default_factory=dict)
     _spent: dict[int, float] = field(default_factory=dict)
+    #: Earned and not yet sent to the broker (``sent``): pacing, not sizing. Not faded
+    #: (a fading sum let a copy overdraw it at every turn: 25 % over the earning), but
+    #: capped at what the window earned, so an idle region does not hoard it.
+    _balance: dict[int, float] = field(default_factory=dict)
+    #: Non-premium readings admitted, and those of them not screened while held.
+    _admitted: dict[int, float] = field(default_factory=dict)
+    _unscreened: dict[int, float] = field(default_factory=dict)
+    #: Routine readings each region drains per second, as last measured (``follow_drain``).
+    _drain_rps: dict[int, float] = field(default_factory=dict)
     _share: dict[int, float] = field(default_factory=dict)
     _at_ts: dict[int, float] = field(default_factory=dict)
     _resized_ts: dict[int, float] = field(default_factory=dict)
@@ -103,11 +130,38 @@ class HeldScreenBudget:
         if self.per_admitted < 0 or self.window_s <= 0:
             raise ValueError(f"need per_admitted >= 0 and window_s > 0, got {self}")
 
-    def earn(self, region: int, admitted: int, now_ts: float) -> None:
-        """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``."""
+    def earn(self, region: int, admitted: int, now_ts: float, unscreened: int = 0) -> None:
+        """``admitted`` non-premium readings of ``region`` were admitted at ``now_ts``, of
+        which ``unscreened`` were not screened while held (they are screened now). They
+        earn while the region's drain is not measured; once it is, the drain earns."""
         if admitted > 0:
             self._fade(region, now_ts)
-            self._earned[region] += self.per_admitted * admitted
+            self._admitted[region] += admitted
+            self._unscreened[region] += unscreened
+            if region not in self._drain_rps:
+                self._credit(region, self._per_routine(region) * admitted)
+
+    def follow_drain(self, drain_rps: Sequence[float] | None) -> None:
+        """Routine readings each region (by code) drains per second, as measured now (None:
+        not measured). Each drained reading earns what an admitted one would, from now on.
+
+        Admissions follow the drain on average, but not while a region is closed: a
+        backlog built before the drain was measured (a run's first seconds) kept every
+        region closed for seconds while its workers drained it, nothing was earned, and
+        the sample shrank to nothing (measured at 250,000/s: every share below 0.01 after
+        8 s closed). The workers' drain goes on meanwhile, and it is what the slot time
+        routine takes is made of."""
+        if drain_rps is None:
+            self._drain_rps.clear()
+            return
+        self._drain_rps = {code: max(0.0, rps) for code, rps in enumerate(drain_rps)}
+
+    def _per_routine(self, region: int) -> float:
+        """Readings of held screening one routine reading earns: ``per_admitted``, plus
+        ``PER_UNSCREENED`` for the share of admitted readings screened at admission."""
+        admitted = self._admitted.get(region, 0.0)
+        unscreened = self._unscreened.get(region, 0.0) / admitted if admitted > 0 else 1.0
+        return self.per_admitted + PER_UNSCREENED * unscreened
 
     def follow_cost(self, cost_ratio: float) -> None:
         """Screening's cost per held reading over routine's, as measured now: admissions
@@ -115,13 +169,33 @@ class HeldScreenBudget:
         time whatever the fleet's readings per device per copy."""
         self.per_admitted = per_admitted(cost_ratio)
 
+    def may_send(self, region: int, now_ts: float) -> bool:
+        """Whether the region's held copies may go to the broker now: what went over the
+        window is within what admissions earned (the copy going may overdraw it once).
+
+        Sizing the sample alone did not bound the work: copies queue on
+        ``{region}.screen``, above standard processing, so a sample larger than the
+        budget for a few seconds (the first window, a lump) took the whole slot, routine
+        drain stopped, admission closed, nothing was earned and the sample shrank to
+        nothing (measured at 250,000/s: every share below 0.01 within 10 s). Paced, held
+        screening queued ahead of standard stays within its share of the slot time, and
+        a copy that waits grows denser (cheaper per reading)."""
+        self._fade(region, now_ts)
+        return self._balance.get(region, 0.0) >= 0.0
+
+    def sent(self, region: int, readings: int, now_ts: float) -> None:
+        """``readings`` of the region went to the broker as held copies."""
+        self._fade(region, now_ts)
+        self._balance[region] = self._balance.get(region, 0.0) - readings
+
     def share(self, region: int) -> float:
         """Share of the region's devices screened while held (1.0 until spending outruns
         earning)."""
         return self._share.get(region, 1.0)
 
     def spend(self, region: int, readings: int, now_ts: float) -> None:
-        """``readings`` were screened while held; resizes the region's sample."""
+        """The sample took ``readings`` on (their copies go now or coalescing, paced by
+        ``may_send``); resizes the region's sample."""
         self._fade(region, now_ts)
         self._spent[region] += readings
         if now_ts - self._since_ts[region] < self.window_s:
@@ -136,15 +210,26 @@ class HeldScreenBudget:
         earned, spent, share = self._earned[region], self._spent[region], self.share(region)
         if spent > earned:
             self._share[region] = share * max(MAX_SHRINK, earned / spent)
-        elif spent < 0.5 * earned:
+        elif spent < GROW_BELOW * earned:
             # At least GROW_STEP more: a sample halved to nothing would stay there.
-            self._share[region] = min(1.0, max(share * GROW, share + GROW_STEP))
+            grow = GROW if spent <= 0 else min(GROW, earned / spent)
+            self._share[region] = min(1.0, max(share * grow, share + GROW_STEP))
+
+    def _credit(self, region: int, readings: float) -> None:
+        self._earned[region] += readings
+        balance = self._balance.get(region, 0.0) + readings
+        self._balance[region] = min(balance, self._earned[region])
 
     def _fade(self, region: int, now_ts: float) -> None:
         self._since_ts.setdefault(region, now_ts)
         elapsed = max(0.0, now_ts - self._at_ts.get(region, now_ts))
         fade = math.exp(-elapsed / self.window_s)
+        drained = self._drain_rps.get(region, 0.0) * elapsed
         self._earned[region] = self._earned.get(region, 0.0) * fade
+        if drained > 0:
+            self._credit(region, self._per_routine(region) * drained)
+        self._admitted[region] = self._admitted.get(region, 0.0) * fade
+        self._unscreened[region] = self._unscreened.get(region, 0.0) * fade
         self._spent[region] = self._spent.get(region, 0.0) * fade
         self._at_ts[region] = now_ts
 

@@ -130,3 +130,87 @@ def test_a_sample_shrunk_to_nothing_grows_back_once_the_budget_allows() -> None:
         budget.spend(0, 1, now_ts=step * 0.1)
     # Then the sample has grown back to a useful share
     assert budget.share(0) >= 0.3
+
+
+def _overload(held_per_step: float, steps: int = 300) -> tuple[HeldScreenBudget, float]:
+    """A region's slot under overload, 0.1 s steps: held readings arrive at
+    ``held_per_step``; the sample's are screened while held (cost 2, routine 1); the rest
+    of the slot time admits readings, each costing routine, plus screening (2) for those
+    not screened while held. Returns the budget and held screening's share of the slot
+    time in the last step."""
+    budget = HeldScreenBudget()
+    budget.follow_cost(2.0)
+    screening = 0.0
+    for step in range(steps):
+        now = step * 0.1
+        share = budget.share(0)
+        held = held_per_step * share
+        screening = min(1_000.0, 2.0 * held)
+        per_admitted = 1.0 + 2.0 * (1.0 - share)
+        admitted = (1_000.0 - screening) / per_admitted
+        budget.earn(0, round(admitted), now, unscreened=round(admitted * (1.0 - share)))
+        budget.spend(0, round(held), now)
+    return budget, screening / 1_000.0
+
+
+def test_held_screening_keeps_its_share_of_slot_time_however_few_devices_it_covers() -> None:
+    # Given held readings arriving at 800 per 0.1 s, where screening all of them would
+    # take 1.6 slots at twice routine's cost
+    budget, share_of_slot = _overload(800.0)
+    # Then the sample settles where held screening takes about two thirds of the slot
+    # time: admitted readings screened at admission earn for their screening too, so a
+    # small sample does not starve its own budget
+    assert 0.55 <= share_of_slot <= 0.75
+    assert 0.3 <= budget.share(0) <= 0.5
+    # And held readings that fit in that share are all screened while held
+    budget, _ = _overload(300.0)
+    assert budget.share(0) == 1.0
+
+
+def test_a_sample_shrunk_by_a_lump_grows_back_to_what_the_budget_pays() -> None:
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    # Given a region whose sample a lump of held readings halved
+    for step in range(20):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+    budget.spend(0, 40_000, now_ts=2.0)
+    assert budget.share(0) == pytest.approx(0.5)
+    # When the devices in the sample then spend 80 % of the earning (the whole fleet
+    # would spend 160 %)
+    for step in range(21, 200):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+        budget.spend(0, round(1_600 * budget.share(0)), now_ts=step * 0.1)
+    # Then the sample grows back to about what the budget pays for (5/8 of the devices)
+    assert 0.55 <= budget.share(0) <= 0.7
+
+
+def test_a_region_closed_to_admission_keeps_earning_from_its_measured_drain() -> None:
+    # Given a region whose workers drain 10,000 routine readings/s, measured, while
+    # admission stays closed (a backlog from before the drain was measured)
+    budget = HeldScreenBudget()
+    budget.follow_drain([10_000.0, 0.0])
+    for step in range(100):
+        now = step * 0.1
+        # When held readings arrive at 10,000/s and are all taken on by the sample
+        budget.spend(0, round(1_000 * budget.share(0)), now_ts=now)
+    # Then none was dropped: the drain earned (2 per routine reading screened at
+    # admission, 2 more for that screening) though nothing was admitted
+    assert budget.share(0) == 1.0
+    # And a region without drain earns nothing: its sample shrinks
+    for step in range(100):
+        budget.spend(1, 1_000, now_ts=step * 0.1)
+    assert budget.share(1) < 0.1
+
+
+def test_held_copies_go_out_only_as_fast_as_they_are_earned() -> None:
+    # Given a region earning 1,000 readings of held screening per 0.1 s
+    budget = HeldScreenBudget(per_admitted=1.0)
+    sent = 0
+    for step in range(200):
+        now = step * 0.1
+        budget.earn(0, 1_000, now_ts=now)
+        # When a 10,000-reading copy is offered every 0.1 s, sent whenever allowed
+        if budget.may_send(0, now):
+            budget.sent(0, 10_000, now)
+            sent += 10_000
+    # Then what went out over 20 s is about what was earned (one copy of overdraft)
+    assert 200_000 <= sent <= 200_000 + 3 * 10_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fakeredis
 
 from ingest.backlog_gate import QueueBacklogGate
+from scheduler.held_screening import HeldScreenBudget
 from scheduler.model import Topology
 from stores.keys import Keys
 from stores.queue_depth import QueueDepthReader
@@ -92,3 +93,27 @@ def test_a_backlog_with_no_measured_drain_pushes_back() -> None:
     now[0] += 1.0
     # Then the region with readings waiting is closed, the others stay open
     assert gate().tolist() == [False, False, True]
+
+
+def test_a_fed_held_screening_budget_earns_from_the_measured_drain_while_closed() -> None:
+    client = fakeredis.FakeRedis()
+    keys = Keys("g")
+    now = [0.0]
+    gate = QueueBacklogGate(QueueDepthReader(client, keys), Topology(), clock=lambda: now[0])
+    budget = gate.feed(HeldScreenBudget())
+    # Given workers draining 30,000 standard readings/s fleet-wide while every region
+    # holds far more than its wait budget (closed: nothing is admitted)
+    client.hset(keys.counters, mapping={"processed:standard": 1_000, "batches:standard": 1})
+    gate()
+    for region in ("eu-west", "us-east", "ap-south"):
+        for _ in range(100):
+            client.rpush(keys.broker_queue(f"{region}.standard"), b"m")
+    now[0] += 0.5
+    client.hset(keys.counters, mapping={"processed:standard": 16_000, "batches:standard": 16})
+    assert gate().all()
+    # When held readings of eu-west arrive at its share of that drain for 10 s and are
+    # all taken on by the sample
+    for step in range(100):
+        budget.spend(0, 1_000, now_ts=step * 0.1)
+    # Then the sample keeps every device: the drain earned what admission could not
+    assert budget.share(0) == 1.0

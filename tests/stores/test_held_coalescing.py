@@ -1,0 +1,98 @@
+"""Given readings held back and picked for screening, they go out in dense copies, in
+time order per device."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from test_screening_while_held import RecordingApp, _producer
+
+from ingest.celery_publisher import CeleryPublisher
+from ingest.producer import Producer
+from scheduler.held_screening import HeldScreenBudget
+from scheduler.registry import generate_registry
+from scheduler.wire import SCREEN_TASK
+from stores.memory_state import MemoryStateStore
+
+
+def _held_copies(app: RecordingApp) -> list[list[tuple[int, float]]]:
+    return [
+        list(zip(b.device_id.tolist(), b.ts.tolist(), strict=True))
+        for name, _, b in app.sent
+        if name == SCREEN_TASK and "held" in b.batch_id
+    ]
+
+
+def test_held_readings_of_several_chunks_go_out_in_one_copy_once_old_enough() -> None:
+    # Given eu-west closed to non-premium readings, on a clock of the test's own
+    app = RecordingApp()
+    now = [time.time()]
+    reg = generate_registry(2_000, seed=3)
+    producer = Producer(
+        lambda: reg,
+        CeleryPublisher(app, screening=True, clock=lambda: now[0]),  # type: ignore[arg-type]
+        MemoryStateStore(),
+        clock=lambda: now[0],
+        backlog_gate=lambda: np.full(3, True),
+        held_screening=HeldScreenBudget(),
+    )
+    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    start = now[0]
+    # When three chunks of one reading per device are held back, 0.1 s apart
+    for k in range(3):
+        now[0] = start + k / 10
+        producer.ingest_columns(ids, np.full(300, start - 3 + k), np.zeros(300))
+    # Then none was sent yet: they coalesce
+    assert not _held_copies(app)
+    # When their age limit has passed (and the publisher's own, for copies it was given)
+    for wait_s in (0.6, 1.2):
+        now[0] = start + wait_s
+        producer.poll()
+    # Then one copy holds all 900, three readings per device, oldest first
+    (copy,) = _held_copies(app)
+    assert len(copy) == 900
+    _, counts = np.unique([d for d, _ in copy], return_counts=True)
+    assert set(counts.tolist()) == {3}
+    assert [t for _, t in copy] == sorted(t for _, t in copy)
+
+
+def test_a_newer_reading_admitted_while_held_ones_coalesce_is_screened_after_them() -> None:
+    # Given eu-west closed, and one held reading per device coalescing for screening
+    app = RecordingApp()
+    closed = [True]
+    producer = _producer(lambda: np.full(3, closed[0]), app)
+    reg = producer._registry()
+    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    now = time.time()
+    producer.ingest_columns(ids, np.full(300, now - 2), np.zeros(300), now_ts=now)
+    # When the region opens and newer readings of the same devices are admitted at once
+    closed[0] = False
+    producer.ingest_columns(ids, np.full(300, now - 1), np.zeros(300), now_ts=now + 0.01)
+    producer.flush()
+    # Then every device's readings reached screening in time order: the held one first
+    seen: dict[int, list[float]] = {}
+    for name, _, b in app.sent:
+        if name == SCREEN_TASK:
+            for d, t in zip(b.device_id.tolist(), b.ts.tolist(), strict=True):
+                seen.setdefault(d, []).append(t)
+    assert len(seen) == 300
+    assert all(ts == [now - 2, now - 1] for ts in seen.values())
+
+
+def test_only_the_devices_admitted_anew_have_their_held_readings_sent_early() -> None:
+    # Given eu-west closed, and held readings of 300 devices coalescing
+    app = RecordingApp()
+    closed = [True]
+    producer = _producer(lambda: np.full(3, closed[0]), app)
+    reg = producer._registry()
+    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    now = time.time()
+    producer.ingest_columns(ids, np.full(300, now - 2), np.zeros(300), now_ts=now)
+    # When the region opens and newer readings of 100 of them are admitted
+    closed[0] = False
+    producer.ingest_columns(ids[:100], np.full(100, now - 1), np.zeros(100), now_ts=now + 0.01)
+    # Then only those 100 devices' held readings left the coalescer early
+    held_sent = {d for copy in _held_copies(app) for d, _ in copy}
+    assert held_sent <= set(ids[:100].tolist())
+    assert producer.held_screener.coalescer.size == 200
