@@ -24,6 +24,19 @@ def _held_copies(app: RecordingApp) -> list[list[tuple[int, float]]]:
     ]
 
 
+def _held_in_closed_region(
+    app: RecordingApp, closed: list[bool]
+) -> tuple[Producer, np.ndarray, float]:
+    """A producer whose eu-west is closed while ``closed[0]``, holding one reading (2 s old)
+    of each of 300 standard eu-west devices for screening."""
+    producer = _producer(lambda: np.full(3, closed[0]), app)
+    reg = producer._registry()
+    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    now = time.time()
+    producer.ingest_columns(ids, np.full(300, now - 2), np.zeros(300), now_ts=now)
+    return producer, ids, now
+
+
 def test_held_readings_of_several_chunks_go_out_in_one_copy_once_old_enough() -> None:
     # Given eu-west closed to non-premium readings, on a clock of the test's own
     app = RecordingApp()
@@ -59,13 +72,8 @@ def test_held_readings_of_several_chunks_go_out_in_one_copy_once_old_enough() ->
 
 def test_a_newer_reading_admitted_while_held_ones_coalesce_is_screened_after_them() -> None:
     # Given eu-west closed, and one held reading per device coalescing for screening
-    app = RecordingApp()
-    closed = [True]
-    producer = _producer(lambda: np.full(3, closed[0]), app)
-    reg = producer._registry()
-    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
-    now = time.time()
-    producer.ingest_columns(ids, np.full(300, now - 2), np.zeros(300), now_ts=now)
+    app, closed = RecordingApp(), [True]
+    producer, ids, now = _held_in_closed_region(app, closed)
     # When the region opens and newer readings of the same devices are admitted at once
     closed[0] = False
     producer.ingest_columns(ids, np.full(300, now - 1), np.zeros(300), now_ts=now + 0.01)
@@ -82,13 +90,8 @@ def test_a_newer_reading_admitted_while_held_ones_coalesce_is_screened_after_the
 
 def test_only_the_devices_admitted_anew_have_their_held_readings_sent_early() -> None:
     # Given eu-west closed, and held readings of 300 devices coalescing
-    app = RecordingApp()
-    closed = [True]
-    producer = _producer(lambda: np.full(3, closed[0]), app)
-    reg = producer._registry()
-    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
-    now = time.time()
-    producer.ingest_columns(ids, np.full(300, now - 2), np.zeros(300), now_ts=now)
+    app, closed = RecordingApp(), [True]
+    producer, ids, now = _held_in_closed_region(app, closed)
     # When the region opens and newer readings of 100 of them are admitted
     closed[0] = False
     producer.ingest_columns(ids[:100], np.full(100, now - 1), np.zeros(100), now_ts=now + 0.01)
