@@ -48,7 +48,6 @@ class HeldScreener:
         self.coalescer = HeldCoalescer(len(registry))
         #: How copies were last sent (None: not yet), for admitted readings that must wait
         #: for their devices' kept ones to go first.
-        self._senders: tuple[SendCopies | None, BeforeRegion] | None = None
         #: A rejoining device had readings admitted since ``rejoined`` last looked.
         self._rejoin_due = False
         self._rejoin_next_ts = float("-inf")
@@ -74,11 +73,13 @@ class HeldScreener:
         ts: F64,
         region: npt.NDArray[np.integer],
         now: float,
+        send: SendCopies | None,
+        before_region: BeforeRegion,
     ) -> npt.NDArray[np.bool_]:
         """Non-premium readings admitted to routine processing: they earn their region's
         budget, those not screened while held more (they are screened now, on routine's
         side of the slot time). Returns which of them were screened while held (no copy
-        again)."""
+        again). ``send``/``before_region``: how coalesced copies go out now (``poll``)."""
         screened = self.marks.screened(rows, ts)
         n_regions = len(self._registry.topology.regions)
         codes = region.astype(np.intp)
@@ -87,12 +88,11 @@ class HeldScreener:
         for code in np.flatnonzero(counts).tolist():
             self.budget.earn(code, int(counts[code]), now, int(unscreened[code]))
         overtaking = ~screened & self.coalescer.holds(rows)
-        if overtaking.any() and self._senders is not None:
+        if overtaking.any():
             # A device's newer reading, screened at admission, must not reach screening
             # before its readings still coalescing here: those go first, theirs only (the
-            # whole region's could be seconds of slot time, past its pace). Sent with the
-            # senders of the last call; when they cannot go, the newer reading overtakes.
-            send, before_region = self._senders
+            # whole region's could be seconds of slot time, past its pace). When they
+            # cannot go (broker down), the newer reading overtakes.
             for code in np.unique(codes[overtaking]).tolist():
                 devices = np.unique(rows[overtaking & (codes == code)])
                 if send is None or not self._send_region(code, now, send, before_region, devices):
@@ -173,7 +173,6 @@ class HeldScreener:
     def poll(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> None:
         """Send the coalesced copies that reached their size or age limit, as far as
         their region's budget paces them (``HeldScreenBudget.may_send``)."""
-        self._senders = (send, before_region)
         for code in self.coalescer.due(now):
             if not self.budget.may_send(code, now):
                 continue
@@ -183,7 +182,6 @@ class HeldScreener:
     def flush(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> None:
         """Send every coalesced copy, paced or not (shutdown, end of a run); kept when
         they cannot go."""
-        self._senders = (send, before_region)
         for code in self.coalescer.regions():
             if send is None or not self._send_region(code, now, send, before_region):
                 return

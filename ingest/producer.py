@@ -187,7 +187,9 @@ class Producer:
             if later.any():
                 # Readings screened while they were held go to routine processing only.
                 got = take[later]
-                screened[later] = self.held_screener.admitted(rows[got], t[got], region[later], now)
+                screened[later] = self.held_screener.admitted(
+                    rows[got], t[got], region[later], now, *self.held_copies.senders(now)
+                )
             full = self.batcher.add(
                 region,
                 tier,
