@@ -14,9 +14,10 @@ Copies of readings held back by admission control (``screen_many``) share their
 region's screening queue and its coalescing, in order, but travel as messages of their
 own marked ``held``: screening such a message does not advance the stream's screened
 frontier, because held readings are screened within a budget and some devices' are
-skipped (``scheduler.held_screening``), so it does not vouch for every device. They are
-coalesced further (``defaults.HELD_SCREEN_MAX_READINGS`` / ``HELD_SCREEN_MAX_AGE_MS``,
-unless an admitted copy behind them is due first): a device's held readings then share
+skipped (``scheduler.held_screening``), so it does not vouch for every device. They
+arrive already coalesced per region by the producer (``ingest.held_coalescer``) and may
+wait here up to ``defaults.HELD_SCREEN_MAX_READINGS`` / ``HELD_SCREEN_MAX_AGE_MS`` more,
+unless an admitted copy behind them is due first: a device's held readings then share
 one fetch and store of its detector state, most of screening's cost.
 """
 
