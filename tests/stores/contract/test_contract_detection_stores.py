@@ -32,11 +32,15 @@ def test_a_sweep_pass_sees_every_state_and_then_wraps(stores: Stores) -> None:
 
 def test_a_mark_is_written_only_where_the_state_did_not_change(stores: Stores) -> None:
     commit(stores, "s1", [5, 6])
-    page = stores.dropout.page("eu", 100)
-    while not page.wrapped:
+    # A pass may take several pages (SCAN over a keyspace other tests share): keep each
+    # page's blobs, not only the last one's.
+    blobs: dict[int, bytes] = {}
+    for _ in range(1_000):
         page = stores.dropout.page("eu", 100)
+        blobs.update(zip(page.device_ids.tolist(), page.blobs, strict=True))
+        if page.wrapped:
+            break
     ids = np.array([5, 6], dtype=np.uint64)
-    blobs = {int(d): b for d, b in zip(page.device_ids.tolist(), page.blobs, strict=True)}
     seen = [blobs[5], blobs[6]]
     commit(stores, "s2", [6])  # device 6 screened meanwhile
     written = stores.dropout.mark(ids, seen, [b"m" * len(seen[0]), b"m" * len(seen[1])])
