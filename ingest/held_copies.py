@@ -37,6 +37,25 @@ class HeldCopies:
         send, before_region = self.senders(now)
         return self.screener.screen((rows, dev, t, v), region, tier, now, send, before_region)
 
+    def admitted(
+        self,
+        rows: npt.NDArray[np.int64],
+        t: npt.NDArray[np.float64],
+        region: npt.NDArray[np.integer],
+        now: float,
+    ) -> npt.NDArray[np.bool_]:
+        """Non-premium readings admitted now (``HeldScreener.admitted``): which were
+        screened while held; devices' coalesced readings go ahead of their newer ones."""
+        return self.screener.admitted(rows, t, region, now, *self.senders(now))
+
+    def poll(self, now: float) -> None:
+        """Send the coalesced copies that are due."""
+        self.screener.poll(now, *self.senders(now))
+
+    def flush(self, now: float) -> None:
+        """Send every coalesced copy (shutdown, end of a run)."""
+        self.screener.flush(now, *self.senders(now))
+
     def rejoined(self, now: float) -> int:
         """Devices rejoining the sample whose older held readings are all admitted now
         (in the batcher, so screened before): what they kept since is screened."""

@@ -46,8 +46,6 @@ class HeldScreener:
         self.marks = ScreenedMarks(registry)
         self.rejoin = RejoinBuffer(len(registry))
         self.coalescer = HeldCoalescer(len(registry))
-        #: How copies were last sent (None: not yet), for admitted readings that must wait
-        #: for their devices' kept ones to go first.
         #: A rejoining device had readings admitted since ``rejoined`` last looked.
         self._rejoin_due = False
         self._rejoin_next_ts = float("-inf")

@@ -187,9 +187,7 @@ class Producer:
             if later.any():
                 # Readings screened while they were held go to routine processing only.
                 got = take[later]
-                screened[later] = self.held_screener.admitted(
-                    rows[got], t[got], region[later], now, *self.held_copies.senders(now)
-                )
+                screened[later] = self.held_copies.admitted(rows[got], t[got], region[later], now)
             full = self.batcher.add(
                 region,
                 tier,
@@ -270,7 +268,7 @@ class Producer:
         self.link.replay(now)
         due = self.batcher.due(now, self._premium_hold())
         self._publish(due, now)
-        self.held_screener.poll(now, *self.held_copies.senders(now))
+        self.held_copies.poll(now)
         self.link.poll_publisher(now)
         if self.tally.due(now):
             self.tally.send_counts(now)
@@ -294,7 +292,7 @@ class Producer:
         self.link.replay(now)
         rest = self.batcher.drain()
         self._publish(rest, now)
-        self.held_screener.flush(now, *self.held_copies.senders(now))
+        self.held_copies.flush(now)
         self.link.flush_publisher()
         self.tally.send_counts(now)
         self.tally.send_letters()
