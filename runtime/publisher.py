@@ -142,10 +142,6 @@ class Publisher:
         queue = queue_name(str(payload["region"]), str(payload["tier"]))
         self.send_routine_payload(str(payload["id"]), queue, payload)
 
-    def send_screen(self, batch: Batch, queue: str, held: bool = False) -> None:
-        """A screening copy (``send_screens`` of one)."""
-        self.send_screens([(batch, queue, held)])
-
     def republish(self, batch: InflightBatch) -> None:
         """A ledger entry found overdue by the reaper, sent again as it was recorded."""
         self._send(
