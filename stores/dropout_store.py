@@ -15,6 +15,14 @@ Devices whose silence was folded into an event are remembered per region (``fold
 so that one still silent after its peers came back is alerted on its own: ``folded``
 each page carries, per device, the silence it was remembered for and when its peers
 were first seen back (``arm``), in the same round trip; ``forget`` drops those settled.
+
+A remembered device is settled only when a page finds it, so one that left the fleet or
+the region would be remembered for ever. Each pass is numbered: the sweep notes the pass
+that found a remembered device (``keep``; ``fold`` for a new one), and ``end_pass``
+forgets those the pass now ending did not find (SCAN returns every state that existed
+throughout a pass). Memory follows the fleet: at most one pass behind it. Devices
+still there are settled by their own rules, their silence counting as quiet together
+for ``FoldConfig.together_s`` at most.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ class StatePage:
     folded_since_ts: F64 | None = None
     #: Per device, when its peers were first seen back after it (``arm``); NaN if not.
     armed_ts: F64 | None = None
+    #: The number of the pass this page belongs to (``keep``, ``end_pass``).
+    pass_no: int = 0
 
     def __post_init__(self) -> None:
         n = self.device_ids.size
@@ -68,14 +78,23 @@ class DropoutStore(Protocol):
     def frontier(self, region: str) -> dict[str, float]:
         """Per screening stream (tier name) of ``region``, the newest event ts screened."""
 
-    def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
-        """Remember devices whose silence (since their last reading) folded into an event."""
+    def fold(self, region: str, device_ids: U64, since_ts: F64, pass_no: int) -> None:
+        """Remember devices whose silence (since their last reading) folded into an event,
+        found in pass ``pass_no``."""
 
     def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
         """Their peers were seen back at ``at_ts`` (each; kept if already armed)."""
 
     def forget(self, region: str, device_ids: U64) -> None:
         """Settled: back, alerted on their own, or gone."""
+
+    def keep(self, region: str, device_ids: U64, pass_no: int) -> None:
+        """Remembered devices pass ``pass_no`` found still in the region, unsettled."""
+
+    def end_pass(self, region: str, pass_no: int, now_ts: float) -> int:
+        """Pass ``pass_no`` finished: forget remembered devices it did not find (gone
+        from the fleet or the region) and event spans over for ``_EVENT_SPAN_S`` at
+        ``now_ts``; the next pages belong to the next pass. Returns devices forgotten."""
 
     def events(self, region: str) -> dict[int, tuple[float, float]]:
         """Per group (``REGION_WIDE``: the region), the span of last readings (first, last)
@@ -94,10 +113,13 @@ class RedisDropoutStore:
     def frontier(self, region: str) -> dict[str, float]:
         return RedisDetectorStore(self.client, self.keys).frontier(region)
 
-    def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
+    def fold(self, region: str, device_ids: U64, since_ts: F64, pass_no: int) -> None:
         if device_ids.size:
             mapping = dict(zip(device_ids.tolist(), since_ts.tolist(), strict=True))
-            self.client.zadd(self.keys.dropout_folded(region), mapping)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zadd(self.keys.dropout_folded(region), mapping)
+            pipe.zadd(self.keys.dropout_found(region), dict.fromkeys(mapping, pass_no))
+            pipe.execute()
 
     def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
         if device_ids.size:
@@ -110,7 +132,42 @@ class RedisDropoutStore:
             pipe = self.client.pipeline(transaction=False)
             pipe.zrem(self.keys.dropout_folded(region), *members)
             pipe.zrem(self.keys.dropout_armed(region), *members)
+            pipe.zrem(self.keys.dropout_found(region), *members)
             pipe.execute()
+
+    def keep(self, region: str, device_ids: U64, pass_no: int) -> None:
+        if device_ids.size:
+            self.client.zadd(
+                self.keys.dropout_found(region), dict.fromkeys(device_ids.tolist(), pass_no)
+            )
+
+    def end_pass(self, region: str, pass_no: int, now_ts: float) -> int:
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(k.dropout_folded(region), 0, -1)
+        pipe.zrange(k.dropout_armed(region), 0, -1)
+        pipe.zrange(k.dropout_found(region), 0, -1, withscores=True)
+        folded, armed, found = pipe.execute()
+        found_in = {int(d): int(p) for d, p in found}
+        remembered = {int(d) for d in (*folded, *armed)}
+        # Remembered before passes were numbered: found by no pass yet, given this one.
+        unnumbered = [d for d in remembered if d not in found_in]
+        gone = [d for d in remembered if found_in.get(d, pass_no) < pass_no]
+        gone += [d for d in found_in if d not in remembered]
+        spans = self.events(region)
+        over = [str(g) for g, (_, hi) in spans.items() if hi < now_ts - _EVENT_SPAN_S]
+        pipe = self.client.pipeline(transaction=False)
+        if unnumbered:
+            pipe.zadd(k.dropout_found(region), dict.fromkeys(unnumbered, pass_no))
+        if gone:
+            pipe.zrem(k.dropout_folded(region), *gone)
+            pipe.zrem(k.dropout_armed(region), *gone)
+            pipe.zrem(k.dropout_found(region), *gone)
+        if over:
+            pipe.hdel(k.dropout_events(region), *over)
+        pipe.set(k.dropout_pass(region), pass_no + 1)
+        pipe.execute()
+        return len(gone)
 
     def events(self, region: str) -> dict[int, tuple[float, float]]:
         raw: Any = self.client.hgetall(self.keys.dropout_events(region))
@@ -135,15 +192,17 @@ class RedisDropoutStore:
         members = [d for d in devices if d is not None]
         pipe = self.client.pipeline(transaction=False)
         pipe.set(k.dropout_cursor(region), int(cursor))
+        pipe.get(k.dropout_pass(region))
         if names:
             pipe.mget(names)
         if members:
             pipe.zmscore(k.dropout_folded(region), members)
             pipe.zmscore(k.dropout_armed(region), members)
         replies = pipe.execute()
-        blobs: list[bytes | None] = replies[1] if names else []
-        since = dict(zip(members, replies[2], strict=True)) if members else {}
-        armed = dict(zip(members, replies[3], strict=True)) if members else {}
+        pass_no = int(replies[1] or 0)
+        blobs: list[bytes | None] = replies[2] if names else []
+        since = dict(zip(members, replies[3], strict=True)) if members else {}
+        armed = dict(zip(members, replies[4], strict=True)) if members else {}
         ids: list[int] = []
         kept: list[bytes] = []
         for device, blob in zip(devices, blobs, strict=True):
@@ -156,6 +215,7 @@ class RedisDropoutStore:
             int(cursor) == 0,
             _scores(ids, since),
             _scores(ids, armed),
+            pass_no,
         )
 
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
@@ -190,12 +250,15 @@ class MemoryDropoutStore:
         self._cursor: dict[str, int] = {}
         self._folded: dict[str, dict[int, float]] = {}
         self._armed: dict[str, dict[int, float]] = {}
+        self._found: dict[str, dict[int, int]] = {}
+        self._passes: dict[str, int] = {}
         self._events: dict[str, dict[int, tuple[float, float]]] = {}
 
-    def fold(self, region: str, device_ids: U64, since_ts: F64) -> None:
+    def fold(self, region: str, device_ids: U64, since_ts: F64, pass_no: int) -> None:
         with self._lock:
             folded = self._folded.setdefault(region, {})
             folded.update(zip(device_ids.tolist(), since_ts.tolist(), strict=True))
+            self._found.setdefault(region, {}).update(dict.fromkeys(device_ids.tolist(), pass_no))
 
     def arm(self, region: str, device_ids: U64, at_ts: F64) -> None:
         with self._lock:
@@ -208,6 +271,27 @@ class MemoryDropoutStore:
             for d in device_ids.tolist():
                 self._folded.get(region, {}).pop(d, None)
                 self._armed.get(region, {}).pop(d, None)
+                self._found.get(region, {}).pop(d, None)
+
+    def keep(self, region: str, device_ids: U64, pass_no: int) -> None:
+        with self._lock:
+            self._found.setdefault(region, {}).update(dict.fromkeys(device_ids.tolist(), pass_no))
+
+    def end_pass(self, region: str, pass_no: int, now_ts: float) -> int:
+        with self._lock:
+            folded = self._folded.setdefault(region, {})
+            armed = self._armed.setdefault(region, {})
+            found = self._found.setdefault(region, {})
+            gone = [d for d in {*folded, *armed} if found.get(d, pass_no) < pass_no]
+            for d in gone:
+                folded.pop(d, None)
+                armed.pop(d, None)
+                found.pop(d, None)
+            spans = self._events.setdefault(region, {})
+            for group in [g for g, (_, hi) in spans.items() if hi < now_ts - _EVENT_SPAN_S]:
+                del spans[group]
+            self._passes[region] = pass_no + 1
+            return len(gone)
 
     def events(self, region: str) -> dict[int, tuple[float, float]]:
         with self._lock:
@@ -225,7 +309,8 @@ class MemoryDropoutStore:
             self._cursor[region] = nxt
             since = _scores(ids, self._folded.get(region, {}))
             armed = _scores(ids, self._armed.get(region, {}))
-        return StatePage(np.array(ids, dtype=np.uint64), blobs, nxt == 0, since, armed)
+            pass_no = self._passes.get(region, 0)
+        return StatePage(np.array(ids, dtype=np.uint64), blobs, nxt == 0, since, armed, pass_no)
 
     def frontier(self, region: str) -> dict[str, float]:
         return self.detector.frontier(region)

@@ -180,6 +180,14 @@ class Keys:
         """Sorted set: folded device id → when its peers were first seen back (ts)."""
         return f"{self.prefix}:dropout:{region}:armed"
 
+    def dropout_found(self, region: str) -> str:
+        """Sorted set: folded device id → the sweep pass that last found it in the region."""
+        return f"{self.prefix}:dropout:{region}:found"
+
+    def dropout_pass(self, region: str) -> str:
+        """A region's dropout sweep pass number (counts passes over every detector state)."""
+        return f"{self.prefix}:dropout:{region}:pass"
+
     @property
     def inflight(self) -> str:
         """Hash: routine batch id → its queue and payload, from publish until fully applied."""

@@ -15,7 +15,8 @@ A silence is reported once: by a sweep (the mark, folded or not), or by screenin
 when the device returns before a sweep saw it. A device folded into an event is
 remembered until it is heard from; one still silent a dropout limit after its region and
 group came back is alerted on its own then (``scheduler.dropout_fold.settle_folded``):
-it died during the outage.
+it died during the outage. One that left the fleet or the region meanwhile is
+forgotten when the sweep's pass ends without finding it (``DropoutStore.end_pass``).
 
 A worker killed between writing the marks and publishing loses those alerts: the
 sweep prefers at most once, because a duplicate dropout alert per sweep would be
@@ -76,6 +77,8 @@ class SweepResult:
     folded: int = 0
     #: Of ``alerts``: devices folded into an event and still silent after it was over.
     alerts_after_outage: int = 0
+    #: Devices remembered as folded that the finished pass did not find (gone).
+    forgotten: int = 0
 
 
 @dataclass
@@ -90,6 +93,8 @@ class _Swept:
     group: list[np.ndarray]
     dropout_limit_s: list[np.ndarray]
     remembered: list[_Remembered]
+    #: The pass the pages belong to (a sweep stops where its pass ends).
+    pass_no: int = 0
 
     @classmethod
     def empty(cls) -> _Swept:
@@ -154,6 +159,7 @@ def _sweep_page(
 ) -> None:
     """Adds to ``swept`` who on this page was examined (quiet or not) and who is newly
     silent, their marks written."""
+    swept.pass_no = page.pass_no
     sizes = np.array([len(b) for b in page.blobs])
     for size in np.unique(sizes):
         if size == 0 or size % STATE_BYTES:
@@ -240,6 +246,8 @@ def sweep(
     late_ids, late_ts = _settle_remembered(store, region, swept, fold)
     _emit(store, region, swept, fold, emit, result, late_ids, late_ts)
     result.alerts_after_outage = int(late_ids.size)
+    if result.passes_finished:
+        result.forgotten = store.end_pass(region, swept.pass_no, now_ts)
     return result
 
 
@@ -269,7 +277,9 @@ def _settle_remembered(
     )
     ids = cols["ids"].astype(np.uint64)
     store.arm(region, ids[fate.arm], clock[fate.arm])
-    store.forget(region, ids[fate.back | fate.alert])
+    settled = fate.back | fate.alert
+    store.forget(region, ids[settled])
+    store.keep(region, ids[~settled], swept.pass_no)
     return ids[fate.alert], cols["last_ts"][fate.alert]
 
 
@@ -323,7 +333,7 @@ def _emit(
     alone = alone[late == NO_EVENT]
     silences = silence_entries(ids, last_ts, events)
     in_events = np.setdiff1d(np.arange(ids.size), alone)
-    store.fold(region, ids[in_events], last_ts[in_events])
+    store.fold(region, ids[in_events], last_ts[in_events], swept.pass_no)
     store.note_events(region, _spans(events, last_ts))
     alert_ids = np.concatenate([ids[alone], late_ids]).astype(np.uint64)
     alert_ts = np.concatenate([last_ts[alone], late_ts])
@@ -346,6 +356,7 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
             "dropout_silence_events": result.silence_events,
             "dropout_folded": result.folded,
             "dropout_alerts_after_outage": result.alerts_after_outage,
+            "dropout_forgotten_gone": result.forgotten,
         }
     )
     return result.alerts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import fakeredis
@@ -363,3 +364,38 @@ def test_the_last_devices_of_an_outage_found_after_their_peers_returned_join_its
     alone, events = reported(after)
     assert set(alone).isdisjoint(late.tolist()), alone
     assert sum(n for _, n in events) >= 1
+
+
+def remembered(client: fakeredis.FakeRedis, region: str) -> set[int]:
+    """Devices the region remembers as folded into a silence event, armed or not."""
+    keys = (KEYS.dropout_folded(region), KEYS.dropout_armed(region))
+    return {int(d) for k in keys for d in client.zrange(k, 0, -1)}
+
+
+def sweep_a_pass(store: RedisDropoutStore, registry: Registry, region: str, now_ts: float) -> None:
+    for _ in range(1_000):
+        result = sweep(store, registry, region, lambda _: None, now_ts, budget_s=float("inf"))
+        if result.passes_finished:
+            return
+    raise AssertionError("the sweep never finished a pass")
+
+
+def test_devices_that_leave_the_region_after_a_folded_outage_are_forgotten_within_a_pass(
+    client: fakeredis.FakeRedis, quiet_region: QuietRegion
+) -> None:
+    registry, region, mine, store = quiet_region
+    # Given a region outage the sweep folded into one event: every device remembered
+    sweep_a_pass(store, registry, region, NOW)
+    assert remembered(client, region) == set(mine.tolist())
+    # When, still silent, a third leave the fleet (their states deleted) and a third move
+    # to another region (the registry says so), and the sweep runs two more passes
+    gone, moved, stay = mine[0::3], mine[1::3], mine[2::3]
+    client.delete(*[KEYS.detector_state(int(d)) for d in gone])
+    home = registry.home_region.copy()
+    home[registry.lookup(moved)] = registry.topology.region_code(registry.topology.regions[1])
+    rehomed = dataclasses.replace(registry, home_region=home)
+    sweep_a_pass(store, rehomed, region, NOW + 10)
+    sweep_a_pass(store, rehomed, region, NOW + 20)
+    # Then the region remembers only its devices still silent in it: memory follows the
+    # fleet, not every device ever folded
+    assert remembered(client, region) == set(stay.tolist())

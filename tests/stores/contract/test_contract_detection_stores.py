@@ -75,3 +75,47 @@ def test_a_screening_streams_frontier_only_moves_forward(stores: Stores) -> None
     assert stores.detector.frontier("eu") == {"standard": 120.0}
     assert stores.dropout.frontier("eu") == {"standard": 120.0}
     assert stores.detector.frontier("us") == {}
+
+
+def remembered_on_a_pass(stores: Stores, region: str) -> tuple[set[int], int]:
+    """Devices a pass over ``region``'s states shows as remembered folded, and its number."""
+    found: set[int] = set()
+    for _ in range(1_000):
+        page = stores.dropout.page(region, 100)
+        assert page.folded_since_ts is not None
+        found.update(page.device_ids[np.isfinite(page.folded_since_ts)].tolist())
+        if page.wrapped:
+            return found, page.pass_no
+    raise AssertionError("the pass never wrapped")
+
+
+def test_a_pass_that_does_not_find_a_remembered_device_forgets_it(stores: Stores) -> None:
+    commit(stores, "s1", [11, 12, 13])
+    _, first = remembered_on_a_pass(stores, "eu")
+    ids = np.array([11, 12, 13, 14], dtype=np.uint64)
+    # Given four devices folded into a silence in a pass, 14 with no state (gone), 13 and
+    # 14 armed
+    stores.dropout.fold("eu", ids, np.full(4, 100.0), first)
+    stores.dropout.arm("eu", ids[2:], np.full(2, 150.0))
+    assert stores.dropout.end_pass("eu", first, now_ts=200.0) == 0
+    # When the next pass finds 11 and 13 still remembered, and the one after 11 alone
+    seen, second = remembered_on_a_pass(stores, "eu")
+    assert (seen, second) == ({11, 12, 13}, first + 1)
+    stores.dropout.keep("eu", ids[[0, 2]], second)
+    assert stores.dropout.end_pass("eu", second, now_ts=210.0) == 2
+    seen, third = remembered_on_a_pass(stores, "eu")
+    assert (seen, third) == ({11, 13}, second + 1)
+    stores.dropout.keep("eu", ids[:1], third)
+    assert stores.dropout.end_pass("eu", third, now_ts=220.0) == 1
+    # Then only 11 is still remembered; settled, it is gone with nothing left to forget
+    seen, fourth = remembered_on_a_pass(stores, "eu")
+    assert seen == {11}
+    stores.dropout.forget("eu", ids[:1])
+    assert stores.dropout.end_pass("eu", fourth, now_ts=230.0) == 0
+    assert remembered_on_a_pass(stores, "eu")[0] == set()
+
+
+def test_event_spans_long_over_are_dropped_when_a_pass_ends(stores: Stores) -> None:
+    stores.dropout.note_events("eu", {7: (100.0, 110.0), 8: (5_000.0, 5_010.0)})
+    stores.dropout.end_pass("eu", 0, now_ts=5_100.0)
+    assert stores.dropout.events("eu") == {8: (5_000.0, 5_010.0)}
