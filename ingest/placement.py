@@ -8,6 +8,13 @@ Readings the policy says must wait (−1: none of their allowed regions is
 healthy) are not moved and not dropped: they go to the queue of their home
 region (or, when home is not allowed for them, of their cheapest allowed
 region), where they stay until that region's workers come back.
+
+Health is judged per tier, by the roles that drain the tier's queues: a region's
+data worker drains every queue, its premium lane premium and its screening only.
+So a region whose data worker is silent is down for standard readings (they fail
+over or wait, as for a partitioned region) while its live lane keeps it up for
+premium readings. Anomaly work that premium screening raises there waits for the
+data worker.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from scheduler import defaults
 from scheduler.errors import ConfigError
 from scheduler.geography import DEFAULT_SITES, RegionSite, TransferCostMatrix
 from scheduler.health import RegionHealth
-from scheduler.model import Topology
+from scheduler.model import Topology, WorkClass
 from scheduler.placement import PlacementConfig, PlacementPolicy, RegionLoad, TransferAccount
 from scheduler.registry import Registry
 from stores.health_store import HealthStore, text
@@ -69,7 +76,15 @@ class RegionalPlacer:
         regions = policy.topology.regions
         self.regions = regions
         self.health = RegionHealth(config.silence_timeout_s, regions=regions)
+        self.lane_health = RegionHealth(config.silence_timeout_s, regions=regions)
+        #: Regions whose data role is healthy: they drain every kind of work.
         self.healthy_mask = policy.topology.all_regions_mask()
+        #: Per tier code, regions that drain that tier's work (the data role, or for
+        #: premium also the premium lane).
+        self.tier_masks = np.full(len(policy.topology.tiers), self.healthy_mask, dtype=np.int64)
+        self._lane_tiers = np.array(
+            [t == WorkClass.PREMIUM.value for t in policy.topology.tiers], dtype=bool
+        )
         self.load = RegionLoad.idle(len(regions))
         self._pending = TransferAccount(regions, cost_matrix)
         self._lock = threading.Lock()
@@ -80,12 +95,30 @@ class RegionalPlacer:
             self.refresh()
         home = registry.home_region[rows]
         allowed = registry.allowed_mask[rows]
-        placed = self.policy.place(home, allowed, registry.tier[rows], self.healthy_mask, self.load)
+        placed = self._place(home, allowed, registry.tier[rows])
         with self._lock:
             self._pending.record(home, placed, self.policy.config.reading_bytes)
         waiting = placed < 0
         if waiting.any():
             placed[waiting] = self._wait_region(home[waiting], allowed[waiting])
+        return placed
+
+    def _place(
+        self,
+        home: npt.NDArray[np.uint8],
+        allowed: npt.NDArray[np.uint16],
+        tier: npt.NDArray[np.uint8],
+    ) -> npt.NDArray[np.int16]:
+        """The policy's placement, each tier against the regions that drain its work."""
+        masks = self.tier_masks
+        if (masks == masks[0]).all():
+            return self.policy.place(home, allowed, tier, int(masks[0]), self.load)
+        placed = np.empty(home.size, dtype=np.int16)
+        for code in np.unique(tier):
+            rows = np.flatnonzero(tier == code)
+            placed[rows] = self.policy.place(
+                home[rows], allowed[rows], tier[rows], int(masks[code]), self.load
+            )
         return placed
 
     def _wait_region(
@@ -106,7 +139,14 @@ class RegionalPlacer:
         for region, ts in snap.heartbeat_ts.items():
             if region in self.regions:
                 self.health.heartbeat(region, ts)
+        for region, ts in snap.lane_heartbeat_ts.items():
+            if region in self.regions:
+                self.lane_health.heartbeat(region, ts)
         self.healthy_mask = self.health.healthy_mask(self.regions, now)
+        lane_mask = self._lane_mask(now)
+        self.tier_masks = np.where(
+            self._lane_tiers, self.healthy_mask | lane_mask, self.healthy_mask
+        ).astype(np.int64)
         queued = np.array([snap.queued_messages.get(r, 0) for r in self.regions], dtype=np.float64)
         drain = np.array([snap.drain_slots.get(r, 0) for r in self.regions], dtype=np.float64)
         self.load = RegionLoad(
@@ -116,6 +156,16 @@ class RegionalPlacer:
             free_slots=np.maximum(self.policy.capacity_slots - drain, 0.0),
         )
         self.flush()
+
+    def _lane_mask(self, now_ts: float) -> int:
+        """Regions whose premium lane beat within the timeout. A region never heard from
+        gets no grace here: the data role's grace already covers premium at start-up."""
+        mask = 0
+        for i, region in enumerate(self.regions):
+            last = self.lane_health.last_heartbeat_ts(region)
+            if last is not None and self.lane_health.is_healthy(region, now_ts):
+                mask |= 1 << i
+        return mask
 
     def flush(self) -> None:
         """Add the accounting gathered since the last flush to the Redis counters."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from iotsched.argtypes import key_prefix_option, non_negative_int
@@ -42,8 +43,9 @@ def collect(
     pipe = client.pipeline(transaction=False)
     queue_lengths(pipe, keys, queues)
     pipe.hgetall(keys.heartbeats)
+    pipe.hgetall(keys.lane_heartbeats)
     replies = pipe.execute()
-    depth, beats = fold_lengths(replies, queues), replies[-1]
+    depth, beats, lanes = fold_lengths(replies[:-1], queues), replies[-2], replies[-1]
     latency = {}
     for tier in settings.tiers:
         h = store.latency_histogram("ingest", tier)
@@ -52,12 +54,27 @@ def collect(
         "queues": depth,
         "counters": store.counters(),
         "latency": latency,
+        # Per role: a live premium lane beside a dead data worker takes premium work only.
         "heartbeats": {k.decode(): float(v) for k, v in beats.items()},
+        "lane_heartbeats": {k.decode(): float(v) for k, v in lanes.items()},
         "dead_letters": [
             {"reason": d.reason, "detail": d.detail, "source": d.source, "at_ts": d.at_ts}
             for d in (store.dead_letters(dead_letters) if dead_letters > 0 else [])
         ],
     }
+
+
+def heartbeat_lines(out: dict[str, Any], regions: Sequence[str], now_ts: float) -> list[str]:
+    """One line per region: the age of its data role's and its premium lane's last beat."""
+
+    def age(ts: float | None) -> str:
+        return "never" if ts is None else f"{now_ts - ts:.1f} s ago"
+
+    return [
+        f"{region:<20} data {age(out['heartbeats'].get(region)):<14}"
+        f" premium lane {age(out['lane_heartbeats'].get(region))}"
+        for region in regions
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,11 +98,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {tier:<28} -")
         else:
             print(f"  {tier:<28} p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms")
-    print("region heartbeats (age)")
-    now = time.time()
-    for region in settings.regions:
-        ts = out["heartbeats"].get(region)
-        print(f"  {region:<28} {'never' if ts is None else f'{now - ts:.1f} s ago'}")
+    print("region heartbeats per role (age; data drains every queue, the lane premium only)")
+    for line in heartbeat_lines(out, settings.regions, time.time()):
+        print(f"  {line}")
     print("recent dead letters (all of them: iotsched deadletters list)")
     for d in out["dead_letters"]:
         print(f"  {d['reason']:<20} {d['source']:<18} {d['detail'][:60]}")

@@ -109,7 +109,13 @@ class Keys:
 
     @property
     def heartbeats(self) -> str:
+        """Hash: region → last beat (ts) of a worker draining all its data queues."""
         return f"{self.prefix}:heartbeats"
+
+    @property
+    def lane_heartbeats(self) -> str:
+        """Hash: region → last beat (ts) of its premium lane (premium queues only)."""
+        return f"{self.prefix}:heartbeats:premium_lane"
 
     @property
     def reservations(self) -> str:

@@ -20,7 +20,13 @@ from scheduler.model import queue_name
 from scheduler.reservations import ReservationBook
 from scheduler.settings import Settings
 from scheduler.work_budget import WorkBudget
-from stores.health_store import DATA_KINDS, RegionSnapshot
+from stores.health_store import (
+    DATA_KINDS,
+    DATA_ROLE,
+    HEARTBEAT_ROLES,
+    LANE_ROLE,
+    RegionSnapshot,
+)
 from stores.pool_heartbeats import PoolBeat
 from stores.protocols import QueueDepthRead
 from stores.reservation_store import BookOperations
@@ -98,19 +104,26 @@ class MemoryHealthStore:
         self.depth = depth
         self.drain_levels = drain_levels
         self._lock = threading.Lock()
-        self._beats: dict[str, float] = {}
+        self._beats: dict[str, dict[str, float]] = {role: {} for role in HEARTBEAT_ROLES}
 
-    def beat(self, regions: Sequence[str], now_ts: float) -> None:
+    def _role(self, role: str) -> dict[str, float]:
+        if role not in self._beats:
+            raise ValueError(f"no heartbeat for role {role!r}; expected one of {HEARTBEAT_ROLES}")
+        return self._beats[role]
+
+    def beat(self, regions: Sequence[str], now_ts: float, role: str = DATA_ROLE) -> None:
         with self._lock:
-            self._beats.update(dict.fromkeys(regions, now_ts))
+            self._role(role).update(dict.fromkeys(regions, now_ts))
 
-    def heartbeats(self) -> dict[str, float]:
+    def heartbeats(self, role: str = DATA_ROLE) -> dict[str, float]:
         with self._lock:
-            return dict(self._beats)
+            return dict(self._role(role))
 
-    def health(self, silence_timeout_s: float = 5.0, now_ts: float | None = None) -> RegionHealth:
+    def health(
+        self, silence_timeout_s: float = 5.0, now_ts: float | None = None, role: str = DATA_ROLE
+    ) -> RegionHealth:
         return RegionHealth.from_heartbeats(
-            self.heartbeats(), silence_timeout_s, self.regions, started_ts=now_ts
+            self.heartbeats(role), silence_timeout_s, self.regions, started_ts=now_ts
         )
 
     def queued_messages(self) -> dict[str, int]:
@@ -123,6 +136,7 @@ class MemoryHealthStore:
             heartbeat_ts=self.heartbeats(),
             queued_messages=self.queued_messages(),
             drain_slots=dict(self.drain_levels()),
+            lane_heartbeat_ts=self.heartbeats(LANE_ROLE),
         )
 
 

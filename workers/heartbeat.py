@@ -1,10 +1,13 @@
 """Region workers heartbeat: ``HSET heartbeats region → ts`` every second while they run.
 
 A worker bootstep (in the main worker process, beside the consumer) starts a
-daemon thread. Only data workers heartbeat: placement asks "can this region
-process readings", which maintenance workers do not answer. The region comes
-from the data queues the worker consumes (``{region}.{kind}``), so it works for
-any launch profile without another setting.
+daemon thread. Placement asks "can this region process these readings", so a
+worker heartbeats per role, for what it drains: a worker consuming every data
+queue of a region (``{region}.{kind}``, the data role) beats for the region; one
+consuming its premium queues only (the premium lane) beats as the region's lane,
+which placement counts for premium readings alone. Maintenance workers do not
+beat. Regions and roles come from the queues the worker consumes, so it works
+for any launch profile without another setting.
 
 A beat proves more than a live thread: before each one the worker checks
 that its pool takes work (``PoolLiveness``): no task running past its hard
@@ -33,7 +36,8 @@ import redis
 from celery import Celery, bootsteps
 
 from scheduler import defaults
-from scheduler.model import DATA_QUEUE_KINDS
+from scheduler.model import DATA_QUEUE_KINDS, SCREEN_PREMIUM_KIND, WorkClass
+from stores.health_store import LANE_ROLE
 from stores.protocols import RegionHeartbeatStore
 from workers.fork_guard import no_fork_meanwhile
 
@@ -135,20 +139,34 @@ def _hard_limit_s(request: Any) -> float | None:
 
 
 _DATA_KINDS = frozenset(DATA_QUEUE_KINDS)
+_LANE_KINDS = frozenset((WorkClass.PREMIUM.value, SCREEN_PREMIUM_KIND))
 
 
-def regions_served(queue_names: Iterable[str]) -> list[str]:
-    """Regions whose data queues (anomaly, screen, premium, standard) are among ``queue_names``."""
-    regions = set()
+def _kinds_by_region(queue_names: Iterable[str]) -> dict[str, set[str]]:
+    kinds: dict[str, set[str]] = {}
     for q in queue_names:
         region, _, kind = q.rpartition(".")
         if region and kind in _DATA_KINDS:
-            regions.add(region)
-    return sorted(regions)
+            kinds.setdefault(region, set()).add(kind)
+    return kinds
+
+
+def regions_served(queue_names: Iterable[str]) -> list[str]:
+    """Regions all of whose data queues (anomaly, screen_premium, premium, screen,
+    standard) are among ``queue_names``: the worker drains the region's data."""
+    return sorted(r for r, k in _kinds_by_region(queue_names).items() if k >= _DATA_KINDS)
+
+
+def lanes_served(queue_names: Iterable[str]) -> list[str]:
+    """Regions whose premium queues (premium, screen_premium) are among ``queue_names``
+    but not all of their data queues: the worker is the region's premium lane."""
+    kinds = _kinds_by_region(queue_names)
+    return sorted(r for r, k in kinds.items() if k >= _LANE_KINDS and not k >= _DATA_KINDS)
 
 
 class Heartbeater:
-    """Writes this process's regions' heartbeat on a timer thread until stopped."""
+    """Writes this process's regions' heartbeat (``regions``: data role; ``lanes``:
+    premium lane) on a timer thread until stopped."""
 
     def __init__(
         self,
@@ -158,6 +176,7 @@ class Heartbeater:
         clock: Callable[[], float] = time.time,
         liveness: PoolLiveness | None = None,
         on_wedged: Callable[[str], None] | None = None,
+        lanes: Iterable[str] = (),
     ) -> None:
         """Without ``liveness`` every beat is written (a process that is not a worker)."""
         self.health = health
@@ -165,6 +184,7 @@ class Heartbeater:
         self.on_wedged = on_wedged
         self.wedged: str | None = None
         self.regions = tuple(regions)
+        self.lanes = tuple(lanes)
         self.interval_s = interval_s
         self.clock = clock
         self._stop = threading.Event()
@@ -176,12 +196,17 @@ class Heartbeater:
             if problem is not None:
                 self.wedged = problem
                 log.error(
-                    "worker pool wedged (%s): no more heartbeats for %s", problem, self.regions
+                    "worker pool wedged (%s): no more heartbeats for %s",
+                    problem,
+                    self.regions + self.lanes,
                 )
                 if self.on_wedged is not None:
                     self.on_wedged(problem)
                 return
-        self.health.beat(self.regions, self.clock())
+        now_ts = self.clock()
+        self.health.beat(self.regions, now_ts)
+        if self.lanes:
+            self.health.beat(self.lanes, now_ts, role=LANE_ROLE)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -194,7 +219,7 @@ class Heartbeater:
             self._stop.wait(self.interval_s)
 
     def start(self) -> None:
-        if self._thread is None and self.regions:
+        if self._thread is None and (self.regions or self.lanes):
             self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
             self._thread.start()
 
@@ -213,8 +238,9 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         self.heartbeater: Heartbeater | None = None
 
     def start(self, parent: Any) -> None:
-        regions = regions_served(parent.app.amqp.queues.consume_from or {})
-        if not regions:
+        queues = list(parent.app.amqp.queues.consume_from or {})
+        regions, lanes = regions_served(queues), lanes_served(queues)
+        if not regions and not lanes:
             return
         from celery.worker import state
 
@@ -227,6 +253,7 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             regions,
             liveness=liveness,
             on_wedged=lambda _problem: exit_wedged(parent),
+            lanes=lanes,
         )
         self.heartbeater.start()
 

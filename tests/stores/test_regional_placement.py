@@ -18,7 +18,8 @@ from scheduler.registry import build_registry
 from stores.health_store import HealthStore
 from stores.keys import Keys
 from tasks.app import make_app
-from workers.heartbeat import Heartbeater, regions_served
+from workers.heartbeat import Heartbeater, lanes_served, regions_served
+from workers.profiles import region_queues
 
 KEYS = Keys("t")
 TOPO = Topology(regions=("eu-west", "us-east", "ap-south"))
@@ -137,11 +138,75 @@ def test_queue_depth_counts_each_regions_data_queues_on_its_own_broker() -> None
     assert depth == {"eu-west": 2, "us-east": 1, "ap-south": 0}
 
 
-def test_only_data_queues_make_a_worker_heartbeat_for_a_region() -> None:
-    assert regions_served(["eu-west.anomaly", "eu-west.premium", "us-east.maintenance"]) == [
-        "eu-west"
-    ]
+def test_a_worker_heartbeats_for_the_roles_its_queues_fill() -> None:
+    # A data worker (or a standard-share worker) drains every data queue of its region
+    for role in ("data", "standard"):
+        queues = region_queues("eu-west", role)
+        assert (regions_served(queues), lanes_served(queues)) == (["eu-west"], [])
+    # A premium lane drains premium work only: it beats as the region's lane, not for it
+    lane = region_queues("eu-west", "premium")
+    assert (regions_served(lane), lanes_served(lane)) == ([], ["eu-west"])
+    # Neither a maintenance worker nor one taking part of the data queues beats
+    for queues in (region_queues("eu-west", "maintenance"), ["eu-west.standard"]):
+        assert (regions_served(queues), lanes_served(queues)) == ([], [])
     assert regions_served(["maintenance.control"]) == []
+
+
+def _beat_as(client: fakeredis.FakeRedis, ts: float, region: str, *roles: str) -> None:
+    """Heartbeat like a worker of ``region`` launched with each of ``roles`` (its -Q list)."""
+    for role in roles:
+        queues = region_queues(region, role)
+        served, lanes = regions_served(queues), lanes_served(queues)
+        store = HealthStore(client, KEYS, TOPO.regions)
+        Heartbeater(store, served, clock=lambda: ts, lanes=lanes).beat_once()
+
+
+def test_a_region_whose_data_worker_is_dead_takes_premium_on_its_lane_and_nothing_else() -> None:
+    client, now = fakeredis.FakeRedis(), 1_000.0
+    # Given every region running its data worker and premium lane, except that eu-west's
+    # data worker died 10 s ago (past the 3 s timeout) while its lane still beats
+    _beat_as(client, now - 10, "eu-west", "data")
+    _beat_as(client, now, "eu-west", "premium")
+    for region in ("us-east", "ap-south"):
+        _beat_as(client, now, region, "data", "premium")
+    placer = _placer(client, Clock(now), Clock(0.0))
+    # When readings of eu-west devices are placed: standard and premium, free to move
+    # or held to eu-west
+    rows = [(1, 0, EU | US | AP), (2, 0, EU), (3, 0, EU | US | AP), (4, 0, EU)]
+    ids, home, allowed = zip(*rows, strict=True)
+    tier = [TOPO.tier_code(t) for t in ("standard", "standard", "premium", "premium")]
+    reg = build_registry(TOPO, ids, tier, home, np.zeros(4), allowed)
+    placed = placer(reg, np.arange(4))
+    placer.flush()
+    account = read_account(client, KEYS)
+    # Then standard readings leave eu-west as they would a partitioned region: the free
+    # one fails over, the eu-west-only one waits in eu-west's queue
+    assert placed[0] in (1, 2) and placed[1] == 0
+    assert account["waiting_readings"] == 1
+    # And premium readings stay home, where the lane drains them
+    assert placed[2:].tolist() == [0, 0]
+    assert account["home_readings"] == 2
+
+
+def test_a_lane_alone_never_makes_a_region_take_standard_work_after_start_up() -> None:
+    client, now = fakeredis.FakeRedis(), 1_000.0
+    # Given a producer started at `now` and eu-west running its premium lane only
+    _beat_as(client, now, "eu-west", "premium")
+    for region in ("us-east", "ap-south"):
+        _beat_as(client, now, region, "data")
+    clock = Clock(now)
+    placer = _placer(client, clock, Clock(0.0))
+    standard = TOPO.tier_code("standard")
+    reg = build_registry(TOPO, [1], [standard], [0], [0], [EU | US | AP])
+    assert placer(reg, np.array([0])).tolist() == [0]  # start-up grace: nobody judged yet
+    # When the start-up grace has passed, the lane still beating
+    clock.t = now + 10
+    _beat_as(client, now + 10, "eu-west", "premium")
+    for region in ("us-east", "ap-south"):
+        _beat_as(client, now + 10, region, "data")
+    placer.refresh()
+    # Then eu-west's standard readings go where a data worker drains them
+    assert placer(reg, np.array([0]))[0] in (1, 2)
 
 
 @dataclass
