@@ -215,7 +215,7 @@ class Heartbeater:
                     self.beat_once()
             except redis.RedisError as exc:
                 # Missing beats are the signal: the region looks partitioned, as it is.
-                log.warning("heartbeat for %s failed: %s", self.regions, exc)
+                log.warning("heartbeat for %s failed: %s", self.regions + self.lanes, exc)
             self._stop.wait(self.interval_s)
 
     def start(self) -> None:
