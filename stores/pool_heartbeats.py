@@ -2,7 +2,9 @@
 
 One hash (``Keys.scaling_pools``), field = Celery node name, value = JSON.
 Every write also reads the whole hash back in the same round trip, so an
-autoscaler learns its peers for free.
+autoscaler learns its peers for free. Each beat says its worker's role: a premium
+lane's pool drains premium work only, so it is no peer of the region's data pools
+(``pool_share``) and its figures do not size them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import redis
 
+from stores.health_store import DATA_ROLE
 from stores.keys import Keys
 
 
@@ -42,6 +45,9 @@ class PoolBeat:
     at_ts: float
     #: Why the autoscaler chose ``target_slots``, for operators.
     reason: str = ""
+    #: The worker's role (``stores.health_store``: "data", or "premium" for a lane);
+    #: a beat written before roles were recorded reads as "data".
+    role: str = DATA_ROLE
 
     def fresh(self, now_ts: float, fresh_s: float) -> bool:
         return now_ts - self.at_ts <= fresh_s
@@ -84,14 +90,19 @@ class PoolHeartbeats:
 
 
 def pool_share(
-    node: str, region: str, beats: Mapping[str, PoolBeat], now_ts: float, fresh_s: float
+    node: str,
+    region: str,
+    beats: Mapping[str, PoolBeat],
+    now_ts: float,
+    fresh_s: float,
+    role: str = DATA_ROLE,
 ) -> tuple[int, int]:
-    """(rank, count) of ``node`` among the fresh, consuming pools of ``region``."""
+    """(rank, count) of ``node`` among the fresh, consuming pools of ``region``'s ``role``."""
     peers = {node}
     peers.update(
         b.node
         for b in beats.values()
-        if b.region == region and b.consuming and b.fresh(now_ts, fresh_s)
+        if b.region == region and b.role == role and b.consuming and b.fresh(now_ts, fresh_s)
     )
     ordered = sorted(peers)
     return ordered.index(node), len(ordered)

@@ -22,10 +22,12 @@ from scheduler.rate_meter import ARRIVAL_WINDOW_S, RateMeter
 from scheduler.region_sizing import work_class
 from scheduler.service_meter import ServiceMeter
 from scheduler.settings import Settings
+from stores.health_store import DATA_ROLE, LANE_ROLE
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats, pool_share
 from stores.queue_depth import QueueDepthReader
 from workers import busy_time
+from workers.heartbeat import lanes_served
 
 #: A pool heartbeat older than this many refreshes (at least 3 s) is a gone worker.
 HEARTBEAT_REFRESHES = 12
@@ -70,6 +72,7 @@ class PoolRefresher:
         self.node = node
         self.queues = queues
         self.region = queues[0].partition(".")[0] if queues else ""
+        self.role = LANE_ROLE if lanes_served(queues) else DATA_ROLE
         self.keys = Keys(cfg.key_prefix)
         self.sizer = PoolSizer(queues, cfg)
         self.service = ServiceMeter(cfg.service_rps_prior)
@@ -135,7 +138,8 @@ class PoolRefresher:
                 maintenance_reserved_slots=self.maintenance_slots,
             )
         held = sum(local.busy.values()) + sum(local.waiting.values())
-        if figures is not None and self.region:
+        # A premium lane's figures cover its own queues: the data pools' replicas are not its.
+        if figures is not None and self.region and self.role == DATA_ROLE:
             desired = desired_replicas_by_class(self.region, figures, pool.max_concurrency)
             client.hset(self.keys.scaling_desired, mapping=desired)  # type: ignore[arg-type]
         beat = PoolBeat(
@@ -154,6 +158,7 @@ class PoolRefresher:
             consuming=bool(consuming),
             at_ts=sample.at_ts,
             reason=figures.reason if figures else "warming up",
+            role=self.role,
         )
         self._exchange_heartbeats(client, beat)
         return figures
@@ -170,9 +175,12 @@ class PoolRefresher:
         self._region_current = sum(
             b.slots
             for b in beats.values()
-            if b.region == self.region and b.consuming and b.fresh(now_ts, fresh_s)
+            if b.region == self.region
+            and b.role == self.role
+            and b.consuming
+            and b.fresh(now_ts, fresh_s)
         )
-        self._share = pool_share(self.node, self.region, beats, now_ts, fresh_s)
+        self._share = pool_share(self.node, self.region, beats, now_ts, fresh_s, self.role)
 
 
 def desired_replicas_by_class(

@@ -42,7 +42,7 @@ from scheduler.capacity import CapacityLedger
 from scheduler.pool_sizing import region_budget
 from scheduler.region_sizing import data_cap_slots as region_data_cap_slots
 from scheduler.settings import Settings
-from stores.health_store import text
+from stores.health_store import DATA_ROLE, text
 from stores.keys import Keys
 from stores.pool_heartbeats import PoolBeat, PoolHeartbeats
 from workers.cluster import PROJECT_ROOT, worker_env
@@ -91,7 +91,10 @@ def desired_replicas(
     slots = [
         b.region_slots
         for b in beats
-        if b.region == region and b.region_slots is not None and b.fresh(now_ts, fresh_s)
+        if b.region == region
+        and b.role == DATA_ROLE  # a premium lane's figures are its own, not the data pools'
+        and b.region_slots is not None
+        and b.fresh(now_ts, fresh_s)
     ]
     if not slots:
         return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import fakeredis
 import pytest
 
@@ -62,3 +65,26 @@ def test_heartbeats_round_trip_and_peers_share_by_rank() -> None:
     # And a worker that forgot its beat no longer counts
     beats.forget("w2@h")
     assert pool_share("w1@h", "eu-west", beats.read(), NOW, fresh_s=3.0) == (0, 1)
+
+
+def test_a_premium_lanes_pool_is_no_peer_of_the_data_pools_and_does_not_size_them() -> None:
+    # Given a region's data worker and its premium lane (an autoscaled lane) beating
+    beats = PoolHeartbeats(fakeredis.FakeRedis(), Keys("t"))
+    beats.exchange(beat("data@h", region_slots=4))
+    everyone = beats.exchange(replace(beat("lane@h", region_slots=20), role="premium"))
+    # Then the data worker shares the region's data slots with no one
+    assert pool_share("data@h", "eu-west", everyone, NOW, fresh_s=3.0) == (0, 1)
+    assert pool_share("lane@h", "eu-west", everyone, NOW, fresh_s=3.0, role="premium") == (0, 1)
+    # And the region's data replicas follow the data worker's figure, not the lane's
+    assert desired_replicas("eu-west", everyone.values(), CFG, NOW, fresh_s=3.0) == 1
+    # And once the data worker is gone, the lane alone sizes nothing: no data figure is
+    # left, as for a region with no data worker
+    beats.forget("data@h")
+    assert desired_replicas("eu-west", beats.read().values(), CFG, NOW, fresh_s=3.0) is None
+
+
+def test_a_beat_written_before_roles_reads_as_a_data_pool() -> None:
+    client, keys = fakeredis.FakeRedis(), Keys("t")
+    fields = {k: v for k, v in beat("old@h").__dict__.items() if k not in ("node", "role")}
+    client.hset(keys.scaling_pools, "old@h", json.dumps(fields))
+    assert PoolHeartbeats(client, keys).read()["old@h"].role == "data"
