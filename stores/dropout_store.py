@@ -153,16 +153,16 @@ class RedisDropoutStore:
         # Remembered before passes were numbered: found by no pass yet, given this one.
         unnumbered = [d for d in remembered if d not in found_in]
         gone = [d for d in remembered if found_in.get(d, pass_no) < pass_no]
-        gone += [d for d in found_in if d not in remembered]
+        dropped = gone + [d for d in found_in if d not in remembered]
         spans = self.events(region)
         over = [str(g) for g, (_, hi) in spans.items() if hi < now_ts - _EVENT_SPAN_S]
         pipe = self.client.pipeline(transaction=False)
         if unnumbered:
             pipe.zadd(k.dropout_found(region), dict.fromkeys(unnumbered, pass_no))
-        if gone:
-            pipe.zrem(k.dropout_folded(region), *gone)
-            pipe.zrem(k.dropout_armed(region), *gone)
-            pipe.zrem(k.dropout_found(region), *gone)
+        if dropped:
+            pipe.zrem(k.dropout_folded(region), *dropped)
+            pipe.zrem(k.dropout_armed(region), *dropped)
+            pipe.zrem(k.dropout_found(region), *dropped)
         if over:
             pipe.hdel(k.dropout_events(region), *over)
         pipe.set(k.dropout_pass(region), pass_no + 1)
@@ -282,8 +282,9 @@ class MemoryDropoutStore:
             folded = self._folded.setdefault(region, {})
             armed = self._armed.setdefault(region, {})
             found = self._found.setdefault(region, {})
-            gone = [d for d in {*folded, *armed} if found.get(d, pass_no) < pass_no]
-            for d in gone:
+            remembered = {*folded, *armed}
+            gone = [d for d in remembered if found.get(d, pass_no) < pass_no]
+            for d in [*gone, *(d for d in found if d not in remembered)]:
                 folded.pop(d, None)
                 armed.pop(d, None)
                 found.pop(d, None)
