@@ -70,7 +70,8 @@ class StatePage:
 
 class DropoutStore(Protocol):
     def page(self, region: str, page_size: int) -> StatePage:
-        """The next page of ``region``'s pass over every detector state."""
+        """The next page of ``region``'s pass over every detector state, with the pass's
+        number (the page that ends a pass moves the number on)."""
 
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
         """Replace ``seen`` by ``marked`` where unchanged meanwhile; which were written."""
@@ -92,9 +93,9 @@ class DropoutStore(Protocol):
         """Remembered devices pass ``pass_no`` found still in the region, unsettled."""
 
     def end_pass(self, region: str, pass_no: int, now_ts: float) -> int:
-        """Pass ``pass_no`` finished: forget remembered devices it did not find (gone
-        from the fleet or the region) and event spans over for ``_EVENT_SPAN_S`` at
-        ``now_ts``; the next pages belong to the next pass. Returns devices forgotten."""
+        """Pass ``pass_no`` finished (its last page was read): forget remembered devices
+        it did not find (gone from the fleet or the region) and event spans over for
+        ``_EVENT_SPAN_S`` at ``now_ts``. Returns devices forgotten."""
 
     def events(self, region: str) -> dict[int, tuple[float, float]]:
         """Per group (``REGION_WIDE``: the region), the span of last readings (first, last)
@@ -165,7 +166,6 @@ class RedisDropoutStore:
             pipe.zrem(k.dropout_found(region), *dropped)
         if over:
             pipe.hdel(k.dropout_events(region), *over)
-        pipe.set(k.dropout_pass(region), pass_no + 1)
         pipe.execute()
         return len(gone)
 
@@ -192,14 +192,19 @@ class RedisDropoutStore:
         members = [d for d in devices if d is not None]
         pipe = self.client.pipeline(transaction=False)
         pipe.set(k.dropout_cursor(region), int(cursor))
-        pipe.get(k.dropout_pass(region))
+        # The page that ends a pass numbers the next one at once, so a sweep running
+        # beside this one pages the new pass under its own number.
+        if int(cursor) == 0:
+            pipe.incr(k.dropout_pass(region))
+        else:
+            pipe.get(k.dropout_pass(region))
         if names:
             pipe.mget(names)
         if members:
             pipe.zmscore(k.dropout_folded(region), members)
             pipe.zmscore(k.dropout_armed(region), members)
         replies = pipe.execute()
-        pass_no = int(replies[1] or 0)
+        pass_no = int(replies[1] or 0) - (int(cursor) == 0)
         blobs: list[bytes | None] = replies[2] if names else []
         since = dict(zip(members, replies[3], strict=True)) if members else {}
         armed = dict(zip(members, replies[4], strict=True)) if members else {}
@@ -291,7 +296,6 @@ class MemoryDropoutStore:
             spans = self._events.setdefault(region, {})
             for group in [g for g, (_, hi) in spans.items() if hi < now_ts - _EVENT_SPAN_S]:
                 del spans[group]
-            self._passes[region] = pass_no + 1
             return len(gone)
 
     def events(self, region: str) -> dict[int, tuple[float, float]]:
@@ -311,6 +315,8 @@ class MemoryDropoutStore:
             since = _scores(ids, self._folded.get(region, {}))
             armed = _scores(ids, self._armed.get(region, {}))
             pass_no = self._passes.get(region, 0)
+            if nxt == 0:
+                self._passes[region] = pass_no + 1
         return StatePage(np.array(ids, dtype=np.uint64), blobs, nxt == 0, since, armed, pass_no)
 
     def frontier(self, region: str) -> dict[str, float]:

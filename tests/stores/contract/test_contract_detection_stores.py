@@ -119,3 +119,13 @@ def test_event_spans_long_over_are_dropped_when_a_pass_ends(stores: Stores) -> N
     stores.dropout.note_events("eu", {7: (100.0, 110.0), 8: (5_000.0, 5_010.0)})
     stores.dropout.end_pass("eu", 0, now_ts=5_100.0)
     assert stores.dropout.events("eu") == {8: (5_000.0, 5_010.0)}
+
+
+def test_the_page_that_ends_a_pass_numbers_the_next_at_once(stores: Stores) -> None:
+    commit(stores, "s1", [21, 22])
+    _, first = remembered_on_a_pass(stores, "us")
+    # When a sweep beside the one that read the last page reads on before that one
+    # ended its pass
+    page = stores.dropout.page("us", 100)
+    # Then it pages the next pass under the next number
+    assert page.pass_no == first + 1
