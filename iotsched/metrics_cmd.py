@@ -53,6 +53,7 @@ def snapshot(client: RedisClient, keys: Keys, settings: Settings, now_ts: float)
     pipe = client.pipeline(transaction=False)
     queue_lengths(pipe, keys, queues)
     pipe.hgetall(keys.heartbeats)
+    pipe.hgetall(keys.lane_heartbeats)
     pipe.hgetall(keys.counters)
     pipe.hgetall(keys.scaling_pools)
     for tier in settings.tiers:
@@ -61,7 +62,7 @@ def snapshot(client: RedisClient, keys: Keys, settings: Settings, now_ts: float)
         pipe.hgetall(keys.detection_latency(stage))
     replies = pipe.execute()
     n_lists = sum(len(keys.broker_queue_lists(q)) for q in queues)
-    beats, counters, pools, *hists = replies[n_lists:]
+    beats, lane_beats, counters, pools, *hists = replies[n_lists:]
     tiers = len(settings.tiers)
     book = ReservationStore.from_settings(client, settings).load().book
     return Snapshot(
@@ -73,6 +74,7 @@ def snapshot(client: RedisClient, keys: Keys, settings: Settings, now_ts: float)
         },
         detection_latency={s: _hist(h) for s, h in zip(stages, hists[tiers:], strict=True)},
         heartbeats={k.decode(): float(v) for k, v in beats.items()},
+        lane_heartbeats={k.decode(): float(v) for k, v in lane_beats.items()},
         slots=_slots(pools, now_ts, heartbeat_fresh_s(settings)),
         reservations={
             r: (len(active), sum(x.slots for x in active))

@@ -29,12 +29,14 @@ class Snapshot:
     processing_latency: Mapping[str, Mapping[int, int]]
     #: stage ("alert", "notify") → stored histogram.
     detection_latency: Mapping[str, Mapping[int, int]]
-    #: region → last heartbeat (epoch seconds).
+    #: region → last heartbeat of a worker draining its data queues (epoch seconds).
     heartbeats: Mapping[str, float]
     #: (region, class) → (slots granted, slots busy), from fresh pool heartbeats.
     slots: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     #: region → (active reservations, slots they hold).
     reservations: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    #: region → last heartbeat of its premium lane (epoch seconds).
+    lane_heartbeats: Mapping[str, float] = field(default_factory=dict)
 
 
 #: A section turns a snapshot into metric families (lines); append to add one.
@@ -186,8 +188,13 @@ def region_section(s: Snapshot) -> list[str]:
     out = family(
         "iotsched_heartbeat_age_seconds",
         "gauge",
-        "Seconds since a region's workers last reported.",
-        ((_labels(region=r), round(s.now_ts - ts, 3)) for r, ts in sorted(s.heartbeats.items())),
+        "Seconds since a region's workers of a role last reported: data (every data queue) "
+        "or premium (the premium lane); a live lane does not keep routine work drained.",
+        (
+            (_labels(region=r, role=role), round(s.now_ts - ts, 3))
+            for role, beats in (("data", s.heartbeats), ("premium", s.lane_heartbeats))
+            for r, ts in sorted(beats.items())
+        ),
     )
     slots = sorted(s.slots.items())
     out += family(

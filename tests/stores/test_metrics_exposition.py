@@ -36,6 +36,7 @@ def _stored_state() -> tuple[fakeredis.FakeRedis, Keys]:
     hist = bucket_counts(np.array([40.0, 3_000.0]))
     store.apply_batch("b1", "premium", delta, {"ingest": hist}, 2)
     client.hset(keys.heartbeats, "eu-west", 1000.0)
+    client.hset(keys.lane_heartbeats, "eu-west", 1001.5)
     store.incr_counters({"pushed_back": 7, "ingested": 12})
     store.add_dead_letters(
         [
@@ -70,7 +71,8 @@ def test_exposition_uses_prometheus_names_units_and_histograms() -> None:
     assert 'iotsched_processing_latency_seconds_count{tier="premium"} 2' in lines
     assert "# TYPE iotsched_detection_latency_seconds histogram" in lines
     # And heartbeats, slots per region and class, reservations
-    assert 'iotsched_heartbeat_age_seconds{region="eu-west"} 2.5' in lines
+    assert 'iotsched_heartbeat_age_seconds{region="eu-west",role="data"} 2.5' in lines
+    assert 'iotsched_heartbeat_age_seconds{region="eu-west",role="premium"} 1' in lines
     assert 'iotsched_slots_granted{region="eu-west",work_class="data"} 3' in lines
     assert 'iotsched_slots_used{region="eu-west",work_class="data"} 2' in lines
     assert 'iotsched_reservations_active{region="eu-west"} 0' in lines
