@@ -42,7 +42,7 @@ class _CommitsLast:
 
 
 def _readings_seen(stores: Stores, device_id: int) -> float:
-    states = stores.detector.load("probe", np.array([device_id], dtype=np.uint64), 1)
+    states = stores.detector.load("probe", np.array([device_id], dtype=np.uint64), 1).states
     assert states is not None
     return float(states[0, COUNT])
 
