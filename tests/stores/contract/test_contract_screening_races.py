@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.detector_state import COUNT
+from scheduler.detector_state import COUNT, DROPMARK, LASTTS, pack_states, unpack_states
 from scheduler.model import Batch
 from stores.bundle import Stores
 from tasks.screen import screen_batch
@@ -60,3 +60,36 @@ def test_two_screenings_of_one_device_at_once_both_count(stores: Stores) -> None
     screen_batch(a, _CommitsLast(stores.detector, screen_b), lambda _: None)  # type: ignore[arg-type]
     # Then the device's state has seen every reading: none lost to the later commit
     assert _readings_seen(stores, 7) == 1 + 3 + 2
+
+
+def _blob(stores: Stores, device_id: int) -> bytes:
+    """Device's state as the dropout sweep reads it (a pass may take several pages)."""
+    blobs: dict[int, bytes] = {}
+    for _ in range(1_000):
+        page = stores.dropout.page("eu", 100)
+        blobs.update(zip(page.device_ids.tolist(), page.blobs, strict=True))
+        if page.wrapped:
+            break
+    return blobs[device_id]
+
+
+def test_a_screening_loaded_before_a_dropout_mark_screens_again_from_it(stores: Stores) -> None:
+    # Given device 7 with a state, and a batch of its readings that loaded it
+    screen_batch(_batch("w", [7, 7], NOW), stores.detector, lambda _: None)
+    ids = np.array([7], dtype=np.uint64)
+
+    def mark_silence() -> None:
+        seen = _blob(stores, 7)
+        marked = unpack_states([seen])
+        marked[0, DROPMARK] = marked[0, LASTTS]
+        assert stores.dropout.mark(ids, [seen], pack_states(marked)).tolist() == [True]
+
+    # When the dropout sweep marks its silence before the batch commits
+    batch = _batch("a", [7], NOW + 100)
+    screen_batch(batch, _CommitsLast(stores.detector, mark_silence), lambda _: None)  # type: ignore[arg-type]
+    # Then the batch's step is taken from the marked state: the mark stays, and every
+    # reading is counted
+    states = stores.detector.load("probe", ids, 1).states
+    assert states is not None
+    assert states[0, DROPMARK] == NOW + 1
+    assert states[0, COUNT] == 3
