@@ -118,11 +118,11 @@ def screen_batch(
         if loaded.states is None:
             _send_unsent(store, loaded, emit)
             return None
-        alerts = _screened_and_committed(
+        committed = _screened_and_committed(
             batch, loaded, row, store, cfg, clock, registry, advance_frontier
         )
-        if alerts is not None:
-            n, payload = alerts
+        if committed is not None:
+            n, payload = committed
             if payload is not None:
                 emit(payload)
                 store.alerts_sent(batch.batch_id)

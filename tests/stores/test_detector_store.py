@@ -81,6 +81,7 @@ def test_a_batch_is_committed_once(store: DetectorStore) -> None:
         "screened_readings": 1,
         "device_alerts": 1,
         "screen_duplicates": 1,
+        "screen_collisions": 0,
     }
 
 
@@ -143,6 +144,7 @@ def test_a_commit_over_states_changed_since_its_load_is_refused(store: DetectorS
     # Then nothing of it is stored, and a new load sees the state it must screen from
     assert refused
     assert store.screen_counters()["screened_readings"] == 1
+    assert store.screen_counters()["screen_collisions"] == 1
     again = store.load("a", _ids(1, 2), 1).states
     assert again is not None and again[0, 0] == 7.0
     assert store.commit(store.load("a", _ids(1, 2), 1), again, {}, readings=2, alerts=0)

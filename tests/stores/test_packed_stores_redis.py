@@ -67,6 +67,7 @@ def test_a_screened_batch_of_every_id_width_comes_back_bit_for_bit(
         "screened_readings": devices.size + 1,
         "device_alerts": 0,
         "screen_duplicates": 1,
+        "screen_collisions": 0,
     }
     assert store.detection_histogram() == {5: 2} and store.recent_alerts() == [b"rec"]
 
