@@ -28,6 +28,7 @@ from bench.redis_server import private_redis
 from runtime.runtime import redis_runtime
 from scheduler.codec import encode_batch
 from scheduler.detector_state import COUNT, unpack_states
+from scheduler.errors import TransientError
 from scheduler.model import Batch
 from scheduler.registry import generate_registry
 from scheduler.settings import Settings
@@ -52,18 +53,27 @@ def _batches(worker: int, devices: int, batches: int, readings: int) -> list[Bat
     return out
 
 
-def _screen(url: str, worker: int, devices: int, batches: int, readings: int) -> float:
-    """Runs in a worker process: its batches through the handler; its CPU seconds."""
+def _screen(
+    url: str, worker: int, devices: int, batches: int, readings: int, start_ts: float
+) -> tuple[float, int]:
+    """Runs in a worker process: its batches through the handler, from ``start_ts`` on
+    (every worker at once); its CPU seconds and the readings of batches handed back to
+    Celery (``StatesContended``: too many collisions in a row)."""
     client = redis.Redis.from_url(url)
     app = broker_app(url, KEYS)
     rt = redis_runtime(Settings(redis_url=url, key_prefix=KEYS.prefix), app, client=client)
     payloads = [encode_batch(b) for b in _batches(worker, devices, batches, readings)]
+    time.sleep(max(0.0, start_ts - time.time()))
+    handed_back = 0
     cpu_from = time.process_time()
     for payload in payloads:
-        handle_screen(rt, payload)
+        try:
+            handle_screen(rt, payload)
+        except TransientError:
+            handed_back += readings
     cpu = time.process_time() - cpu_from
     app.close()
-    return cpu
+    return cpu, handed_back
 
 
 def _server_cpu_s(client: Any) -> float:
@@ -76,17 +86,24 @@ def measure(url: str, workers: int, devices: int, batches: int, readings: int) -
     RedisStateStore(client, KEYS).save_registry(generate_registry(devices, seed=0))
     server_from = _server_cpu_s(client)
     ctx = multiprocessing.get_context("spawn")
+    # Every worker starts screening at this moment, once its process is up.
+    start_ts = time.time() + 5.0
     with ctx.Pool(workers) as pool:
-        cpu = pool.starmap(_screen, [(url, w, devices, batches, readings) for w in range(workers)])
+        done = pool.starmap(
+            _screen, [(url, w, devices, batches, readings, start_ts) for w in range(workers)]
+        )
     server = _server_cpu_s(client) - server_from
     names = [KEYS.detector_state(d) for d in range(1, devices + 1)]
     counted = float(unpack_states(client.mget(names))[:, COUNT].sum())
-    screened = workers * batches * readings
+    cpu = [c for c, _ in done]
+    handed_back = sum(h for _, h in done)
+    screened = workers * batches * readings - handed_back
     return {
         "workers": workers,
         "devices": devices,
         "batch_readings": readings,
         "readings_screened": screened,
+        "readings_handed_back": handed_back,
         "readings_in_states": int(counted),
         "lost_steps": int(screened - counted),
         # Commits refused because a device's state changed since the load (screened again).

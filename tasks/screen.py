@@ -50,9 +50,14 @@ EmitAlerts = Callable[[dict[str, Any]], None]
 
 #: Screenings of one batch whose commit found a device's state changed since its load,
 #: before the task is retried through Celery instead.
-SCREEN_ATTEMPTS = 5
-#: Upper bound of the pause before screening again, per attempt made: two workers that
-#: collided on a device draw different pauses, so they do not collide again in step.
+SCREEN_ATTEMPTS = 8
+#: Screenings again at once: the batch that refused this one has committed, so the
+#: states are settled until the next collision. A pause here only let the other worker's
+#: next batch (as often as not over the same devices) load first and win again: with a
+#: pause from the first retry, ``bench/screen_contention.py`` ran out of five attempts.
+IMMEDIATE_ATTEMPTS = 3
+#: Upper bound of the pause before screening again past those, per attempt made: workers
+#: still colliding then draw different pauses, so they do not collide again in step.
 CONTENDED_PAUSE_S = 0.005
 
 
@@ -112,7 +117,7 @@ def screen_batch(
     devices, row = np.unique(batch.device_id, return_inverse=True)
     cfg = config or DetectorConfig()
     for attempt in range(SCREEN_ATTEMPTS):
-        if attempt:
+        if attempt >= IMMEDIATE_ATTEMPTS:
             pause(random.uniform(0.0, CONTENDED_PAUSE_S * attempt))
         loaded = store.load(batch.batch_id, devices, len(batch.metrics))
         if loaded.states is None:

@@ -20,7 +20,13 @@ from scheduler.wire import ANOMALY_TASK
 from stores.detector_store import DetectorStore, MemoryDetectorStore, RedisDetectorStore
 from stores.keys import Keys
 from tasks.anomaly import handle_alerts, handle_tick
-from tasks.screen import CONTENDED_PAUSE_S, SCREEN_ATTEMPTS, StatesContended, screen_batch
+from tasks.screen import (
+    CONTENDED_PAUSE_S,
+    IMMEDIATE_ATTEMPTS,
+    SCREEN_ATTEMPTS,
+    StatesContended,
+    screen_batch,
+)
 
 NOW = 1_700_000_000.0
 
@@ -137,11 +143,13 @@ def test_a_batch_whose_devices_keep_changing_is_handed_back_to_celery(kind: str)
     # When it is screened
     with pytest.raises(StatesContended) as raised:
         screen_batch(batch, contended, lambda _: None, pause=pauses.append)
-    # Then it gives up with a transient error (Celery retries it), after short pauses
-    # that grow with the attempts, and nothing of it was committed
+    # Then it gives up with a transient error (Celery retries it), after screening again
+    # at once a few times and then after short pauses that grow with the attempts, and
+    # nothing of it was committed
     assert isinstance(raised.value, TransientError)
-    assert len(pauses) == SCREEN_ATTEMPTS - 1
-    assert all(0.0 <= p <= CONTENDED_PAUSE_S * (i + 1) for i, p in enumerate(pauses))
+    assert len(pauses) == SCREEN_ATTEMPTS - IMMEDIATE_ATTEMPTS
+    bounds = [CONTENDED_PAUSE_S * a for a in range(IMMEDIATE_ATTEMPTS, SCREEN_ATTEMPTS)]
+    assert all(0.0 <= p <= bound for p, bound in zip(pauses, bounds, strict=True))
     assert store.load("mine", np.array([1], dtype=np.uint64), 1).states is not None
     # And its retry, with the device left alone, applies over every other batch's step
     assert screen_batch(batch, store, lambda _: None) is not None
