@@ -23,6 +23,11 @@ states again under the WATCH and applies if they are the bytes it screened. Redi
 7.0's WATCH scans the keys its connection already watches for each key it adds, so
 watching a batch's 5,000 device keys costs the server about 110 ms of CPU
 (``bench/watch_cost.py``); the count is one key.
+
+A batch refused by a collision ``take_turn``s before screening again: while it holds
+the turn, other batches' loads and commits wait (at most ``TURN_TTL_MS``), so the batch
+that lost once commits next instead of losing again to the other worker's next batch
+over the same devices, and that batch loads the states it commits after.
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ NOTIFY_STAGE = "notify"
 #: Times a commit tries again while other batches' commits keep moving the write count
 #: but leave its own devices' states alone; past them the caller loads and screens anew.
 COMMIT_PASSES = 8
+#: How long a batch refused by a collision keeps the others waiting while it screens again
+#: (the turn is given back by its commit, or lapses if its worker dies).
+TURN_TTL_MS = 500
+#: How often a load or commit waiting for another batch's turn looks again.
+TURN_POLL_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,11 @@ class DetectorStore(Protocol):
     def alerts_sent(self, batch_id: str) -> None:
         """The batch's alerts are published: its outbox entry goes."""
 
+    def take_turn(self, batch_id: str) -> bool:
+        """Make ``batch_id``, refused by a collision, the next batch to load and commit:
+        the others wait while it holds the turn (until its commit, at most ``TURN_TTL_MS``).
+        False while another batch holds it."""
+
     def frontier(self, region: str) -> dict[str, float]:
         """Per screening stream (tier name) of ``region``, the newest event ts screened."""
 
@@ -155,6 +170,12 @@ class _WatchLost(Exception):
 
 
 _UNWATCH = resp.command(b"UNWATCH")
+
+
+def _held_by_another(turn: bytes | None, batch_id: str) -> bool:
+    return turn is not None and turn.decode() != batch_id
+
+
 #: The counter of commits refused because a device's state changed since the load.
 _COLLIDED = "screen_collisions"
 
@@ -176,15 +197,19 @@ class RedisDetectorStore:
         k = self.keys
         keys = resp.id_bulks(k.detector_state_head, device_ids)
         mget = [
-            resp.command_head(b"MGET", 3 + device_ids.size),
+            resp.command_head(b"MGET", 4 + device_ids.size),
             resp.bulk(k.detector_writes.encode()),
             resp.bulk(k.screen_claim(batch_id).encode()),
             resp.bulk(k.screen_outbox(batch_id).encode()),
+            resp.bulk(k.screen_turn.encode()),
             keys,
         ]
         with resp.Session(self.client) as session:
             (blobs,) = session.run([mget], retry=True)
-        writes, claimed, outbox, states = blobs[0], blobs[1], blobs[2], blobs[3:]
+            if _held_by_another(blobs[3], batch_id):
+                self._await_turn(session, batch_id)
+                (blobs,) = session.run([mget], retry=True)
+        writes, claimed, outbox, states = blobs[0], blobs[1], blobs[2], blobs[4:]
         if claimed is not None:
             unsent = None if outbox is None else _unpacked_alerts(outbox)
             return LoadedBatch(batch_id, device_ids, None, unsent)
@@ -243,7 +268,9 @@ class RedisDetectorStore:
         for _ in range(COMMIT_PASSES):
             try:
                 with resp.Session(self.client) as session:
-                    applied = self._commit_once(session, claim.encode(), loaded.version, writes)
+                    applied = self._commit_once(
+                        session, claim.encode(), loaded.version, writes, loaded.batch_id
+                    )
             except _WatchLost:
                 # Perhaps after EXEC applied everything: only the claim itself may say
                 # "applied before", so the next pass reads it again.
@@ -258,15 +285,24 @@ class RedisDetectorStore:
         claim: bytes,
         version: _RedisVersion,
         writes: list[resp.Command],
+        batch_id: str,
     ) -> bool | None:
         """True: applied; False: claimed before (counted) or a state changed; None: the
         WATCH fired (another batch committed meanwhile)."""
         k = self.keys
         counter = k.detector_writes.encode()
         # Nothing is watched before this round trip answers, so it may reconnect and resend.
-        _, (writes_now, claimed) = session.run(
-            [resp.command(b"WATCH", counter), resp.command(b"MGET", counter, claim)], retry=True
-        )
+        watch = [
+            resp.command(b"WATCH", counter),
+            resp.command(b"MGET", counter, claim, k.screen_turn),
+        ]
+        _, (writes_now, claimed, turn) = session.run(watch, retry=True)
+        if _held_by_another(turn, batch_id):
+            session.run([_UNWATCH])
+            self._await_turn(session, batch_id)
+            _, (writes_now, claimed, turn) = session.run(watch, retry=True)
+        if turn is not None and turn.decode() == batch_id:
+            writes = [*writes, resp.command(b"DEL", k.screen_turn)]
         if claimed is not None:
             session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, "screen_duplicates", 1)])
             return False
@@ -283,6 +319,26 @@ class RedisDetectorStore:
 
     def alerts_sent(self, batch_id: str) -> None:
         self.client.delete(self.keys.screen_outbox(batch_id))
+
+    def take_turn(self, batch_id: str) -> bool:
+        turn = self.keys.screen_turn
+        if self.client.set(turn, batch_id, nx=True, px=TURN_TTL_MS):
+            return True
+        # Already ours (refused again while holding it): hold it a while longer.
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(turn)
+            pipe.pexpire(turn, TURN_TTL_MS, xx=True)
+            holder, _ = pipe.execute()
+        return holder is not None and bytes(holder).decode() == batch_id
+
+    def _await_turn(self, session: resp.Session, batch_id: str) -> None:
+        """Wait while another batch holds the turn, at most its TTL (it may have died)."""
+        get = resp.command(b"GET", self.keys.screen_turn)
+        for _ in range(int(TURN_TTL_MS / 1000 / TURN_POLL_S)):
+            time.sleep(TURN_POLL_S)
+            (holder,) = session.run([get], retry=True)
+            if not _held_by_another(holder, batch_id):
+                return
 
     def frontier(self, region: str) -> dict[str, float]:
         rows: Any = self.client.zrange(self.keys.screened_frontier(region), 0, -1, withscores=True)
@@ -324,8 +380,11 @@ class MemoryDetectorStore:
         self._frontier: dict[str, dict[str, float]] = {}
         #: batch id → alerts payload its commit kept until published (``alerts_sent``).
         self._outbox: dict[str, dict[str, Any]] = {}
+        #: (batch id, monotonic expiry) of the batch holding the turn (``take_turn``).
+        self._turn: tuple[str, float] | None = None
 
     def load(self, batch_id: str, device_ids: U64, metrics: int) -> LoadedBatch:
+        self._await_turn(batch_id)
         with self._lock:
             if batch_id in self._claims:
                 unsent = self._outbox.get(batch_id)
@@ -349,6 +408,7 @@ class MemoryDetectorStore:
             raise ValueError(f"batch {loaded.batch_id} was not loaded for screening")
         ids = loaded.device_ids.tolist()
         blobs = pack_states(states)
+        self._await_turn(loaded.batch_id)
         with self._lock:
             if loaded.batch_id in self._claims:
                 self._counters["screen_duplicates"] += 1
@@ -356,6 +416,8 @@ class MemoryDetectorStore:
             if [self._states.get(d) for d in ids] != loaded.version:
                 self._counters[_COLLIDED] += 1
                 return False
+            if self._turn is not None and self._turn[0] == loaded.batch_id:
+                self._turn = None
             self._claims.add(loaded.batch_id)
             self._counters["screened_readings"] += readings
             self._counters["device_alerts"] += alerts
@@ -377,6 +439,23 @@ class MemoryDetectorStore:
     def alerts_sent(self, batch_id: str) -> None:
         with self._lock:
             self._outbox.pop(batch_id, None)
+
+    def take_turn(self, batch_id: str) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._turn is None or self._turn[0] == batch_id or self._turn[1] <= now:
+                self._turn = (batch_id, now + TURN_TTL_MS / 1000)
+                return True
+            return False
+
+    def _await_turn(self, batch_id: str) -> None:
+        """Wait while another batch holds the turn, at most its TTL."""
+        for _ in range(int(TURN_TTL_MS / 1000 / TURN_POLL_S)):
+            with self._lock:
+                turn = self._turn
+                if turn is None or turn[0] == batch_id or turn[1] <= time.monotonic():
+                    return
+            time.sleep(TURN_POLL_S)
 
     def frontier(self, region: str) -> dict[str, float]:
         with self._lock:

@@ -6,9 +6,10 @@ atomic commit that also claims the batch id, and only then hand the alerts to
 ``{region}.anomaly``.
 
 A commit applies only over the states the batch was screened from: when another batch
-holding one of its devices committed in between, the batch is loaded and screened
-again (a few times, with a short jittered pause; then the task is retried), so no
-reading's step is lost and only the screening that committed publishes alerts. The
+holding one of its devices committed in between, the batch takes the turn (other
+batches' loads and commits wait for it) and is loaded and screened again (a few times,
+later with a short jittered pause; then the task is retried), so no reading's step is
+lost and only the screening that committed publishes alerts. The
 commit keeps the alerts in an outbox entry until they are published: a worker killed in
 between leaves them there, and the redelivery, finding the batch claimed, publishes
 them again. The anomaly task folds each screened batch once (its own claim), so an
@@ -51,10 +52,11 @@ EmitAlerts = Callable[[dict[str, Any]], None]
 #: Screenings of one batch whose commit found a device's state changed since its load,
 #: before the task is retried through Celery instead.
 SCREEN_ATTEMPTS = 8
-#: Screenings again at once: the batch that refused this one has committed, so the
-#: states are settled until the next collision. A pause here only let the other worker's
-#: next batch (as often as not over the same devices) load first and win again: with a
-#: pause from the first retry, ``bench/screen_contention.py`` ran out of five attempts.
+#: Screenings again at once, holding the turn (``DetectorStore.take_turn``): the batch
+#: that refused this one has committed, so the states are settled. A pause here only let
+#: the other worker's next batch (as often as not over the same devices) load first and
+#: win again: with a pause from the first retry and no turn,
+#: ``bench/screen_contention.py`` ran out of five attempts.
 IMMEDIATE_ATTEMPTS = 3
 #: Upper bound of the pause before screening again past those, per attempt made: workers
 #: still colliding then draw different pauses, so they do not collide again in step.
@@ -119,6 +121,10 @@ def screen_batch(
     for attempt in range(SCREEN_ATTEMPTS):
         if attempt >= IMMEDIATE_ATTEMPTS:
             pause(random.uniform(0.0, CONTENDED_PAUSE_S * attempt))
+        if attempt:
+            # Refused: go next while other batches wait; if another refused batch holds
+            # the turn, this load waits for its commit.
+            store.take_turn(batch.batch_id)
         loaded = store.load(batch.batch_id, devices, len(batch.metrics))
         if loaded.states is None:
             _send_unsent(store, loaded, emit)

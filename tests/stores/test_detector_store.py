@@ -171,3 +171,14 @@ def test_committed_alerts_wait_in_the_outbox_until_sent(store: DetectorStore) ->
     # And once they are sent, a redelivery has nothing left to send
     store.alerts_sent("b1")
     assert store.load("b1", _ids(1), 1).unsent_alerts is None
+
+
+def test_the_turn_is_held_by_one_batch_until_its_commit(store: DetectorStore) -> None:
+    # Given a batch refused by a collision that took the turn
+    assert store.take_turn("a")
+    # Then no other batch takes it meanwhile, while the holder may take it again
+    assert not store.take_turn("b")
+    assert store.take_turn("a")
+    # And its commit gives it back
+    assert store.commit(store.load("a", _ids(1), 1), fresh_states(1), {}, readings=1, alerts=0)
+    assert store.take_turn("b")
