@@ -126,6 +126,10 @@ class DetectorStore(Protocol):
         the others wait while it holds the turn (until its commit, at most ``TURN_TTL_MS``).
         False while another batch holds it."""
 
+    def give_turn(self, batch_id: str) -> None:
+        """``batch_id`` ends without a commit (screened by another delivery, or handed back
+        to Celery): the others need not wait out its turn."""
+
     def frontier(self, region: str) -> dict[str, float]:
         """Per screening stream (tier name) of ``region``, the newest event ts screened."""
 
@@ -331,6 +335,20 @@ class RedisDetectorStore:
             holder, _ = pipe.execute()
         return holder is not None and bytes(holder).decode() == batch_id
 
+    def give_turn(self, batch_id: str) -> None:
+        turn = self.keys.screen_turn
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(turn)
+                holder = pipe.get(turn)
+                if holder is None or bytes(holder).decode() != batch_id:
+                    return
+                pipe.multi()
+                pipe.delete(turn)
+                pipe.execute()
+            except redis.WatchError:
+                return  # it lapsed and another batch took it meanwhile
+
     def _await_turn(self, session: resp.Session, batch_id: str) -> None:
         """Wait while another batch holds the turn, at most its TTL (it may have died)."""
         get = resp.command(b"GET", self.keys.screen_turn)
@@ -447,6 +465,11 @@ class MemoryDetectorStore:
                 self._turn = (batch_id, now + TURN_TTL_MS / 1000)
                 return True
             return False
+
+    def give_turn(self, batch_id: str) -> None:
+        with self._lock:
+            if self._turn is not None and self._turn[0] == batch_id:
+                self._turn = None
 
     def _await_turn(self, batch_id: str) -> None:
         """Wait while another batch holds the turn, at most its TTL."""

@@ -118,27 +118,35 @@ def screen_batch(
     ``pause(s)`` waits between screenings of a batch whose devices changed under it."""
     devices, row = np.unique(batch.device_id, return_inverse=True)
     cfg = config or DetectorConfig()
-    for attempt in range(SCREEN_ATTEMPTS):
-        if attempt >= IMMEDIATE_ATTEMPTS:
-            pause(random.uniform(0.0, CONTENDED_PAUSE_S * attempt))
-        if attempt:
-            # Refused: go next while other batches wait; if another refused batch holds
-            # the turn, this load waits for its commit.
-            store.take_turn(batch.batch_id)
-        loaded = store.load(batch.batch_id, devices, len(batch.metrics))
-        if loaded.states is None:
-            _send_unsent(store, loaded, emit)
-            return None
-        committed = _screened_and_committed(
-            batch, loaded, row, store, cfg, clock, registry, advance_frontier
+    taken = False
+    try:
+        for attempt in range(SCREEN_ATTEMPTS):
+            if attempt >= IMMEDIATE_ATTEMPTS:
+                pause(random.uniform(0.0, CONTENDED_PAUSE_S * attempt))
+            if attempt:
+                # Refused: go next while other batches wait; if another refused batch
+                # holds the turn, this load waits for its commit.
+                taken = store.take_turn(batch.batch_id) or taken
+            loaded = store.load(batch.batch_id, devices, len(batch.metrics))
+            if loaded.states is None:
+                _send_unsent(store, loaded, emit)
+                return None
+            committed = _screened_and_committed(
+                batch, loaded, row, store, cfg, clock, registry, advance_frontier
+            )
+            if committed is not None:
+                taken = False  # the commit gave the turn back
+                n, payload = committed
+                if payload is not None:
+                    emit(payload)
+                    store.alerts_sent(batch.batch_id)
+                return n
+        raise StatesContended(
+            f"batch {batch.batch_id}: device states changed {SCREEN_ATTEMPTS} times"
         )
-        if committed is not None:
-            n, payload = committed
-            if payload is not None:
-                emit(payload)
-                store.alerts_sent(batch.batch_id)
-            return n
-    raise StatesContended(f"batch {batch.batch_id}: device states changed {SCREEN_ATTEMPTS} times")
+    finally:
+        if taken:
+            store.give_turn(batch.batch_id)
 
 
 def _send_unsent(store: DetectorStore, loaded: LoadedBatch, emit: EmitAlerts) -> None:

@@ -182,3 +182,14 @@ def test_the_turn_is_held_by_one_batch_until_its_commit(store: DetectorStore) ->
     # And its commit gives it back
     assert store.commit(store.load("a", _ids(1), 1), fresh_states(1), {}, readings=1, alerts=0)
     assert store.take_turn("b")
+
+
+def test_a_turn_given_back_without_a_commit_frees_the_others(store: DetectorStore) -> None:
+    # Given a batch holding the turn that ends without committing
+    assert store.take_turn("a")
+    # When another batch tries to give it back, Then that changes nothing
+    store.give_turn("b")
+    assert not store.take_turn("b")
+    # And when its holder gives it back, another batch takes it
+    store.give_turn("a")
+    assert store.take_turn("b")
