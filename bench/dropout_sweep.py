@@ -49,7 +49,8 @@ def main() -> None:
             ts = (last_ts[part][:, None] - 10.0 * np.arange(readings)[::-1]).ravel()
             values = np.random.default_rng(lo).normal(20.0, 0.5, ts.size)
             result = screen(fresh_states(n), rows, ts, values, DetectorConfig())
-            detector.commit(f"warm-{lo}", ids[part], result.states, {}, ts.size, 0)
+            warm = detector.load(f"warm-{lo}", ids[part], 1)
+            detector.commit(warm, result.states, {}, ts.size, 0)
         store = RedisDropoutStore(client, keys)
         alerted = 0
         times = []

@@ -1,8 +1,10 @@
 """Apply a batch's effects once: a claim key WATCHed, then one MULTI/EXEC with the writes.
 
-Every store that must survive redelivery uses this one mechanism. If the claim
-exists, or another delivery sets it between WATCH and EXEC, nothing is written
-and the duplicate is counted.
+Every store that must survive redelivery uses this one mechanism, except the detector
+store, whose commit must also find its devices' states as it loaded them and so WATCHes
+the detector-write count instead (``stores.detector_store``). If the claim exists, or
+another delivery sets it between WATCH and EXEC, nothing is written and the duplicate
+is counted.
 
 The writes arrive packed (``stores.resp``): a batch's MSET or HSET of thousands of
 fields costs far less packed from arrays than through redis-py's per-argument packer.

@@ -1,16 +1,33 @@
 """Per-device detector state between batches: in Redis, or in memory for the embedded run.
 
-A screening task makes three round trips per batch: ``load`` (one MGET of the batch's
-screen claim and every device's state) and ``commit`` (WATCH the claim, then one
-MULTI/EXEC that claims the batch id, writes every state with one MSET and adds the
-counts and detection latency histograms, atomically: ``stores.claims``). Both go out
-packed from arrays (``stores.resp``). A batch whose claim exists is not screened again,
-so a redelivery neither advances a device's state twice nor emits its alerts twice.
+A screening task ``load``s its batch (one MGET of the batch's screen claim and outbox
+entry and every device's state), screens, then ``commit``s: one MULTI/EXEC that claims
+the batch id, writes every state with one MSET, adds the counts and detection latency
+histograms and keeps the batch's alerts in an outbox entry until ``alerts_sent``. Both
+go out packed from arrays (``stores.resp``). A batch whose claim exists is not screened
+again, so a redelivery neither advances a device's state twice nor emits its alerts
+twice; it only publishes again alerts its commit left in the outbox.
 
-Two batches holding the same device, screened at the same moment by two workers, both
-read the old state and the later commit wins: one batch's step for that device is lost.
-Batches of one (region, tier) queue are mostly taken in order, and one lost step only
-delays learning; the price of locking every device on every batch is not worth it.
+Two screenings holding one device (two workers, or a held copy beside its admitted
+copy) both load its old state: a commit applies only if none of its devices' states
+changed since its load, otherwise it returns False and the caller screens again from
+the states loaded anew. So a device's state is the fold of every reading, in the order
+the commits applied, and only the screening that committed publishes alerts.
+
+Redis checks this without watching each device's key: every writer of states (a
+screening commit, a dropout mark) counts itself in ``Keys.detector_writes`` inside its
+own MULTI/EXEC, and ``load`` reads that count with the states. A commit WATCHes the
+count and reads it again: still the same, no state changed and EXEC applies unless one
+changes meanwhile; moved on (another batch committed), it reads its own devices'
+states again under the WATCH and applies if they are the bytes it screened. Redis
+7.0's WATCH scans the keys its connection already watches for each key it adds, so
+watching a batch's 5,000 device keys costs the server about 110 ms of CPU
+(``bench/watch_cost.py``); the count is one key.
+
+A batch refused by a collision ``take_turn``s before screening again: while it holds
+the turn, other batches' loads and commits wait (at most ``TURN_TTL_MS``), so the batch
+that lost once commits next instead of losing again to the other worker's next batch
+over the same devices, and that batch loads the states it commits after.
 """
 
 from __future__ import annotations
@@ -18,8 +35,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgpack
 import numpy as np
 import numpy.typing as npt
 import redis
@@ -28,7 +47,6 @@ from scheduler import defaults
 from scheduler.detector_state import pack_state_rows, pack_states, unpack_states
 from scheduler.latency import merge_counts
 from stores import resp
-from stores.claims import apply_once
 from stores.keys import Keys
 
 U64 = npt.NDArray[np.uint64]
@@ -47,15 +65,38 @@ ALERT_STAGE = "alert"
 Frontier = tuple[str, str, float]
 NOTIFY_STAGE = "notify"
 
+#: Times a commit tries again while other batches' commits keep moving the write count
+#: but leave its own devices' states alone; past them the caller loads and screens anew.
+COMMIT_PASSES = 8
+#: How long a batch refused by a collision keeps the others waiting while it screens again
+#: (the turn is given back by its commit, or lapses if its worker dies).
+TURN_TTL_MS = 500
+#: How often a load or commit waiting for another batch's turn looks again.
+TURN_POLL_S = 0.001
+
+
+@dataclass(frozen=True)
+class LoadedBatch:
+    """What ``load`` read for one batch: its devices' states, or that it was screened."""
+
+    batch_id: str
+    device_ids: U64
+    #: One row per device; None when the batch was screened before.
+    states: F64 | None
+    #: With ``states`` None: the alerts payload the batch's commit kept in the outbox,
+    #: perhaps never published (a crash between commit and publish); else None.
+    unsent_alerts: dict[str, Any] | None = None
+    #: What ``commit`` checks is unchanged, as the store keeps it.
+    version: Any = field(default=None, repr=False, compare=False)
+
 
 class DetectorStore(Protocol):
-    def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
-        """State rows for ``device_ids`` (fresh where unknown); None if the batch was screened."""
+    def load(self, batch_id: str, device_ids: U64, metrics: int) -> LoadedBatch:
+        """State rows for ``device_ids`` (fresh where unknown), or the batch screened before."""
 
     def commit(
         self,
-        batch_id: str,
-        device_ids: U64,
+        loaded: LoadedBatch,
         states: F64,
         latency: Mapping[int, int],
         readings: int,
@@ -63,15 +104,31 @@ class DetectorStore(Protocol):
         alert_record: bytes = b"",
         frontier: Frontier | None = None,
         latency_stages: tuple[str, ...] = (),
+        alerts_payload: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Claim the batch and store its states, alert latency and counts at once.
+        """Claim the batch and store its states, alert latency and counts at once, if no
+        state of ``loaded``'s devices changed since it was loaded.
 
         ``alert_record`` (``scheduler.alert_record``) joins the capped recent-alerts log;
         ``frontier`` (region, tier, newest event ts) advances that screening stream's
         frontier (``scheduler.silence_clock``), never moving it back; ``latency_stages``
-        are histograms that count ``latency`` too, besides the "alert" stage.
-        False (and nothing stored) when the batch was claimed before.
+        are histograms that count ``latency`` too, besides the "alert" stage;
+        ``alerts_payload`` is kept in the batch's outbox until ``alerts_sent``.
+        False (and nothing stored) when the batch was claimed before (counted as a
+        duplicate) or a device's state changed: ``load`` again to see which.
         """
+
+    def alerts_sent(self, batch_id: str) -> None:
+        """The batch's alerts are published: its outbox entry goes."""
+
+    def take_turn(self, batch_id: str) -> bool:
+        """Make ``batch_id``, refused by a collision, the next batch to load and commit:
+        the others wait while it holds the turn (until its commit, at most ``TURN_TTL_MS``).
+        False while another batch holds it."""
+
+    def give_turn(self, batch_id: str) -> None:
+        """``batch_id`` ends without a commit (screened by another delivery, or handed back
+        to Celery): the others need not wait out its turn."""
 
     def frontier(self, region: str) -> dict[str, float]:
         """Per screening stream (tier name) of ``region``, the newest event ts screened."""
@@ -85,10 +142,46 @@ class DetectorStore(Protocol):
     def detection_histogram(self, stage: str = ALERT_STAGE) -> dict[int, int]: ...
 
     def screen_counters(self) -> dict[str, int]:
-        """``screened_readings``, ``device_alerts`` and ``screen_duplicates`` so far."""
+        """``screened_readings``, ``device_alerts``, ``screen_duplicates`` and
+        ``screen_collisions`` (commits refused: a device's state changed since the load)."""
 
 
-COUNTER_NAMES = ("screened_readings", "device_alerts", "screen_duplicates")
+COUNTER_NAMES = ("screened_readings", "device_alerts", "screen_duplicates", "screen_collisions")
+
+
+def _packed_alerts(payload: Mapping[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(dict(payload), use_bin_type=True)
+    return packed
+
+
+def _unpacked_alerts(blob: bytes) -> dict[str, Any]:
+    payload: dict[str, Any] = msgpack.unpackb(blob, raw=False)
+    return payload
+
+
+@dataclass(frozen=True)
+class _RedisVersion:
+    """The write count and the state blobs a batch was screened from, and the packed
+    MGET that reads those blobs again."""
+
+    writes: bytes | None
+    blobs: list[bytes | None]
+    reread: resp.Command
+
+
+class _WatchLost(Exception):
+    """Raised when the connection died while holding the WATCH."""
+
+
+_UNWATCH = resp.command(b"UNWATCH")
+
+
+def _held_by_another(turn: bytes | None, batch_id: str) -> bool:
+    return turn is not None and turn.decode() != batch_id
+
+
+#: The counter of commits refused because a device's state changed since the load.
+_COLLIDED = "screen_collisions"
 
 
 class RedisDetectorStore:
@@ -104,23 +197,33 @@ class RedisDetectorStore:
         self.keys = keys or Keys()
         self.claim_ttl_s = claim_ttl_s
 
-    def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
+    def load(self, batch_id: str, device_ids: U64, metrics: int) -> LoadedBatch:
         k = self.keys
+        keys = resp.id_bulks(k.detector_state_head, device_ids)
         mget = [
-            resp.command_head(b"MGET", 1 + device_ids.size),
+            resp.command_head(b"MGET", 4 + device_ids.size),
+            resp.bulk(k.detector_writes.encode()),
             resp.bulk(k.screen_claim(batch_id).encode()),
-            resp.id_bulks(k.detector_state_head, device_ids),
+            resp.bulk(k.screen_outbox(batch_id).encode()),
+            resp.bulk(k.screen_turn.encode()),
+            keys,
         ]
         with resp.Session(self.client) as session:
             (blobs,) = session.run([mget], retry=True)
-        if blobs[0] is not None:
-            return None
-        return unpack_states(blobs[1:], metrics)
+            if _held_by_another(blobs[3], batch_id):
+                self._await_turn(session, batch_id)
+                (blobs,) = session.run([mget], retry=True)
+        writes, claimed, outbox, states = blobs[0], blobs[1], blobs[2], blobs[4:]
+        if claimed is not None:
+            unsent = None if outbox is None else _unpacked_alerts(outbox)
+            return LoadedBatch(batch_id, device_ids, None, unsent)
+        reread = [resp.command_head(b"MGET", device_ids.size), keys]
+        version = _RedisVersion(writes, states, reread)
+        return LoadedBatch(batch_id, device_ids, unpack_states(states, metrics), None, version)
 
     def commit(
         self,
-        batch_id: str,
-        device_ids: U64,
+        loaded: LoadedBatch,
         states: F64,
         latency: Mapping[int, int],
         readings: int,
@@ -128,6 +231,7 @@ class RedisDetectorStore:
         alert_record: bytes = b"",
         frontier: Frontier | None = None,
         latency_stages: tuple[str, ...] = (),
+        alerts_payload: Mapping[str, Any] | None = None,
     ) -> bool:
         """Claim the batch and write every state in one MULTI/EXEC.
 
@@ -135,14 +239,18 @@ class RedisDetectorStore:
         the maintenance compaction drops those of devices silent for long. A
         native MSET costs Redis far less than a SET EX per device in Lua.
         """
+        if loaded.states is None or not isinstance(loaded.version, _RedisVersion):
+            raise ValueError(f"batch {loaded.batch_id} was not loaded for screening")
         k = self.keys
-        writes: list[resp.Command] = []
-        if device_ids.size:
-            rows = pack_state_rows(states)
-            mset = resp.command_head(b"MSET", 2 * device_ids.size)
-            writes.append([mset, resp.id_bulks(k.detector_state_head, device_ids, rows)])
         cmd = resp.command
+        claim = k.screen_claim(loaded.batch_id)
+        writes: list[resp.Command] = [cmd(b"SET", claim, b"1", b"EX", self.claim_ttl_s)]
+        if loaded.device_ids.size:
+            rows = pack_state_rows(states)
+            mset = resp.command_head(b"MSET", 2 * loaded.device_ids.size)
+            writes.append([mset, resp.id_bulks(k.detector_state_head, loaded.device_ids, rows)])
         writes += [
+            cmd(b"INCR", k.detector_writes),
             cmd(b"HINCRBY", k.counters, "screened_readings", readings),
             cmd(b"HINCRBY", k.counters, "device_alerts", alerts),
             *(
@@ -157,14 +265,98 @@ class RedisDetectorStore:
         if frontier is not None:
             region, tier, newest_ts = frontier
             writes.append(cmd(b"ZADD", k.screened_frontier(region), b"GT", newest_ts, tier))
-        return apply_once(
-            self.client,
-            k.screen_claim(batch_id),
-            self.claim_ttl_s,
-            k.counters,
-            "screen_duplicates",
-            lambda _session: writes,
-        )
+        if alerts_payload is not None:
+            outbox = k.screen_outbox(loaded.batch_id)
+            packed = _packed_alerts(alerts_payload)
+            writes.append(cmd(b"SET", outbox, packed, b"EX", self.claim_ttl_s))
+        for _ in range(COMMIT_PASSES):
+            try:
+                with resp.Session(self.client) as session:
+                    applied = self._commit_once(
+                        session, claim.encode(), loaded.version, writes, loaded.batch_id
+                    )
+            except _WatchLost:
+                # Perhaps after EXEC applied everything: only the claim itself may say
+                # "applied before", so the next pass reads it again.
+                continue
+            if applied is not None:
+                return applied
+        return False
+
+    def _commit_once(
+        self,
+        session: resp.Session,
+        claim: bytes,
+        version: _RedisVersion,
+        writes: list[resp.Command],
+        batch_id: str,
+    ) -> bool | None:
+        """True: applied; False: claimed before (counted) or a state changed; None: the
+        WATCH fired (another batch committed meanwhile)."""
+        k = self.keys
+        counter = k.detector_writes.encode()
+        # Nothing is watched before this round trip answers, so it may reconnect and resend.
+        watch = [
+            resp.command(b"WATCH", counter),
+            resp.command(b"MGET", counter, claim, k.screen_turn),
+        ]
+        _, (writes_now, claimed, turn) = session.run(watch, retry=True)
+        if _held_by_another(turn, batch_id):
+            session.run([_UNWATCH])
+            self._await_turn(session, batch_id)
+            _, (writes_now, claimed, turn) = session.run(watch, retry=True)
+        if turn is not None and turn.decode() == batch_id:
+            writes = [*writes, resp.command(b"DEL", k.screen_turn)]
+        if claimed is not None:
+            session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, "screen_duplicates", 1)])
+            return False
+        try:
+            if writes_now != version.writes:
+                (now,) = session.run([version.reread])
+                if now != version.blobs:
+                    session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, _COLLIDED, 1)])
+                    return False
+            replies = session.transaction(writes)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise _WatchLost from exc
+        return None if replies is None else True
+
+    def alerts_sent(self, batch_id: str) -> None:
+        self.client.delete(self.keys.screen_outbox(batch_id))
+
+    def take_turn(self, batch_id: str) -> bool:
+        turn = self.keys.screen_turn
+        if self.client.set(turn, batch_id, nx=True, px=TURN_TTL_MS):
+            return True
+        # Already ours (refused again while holding it): hold it a while longer.
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(turn)
+            pipe.pexpire(turn, TURN_TTL_MS, xx=True)
+            holder, _ = pipe.execute()
+        return holder is not None and bytes(holder).decode() == batch_id
+
+    def give_turn(self, batch_id: str) -> None:
+        turn = self.keys.screen_turn
+        with self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(turn)
+                holder = pipe.get(turn)
+                if holder is None or bytes(holder).decode() != batch_id:
+                    return
+                pipe.multi()
+                pipe.delete(turn)
+                pipe.execute()
+            except redis.WatchError:
+                return  # it lapsed and another batch took it meanwhile
+
+    def _await_turn(self, session: resp.Session, batch_id: str) -> None:
+        """Wait while another batch holds the turn, at most its TTL (it may have died)."""
+        get = resp.command(b"GET", self.keys.screen_turn)
+        for _ in range(int(TURN_TTL_MS / 1000 / TURN_POLL_S)):
+            time.sleep(TURN_POLL_S)
+            (holder,) = session.run([get], retry=True)
+            if not _held_by_another(holder, batch_id):
+                return
 
     def frontier(self, region: str) -> dict[str, float]:
         rows: Any = self.client.zrange(self.keys.screened_frontier(region), 0, -1, withscores=True)
@@ -191,7 +383,8 @@ class RedisDetectorStore:
 
 
 class MemoryDetectorStore:
-    """The in-memory twin; one lock makes ``commit`` atomic like the Lua script."""
+    """The in-memory twin: one lock makes ``commit`` atomic, and under it a commit compares
+    its devices' states with those it loaded, as the Redis store does."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -203,18 +396,23 @@ class MemoryDetectorStore:
         #: device → monotonic time its state was last written (Redis's OBJECT IDLETIME).
         self._touched: dict[int, float] = {}
         self._frontier: dict[str, dict[str, float]] = {}
+        #: batch id → alerts payload its commit kept until published (``alerts_sent``).
+        self._outbox: dict[str, dict[str, Any]] = {}
+        #: (batch id, monotonic expiry) of the batch holding the turn (``take_turn``).
+        self._turn: tuple[str, float] | None = None
 
-    def load(self, batch_id: str, device_ids: U64, metrics: int) -> F64 | None:
+    def load(self, batch_id: str, device_ids: U64, metrics: int) -> LoadedBatch:
+        self._await_turn(batch_id)
         with self._lock:
             if batch_id in self._claims:
-                return None
+                unsent = self._outbox.get(batch_id)
+                return LoadedBatch(batch_id, device_ids, None, unsent)
             blobs: list[bytes | None] = [self._states.get(d) for d in device_ids.tolist()]
-        return unpack_states(blobs, metrics)
+        return LoadedBatch(batch_id, device_ids, unpack_states(blobs, metrics), None, blobs)
 
     def commit(
         self,
-        batch_id: str,
-        device_ids: U64,
+        loaded: LoadedBatch,
         states: F64,
         latency: Mapping[int, int],
         readings: int,
@@ -222,17 +420,27 @@ class MemoryDetectorStore:
         alert_record: bytes = b"",
         frontier: Frontier | None = None,
         latency_stages: tuple[str, ...] = (),
+        alerts_payload: Mapping[str, Any] | None = None,
     ) -> bool:
+        if loaded.states is None or not isinstance(loaded.version, list):
+            raise ValueError(f"batch {loaded.batch_id} was not loaded for screening")
+        ids = loaded.device_ids.tolist()
         blobs = pack_states(states)
+        self._await_turn(loaded.batch_id)
         with self._lock:
-            if batch_id in self._claims:
+            if loaded.batch_id in self._claims:
                 self._counters["screen_duplicates"] += 1
                 return False
-            self._claims.add(batch_id)
+            if [self._states.get(d) for d in ids] != loaded.version:
+                self._counters[_COLLIDED] += 1
+                return False
+            if self._turn is not None and self._turn[0] == loaded.batch_id:
+                self._turn = None
+            self._claims.add(loaded.batch_id)
             self._counters["screened_readings"] += readings
             self._counters["device_alerts"] += alerts
-            self._states.update(zip(device_ids.tolist(), blobs, strict=True))
-            self._touched.update(dict.fromkeys(device_ids.tolist(), time.monotonic()))
+            self._states.update(zip(ids, blobs, strict=True))
+            self._touched.update(dict.fromkeys(ids, time.monotonic()))
             for stage in (ALERT_STAGE, *latency_stages):
                 self._merge(stage, latency)
             if alert_record:
@@ -242,7 +450,35 @@ class MemoryDetectorStore:
                 region, tier, newest_ts = frontier
                 streams = self._frontier.setdefault(region, {})
                 streams[tier] = max(streams.get(tier, newest_ts), newest_ts)
+            if alerts_payload is not None:
+                self._outbox[loaded.batch_id] = dict(alerts_payload)
             return True
+
+    def alerts_sent(self, batch_id: str) -> None:
+        with self._lock:
+            self._outbox.pop(batch_id, None)
+
+    def take_turn(self, batch_id: str) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._turn is None or self._turn[0] == batch_id or self._turn[1] <= now:
+                self._turn = (batch_id, now + TURN_TTL_MS / 1000)
+                return True
+            return False
+
+    def give_turn(self, batch_id: str) -> None:
+        with self._lock:
+            if self._turn is not None and self._turn[0] == batch_id:
+                self._turn = None
+
+    def _await_turn(self, batch_id: str) -> None:
+        """Wait while another batch holds the turn, at most its TTL."""
+        for _ in range(int(TURN_TTL_MS / 1000 / TURN_POLL_S)):
+            with self._lock:
+                turn = self._turn
+                if turn is None or turn[0] == batch_id or turn[1] <= time.monotonic():
+                    return
+            time.sleep(TURN_POLL_S)
 
     def frontier(self, region: str) -> dict[str, float]:
         with self._lock:

@@ -8,8 +8,10 @@ over many short tasks. SCAN may return a key twice within a pass; the marks in t
 state (``find_dropouts``) make a second look harmless.
 
 ``mark`` writes back only the states the sweep marked, and only if nobody changed
-them since the page was read (WATCH, then one MULTI/MSET): a screening commit of the
-same device in between wins, and the device is looked at again on the next pass.
+them since the page was read (read again under a WATCH of the detector-write count,
+then one MULTI/MSET that counts itself there too): a screening commit of the same
+device in between wins, and the device is looked at again on the next pass; a
+screening that loaded a state before its mark was written screens again from it.
 
 Devices whose silence was folded into an event are remembered per region (``fold``),
 so that one still silent after its peers came back is alerted on its own: ``folded``
@@ -36,12 +38,16 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from stores import resp
 from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
 from stores.keys import Keys
 
 U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
+
+#: Tries of a page's marks while other writers' commits keep moving the write count.
+MARK_PASSES = 3
 
 
 @dataclass
@@ -226,23 +232,41 @@ class RedisDropoutStore:
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
         """Replace ``seen`` by ``marked`` where the state is still ``seen``; which were written.
 
-        Nothing is written when another client changes one of these states meanwhile.
+        As a screening commit (``stores.detector_store``): the states are read again
+        under a WATCH of the detector-write count, and the marks written with it counted,
+        so a screening that loaded a state before its mark screens again from the mark.
+        Nothing is written when another writer changes a state in between, past a few
+        tries; those devices are looked at again on the next pass.
         """
         written = np.zeros(device_ids.size, dtype=bool)
         if not device_ids.size:
             return written
-        names = [self.keys.detector_state(d) for d in device_ids.tolist()]
-        with self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(*names)
-                now: list[bytes | None] = pipe.mget(names)
-                written = np.array([a == b for a, b in zip(now, seen, strict=True)], dtype=bool)
-                pipe.multi()
-                if written.any():
-                    pipe.mset({n: m for n, m, w in zip(names, marked, written, strict=True) if w})
-                pipe.execute()
-            except redis.WatchError:
-                written[:] = False
+        k = self.keys
+        counter = k.detector_writes.encode()
+        mget = [
+            resp.command_head(b"MGET", device_ids.size),
+            resp.id_bulks(k.detector_state_head, device_ids),
+        ]
+        names = [k.detector_state(d) for d in device_ids.tolist()]
+        for _ in range(MARK_PASSES):
+            with resp.Session(self.client) as session:
+                # Nothing is watched before this round trip answers: it may be resent.
+                _, now = session.run([resp.command(b"WATCH", counter), mget], retry=True)
+                same = np.array([a == b for a, b in zip(now, seen, strict=True)], dtype=bool)
+                if not same.any():
+                    session.run([resp.command(b"UNWATCH")])
+                    return same
+                pairs = [
+                    arg
+                    for name, blob, w in zip(names, marked, same, strict=True)
+                    if w
+                    for arg in (name, blob)
+                ]
+                applied = session.transaction(
+                    [resp.command(b"MSET", *pairs), resp.command(b"INCR", counter)]
+                )
+            if applied is not None:
+                return same
         return written
 
 

@@ -79,6 +79,23 @@ class Keys:
         """Sorted set: per screening stream (tier name) the newest event ts screened."""
         return f"{self.prefix}:screened:{region}:frontier"
 
+    @property
+    def detector_writes(self) -> str:
+        """Counter of detector-state writes (screening commits, dropout marks), each
+        counted in its own MULTI/EXEC: a writer that finds it where it was when it read
+        the states knows no state changed since (``stores.detector_store``)."""
+        return f"{self.prefix}:detector-writes"
+
+    @property
+    def screen_turn(self) -> str:
+        """The batch a collision refused, screening again while other batches' loads and
+        commits wait (short TTL)."""
+        return f"{self.prefix}:screen-turn"
+
+    def screen_outbox(self, batch_id: str) -> str:
+        """A screened batch's alerts, stored by its commit until they are published."""
+        return f"{self.prefix}:outbox:screen:{batch_id}"
+
     def screen_claim(self, batch_id: str) -> str:
         """Set once when a batch's screening effects are stored (its own namespace)."""
         return f"{self.prefix}:claim:screen:{batch_id}"

@@ -1,18 +1,25 @@
 """Screening task: every batch through the detector, ahead of any routine queue.
 
-Load the batch's device states (one MGET), screen them, hand the alerts (the first
-reading of each episode) to ``{region}.anomaly``, then store the new states, the
-detection latency and the counts in one atomic commit that also claims the batch id.
+Load the batch's device states (one MGET), screen them, then store the new states, the
+detection latency, the counts and the alerts (the first reading of each episode) in one
+atomic commit that also claims the batch id, and only then hand the alerts to
+``{region}.anomaly``.
 
-Alerts are published before the commit: a worker killed in between leaves the batch
-unclaimed, its redelivery screens the same states again and republishes the same
-alerts, and the anomaly task folds each screened batch once (its own claim). So an
+A commit applies only over the states the batch was screened from: when another batch
+holding one of its devices committed in between, the batch takes the turn (other
+batches' loads and commits wait for it) and is loaded and screened again (a few times,
+later with a short jittered pause; then the task is retried), so no reading's step is
+lost and only the screening that committed publishes alerts. The
+commit keeps the alerts in an outbox entry until they are published: a worker killed in
+between leaves them there, and the redelivery, finding the batch claimed, publishes
+them again. The anomaly task folds each screened batch once (its own claim), so an
 alert is never lost to a crash and never counted twice.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +31,7 @@ from scheduler import alert_record
 from scheduler.codec import decode_batch
 from scheduler.detection import screen
 from scheduler.detector_config import DetectorConfig
-from scheduler.errors import InvalidBatch
+from scheduler.errors import InvalidBatch, TransientError
 from scheduler.latency import bucket_counts
 from scheduler.model import Batch
 from scheduler.registry import Registry
@@ -32,7 +39,7 @@ from scheduler.return_fold import fold_alerted_returns
 from scheduler.screen_cost import SCREEN_HELD_READINGS, SCREEN_HELD_US
 from scheduler.wire import ALERTS_WIRE_VERSION, HELD_SCREEN_FIELD
 from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
-from stores.detector_store import ALERT_STAGE, DetectorStore
+from stores.detector_store import ALERT_STAGE, DetectorStore, LoadedBatch
 from tasks.app import app
 from tasks.base import WorkTask, dead_letter_copy, record_service
 from tasks.limits import work_options
@@ -41,6 +48,24 @@ LOGGER = logging.getLogger(__name__)
 
 #: Receives the columnar alerts payload of one screened batch.
 EmitAlerts = Callable[[dict[str, Any]], None]
+
+#: Screenings of one batch whose commit found a device's state changed since its load,
+#: before the task is retried through Celery instead.
+SCREEN_ATTEMPTS = 8
+#: Screenings again at once, holding the turn (``DetectorStore.take_turn``): the batch
+#: that refused this one has committed, so the states are settled. A pause here only let
+#: the other worker's next batch (as often as not over the same devices) load first and
+#: win again: with a pause from the first retry and no turn,
+#: ``bench/screen_contention.py`` ran out of five attempts.
+IMMEDIATE_ATTEMPTS = 3
+#: Upper bound of the pause before screening again past those, per attempt made: workers
+#: still colliding then draw different pauses, so they do not collide again in step.
+CONTENDED_PAUSE_S = 0.005
+
+
+class StatesContended(TransientError):
+    """Raised when a batch's device states kept changing under its screening
+    (``SCREEN_ATTEMPTS`` commits refused): Celery retries the task later."""
 
 
 def alerts_payload(
@@ -82,18 +107,70 @@ def screen_batch(
     clock: Callable[[], float] = time.time,
     registry: Registry | None = None,
     advance_frontier: bool = True,
+    pause: Callable[[float], None] = time.sleep,
 ) -> int | None:
     """Screen one batch and emit its alerts; the number of alerts, None if screened before.
 
     Returns from a silence many of the examined devices shared are emitted as silence
     events (``scheduler.return_fold``, by ``registry``'s groups), not as device alerts.
     ``advance_frontier`` False: the batch does not vouch for every device of its stream
-    (readings screened while held back, some skipped), so the frontier stays."""
+    (readings screened while held back, some skipped), so the frontier stays.
+    ``pause(s)`` waits between screenings of a batch whose devices changed under it."""
     devices, row = np.unique(batch.device_id, return_inverse=True)
-    states = store.load(batch.batch_id, devices, len(batch.metrics))
-    if states is None:
-        return None
     cfg = config or DetectorConfig()
+    taken = False
+    try:
+        for attempt in range(SCREEN_ATTEMPTS):
+            if attempt >= IMMEDIATE_ATTEMPTS:
+                pause(random.uniform(0.0, CONTENDED_PAUSE_S * attempt))
+            if attempt:
+                # Refused: go next while other batches wait; if another refused batch
+                # holds the turn, this load waits for its commit.
+                taken = store.take_turn(batch.batch_id) or taken
+            loaded = store.load(batch.batch_id, devices, len(batch.metrics))
+            if loaded.states is None:
+                _send_unsent(store, loaded, emit)
+                return None
+            committed = _screened_and_committed(
+                batch, loaded, row, store, cfg, clock, registry, advance_frontier
+            )
+            if committed is not None:
+                taken = False  # the commit gave the turn back
+                n, payload = committed
+                if payload is not None:
+                    emit(payload)
+                    store.alerts_sent(batch.batch_id)
+                return n
+        raise StatesContended(
+            f"batch {batch.batch_id}: device states changed {SCREEN_ATTEMPTS} times"
+        )
+    finally:
+        if taken:
+            store.give_turn(batch.batch_id)
+
+
+def _send_unsent(store: DetectorStore, loaded: LoadedBatch, emit: EmitAlerts) -> None:
+    """Alerts a commit kept but perhaps never published (a crash right after it): sent
+    again, as the anomaly task folds a batch's alerts once whatever copies arrive."""
+    if loaded.unsent_alerts is not None:
+        emit(loaded.unsent_alerts)
+        store.alerts_sent(loaded.batch_id)
+
+
+def _screened_and_committed(
+    batch: Batch,
+    loaded: LoadedBatch,
+    row: np.ndarray,
+    store: DetectorStore,
+    cfg: DetectorConfig,
+    clock: Callable[[], float],
+    registry: Registry | None,
+    advance_frontier: bool,
+) -> tuple[int, dict[str, Any] | None] | None:
+    """(alerts, their payload to emit) once committed; None when the commit was refused."""
+    states = loaded.states
+    assert states is not None
+    devices = loaded.device_ids
     result = screen(states, row.astype(np.intp), batch.ts, batch.values, cfg)
     alert = result.alert.reshape(len(batch), -1)
     rows = np.flatnonzero(alert.any(axis=1))
@@ -103,6 +180,7 @@ def screen_batch(
     keep, silences = fold_alerted_returns(batch, states, row, devices, rows, kinds, cfg, registry)
     rows, metric, kinds = rows[keep], metric[keep], kinds[keep]
     emitted_ts = clock()
+    payload = None
     if rows.size or silences:
         evidence = {
             "observed": batch.values.reshape(len(batch), -1)[rows, metric],
@@ -111,7 +189,7 @@ def screen_batch(
                 for name in ("expected", "band", "score")
             },
         }
-        emit(alerts_payload(batch, rows, kinds, emitted_ts, evidence, silences))
+        payload = alerts_payload(batch, rows, kinds, emitted_ts, evidence, silences)
     latency = bucket_counts((emitted_ts - batch.ts[rows]) * 1000.0)
     record = alert_record.encode(batch.device_id[rows], batch.ts[rows], kinds, emitted_ts)
     # The newest event time this stream has screened: the dropout sweep measures
@@ -120,9 +198,8 @@ def screen_batch(
     if advance_frontier and len(batch):
         frontier = (batch.region, batch.tier, float(batch.ts.max()))
     # Detection latency per tier too (premium's bound is 1 s, standard's 5 s).
-    store.commit(
-        batch.batch_id,
-        devices,
+    committed = store.commit(
+        loaded,
         result.states,
         latency,
         len(batch),
@@ -130,8 +207,9 @@ def screen_batch(
         record,
         frontier,
         latency_stages=(tier_alert_stage(batch.tier),),
+        alerts_payload=payload,
     )
-    return int(rows.size)
+    return (int(rows.size), payload) if committed else None
 
 
 def counted_emit(rt: Runtime) -> EmitAlerts:

@@ -38,26 +38,26 @@ def _ids(*ids: int) -> np.ndarray:
 def test_unknown_devices_load_fresh(store: DetectorStore) -> None:
     # Given an empty store
     # When states of devices never seen are loaded
-    states = store.load("b1", _ids(7, 8), metrics=2)
+    loaded = store.load("b1", _ids(7, 8), metrics=2)
     # Then they are fresh states of the asked width
-    assert states is not None
-    np.testing.assert_array_equal(states, fresh_states(2, 2))
+    assert loaded.states is not None
+    np.testing.assert_array_equal(loaded.states, fresh_states(2, 2))
 
 
 def test_committed_states_come_back_for_the_next_batch(store: DetectorStore) -> None:
     # Given a batch screened and committed
     ids = _ids(1, 2, 3)
-    states = store.load("b1", ids, 1)
-    assert states is not None
+    loaded = store.load("b1", ids, 1)
+    assert loaded.states is not None
     result = screen(
-        states, np.arange(3), np.full(3, 100.0), np.array([1.0, 2.0, 3.0]), DetectorConfig()
+        loaded.states, np.arange(3), np.full(3, 100.0), np.array([1.0, 2.0, 3.0]), DetectorConfig()
     )
-    assert store.commit("b1", ids, result.states, {}, readings=3, alerts=0)
+    assert store.commit(loaded, result.states, {}, readings=3, alerts=0)
     # When the next batch loads two of the devices, in another order
     again = store.load("b2", _ids(3, 1), 1)
     # Then it gets exactly the committed rows
-    assert again is not None
-    np.testing.assert_array_equal(again, result.states[[2, 0]])
+    assert again.states is not None
+    np.testing.assert_array_equal(again.states, result.states[[2, 0]])
 
 
 def test_a_batch_is_committed_once(store: DetectorStore) -> None:
@@ -66,13 +66,14 @@ def test_a_batch_is_committed_once(store: DetectorStore) -> None:
     states = fresh_states(1)
     states[0, 0] = 5.0
     tier = ("alert:standard",)
-    assert store.commit("b1", ids, states, {10: 1}, 1, 1, latency_stages=tier)
-    # When the same batch is loaded again and committed with other states
-    assert store.load("b1", ids, 1) is None
+    first, second = store.load("b1", ids, 1), store.load("b1", ids, 1)
+    assert store.commit(first, states, {10: 1}, 1, 1, latency_stages=tier)
+    # When the same batch, loaded by a second delivery before that, commits other states
+    assert store.load("b1", ids, 1).states is None
     other = fresh_states(1)
-    assert not store.commit("b1", ids, other, {10: 1}, 1, 1, latency_stages=tier)
+    assert not store.commit(second, other, {10: 1}, 1, 1, latency_stages=tier)
     # Then nothing of the second commit is stored, and the duplicate is counted
-    loaded = store.load("b2", ids, 1)
+    loaded = store.load("b2", ids, 1).states
     assert loaded is not None and loaded[0, 0] == 5.0
     assert store.detection_histogram() == {10: 1}
     assert store.detection_histogram("alert:standard") == {10: 1}
@@ -80,6 +81,7 @@ def test_a_batch_is_committed_once(store: DetectorStore) -> None:
         "screened_readings": 1,
         "device_alerts": 1,
         "screen_duplicates": 1,
+        "screen_collisions": 0,
     }
 
 
@@ -88,9 +90,9 @@ def test_a_state_of_another_layout_rewarms(store: DetectorStore) -> None:
     ids = _ids(4)
     one = fresh_states(1, 1)
     one[0, 0] = 30.0
-    assert store.commit("b1", ids, one, {}, readings=1, alerts=0)
+    assert store.commit(store.load("b1", ids, 1), one, {}, readings=1, alerts=0)
     # When it is loaded as a two-metric device
-    states = store.load("b2", ids, 2)
+    states = store.load("b2", ids, 2).states
     # Then it starts fresh instead of misreading the old bytes
     assert states is not None
     np.testing.assert_array_equal(states, fresh_states(1, 2))
@@ -98,8 +100,9 @@ def test_a_state_of_another_layout_rewarms(store: DetectorStore) -> None:
 
 def test_latency_histograms_accumulate_per_stage(store: DetectorStore) -> None:
     # Given alert latency from two batches and one notify sample
-    store.commit("b1", _ids(1), fresh_states(1), {40: 2}, readings=1, alerts=2)
-    store.commit("b2", _ids(2), fresh_states(1), {40: 1, 50: 1}, readings=1, alerts=2)
+    store.commit(store.load("b1", _ids(1), 1), fresh_states(1), {40: 2}, readings=1, alerts=2)
+    b2 = store.load("b2", _ids(2), 1)
+    store.commit(b2, fresh_states(1), {40: 1, 50: 1}, readings=1, alerts=2)
     store.add_latency("notify", {60: 1})
     # Then each stage has its own merged histogram
     assert store.detection_histogram() == {40: 3, 50: 1}
@@ -111,9 +114,8 @@ def test_bench_reads_the_histogram_from_a_client_and_keys() -> None:
     # Given a Redis store under a run's prefix that recorded alert latency
     client = fakeredis.FakeRedis()
     keys = Keys("run-1")
-    RedisDetectorStore(client, keys).commit(
-        "b1", _ids(1), fresh_states(1), {30: 4}, readings=1, alerts=4
-    )
+    store = RedisDetectorStore(client, keys)
+    store.commit(store.load("b1", _ids(1), 1), fresh_states(1), {30: 4}, readings=1, alerts=4)
     # When the benchmark reads it with only the client and the keys
     # Then it sees the same counts, and nothing of another prefix
     assert detection_histogram(client, keys) == {30: 4}
@@ -124,7 +126,70 @@ def test_states_carry_no_ttl_because_maintenance_compacts_silent_devices() -> No
     # Given a Redis store that committed one device's state
     client = fakeredis.FakeRedis()
     keys = Keys("t")
-    RedisDetectorStore(client, keys).commit("b1", _ids(9), fresh_states(1), {}, 1, 0)
+    store = RedisDetectorStore(client, keys)
+    store.commit(store.load("b1", _ids(9), 1), fresh_states(1), {}, 1, 0)
     # Then the state persists (bounded by the fleet), while the batch claim expires
     assert client.ttl(keys.detector_state(9)) == -1
     assert client.ttl(keys.screen_claim("b1")) > 0
+
+
+def test_a_commit_over_states_changed_since_its_load_is_refused(store: DetectorStore) -> None:
+    # Given two batches that loaded device 1 at once, and the second committed first
+    first, second = store.load("a", _ids(1, 2), 1), store.load("b", _ids(1), 1)
+    mine = fresh_states(1)
+    mine[0, 0] = 7.0
+    assert store.commit(second, mine, {}, readings=1, alerts=0)
+    # When the first commits what it screened from the old state
+    refused = not store.commit(first, fresh_states(2), {}, readings=2, alerts=0)
+    # Then nothing of it is stored, and a new load sees the state it must screen from
+    assert refused
+    assert store.screen_counters()["screened_readings"] == 1
+    assert store.screen_counters()["screen_collisions"] == 1
+    again = store.load("a", _ids(1, 2), 1).states
+    assert again is not None and again[0, 0] == 7.0
+    assert store.commit(store.load("a", _ids(1, 2), 1), again, {}, readings=2, alerts=0)
+
+
+def test_a_commit_beside_another_batchs_devices_applies(store: DetectorStore) -> None:
+    # Given two batches of different devices loaded at once, the second committed first
+    first, second = store.load("a", _ids(1), 1), store.load("b", _ids(2), 1)
+    assert store.commit(second, fresh_states(1), {}, readings=1, alerts=0)
+    # When the first commits, Then it applies: its own devices did not change
+    assert store.commit(first, fresh_states(1), {}, readings=1, alerts=0)
+    assert store.screen_counters()["screened_readings"] == 2
+
+
+def test_committed_alerts_wait_in_the_outbox_until_sent(store: DetectorStore) -> None:
+    # Given a batch committed with its alerts payload
+    payload = {"batch_id": "b1", "device_id": b"\x01" * 8, "n": 1, "emitted_ts": 5.5}
+    assert store.commit(
+        store.load("b1", _ids(1), 1), fresh_states(1), {}, 1, 1, b"", None, (), payload
+    )
+    # When a redelivery loads it before the alerts were sent, Then it gets them back
+    redelivered = store.load("b1", _ids(1), 1)
+    assert redelivered.states is None and redelivered.unsent_alerts == payload
+    # And once they are sent, a redelivery has nothing left to send
+    store.alerts_sent("b1")
+    assert store.load("b1", _ids(1), 1).unsent_alerts is None
+
+
+def test_the_turn_is_held_by_one_batch_until_its_commit(store: DetectorStore) -> None:
+    # Given a batch refused by a collision that took the turn
+    assert store.take_turn("a")
+    # Then no other batch takes it meanwhile, while the holder may take it again
+    assert not store.take_turn("b")
+    assert store.take_turn("a")
+    # And its commit gives it back
+    assert store.commit(store.load("a", _ids(1), 1), fresh_states(1), {}, readings=1, alerts=0)
+    assert store.take_turn("b")
+
+
+def test_a_turn_given_back_without_a_commit_frees_the_others(store: DetectorStore) -> None:
+    # Given a batch holding the turn that ends without committing
+    assert store.take_turn("a")
+    # When another batch tries to give it back, Then that changes nothing
+    store.give_turn("b")
+    assert not store.take_turn("b")
+    # And when its holder gives it back, another batch takes it
+    store.give_turn("a")
+    assert store.take_turn("b")

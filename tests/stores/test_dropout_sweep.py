@@ -44,7 +44,8 @@ def warm_up(client: fakeredis.FakeRedis, device_ids: np.ndarray, last_ts: np.nda
     values = 20.0 + np.random.default_rng(0).normal(0.0, 0.5, ts.size)
     result = screen(fresh_states(device_ids.size), rows, ts, values, DetectorConfig())
     store = RedisDetectorStore(client, KEYS)
-    store.commit("warm-up", device_ids.astype(np.uint64), result.states, {}, ts.size, 0)
+    warm = store.load("warm-up", device_ids.astype(np.uint64), 1)
+    store.commit(warm, result.states, {}, ts.size, 0)
 
 
 def home_devices(registry: Registry, region: str) -> np.ndarray:
@@ -160,9 +161,9 @@ def screened_up_to(client: fakeredis.FakeRedis, region: str, tier: str, ts: floa
     """Record that ``region``'s ``tier`` stream has screened readings up to ``ts``."""
     store = RedisDetectorStore(client, KEYS)
     ids = np.array([999_999_999], dtype=np.uint64)
-    states = store.load(f"frontier-{tier}-{ts}", ids, 1)
-    assert states is not None
-    store.commit(f"frontier-{tier}-{ts}", ids, states, {}, 0, 0, b"", (region, tier, ts))
+    loaded = store.load(f"frontier-{tier}-{ts}", ids, 1)
+    assert loaded.states is not None
+    store.commit(loaded, loaded.states, {}, 0, 0, b"", (region, tier, ts))
 
 
 def test_devices_whose_readings_wait_in_a_backlog_are_not_silent(

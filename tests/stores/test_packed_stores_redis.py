@@ -42,30 +42,32 @@ def test_a_screened_batch_of_every_id_width_comes_back_bit_for_bit(
     # Given a batch of devices of every id width, screened and committed
     store = RedisDetectorStore(client, Keys(key_prefix))
     devices = np.unique(DEVICES)
-    states = store.load("b1", devices, 1)
-    assert states is not None
+    loaded = store.load("b1", devices, 1)
+    assert loaded.states is not None
     ts = np.full(devices.size, 1_000.0)
-    result = screen(states, np.arange(devices.size), ts, np.ones(devices.size), DetectorConfig())
-    frontier = ("eu-west", "standard", 1_000.5)
-    assert store.commit("b1", devices, result.states, {5: 2}, devices.size, 0, b"rec", frontier)
-    assert store.commit(
-        "b0", devices[:1], result.states[:1], {}, 1, 0, b"", ("eu-west", "standard", 999.0)
+    result = screen(
+        loaded.states, np.arange(devices.size), ts, np.ones(devices.size), DetectorConfig()
     )
+    frontier = ("eu-west", "standard", 1_000.5)
+    assert store.commit(loaded, result.states, {5: 2}, devices.size, 0, b"rec", frontier)
+    b0 = store.load("b0", devices[:1], 1)
+    assert store.commit(b0, result.states[:1], {}, 1, 0, b"", ("eu-west", "standard", 999.0))
     # When the devices are loaded for the next batch, in another order
-    again = store.load("b2", DEVICES, 1)
+    again = store.load("b2", DEVICES, 1).states
     # Then each gets its own committed row, and the batch counts once
     assert again is not None
     back = {int(d): row.tobytes() for d, row in zip(DEVICES, again, strict=True)}
     mine = {int(d): row.tobytes() for d, row in zip(devices, result.states, strict=True)}
     assert back == mine
-    assert store.load("b1", devices, 1) is None
-    assert not store.commit("b1", devices, result.states, {5: 2}, devices.size, 0, b"rec")
+    assert store.load("b1", devices, 1).states is None
+    assert not store.commit(loaded, result.states, {5: 2}, devices.size, 0, b"rec")
     # The stream's frontier moved to the newest event time and never back
     assert store.frontier("eu-west") == {"standard": 1_000.5}
     assert store.screen_counters() == {
         "screened_readings": devices.size + 1,
         "device_alerts": 0,
         "screen_duplicates": 1,
+        "screen_collisions": 0,
     }
     assert store.detection_histogram() == {5: 2} and store.recent_alerts() == [b"rec"]
 

@@ -9,14 +9,14 @@ from stores.bundle import Stores
 
 def commit(stores: Stores, batch_id: str, devices: list[int]) -> None:
     ids = np.array(devices, dtype=np.uint64)
-    states = stores.detector.load(batch_id, ids, 1)
-    assert states is not None
-    assert stores.detector.commit(batch_id, ids, states + 1.0, {}, len(devices), 0)
+    loaded = stores.detector.load(batch_id, ids, 1)
+    assert loaded.states is not None
+    assert stores.detector.commit(loaded, loaded.states + 1.0, {}, len(devices), 0)
 
 
 def test_a_screened_batch_is_not_screened_again(stores: Stores) -> None:
     commit(stores, "s1", [1, 2])
-    assert stores.detector.load("s1", np.array([1], dtype=np.uint64), 1) is None
+    assert stores.detector.load("s1", np.array([1], dtype=np.uint64), 1).states is None
 
 
 def test_a_sweep_pass_sees_every_state_and_then_wraps(stores: Stores) -> None:
@@ -67,10 +67,10 @@ def test_acceleration_is_booked_at_most_once_per_interval(stores: Stores) -> Non
 def test_a_screening_streams_frontier_only_moves_forward(stores: Stores) -> None:
     ids = np.array([1], dtype=np.uint64)
     for batch_id, newest_ts in (("f1", 100.0), ("f2", 90.0), ("f3", 120.0)):
-        states = stores.detector.load(batch_id, ids, 1)
-        assert states is not None
+        loaded = stores.detector.load(batch_id, ids, 1)
+        assert loaded.states is not None
         frontier = ("eu", "standard", newest_ts)
-        stores.detector.commit(batch_id, ids, states, {}, 1, 0, b"", frontier)
+        stores.detector.commit(loaded, loaded.states, {}, 1, 0, b"", frontier)
     # A late batch (90) never moves it back; each region and stream keeps its own
     assert stores.detector.frontier("eu") == {"standard": 120.0}
     assert stores.dropout.frontier("eu") == {"standard": 120.0}
