@@ -37,17 +37,18 @@ def warm_up(detector: RedisDetectorStore, ids: np.ndarray, last_ts: float, name:
     rows = np.repeat(np.arange(ids.size), readings)
     ts = (np.full(ids.size, last_ts)[:, None] - INTERVAL_S * np.arange(readings)[::-1]).ravel()
     values = np.random.default_rng(0).normal(20.0, 0.5, ts.size)
+    loaded = detector.load(name, ids.astype(np.uint64), 1)
     result = screen(fresh_states(ids.size), rows, ts, values, DetectorConfig())
-    detector.commit(name, ids.astype(np.uint64), result.states, {}, ts.size, 0)
+    detector.commit(loaded, result.states, {}, ts.size, 0)
 
 
 def screened_up_to(detector: RedisDetectorStore, region: str, tier: str, ts: float) -> None:
     """The region's ``tier`` stream screened up to ``ts`` (and nothing since: an outage)."""
     name = f"frontier-{tier}-{ts}"
     ids = np.array([FRONTIER_DEVICE], dtype=np.uint64)
-    states = detector.load(name, ids, 1)
-    if states is not None:
-        detector.commit(name, ids, states, {}, 0, 0, b"", (region, tier, ts))
+    loaded = detector.load(name, ids, 1)
+    if loaded.states is not None:
+        detector.commit(loaded, loaded.states, {}, 0, 0, b"", (region, tier, ts))
 
 
 def main() -> None:
