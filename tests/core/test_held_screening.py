@@ -214,3 +214,22 @@ def test_held_copies_go_out_only_as_fast_as_they_are_earned() -> None:
             sent += 10_000
     # Then what went out over 20 s is about what was earned (one copy of overdraft)
     assert 200_000 <= sent <= 200_000 + 3 * 10_000
+
+
+def test_one_lump_of_held_readings_shrinks_the_sample_once_not_at_every_adjustment() -> None:
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    # Given a region earning 1,000 readings of held screening per 0.1 s for a window
+    for step in range(20):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+    # When a lump of 40,000 held readings is taken on (twice the window's earning)
+    budget.spend(0, 40_000, now_ts=2.0)
+    assert budget.share(0) == pytest.approx(0.5)
+    # And then the sample's devices spend 80 % of the earning, for as long as the lump
+    # is still part of the window (the whole fleet would spend 160 %)
+    shares = []
+    for step in range(21, 60):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+        budget.spend(0, round(1_600 * budget.share(0)), now_ts=step * 0.1)
+        shares.append(budget.share(0))
+    # Then the lump halved the sample once: it was not judged again at later adjustments
+    assert min(shares) == pytest.approx(0.5)
