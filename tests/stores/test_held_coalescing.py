@@ -10,7 +10,7 @@ from test_screening_while_held import RecordingApp, _producer
 
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
-from scheduler.held_screening import HeldScreenBudget
+from scheduler.held_screening import PER_UNSCREENED, HeldScreenBudget
 from scheduler.registry import generate_registry
 from scheduler.wire import SCREEN_TASK
 from stores.memory_state import MemoryStateStore
@@ -124,10 +124,10 @@ def test_a_paced_region_sends_what_its_budget_pays_oldest_first_and_keeps_the_re
     # Then one copy's worth went (the oldest readings), not the region's 1,500 at once
     coalescer = producer.held_screener.coalescer
     assert coalescer.size == 1_400
-    # And once the region's workers drain 1,000 readings/s (each earning 3 held readings:
-    # 1, and 2 for its screening at admission), each send takes about what was earned
-    # since (300 per 0.1 s), until all are sent
-    budget.follow_drain([1_000.0, 0.0, 0.0])
+    # And once the region's workers drain routine readings at a rate earning 300 held
+    # readings per 0.1 s (each earns 1, and PER_UNSCREENED for its screening at
+    # admission), each send takes about what was earned since, until all are sent
+    budget.follow_drain([3_000.0 / (1.0 + PER_UNSCREENED), 0.0, 0.0])
     sizes = []
     for step in range(1, 30):
         now[0] = start + step * 0.1
