@@ -76,25 +76,35 @@ class HeldCoalescer:
     def regions(self) -> list[int]:
         return list(self._pieces)
 
-    def peek(self, region: int, devices: npt.NDArray[np.int64] | None = None) -> Held:
-        """The region's kept readings (of ``devices``' rows only, when given), oldest
-        first; left here until ``taken``."""
+    def peek(
+        self,
+        region: int,
+        devices: npt.NDArray[np.int64] | None = None,
+        limit: int | None = None,
+    ) -> Held:
+        """The region's kept readings (of ``devices``' rows only, when given; the oldest
+        ``limit`` only, when given), oldest first; left here until ``taken``."""
         pieces = self._pieces[region]
         cols = [np.concatenate([p[k] for p in pieces]) for k in range(5)]
         order = np.argsort(cols[2], kind="stable")
         sorted_ = tuple(c[order] for c in cols)
         # One piece from now on: a failed send keeps it, in order, for the next try.
         self._pieces[region] = [sorted_]  # type: ignore[list-item]
-        if devices is None:
+        if devices is None and limit is None:
             return sorted_  # type: ignore[return-value]
-        mine = np.isin(sorted_[0], devices)
+        mine = self._picked(sorted_, devices, limit)  # type: ignore[arg-type]
         return tuple(c[mine] for c in sorted_)  # type: ignore[return-value]
 
-    def taken(self, region: int, devices: npt.NDArray[np.int64] | None = None) -> None:
-        """The region's kept readings (of ``devices``' rows only, when given) were sent."""
-        if devices is not None:
+    def taken(
+        self,
+        region: int,
+        devices: npt.NDArray[np.int64] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        """What ``peek`` returned for the same ``devices`` and ``limit`` was sent."""
+        if devices is not None or (limit is not None and limit < self._sizes[region]):
             (piece,) = self._pieces[region]
-            sent = np.isin(piece[0], devices)
+            sent = self._picked(piece, devices, limit)
             if not sent.all():
                 np.subtract.at(self._kept, piece[0][sent], 1)
                 self._pieces[region] = [tuple(c[~sent] for c in piece)]  # type: ignore[list-item]
@@ -104,6 +114,19 @@ class HeldCoalescer:
             np.subtract.at(self._kept, piece[0], 1)
         del self._since_ts[region]
         del self._sizes[region]
+
+    @staticmethod
+    def _picked(
+        piece: Held, devices: npt.NDArray[np.int64] | None, limit: int | None
+    ) -> npt.NDArray[np.bool_]:
+        """Which readings of a region's one sorted piece ``devices`` and ``limit`` pick."""
+        picked = np.ones(piece[0].size, dtype=np.bool_)
+        if devices is not None:
+            picked = np.isin(piece[0], devices)
+        if limit is not None:
+            # The oldest first: the rest of a device's readings follow in a later copy.
+            picked &= np.cumsum(picked) <= limit
+        return picked
 
     def rebind(self, registry: Registry) -> None:
         """Follow a new registry snapshot: kept readings move with their devices' ids (a

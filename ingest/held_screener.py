@@ -174,7 +174,12 @@ class HeldScreener:
         for code in self.coalescer.due(now):
             if not self.budget.may_send(code, now):
                 continue
-            if send is None or not self._send_region(code, now, send, before_region):
+            # What the balance pays, at least one full copy: the whole region's kept
+            # readings at once (650,000 measured after a few seconds paced) queued ahead
+            # of standard processing for seconds, its drain stopped, nothing was earned
+            # and the sample shrank to nothing.
+            limit = max(self.coalescer.max_readings, int(self.budget.balance(code)))
+            if send is None or not self._send_region(code, now, send, before_region, limit=limit):
                 return
 
     def flush(self, now: float, send: SendCopies | None, before_region: BeforeRegion) -> None:
@@ -195,11 +200,12 @@ class HeldScreener:
         send: SendCopies,
         before_region: BeforeRegion,
         devices: npt.NDArray[np.int64] | None = None,
+        limit: int | None = None,
     ) -> bool:
-        """Send the region's coalesced readings (``devices``' only, when given) as
-        screening copies, one per tier, after its admitted readings still buffered; True
-        when sent (else they stay)."""
-        _, dev, t, v, tier = self.coalescer.peek(code, devices)
+        """Send the region's coalesced readings (``devices``' only, when given; the oldest
+        ``limit``, when given) as screening copies, one per tier, after its admitted
+        readings still buffered; True when sent (else they stay)."""
+        _, dev, t, v, tier = self.coalescer.peek(code, devices, limit)
         before_region(code)
         copies = [
             self._copy(code, k, dev[part], t[part], v[part], now)
@@ -208,7 +214,7 @@ class HeldScreener:
         ]
         if not send(copies):
             return False
-        self.coalescer.taken(code, devices)
+        self.coalescer.taken(code, devices, limit)
         self.budget.sent(code, int(t.size), now)
         return True
 

@@ -10,7 +10,7 @@ from test_screening_while_held import RecordingApp, _producer
 
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import Producer
-from scheduler.held_screening import HeldScreenBudget
+from scheduler.held_screening import PER_UNSCREENED, HeldScreenBudget
 from scheduler.registry import generate_registry
 from scheduler.wire import SCREEN_TASK
 from stores.memory_state import MemoryStateStore
@@ -99,3 +99,48 @@ def test_only_the_devices_admitted_anew_have_their_held_readings_sent_early() ->
     held_sent = {d for copy in _held_copies(app) for d, _ in copy}
     assert held_sent <= set(ids[:100].tolist())
     assert producer.held_screener.coalescer.size == 200
+
+
+def test_a_paced_region_sends_what_its_budget_pays_oldest_first_and_keeps_the_rest() -> None:
+    # Given eu-west closed, a budget that has earned nothing yet, copies of 100 readings
+    app = RecordingApp()
+    now = [time.time()]
+    reg = generate_registry(2_000, seed=3)
+    budget = HeldScreenBudget(per_admitted=1.0)
+    producer = Producer(
+        lambda: reg,
+        CeleryPublisher(app, screening=True, clock=lambda: now[0]),  # type: ignore[arg-type]
+        MemoryStateStore(),
+        clock=lambda: now[0],
+        backlog_gate=lambda: np.full(3, True),
+        held_screening=budget,
+    )
+    producer.held_screener.coalescer.max_readings = 100
+    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    start = now[0]
+    # When five chunks of one reading per device are held back and picked for screening
+    for k in range(5):
+        producer.ingest_columns(ids, np.full(300, start - 5 + k), np.zeros(300))
+    # Then one copy's worth went (the oldest readings), not the region's 1,500 at once
+    coalescer = producer.held_screener.coalescer
+    assert coalescer.size == 1_400
+    # And once the region's workers drain routine readings at a rate earning 300 held
+    # readings per 0.1 s (each earns 1, and PER_UNSCREENED for its screening at
+    # admission), each send takes about what was earned since, until all are sent
+    budget.follow_drain([3_000.0 / (1.0 + PER_UNSCREENED), 0.0, 0.0])
+    sizes = []
+    for step in range(1, 30):
+        now[0] = start + step * 0.1
+        before = coalescer.size
+        producer.poll()
+        sizes.append(before - coalescer.size)
+    assert coalescer.size == 0
+    assert max(sizes) <= 330
+    producer.flush()
+    # And every device's readings reached screening complete and in time order
+    seen: dict[int, list[float]] = {}
+    for copy in _held_copies(app):
+        for d, t in copy:
+            seen.setdefault(d, []).append(t)
+    assert len(seen) == 300
+    assert all(ts == [start - 5 + k for k in range(5)] for ts in seen.values())

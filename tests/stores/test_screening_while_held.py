@@ -18,7 +18,7 @@ from bench.window import OfferWindow
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import IngestResult, Producer
 from scheduler.codec import decode_batch
-from scheduler.held_screening import HeldScreenBudget
+from scheduler.held_screening import PER_UNSCREENED, HeldScreenBudget
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from scheduler.wire import HELD_SCREEN_FIELD, ROUTINE_TASK, SCREEN_TASK
@@ -170,13 +170,17 @@ def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> N
     standard = np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]
     ids = reg.device_id[standard]
     now = time.time()
-    # (admitted a window before, so the budget judges on evidence)
-    producer.ingest_columns(ids, np.full(300, now - 9), np.zeros(300), now_ts=now - 3)
+    # (admitted a window before, so the budget judges on evidence; readings admitted
+    # unscreened earn 0.5 each, and PER_UNSCREENED more for their screening copies: as
+    # many as 300 would earn at 2 more, about half what 300 held ones spend 3 s later)
+    admitted = round(300 * 2.5 / (0.5 + PER_UNSCREENED))
+    producer.ingest_columns(
+        ids[:admitted], np.full(admitted, now - 9), np.zeros(admitted), now_ts=now - 3
+    )
     producer.flush()
     closed[0] = True
     producer.ingest_columns(ids, np.full(300, now - 8), np.zeros(300), now_ts=now)
     producer.flush()
-    # (about half: the 300 admitted unscreened also earned for their screening copies)
     assert 0.5 <= producer.held_screener.budget.share(0) < 0.6
     app.sent.clear()
     # When three newer readings per device are pushed back
