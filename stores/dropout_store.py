@@ -175,11 +175,18 @@ class RedisDropoutStore:
         # remembered, which no keep renews) are a score range, read without the rest.
         pipe = self.client.pipeline(transaction=False)
         pipe.zrangebyscore(found, "-inf", f"({pass_no - 1}")
-        pipe.zdiff([k.dropout_folded(region), found])
         pipe.zdiff([k.dropout_armed(region), found])
-        stale, unfolded, unarmed = pipe.execute()
+        pipe.zcard(k.dropout_folded(region))
+        pipe.zcard(found)
+        stale, unnumbered, n_folded, n_found = pipe.execute()
         # Remembered before passes were numbered: found by no pass yet, given this one.
-        unnumbered = list(dict.fromkeys([*unfolded, *unarmed]))
+        # ``fold`` numbers each device it remembers, so only fewer numbers than folded
+        # devices make the server diff the whole folded set (a pass takes far longer than
+        # this diff, but it holds Redis meanwhile). Stale numbers of devices no longer
+        # remembered may hide a few for two passes, until they are dropped below.
+        if n_folded > n_found:
+            unnumbered.extend(self.client.zdiff([k.dropout_folded(region), found]))
+        unnumbered = list(dict.fromkeys(unnumbered))
         spans = self.events(region)
         over = [str(g) for g, (_, hi) in spans.items() if hi < now_ts - _EVENT_SPAN_S]
         pipe = self.client.pipeline(transaction=False)

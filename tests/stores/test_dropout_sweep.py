@@ -419,10 +419,9 @@ def test_a_sweep_started_while_another_runs_reads_nothing_and_forgets_no_device(
             held = super().page(region, page_size)
             if not beside:
                 other = RedisDropoutStore(client, KEYS)
-                beside.append(
-                    sweep(other, registry, region, lambda _: None, NOW + 2,
-                          page_size=200, budget_s=float("inf"))  # fmt: skip
-                )
+                unbounded = float("inf")
+                run = sweep(other, registry, region, lambda _: None, NOW + 2, budget_s=unbounded)
+                beside.append(run)
             return held
 
     # When a sweep of one page runs with a full sweep started beside it
@@ -440,7 +439,7 @@ def test_a_sweep_started_while_another_runs_reads_nothing_and_forgets_no_device(
 def test_a_sweep_that_fails_leaves_the_region_to_the_next_sweep(
     client: fakeredis.FakeRedis, quiet_region: QuietRegion
 ) -> None:
-    registry, region, mine, store = quiet_region
+    registry, region, _, store = quiet_region
 
     def broken(_: dict[str, Any]) -> None:
         raise ConnectionError("broker gone")
@@ -453,3 +452,19 @@ def test_a_sweep_that_fails_leaves_the_region_to_the_next_sweep(
     result = sweep(store, registry, region, emitted.append, NOW + 1, budget_s=float("inf"))
     # Then that sweep runs: it reads states (the first one's are marked, so none is new)
     assert result.states > 0
+
+
+def test_devices_remembered_before_passes_were_numbered_are_forgotten_once_gone(
+    client: fakeredis.FakeRedis,
+) -> None:
+    store = RedisDropoutStore(client, KEYS)
+    region = "eu"
+    # Given devices remembered as folded (one also armed) by a sweep that numbered no pass
+    # (an older release), their states long gone
+    client.zadd(KEYS.dropout_folded(region), {"41": 100.0, "42": 100.0})
+    client.zadd(KEYS.dropout_armed(region), {"42": 150.0})
+    # When passes end without finding them
+    ended = [store.end_pass(region, 7 + k, now_ts=200.0 + k) for k in range(4)]
+    # Then they are forgotten, two passes after the first that numbered them
+    assert ended == [0, 0, 2, 0]
+    assert remembered(client, region) == set()
