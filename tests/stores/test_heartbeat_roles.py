@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import pathlib
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -36,3 +39,20 @@ def test_a_worker_starting_with_part_of_a_regions_data_queues_warns(
     # Then it beats for nothing, and says so naming the region
     assert step.heartbeater is None
     assert any("eu-west" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_the_dashboard_shows_each_roles_heartbeat_age_apart() -> None:
+    # Given the dashboard shipped in deploy/grafana
+    path = pathlib.Path(__file__).parents[2] / "deploy" / "grafana" / "iotsched.json"
+    panels = json.loads(path.read_text())["panels"]
+    targets = [
+        t for p in panels for t in p.get("targets", [])
+        if "iotsched_heartbeat_age_seconds" in t["expr"]
+    ]  # fmt: skip
+    # Then every heartbeat age series keeps its role, so a live premium lane never hides
+    # a dead data worker of its region (or the other way round)
+    assert targets
+    for target in targets:
+        grouping = re.search(r"by \(([^)]*)\)", target["expr"])
+        assert grouping is not None and "role" in grouping.group(1).replace(" ", "").split(",")
+        assert "{{role}}" in target["legendFormat"]
