@@ -85,8 +85,10 @@ class SweepResult:
     folded: int = 0
     #: Of ``alerts``: devices folded into an event and still silent after it was over.
     alerts_after_outage: int = 0
-    #: Devices remembered as folded that the finished pass did not find (gone).
+    #: Devices remembered as folded that the finished passes did not find (gone).
     forgotten: int = 0
+    #: 1 when another sweep of the region was running: this one read nothing.
+    skipped_busy: int = 0
 
 
 @dataclass
@@ -232,7 +234,7 @@ def sweep(
     Returns an empty result, having read nothing, while another sweep of ``region`` runs."""
     token = store.claim_sweep(region, LEASE_MS)
     if token is None:
-        return SweepResult()
+        return SweepResult(skipped_busy=1)
     try:
         return _sweep_leased(
             store, registry, region, emit, now_ts, config, page_size, max_pages, max_lag_s,
@@ -393,6 +395,7 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
             "dropout_folded": result.folded,
             "dropout_alerts_after_outage": result.alerts_after_outage,
             "dropout_forgotten_gone": result.forgotten,
+            "dropout_sweeps_skipped_busy": result.skipped_busy,
         }
     )
     return result.alerts
