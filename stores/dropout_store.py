@@ -21,16 +21,26 @@ were first seen back (``arm``), in the same round trip; ``forget`` drops those s
 A remembered device is settled only when a page finds it, so one that left the fleet or
 the region would be remembered for ever. Each pass is numbered: the sweep notes the pass
 that found a remembered device (``keep``; ``fold`` for a new one), and ``end_pass``
-forgets those the pass now ending did not find (SCAN returns every state that existed
-throughout a pass). Memory follows the fleet: at most one pass behind it. Devices
-still there are settled by their own rules, their silence counting as quiet together
-for ``FoldConfig.together_s`` at most.
+forgets those neither the pass now ending nor the one before found (SCAN returns every
+state that existed throughout a pass). Memory follows the fleet: at most two passes
+behind it. Devices still there are settled by their own rules, their silence counting
+as quiet together for ``FoldConfig.together_s`` at most.
+
+"A pass did not find it" holds only if one sweep at a time walks the region's cursor:
+two sweeps paging it together (two pool processes or replicas taking sweeps sent 2 s
+apart, or a retry beside the next one) end passes the other has not recorded yet, write
+back stale cursors, and number one page a pass. So a sweep runs only while it holds the
+region's lease (``claim_sweep``, released by ``release_sweep``; it lapses after the
+sweep's hard time limit if its worker dies). The pass of slack in ``end_pass`` covers a
+sweep that outlived its lease.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,6 +85,13 @@ class StatePage:
 
 
 class DropoutStore(Protocol):
+    def claim_sweep(self, region: str, hold_ms: int) -> str | None:
+        """The lease of ``region``'s sweep for ``hold_ms`` at most: a token to release it
+        with, or None while another sweep holds it."""
+
+    def release_sweep(self, region: str, token: str) -> None:
+        """Give back the lease taken with ``token``; a lease since taken by another stays."""
+
     def page(self, region: str, page_size: int) -> StatePage:
         """The next page of ``region``'s pass over every detector state, with the pass's
         number (the page that ends a pass moves the number on)."""
@@ -100,8 +117,8 @@ class DropoutStore(Protocol):
 
     def end_pass(self, region: str, pass_no: int, now_ts: float) -> int:
         """Pass ``pass_no`` finished (its last page was read): forget remembered devices
-        it did not find (gone from the fleet or the region) and event spans over for
-        ``_EVENT_SPAN_S`` at ``now_ts``. Returns devices forgotten."""
+        neither it nor the pass before found (gone from the fleet or the region) and event
+        spans over for ``_EVENT_SPAN_S`` at ``now_ts``. Returns devices forgotten."""
 
     def events(self, region: str) -> dict[int, tuple[float, float]]:
         """Per group (``REGION_WIDE``: the region), the span of last readings (first, last)
@@ -116,6 +133,7 @@ class RedisDropoutStore:
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self.client: Any = client  # redis-py's reply unions: see RedisStateStore
         self.keys = keys or Keys()
+        self._release = client.register_script(_RELEASE)
 
     def frontier(self, region: str) -> dict[str, float]:
         return RedisDetectorStore(self.client, self.keys).frontier(region)
@@ -148,32 +166,52 @@ class RedisDropoutStore:
                 self.keys.dropout_found(region), dict.fromkeys(device_ids.tolist(), pass_no)
             )
 
+    def claim_sweep(self, region: str, hold_ms: int) -> str | None:
+        token = secrets.token_hex(8)
+        taken = self.client.set(self.keys.dropout_lock(region), token, nx=True, px=hold_ms)
+        return token if taken else None
+
+    def release_sweep(self, region: str, token: str) -> None:
+        self._release(keys=[self.keys.dropout_lock(region)], args=[token])
+
     def end_pass(self, region: str, pass_no: int, now_ts: float) -> int:
         k = self.keys
+        found = k.dropout_found(region)
+        # The found scores are pass numbers: the gone (and entries of devices no longer
+        # remembered, which no keep renews) are a score range, read without the rest.
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(k.dropout_folded(region), 0, -1)
-        pipe.zrange(k.dropout_armed(region), 0, -1)
-        pipe.zrange(k.dropout_found(region), 0, -1, withscores=True)
-        folded, armed, found = pipe.execute()
-        found_in = {int(d): int(p) for d, p in found}
-        remembered = {int(d) for d in (*folded, *armed)}
+        pipe.zrangebyscore(found, "-inf", f"({pass_no - 1}")
+        pipe.zdiff([k.dropout_armed(region), found])
+        pipe.zcard(k.dropout_folded(region))
+        pipe.zcard(found)
+        stale, unnumbered, n_folded, n_found = pipe.execute()
         # Remembered before passes were numbered: found by no pass yet, given this one.
-        unnumbered = [d for d in remembered if d not in found_in]
-        gone = [d for d in remembered if found_in.get(d, pass_no) < pass_no]
-        dropped = gone + [d for d in found_in if d not in remembered]
+        # ``fold`` numbers each device it remembers, so only fewer numbers than folded
+        # devices make the server diff the whole folded set (a pass takes far longer than
+        # this diff, but it holds Redis meanwhile). Stale numbers of devices no longer
+        # remembered may hide a few for two passes, until they are dropped below.
+        if n_folded > n_found:
+            unnumbered.extend(self.client.zdiff([k.dropout_folded(region), found]))
+        unnumbered = list(dict.fromkeys(unnumbered))
         spans = self.events(region)
         over = [str(g) for g, (_, hi) in spans.items() if hi < now_ts - _EVENT_SPAN_S]
         pipe = self.client.pipeline(transaction=False)
-        if unnumbered:
-            pipe.zadd(k.dropout_found(region), dict.fromkeys(unnumbered, pass_no))
-        if dropped:
-            pipe.zrem(k.dropout_folded(region), *dropped)
-            pipe.zrem(k.dropout_armed(region), *dropped)
-            pipe.zrem(k.dropout_found(region), *dropped)
+        for chunk in _chunks(unnumbered):
+            pipe.zadd(found, dict.fromkeys(chunk, pass_no))
+        for chunk in _chunks(stale):
+            pipe.zmscore(k.dropout_folded(region), chunk)
+            pipe.zmscore(k.dropout_armed(region), chunk)
+            pipe.zrem(k.dropout_folded(region), *chunk)
+            pipe.zrem(k.dropout_armed(region), *chunk)
+            pipe.zrem(found, *chunk)
         if over:
             pipe.hdel(k.dropout_events(region), *over)
-        pipe.execute()
-        return len(gone)
+        replies = pipe.execute()[len(_chunks(unnumbered)) :]
+        gone = 0
+        for at in range(0, len(_chunks(stale)) * 5, 5):
+            folded, armed = replies[at], replies[at + 1]
+            gone += sum(f is not None or a is not None for f, a in zip(folded, armed, strict=True))
+        return gone
 
     def events(self, region: str) -> dict[int, tuple[float, float]]:
         raw: Any = self.client.hgetall(self.keys.dropout_events(region))
@@ -273,9 +311,13 @@ class RedisDropoutStore:
 class MemoryDropoutStore:
     """The sweep over the in-memory detector states; a cursor per region, as in Redis."""
 
-    def __init__(self, detector: MemoryDetectorStore) -> None:
+    def __init__(
+        self, detector: MemoryDetectorStore, clock: Callable[[], float] | None = None
+    ) -> None:
         self.detector = detector
+        self._clock = clock or time.monotonic
         self._lock = threading.Lock()
+        self._leases: dict[str, tuple[str, float]] = {}
         self._cursor: dict[str, int] = {}
         self._folded: dict[str, dict[int, float]] = {}
         self._armed: dict[str, dict[int, float]] = {}
@@ -306,14 +348,34 @@ class MemoryDropoutStore:
         with self._lock:
             self._found.setdefault(region, {}).update(dict.fromkeys(device_ids.tolist(), pass_no))
 
+    def claim_sweep(self, region: str, hold_ms: int) -> str | None:
+        now = self._clock()
+        with self._lock:
+            held = self._leases.get(region)
+            if held is not None and held[1] > now:
+                return None
+            token = secrets.token_hex(8)
+            self._leases[region] = (token, now + hold_ms / 1000.0)
+            return token
+
+    def release_sweep(self, region: str, token: str) -> None:
+        with self._lock:
+            held = self._leases.get(region)
+            if held is not None and held[0] == token:
+                del self._leases[region]
+
     def end_pass(self, region: str, pass_no: int, now_ts: float) -> int:
         with self._lock:
             folded = self._folded.setdefault(region, {})
             armed = self._armed.setdefault(region, {})
             found = self._found.setdefault(region, {})
             remembered = {*folded, *armed}
-            gone = [d for d in remembered if found.get(d, pass_no) < pass_no]
-            for d in [*gone, *(d for d in found if d not in remembered)]:
+            # Remembered before passes were numbered: found by no pass yet, given this one.
+            found.update({d: pass_no for d in remembered if d not in found})
+            gone = [d for d in remembered if found[d] < pass_no - 1]
+            # Entries of devices no longer remembered go once stale, as in Redis.
+            orphans = [d for d, p in found.items() if d not in remembered and p < pass_no - 1]
+            for d in [*gone, *orphans]:
                 folded.pop(d, None)
                 armed.pop(d, None)
                 found.pop(d, None)
@@ -349,6 +411,22 @@ class MemoryDropoutStore:
     def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
         done = self.detector.replace_states(device_ids.tolist(), seen, marked)
         return np.array(done, dtype=bool)
+
+
+#: Compare-and-delete: only the holder's token releases a sweep's lease.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+#: Members per ZADD/ZREM in ``end_pass``: a pass may forget a whole region at once.
+_CHUNK = 1_000
+
+
+def _chunks(members: list[Any]) -> list[list[Any]]:
+    return [members[i : i + _CHUNK] for i in range(0, len(members), _CHUNK)]
 
 
 def _scores(ids: list[int], scores: Mapping[int, float | None]) -> F64:

@@ -211,6 +211,10 @@ class Keys:
         """A region's dropout sweep pass number (counts passes over every detector state)."""
         return f"{self.prefix}:dropout:{region}:pass"
 
+    def dropout_lock(self, region: str) -> str:
+        """Held (token, with a TTL) by the one dropout sweep of a region running now."""
+        return f"{self.prefix}:dropout:{region}:lock"
+
     @property
     def inflight(self) -> str:
         """Hash: routine batch id → its queue and payload, from publish until fully applied."""

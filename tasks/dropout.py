@@ -16,7 +16,12 @@ when the device returns before a sweep saw it. A device folded into an event is
 remembered until it is heard from; one still silent a dropout limit after its region and
 group came back is alerted on its own then (``scheduler.dropout_fold.settle_folded``):
 it died during the outage. One that left the fleet or the region meanwhile is
-forgotten when the sweep's pass ends without finding it (``DropoutStore.end_pass``).
+forgotten when the sweep's passes end without finding it (``DropoutStore.end_pass``).
+
+One sweep of a region runs at a time: sweeps go out every 2 s and are retried, and two
+pool processes or replicas may take them together, but the forgetting above holds only
+for a cursor one sweep walks. A sweep that finds the region's lease held
+(``DropoutStore.claim_sweep``) does nothing; the next one carries on from the cursor.
 
 A worker killed between writing the marks and publishing loses those alerts: the
 sweep prefers at most once, because a duplicate dropout alert per sweep would be
@@ -56,7 +61,7 @@ from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
 from stores.dropout_store import DropoutStore, StatePage
 from tasks.app import app
 from tasks.base import WorkTask, timed
-from tasks.limits import work_options
+from tasks.limits import SWEEP, work_options
 from tasks.screen import EmitAlerts
 
 #: The histogram of sweep run times (ms), beside the detection latency stages.
@@ -64,6 +69,9 @@ SWEEP_RUN_STAGE = "run:dropout_sweep"
 #: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
 PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
 MAX_PAGES = defaults.DROPOUT_MAX_PAGES
+#: A sweep's lease of its region lapses after this (ms): its task is killed by then, so a
+#: dead worker holds up the region's sweeps no longer than one sweep may run.
+LEASE_MS = int((SWEEP.hard_s or 60.0) * 1000)
 
 
 @dataclass
@@ -77,8 +85,10 @@ class SweepResult:
     folded: int = 0
     #: Of ``alerts``: devices folded into an event and still silent after it was over.
     alerts_after_outage: int = 0
-    #: Devices remembered as folded that the finished pass did not find (gone).
+    #: Devices remembered as folded that the finished passes did not find (gone).
     forgotten: int = 0
+    #: 1 when another sweep of the region was running: this one read nothing.
+    skipped_busy: int = 0
 
 
 @dataclass
@@ -219,7 +229,35 @@ def sweep(
     Silence is measured up to what screening has seen of each device's tier
     (``scheduler.silence_clock``), not up to ``now_ts``, unless screening is more than
     ``max_lag_s`` behind it or the region's screening has stopped. Devices quiet together
-    fold into silence events (``fold``) before any is alerted on its own."""
+    fold into silence events (``fold``) before any is alerted on its own.
+
+    Returns an empty result, having read nothing, while another sweep of ``region`` runs."""
+    token = store.claim_sweep(region, LEASE_MS)
+    if token is None:
+        return SweepResult(skipped_busy=1)
+    try:
+        return _sweep_leased(
+            store, registry, region, emit, now_ts, config, page_size, max_pages, max_lag_s,
+            fold, budget_s, elapsed_s,
+        )  # fmt: skip
+    finally:
+        store.release_sweep(region, token)
+
+
+def _sweep_leased(
+    store: DropoutStore,
+    registry: Registry,
+    region: str,
+    emit: EmitAlerts,
+    now_ts: float,
+    config: DetectorConfig | None,
+    page_size: int,
+    max_pages: int,
+    max_lag_s: float,
+    fold: FoldConfig | None,
+    budget_s: float,
+    elapsed_s: Callable[[], float] | None,
+) -> SweepResult:
     cfg = config or DetectorConfig()
     region_code = registry.topology.region_code(region)
     result = SweepResult()
@@ -357,6 +395,7 @@ def handle_sweep(rt: Runtime, payload: dict[str, Any]) -> int:
             "dropout_folded": result.folded,
             "dropout_alerts_after_outage": result.alerts_after_outage,
             "dropout_forgotten_gone": result.forgotten,
+            "dropout_sweeps_skipped_busy": result.skipped_busy,
         }
     )
     return result.alerts

@@ -6,8 +6,10 @@ worker heartbeats per role, for what it drains: a worker consuming every data
 queue of a region (``{region}.{kind}``, the data role) beats for the region; one
 consuming its premium queues only (the premium lane) beats as the region's lane,
 which placement counts for premium readings alone. Maintenance workers do not
-beat. Regions and roles come from the queues the worker consumes, so it works
-for any launch profile without another setting.
+beat. Regions and roles come from the queues the worker consumes, with no other
+setting, for the launch profiles that fill a role: a worker taking only some of a
+region's data queues (other than the lane's pair) fills neither and beats for
+nothing, so placement does not count it; it says so in a warning when it starts.
 
 A beat proves more than a live thread: before each one the worker checks
 that its pool takes work (``PoolLiveness``): no task running past its hard
@@ -164,6 +166,13 @@ def lanes_served(queue_names: Iterable[str]) -> list[str]:
     return sorted(r for r, k in kinds.items() if k >= _LANE_KINDS and not k >= _DATA_KINDS)
 
 
+def regions_unbeaten(queue_names: Iterable[str]) -> list[str]:
+    """Regions some of whose data queues are among ``queue_names`` though the worker beats
+    for neither role there (``regions_served``, ``lanes_served``): it drains them unseen."""
+    kinds = _kinds_by_region(queue_names)
+    return sorted(r for r, k in kinds.items() if not k >= _LANE_KINDS)
+
+
 class Heartbeater:
     """Writes this process's regions' heartbeat (``regions``: data role; ``lanes``:
     premium lane) on a timer thread until stopped."""
@@ -240,6 +249,13 @@ class RegionHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
     def start(self, parent: Any) -> None:
         queues = list(parent.app.amqp.queues.consume_from or {})
         regions, lanes = regions_served(queues), lanes_served(queues)
+        unbeaten = regions_unbeaten(queues)
+        if unbeaten:
+            log.warning(
+                "this worker takes some data queues of %s but not all (nor the premium "
+                "lane's pair): it beats for no role there, and placement does not count it",
+                ", ".join(unbeaten),
+            )
         if not regions and not lanes:
             return
         from celery.worker import state

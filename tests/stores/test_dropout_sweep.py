@@ -16,9 +16,9 @@ from scheduler.detector_state import fresh_states
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from stores.detector_store import RedisDetectorStore
-from stores.dropout_store import RedisDropoutStore
+from stores.dropout_store import RedisDropoutStore, StatePage
 from stores.keys import Keys
-from tasks.dropout import sweep
+from tasks.dropout import SweepResult, sweep
 from tasks.screen import screen_batch
 
 NOW = 1_700_000_000.0
@@ -381,7 +381,7 @@ def sweep_a_pass(store: RedisDropoutStore, registry: Registry, region: str, now_
     raise AssertionError("the sweep never finished a pass")
 
 
-def test_devices_that_leave_the_region_after_a_folded_outage_are_forgotten_within_a_pass(
+def test_devices_that_leave_the_region_after_a_folded_outage_are_forgotten_in_two_passes(
     client: fakeredis.FakeRedis, quiet_region: QuietRegion
 ) -> None:
     registry, region, mine, store = quiet_region
@@ -400,3 +400,72 @@ def test_devices_that_leave_the_region_after_a_folded_outage_are_forgotten_withi
     # Then the region remembers only its devices still silent in it: memory follows the
     # fleet, not every device ever folded
     assert remembered(client, region) == set(stay.tolist())
+
+
+def test_a_sweep_started_while_another_runs_reads_nothing_and_forgets_no_device(
+    client: fakeredis.FakeRedis, quiet_region: QuietRegion
+) -> None:
+    registry, region, mine, store = quiet_region
+    # Given a folded region outage whose devices every pass so far has found
+    sweep_a_pass(store, registry, region, NOW)
+    sweep_a_pass(store, registry, region, NOW + 1)
+    before = remembered(client, region)
+    assert before == set(mine.tolist())
+    beside: list[SweepResult] = []
+
+    class SweepStartedMidPage(RedisDropoutStore):
+        """Another worker takes the next sweep of the region while this one holds a page."""
+
+        def page(self, region: str, page_size: int) -> StatePage:
+            held = super().page(region, page_size)
+            if not beside:
+                other = RedisDropoutStore(client, KEYS)
+                unbounded = float("inf")
+                run = sweep(other, registry, region, lambda _: None, NOW + 2, budget_s=unbounded)
+                beside.append(run)
+            return held
+
+    # When a sweep of one page runs with a full sweep started beside it
+    sweep(SweepStartedMidPage(client, KEYS), registry, region, lambda _: None, NOW + 2,
+          page_size=200, max_pages=1)  # fmt: skip
+    # Then the sweep beside it did nothing (no page read, no pass ended) ...
+    assert beside == [SweepResult(skipped_busy=1)]
+    # ... and every device still present is still remembered, through two more passes
+    assert remembered(client, region) == before
+    sweep_a_pass(store, registry, region, NOW + 3)
+    sweep_a_pass(store, registry, region, NOW + 4)
+    assert remembered(client, region) == before
+
+
+def test_a_sweep_that_fails_leaves_the_region_to_the_next_sweep(
+    client: fakeredis.FakeRedis, quiet_region: QuietRegion
+) -> None:
+    registry, region, _, store = quiet_region
+
+    def broken(_: dict[str, Any]) -> None:
+        raise ConnectionError("broker gone")
+
+    # Given a sweep that failed publishing its alerts
+    with pytest.raises(ConnectionError):
+        sweep(store, registry, region, broken, NOW)
+    # When the region is swept again
+    emitted: list[dict[str, Any]] = []
+    result = sweep(store, registry, region, emitted.append, NOW + 1, budget_s=float("inf"))
+    # Then that sweep runs: it reads states (the first one's are marked, so none is new)
+    assert result.states > 0
+
+
+def test_devices_remembered_before_passes_were_numbered_are_forgotten_once_gone(
+    client: fakeredis.FakeRedis,
+) -> None:
+    store = RedisDropoutStore(client, KEYS)
+    region = "eu"
+    # Given devices remembered as folded (one also armed) by a sweep that numbered no pass
+    # (an older release), their states long gone
+    client.zadd(KEYS.dropout_folded(region), {"41": 100.0, "42": 100.0})
+    client.zadd(KEYS.dropout_armed(region), {"42": 150.0})
+    # When passes end without finding them
+    ended = [store.end_pass(region, 7 + k, now_ts=200.0 + k) for k in range(4)]
+    # Then they are forgotten, two passes after the first that numbered them
+    assert ended == [0, 0, 2, 0]
+    assert remembered(client, region) == set()
