@@ -61,7 +61,7 @@ from scheduler.wire import ALERTS_WIRE_VERSION, DROPOUT_TASK
 from stores.dropout_store import DropoutStore, StatePage
 from tasks.app import app
 from tasks.base import WorkTask, timed
-from tasks.limits import SWEEP, work_options
+from tasks.limits import work_options
 from tasks.screen import EmitAlerts
 
 #: The histogram of sweep run times (ms), beside the detection latency stages.
@@ -69,9 +69,12 @@ SWEEP_RUN_STAGE = "run:dropout_sweep"
 #: Kept for readers that name them here; the defaults live in ``scheduler.defaults``.
 PAGE_SIZE = defaults.DROPOUT_PAGE_SIZE
 MAX_PAGES = defaults.DROPOUT_MAX_PAGES
-#: A sweep's lease of its region lapses after this (ms): its task is killed by then, so a
-#: dead worker holds up the region's sweeps no longer than one sweep may run.
-LEASE_MS = int((SWEEP.hard_s or 60.0) * 1000)
+#: A sweep's lease of its region lapses after this (ms). A sweep stops paging after
+#: DROPOUT_SWEEP_BUDGET_S (0.1 s, plus the page in hand and end_pass), so 5 s is ample;
+#: a worker killed mid-sweep holds up its region's dropout detection no longer than
+#: that (the task's 60 s hard limit would hold it up a minute). A sweep that does run
+#: past its lease meets end_pass's one pass of lag, which keeps devices it found.
+LEASE_MS = 5_000
 
 
 @dataclass
