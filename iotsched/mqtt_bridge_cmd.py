@@ -70,11 +70,19 @@ def run(args: argparse.Namespace) -> int:
         key_file=args.key_file,
         tls_insecure=args.tls_insecure or None,
     )
-    celery_app = broker_app(settings.effective_broker_url, keys)
-    wiring = wire_producer(settings, celery_app, connect(settings.redis_url))
+    wiring = wire_producer(
+        settings, broker_app(settings.effective_broker_url, keys), connect(settings.redis_url)
+    )
     registry = wiring.runtime.registry
     registry.get()  # fail now, with the one-line reason, when no registry is stored
-    producer = wiring.producer(f"mqtt-{args.client_id}-{int(time.time())}")
+    started = int(time.time())
+    producer = wiring.producer(f"mqtt-{args.client_id}-{started}")
+    # The premium lane's thread publishes through wiring of its own: a Celery publisher
+    # and its Redis connections serve one thread at a time.
+    lane_wiring = wire_producer(
+        settings, broker_app(settings.effective_broker_url, keys), connect(settings.redis_url)
+    )
+    premium_producer = lane_wiring.producer(f"mqtt-{args.client_id}-premium-{started}")
     options = BridgeOptions(
         group=args.group,
         filters=tuple(args.topic or DEFAULT_FILTERS),
@@ -83,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
         receive_maximum=min(args.receive_maximum, 65_535),
     )
     bridge = MqttBridge(
-        producer, broker, options, registry=registry.get, parked=wiring.runtime.stores.parked
+        producer,
+        broker,
+        options,
+        registry=registry.get,
+        parked=wiring.runtime.stores.parked,
+        premium_producer=premium_producer,
     )
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
@@ -98,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         stats = bridge.run()
     finally:
         wiring.close()
+        lane_wiring.close()
     print(
         f"messages {stats.messages:,}, accepted {stats.accepted:,}, "
         f"rejected {stats.rejected:,}, acked {stats.acked:,}, "
