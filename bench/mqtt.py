@@ -4,8 +4,7 @@ Simulated devices (or gateways, ``--per-message 100``) publish through a real br
 QoS 1, premium devices to their premium topics on connections of their own (gateways
 split each batch: its premium devices' readings to the gateway's premium topic), or with
 ``--plain-topics`` every device to its plain topic; ``mqtt-bridge`` processes (one
-shared-subscription group) ingest the plain topics and one more takes the premium
-lane (``--shared-lanes``: each bridge both); one real worker per region processes. Reported:
+shared-subscription group) ingest; one real worker per region processes. Reported:
 readings/s from first publish to all processed, premium p99 from device publish to
 processed, and lost = broker-acknowledged readings not processed and not dead-lettered
 (processed is read back from the rollups). The publishers run at a lower CPU priority
@@ -42,12 +41,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     prefix, root = f"iotsched-mqttbench-{tag}", f"mqttbench-{tag}"
     with RedisRun(args.redis_url, prefix, args.devices, seed=args.seed) as run_:
         assert run_.registry is not None
-        # The premium lane in a bridge process of its own, beside the plain ones (or, with
-        # --shared-lanes, both lanes in each bridge).
-        lanes = "both" if args.shared_lanes or args.plain_topics else "plain"
-        bridges = [_start_bridge(args, prefix, root, str(i), lanes) for i in range(args.bridges)]
-        if lanes == "plain":
-            bridges.append(_start_bridge(args, prefix, root, "p", "premium"))
+        bridges = [_start_bridge(args, prefix, root, i) for i in range(args.bridges)]
         try:
             published, readings, started, finished = _publish(args, run_, root, progress)
             drained, done = _wait_ingested_then_drained(run_, readings, args.timeout_s, progress)
@@ -90,8 +84,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "publishers": args.publishers,
         "publisher_nice": args.publisher_nice,
         "bridges": args.bridges,
-        # Whether each bridge took both lanes, or the premium lane had a process of its own.
-        "premium_lane_process": lanes == "plain",
         "receive_maximum": args.receive_maximum,
         "devices": args.devices,
         "rate_mps": args.rate_mps,
@@ -101,7 +93,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _start_bridge(
-    args: argparse.Namespace, prefix: str, root: str, name: str, lanes: str
+    args: argparse.Namespace, prefix: str, root: str, i: int
 ) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "iotsched.cli", "mqtt-bridge",
@@ -109,8 +101,7 @@ def _start_bridge(
         "--topic", f"{root}/devices/+/telemetry",
         "--topic", f"{root}/gateways/+/telemetry",
         "--group", root,
-        "--client-id", f"{root}-bridge-{name}",
-        "--lanes", lanes,
+        "--client-id", f"{root}-bridge-{i}",
         "--session-expiry-s", "0",
         "--receive-maximum", str(args.receive_maximum),
         "--redis-url", args.redis_url,

@@ -12,12 +12,6 @@ and receive window), whose messages it takes before any other.
 The suffix chooses a lane, not a tier: the registry still classifies every reading, so a
 standard device on a premium topic is processed as standard (a broker ACL keeps devices
 off topics that are not theirs). The plain topics keep working for every device.
-
-A bridge takes both lanes, or one (``--lanes``): under load, a bridge process of its own
-for the premium lane keeps premium readings from waiting for the plain lane's work. In
-one process they share the interpreter's lock: measured in mqtt-bench, a thread offering
-the premium lane with a producer of its own spent 94% of its offers' time waiting (652
-ms of CPU, 10,898 ms of wall time, for 59,933 messages).
 """
 
 from __future__ import annotations
@@ -25,16 +19,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from ingest.mqtt_acks import Acks
 from ingest.mqtt_client import BufferedClient, Received
-from scheduler.errors import ConfigError
-
-#: The lanes a bridge takes: both, or one of them (a bridge process per lane: the premium
-#: lane's then never waits for the plain lane's work, on the CPU or the GIL).
-LaneChoice = Literal["both", "plain", "premium"]
-LANE_CHOICES: tuple[LaneChoice, ...] = ("both", "plain", "premium")
 
 PREMIUM_SUFFIX = "/premium"
 _SUFFIX_BYTES = PREMIUM_SUFFIX.encode()
@@ -86,14 +73,11 @@ class Lane:
             self.client.loop_stop()
 
 
-def lanes_for(client_id: str, filters: tuple[str, ...], which: LaneChoice = "both") -> list[Lane]:
-    """The bridge's lanes, by ``which``: the plain one and the premium one (``both``), or
-    one of them; a tagged packet id ``mid`` is lane number ``mid >> LANE_SHIFT``'s."""
-    plain = Lane(0, filters, client_id)
-    extra = premium_filters(filters)
-    if which == "plain" or (which == "both" and not extra):
-        return [plain]
-    if not extra:
-        raise ConfigError(f"no premium topics: no filter ends in /telemetry in {filters}")
-    premium = Lane(1, extra, f"{client_id}-premium")
-    return [premium] if which == "premium" else [plain, premium]
+def lanes_for(client_id: str, filters: tuple[str, ...], premium: bool) -> list[Lane]:
+    """The bridge's lanes: the plain one, then (``premium``) the premium one; a tagged
+    packet id ``mid`` is lane ``mid >> LANE_SHIFT``'s."""
+    lanes = [Lane(0, filters, client_id)]
+    extra = premium_filters(filters) if premium else ()
+    if extra:
+        lanes.append(Lane(1, extra, f"{client_id}-premium"))
+    return lanes

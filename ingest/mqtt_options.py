@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.mqtt_lanes import LaneChoice
-
 DEFAULT_FILTERS = ("devices/+/telemetry", "gateways/+/telemetry")
 #: Unacknowledged messages the broker may send this bridge before it waits for acks: the
 #: protocol's maximum, so a bridge that falls behind holds its backlog in flight rather
@@ -39,7 +37,6 @@ class BridgeOptions:
     #: tasks (73,000–90,000 readings/s in mqtt-bench, against 100,000–122,000 at 250 ms).
     #: Premium batches still go out on their own age limit (25 ms); only acks wait.
     ack_interval_ms: float = 250.0
-    #: The premium topics (each telemetry filter + ``/premium``) come on a connection of
-    #: their own whose messages are taken first; ``both`` lanes, or ``plain`` or
-    #: ``premium`` only (a bridge process per lane).
-    lanes: LaneChoice = "both"
+    #: Subscribe to the premium topics (each telemetry filter + ``/premium``) on a second
+    #: connection whose messages are taken first.
+    premium_lane: bool = True

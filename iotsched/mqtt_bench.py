@@ -26,9 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=10,
         help="publishers' CPU priority lowered by this much (the fleet is not on this machine)",
     )
-    p.add_argument(
-        "--bridges", type=positive_int, default=1, help="mqtt-bridge processes (plain topics)"
-    )
+    p.add_argument("--bridges", type=positive_int, default=1, help="mqtt-bridge processes")
     p.add_argument(
         "--receive-maximum",
         type=positive_int,
@@ -39,11 +37,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--plain-topics",
         action="store_true",
         help="premium devices publish to devices/{id}/telemetry too (default: .../premium)",
-    )
-    p.add_argument(
-        "--shared-lanes",
-        action="store_true",
-        help="each bridge takes the premium lane too (default: a bridge process of its own)",
     )
     p.add_argument("--timeout-s", type=positive_float, default=300.0)
     p.add_argument("--seed", type=non_negative_int, default=0)

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from ingest.mqtt_bridge import DEFAULT_FILTERS, RECEIVE_MAXIMUM, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
-from ingest.mqtt_lanes import LANE_CHOICES, lanes_for
+from ingest.mqtt_lanes import premium_filters
 from iotsched.argtypes import non_negative_int, positive_int
 from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
@@ -49,13 +49,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=RECEIVE_MAXIMUM,
         help="unacknowledged messages the broker may send this bridge (MQTT v5, at most 65535)",
     )
-    p.add_argument(
-        "--lanes",
-        choices=LANE_CHOICES,
-        default="both",
-        help="take both lanes, or only the plain or the premium topics (a process per lane: "
-        "premium then never waits for the plain lane's work)",
-    )
     p.add_argument("--redis-url", help="state and broker Redis (default IOTSCHED_REDIS_URL)")
     p.add_argument("--prefix", help="key prefix (default IOTSCHED_KEY_PREFIX)")
     p.set_defaults(func=run)
@@ -77,27 +70,40 @@ def run(args: argparse.Namespace) -> int:
         key_file=args.key_file,
         tls_insecure=args.tls_insecure or None,
     )
-    celery_app = broker_app(settings.effective_broker_url, keys)
-    wiring = wire_producer(settings, celery_app, connect(settings.redis_url))
+    wiring = wire_producer(
+        settings, broker_app(settings.effective_broker_url, keys), connect(settings.redis_url)
+    )
     registry = wiring.runtime.registry
     registry.get()  # fail now, with the one-line reason, when no registry is stored
-    producer = wiring.producer(f"mqtt-{args.client_id}-{int(time.time())}")
+    started = int(time.time())
+    producer = wiring.producer(f"mqtt-{args.client_id}-{started}")
+    # The premium lane's thread publishes through wiring of its own: a Celery publisher
+    # and its Redis connections serve one thread at a time.
+    lane_wiring = wire_producer(
+        settings, broker_app(settings.effective_broker_url, keys), connect(settings.redis_url)
+    )
+    premium_producer = lane_wiring.producer(f"mqtt-{args.client_id}-premium-{started}")
     options = BridgeOptions(
         group=args.group,
         filters=tuple(args.topic or DEFAULT_FILTERS),
         client_id=args.client_id,
         session_expiry_s=args.session_expiry_s,
         receive_maximum=min(args.receive_maximum, 65_535),
-        lanes=args.lanes,
     )
     bridge = MqttBridge(
-        producer, broker, options, registry=registry.get, parked=wiring.runtime.stores.parked
+        producer,
+        broker,
+        options,
+        registry=registry.get,
+        parked=wiring.runtime.stores.parked,
+        premium_producer=premium_producer,
     )
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
-    lanes = lanes_for(options.client_id, options.filters, options.lanes)
+    lane = premium_filters(options.filters)
     print(
-        f"bridging {broker.host}:{broker.port} {[lane.filters for lane in lanes]} → {keys.prefix}",
+        f"bridging {broker.host}:{broker.port} {options.filters} (premium lane {lane}) → "
+        f"{keys.prefix}",
         flush=True,
     )
     threading.Thread(target=_say_subscribed, args=(bridge,), daemon=True).start()
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         stats = bridge.run()
     finally:
         wiring.close()
+        lane_wiring.close()
     print(
         f"messages {stats.messages:,}, accepted {stats.accepted:,}, "
         f"rejected {stats.rejected:,}, acked {stats.acked:,}, "
