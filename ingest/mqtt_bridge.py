@@ -15,9 +15,7 @@ so several bridge processes split one stream, at QoS 1 with manual acknowledgeme
 - messages waiting in the bridge are taken premium devices' first (``Inbox``), and
   premium devices' own topics (``.../telemetry/premium``) come in on a connection of
   their own (``ingest.mqtt_lanes``), so at the broker too they never queue behind the
-  standard stream. Given a producer of their own (``premium_producer``) they are offered
-  on a thread of their own (``ingest.mqtt_premium_worker``) as they arrive; otherwise
-  those that come in during a cycle are offered between its runs.
+  standard stream; those that come in during a cycle are offered between its runs.
 
 The session is persistent (``clean_start`` off, a session expiry) under a stable client
 id, so a restarted bridge gets its unacknowledged messages back.
@@ -45,7 +43,6 @@ from ingest.mqtt_options import (
     BridgeOptions,
 )
 from ingest.mqtt_parking import Parking
-from ingest.mqtt_premium_worker import PremiumWorker
 from ingest.mqtt_receiver import Receiver
 from ingest.producer import Producer
 from scheduler.registry import Registry
@@ -71,15 +68,11 @@ class MqttBridge:
         clock: Callable[[], float] = time.time,
         registry: Callable[[], Registry] | None = None,
         parked: ParkedReadingsStore | None = None,
-        premium_producer: Producer | None = None,
     ) -> None:
         """``registry``: the fleet's tiers, so premium devices' messages waiting in the
         bridge are offered first (``Inbox``); without it, arrival order. ``parked``: where
         pushed-back readings wait, so their messages can be acknowledged (shared by every
-        bridge of the deployment); without it they wait in the bridge, unacknowledged.
-        ``premium_producer``: a producer for the premium lane's thread, sharing nothing
-        (publisher, connections) with ``producer``; without it the lane's messages are
-        offered by the bridge loop."""
+        bridge of the deployment); without it they wait in the bridge, unacknowledged."""
         self.producer = producer
         self.broker = broker
         self.options = options or BridgeOptions()
@@ -87,24 +80,15 @@ class MqttBridge:
         self._inbox = Inbox(registry)
         self._stop = threading.Event()
         opts = self.options
-        lanes = lanes_for(opts.client_id, opts.filters, opts.premium_lane)
         regions = producer.batcher.topology.regions
         self.parking = None if parked is None else Parking(parked, opts.client_id, regions)
-        self.premium: PremiumWorker | None = None
-        if premium_producer is not None and len(lanes) > 1:
-            lane_parking = None if parked is None else Parking(parked, lanes[1].client_id, regions)
-            lane_intake = Intake(premium_producer, lanes[1].acks.add, clock, None, lane_parking)
-            self.premium = PremiumWorker(
-                lane_intake, lanes[1], clock, opts.ack_interval_ms, CYCLE_MESSAGES
-            )
         self.receiver = Receiver(
             broker,
-            lanes,
+            lanes_for(opts.client_id, opts.filters, opts.premium_lane),
             opts.group,
             self._inbox,
             opts.session_expiry_s,
             opts.receive_maximum,
-            premium_sink=None if self.premium is None else self.premium.put,
         )
         self._intake = Intake(producer, self.receiver.ack, clock, registry, self.parking)
         self._acked_ts = 0.0
@@ -115,9 +99,8 @@ class MqttBridge:
 
     @property
     def stats(self) -> BridgeStats:
-        """What the bridge did so far, every thread's together."""
-        mine = self._intake.stats
-        return mine if self.premium is None else mine.plus(self.premium.intake.stats)
+        """What the bridge did so far."""
+        return self._intake.stats
 
     def stop(self) -> None:
         self._stop.set()
@@ -127,8 +110,6 @@ class MqttBridge:
         """Consume until ``stop()``; then publish what is buffered and acknowledge it."""
         if self.parking is not None:
             self.parking.start()
-        if self.premium is not None:
-            self.premium.start()
         try:
             self.receiver.connect()
             while not self._stop.is_set():
@@ -138,8 +119,6 @@ class MqttBridge:
             self.step()
             self._ack_all()
         finally:
-            if self.premium is not None:
-                self.premium.stop()
             self.receiver.close()
         return self.stats
 

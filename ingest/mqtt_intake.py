@@ -8,16 +8,15 @@ write (``ingest.mqtt_parking``), and is acknowledged once it succeeded; without 
 parked-readings store, or while Redis cannot take the write, it is held in the bridge
 with just those readings, unacknowledged (``ingest.mqtt_held``).
 
-Each thread of a bridge that offers readings owns an intake of its own, with its own
-producer: what a producer publishes covers exactly the acknowledgements its intake made
-due.
+What the producer publishes at an ack round covers exactly the acknowledgements its
+intake made due.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -47,11 +46,6 @@ class BridgeStats:
     pushed_back: int = 0
     acked: int = 0
     started_ts: float = field(default_factory=time.time)
-
-    def plus(self, other: BridgeStats) -> BridgeStats:
-        """Both threads' counts together (each thread counts into its own)."""
-        summed = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        return BridgeStats(**{**summed, "started_ts": min(self.started_ts, other.started_ts)})
 
 
 class Intake:

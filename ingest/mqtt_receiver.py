@@ -2,9 +2,8 @@
 
 It connects each lane (``ingest.mqtt_lanes``) with a persistent session and manual
 acknowledgement, subscribes it to its shared filters, hands what each lane's network
-thread parses to the bridge's inbox (the premium lane's ahead of every other, or to a
-thread of their own: ``ingest.mqtt_premium_worker``), wakes the bridge loop, and sends
-acknowledgements on the connection each message came on.
+thread parses to the bridge's inbox (the premium lane's ahead of every other), wakes the
+bridge loop, and sends acknowledgements on the connection each message came on.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from ingest.mqtt_client import BrokerConfig, Received, ReceivedSink, connect
+from ingest.mqtt_client import BrokerConfig, Received, connect
 from ingest.mqtt_inbox import Inbox
 from ingest.mqtt_lanes import LANE_SHIFT, Lane
 
@@ -34,17 +33,13 @@ class Receiver:
         inbox: Inbox,
         session_expiry_s: int,
         receive_maximum: int,
-        premium_sink: ReceivedSink | None = None,
     ) -> None:
-        """``premium_sink``: takes the premium lane's messages instead of the inbox (and
-        acknowledges them itself, on ``lanes[1]``)."""
         self.broker = broker
         self.lanes = lanes
         self.group = group
         self.inbox = inbox
         self.session_expiry_s = session_expiry_s
         self.receive_maximum = receive_maximum
-        self.premium_sink = premium_sink
         #: Set when messages wait for the bridge loop.
         self.wake = threading.Event()
         #: Set once the broker confirmed every lane's subscription.
@@ -61,9 +56,8 @@ class Receiver:
 
     @property
     def acks_due(self) -> int:
-        """Messages due for acknowledgement on the lane with the most (of those the bridge
-        loop acknowledges)."""
-        return max(len(lane.acks) for lane in self._acked_here)
+        """Messages due for acknowledgement on the lane with the most."""
+        return max(len(lane.acks) for lane in self.lanes)
 
     def ack(self, messages: list[tuple[int, int]]) -> None:
         """Due for acknowledgement, each on the lane its packet id is tagged with."""
@@ -74,13 +68,7 @@ class Receiver:
             self.lanes[m[0] >> LANE_SHIFT].acks.add([m])
 
     def send_acks(self) -> int:
-        return sum(lane.send_acks() for lane in self._acked_here)
-
-    @property
-    def _acked_here(self) -> list[Lane]:
-        """The lanes whose messages the bridge loop acknowledges: all but a premium lane
-        handed to a sink, which acknowledges its own on its thread."""
-        return self.lanes[:1] if self.premium_sink is not None else self.lanes
+        return sum(lane.send_acks() for lane in self.lanes)
 
     # Called on paho's network threads: hand over and wake the bridge loop.
     def plain(self, received: list[Received]) -> None:
@@ -98,9 +86,6 @@ class Receiver:
         """The premium lane's messages: taken before any other, and the loop woken now."""
         received = self.lanes[1].tagged(received)
         self.lanes[1].acks.arrived(received)
-        if self.premium_sink is not None:
-            self.premium_sink(received)
-            return
         self.inbox.put_premium(received)
         self.wake.set()
 

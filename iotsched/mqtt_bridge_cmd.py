@@ -14,7 +14,6 @@ from dataclasses import replace
 from ingest.mqtt_bridge import DEFAULT_FILTERS, RECEIVE_MAXIMUM, BridgeOptions, MqttBridge
 from ingest.mqtt_client import BrokerConfig
 from ingest.mqtt_lanes import premium_filters
-from ingest.mqtt_premium_worker import SWITCH_INTERVAL_S
 from iotsched.argtypes import non_negative_int, positive_int
 from iotsched.producer_wiring import wire_producer
 from scheduler.settings import Settings
@@ -71,19 +70,11 @@ def run(args: argparse.Namespace) -> int:
         key_file=args.key_file,
         tls_insecure=args.tls_insecure or None,
     )
-    wiring = wire_producer(
-        settings, broker_app(settings.effective_broker_url, keys), connect(settings.redis_url)
-    )
+    celery_app = broker_app(settings.effective_broker_url, keys)
+    wiring = wire_producer(settings, celery_app, connect(settings.redis_url))
     registry = wiring.runtime.registry
     registry.get()  # fail now, with the one-line reason, when no registry is stored
-    started = int(time.time())
-    producer = wiring.producer(f"mqtt-{args.client_id}-{started}")
-    # The premium lane's thread publishes through wiring of its own: a Celery publisher
-    # and its Redis connections serve one thread at a time.
-    lane_wiring = wire_producer(
-        settings, broker_app(settings.effective_broker_url, keys), connect(settings.redis_url)
-    )
-    premium_producer = lane_wiring.producer(f"mqtt-{args.client_id}-premium-{started}")
+    producer = wiring.producer(f"mqtt-{args.client_id}-{int(time.time())}")
     options = BridgeOptions(
         group=args.group,
         filters=tuple(args.topic or DEFAULT_FILTERS),
@@ -92,14 +83,8 @@ def run(args: argparse.Namespace) -> int:
         receive_maximum=min(args.receive_maximum, 65_535),
     )
     bridge = MqttBridge(
-        producer,
-        broker,
-        options,
-        registry=registry.get,
-        parked=wiring.runtime.stores.parked,
-        premium_producer=premium_producer,
+        producer, broker, options, registry=registry.get, parked=wiring.runtime.stores.parked
     )
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # the premium lane's thread waits less for the GIL
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     lane = premium_filters(options.filters)
@@ -113,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
         stats = bridge.run()
     finally:
         wiring.close()
-        lane_wiring.close()
     print(
         f"messages {stats.messages:,}, accepted {stats.accepted:,}, "
         f"rejected {stats.rejected:,}, acked {stats.acked:,}, "
