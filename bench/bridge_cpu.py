@@ -23,9 +23,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bench.mqtt_devices import publish_packet
 from ingest.mqtt_acks import Acks
-from ingest.mqtt_bridge import CYCLE_BYTES, CYCLE_MESSAGES, _runs
 from ingest.mqtt_client import BufferedClient, Received
-from ingest.mqtt_inbox import Inbox
+from ingest.mqtt_inbox import Inbox, runs
+from ingest.mqtt_options import CYCLE_BYTES, CYCLE_MESSAGES, RUN_BYTES, RUN_MESSAGES
 from ingest.mqtt_payload import decode_messages
 from scheduler.registry import Registry, generate_registry
 from scheduler.validation import Limits
@@ -94,7 +94,7 @@ def run_once(stream: bytes, registry: Registry, read_bytes: int) -> dict[str, fl
         t1 = clock()
         taken = inbox.take(CYCLE_MESSAGES, CYCLE_BYTES)
         t2 = clock()
-        for run in _runs(taken):
+        for run in runs(taken, RUN_MESSAGES, RUN_BYTES):
             decode_messages(run, limits, NOW_TS)
         t3 = clock()
         acks.add([(m[2], m[3]) for m in taken])

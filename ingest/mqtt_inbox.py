@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate, compress
 from operator import itemgetter
 
@@ -98,6 +98,21 @@ class Inbox:
         reg = self._registry()
         rows = reg.lookup(_topic_devices([m[0] for m in part]))
         return (rows >= 0) & (reg.tier[np.maximum(rows, 0)] == 0)  # type: ignore[no-any-return]
+
+
+def runs(received: list[Received], max_messages: int, max_bytes: int) -> Iterator[list[Received]]:
+    """A cycle's messages in runs of at most ``max_messages`` messages or (past)
+    ``max_bytes`` payload bytes, in order."""
+    run: list[Received] = []
+    size = 0
+    for message in received:
+        run.append(message)
+        size += len(message[1])
+        if len(run) >= max_messages or size >= max_bytes:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
 
 
 def _pop(queues: tuple[list[Received], ...], max_messages: int, max_bytes: int) -> list[Received]:
