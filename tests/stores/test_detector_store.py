@@ -175,21 +175,22 @@ def test_committed_alerts_wait_in_the_outbox_until_sent(store: DetectorStore) ->
 
 def test_the_turn_is_held_by_one_batch_until_its_commit(store: DetectorStore) -> None:
     # Given a batch refused by a collision that took the turn
-    assert store.take_turn("a")
+    assert store.take_turn("a", "eu-west")
     # Then no other batch takes it meanwhile, while the holder may take it again
-    assert not store.take_turn("b")
-    assert store.take_turn("a")
+    assert not store.take_turn("b", "eu-west")
+    assert store.take_turn("a", "eu-west")
     # And its commit gives it back
-    assert store.commit(store.load("a", _ids(1), 1), fresh_states(1), {}, readings=1, alerts=0)
-    assert store.take_turn("b")
+    loaded = store.load("a", _ids(1), 1, region="eu-west")
+    assert store.commit(loaded, fresh_states(1), {}, readings=1, alerts=0)
+    assert store.take_turn("b", "eu-west")
 
 
 def test_a_turn_given_back_without_a_commit_frees_the_others(store: DetectorStore) -> None:
     # Given a batch holding the turn that ends without committing
-    assert store.take_turn("a")
+    assert store.take_turn("a", "eu-west")
     # When another batch tries to give it back, Then that changes nothing
-    store.give_turn("b")
-    assert not store.take_turn("b")
+    store.give_turn("b", "eu-west")
+    assert not store.take_turn("b", "eu-west")
     # And when its holder gives it back, another batch takes it
-    store.give_turn("a")
-    assert store.take_turn("b")
+    store.give_turn("a", "eu-west")
+    assert store.take_turn("b", "eu-west")
