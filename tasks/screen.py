@@ -10,10 +10,10 @@ holding one of its devices committed in between, the batch takes its region's tu
 (the region's other batches' loads and commits wait for it; other regions' do not) and
 is loaded and screened again (a few times, later with a short jittered pause; then the
 task is retried), so no reading's step is lost and only the screening that committed
-publishes alerts. The commit keeps the alerts in an outbox entry until they are published: a worker killed in
-between leaves them there, and the redelivery, finding the batch claimed, publishes
-them again. The anomaly task folds each screened batch once (its own claim), so an
-alert is never lost to a crash and never counted twice.
+publishes alerts. The commit keeps the alerts in an outbox entry until they are
+published: a worker killed in between leaves them there, and the redelivery, finding
+the batch claimed, publishes them again. The anomaly task folds each screened batch
+once (its own claim), so an alert is never lost to a crash and never counted twice.
 """
 
 from __future__ import annotations
