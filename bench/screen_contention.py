@@ -131,6 +131,9 @@ def measure(
         "lost_steps": int(screened - counted),
         # Commits refused because a device's state changed since the load (screened again).
         "screen_collisions": int(client.hget(KEYS.counters, "screen_collisions") or 0),
+        # Mostly a waiter's looks at the turn another batch holds; take_turn, give_turn
+        # and the registry's version check GET too.
+        "redis_get_calls": int(client.info("commandstats").get("cmdstat_get", {}).get("calls", 0)),
         "cpu_us_per_reading": {
             "workers": round(sum(cpu) / screened * 1e6, 3),
             "redis": round(server / screened * 1e6, 3),
