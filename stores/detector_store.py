@@ -25,13 +25,18 @@ watching a batch's 5,000 device keys costs the server about 110 ms of CPU
 (``bench/watch_cost.py``); the count is one key.
 
 A batch refused by a collision ``take_turn``s before screening again: while it holds
-the turn, other batches' loads and commits wait (at most ``TURN_TTL_MS``), so the batch
-that lost once commits next instead of losing again to the other worker's next batch
-over the same devices, and that batch loads the states it commits after.
+its region's turn, the region's other batches' loads and commits wait (at most
+``TURN_TTL_MS``), so the batch that lost once commits next instead of losing again to
+the other worker's next batch over the same devices, and that batch loads the states it
+commits after. The turn is per region: batches collide over devices their region
+screens, and another region's screenings (premium's detection bound is 1 s) need not
+wait for it. A waiter looks again at growing intervals and holds no pooled connection
+meanwhile.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Mapping
@@ -71,8 +76,12 @@ COMMIT_PASSES = 8
 #: How long a batch refused by a collision keeps the others waiting while it screens again
 #: (the turn is given back by its commit, or lapses if its worker dies).
 TURN_TTL_MS = 500
-#: How often a load or commit waiting for another batch's turn looks again.
+#: How soon a load or commit waiting for another batch's turn first looks again; the
+#: interval doubles up to ``TURN_POLL_MAX_S``. A re-screening holds the turn for a load,
+#: a screen and a commit (milliseconds): a short wait sees its end early, and a long one
+#: (a dead holder) costs Redis a round trip every few ms, not every one.
 TURN_POLL_S = 0.001
+TURN_POLL_MAX_S = 0.008
 
 
 @dataclass(frozen=True)
@@ -88,11 +97,17 @@ class LoadedBatch:
     unsent_alerts: dict[str, Any] | None = None
     #: What ``commit`` checks is unchanged, as the store keeps it.
     version: Any = field(default=None, repr=False, compare=False)
+    #: Whose turn (``DetectorStore.take_turn``) the load waited for and the commit waits
+    #: for, or gives back: the region screening the batch.
+    region: str = ""
 
 
 class DetectorStore(Protocol):
-    def load(self, batch_id: str, device_ids: U64, metrics: int) -> LoadedBatch:
-        """State rows for ``device_ids`` (fresh where unknown), or the batch screened before."""
+    def load(self, batch_id: str, device_ids: U64, metrics: int, region: str = "") -> LoadedBatch:
+        """State rows for ``device_ids`` (fresh where unknown), or the batch screened before.
+
+        Waits while another batch holds ``region``'s turn; the commit of what it returns
+        waits for that turn too, and gives it back if ``batch_id`` holds it."""
 
     def commit(
         self,
@@ -121,14 +136,14 @@ class DetectorStore(Protocol):
     def alerts_sent(self, batch_id: str) -> None:
         """The batch's alerts are published: its outbox entry goes."""
 
-    def take_turn(self, batch_id: str) -> bool:
-        """Make ``batch_id``, refused by a collision, the next batch to load and commit:
-        the others wait while it holds the turn (until its commit, at most ``TURN_TTL_MS``).
-        False while another batch holds it."""
+    def take_turn(self, batch_id: str, region: str) -> bool:
+        """Make ``batch_id``, refused by a collision, the next batch of ``region`` to load
+        and commit: the region's others wait while it holds the turn (until its commit, at
+        most ``TURN_TTL_MS``); other regions do not. False while another batch holds it."""
 
-    def give_turn(self, batch_id: str) -> None:
+    def give_turn(self, batch_id: str, region: str) -> None:
         """``batch_id`` ends without a commit (screened by another delivery, or handed back
-        to Celery): the others need not wait out its turn."""
+        to Celery): ``region``'s others need not wait out its turn."""
 
     def frontier(self, region: str) -> dict[str, float]:
         """Per screening stream (tier name) of ``region``, the newest event ts screened."""
@@ -173,6 +188,18 @@ class _WatchLost(Exception):
     """Raised when the connection died while holding the WATCH."""
 
 
+class _Pass(enum.Enum):
+    """How one WATCH pass of a commit ended."""
+
+    APPLIED = enum.auto()
+    #: Claimed before (counted as a duplicate) or a device's state changed (a collision).
+    REFUSED = enum.auto()
+    #: Another writer moved the count between the check and EXEC: try again.
+    WATCH_FIRED = enum.auto()
+    #: Another batch holds the region's turn: wait for it, off the connection.
+    TURN_HELD = enum.auto()
+
+
 _UNWATCH = resp.command(b"UNWATCH")
 
 
@@ -197,7 +224,7 @@ class RedisDetectorStore:
         self.keys = keys or Keys()
         self.claim_ttl_s = claim_ttl_s
 
-    def load(self, batch_id: str, device_ids: U64, metrics: int) -> LoadedBatch:
+    def load(self, batch_id: str, device_ids: U64, metrics: int, region: str = "") -> LoadedBatch:
         k = self.keys
         keys = resp.id_bulks(k.detector_state_head, device_ids)
         mget = [
@@ -205,21 +232,23 @@ class RedisDetectorStore:
             resp.bulk(k.detector_writes.encode()),
             resp.bulk(k.screen_claim(batch_id).encode()),
             resp.bulk(k.screen_outbox(batch_id).encode()),
-            resp.bulk(k.screen_turn.encode()),
+            resp.bulk(k.screen_turn(region).encode()),
             keys,
         ]
         with resp.Session(self.client) as session:
             (blobs,) = session.run([mget], retry=True)
-            if _held_by_another(blobs[3], batch_id):
-                self._await_turn(session, batch_id)
+        if _held_by_another(blobs[3], batch_id):
+            self._await_turn(region, batch_id)
+            with resp.Session(self.client) as session:
                 (blobs,) = session.run([mget], retry=True)
         writes, claimed, outbox, states = blobs[0], blobs[1], blobs[2], blobs[4:]
         if claimed is not None:
             unsent = None if outbox is None else _unpacked_alerts(outbox)
-            return LoadedBatch(batch_id, device_ids, None, unsent)
+            return LoadedBatch(batch_id, device_ids, None, unsent, region=region)
         reread = [resp.command_head(b"MGET", device_ids.size), keys]
         version = _RedisVersion(writes, states, reread)
-        return LoadedBatch(batch_id, device_ids, unpack_states(states, metrics), None, version)
+        states_rows = unpack_states(states, metrics)
+        return LoadedBatch(batch_id, device_ids, states_rows, None, version, region)
 
     def commit(
         self,
@@ -269,63 +298,72 @@ class RedisDetectorStore:
             outbox = k.screen_outbox(loaded.batch_id)
             packed = _packed_alerts(alerts_payload)
             writes.append(cmd(b"SET", outbox, packed, b"EX", self.claim_ttl_s))
-        for _ in range(COMMIT_PASSES):
+        passes, waited = 0, False
+        while passes < COMMIT_PASSES:
             try:
                 with resp.Session(self.client) as session:
-                    applied = self._commit_once(
-                        session, claim.encode(), loaded.version, writes, loaded.batch_id
+                    ended = self._commit_once(
+                        session, claim.encode(), loaded, writes, wait_turn=not waited
                     )
             except _WatchLost:
                 # Perhaps after EXEC applied everything: only the claim itself may say
                 # "applied before", so the next pass reads it again.
+                passes += 1
                 continue
-            if applied is not None:
-                return applied
+            if ended is _Pass.TURN_HELD:
+                # Once per commit, as a load: a holder that keeps the turn past its TTL
+                # (refused again) does not hold this commit up for good.
+                self._await_turn(loaded.region, loaded.batch_id)
+                waited = True
+                continue
+            if ended is not _Pass.WATCH_FIRED:
+                return ended is _Pass.APPLIED
+            passes += 1
         return False
 
     def _commit_once(
         self,
         session: resp.Session,
         claim: bytes,
-        version: _RedisVersion,
+        loaded: LoadedBatch,
         writes: list[resp.Command],
-        batch_id: str,
-    ) -> bool | None:
-        """True: applied; False: claimed before (counted) or a state changed; None: the
-        WATCH fired (another batch committed meanwhile)."""
+        wait_turn: bool,
+    ) -> _Pass:
         k = self.keys
+        version = loaded.version
+        assert isinstance(version, _RedisVersion)
         counter = k.detector_writes.encode()
+        turn_key = k.screen_turn(loaded.region)
         # Nothing is watched before this round trip answers, so it may reconnect and resend.
         watch = [
             resp.command(b"WATCH", counter),
-            resp.command(b"MGET", counter, claim, k.screen_turn),
+            resp.command(b"MGET", counter, claim, turn_key),
         ]
         _, (writes_now, claimed, turn) = session.run(watch, retry=True)
-        if _held_by_another(turn, batch_id):
+        if wait_turn and _held_by_another(turn, loaded.batch_id):
             session.run([_UNWATCH])
-            self._await_turn(session, batch_id)
-            _, (writes_now, claimed, turn) = session.run(watch, retry=True)
-        if turn is not None and turn.decode() == batch_id:
-            writes = [*writes, resp.command(b"DEL", k.screen_turn)]
+            return _Pass.TURN_HELD
+        if turn is not None and turn.decode() == loaded.batch_id:
+            writes = [*writes, resp.command(b"DEL", turn_key)]
         if claimed is not None:
             session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, "screen_duplicates", 1)])
-            return False
+            return _Pass.REFUSED
         try:
             if writes_now != version.writes:
                 (now,) = session.run([version.reread])
                 if now != version.blobs:
                     session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, _COLLIDED, 1)])
-                    return False
+                    return _Pass.REFUSED
             replies = session.transaction(writes)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise _WatchLost from exc
-        return None if replies is None else True
+        return _Pass.WATCH_FIRED if replies is None else _Pass.APPLIED
 
     def alerts_sent(self, batch_id: str) -> None:
         self.client.delete(self.keys.screen_outbox(batch_id))
 
-    def take_turn(self, batch_id: str) -> bool:
-        turn = self.keys.screen_turn
+    def take_turn(self, batch_id: str, region: str) -> bool:
+        turn = self.keys.screen_turn(region)
         if self.client.set(turn, batch_id, nx=True, px=TURN_TTL_MS):
             return True
         # Already ours (refused again while holding it): hold it a while longer.
@@ -335,8 +373,8 @@ class RedisDetectorStore:
             holder, _ = pipe.execute()
         return holder is not None and bytes(holder).decode() == batch_id
 
-    def give_turn(self, batch_id: str) -> None:
-        turn = self.keys.screen_turn
+    def give_turn(self, batch_id: str, region: str) -> None:
+        turn = self.keys.screen_turn(region)
         with self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(turn)
@@ -349,14 +387,18 @@ class RedisDetectorStore:
             except redis.WatchError:
                 return  # it lapsed and another batch took it meanwhile
 
-    def _await_turn(self, session: resp.Session, batch_id: str) -> None:
-        """Wait while another batch holds the turn, at most its TTL (it may have died)."""
-        get = resp.command(b"GET", self.keys.screen_turn)
-        for _ in range(int(TURN_TTL_MS / 1000 / TURN_POLL_S)):
-            time.sleep(TURN_POLL_S)
-            (holder,) = session.run([get], retry=True)
-            if not _held_by_another(holder, batch_id):
+    def _await_turn(self, region: str, batch_id: str) -> None:
+        """Wait while another batch holds ``region``'s turn, at most its TTL (it may have
+        died). Each look borrows a pooled connection for one GET only: a waiter sleeping
+        on one would keep it from the holder's worker threads, which need it to commit."""
+        turn = self.keys.screen_turn(region)
+        deadline = time.monotonic() + TURN_TTL_MS / 1000
+        poll_s = TURN_POLL_S
+        while (left_s := deadline - time.monotonic()) > 0:
+            time.sleep(min(poll_s, left_s))
+            if not _held_by_another(self.client.get(turn), batch_id):
                 return
+            poll_s = min(2 * poll_s, TURN_POLL_MAX_S)
 
     def frontier(self, region: str) -> dict[str, float]:
         rows: Any = self.client.zrange(self.keys.screened_frontier(region), 0, -1, withscores=True)
@@ -388,6 +430,8 @@ class MemoryDetectorStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: Notified when a region's turn is given back: its waiters wake at once.
+        self._turn_freed = threading.Condition(self._lock)
         self._claims: set[str] = set()
         self._states: dict[int, bytes] = {}
         self._latency: dict[str, dict[int, int]] = {}
@@ -398,17 +442,18 @@ class MemoryDetectorStore:
         self._frontier: dict[str, dict[str, float]] = {}
         #: batch id → alerts payload its commit kept until published (``alerts_sent``).
         self._outbox: dict[str, dict[str, Any]] = {}
-        #: (batch id, monotonic expiry) of the batch holding the turn (``take_turn``).
-        self._turn: tuple[str, float] | None = None
+        #: region → (batch id, monotonic expiry) of the batch holding its turn.
+        self._turns: dict[str, tuple[str, float]] = {}
 
-    def load(self, batch_id: str, device_ids: U64, metrics: int) -> LoadedBatch:
-        self._await_turn(batch_id)
+    def load(self, batch_id: str, device_ids: U64, metrics: int, region: str = "") -> LoadedBatch:
         with self._lock:
+            self._await_turn(region, batch_id)
             if batch_id in self._claims:
                 unsent = self._outbox.get(batch_id)
-                return LoadedBatch(batch_id, device_ids, None, unsent)
+                return LoadedBatch(batch_id, device_ids, None, unsent, region=region)
             blobs: list[bytes | None] = [self._states.get(d) for d in device_ids.tolist()]
-        return LoadedBatch(batch_id, device_ids, unpack_states(blobs, metrics), None, blobs)
+        states = unpack_states(blobs, metrics)
+        return LoadedBatch(batch_id, device_ids, states, None, blobs, region)
 
     def commit(
         self,
@@ -426,16 +471,15 @@ class MemoryDetectorStore:
             raise ValueError(f"batch {loaded.batch_id} was not loaded for screening")
         ids = loaded.device_ids.tolist()
         blobs = pack_states(states)
-        self._await_turn(loaded.batch_id)
         with self._lock:
+            self._await_turn(loaded.region, loaded.batch_id)
             if loaded.batch_id in self._claims:
                 self._counters["screen_duplicates"] += 1
                 return False
             if [self._states.get(d) for d in ids] != loaded.version:
                 self._counters[_COLLIDED] += 1
                 return False
-            if self._turn is not None and self._turn[0] == loaded.batch_id:
-                self._turn = None
+            self._give_back(loaded.region, loaded.batch_id)
             self._claims.add(loaded.batch_id)
             self._counters["screened_readings"] += readings
             self._counters["device_alerts"] += alerts
@@ -458,27 +502,35 @@ class MemoryDetectorStore:
         with self._lock:
             self._outbox.pop(batch_id, None)
 
-    def take_turn(self, batch_id: str) -> bool:
+    def take_turn(self, batch_id: str, region: str) -> bool:
         with self._lock:
             now = time.monotonic()
-            if self._turn is None or self._turn[0] == batch_id or self._turn[1] <= now:
-                self._turn = (batch_id, now + TURN_TTL_MS / 1000)
+            turn = self._turns.get(region)
+            if turn is None or turn[0] == batch_id or turn[1] <= now:
+                self._turns[region] = (batch_id, now + TURN_TTL_MS / 1000)
                 return True
             return False
 
-    def give_turn(self, batch_id: str) -> None:
+    def give_turn(self, batch_id: str, region: str) -> None:
         with self._lock:
-            if self._turn is not None and self._turn[0] == batch_id:
-                self._turn = None
+            self._give_back(region, batch_id)
 
-    def _await_turn(self, batch_id: str) -> None:
-        """Wait while another batch holds the turn, at most its TTL."""
-        for _ in range(int(TURN_TTL_MS / 1000 / TURN_POLL_S)):
-            with self._lock:
-                turn = self._turn
-                if turn is None or turn[0] == batch_id or turn[1] <= time.monotonic():
-                    return
-            time.sleep(TURN_POLL_S)
+    def _give_back(self, region: str, batch_id: str) -> None:
+        """Under the lock: ``batch_id``'s turn of ``region`` ends, its waiters wake."""
+        turn = self._turns.get(region)
+        if turn is not None and turn[0] == batch_id:
+            del self._turns[region]
+            self._turn_freed.notify_all()
+
+    def _await_turn(self, region: str, batch_id: str) -> None:
+        """Under the lock: wait while another batch holds ``region``'s turn, at most its
+        TTL (the wait releases the lock)."""
+        deadline = time.monotonic() + TURN_TTL_MS / 1000
+        while (turn := self._turns.get(region)) is not None and turn[0] != batch_id:
+            left_s = min(deadline, turn[1]) - time.monotonic()
+            if left_s <= 0:
+                return
+            self._turn_freed.wait(left_s)
 
     def frontier(self, region: str) -> dict[str, float]:
         with self._lock:

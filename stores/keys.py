@@ -86,11 +86,10 @@ class Keys:
         the states knows no state changed since (``stores.detector_store``)."""
         return f"{self.prefix}:detector-writes"
 
-    @property
-    def screen_turn(self) -> str:
-        """The batch a collision refused, screening again while other batches' loads and
-        commits wait (short TTL)."""
-        return f"{self.prefix}:screen-turn"
+    def screen_turn(self, region: str) -> str:
+        """The batch of ``region`` a collision refused, screening again while the region's
+        other batches' loads and commits wait (short TTL); other regions do not wait."""
+        return f"{self.prefix}:screen-turn:{region}"
 
     def screen_outbox(self, batch_id: str) -> str:
         """A screened batch's alerts, stored by its commit until they are published."""

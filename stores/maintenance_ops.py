@@ -50,6 +50,25 @@ def _scan(
             return OpOutcome(False, str(pos), totals)
 
 
+#: KEYS[1] the detector-write count, KEYS[2..] states the scan found silent, ARGV[1] the
+#: silence in seconds. Silence is checked again here: a commit between the scan's look and
+#: the drop made the state live again. A drop counts as a detector-state write, as a
+#: screening commit does, so a screening that loaded the state before sees it gone and
+#: screens again from a fresh state instead of writing the stale baseline back.
+_DROP_SILENT = """
+local dropped = 0
+for i = 2, #KEYS do
+  local idle = redis.call('OBJECT', 'IDLETIME', KEYS[i])
+  if idle and idle >= tonumber(ARGV[1]) then
+    redis.call('UNLINK', KEYS[i])
+    dropped = dropped + 1
+  end
+end
+if dropped > 0 then redis.call('INCR', KEYS[1]) end
+return dropped
+"""
+
+
 def compact_detector_state(
     client: redis.Redis, keys: Keys, cursor: str, deadline_ts: float
 ) -> OpOutcome:
@@ -58,6 +77,7 @@ def compact_detector_state(
     Silence is read from Redis's own idle clock (OBJECT IDLETIME): screening
     reads and rewrites a device's state with every batch that holds it.
     """
+    drop_silent = client.register_script(_DROP_SILENT)
 
     def step(found: list[Any]) -> dict[str, int]:
         if not found:
@@ -75,13 +95,16 @@ def compact_detector_state(
         forever = [
             k for k, ttl in zip(found, replies[1::2], strict=True) if ttl == -1 and k not in stale
         ]
-        pipe = client.pipeline(transaction=False)
+        dropped = 0
         if stale:
-            pipe.unlink(*stale)
-        for key in forever:
-            pipe.expire(key, DETECTOR_STATE_TTL_S)
-        pipe.execute()
-        return {"examined": len(found), "dropped": len(stale), "ttl_set": len(forever)}
+            args = [defaults.SILENT_DEVICE_S]
+            dropped = int(drop_silent(keys=[keys.detector_writes, *stale], args=args))
+        if forever:
+            pipe = client.pipeline(transaction=False)
+            for key in forever:
+                pipe.expire(key, DETECTOR_STATE_TTL_S)
+            pipe.execute()
+        return {"examined": len(found), "dropped": dropped, "ttl_set": len(forever)}
 
     return _scan(client, keys.detector_state_pattern(), cursor, deadline_ts, step)
 

@@ -6,14 +6,14 @@ atomic commit that also claims the batch id, and only then hand the alerts to
 ``{region}.anomaly``.
 
 A commit applies only over the states the batch was screened from: when another batch
-holding one of its devices committed in between, the batch takes the turn (other
-batches' loads and commits wait for it) and is loaded and screened again (a few times,
-later with a short jittered pause; then the task is retried), so no reading's step is
-lost and only the screening that committed publishes alerts. The
-commit keeps the alerts in an outbox entry until they are published: a worker killed in
-between leaves them there, and the redelivery, finding the batch claimed, publishes
-them again. The anomaly task folds each screened batch once (its own claim), so an
-alert is never lost to a crash and never counted twice.
+holding one of its devices committed in between, the batch takes its region's turn
+(the region's other batches' loads and commits wait for it; other regions' do not) and
+is loaded and screened again (a few times, later with a short jittered pause; then the
+task is retried), so no reading's step is lost and only the screening that committed
+publishes alerts. The commit keeps the alerts in an outbox entry until they are
+published: a worker killed in between leaves them there, and the redelivery, finding
+the batch claimed, publishes them again. The anomaly task folds each screened batch
+once (its own claim), so an alert is never lost to a crash and never counted twice.
 """
 
 from __future__ import annotations
@@ -126,8 +126,8 @@ def screen_batch(
             if attempt:
                 # Refused: go next while other batches wait; if another refused batch
                 # holds the turn, this load waits for its commit.
-                taken = store.take_turn(batch.batch_id) or taken
-            loaded = store.load(batch.batch_id, devices, len(batch.metrics))
+                taken = store.take_turn(batch.batch_id, batch.region) or taken
+            loaded = store.load(batch.batch_id, devices, len(batch.metrics), batch.region)
             if loaded.states is None:
                 _send_unsent(store, loaded, emit)
                 return None
@@ -146,7 +146,7 @@ def screen_batch(
         )
     finally:
         if taken:
-            store.give_turn(batch.batch_id)
+            store.give_turn(batch.batch_id, batch.region)
 
 
 def _send_unsent(store: DetectorStore, loaded: LoadedBatch, emit: EmitAlerts) -> None:

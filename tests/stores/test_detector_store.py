@@ -12,6 +12,7 @@ from scheduler.detection import screen
 from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import fresh_states
 from scheduler.latency import percentile_ms
+from stores import detector_store
 from stores.detector_store import (
     DetectorStore,
     MemoryDetectorStore,
@@ -175,21 +176,89 @@ def test_committed_alerts_wait_in_the_outbox_until_sent(store: DetectorStore) ->
 
 def test_the_turn_is_held_by_one_batch_until_its_commit(store: DetectorStore) -> None:
     # Given a batch refused by a collision that took the turn
-    assert store.take_turn("a")
+    assert store.take_turn("a", "eu-west")
     # Then no other batch takes it meanwhile, while the holder may take it again
-    assert not store.take_turn("b")
-    assert store.take_turn("a")
+    assert not store.take_turn("b", "eu-west")
+    assert store.take_turn("a", "eu-west")
     # And its commit gives it back
-    assert store.commit(store.load("a", _ids(1), 1), fresh_states(1), {}, readings=1, alerts=0)
-    assert store.take_turn("b")
+    loaded = store.load("a", _ids(1), 1, region="eu-west")
+    assert store.commit(loaded, fresh_states(1), {}, readings=1, alerts=0)
+    assert store.take_turn("b", "eu-west")
 
 
 def test_a_turn_given_back_without_a_commit_frees_the_others(store: DetectorStore) -> None:
     # Given a batch holding the turn that ends without committing
-    assert store.take_turn("a")
+    assert store.take_turn("a", "eu-west")
     # When another batch tries to give it back, Then that changes nothing
-    store.give_turn("b")
-    assert not store.take_turn("b")
+    store.give_turn("b", "eu-west")
+    assert not store.take_turn("b", "eu-west")
     # And when its holder gives it back, another batch takes it
-    store.give_turn("a")
-    assert store.take_turn("b")
+    store.give_turn("a", "eu-west")
+    assert store.take_turn("b", "eu-west")
+
+
+def test_one_regions_turn_leaves_the_other_regions_free(store: DetectorStore) -> None:
+    # Given a batch of eu-west, refused by a collision, holding its region's turn
+    assert store.take_turn("a", "eu-west")
+    # Then a batch of us-east takes its own region's turn meanwhile
+    assert store.take_turn("b", "us-east")
+    # And another batch of eu-west does not
+    assert not store.take_turn("c", "eu-west")
+    # And each holder's commit gives back its own region's turn only
+    loaded = store.load("b", _ids(2), 1, region="us-east")
+    assert store.commit(loaded, fresh_states(1), {}, readings=1, alerts=0)
+    assert store.take_turn("d", "us-east")
+    assert not store.take_turn("c", "eu-west")
+
+
+def test_a_load_waits_for_its_own_regions_turn_only_and_holds_no_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a Redis client with one pooled connection, and a batch of eu-west holding the
+    # turn that loaded device 1 and commits the first time anyone waits for it
+    client = fakeredis.FakeRedis(max_connections=1)
+    store = RedisDetectorStore(client, Keys("t"))
+    assert store.take_turn("holder", "eu-west")
+    held = store.load("holder", _ids(1), 1, region="eu-west")
+    written = fresh_states(1)
+    written[0, 0] = 7.0
+    waits: list[float] = []
+
+    def holder_commits_meanwhile(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 1:
+            assert store.commit(held, written, {}, readings=1, alerts=0)
+
+    monkeypatch.setattr(detector_store.time, "sleep", holder_commits_meanwhile)
+    # When a batch of us-east loads device 1, Then it does not wait: it reads the state
+    # from before the holder's commit
+    other = store.load("other", _ids(1), 1, region="us-east").states
+    assert other is not None and other[0, 0] != 7.0 and waits == []
+    # When a batch of eu-west loads device 1, Then it waits for the holder's commit (which
+    # had the one pooled connection meanwhile) and reads the state that commit wrote
+    mine = store.load("mine", _ids(1), 1, region="eu-west").states
+    assert mine is not None and mine[0, 0] == 7.0
+    assert store.screen_counters()["screened_readings"] == 1
+
+
+def test_a_commit_waits_for_its_regions_turn_and_then_sees_the_holders_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a batch of eu-west loaded before another batch of eu-west, refused by a
+    # collision over the same device, took the turn; the holder commits while others wait
+    client = fakeredis.FakeRedis(max_connections=1)
+    store = RedisDetectorStore(client, Keys("t"))
+    early = store.load("early", _ids(1), 1, region="eu-west")
+    assert store.take_turn("holder", "eu-west")
+    held = store.load("holder", _ids(1), 1, region="eu-west")
+
+    def holder_commits_meanwhile(_seconds: float) -> None:
+        if store.screen_counters()["screened_readings"] == 0:
+            assert store.commit(held, fresh_states(1) + 1.0, {}, readings=1, alerts=0)
+
+    monkeypatch.setattr(detector_store.time, "sleep", holder_commits_meanwhile)
+    # When the early batch commits, Then it waits for the holder, finds device 1 changed
+    # under it and is refused, so it screens again from the holder's state
+    assert not store.commit(early, fresh_states(1), {}, readings=1, alerts=0)
+    assert store.screen_counters()["screen_collisions"] == 1
+    assert store.take_turn("next", "eu-west")

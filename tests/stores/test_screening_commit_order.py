@@ -152,8 +152,8 @@ def test_a_batch_whose_devices_keep_changing_is_handed_back_to_celery(kind: str)
     assert all(0.0 <= p <= bound for p, bound in zip(pauses, bounds, strict=True))
     assert store.load("mine", np.array([1], dtype=np.uint64), 1).states is not None
     # And it gave back the turn it took: another batch need not wait it out
-    assert store.take_turn("next")
-    store.give_turn("next")
+    assert store.take_turn("next", "eu-west")
+    store.give_turn("next", "eu-west")
     # And its retry, with the device left alone, applies over every other batch's step
     assert screen_batch(batch, store, lambda _: None) is not None
     states = store.load("probe", np.array([1], dtype=np.uint64), 1).states

@@ -49,3 +49,25 @@ def test_streams_trim_and_compaction_finish_and_unknown_operations_are_refused(
     assert compacted.done and compacted.counts.get("dropped", 0) == 0
     with pytest.raises(ConfigError):
         stores.maintenance.run("defragment_everything", "", time.time() + 10)
+
+
+def test_a_screening_loaded_before_compaction_does_not_bring_the_dropped_state_back(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given device 1 screened once, and a batch that loaded its state, still screening
+    ids = np.array([1], dtype=np.uint64)
+    first = stores.detector.load("first", ids, 1)
+    assert first.states is not None
+    assert stores.detector.commit(first, first.states + 1.0, {}, 1, 0)
+    screening = stores.detector.load("screening", ids, 1)
+    assert screening.states is not None and screening.states[0, 0] == 1.0
+    # When compaction drops the state (every state counts as silent long enough here)
+    monkeypatch.setattr(defaults, "SILENT_DEVICE_S", 0)
+    compacted = stores.maintenance.run("compact_detector_state", "", time.time() + 10)
+    assert compacted.counts["dropped"] == 1
+    # Then the batch's commit of what it screened from the dropped state is refused
+    assert not stores.detector.commit(screening, screening.states + 1.0, {}, 1, 0)
+    assert stores.detector.screen_counters()["screen_collisions"] == 1
+    # And screened again, it starts from a fresh state
+    again = stores.detector.load("screening", ids, 1)
+    assert again.states is not None and again.states[0, 0] == 0.0
