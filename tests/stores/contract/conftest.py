@@ -62,3 +62,20 @@ def fill_queue(backend: str, stores: Stores, settings: Settings) -> FillQueue:
             client.lpush(lists[0], *[b"{}"] * n)
 
     return fill
+
+
+@pytest.fixture
+def swept_blobs(stores: Stores) -> Callable[[], dict[int, bytes]]:
+    """Every "eu" device's state blob as one dropout sweep pass reads it: a pass may
+    take several pages (SCAN over a keyspace other tests share), so each page's are kept."""
+
+    def sweep_pass() -> dict[int, bytes]:
+        blobs: dict[int, bytes] = {}
+        for _ in range(1_000):
+            page = stores.dropout.page("eu", 100)
+            blobs.update(zip(page.device_ids.tolist(), page.blobs, strict=True))
+            if page.wrapped:
+                break
+        return blobs
+
+    return sweep_pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,16 +33,11 @@ def test_a_sweep_pass_sees_every_state_and_then_wraps(stores: Stores) -> None:
     assert seen == set(range(1, 31))
 
 
-def test_a_mark_is_written_only_where_the_state_did_not_change(stores: Stores) -> None:
+def test_a_mark_is_written_only_where_the_state_did_not_change(
+    stores: Stores, swept_blobs: Callable[[], dict[int, bytes]]
+) -> None:
     commit(stores, "s1", [5, 6])
-    # A pass may take several pages (SCAN over a keyspace other tests share): keep each
-    # page's blobs, not only the last one's.
-    blobs: dict[int, bytes] = {}
-    for _ in range(1_000):
-        page = stores.dropout.page("eu", 100)
-        blobs.update(zip(page.device_ids.tolist(), page.blobs, strict=True))
-        if page.wrapped:
-            break
+    blobs = swept_blobs()
     ids = np.array([5, 6], dtype=np.uint64)
     seen = [blobs[5], blobs[6]]
     commit(stores, "s2", [6])  # device 6 screened meanwhile

@@ -4,6 +4,7 @@ other. Redis and memory."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,24 +63,15 @@ def test_two_screenings_of_one_device_at_once_both_count(stores: Stores) -> None
     assert _readings_seen(stores, 7) == 1 + 3 + 2
 
 
-def _blob(stores: Stores, device_id: int) -> bytes:
-    """Device's state as the dropout sweep reads it (a pass may take several pages)."""
-    blobs: dict[int, bytes] = {}
-    for _ in range(1_000):
-        page = stores.dropout.page("eu", 100)
-        blobs.update(zip(page.device_ids.tolist(), page.blobs, strict=True))
-        if page.wrapped:
-            break
-    return blobs[device_id]
-
-
-def test_a_screening_loaded_before_a_dropout_mark_screens_again_from_it(stores: Stores) -> None:
+def test_a_screening_loaded_before_a_dropout_mark_screens_again_from_it(
+    stores: Stores, swept_blobs: Callable[[], dict[int, bytes]]
+) -> None:
     # Given device 7 with a state, and a batch of its readings that loaded it
     screen_batch(_batch("w", [7, 7], NOW), stores.detector, lambda _: None)
     ids = np.array([7], dtype=np.uint64)
 
     def mark_silence() -> None:
-        seen = _blob(stores, 7)
+        seen = swept_blobs()[7]
         marked = unpack_states([seen])
         marked[0, DROPMARK] = marked[0, LASTTS]
         assert stores.dropout.mark(ids, [seen], pack_states(marked)).tolist() == [True]
