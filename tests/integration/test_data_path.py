@@ -8,6 +8,7 @@ input is dead-lettered with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -79,6 +80,14 @@ class Env:
         raise AssertionError(f"only {self.store.counters()} of {readings} processed")
 
 
+def _signal_all(pids: list[int], signum: int) -> None:
+    """A pool process may exit (and be reaped) between listing and signalling it; the
+    caller lists the tree again on its next look."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def _process_tree(pid: int) -> list[int]:
     found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
     return [pid, *(int(p) for p in found.stdout.split())]
@@ -102,13 +111,11 @@ def freeze_mid_batch(env: Env, cluster: LocalCluster, timeout_s: float = 60) -> 
     deadline = time.time() + timeout_s
     while True:
         tree = [pid for proc in cluster.procs.values() for pid in _process_tree(proc.pid)]
-        for pid in tree:
-            os.kill(pid, signal.SIGSTOP)
+        _signal_all(tree, signal.SIGSTOP)
         batch_id = _half_applied_batch(env)
         if batch_id is not None:
             return batch_id
-        for pid in tree:
-            os.kill(pid, signal.SIGCONT)
+        _signal_all(tree, signal.SIGCONT)
         assert time.time() < deadline, "no batch was ever seen half applied"
         time.sleep(0.005)
 
