@@ -60,6 +60,13 @@ class Registry:
         found = self.device_id[pos_c] == ids
         return np.where(found, pos_c, -1).astype(np.int64)
 
+    def home_region_names(self, device_id: npt.ArrayLike) -> tuple[str, ...]:
+        """The names of the home regions of the known devices among ``device_id``."""
+        rows = self.lookup(device_id)
+        homes = self.home_region[rows[rows >= 0]]
+        present = np.bincount(homes, minlength=len(self.topology.regions)) > 0
+        return tuple(r for r, p in zip(self.topology.regions, present, strict=False) if p)
+
     def with_version(self, version: int) -> Registry:
         return Registry(
             self.topology,

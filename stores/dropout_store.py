@@ -96,7 +96,7 @@ class DropoutStore(Protocol):
         """The next page of ``region``'s pass over every detector state, with the pass's
         number (the page that ends a pass moves the number on)."""
 
-    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
+    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes], region: str) -> BOOL:
         """Replace ``seen`` by ``marked`` where unchanged meanwhile; which were written."""
 
     def frontier(self, region: str) -> dict[str, float]:
@@ -267,11 +267,12 @@ class RedisDropoutStore:
             pass_no,
         )
 
-    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
+    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes], region: str) -> BOOL:
         """Replace ``seen`` by ``marked`` where the state is still ``seen``; which were written.
 
-        As a screening commit (``stores.detector_store``): the states are read again
-        under a WATCH of the detector-write count, and the marks written with it counted,
+        As a screening commit (``stores.detector_store``): the states of ``region``'s
+        devices are read again under a WATCH of the detector-write counts (global and the
+        region's), and the marks written with the global one counted,
         so a screening that loaded a state before its mark screens again from the mark.
         Nothing is written when another writer changes a state in between, past a few
         tries; those devices are looked at again on the next pass.
@@ -281,6 +282,7 @@ class RedisDropoutStore:
             return written
         k = self.keys
         counter = k.detector_writes.encode()
+        region_counter = k.detector_region_writes(region).encode()
         mget = [
             resp.command_head(b"MGET", device_ids.size),
             resp.id_bulks(k.detector_state_head, device_ids),
@@ -289,7 +291,8 @@ class RedisDropoutStore:
         for _ in range(MARK_PASSES):
             with resp.Session(self.client) as session:
                 # Nothing is watched before this round trip answers: it may be resent.
-                _, now = session.run([resp.command(b"WATCH", counter), mget], retry=True)
+                watch = resp.command(b"WATCH", counter, region_counter)
+                _, now = session.run([watch, mget], retry=True)
                 same = np.array([a == b for a, b in zip(now, seen, strict=True)], dtype=bool)
                 if not same.any():
                     session.run([resp.command(b"UNWATCH")])
@@ -408,7 +411,7 @@ class MemoryDropoutStore:
     def frontier(self, region: str) -> dict[str, float]:
         return self.detector.frontier(region)
 
-    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes]) -> BOOL:
+    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes], region: str) -> BOOL:
         done = self.detector.replace_states(device_ids.tolist(), seen, marked)
         return np.array(done, dtype=bool)
 

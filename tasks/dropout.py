@@ -163,6 +163,7 @@ def dropout_alerts(
 def _sweep_page(
     page: StatePage,
     store: DropoutStore,
+    region: str,
     home: np.ndarray,
     group: np.ndarray,
     now_ts: np.ndarray,
@@ -205,7 +206,7 @@ def _sweep_page(
             continue
         marked = pack_states(states[hit.index])
         ids = page.device_ids[rows[hit.index]]
-        written = store.mark(ids, [seen[i] for i in hit.index], marked)
+        written = store.mark(ids, [seen[i] for i in hit.index], marked, region)
         swept.ids.append(ids[written])
         swept.last_ts.append(quiet.last_ts[hit.index][written])
         swept.group.append(group[rows[hit.index]][written])
@@ -279,7 +280,7 @@ def _sweep_leased(
             frontier, registry.topology.tiers, registry.tier[known], now_ts, max_lag_s
         )
         group = registry.group[known].astype(np.int64)
-        _sweep_page(page, store, home, group, clock, cfg, fold, swept)
+        _sweep_page(page, store, region, home, group, clock, cfg, fold, swept)
         result.states += int(home.sum())
         if page.wrapped:
             result.passes_finished += 1

@@ -34,6 +34,15 @@ def test_lookup_finds_known_ids_and_marks_unknown_ones() -> None:
     assert (rows < 0).tolist() == [False, True, False, True, False]
 
 
+def test_home_region_names_are_those_of_the_known_devices_only() -> None:
+    reg = build_registry(TOPO, [50, 10, 30], [0, 1, 1], [0, 1, 2], [1, 1, 2], [0, 0, 7])
+    regions = TOPO.regions
+    assert reg.home_region_names(np.array([30, 99], dtype=np.uint64)) == (regions[2],)
+    both = reg.home_region_names(np.array([10, 50, 30], dtype=np.uint64))
+    assert both == (regions[0], regions[1], regions[2])
+    assert reg.home_region_names(np.array([99], dtype=np.uint64)) == ()
+
+
 def test_dense_and_sparse_registries_agree() -> None:
     dense = generate_registry(1000, seed=1)
     sparse = build_registry(

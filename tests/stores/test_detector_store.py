@@ -160,6 +160,25 @@ def test_a_commit_beside_another_batchs_devices_applies(store: DetectorStore) ->
     assert store.screen_counters()["screened_readings"] == 2
 
 
+@pytest.mark.parametrize("first", ["home", "failover"])
+def test_a_failover_batch_and_a_home_batch_over_one_device_are_ordered(
+    store: DetectorStore, first: str
+) -> None:
+    # Given device 1 of eu loaded at once by an eu batch and by a us batch (failover)
+    loaded = {
+        "home": store.load("h", _ids(1), 1, "eu", ("eu",)),
+        "failover": store.load("f", _ids(1), 1, "us", ("eu",)),
+    }
+    later = "failover" if first == "home" else "home"
+    mine = fresh_states(1)
+    mine[0, 0] = 7.0
+    # When one commits first
+    assert store.commit(loaded[first], mine, {}, readings=1, alerts=0)
+    # Then the other, screened from the old state, is refused, whichever region it is in
+    assert not store.commit(loaded[later], fresh_states(1), {}, readings=1, alerts=0)
+    assert store.screen_counters()["screen_collisions"] == 1
+
+
 def test_committed_alerts_wait_in_the_outbox_until_sent(store: DetectorStore) -> None:
     # Given a batch committed with its alerts payload
     payload = {"batch_id": "b1", "device_id": b"\x01" * 8, "n": 1, "emitted_ts": 5.5}
