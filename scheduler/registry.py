@@ -60,12 +60,22 @@ class Registry:
         found = self.device_id[pos_c] == ids
         return np.where(found, pos_c, -1).astype(np.int64)
 
-    def home_region_names(self, device_id: npt.ArrayLike) -> tuple[str, ...]:
-        """The names of the home regions of the known devices among ``device_id``."""
+    def home_streams(self, device_id: npt.ArrayLike) -> tuple[str, ...]:
+        """The detector write streams (home region and tier, ``detector_stream``) of the
+        known devices among ``device_id``."""
         rows = self.lookup(device_id)
-        homes = self.home_region[rows[rows >= 0]]
-        present = np.bincount(homes, minlength=len(self.topology.regions)) > 0
-        return tuple(r for r, p in zip(self.topology.regions, present, strict=False) if p)
+        known = rows[rows >= 0]
+        tiers = len(self.topology.tiers)
+        codes = self.home_region[known].astype(np.intp) * tiers + self.tier[known]
+        present = np.bincount(codes, minlength=len(self.topology.regions) * tiers)
+        return tuple(
+            detector_stream(self.topology.regions[c // tiers], self.topology.tiers[c % tiers])
+            for c in np.flatnonzero(present).tolist()
+        )
+
+    def region_streams(self, region: str) -> tuple[str, ...]:
+        """Every detector write stream of ``region``'s devices, one per tier."""
+        return tuple(detector_stream(region, tier) for tier in self.topology.tiers)
 
     def with_version(self, version: int) -> Registry:
         return Registry(
@@ -79,6 +89,13 @@ class Registry:
             self.lon_deg,
             version,
         )
+
+
+def detector_stream(region: str, tier: str) -> str:
+    """The devices whose detector state writes one count follows: one home region's
+    devices of one tier (``stores.detector_store``). Premium's screenings then never make
+    a large standard screening read its states again, nor one region's another's."""
+    return f"{region}:{tier}"
 
 
 def build_registry(

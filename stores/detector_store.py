@@ -16,10 +16,11 @@ the commits applied, and only the screening that committed publishes alerts.
 
 Redis checks this without watching each device's key: every writer of states counts
 itself inside its own MULTI/EXEC, and ``load`` reads the counts with the states. A
-batch whose devices all live in its region counts in that region's
-``Keys.detector_region_writes``; every other writer (a failover batch, a dropout mark,
-compaction) in the global ``Keys.detector_writes``. A commit WATCHes the global count
-and those of its region and its devices' home regions, and reads them again: still the
+batch whose devices are all of one detector write stream (one home region's devices
+of one tier, ``scheduler.registry.detector_stream``) counts in that stream's
+``Keys.detector_stream_writes``; every other writer (a batch of several streams, a
+dropout mark, compaction) in the global ``Keys.detector_writes``. A commit WATCHes the
+global count and its devices' streams', and reads them again: still the
 same, no state changed and EXEC applies unless one changes meanwhile; moved on (another
 batch committed), it reads its own devices' states again under the WATCH and applies if
 they are the bytes it screened. One global count made nearly every commit read its
@@ -114,14 +115,14 @@ class DetectorStore(Protocol):
         device_ids: U64,
         metrics: int,
         region: str = "",
-        homes: Sequence[str] = (),
+        streams: Sequence[str] = (),
     ) -> LoadedBatch:
         """State rows for ``device_ids`` (fresh where unknown), or the batch screened before.
 
         Waits while another batch holds ``region``'s turn; the commit of what it returns
-        waits for that turn too, and gives it back if ``batch_id`` holds it. ``homes``: the
-        devices' home regions (registry), when the batch may hold another region's devices
-        (failover); empty means they all live in ``region``."""
+        waits for that turn too, and gives it back if ``batch_id`` holds it. ``streams``: the
+        devices' detector write streams (``Registry.home_streams``); empty when unknown,
+        and the commit then checks and counts in the global count only."""
 
     def commit(
         self,
@@ -248,11 +249,11 @@ class RedisDetectorStore:
         device_ids: U64,
         metrics: int,
         region: str = "",
-        homes: Sequence[str] = (),
+        streams: Sequence[str] = (),
     ) -> LoadedBatch:
         k = self.keys
         keys = resp.id_bulks(k.detector_state_head, device_ids)
-        counters, own = self._counters(region, homes)
+        counters, own = self._counters(streams)
         n = len(counters)
         mget = [
             resp.command_head(b"MGET", 3 + n + device_ids.size),
@@ -386,19 +387,18 @@ class RedisDetectorStore:
             raise _WatchLost from exc
         return _Pass.WATCH_FIRED if replies is None else _Pass.APPLIED
 
-    def _counters(self, region: str, homes: Sequence[str]) -> tuple[tuple[bytes, ...], bytes]:
+    def _counters(self, streams: Sequence[str]) -> tuple[tuple[bytes, ...], bytes]:
         """The write counts a batch's commit checks, and the one it counts itself in.
 
-        A batch whose devices all live in ``region`` counts in its region's; one holding
-        another region's devices (failover) in the global count every commit checks, and
-        checks the counts of its devices' home regions besides."""
+        A batch whose devices are all of one stream counts in that stream's; any other
+        (several streams, or none known) in the global count every commit checks, and
+        checks its streams' counts besides."""
         k = self.keys
-        regions = sorted({region, *homes})
+        own = k.detector_stream_writes(streams[0]) if len(streams) == 1 else k.detector_writes
         counters = (
             k.detector_writes.encode(),
-            *(k.detector_region_writes(r).encode() for r in regions),
+            *(k.detector_stream_writes(s).encode() for s in sorted(set(streams))),
         )
-        own = k.detector_region_writes(region) if regions == [region] else k.detector_writes
         return counters, own.encode()
 
     def alerts_sent(self, batch_id: str) -> None:
@@ -493,7 +493,7 @@ class MemoryDetectorStore:
         device_ids: U64,
         metrics: int,
         region: str = "",
-        homes: Sequence[str] = (),
+        streams: Sequence[str] = (),
     ) -> LoadedBatch:
         with self._lock:
             self._await_turn(region, batch_id)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -96,7 +96,9 @@ class DropoutStore(Protocol):
         """The next page of ``region``'s pass over every detector state, with the pass's
         number (the page that ends a pass moves the number on)."""
 
-    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes], region: str) -> BOOL:
+    def mark(
+        self, device_ids: U64, seen: list[bytes], marked: list[bytes], streams: Sequence[str]
+    ) -> BOOL:
         """Replace ``seen`` by ``marked`` where unchanged meanwhile; which were written."""
 
     def frontier(self, region: str) -> dict[str, float]:
@@ -267,12 +269,14 @@ class RedisDropoutStore:
             pass_no,
         )
 
-    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes], region: str) -> BOOL:
+    def mark(
+        self, device_ids: U64, seen: list[bytes], marked: list[bytes], streams: Sequence[str]
+    ) -> BOOL:
         """Replace ``seen`` by ``marked`` where the state is still ``seen``; which were written.
 
-        As a screening commit (``stores.detector_store``): the states of ``region``'s
-        devices are read again under a WATCH of the detector-write counts (global and the
-        region's), and the marks written with the global one counted,
+        As a screening commit (``stores.detector_store``): the states are read again
+        under a WATCH of the detector-write counts (global, and the devices' ``streams``:
+        ``Registry.region_streams``), and the marks written with the global one counted,
         so a screening that loaded a state before its mark screens again from the mark.
         Nothing is written when another writer changes a state in between, past a few
         tries; those devices are looked at again on the next pass.
@@ -282,7 +286,7 @@ class RedisDropoutStore:
             return written
         k = self.keys
         counter = k.detector_writes.encode()
-        region_counter = k.detector_region_writes(region).encode()
+        stream_counters = [k.detector_stream_writes(s).encode() for s in streams]
         mget = [
             resp.command_head(b"MGET", device_ids.size),
             resp.id_bulks(k.detector_state_head, device_ids),
@@ -291,7 +295,7 @@ class RedisDropoutStore:
         for _ in range(MARK_PASSES):
             with resp.Session(self.client) as session:
                 # Nothing is watched before this round trip answers: it may be resent.
-                watch = resp.command(b"WATCH", counter, region_counter)
+                watch = resp.command(b"WATCH", counter, *stream_counters)
                 _, now = session.run([watch, mget], retry=True)
                 same = np.array([a == b for a, b in zip(now, seen, strict=True)], dtype=bool)
                 if not same.any():
@@ -411,7 +415,9 @@ class MemoryDropoutStore:
     def frontier(self, region: str) -> dict[str, float]:
         return self.detector.frontier(region)
 
-    def mark(self, device_ids: U64, seen: list[bytes], marked: list[bytes], region: str) -> BOOL:
+    def mark(
+        self, device_ids: U64, seen: list[bytes], marked: list[bytes], streams: Sequence[str]
+    ) -> BOOL:
         done = self.detector.replace_states(device_ids.tolist(), seen, marked)
         return np.array(done, dtype=bool)
 

@@ -86,12 +86,12 @@ class Keys:
         the states knows no state changed since (``stores.detector_store``)."""
         return f"{self.prefix}:detector-writes"
 
-    def detector_region_writes(self, region: str) -> str:
-        """Counter of the screening commits of ``region``'s batches whose devices all live
-        there; any other state writer counts in ``detector_writes``. A commit checks both
-        of its region (and of its devices' home regions), so screenings in one region are
-        not made to read their states again by another region's commits."""
-        return f"{self.prefix}:detector-writes:{region}"
+    def detector_stream_writes(self, stream: str) -> str:
+        """Counter of the screening commits whose devices are all of one detector write
+        stream (``scheduler.registry.detector_stream``: a home region and a tier); any
+        other state writer counts in ``detector_writes``. A commit checks both, so one
+        stream's screenings never make another's read their states again."""
+        return f"{self.prefix}:detector-writes:{stream}"
 
     def screen_turn(self, region: str) -> str:
         """The batch of ``region`` a collision refused, screening again while the region's

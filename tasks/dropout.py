@@ -163,7 +163,7 @@ def dropout_alerts(
 def _sweep_page(
     page: StatePage,
     store: DropoutStore,
-    region: str,
+    streams: tuple[str, ...],
     home: np.ndarray,
     group: np.ndarray,
     now_ts: np.ndarray,
@@ -206,7 +206,7 @@ def _sweep_page(
             continue
         marked = pack_states(states[hit.index])
         ids = page.device_ids[rows[hit.index]]
-        written = store.mark(ids, [seen[i] for i in hit.index], marked, region)
+        written = store.mark(ids, [seen[i] for i in hit.index], marked, streams)
         swept.ids.append(ids[written])
         swept.last_ts.append(quiet.last_ts[hit.index][written])
         swept.group.append(group[rows[hit.index]][written])
@@ -264,6 +264,7 @@ def _sweep_leased(
 ) -> SweepResult:
     cfg = config or DetectorConfig()
     region_code = registry.topology.region_code(region)
+    streams = registry.region_streams(region)  # whose write counts a mark checks
     result = SweepResult()
     swept = _Swept.empty()
     frontier = store.frontier(region)
@@ -280,7 +281,7 @@ def _sweep_leased(
             frontier, registry.topology.tiers, registry.tier[known], now_ts, max_lag_s
         )
         group = registry.group[known].astype(np.int64)
-        _sweep_page(page, store, region, home, group, clock, cfg, fold, swept)
+        _sweep_page(page, store, streams, home, group, clock, cfg, fold, swept)
         result.states += int(home.sum())
         if page.wrapped:
             result.passes_finished += 1

@@ -117,9 +117,9 @@ def screen_batch(
     (readings screened while held back, some skipped), so the frontier stays.
     ``pause(s)`` waits between screenings of a batch whose devices changed under it."""
     devices, row = np.unique(batch.device_id, return_inverse=True)
-    # Which regions' write counts the commit checks: its devices may live elsewhere
-    # (failover), and a screening there may hold them too.
-    homes = () if registry is None else registry.home_region_names(devices)
+    # Whose write counts the commit checks: any screening holding one of these devices
+    # counts in its stream's (or the global) count.
+    streams = () if registry is None else registry.home_streams(devices)
     cfg = config or DetectorConfig()
     taken = False
     try:
@@ -130,7 +130,7 @@ def screen_batch(
                 # Refused: go next while other batches wait; if another refused batch
                 # holds the turn, this load waits for its commit.
                 taken = store.take_turn(batch.batch_id, batch.region) or taken
-            loaded = store.load(batch.batch_id, devices, len(batch.metrics), batch.region, homes)
+            loaded = store.load(batch.batch_id, devices, len(batch.metrics), batch.region, streams)
             if loaded.states is None:
                 _send_unsent(store, loaded, emit)
                 return None

@@ -9,6 +9,7 @@ from scheduler.errors import ConfigError
 from scheduler.model import Topology
 from scheduler.registry import (
     build_registry,
+    detector_stream,
     generate_registry,
     registry_from_csv,
     registry_to_csv,
@@ -34,13 +35,20 @@ def test_lookup_finds_known_ids_and_marks_unknown_ones() -> None:
     assert (rows < 0).tolist() == [False, True, False, True, False]
 
 
-def test_home_region_names_are_those_of_the_known_devices_only() -> None:
+def test_home_streams_are_those_of_the_known_devices_only() -> None:
     reg = build_registry(TOPO, [50, 10, 30], [0, 1, 1], [0, 1, 2], [1, 1, 2], [0, 0, 7])
-    regions = TOPO.regions
-    assert reg.home_region_names(np.array([30, 99], dtype=np.uint64)) == (regions[2],)
-    both = reg.home_region_names(np.array([10, 50, 30], dtype=np.uint64))
-    assert both == (regions[0], regions[1], regions[2])
-    assert reg.home_region_names(np.array([99], dtype=np.uint64)) == ()
+    regions, tiers = TOPO.regions, TOPO.tiers
+    # device 30: tier 1, home 2; device 99 is unknown
+    assert reg.home_streams(np.array([30, 99], dtype=np.uint64)) == (
+        detector_stream(regions[2], tiers[1]),
+    )
+    assert reg.home_streams(np.array([10, 50, 30], dtype=np.uint64)) == (
+        detector_stream(regions[0], tiers[0]),
+        detector_stream(regions[1], tiers[1]),
+        detector_stream(regions[2], tiers[1]),
+    )
+    assert reg.home_streams(np.array([99], dtype=np.uint64)) == ()
+    assert reg.region_streams(regions[0]) == tuple(detector_stream(regions[0], t) for t in tiers)
 
 
 def test_dense_and_sparse_registries_agree() -> None:

@@ -164,18 +164,20 @@ def test_a_commit_beside_another_batchs_devices_applies(store: DetectorStore) ->
 def test_a_failover_batch_and_a_home_batch_over_one_device_are_ordered(
     store: DetectorStore, first: str
 ) -> None:
-    # Given device 1 of eu loaded at once by an eu batch and by a us batch (failover)
+    # Given device 1 (eu, standard) loaded at once by an eu batch of standard devices and
+    # by a us batch (failover) that also holds a premium device
     loaded = {
-        "home": store.load("h", _ids(1), 1, "eu", ("eu",)),
-        "failover": store.load("f", _ids(1), 1, "us", ("eu",)),
+        "home": store.load("h", _ids(1), 1, "eu", ("eu:standard",)),
+        "failover": store.load("f", _ids(1, 2), 1, "us", ("eu:premium", "eu:standard")),
     }
     later = "failover" if first == "home" else "home"
-    mine = fresh_states(1)
+    mine = fresh_states(loaded[first].device_ids.size)
     mine[0, 0] = 7.0
     # When one commits first
-    assert store.commit(loaded[first], mine, {}, readings=1, alerts=0)
+    assert store.commit(loaded[first], mine, {}, readings=mine.shape[0], alerts=0)
     # Then the other, screened from the old state, is refused, whichever region it is in
-    assert not store.commit(loaded[later], fresh_states(1), {}, readings=1, alerts=0)
+    rows = loaded[later].device_ids.size
+    assert not store.commit(loaded[later], fresh_states(rows), {}, readings=rows, alerts=0)
     assert store.screen_counters()["screen_collisions"] == 1
 
 

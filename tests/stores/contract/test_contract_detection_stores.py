@@ -41,7 +41,9 @@ def test_a_mark_is_written_only_where_the_state_did_not_change(
     ids = np.array([5, 6], dtype=np.uint64)
     seen = [blobs[5], blobs[6]]
     commit(stores, "s2", [6])  # device 6 screened meanwhile
-    written = stores.dropout.mark(ids, seen, [b"m" * len(seen[0]), b"m" * len(seen[1])], "eu")
+    written = stores.dropout.mark(
+        ids, seen, [b"m" * len(seen[0]), b"m" * len(seen[1])], ("eu:standard",)
+    )
     assert written.tolist() == [True, False]
 
 

@@ -74,7 +74,8 @@ def test_a_screening_loaded_before_a_dropout_mark_screens_again_from_it(
         seen = swept_blobs()[7]
         marked = unpack_states([seen])
         marked[0, DROPMARK] = marked[0, LASTTS]
-        assert stores.dropout.mark(ids, [seen], pack_states(marked), "eu").tolist() == [True]
+        written = stores.dropout.mark(ids, [seen], pack_states(marked), ("eu:standard",))
+        assert written.tolist() == [True]
 
     # When the dropout sweep marks its silence before the batch commits
     batch = _batch("a", [7], NOW + 100)
