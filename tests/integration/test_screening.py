@@ -92,6 +92,9 @@ def test_an_injected_spike_is_alerted_within_the_bound(fleet: Fleet) -> None:
     # When one device of group 2 spikes now
     device = int(fleet.ids[fleet.group == 2][17])
     bump = np.where(fleet.ids == device, 40.0, 0.0)
+    # Alerts the warm-up raised (its readings are back-dated by up to a minute, so any
+    # false positive among them would read as a minute's latency) are not the spike's.
+    warm_up = fleet.detector.detection_histogram()
     spike_ts = time.time()
     fleet.send(spike_ts, bump)
     docs = fleet.wait_alerts(
@@ -107,7 +110,12 @@ def test_an_injected_spike_is_alerted_within_the_bound(fleet: Fleet) -> None:
     assert 0 < mine[0]["detection_latency_ms"] < DETECTION_BOUND_S * 1000
     assert seen_s < DETECTION_BOUND_S
     # And the device alert's own detection latency was recorded
-    alert_p99 = percentile_ms(fleet.detector.detection_histogram(), 99)
+    since = {
+        bucket: count - warm_up.get(bucket, 0)
+        for bucket, count in fleet.detector.detection_histogram().items()
+        if count > warm_up.get(bucket, 0)
+    }
+    alert_p99 = percentile_ms(since, 99)
     print(f"spike seen in the stream after {seen_s * 1000:.0f} ms; alert p99 {alert_p99:.0f} ms")
     assert alert_p99 is not None and alert_p99 < DETECTION_BOUND_S * 1000
 
