@@ -190,8 +190,12 @@ class PartitionRig:
         return processed_readings(c) + c.get("dead_lettered", 0)
 
     def cut_healthy(self) -> bool:
+        """Whether any tier still places readings in the cut region: its data worker and
+        its premium lane both sit behind the link, and the lane's last beat may stay fresh
+        a heartbeat longer than the data worker's (premium then still goes home)."""
         self.placer.refresh()
-        return bool(self.placer.healthy_mask & self.cut_bit)
+        masks = int(np.bitwise_or.reduce(self.placer.tier_masks))
+        return bool((self.placer.healthy_mask | masks) & self.cut_bit)
 
     def start(self) -> None:
         for cluster in self.clusters.values():
