@@ -30,9 +30,9 @@ as quiet together for ``FoldConfig.together_s`` at most.
 two sweeps paging it together (two pool processes or replicas taking sweeps sent 2 s
 apart, or a retry beside the next one) end passes the other has not recorded yet, write
 back stale cursors, and number one page a pass. So a sweep runs only while it holds the
-region's lease (``claim_sweep``, released by ``release_sweep``; it lapses after the
-sweep's hard time limit if its worker dies). The pass of slack in ``end_pass`` covers a
-sweep that outlived its lease.
+region's lease (``claim_sweep``, released by ``release_sweep``; it lapses after the hold
+the sweep asked for, ``tasks.dropout.LEASE_MS``, if its worker dies). The pass of slack in
+``end_pass`` covers a sweep that outlived its lease.
 """
 
 from __future__ import annotations
@@ -197,10 +197,11 @@ class RedisDropoutStore:
         unnumbered = list(dict.fromkeys(unnumbered))
         spans = self.events(region)
         over = [str(g) for g, (_, hi) in spans.items() if hi < now_ts - _EVENT_SPAN_S]
+        numbered, stale_chunks = _chunks(unnumbered), _chunks(stale)
         pipe = self.client.pipeline(transaction=False)
-        for chunk in _chunks(unnumbered):
+        for chunk in numbered:
             pipe.zadd(found, dict.fromkeys(chunk, pass_no))
-        for chunk in _chunks(stale):
+        for chunk in stale_chunks:
             pipe.zmscore(k.dropout_folded(region), chunk)
             pipe.zmscore(k.dropout_armed(region), chunk)
             pipe.zrem(k.dropout_folded(region), *chunk)
@@ -208,9 +209,9 @@ class RedisDropoutStore:
             pipe.zrem(found, *chunk)
         if over:
             pipe.hdel(k.dropout_events(region), *over)
-        replies = pipe.execute()[len(_chunks(unnumbered)) :]
+        replies = pipe.execute()[len(numbered) :]
         gone = 0
-        for at in range(0, len(_chunks(stale)) * 5, 5):
+        for at in range(0, len(stale_chunks) * 5, 5):
             folded, armed = replies[at], replies[at + 1]
             gone += sum(f is not None or a is not None for f, a in zip(folded, armed, strict=True))
         return gone
