@@ -112,6 +112,7 @@ def fresh_states(n_devices: int, metrics: int = 1) -> F64:
     states = np.zeros((n_devices, metrics, K), dtype=np.float64)
     states[:, :, LASTTS] = np.nan
     states[:, :, DROPMARK] = np.nan
+    states[:, :, GAP] = np.nan  # no interval seen yet (scheduler.detector_step)
     states[:, :, RES] = np.inf
     states[:, :, TAIL] = GAUSS_TAIL_Z
     states[:, :, FARTAIL] = GAUSS_FAR_Z

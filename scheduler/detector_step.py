@@ -102,6 +102,10 @@ def step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F64
     last_ts = st[:, LASTTS]
     dt = np.where(seen, t - last_ts, 0.0)
     dt_pos = np.maximum(dt, 0.0)
+    # A reading older than the newest one seen arrived late (a gateway's backlog, a
+    # redelivery, two screenings of one device taken out of order): it is judged and
+    # its value learned, but it says nothing of the device's cadence or of a repeat run.
+    late = dt < 0
 
     season = seasonal.Position(t)
     season_now = season.value(st, SEASON0)
@@ -124,9 +128,9 @@ def step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F64
     band = spike_z * std
 
     step_size = np.abs(x - st[:, LASTV])
-    is_flat = seen & (step_size <= c.flat_tolerance)
+    is_flat = seen & ~late & (step_size <= c.flat_tolerance)
     prior_flat_run = st[:, FLAT].copy()
-    flat_run = np.where(is_flat, prior_flat_run + 1.0, 0.0)
+    flat_run = np.where(is_flat, prior_flat_run + 1.0, np.where(late, prior_flat_run, 0.0))
     varies = st[:, SCALE] > 0
 
     zc = np.clip(z, -c.cusum_clip_z, c.cusum_clip_z)
@@ -138,7 +142,9 @@ def step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F64
     rneg = np.where(cneg >= c.evidence_floor, st[:, RNEG] + 1.0, 0.0)
 
     gap_log = st[:, GAP]
-    gap_known = count >= c.dropout_warmup_readings
+    # NaN until the device's first forward gap: a late second reading must not leave
+    # the tracker at log(1 s), which would take every later interval for a silence.
+    gap_known = (count >= c.dropout_warmup_readings) & np.isfinite(gap_log)
     silence_limit = np.maximum(c.dropout_factor * np.exp(gap_log), c.dropout_min_s)
     unreported = ~(st[:, DROPMARK] == last_ts)
     r_drop = np.where(gap_known & unreported & (dt > 0), dt / silence_limit, 0.0)
@@ -240,10 +246,10 @@ def step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F64
     forward = seen & (dt > 0)
     log_dt = np.log(np.where(forward, dt, 1.0))
     gap_step = np.where(log_dt > gap_log, _GAP_P, _GAP_P - 1.0) * c.gap_rate
-    first_gap = forward & (count == 1.0)
+    first_gap = forward & ((count == 1.0) | ~np.isfinite(gap_log))
     st[:, GAP] = np.where(first_gap, log_dt, np.where(forward, gap_log + gap_step, gap_log))
     st[:, LASTTS] = np.fmax(last_ts, t)
-    st[:, LASTV] = x
+    st[:, LASTV] = np.where(late, st[:, LASTV], x)
     st[:, FLAT] = flat_run
     st[:, COUNT] = count + 1.0
 
@@ -252,7 +258,7 @@ def step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F64
     alert = opens | dropout
     # Every run of repeats that ended teaches the usual run length: a sensor that resumes
     # varying was not stuck for good, and counts sit at 0 for as long as nights last.
-    run_ended = ~is_flat
+    run_ended = ~is_flat & ~late
     st[:, FLATMAX] = np.where(run_ended, np.maximum(st[:, FLATMAX], prior_flat_run), st[:, FLATMAX])
     quiet = value_score < c.clear_score
     normal_run = np.where(quiet, st[:, NORMRUN] + in_episode, np.minimum(st[:, NORMRUN], 0.0))

@@ -116,7 +116,9 @@ def quiet_devices(
     cells = states.reshape(n_devices, -1, _K)
     heard = cells[:, :, _COUNT] > 0
     last_ts = np.max(np.where(heard, cells[:, :, _LAST_TS], -np.inf), axis=1, initial=-np.inf)
-    usable = cells[:, :, _COUNT] >= config.dropout_warmup_readings
+    usable = (cells[:, :, _COUNT] >= config.dropout_warmup_readings) & np.isfinite(
+        cells[:, :, _GAP_LOG]
+    )
     gap_s = np.min(np.where(usable, np.exp(cells[:, :, _GAP_LOG]), np.inf), axis=1, initial=np.inf)
     judged = np.isfinite(gap_s) & np.isfinite(last_ts)
     reported = np.any(heard & (cells[:, :, _MARK_TS] == cells[:, :, _LAST_TS]), axis=1)

@@ -39,7 +39,8 @@ def find_dropouts(states: F64, now_ts: float | F64, config: DetectorConfig) -> D
     n_devices = states.shape[0]
     cells = states.reshape(n_devices, -1, K)
     last_ts = np.nanmax(np.where(cells[:, :, COUNT] > 0, cells[:, :, LASTTS], -np.inf), axis=1)
-    usable = cells[:, :, COUNT] >= config.dropout_warmup_readings
+    # A metric whose interval is not known yet (NaN: no forward gap seen) is not judged.
+    usable = (cells[:, :, COUNT] >= config.dropout_warmup_readings) & np.isfinite(cells[:, :, GAP])
     gap_s = np.min(np.where(usable, np.exp(cells[:, :, GAP]), np.inf), axis=1)
     limit = np.maximum(config.dropout_factor * gap_s, config.dropout_min_s)
     silence = now_ts - last_ts

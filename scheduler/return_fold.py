@@ -189,7 +189,9 @@ def _examine(
     cells = states.reshape(states.shape[0], -1, _K)
     heard = cells[:, :, _COUNT] > 0
     last_ts = np.max(np.where(heard, cells[:, :, _LAST_TS], -np.inf), axis=1, initial=-np.inf)
-    usable = cells[:, :, _COUNT] >= config.dropout_warmup_readings
+    usable = (cells[:, :, _COUNT] >= config.dropout_warmup_readings) & np.isfinite(
+        cells[:, :, _GAP_LOG]
+    )
     gap_s = np.min(np.where(usable, np.exp(cells[:, :, _GAP_LOG]), np.inf), axis=1, initial=np.inf)
     # Devices still warming up have no usual interval: they are not judged (limit inf).
     limit = np.where(

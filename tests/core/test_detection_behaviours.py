@@ -113,3 +113,47 @@ def test_a_calm_device_is_judged_tighter_than_one_whose_bursts_reach_far() -> No
     # and once its bursts are learned the bursty device alerts few of them (its own normal)
     late = bursts[bursts > 288 * 3]
     assert loud.alert[late].mean() <= 0.2
+
+
+def _screen_in_arrival_order(
+    ts: np.ndarray, value: np.ndarray, arrival: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """Screen one reading per device per batch, round k taking each device's ``arrival[:, k]``
+    reading (as two workers screening consecutive batches can commit them): the states
+    after the last round and the kinds of every alert raised."""
+    n_devices = ts.shape[0]
+    states = det.fresh_states(n_devices)
+    kinds: list[str] = []
+    rows = np.arange(n_devices)
+    for k in range(arrival.shape[1]):
+        pick = arrival[:, k]
+        result = det.screen(states, rows, ts[rows, pick], value[rows, pick], CFG)
+        states = result.states
+        kinds += [det.KIND_NAMES[kind] for kind in result.kind[result.alert]]
+    return states, kinds
+
+
+def test_readings_screened_a_step_out_of_time_order_raise_no_false_dropout() -> None:
+    # Given 500 calm devices reporting every 10 s, each with some pairs of consecutive
+    # readings screened the wrong way round (the second reading's batch committed first),
+    # including the second reading of every device, before any interval was learned
+    rng = np.random.default_rng(11)
+    n_devices, n_readings = 500, 40
+    ts = MONDAY_TS + 10.0 * np.tile(np.arange(n_readings), (n_devices, 1))
+    value = rng.uniform(10.0, 30.0, (n_devices, 1)) + rng.normal(0.0, 0.5, ts.shape)
+    arrival = np.tile(np.arange(n_readings), (n_devices, 1))
+    arrival[:, [0, 1]] = arrival[:, [1, 0]]
+    for device, k in zip(
+        rng.integers(n_devices, size=2_000), rng.integers(2, n_readings - 1, 2_000), strict=True
+    ):
+        arrival[device, [k, k + 1]] = arrival[device, [k + 1, k]]
+    # When they are screened in that order
+    states, kinds = _screen_in_arrival_order(ts, value, arrival)
+    # Then none is taken for silent (the warm-up's few value alerts are the noise's own)
+    assert "dropout" not in kinds
+    assert len(kinds) <= n_devices // 100
+    # And a real silence after it is still alerted, on every device
+    rows = np.arange(n_devices)
+    silent_end = det.screen(states, rows, ts[:, -1] + 600.0, value[:, -1], CFG)
+    assert silent_end.alert.all()
+    assert {det.KIND_NAMES[k] for k in silent_end.kind} == {"dropout"}
