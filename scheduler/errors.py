@@ -42,3 +42,8 @@ class Backpressure(TransientError):
         self.region = region
         self.backlog_readings = backlog_readings
         self.cap_readings = cap_readings
+
+
+class RegistryChanged(TransientError):
+    """Raised when the device registry changed under a snapshot a store was addressed with:
+    reload the registry and try again, or state lands in the wrong write stream."""

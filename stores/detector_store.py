@@ -30,6 +30,13 @@ drained 101,289-107,571 readings/s instead of 145,520-168,968. Redis
 watching a batch's 5,000 device keys costs the server about 110 ms of CPU
 (``bench/watch_cost.py``); the count is one key.
 
+Which counts a batch checks and counts in follows from the registry snapshot its worker
+holds: one whose devices moved (another home region or tier, renumbered, added) checks
+other streams than a screening with the new registry counts in, and could commit over
+its states unseen. So ``load`` reads ``Keys.registry_version`` in its MGET and raises
+``RegistryChanged`` when the caller's snapshot is another version, and a commit WATCHes
+that key too and is refused, as a collision, when it moved since the load.
+
 A batch refused by a collision ``take_turn``s before screening again: while it holds
 its region's turn, the region's other batches' loads and commits wait (at most
 ``TURN_TTL_MS``), so the batch that lost once commits next instead of losing again to
@@ -56,6 +63,7 @@ import redis
 
 from scheduler import defaults
 from scheduler.detector_state import pack_state_rows, pack_states, unpack_states
+from scheduler.errors import RegistryChanged
 from scheduler.latency import merge_counts
 from stores import resp
 from stores.keys import Keys
@@ -116,13 +124,18 @@ class DetectorStore(Protocol):
         metrics: int,
         region: str = "",
         streams: Sequence[str] = (),
+        registry_version: int | None = None,
     ) -> LoadedBatch:
         """State rows for ``device_ids`` (fresh where unknown), or the batch screened before.
 
         Waits while another batch holds ``region``'s turn; the commit of what it returns
         waits for that turn too, and gives it back if ``batch_id`` holds it. ``streams``: the
         devices' detector write streams (``Registry.home_streams``); empty when unknown,
-        and the commit then checks and counts in the global count only."""
+        and the commit then checks and counts in the global count only.
+
+        ``registry_version``: the version of the registry snapshot ``streams`` came from.
+        Raises ``RegistryChanged`` when the stored registry is another version: the
+        streams may be wrong, so the commit could miss another screening's write."""
 
     def commit(
         self,
@@ -145,7 +158,8 @@ class DetectorStore(Protocol):
         are histograms that count ``latency`` too, besides the "alert" stage;
         ``alerts_payload`` is kept in the batch's outbox until ``alerts_sent``.
         False (and nothing stored) when the batch was claimed before (counted as a
-        duplicate) or a device's state changed: ``load`` again to see which.
+        duplicate), or a device's state or the stored registry's version changed since
+        the load (a collision): ``load`` again to see which.
         """
 
     def alerts_sent(self, batch_id: str) -> None:
@@ -173,7 +187,8 @@ class DetectorStore(Protocol):
 
     def screen_counters(self) -> dict[str, int]:
         """``screened_readings``, ``device_alerts``, ``screen_duplicates`` and
-        ``screen_collisions`` (commits refused: a device's state changed since the load)."""
+        ``screen_collisions`` (commits refused: a device's state or the registry changed
+        since the load)."""
 
 
 COUNTER_NAMES = ("screened_readings", "device_alerts", "screen_duplicates", "screen_collisions")
@@ -201,6 +216,8 @@ class _RedisVersion:
     own: bytes
     blobs: list[bytes | None]
     reread: resp.Command
+    #: The stored registry version as read with the states (None: none stored).
+    registry_at: bytes | None
 
 
 class _WatchLost(Exception):
@@ -220,6 +237,11 @@ class _Pass(enum.Enum):
 
 
 _UNWATCH = resp.command(b"UNWATCH")
+
+
+def registry_moved(stored: bytes | None, registry_version: int | None) -> bool:
+    """A registry version is stored and it is not the snapshot's the caller holds."""
+    return registry_version is not None and stored is not None and int(stored) != registry_version
 
 
 def _held_by_another(turn: bytes | None, batch_id: str) -> bool:
@@ -250,16 +272,18 @@ class RedisDetectorStore:
         metrics: int,
         region: str = "",
         streams: Sequence[str] = (),
+        registry_version: int | None = None,
     ) -> LoadedBatch:
         k = self.keys
         keys = resp.id_bulks(k.detector_state_head, device_ids)
         counters, own = self._counters(streams)
         n = len(counters)
         mget = [
-            resp.command_head(b"MGET", 3 + n + device_ids.size),
+            resp.command_head(b"MGET", 4 + n + device_ids.size),
             resp.bulk(k.screen_claim(batch_id).encode()),
             resp.bulk(k.screen_outbox(batch_id).encode()),
             resp.bulk(k.screen_turn(region).encode()),
+            resp.bulk(k.registry_version.encode()),
             *(resp.bulk(c) for c in counters),
             keys,
         ]
@@ -269,12 +293,18 @@ class RedisDetectorStore:
             self._await_turn(region, batch_id)
             with resp.Session(self.client) as session:
                 (blobs,) = session.run([mget], retry=True)
-        claimed, outbox, writes, states = blobs[0], blobs[1], blobs[3 : 3 + n], blobs[3 + n :]
+        claimed, outbox, registry_at = blobs[0], blobs[1], blobs[3]
+        writes, states = blobs[4 : 4 + n], blobs[4 + n :]
         if claimed is not None:
             unsent = None if outbox is None else _unpacked_alerts(outbox)
             return LoadedBatch(batch_id, device_ids, None, unsent, region=region)
+        if registry_moved(registry_at, registry_version):
+            raise RegistryChanged(
+                f"batch {batch_id}: registry version {int(registry_at or 0)} is stored, "
+                f"screening with version {registry_version}"
+            )
         reread = [resp.command_head(b"MGET", device_ids.size), keys]
-        version = _RedisVersion(counters, tuple(writes), own, states, reread)
+        version = _RedisVersion(counters, tuple(writes), own, states, reread, registry_at)
         states_rows = unpack_states(states, metrics)
         return LoadedBatch(batch_id, device_ids, states_rows, None, version, region)
 
@@ -361,12 +391,13 @@ class RedisDetectorStore:
         version = loaded.version
         assert isinstance(version, _RedisVersion)
         turn_key = k.screen_turn(loaded.region)
+        registry_key = k.registry_version.encode()
         # Nothing is watched before this round trip answers, so it may reconnect and resend.
         watch = [
-            resp.command(b"WATCH", *version.counters),
-            resp.command(b"MGET", claim, turn_key, *version.counters),
+            resp.command(b"WATCH", registry_key, *version.counters),
+            resp.command(b"MGET", claim, turn_key, registry_key, *version.counters),
         ]
-        _, (claimed, turn, *counted) = session.run(watch, retry=True)
+        _, (claimed, turn, registry_now, *counted) = session.run(watch, retry=True)
         writes_now = tuple(counted)
         if wait_turn and _held_by_another(turn, loaded.batch_id):
             session.run([_UNWATCH])
@@ -377,6 +408,12 @@ class RedisDetectorStore:
             session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, "screen_duplicates", 1)])
             return _Pass.REFUSED
         try:
+            if registry_now != version.registry_at:
+                # The streams this batch checks came from a registry now replaced: a
+                # screening with the new one may count its writes where this one does
+                # not look, even with these very states. Load (and see why) again.
+                session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, _COLLIDED, 1)])
+                return _Pass.REFUSED
             if writes_now != version.writes:
                 (now,) = session.run([version.reread])
                 if now != version.blobs:
@@ -494,7 +531,10 @@ class MemoryDetectorStore:
         metrics: int,
         region: str = "",
         streams: Sequence[str] = (),
+        registry_version: int | None = None,
     ) -> LoadedBatch:
+        # ``registry_version`` is accepted and ignored: a commit here compares the states
+        # themselves under one lock, not per-stream counts, so no registry hides a write.
         with self._lock:
             self._await_turn(region, batch_id)
             if batch_id in self._claims:

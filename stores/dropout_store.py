@@ -49,7 +49,7 @@ import numpy.typing as npt
 import redis
 
 from stores import resp
-from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
+from stores.detector_store import MemoryDetectorStore, RedisDetectorStore, registry_moved
 from stores.keys import Keys
 
 U64 = npt.NDArray[np.uint64]
@@ -97,9 +97,17 @@ class DropoutStore(Protocol):
         number (the page that ends a pass moves the number on)."""
 
     def mark(
-        self, device_ids: U64, seen: list[bytes], marked: list[bytes], streams: Sequence[str]
+        self,
+        device_ids: U64,
+        seen: list[bytes],
+        marked: list[bytes],
+        streams: Sequence[str],
+        registry_version: int | None = None,
     ) -> BOOL:
-        """Replace ``seen`` by ``marked`` where unchanged meanwhile; which were written."""
+        """Replace ``seen`` by ``marked`` where unchanged meanwhile; which were written.
+
+        ``registry_version``: the snapshot ``streams`` came from; nothing is written while
+        the stored registry is another version (the sweep looks again next pass)."""
 
     def frontier(self, region: str) -> dict[str, float]:
         """Per screening stream (tier name) of ``region``, the newest event ts screened."""
@@ -271,7 +279,12 @@ class RedisDropoutStore:
         )
 
     def mark(
-        self, device_ids: U64, seen: list[bytes], marked: list[bytes], streams: Sequence[str]
+        self,
+        device_ids: U64,
+        seen: list[bytes],
+        marked: list[bytes],
+        streams: Sequence[str],
+        registry_version: int | None = None,
     ) -> BOOL:
         """Replace ``seen`` by ``marked`` where the state is still ``seen``; which were written.
 
@@ -280,7 +293,10 @@ class RedisDropoutStore:
         ``Registry.region_streams``), and the marks written with the global one counted,
         so a screening that loaded a state before its mark screens again from the mark.
         Nothing is written when another writer changes a state in between, past a few
-        tries; those devices are looked at again on the next pass.
+        tries; those devices are looked at again on the next pass. Nor while the stored
+        registry is not ``registry_version`` (the WATCH covers its key too): ``streams``
+        came from a replaced snapshot, so a screening counting where they do not look
+        could have changed a state unseen.
         """
         written = np.zeros(device_ids.size, dtype=bool)
         if not device_ids.size:
@@ -288,6 +304,8 @@ class RedisDropoutStore:
         k = self.keys
         counter = k.detector_writes.encode()
         stream_counters = [k.detector_stream_writes(s).encode() for s in streams]
+        registry_key = k.registry_version.encode()
+        get_registry = resp.command(b"GET", registry_key)
         mget = [
             resp.command_head(b"MGET", device_ids.size),
             resp.id_bulks(k.detector_state_head, device_ids),
@@ -296,8 +314,11 @@ class RedisDropoutStore:
         for _ in range(MARK_PASSES):
             with resp.Session(self.client) as session:
                 # Nothing is watched before this round trip answers: it may be resent.
-                watch = resp.command(b"WATCH", counter, *stream_counters)
-                _, now = session.run([watch, mget], retry=True)
+                watch = resp.command(b"WATCH", counter, registry_key, *stream_counters)
+                _, now, stored = session.run([watch, mget, get_registry], retry=True)
+                if registry_moved(stored, registry_version):
+                    session.run([resp.command(b"UNWATCH")])
+                    return written
                 same = np.array([a == b for a, b in zip(now, seen, strict=True)], dtype=bool)
                 if not same.any():
                     session.run([resp.command(b"UNWATCH")])
@@ -417,8 +438,15 @@ class MemoryDropoutStore:
         return self.detector.frontier(region)
 
     def mark(
-        self, device_ids: U64, seen: list[bytes], marked: list[bytes], streams: Sequence[str]
+        self,
+        device_ids: U64,
+        seen: list[bytes],
+        marked: list[bytes],
+        streams: Sequence[str],
+        registry_version: int | None = None,
     ) -> BOOL:
+        # The states themselves are compared under one lock, not per-stream counts, so
+        # no registry hides a write from it: ``registry_version`` is ignored.
         done = self.detector.replace_states(device_ids.tolist(), seen, marked)
         return np.array(done, dtype=bool)
 

@@ -12,6 +12,9 @@ from stores.protocols import StateStore
 
 
 class RegistryCache:
+    """The snapshot a process classifies and screens with: checked against the stored
+    version at most every ``refresh_s``, or at once by ``refresh``."""
+
     def __init__(
         self,
         store: StateStore,
@@ -30,11 +33,21 @@ class RegistryCache:
             self._checked_at = now
             version = self.store.registry_version()
             if self._snapshot is None or version != self._snapshot.version:
-                loaded = self.store.load_registry()
-                if loaded is None:
-                    raise ConfigError(
-                        "no device registry stored: run `iotsched registry generate` or "
-                        "`iotsched registry load FILE.csv` first"
-                    )
-                self._snapshot = loaded
+                self._snapshot = self._loaded()
         return self._snapshot
+
+    def refresh(self) -> Registry:
+        """Reload the snapshot now: a store found the registry changed under it
+        (``RegistryChanged``), so waiting out ``refresh_s`` would only fail again."""
+        self._checked_at = self.clock()
+        self._snapshot = self._loaded()
+        return self._snapshot
+
+    def _loaded(self) -> Registry:
+        loaded = self.store.load_registry()
+        if loaded is None:
+            raise ConfigError(
+                "no device registry stored: run `iotsched registry generate` or "
+                "`iotsched registry load FILE.csv` first"
+            )
+        return loaded

@@ -164,6 +164,7 @@ def _sweep_page(
     page: StatePage,
     store: DropoutStore,
     streams: tuple[str, ...],
+    registry_version: int,
     home: np.ndarray,
     group: np.ndarray,
     now_ts: np.ndarray,
@@ -172,7 +173,9 @@ def _sweep_page(
     swept: _Swept,
 ) -> None:
     """Adds to ``swept`` who on this page was examined (quiet or not) and who is newly
-    silent, their marks written."""
+    silent, their marks written. None are while the stored registry is not
+    ``registry_version`` (the snapshot ``home`` and ``streams`` came from): the next pass
+    looks at them again with the registry reloaded."""
     swept.pass_no = page.pass_no
     sizes = np.array([len(b) for b in page.blobs])
     for size in np.unique(sizes):
@@ -206,7 +209,7 @@ def _sweep_page(
             continue
         marked = pack_states(states[hit.index])
         ids = page.device_ids[rows[hit.index]]
-        written = store.mark(ids, [seen[i] for i in hit.index], marked, streams)
+        written = store.mark(ids, [seen[i] for i in hit.index], marked, streams, registry_version)
         swept.ids.append(ids[written])
         swept.last_ts.append(quiet.last_ts[hit.index][written])
         swept.group.append(group[rows[hit.index]][written])
@@ -281,7 +284,7 @@ def _sweep_leased(
             frontier, registry.topology.tiers, registry.tier[known], now_ts, max_lag_s
         )
         group = registry.group[known].astype(np.int64)
-        _sweep_page(page, store, streams, home, group, clock, cfg, fold, swept)
+        _sweep_page(page, store, streams, registry.version, home, group, clock, cfg, fold, swept)
         result.states += int(home.sum())
         if page.wrapped:
             result.passes_finished += 1

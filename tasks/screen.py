@@ -10,7 +10,11 @@ holding one of its devices committed in between, the batch takes its region's tu
 (the region's other batches' loads and commits wait for it; other regions' do not) and
 is loaded and screened again (a few times, later with a short jittered pause; then the
 task is retried), so no reading's step is lost and only the screening that committed
-publishes alerts. The commit keeps the alerts in an outbox entry until they are
+publishes alerts. Which devices' writes a commit checks comes from the worker's registry
+snapshot: when the registry was replaced under it, the load raises ``RegistryChanged``
+(a commit begun before the change is refused first, as a collision), and the batch is
+screened again with the registry reloaded (a few times; then the task is retried). The
+commit keeps the alerts in an outbox entry until they are
 published: a worker killed in between leaves them there, and the redelivery, finding
 the batch claimed, publishes them again. The anomaly task folds each screened batch
 once (its own claim), so an alert is never lost to a crash and never counted twice.
@@ -18,6 +22,7 @@ once (its own claim), so an alert is never lost to a crash and never counted twi
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -31,7 +36,7 @@ from scheduler import alert_record
 from scheduler.codec import decode_batch
 from scheduler.detection import screen
 from scheduler.detector_config import DetectorConfig
-from scheduler.errors import InvalidBatch, TransientError
+from scheduler.errors import InvalidBatch, RegistryChanged, TransientError
 from scheduler.latency import bucket_counts
 from scheduler.model import Batch
 from scheduler.registry import Registry
@@ -61,6 +66,10 @@ IMMEDIATE_ATTEMPTS = 3
 #: Upper bound of the pause before screening again past those, per attempt made: workers
 #: still colliding then draw different pauses, so they do not collide again in step.
 CONTENDED_PAUSE_S = 0.005
+#: Screenings of one batch begun with the registry snapshot in hand or one reloaded after
+#: it changed under them (``RegistryChanged``), before the task is retried through Celery
+#: instead. A registry is replaced rarely: one reload is nearly always enough.
+REGISTRY_ATTEMPTS = 3
 
 
 class StatesContended(TransientError):
@@ -120,6 +129,7 @@ def screen_batch(
     # Whose write counts the commit checks: any screening holding one of these devices
     # counts in its stream's (or the global) count.
     streams = () if registry is None else registry.home_streams(devices)
+    version = None if registry is None else registry.version
     cfg = config or DetectorConfig()
     taken = False
     try:
@@ -130,7 +140,9 @@ def screen_batch(
                 # Refused: go next while other batches wait; if another refused batch
                 # holds the turn, this load waits for its commit.
                 taken = store.take_turn(batch.batch_id, batch.region) or taken
-            loaded = store.load(batch.batch_id, devices, len(batch.metrics), batch.region, streams)
+            loaded = store.load(
+                batch.batch_id, devices, len(batch.metrics), batch.region, streams, version
+            )
             if loaded.states is None:
                 _send_unsent(store, loaded, emit)
                 return None
@@ -243,12 +255,9 @@ def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
         dead_letter_copy(rt, payload, "invalid_batch", str(exc), SCREEN_TASK)
         return 0
     try:
-        store, emit, registry = rt.stores.detector, counted_emit(rt), rt.registry.get()
         held = payload.get(HELD_SCREEN_FIELD) is True
         started = time.perf_counter()
-        screened = screen_batch(
-            batch, store, emit, clock=rt.clock, registry=registry, advance_frontier=not held
-        )
+        screened = _screened_with_registry(rt, batch, advance_frontier=not held)
         if held and screened is not None:
             # What a held reading costs to screen: the producer's held-screening budget
             # follows it (scheduler.screen_cost).
@@ -259,6 +268,26 @@ def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
         alerts = 0
     rt.stores.inflight.done(batch.batch_id)
     return alerts
+
+
+def _screened_with_registry(rt: Runtime, batch: Batch, advance_frontier: bool) -> int | None:
+    """``screen_batch`` with the process's registry snapshot, reloaded and screened again
+    while the registry changes under it; the last ``RegistryChanged`` goes to Celery."""
+    screen_with = functools.partial(
+        screen_batch,
+        batch,
+        rt.stores.detector,
+        counted_emit(rt),
+        clock=rt.clock,
+        advance_frontier=advance_frontier,
+    )
+    registry = rt.registry.get()
+    for _ in range(REGISTRY_ATTEMPTS - 1):
+        try:
+            return screen_with(registry=registry)
+        except RegistryChanged:
+            registry = rt.registry.refresh()
+    return screen_with(registry=registry)
 
 
 @app.task(base=WorkTask, bind=True, **work_options(SCREEN_TASK))
