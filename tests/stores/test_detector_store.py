@@ -11,7 +11,9 @@ import pytest
 from scheduler.detection import screen
 from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import fresh_states
+from scheduler.errors import RegistryChanged
 from scheduler.latency import percentile_ms
+from scheduler.registry import generate_registry
 from stores import detector_store
 from stores.detector_store import (
     DetectorStore,
@@ -20,6 +22,7 @@ from stores.detector_store import (
     detection_histogram,
 )
 from stores.keys import Keys
+from stores.redis_state import RedisStateStore
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -283,3 +286,69 @@ def test_a_commit_waits_for_its_regions_turn_and_then_sees_the_holders_write(
     assert not store.commit(early, fresh_states(1), {}, readings=1, alerts=0)
     assert store.screen_counters()["screen_collisions"] == 1
     assert store.take_turn("next", "eu-west")
+
+
+def _registry_saved(client: fakeredis.FakeRedis, keys: Keys) -> int:
+    """Store (or replace) the device registry, as ``iotsched registry load`` does."""
+    return RedisStateStore(client, keys).save_registry(generate_registry(10, seed=1))
+
+
+def test_a_load_with_a_stale_registry_version_raises() -> None:
+    # Given a registry replaced once since a worker took its snapshot (version 1)
+    client, keys = fakeredis.FakeRedis(), Keys("t")
+    store = RedisDetectorStore(client, keys)
+    old = _registry_saved(client, keys)
+    new = _registry_saved(client, keys)
+    # When the worker loads a batch with its stale snapshot's version
+    # Then the load refuses: the snapshot's streams may not be the devices' own
+    with pytest.raises(RegistryChanged):
+        store.load("b1", _ids(1), 1, "eu", ("eu:standard",), registry_version=old)
+    # And with the stored version (or none given) the batch loads
+    loaded = store.load("b1", _ids(1), 1, "eu", ("eu:standard",), registry_version=new)
+    assert loaded.states is not None
+    assert store.load("b1", _ids(1), 1).states is not None
+
+
+def test_a_registry_change_between_load_and_commit_refuses_the_commit() -> None:
+    # Given a batch of device 1 loaded under registry version 1, where 1 is eu standard
+    client, keys = fakeredis.FakeRedis(), Keys("t")
+    store = RedisDetectorStore(client, keys)
+    old = _registry_saved(client, keys)
+    stale = store.load("a", _ids(1), 1, "eu", ("eu:standard",), registry_version=old)
+    # And the registry replaced meanwhile (device 1 now us premium), and a batch screened
+    # with the new registry committed device 1, counting in its new stream
+    new = _registry_saved(client, keys)
+    fresh = store.load("b", _ids(1), 1, "us", ("us:premium",), registry_version=new)
+    theirs = fresh_states(1)
+    theirs[0, 0] = 7.0
+    assert store.commit(fresh, theirs, {}, readings=1, alerts=0)
+    # When the first batch commits what it screened from the state before that
+    refused = not store.commit(stale, fresh_states(1), {}, readings=1, alerts=0)
+    # Then it is refused as a collision, and device 1 keeps the new batch's state
+    assert refused
+    assert store.screen_counters()["screen_collisions"] == 1
+    assert store.screen_counters()["screened_readings"] == 1
+    again = store.load("a", _ids(1), 1, "us", ("us:premium",), registry_version=new)
+    assert again.states is not None and again.states[0, 0] == 7.0
+
+
+def test_a_registry_change_refuses_a_commit_even_over_unchanged_states() -> None:
+    # Given a batch loaded under registry version 1
+    client, keys = fakeredis.FakeRedis(), Keys("t")
+    store = RedisDetectorStore(client, keys)
+    old = _registry_saved(client, keys)
+    loaded = store.load("a", _ids(1, 2), 1, "eu", ("eu:standard",), registry_version=old)
+    # When the registry is replaced and nothing else writes a state before its commit
+    _registry_saved(client, keys)
+    refused = not store.commit(loaded, fresh_states(2), {}, readings=2, alerts=0)
+    # Then the commit is still refused (a collision): its streams came from the old registry
+    assert refused
+    assert store.screen_counters() == {
+        "screened_readings": 0,
+        "device_alerts": 0,
+        "screen_duplicates": 0,
+        "screen_collisions": 1,
+    }
+    # And loading again with the old snapshot says why
+    with pytest.raises(RegistryChanged):
+        store.load("a", _ids(1, 2), 1, "eu", ("eu:standard",), registry_version=old)

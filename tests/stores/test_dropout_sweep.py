@@ -18,6 +18,7 @@ from scheduler.registry import Registry, generate_registry
 from stores.detector_store import RedisDetectorStore
 from stores.dropout_store import RedisDropoutStore, StatePage
 from stores.keys import Keys
+from stores.redis_state import RedisStateStore
 from tasks.dropout import SweepResult, sweep
 from tasks.screen import screen_batch
 
@@ -469,3 +470,27 @@ def test_devices_remembered_before_passes_were_numbered_are_forgotten_once_gone(
     # Then they are forgotten, two passes after the first that numbered them
     assert ended == [0, 0, 2, 0]
     assert remembered(client, region) == set()
+
+
+def test_a_sweep_with_an_older_registry_than_the_stored_one_marks_nothing(
+    client: fakeredis.FakeRedis, registry: Registry
+) -> None:
+    region = registry.topology.regions[0]
+    silent = home_devices(registry, region)[:1]
+    # Given a device silent for 100 s, and the registry replaced since the sweeping
+    # worker took its snapshot (stored version 2, the snapshot's 1)
+    warm_up(client, silent, np.array([NOW - 100]))
+    state = RedisStateStore(client, KEYS)
+    state.save_registry(registry)
+    stored = state.save_registry(registry)
+    stale = registry.with_version(stored - 1)
+    store = RedisDropoutStore(client, KEYS)
+    # When the region is swept with the old snapshot
+    emitted: list[dict[str, Any]] = []
+    first = sweep(store, stale, region, emitted.append, NOW)
+    # Then nothing is marked or alerted: its streams may not be the devices' own
+    assert first.alerts == 0 and emitted == []
+    # And the next pass, with the registry reloaded, alerts the device once
+    second = sweep(store, registry.with_version(stored), region, emitted.append, NOW + 30)
+    assert second.alerts == 1
+    assert np.frombuffer(emitted[0]["device_id"], "<u8").tolist() == [int(silent[0])]
