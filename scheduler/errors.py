@@ -45,5 +45,4 @@ class Backpressure(TransientError):
 
 
 class RegistryChanged(TransientError):
-    """Raised when the device registry changed under a snapshot a store was addressed with:
-    reload the registry and try again, or state lands in the wrong write stream."""
+    """Raised when the registry was replaced under the snapshot a store was called with."""

@@ -14,9 +14,9 @@ publishes alerts. Which devices' writes a commit checks comes from the worker's 
 snapshot: when the registry was replaced under it, the load raises ``RegistryChanged``
 (a commit begun before the change is refused first, as a collision), and the batch is
 screened again with the registry reloaded (a few times; then the task is retried). The
-commit keeps the alerts in an outbox entry until they are
-published: a worker killed in between leaves them there, and the redelivery, finding
-the batch claimed, publishes them again. The anomaly task folds each screened batch
+commit keeps the alerts in an outbox entry until they are published: a worker killed in
+between leaves them there, and the redelivery, finding the batch claimed, publishes them
+again. The anomaly task folds each screened batch
 once (its own claim), so an alert is never lost to a crash and never counted twice.
 """
 
