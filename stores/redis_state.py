@@ -210,12 +210,10 @@ class RedisStateStore:
         return {int(k): int(v) for k, v in raw.items()}
 
     def save_registry(self, registry: Registry) -> int:
-        version = int(self.client.incr(self.keys.registry_version))
-        columns = {
+        columns: dict[str, Any] = {
             "topology": json.dumps(
                 {"tiers": registry.topology.tiers, "regions": registry.topology.regions}
             ),
-            "version": version,
             "saved_ts": time.time(),
         }
         for name in (
@@ -228,8 +226,18 @@ class RedisStateStore:
             "lon_deg",
         ):
             columns[name] = getattr(registry, name).tobytes()
-        self.client.hset(self.keys.registry, mapping=columns)
-        return version
+        version_key = self.keys.registry_version
+
+        # The version and the columns change in one transaction: a worker that finds the
+        # version moved (RegistryChanged) and reloads must not read the old columns.
+        def replace(pipe: Any) -> int:
+            version = int(pipe.get(version_key) or 0) + 1
+            pipe.multi()
+            pipe.set(version_key, version)
+            pipe.hset(self.keys.registry, mapping={**columns, "version": version})
+            return version
+
+        return int(self.client.transaction(replace, version_key, value_from_callable=True))
 
     def registry_version(self) -> int:
         v = self.client.get(self.keys.registry_version)
