@@ -19,6 +19,10 @@ CYCLE_BYTES = 512 * 1024
 #: and premium-lane messages that arrived meanwhile are offered between runs.
 RUN_MESSAGES = 2_000
 RUN_BYTES = 128 * 1024
+#: A run (or a cycle's re-offers) that took this long or more predicts the next will
+#: too: premium readings buffered so far are published before it, not at their age limit
+#: (25 ms), which is only checked at the end of the next ingest call.
+SLOW_RUN_MS = 10.0
 #: How often parked readings are offered again while the bridge is behind its broker:
 #: seldom enough that premium readings waiting in the inbox go first, often enough that
 #: standard readings keep reaching the workers.

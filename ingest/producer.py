@@ -275,6 +275,16 @@ class Producer:
             self.tally.send_letters()
         return len(due)
 
+    def send_premium(self, now_ts: float | None = None) -> int:
+        """Publish premium's buffered readings now, whatever their age (premium coalescing
+        may still hold a region's); returns the batches. For a caller about to spend longer
+        than premium's age limit before its next ``ingest`` or ``poll``: the age limit is
+        only checked then, so premium would wait for that work too."""
+        now = self.clock() if now_ts is None else now_ts
+        batches = self.batcher.first_tier(now, self._premium_hold())
+        self._publish(batches, now)
+        return len(batches)
+
     def next_due_ts(self, now_ts: float) -> float | None:
         """When ``poll`` next has a batch to publish, asked after a ``poll`` at ``now_ts``."""
         dues = (self.batcher.next_due_ts(), self.held_screener.next_due_ts())

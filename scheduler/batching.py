@@ -121,6 +121,19 @@ class Batcher:
                 out.extend(self._cut(key, buf, whole=True))
         return out
 
+    def first_tier(self, now_ts: float, hold: HoldFirstTier | None = None) -> list[Batch]:
+        """The first tier's (premium's) buffers, whatever their age, but those ``hold``
+        keeps (as in ``due``): for a caller about to spend longer than that tier's age
+        limit on other work before it looks again."""
+        out: list[Batch] = []
+        for key, buf in self._buffers.items():
+            if key[1] != 0 or not buf.rows:
+                continue
+            if hold is not None and hold(key[0], now_ts - buf.oldest_ts):
+                continue
+            out.extend(self._cut(key, buf, whole=True))
+        return out
+
     def cut_region(self, region: int, tiers: range) -> list[Batch]:
         """Everything buffered for ``region`` in ``tiers`` (codes), whatever its age: sent
         ahead of screening copies of that region's newer readings, so screening still

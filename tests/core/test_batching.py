@@ -32,6 +32,19 @@ def test_premium_flushes_after_its_age_limit_and_standard_waits_longer() -> None
     assert b.buffered_readings == 0
 
 
+def test_first_tier_cuts_premium_whatever_its_age_but_what_the_hold_keeps() -> None:
+    # Given fresh premium readings in two regions and standard readings
+    b = Batcher(TOPO, ("value",), "p")
+    b.add(*rows(10, 0, 0, t0=100.0))
+    b.add(*rows(5, 1, 0, t0=100.0))
+    b.add(*rows(10, 0, 1, t0=100.0))
+    # When premium is asked for at once, region 1's held by premium coalescing
+    out = b.first_tier(100.001, hold=lambda region, _age_s: region == 1)
+    # Then region 0's premium comes out though younger than its age limit; the rest stays
+    assert [(x.region, x.tier, len(x)) for x in out] == [(TOPO.regions[0], "premium", 10)]
+    assert b.buffered_readings == 15
+
+
 def test_batch_ids_are_deterministic_and_unique() -> None:
     def run() -> list[str]:
         b = Batcher(TOPO, ("value",), "gw1", BatchingConfig(max_readings=10))
