@@ -58,6 +58,10 @@ class HeldReadings:
         self.screened = 0
         self._screen = screen
         self._to_screen: list[tuple[npt.NDArray[Any], ...]] = []
+        #: Per region code: readings held, and the newest of them not yet handed to
+        #: ``screen`` (the rest may be offered again while those wait their turn).
+        self._held_count: dict[int, int] = {}
+        self._unscreened: dict[int, int] = {}
         self._wait_s = PUSHED_BACK_WAIT_S
         #: Per region code, pieces of (device ids, event times, values, first-offer times).
         self._held: dict[int, deque[tuple[npt.NDArray[Any], ...]]] = {}
@@ -143,7 +147,9 @@ class HeldReadings:
                 ts = held[1]
                 in_order = ts.size < 2 or bool((ts[1:] >= ts[:-1]).all())
                 by_ts = None if in_order else np.argsort(ts, kind="stable")
-                self._to_screen.append(held if by_ts is None else tuple(c[by_ts] for c in held))
+                piece = (*held, home[later])
+                self._to_screen.append(piece if by_ts is None else tuple(c[by_ts] for c in piece))
+                _count(self._unscreened, home[later], 1)
             self._add(held, home[later])
             self.deferred += int(later.sum())
         now = ~later
@@ -164,6 +170,7 @@ class HeldReadings:
             else:
                 self._to_screen.pop(0)
             self.screened += self._screen(piece[0], piece[1], piece[2])
+            _count(self._unscreened, piece[-1], -1)
             budget -= size
         return self.offer_readings - budget
 
@@ -184,6 +191,7 @@ class HeldReadings:
             else:
                 fifo.append(piece)
         self._size += int(region.size)
+        _count(self._held_count, region, 1)
 
     def _take(self, code: int, n: int) -> list[tuple[npt.NDArray[Any], ...]]:
         """Up to ``n`` of the oldest readings held for a region, in order."""
@@ -199,6 +207,7 @@ class HeldReadings:
             taken.append(piece)
             n -= size
             self._size -= size
+            self._held_count[code] -= size
         if not fifo:
             del self._held[code]
         return taken
@@ -207,12 +216,20 @@ class HeldReadings:
         """Offer again the oldest readings held for regions open now, at most
         ``offer_readings`` split evenly between them; readings of regions still closed
         are not offered at all."""
-        # Held readings are screened before any is offered again: admitted unscreened
-        # first, they would be screened twice.
-        if self._to_screen or not self._size or now < self._retry_at:
+        # Held readings are screened before they are offered again (admitted unscreened
+        # first, they would be screened twice), but only the newest of a region wait
+        # for that: its older ones were handed to screening already and go now. Waiting
+        # until none of any region was left to hand over starved the re-offers of a
+        # gateway behind its schedule, which defers new readings faster than it hands
+        # them over a chunk a loop: at 450,000/s offered, 43,362 non-premium readings
+        # were admitted in 13 s of offering, the workers' drain read 0 with empty
+        # queues, and the held-screening budget (earned from that drain) shrank to a
+        # sixth of the devices.
+        room = {c: self._held_count[c] - self._unscreened.get(c, 0) for c in self._held}
+        if not self._size or now < self._retry_at or not any(n > 0 for n in room.values()):
             return 0, 0
         closed = producer.closed()
-        ready = [c for c in self._held if closed is None or not closed[c]]
+        ready = [c for c in self._held if room[c] > 0 and (closed is None or not closed[c])]
         if not ready:
             self._wait_s = min(2 * max(self._wait_s, PUSHED_BACK_WAIT_S), PUSHED_BACK_MAX_WAIT_S)
             self._retry_at = now + self._wait_s
@@ -222,7 +239,7 @@ class HeldReadings:
         pieces = [
             p
             for i, code in enumerate(ready)
-            for p in self._take(code, (self.offer_readings + i) // k)
+            for p in self._take(code, min(room[code], (self.offer_readings + i) // k))
         ]
         if not pieces:  # a budget smaller than the open regions: the first gets one
             pieces = self._take(ready[0], 1)
@@ -243,3 +260,10 @@ class HeldReadings:
             self._add(back, res.pushed_back_region, front=True)
         self._retry_at = now + self._wait_s
         return res.accepted, res.rejected
+
+
+def _count(counts: dict[int, int], region: npt.NDArray[np.intp], sign: int) -> None:
+    """Add ``sign`` per reading of each region code in ``region`` to ``counts``."""
+    codes, n = np.unique(region, return_counts=True)
+    for code, k in zip(codes.tolist(), n.tolist(), strict=True):
+        counts[code] = counts.get(code, 0) + sign * k

@@ -223,13 +223,12 @@ class _Gateway:
         return waiting, n
 
     def offer_held(self, now: float) -> bool:
-        """Screen what was held since, or else offer held readings again; whether any
+        """Screen what was held since (a chunk), and offer held readings again; whether any
         were screened, taken or rejected."""
-        if self.held.screen_waiting():
-            return True
+        screened = self.held.screen_waiting()
         a, r = self.held.offer_again(self.producer, now)
         self.accepted, self.rejected = self.accepted + a, self.rejected + r
-        return bool(a or r)
+        return bool(screened or a or r)
 
     def report(self, progress: Progress, now: float, n: int, waiting: bool) -> None:
         if n:

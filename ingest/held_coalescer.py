@@ -47,6 +47,10 @@ class HeldCoalescer:
     def size(self) -> int:
         return sum(self._sizes.values())
 
+    def size_of(self, region: int) -> int:
+        """Readings of ``region`` kept here."""
+        return self._sizes.get(region, 0)
+
     def add(self, region: int, held: Held, now_ts: float) -> None:
         if not held[0].size:
             return

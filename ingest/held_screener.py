@@ -141,7 +141,7 @@ class HeldScreener:
                 self.coalescer.add(code, picked, now)
                 self.marks.sent_to_screening(rows[pick], t[pick])
                 sent += int(pick.size)
-                self.budget.spend(code, spent, now)
+                self.budget.spend(code, spent, now, self.coalescer.size_of(code))
             # What was not sent (or kept) waits unscreened: its device takes no part until
             # admitted.
             rest = mine[waiting & ~kept]

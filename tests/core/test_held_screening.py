@@ -255,3 +255,47 @@ def test_under_a_steady_overload_the_sample_settles_instead_of_swinging() -> Non
     # down drops devices, and a dropped device rejoins only once its held backlog is in
     settled = shares[100:]
     assert max(settled) - min(settled) <= 0.1
+
+
+def test_spending_past_the_earning_keeps_every_device_while_what_waits_is_within_a_window() -> None:
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    # Given a region that earned 20,000 readings of held screening over a window, all sent
+    for step in range(20):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+    budget.sent(0, 20_000, now_ts=2.0)
+    # When a lump of 30,000 is taken on, of which 10,000 still wait for credit (the
+    # window, fading, earned about 12,300)
+    budget.spend(0, 30_000, now_ts=2.0, waiting=10_000)
+    # Then no device is dropped: the next window's credit screens them within 2 s
+    assert budget.share(0) == 1.0
+    # When more than a window's earning waits for credit
+    budget.spend(0, 30_000, now_ts=3.0, waiting=60_000)
+    # Then the sample shrinks
+    assert budget.share(0) < 1.0
+
+
+def test_a_followed_drain_judges_the_sample_only_after_a_window_measured_above_zero() -> None:
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    # Given a region whose workers are starting: its drain reads 0 for 3 s
+    budget.follow_drain([0.0])
+    for step in range(30):
+        # When held readings keep arriving past anything earned, waiting for credit
+        budget.spend(0, 5_000, now_ts=step * 0.1, waiting=50_000 + 5_000 * step)
+        # Then no device is dropped on a drain not measured yet
+        assert budget.share(0) == 1.0
+    # And once the drain is measured, none is dropped before a window of it
+    budget.follow_drain([100_000.0])
+    for step in range(30, 49):
+        budget.spend(0, 5_000, now_ts=step * 0.1, waiting=200_000)
+        assert budget.share(0) == 1.0
+
+
+def test_a_drain_never_measured_still_judges_the_sample_after_a_few_windows() -> None:
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    # Given a region whose workers are gone: its drain reads 0 throughout
+    budget.follow_drain([0.0])
+    for step in range(80):
+        # When held readings keep arriving, all waiting for credit
+        budget.spend(0, 5_000, now_ts=step * 0.1, waiting=5_000 * (step + 1))
+    # Then the sample shrinks (the budget does not wait for a measurement for ever)
+    assert budget.share(0) < 0.5

@@ -172,8 +172,9 @@ def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> N
     now = time.time()
     # (admitted a window before, so the budget judges on evidence; readings admitted
     # unscreened earn 0.5 each, and PER_UNSCREENED more for their screening copies: as
-    # many as 300 would earn at 2 more, about half what 300 held ones spend 3 s later)
-    admitted = round(300 * 2.5 / (0.5 + PER_UNSCREENED))
+    # many as 300 would earn at 0.45 each, under half what 300 held ones take on 3 s
+    # later, so more of those wait for credit than the window earned)
+    admitted = round(300 * 0.45 / (0.5 + PER_UNSCREENED))
     producer.ingest_columns(
         ids[:admitted], np.full(admitted, now - 9), np.zeros(admitted), now_ts=now - 3
     )
@@ -251,6 +252,44 @@ def test_a_gateway_screens_what_it_holds_a_chunk_at_a_time_before_offering_again
     assert seen == [4, 4, 2]
     # And oldest first, so no older reading comes after a newer one of its device
     assert screened_ts == sorted(screened_ts)
+
+
+class _TakingProducer:
+    """Takes every reading offered; records the event times of each offer."""
+
+    def __init__(self) -> None:
+        self.offers: list[list[float]] = []
+
+    def closed(self) -> None:
+        return None
+
+    def ingest_columns(self, ids: Any, ts: Any, values: Any, **_: Any) -> IngestResult:
+        self.offers.append(np.asarray(ts).tolist())
+        return IngestResult(int(np.asarray(ids).size), 0, {})
+
+
+def test_a_gateway_offers_again_what_it_screened_while_newer_readings_wait_their_turn() -> None:
+    # Given a gateway offering 4 readings at a time, holding 6 of eu-west's, all screened
+    reg = generate_registry(1_000, seed=4)
+    held = HeldReadings(10_000, offer_readings=4, screen=lambda ids, ts, values: int(ids.size))
+    eu = reg.device_id[np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:12]]
+    old = np.arange(6.0)
+    held.defer_non_premium(reg, eu[:6], old, old[:, None], old)
+    assert held.screen_waiting() == 4 and held.screen_waiting() == 2
+    # When 6 newer ones are held behind them, not yet handed to screening
+    new = 10.0 + np.arange(6.0)
+    held.defer_non_premium(reg, eu[6:], new, new[:, None], new)
+    producer = _TakingProducer()
+    held.offer_again(producer, now=10.0)  # type: ignore[arg-type]
+    # Then the screened ones are offered again, oldest first, without waiting for those
+    assert producer.offers == [[0.0, 1.0, 2.0, 3.0]]
+    held.offer_again(producer, now=10.0)  # type: ignore[arg-type]
+    assert producer.offers[-1] == [4.0, 5.0]
+    # And none of the newer ones is offered before it was handed to screening
+    assert held.offer_again(producer, now=10.0) == (0, 0)  # type: ignore[arg-type]
+    assert held.screen_waiting() == 4
+    held.offer_again(producer, now=10.0)  # type: ignore[arg-type]
+    assert producer.offers[-1] == [10.0, 11.0, 12.0, 13.0]
 
 
 def test_held_copies_travel_apart_in_order_and_do_not_advance_the_frontier(
