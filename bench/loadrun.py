@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -330,13 +330,8 @@ def summarize(
     ingested = c.get("ingested", 0)
     dead_lettered = c.get("dead_lettered", 0)
     seconds = max(done_ts - drive_result.started_ts, 1e-9)
-    latency: dict[str, dict[str, float | None]] = {}
-    event_latency: dict[str, dict[str, float | None]] = {}
-    for tier in tiers:
-        h = store.latency_histogram("ingest", tier)
-        latency[tier] = {"p50": _r(percentile_ms(h, 50)), "p99": _r(percentile_ms(h, 99))}
-        e = store.latency_histogram("event", tier)
-        event_latency[tier] = {"p50": _r(percentile_ms(e, 50)), "p99": _r(percentile_ms(e, 99))}
+    latency = stage_percentiles(store, "ingest", tiers)
+    event_latency = stage_percentiles(store, "event", tiers)
     return {
         "readings": ingested,
         "accepted": c.get("accepted", 0),
@@ -358,6 +353,17 @@ def summarize(
             if c.get(f"batches:{tier}")
         },
     }
+
+
+def stage_percentiles(
+    store: StateStore, stage: str, tiers: Sequence[str]
+) -> dict[str, dict[str, float | None]]:
+    """p50 and p99 (ms) of one latency stage's histogram, per tier (None: no reading)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for tier in tiers:
+        h = store.latency_histogram(stage, tier)
+        out[tier] = {"p50": _r(percentile_ms(h, 50)), "p99": _r(percentile_ms(h, 99))}
+    return out
 
 
 def _r(x: float | None) -> float | None:

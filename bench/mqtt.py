@@ -25,9 +25,14 @@ import time
 import uuid
 from typing import Any
 
-from bench.loadrun import DriveResult, stderr_progress, summarize, wait_drained
+from bench.loadrun import (
+    DriveResult,
+    stage_percentiles,
+    stderr_progress,
+    summarize,
+    wait_drained,
+)
 from bench.mqtt_devices import PublishPlan, publish_share
-from scheduler.latency import percentile_ms
 from scheduler.routine import STARTED_STAGE
 
 #: Ingest that has not moved for this long after publishing ended will not move again.
@@ -49,7 +54,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             drained, done = _wait_ingested_then_drained(run_, readings, args.timeout_s, progress)
             result = DriveResult(readings, readings, 0, started, finished)
             summary: dict[str, Any] = summarize(run_.store, run_.settings.tiers, result, done)
-            started_ms = _stage_ms(run_.store, STARTED_STAGE, run_.settings.tiers)
+            started_ms = stage_percentiles(run_.store, STARTED_STAGE, run_.settings.tiers)
             pushed_back = run_.store.counters().get("pushed_back", 0)
             bridge_cpu_s = sum(_cpu_s(b.pid) for b in bridges)
         finally:
@@ -164,19 +169,6 @@ def _publish(
     if progress:
         progress(f"published {sum(g[0] for g in got):,} messages in {finished - started:.1f} s")
     return sum(g[0] for g in got), sum(g[1] for g in got), started, finished
-
-
-def _stage_ms(store: Any, stage: str, tiers: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """p50 and p99 (ms) of one latency stage's histogram, per tier (None: no reading)."""
-    out = {}
-    for tier in tiers:
-        h = store.latency_histogram(stage, tier)
-        p50, p99 = percentile_ms(h, 50), percentile_ms(h, 99)
-        out[tier] = {
-            "p50": None if p50 is None else round(p50, 2),
-            "p99": None if p99 is None else round(p99, 2),
-        }
-    return out
 
 
 def _cpu_s(pid: int) -> float:
