@@ -408,17 +408,16 @@ class RedisDetectorStore:
             session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, "screen_duplicates", 1)])
             return _Pass.REFUSED
         try:
-            if registry_now != version.registry_at:
-                # The streams this batch checks came from a registry now replaced: a
-                # screening with the new one may count its writes where this one does
-                # not look, even with these very states. Load (and see why) again.
+            # The streams this batch checks came from a registry now replaced: a
+            # screening with the new one may count its writes where this one does not
+            # look, even with these very states. Load (and see why) again.
+            collided = registry_now != version.registry_at
+            if not collided and writes_now != version.writes:
+                (now,) = session.run([version.reread])
+                collided = now != version.blobs
+            if collided:
                 session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, _COLLIDED, 1)])
                 return _Pass.REFUSED
-            if writes_now != version.writes:
-                (now,) = session.run([version.reread])
-                if now != version.blobs:
-                    session.run([_UNWATCH, resp.command(b"HINCRBY", k.counters, _COLLIDED, 1)])
-                    return _Pass.REFUSED
             replies = session.transaction(writes)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise _WatchLost from exc
