@@ -22,7 +22,6 @@ import numpy.typing as npt
 from scheduler.anomaly_kind import KIND_CODES, KIND_NAMES
 from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import (
-    NARROW,
     STATE_BYTES,
     K,
     fresh_states,
@@ -30,7 +29,7 @@ from scheduler.detector_state import (
     storable,
     unpack_states,
 )
-from scheduler.detector_step import step
+from scheduler.detector_step import screen_cells, tuning
 from scheduler.dropout_sweep import find_dropouts
 from scheduler.errors import InvalidBatch
 
@@ -75,18 +74,6 @@ class ScreenResult:
     band: F64
 
 
-def _rounds(row: IDX, ts: F64) -> list[IDX]:
-    """Reading positions grouped so round r holds the r-th reading (in time) of each row."""
-    order = np.lexsort((ts, row))
-    sorted_rows = row[order]
-    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, sorted_rows.size]))
-    rank = np.arange(sorted_rows.size) - group_start
-    by_rank = order[np.argsort(rank, kind="stable")]
-    bounds = np.searchsorted(np.sort(rank), np.arange(int(rank.max()) + 2))
-    return [by_rank[bounds[r] : bounds[r + 1]] for r in range(bounds.size - 1)]
-
-
 def screen(
     states: F64, device_index: IDX, ts: F64, value: F64, config: DetectorConfig
 ) -> ScreenResult:
@@ -106,11 +93,10 @@ def screen(
     if n_readings and (device_index.min() < 0 or device_index.max() >= states.shape[0]):
         raise InvalidBatch("device_index points outside states")
 
-    cells = states.reshape(-1, K).copy()
-    outs = [np.zeros(values.shape, dtype=np.float64) for _ in range(3)]
-    score, expected, band = outs
-    expected[:] = np.nan
-    band[:] = np.nan
+    cells = np.array(states.reshape(-1, K), dtype=np.float64, order="C")
+    score = np.zeros(values.shape, dtype=np.float64)
+    expected = np.full(values.shape, np.nan)
+    band = np.full(values.shape, np.nan)
     kind = np.zeros(values.shape, dtype=np.int8)
     alert = np.zeros(values.shape, dtype=np.bool_)
 
@@ -120,22 +106,23 @@ def screen(
         cell_row = (device_index.astype(np.intp)[:, None] * metrics + np.arange(metrics)).reshape(
             -1
         )[present]
-        cell_ts = np.repeat(ts, metrics)[present]
-        cell_value = flat_values[present]
-        flat_outs: list[npt.NDArray[np.generic]] = [
-            a.reshape(-1) for a in (score, kind, alert, expected, band)
-        ]
-        for take in _rounds(cell_row, cell_ts):
-            rows = cell_row[take]
-            cell_state = cells[rows]
-            verdicts = step(cell_state, cell_ts[take], cell_value[take], config)
-            # Round as storage will after every reading, so a state is the same whether
-            # a stream went through Redis between its batches or not, wherever they split.
-            cell_state[:, NARROW] = cell_state[:, NARROW].astype(np.float32)
-            cells[rows] = cell_state
-            where = present[take]
-            for out, got in zip(flat_outs, verdicts, strict=True):
-                out[where] = np.asarray(got)
+        cell_ts = np.repeat(ts.astype(np.float64), metrics)[present]
+        if not np.isfinite(cell_ts).all():
+            raise InvalidBatch("a reading's ts is not a finite number")
+        screen_cells(
+            cells,
+            cell_row,
+            np.lexsort((cell_ts, cell_row)),
+            cell_ts,
+            np.ascontiguousarray(flat_values[present], dtype=np.float64),
+            present,
+            tuning(config),
+            score.reshape(-1),
+            kind.reshape(-1),
+            alert.reshape(-1),
+            expected.reshape(-1),
+            band.reshape(-1),
+        )
 
     shape = value.shape
     return ScreenResult(

@@ -43,10 +43,18 @@ spike just after a gap is still alerted.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections import namedtuple
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
+from numba import types
 
-from scheduler import seasonal
+from scheduler import anomaly_kind, detector_config, detector_state, jit, seasonal
 from scheduler.anomaly_kind import DIP, DRIFT, DROPOUT, LEVEL_SHIFT, NORMAL, SEASONAL, SPIKE, STUCK
 from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import (
@@ -67,6 +75,7 @@ from scheduler.detector_state import (
     LASTTS,
     LASTV,
     LEVEL,
+    NARROW,
     NORMRUN,
     RES,
     RNEG,
@@ -77,10 +86,13 @@ from scheduler.detector_state import (
     SPREAD,
     TAIL,
     TREND,
+    K,
 )
+from scheduler.jit import maximum, minimum
 
 F64 = npt.NDArray[np.float64]
 I8 = npt.NDArray[np.int8]
+IDX = npt.NDArray[np.intp]
 BOOL = npt.NDArray[np.bool_]
 
 #: Quantiles the tail trackers settle at (``GAUSS_TAIL_Z`` and ``GAUSS_FAR_Z`` are a
@@ -90,184 +102,257 @@ _FAR_P = 0.999
 _GAP_P = 0.99
 #: abs(residual) averages this fraction of a Gaussian's standard deviation.
 _MAD_TO_STD = 1.2533
+#: The first column stored as float32.
+_NARROW0 = NARROW.start
+
+_TUNING_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))
+#: ``DetectorConfig`` as the kernel reads it: the same fields, every one a float (a
+#: namedtuple is what numba takes by field name; mypy wants its fields spelled out).
+Tuning: Any = namedtuple("Tuning", _TUNING_FIELDS)  # type: ignore[misc]
+_TUNING = types.NamedUniTuple(types.float64, len(_TUNING_FIELDS), Tuning)  # type: ignore[no-untyped-call]
 
 
-def step(st: F64, t: F64, x: F64, c: DetectorConfig) -> tuple[F64, I8, BOOL, F64, F64]:
-    """Advance distinct cells by one reading each, in place; score, kind, alert, expected, band."""
-    count = st[:, COUNT]
+@cache
+def tuning(config: DetectorConfig) -> Any:
+    """``config`` as the kernel takes it."""
+    return Tuning(*(float(v) for v in dataclasses.astuple(config)))
+
+
+@jit.compiled
+def _clip(v: float, bound: float) -> float:
+    return minimum(maximum(v, -bound), bound)
+
+
+@jit.compiled
+def step(st: F64, t: float, x: float, c: Any) -> tuple[float, int, bool, float, float]:
+    """Advance one state vector by one reading, in place; score, kind, alert, expected, band."""
+    count = st[COUNT]
     seen = count > 0
     warm = count >= c.warmup_readings
-    trend = c.trend_damping * st[:, TREND]
-    level = st[:, LEVEL] + trend
-    last_ts = st[:, LASTTS]
-    dt = np.where(seen, t - last_ts, 0.0)
-    dt_pos = np.maximum(dt, 0.0)
+    trend = c.trend_damping * st[TREND]
+    level = st[LEVEL] + trend
+    last_ts = st[LASTTS]
+    dt = t - last_ts if seen else 0.0
+    dt_pos = maximum(dt, 0.0)
     # A reading older than the newest one seen arrived late (a gateway's backlog, a
     # redelivery, two screenings of one device taken out of order): it is judged and
     # its value learned, but it says nothing of the device's cadence or of a repeat run.
     late = dt < 0
 
-    season = seasonal.Position(t)
-    season_now = season.value(st, SEASON0)
-    expected = np.where(seen, level + season_now, x)
-    floor = np.maximum(
-        c.rel_min_std * st[:, SPREAD],
-        c.resolution_min_std * np.where(np.isfinite(st[:, RES]), st[:, RES], 0.0),
-    )
-    std = np.maximum(_MAD_TO_STD * st[:, SCALE], floor)
-    std = np.where(std > 0, std, np.inf)
-    resid = np.where(seen, x - expected, 0.0)
-    z_raw = np.where(np.isfinite(std), resid / std, 0.0)
+    at = seasonal.position(t)
+    week_now = seasonal.week(st, SEASON0, at)
+    season_now = seasonal.daily(st, SEASON0, at) + week_now
+    expected = level + season_now if seen else x
+    resolution = st[RES] if math.isfinite(st[RES]) else 0.0
+    floor = maximum(c.rel_min_std * st[SPREAD], c.resolution_min_std * resolution)
+    std = maximum(_MAD_TO_STD * st[SCALE], floor)
+    std = std if std > 0 else math.inf
+    resid = x - expected if seen else 0.0
+    z_raw = resid / std if math.isfinite(std) else 0.0
     # A device with heavier tails than a Gaussian is judged against its own tail.
-    tail_ratio = np.maximum(1.0, st[:, TAIL] / GAUSS_TAIL_Z)
+    tail_ratio = maximum(1.0, st[TAIL] / GAUSS_TAIL_Z)
     z = z_raw / tail_ratio
     # One reading must clear both the Gaussian-scaled band and the reach of the device's
     # own rarest bursts, so a calm device is judged tighter than one that bursts daily
     # (the 99th percentile alone says too little about how far a heavy tail reaches).
-    spike_z = np.maximum(c.spike_z * tail_ratio, c.far_tail_factor * st[:, FARTAIL])
+    spike_z = maximum(c.spike_z * tail_ratio, c.far_tail_factor * st[FARTAIL])
     band = spike_z * std
 
-    step_size = np.abs(x - st[:, LASTV])
-    is_flat = seen & ~late & (step_size <= c.flat_tolerance)
-    prior_flat_run = st[:, FLAT].copy()
-    flat_run = np.where(is_flat, prior_flat_run + 1.0, np.where(late, prior_flat_run, 0.0))
-    varies = st[:, SCALE] > 0
+    step_size = abs(x - st[LASTV])
+    is_flat = seen and not late and step_size <= c.flat_tolerance
+    prior_flat_run = st[FLAT]
+    flat_run = prior_flat_run + 1.0 if is_flat else (prior_flat_run if late else 0.0)
+    varies = st[SCALE] > 0
 
-    zc = np.clip(z, -c.cusum_clip_z, c.cusum_clip_z)
     # While flat, a stuck value must not also build shift evidence against a frozen level.
-    zc = np.where(warm & ~is_flat, zc, 0.0)
-    cpos = np.maximum(0.0, st[:, CPOS] + zc - c.cusum_k)
-    cneg = np.maximum(0.0, st[:, CNEG] - zc - c.cusum_k)
-    rpos = np.where(cpos >= c.evidence_floor, st[:, RPOS] + 1.0, 0.0)
-    rneg = np.where(cneg >= c.evidence_floor, st[:, RNEG] + 1.0, 0.0)
+    zc = _clip(z, c.cusum_clip_z) if warm and not is_flat else 0.0
+    cpos = maximum(0.0, st[CPOS] + zc - c.cusum_k)
+    cneg = maximum(0.0, st[CNEG] - zc - c.cusum_k)
+    rpos = st[RPOS] + 1.0 if cpos >= c.evidence_floor else 0.0
+    rneg = st[RNEG] + 1.0 if cneg >= c.evidence_floor else 0.0
 
-    gap_log = st[:, GAP]
+    gap_log = st[GAP]
     # NaN until the device's first forward gap: a late second reading must not leave
     # the tracker at log(1 s), which would take every later interval for a silence.
-    gap_known = (count >= c.dropout_warmup_readings) & np.isfinite(gap_log)
-    silence_limit = np.maximum(c.dropout_factor * np.exp(gap_log), c.dropout_min_s)
-    unreported = ~(st[:, DROPMARK] == last_ts)
-    r_drop = np.where(gap_known & unreported & (dt > 0), dt / silence_limit, 0.0)
+    gap_known = count >= c.dropout_warmup_readings and math.isfinite(gap_log)
+    silence_limit = maximum(c.dropout_factor * math.exp(gap_log), c.dropout_min_s)
+    unreported = st[DROPMARK] != last_ts
+    r_drop = dt / silence_limit if gap_known and unreported and dt > 0 else 0.0
 
-    stuck_limit = np.maximum(c.stuck_readings, c.stuck_factor * st[:, FLATMAX])
-    r_spike = np.where(warm, np.abs(z_raw) / spike_z, 0.0)
-    r_cusum = np.where(warm, np.maximum(cpos, cneg) / c.cusum_h, 0.0)
-    r_stuck = np.where(warm & varies, flat_run / stuck_limit, 0.0)
-    ratios = np.stack([r_spike, r_cusum, r_stuck])
-    value_score = ratios.max(axis=0)
+    stuck_limit = maximum(c.stuck_readings, c.stuck_factor * st[FLATMAX])
+    r_spike = abs(z_raw) / spike_z if warm else 0.0
+    r_cusum = maximum(cpos, cneg) / c.cusum_h if warm else 0.0
+    r_stuck = flat_run / stuck_limit if warm and varies else 0.0
+    # The largest ratio names the kind; the first of equals (a NaN, as numpy's argmax).
+    value_score, by_ratio = r_spike, SPIKE
+    if r_spike == r_spike:
+        if not r_cusum <= value_score:
+            value_score, by_ratio = r_cusum, LEVEL_SHIFT
+        if value_score == value_score and not r_stuck <= value_score:
+            value_score, by_ratio = r_stuck, STUCK
     # A silence is reported once by its own mark, not through the value episode: a gap
     # must not open an episode that would swallow a spike arriving just after it.
     value_anomalous = value_score >= 1.0
-    dropout = (r_drop >= 1.0) & ~value_anomalous
-    score = np.maximum(value_score, r_drop)
+    dropout = r_drop >= 1.0 and not value_anomalous
+    score = maximum(value_score, r_drop)
 
-    up = cpos >= cneg
-    run = np.where(up, rpos, rneg)
-    mean_excess = np.where(up, cpos, cneg) / np.maximum(run, 1.0)
-    growing = np.abs(zc) - c.cusum_k > mean_excess
-    cusum_kind = np.where((run > c.shift_max_run) & growing, DRIFT, LEVEL_SHIFT)
-    by_ratio = np.array([SPIKE, LEVEL_SHIFT, STUCK])[ratios.argmax(axis=0)]
-    ordinary_value = np.abs(x - st[:, SLOW] - season.week(st, SEASON0)) <= (
-        c.seasonal_spread * st[:, SPREAD]
-    )
-    spike_kind = np.where(ordinary_value, SEASONAL, np.where(z < 0, DIP, SPIKE))
-    kind = np.where(by_ratio == SPIKE, spike_kind, by_ratio)
-    kind = np.where(by_ratio == LEVEL_SHIFT, cusum_kind, kind)
-    kind = np.where(value_anomalous, kind, np.where(dropout, DROPOUT, NORMAL)).astype(np.int8)
+    kind = NORMAL
+    if value_anomalous:
+        if by_ratio == SPIKE:
+            ordinary_value = abs(x - st[SLOW] - week_now) <= c.seasonal_spread * st[SPREAD]
+            kind = SEASONAL if ordinary_value else (DIP if z < 0 else SPIKE)
+        elif by_ratio == LEVEL_SHIFT:
+            up = cpos >= cneg
+            run = rpos if up else rneg
+            mean_excess = (cpos if up else cneg) / maximum(run, 1.0)
+            growing = abs(zc) - c.cusum_k > mean_excess
+            kind = DRIFT if run > c.shift_max_run and growing else LEVEL_SHIFT
+        else:
+            kind = STUCK
+    elif dropout:
+        kind = DROPOUT
 
     # Baseline learning: repeats never train it, outliers are clipped once warm.
-    learn = ~is_flat
-    bound = c.clip_z * std * tail_ratio
-    innov = np.where(warm, np.clip(resid, -bound, bound), resid)
-    innov = np.where(np.isfinite(innov), innov, 0.0)
-    a_level = np.maximum(c.level_alpha, 1.0 / (count + 1.0))
-    a_scale = np.maximum(c.scale_alpha, 1.0 / np.maximum(count, 1.0))
+    learn = not is_flat
+    innov = _clip(resid, c.clip_z * std * tail_ratio) if warm else resid
+    innov = innov if math.isfinite(innov) else 0.0
+    a_level = maximum(c.level_alpha, 1.0 / (count + 1.0))
+    a_scale = maximum(c.scale_alpha, 1.0 / maximum(count, 1.0))
     deseason = x - season_now
-    new_level = np.where(seen, level + a_level * innov, deseason)
-    new_scale = np.where(seen, st[:, SCALE] + a_scale * (np.abs(innov) - st[:, SCALE]), 0.0)
-    new_fast = np.where(seen, st[:, FAST] + c.fast_alpha * (deseason - st[:, FAST]), deseason)
-    st[:, LEVEL] = np.where(learn, new_level, level)
-    new_trend = np.where(seen, trend + a_level * c.trend_beta * innov, 0.0)
-    st[:, TREND] = np.where(learn, new_trend, trend)
-    st[:, SCALE] = np.where(learn, new_scale, st[:, SCALE])
-    st[:, FAST] = new_fast
+    fast = st[FAST] + c.fast_alpha * (deseason - st[FAST]) if seen else deseason
+    if learn:
+        st[LEVEL] = level + a_level * innov if seen else deseason
+        st[TREND] = trend + a_level * c.trend_beta * innov if seen else 0.0
+        st[SCALE] = st[SCALE] + a_scale * (abs(innov) - st[SCALE]) if seen else 0.0
+    else:
+        st[LEVEL] = level
+        st[TREND] = trend
+    st[FAST] = fast
     # The tail tracker moves up by p and down by 1 - p, so it settles where |z| is
     # exceeded 1 - p of the time; its step is relative, so it works at any scale.
     # It waits until the scale has settled: the first residuals are judged on few readings.
-    tail_warm = count >= c.tail_warmup_readings
-    beyond = np.abs(z_raw) > st[:, TAIL]
-    tail_step = np.where(beyond, _TAIL_P, _TAIL_P - 1.0) * c.tail_rate
-    st[:, TAIL] = np.where(
-        tail_warm & learn, np.maximum(st[:, TAIL] * np.exp(tail_step), GAUSS_TAIL_Z), st[:, TAIL]
-    )
-    far_step = np.where(np.abs(z_raw) > st[:, FARTAIL], _FAR_P, _FAR_P - 1.0) * c.far_tail_rate
-    st[:, FARTAIL] = np.where(
-        tail_warm & learn,
-        np.maximum(st[:, FARTAIL] * np.exp(far_step), GAUSS_FAR_Z),
-        st[:, FARTAIL],
-    )
+    if count >= c.tail_warmup_readings and learn:
+        tail_step = (_TAIL_P if abs(z_raw) > st[TAIL] else _TAIL_P - 1.0) * c.tail_rate
+        st[TAIL] = maximum(st[TAIL] * math.exp(tail_step), GAUSS_TAIL_Z)
+        far_step = (_FAR_P if abs(z_raw) > st[FARTAIL] else _FAR_P - 1.0) * c.far_tail_rate
+        st[FARTAIL] = maximum(st[FARTAIL] * math.exp(far_step), GAUSS_FAR_Z)
 
     # Slow statistics and the season learn from ordinary readings only.
-    typical = learn & ~(warm & (np.abs(z) > c.clip_z))
-    a_slow = np.where(seen, np.maximum(1.0 / (count + 1.0), dt_pos / c.slow_tau_s), 1.0)
-    a_slow = np.minimum(a_slow, 1.0)
-    slow = st[:, SLOW]
-    new_slow = slow + a_slow * (deseason - slow)
-    spread_obs = np.abs(x - season.week(st, SEASON0) - slow)
-    new_spread = st[:, SPREAD] + a_slow * (spread_obs - st[:, SPREAD])
-    if_typical = typical | ~seen
-    st[:, SLOW] = np.where(if_typical, new_slow, slow)
-    st[:, SPREAD] = np.where(if_typical & seen, new_spread, st[:, SPREAD])
-    season.learn(
-        st,
-        SEASON0,
-        x - slow,
-        np.where(typical & seen, dt_pos, 0.0),
-        c.season_tau_s,
-        c.week_tau_s,
-    )
-    st[:, RES] = np.where(seen & (step_size > 0), np.minimum(st[:, RES], step_size), st[:, RES])
+    typical = learn and not (warm and abs(z) > c.clip_z)
+    a_slow = minimum(maximum(1.0 / (count + 1.0), dt_pos / c.slow_tau_s), 1.0) if seen else 1.0
+    slow = st[SLOW]
+    if typical or not seen:
+        st[SLOW] = slow + a_slow * (deseason - slow)
+    if typical and seen:
+        spread_obs = abs(x - week_now - slow)
+        st[SPREAD] = st[SPREAD] + a_slow * (spread_obs - st[SPREAD])
+    # The profile learns the offset from the slow mean as just updated.
+    season_dt_s = dt_pos if typical and seen else 0.0
+    seasonal.learn(st, SEASON0, at, x - st[SLOW], season_dt_s, c.season_tau_s, c.week_tau_s)
+    if seen and step_size > 0:
+        st[RES] = minimum(st[RES], step_size)
 
     # After a shift the level jumps to where the values now are, so the episode can end;
     # a drift keeps going, so its evidence is only capped and the episode lasts while it does.
-    first_crossing = np.maximum(st[:, CPOS], st[:, CNEG]) < c.cusum_h
-    in_drift = (st[:, INEP] > 0) & (st[:, EPKIND] == DRIFT)
-    re_anchor = (kind == LEVEL_SHIFT) & first_crossing & ~in_drift
-    moved = new_fast - st[:, LEVEL]
-    st[:, LEVEL] = np.where(re_anchor, new_fast, st[:, LEVEL])
-    st[:, TREND] = np.where(re_anchor, 0.0, st[:, TREND])
-    st[:, SLOW] = np.where(re_anchor, st[:, SLOW] + moved, st[:, SLOW])
-    st[:, CPOS] = np.where(re_anchor, 0.0, np.minimum(cpos, c.cusum_h))
-    st[:, CNEG] = np.where(re_anchor, 0.0, np.minimum(cneg, c.cusum_h))
-    st[:, RPOS] = np.where(re_anchor, 0.0, rpos)
-    st[:, RNEG] = np.where(re_anchor, 0.0, rneg)
+    first_crossing = maximum(st[CPOS], st[CNEG]) < c.cusum_h
+    in_drift = st[INEP] > 0 and st[EPKIND] == DRIFT
+    re_anchor = kind == LEVEL_SHIFT and first_crossing and not in_drift
+    if re_anchor:
+        st[SLOW] = st[SLOW] + (fast - st[LEVEL])
+        st[LEVEL] = fast
+        st[TREND] = 0.0
+        st[CPOS] = st[CNEG] = st[RPOS] = st[RNEG] = 0.0
+    else:
+        st[CPOS] = minimum(cpos, c.cusum_h)
+        st[CNEG] = minimum(cneg, c.cusum_h)
+        st[RPOS] = rpos
+        st[RNEG] = rneg
 
     # Gaps are tracked in log seconds so one tracker fits a 1 s sensor and a daily meter.
-    forward = seen & (dt > 0)
-    log_dt = np.log(np.where(forward, dt, 1.0))
-    gap_step = np.where(log_dt > gap_log, _GAP_P, _GAP_P - 1.0) * c.gap_rate
-    first_gap = forward & ((count == 1.0) | ~np.isfinite(gap_log))
-    st[:, GAP] = np.where(first_gap, log_dt, np.where(forward, gap_log + gap_step, gap_log))
-    st[:, LASTTS] = np.fmax(last_ts, t)
-    st[:, LASTV] = np.where(late, st[:, LASTV], x)
-    st[:, FLAT] = flat_run
-    st[:, COUNT] = count + 1.0
+    if seen and dt > 0:
+        log_dt = math.log(dt)
+        if count == 1.0 or not math.isfinite(gap_log):
+            st[GAP] = log_dt
+        else:
+            st[GAP] = gap_log + (_GAP_P if log_dt > gap_log else _GAP_P - 1.0) * c.gap_rate
+    st[LASTTS] = last_ts if last_ts >= t else t
+    if not late:
+        st[LASTV] = x
+    st[FLAT] = flat_run
+    st[COUNT] = count + 1.0
 
-    in_episode = st[:, INEP] > 0
-    opens = value_anomalous & ~in_episode
-    alert = opens | dropout
+    in_episode = st[INEP] > 0
+    opens = value_anomalous and not in_episode
     # Every run of repeats that ended teaches the usual run length: a sensor that resumes
     # varying was not stuck for good, and counts sit at 0 for as long as nights last.
-    run_ended = ~is_flat & ~late
-    st[:, FLATMAX] = np.where(run_ended, np.maximum(st[:, FLATMAX], prior_flat_run), st[:, FLATMAX])
-    quiet = value_score < c.clear_score
-    normal_run = np.where(quiet, st[:, NORMRUN] + in_episode, np.minimum(st[:, NORMRUN], 0.0))
+    if not is_flat and not late:
+        st[FLATMAX] = maximum(st[FLATMAX], prior_flat_run)
+    if value_score < c.clear_score:
+        normal_run = st[NORMRUN] + (1.0 if in_episode else 0.0)
+    else:
+        normal_run = minimum(st[NORMRUN], 0.0)
     # A shift is watched a while after it re-anchors: evidence building again the same way
     # is a drift the shift was the start of, not a new episode.
-    normal_run = np.where(re_anchor, -float(c.shift_watch_readings), normal_run)
-    st[:, EPSTART] = np.where(opens, t, st[:, EPSTART])
-    st[:, EPKIND] = np.where(opens, kind, st[:, EPKIND])
-    ended = in_episode & (normal_run >= c.episode_end_readings)
-    st[:, INEP] = np.where(value_anomalous | (in_episode & ~ended), 1.0, 0.0)
-    st[:, NORMRUN] = np.where(ended, 0.0, normal_run)
-    return score, kind, alert, expected, band
+    if re_anchor:
+        normal_run = -c.shift_watch_readings
+    if opens:
+        st[EPSTART] = t
+        st[EPKIND] = kind
+    ended = in_episode and normal_run >= c.episode_end_readings
+    st[INEP] = 1.0 if value_anomalous or (in_episode and not ended) else 0.0
+    st[NORMRUN] = 0.0 if ended else normal_run
+    return score, kind, opens or dropout, expected, band
+
+
+#: ``screen_cells``'s arguments: states, each reading's state row, the order to take the
+#: readings in, their ts and value and where each verdict goes; the tuning; the verdicts.
+_SIGNATURE = types.void(
+    types.float64[:, ::1],
+    types.intp[::1],
+    types.intp[::1],
+    types.float64[::1],
+    types.float64[::1],
+    types.intp[::1],
+    _TUNING,
+    types.float64[::1],
+    types.int8[::1],
+    types.boolean[::1],
+    types.float64[::1],
+    types.float64[::1],
+)
+ScreenCells = Callable[[F64, IDX, IDX, F64, F64, IDX, Any, F64, I8, BOOL, F64, F64], None]
+
+
+def _build(depends_on: str) -> ScreenCells:
+    @jit.kernel(_SIGNATURE)
+    def screen_cells(
+        cells: F64,
+        cell_row: IDX,
+        order: IDX,
+        ts: F64,
+        value: F64,
+        out_at: IDX,
+        c: Any,
+        score: F64,
+        kind: I8,
+        alert: BOOL,
+        expected: F64,
+        band: F64,
+    ) -> None:
+        _ = depends_on
+        for j in order:
+            st = cells[cell_row[j]]
+            verdict = step(st, ts[j], value[j], c)
+            # Round as storage will after every reading, so a state is the same whether
+            # a stream went through Redis between its batches or not, wherever they split.
+            for col in range(_NARROW0, K):
+                st[col] = np.float32(st[col])
+            at = out_at[j]
+            score[at], kind[at], alert[at], expected[at], band[at] = verdict
+
+    return screen_cells
+
+
+#: Steps the readings ``order`` lists (those of one state row in time order) through
+#: their rows of ``cells`` in place, and writes each one's verdict at its ``out_at``.
+screen_cells = _build(jit.fingerprint(anomaly_kind, detector_config, detector_state, jit, seasonal))

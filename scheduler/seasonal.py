@@ -10,11 +10,14 @@ Times are UTC epoch seconds; a device elsewhere simply learns a shifted profile.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.jit import compiled, minimum
+
 F64 = npt.NDArray[np.float64]
-IDX = npt.NDArray[np.intp]
 
 HOURS = 24
 DAYS = 7
@@ -30,41 +33,48 @@ _EPOCH_WEEKDAY = 3
 _MAX_RATE = 0.5
 
 
-class Position:
-    """Where readings at ``ts`` fall in the profile: two hour bins with weights, one day."""
+@compiled
+def position(ts: float) -> tuple[int, int, float, int]:
+    """Where a reading at ``ts`` falls in the profile: two hour bins, the second's weight, a day."""
+    hours = (ts % _DAY_S) / _HOUR_S - 0.5
+    below = math.floor(hours)
+    hour_a = int(below % HOURS)
+    day = int((math.floor(ts / _DAY_S) + _EPOCH_WEEKDAY) % DAYS)
+    return hour_a, (hour_a + 1) % HOURS, hours - below, day
 
-    def __init__(self, ts: F64) -> None:
-        hours = np.mod(ts, _DAY_S) / _HOUR_S - 0.5
-        below = np.floor(hours)
-        self.weight_next = hours - below
-        self.hour_a: IDX = np.mod(below, HOURS).astype(np.intp)
-        self.hour_b: IDX = np.mod(self.hour_a + 1, HOURS)
-        self.day: IDX = np.mod(np.floor(ts / _DAY_S) + _EPOCH_WEEKDAY, DAYS).astype(np.intp)
-        self.rows: IDX = np.arange(ts.size)
 
-    def daily(self, st: F64, base: int) -> F64:
-        a = st[self.rows, base + self.hour_a]
-        b = st[self.rows, base + self.hour_b]
-        return a + self.weight_next * (b - a)
+@compiled
+def daily(st: F64, base: int, at: tuple[int, int, float, int]) -> float:
+    hour_a, hour_b, weight_next, _ = at
+    a = st[base + hour_a]
+    return float(a + weight_next * (st[base + hour_b] - a))
 
-    def week(self, st: F64, base: int) -> F64:
-        return st[self.rows, base + HOURS + self.day]
 
-    def value(self, st: F64, base: int) -> F64:
-        return self.daily(st, base) + self.week(st, base)
+@compiled
+def week(st: F64, base: int, at: tuple[int, int, float, int]) -> float:
+    return float(st[base + HOURS + at[3]])
 
-    def learn(
-        self, st: F64, base: int, offset: F64, dt_s: F64, day_tau_s: float, week_tau_s: float
-    ) -> None:
-        """Move the profile towards ``offset`` (value minus slow mean), in place.
 
-        ``dt_s`` is the time each reading stands for; 0 leaves a row's profile alone.
-        """
-        daily = self.daily(st, base)
-        weekly = self.week(st, base)
-        rate_h = np.minimum(_MAX_RATE, HOURS * dt_s / day_tau_s)
-        rate_d = np.minimum(_MAX_RATE, DAYS * dt_s / week_tau_s)
-        err_h = rate_h * (offset - weekly - daily)
-        st[self.rows, base + self.hour_a] += (1.0 - self.weight_next) * err_h
-        st[self.rows, base + self.hour_b] += self.weight_next * err_h
-        st[self.rows, base + HOURS + self.day] = weekly + rate_d * (offset - daily - weekly)
+@compiled
+def learn(
+    st: F64,
+    base: int,
+    at: tuple[int, int, float, int],
+    offset: float,
+    dt_s: float,
+    day_tau_s: float,
+    week_tau_s: float,
+) -> None:
+    """Move the profile in ``st`` (one state vector) towards ``offset`` (value minus slow mean).
+
+    ``dt_s`` is the time the reading stands for; 0 leaves the profile alone.
+    """
+    hour_a, hour_b, weight_next, day = at
+    now_daily = daily(st, base, at)
+    now_week = week(st, base, at)
+    rate_h = minimum(_MAX_RATE, HOURS * dt_s / day_tau_s)
+    rate_d = minimum(_MAX_RATE, DAYS * dt_s / week_tau_s)
+    err_h = rate_h * (offset - now_week - now_daily)
+    st[base + hour_a] += (1.0 - weight_next) * err_h
+    st[base + hour_b] += weight_next * err_h
+    st[base + HOURS + day] = now_week + rate_d * (offset - now_daily - now_week)
