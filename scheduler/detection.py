@@ -112,7 +112,6 @@ def screen(
         screen_cells(
             cells,
             cell_row,
-            np.lexsort((cell_ts, cell_row)),
             cell_ts,
             np.ascontiguousarray(flat_values[present], dtype=np.float64),
             present,

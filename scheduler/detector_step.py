@@ -123,9 +123,32 @@ def _clip(v: float, bound: float) -> float:
     return minimum(maximum(v, -bound), bound)
 
 
+Position = tuple[int, int, float, int]
+#: The tail trackers' factors, up and down (``tail_factors``).
+TailFactors = tuple[float, float, float, float]
+
+
 @jit.compiled
-def step(st: F64, t: float, x: float, c: Any) -> tuple[float, int, bool, float, float]:
-    """Advance one state vector by one reading, in place; score, kind, alert, expected, band."""
+def tail_factors(c: Any) -> TailFactors:
+    """What the tail trackers multiply by when ``|z|`` is beyond them and when it is not.
+
+    The tracker moves up by p and down by 1 - p (in log units), so it settles where
+    ``|z|`` is exceeded 1 - p of the time; its step is relative, so it works at any scale.
+    """
+    return (
+        math.exp(_TAIL_P * c.tail_rate),
+        math.exp((_TAIL_P - 1.0) * c.tail_rate),
+        math.exp(_FAR_P * c.far_tail_rate),
+        math.exp((_FAR_P - 1.0) * c.far_tail_rate),
+    )
+
+
+@jit.compiled
+def step(
+    st: F64, t: float, x: float, at: Position, c: Any, tails: TailFactors
+) -> tuple[float, int, bool, float, float]:
+    """Advance one state vector by one reading at ``t`` (``at`` in the seasonal profile), in
+    place; score, kind, alert, expected, band."""
     count = st[COUNT]
     seen = count > 0
     warm = count >= c.warmup_readings
@@ -139,7 +162,6 @@ def step(st: F64, t: float, x: float, c: Any) -> tuple[float, int, bool, float, 
     # its value learned, but it says nothing of the device's cadence or of a repeat run.
     late = dt < 0
 
-    at = seasonal.position(t)
     week_now = seasonal.week(st, SEASON0, at)
     season_now = seasonal.daily(st, SEASON0, at) + week_now
     expected = level + season_now if seen else x
@@ -175,9 +197,9 @@ def step(st: F64, t: float, x: float, c: Any) -> tuple[float, int, bool, float, 
     # NaN until the device's first forward gap: a late second reading must not leave
     # the tracker at log(1 s), which would take every later interval for a silence.
     gap_known = count >= c.dropout_warmup_readings and math.isfinite(gap_log)
-    silence_limit = maximum(c.dropout_factor * math.exp(gap_log), c.dropout_min_s)
-    unreported = st[DROPMARK] != last_ts
-    r_drop = dt / silence_limit if gap_known and unreported and dt > 0 else 0.0
+    r_drop = 0.0
+    if gap_known and st[DROPMARK] != last_ts and dt > 0:
+        r_drop = dt / maximum(c.dropout_factor * math.exp(gap_log), c.dropout_min_s)
 
     stuck_limit = maximum(c.stuck_readings, c.stuck_factor * st[FLATMAX])
     r_spike = abs(z_raw) / spike_z if warm else 0.0
@@ -228,14 +250,14 @@ def step(st: F64, t: float, x: float, c: Any) -> tuple[float, int, bool, float, 
         st[LEVEL] = level
         st[TREND] = trend
     st[FAST] = fast
-    # The tail tracker moves up by p and down by 1 - p, so it settles where |z| is
-    # exceeded 1 - p of the time; its step is relative, so it works at any scale.
-    # It waits until the scale has settled: the first residuals are judged on few readings.
+    # The tail trackers wait until the scale has settled: the first residuals are judged
+    # on few readings.
     if count >= c.tail_warmup_readings and learn:
-        tail_step = (_TAIL_P if abs(z_raw) > st[TAIL] else _TAIL_P - 1.0) * c.tail_rate
-        st[TAIL] = maximum(st[TAIL] * math.exp(tail_step), GAUSS_TAIL_Z)
-        far_step = (_FAR_P if abs(z_raw) > st[FARTAIL] else _FAR_P - 1.0) * c.far_tail_rate
-        st[FARTAIL] = maximum(st[FARTAIL] * math.exp(far_step), GAUSS_FAR_Z)
+        tail_up, tail_down, far_up, far_down = tails
+        beyond = abs(z_raw) > st[TAIL]
+        st[TAIL] = maximum(st[TAIL] * (tail_up if beyond else tail_down), GAUSS_TAIL_Z)
+        beyond = abs(z_raw) > st[FARTAIL]
+        st[FARTAIL] = maximum(st[FARTAIL] * (far_up if beyond else far_down), GAUSS_FAR_Z)
 
     # Slow statistics and the season learn from ordinary readings only.
     typical = learn and not (warm and abs(z) > c.clip_z)
@@ -304,11 +326,46 @@ def step(st: F64, t: float, x: float, c: Any) -> tuple[float, int, bool, float, 
     return score, kind, opens or dropout, expected, band
 
 
-#: ``screen_cells``'s arguments: states, each reading's state row, the order to take the
-#: readings in, their ts and value and where each verdict goes; the tuning; the verdicts.
+@jit.compiled
+def _time_order(cell_row: IDX, ts: F64, cells: int) -> tuple[IDX, IDX]:
+    """Reading positions by cell, each cell's in time order (the batch's among equal ts),
+    and where each cell's start (``cells + 1`` bounds)."""
+    bounds = np.zeros(cells + 1, dtype=np.intp)
+    for row in cell_row:
+        bounds[row + 1] += 1
+    bounds = np.cumsum(bounds)
+    order = np.empty(cell_row.size, dtype=np.intp)
+    fill = bounds[:-1].copy()
+    for j, row in enumerate(cell_row):
+        order[fill[row]] = j
+        fill[row] += 1
+    for row in range(cells):
+        mine = order[bounds[row] : bounds[row + 1]]
+        for i in range(1, mine.size):
+            if ts[mine[i]] < ts[mine[i - 1]]:
+                mine[:] = mine[np.argsort(ts[mine], kind="mergesort")]
+                break
+    return order, bounds
+
+
+@jit.compiled
+def _round_stored(st: F64, at: Position, every: bool) -> None:
+    """Round ``st``'s float32 fields as storage will: all of them, or those a step changes."""
+    hour_a, hour_b, _, day = at
+    if every:
+        for col in range(_NARROW0, K):
+            st[col] = np.float32(st[col])
+        return
+    for col in range(_NARROW0, SEASON0):
+        st[col] = np.float32(st[col])
+    for col in (SEASON0 + hour_a, SEASON0 + hour_b, SEASON0 + seasonal.HOURS + day):
+        st[col] = np.float32(st[col])
+
+
+#: ``screen_cells``'s arguments: states, each reading's state row, ts and value and where
+#: its verdict goes; the tuning; the verdicts.
 _SIGNATURE = types.void(
     types.float64[:, ::1],
-    types.intp[::1],
     types.intp[::1],
     types.float64[::1],
     types.float64[::1],
@@ -320,7 +377,7 @@ _SIGNATURE = types.void(
     types.float64[::1],
     types.float64[::1],
 )
-ScreenCells = Callable[[F64, IDX, IDX, F64, F64, IDX, Any, F64, I8, BOOL, F64, F64], None]
+ScreenCells = Callable[[F64, IDX, F64, F64, IDX, Any, F64, I8, BOOL, F64, F64], None]
 
 
 def _build(depends_on: str) -> ScreenCells:
@@ -328,7 +385,6 @@ def _build(depends_on: str) -> ScreenCells:
     def screen_cells(
         cells: F64,
         cell_row: IDX,
-        order: IDX,
         ts: F64,
         value: F64,
         out_at: IDX,
@@ -340,19 +396,24 @@ def _build(depends_on: str) -> ScreenCells:
         band: F64,
     ) -> None:
         _ = depends_on
-        for j in order:
-            st = cells[cell_row[j]]
-            verdict = step(st, ts[j], value[j], c)
-            # Round as storage will after every reading, so a state is the same whether
-            # a stream went through Redis between its batches or not, wherever they split.
-            for col in range(_NARROW0, K):
-                st[col] = np.float32(st[col])
-            at = out_at[j]
-            score[at], kind[at], alert[at], expected[at], band[at] = verdict
+        tails = tail_factors(c)
+        order, bounds = _time_order(cell_row, ts, cells.shape[0])
+        for row in range(cells.shape[0]):
+            st = cells[row]
+            for i in range(bounds[row], bounds[row + 1]):
+                j = order[i]
+                at = seasonal.position(ts[j])
+                verdict = step(st, ts[j], value[j], at, c, tails)
+                # Round as storage will after every reading, so a state is the same whether
+                # a stream went through Redis between its batches or not, wherever they
+                # split; fields a step leaves alone were rounded after the cell's first.
+                _round_stored(st, at, i == bounds[row])
+                at_out = out_at[j]
+                score[at_out], kind[at_out], alert[at_out], expected[at_out], band[at_out] = verdict
 
     return screen_cells
 
 
-#: Steps the readings ``order`` lists (those of one state row in time order) through
-#: their rows of ``cells`` in place, and writes each one's verdict at its ``out_at``.
+#: Steps each reading through its row of ``cells`` in place, a row's readings in time order,
+#: and writes each one's verdict at its ``out_at``.
 screen_cells = _build(jit.fingerprint(anomaly_kind, detector_config, detector_state, jit, seasonal))
