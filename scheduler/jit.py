@@ -5,9 +5,9 @@ of vectorised: numpy over a batch pays a pass over memory and a temporary per op
 hundreds of them per reading. A kernel is compiled for its one explicit signature when
 its module is imported, so no reading waits for the compiler: a worker imports its tasks
 before its pool forks, and the children inherit the machine code. ``cache=True`` keeps
-that code on disk (``__pycache__`` beside the source when it is writable, else
-``NUMBA_CACHE_DIR``, else the user's cache directory): the first process after a change
-compiles (seconds), later ones load it (a fraction of a second).
+that code on disk (``NUMBA_CACHE_DIR`` when set, else ``__pycache__`` beside the source
+when it is writable, else the user's cache directory): the first process after a change
+compiles (several seconds), later ones load it (well under a second).
 
 Numba keys that cache on the kernel's own file only: a helper or a constant it compiles
 in from another module would be stale after that module changed. So a kernel is built
@@ -18,6 +18,7 @@ their source in the key (numba hashes a kernel's closure into it).
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -38,7 +39,23 @@ def compiled(fn: F) -> F:
 
 def kernel(signature: Any) -> Callable[[F], F]:
     """Compile the decorated function now, for ``signature`` only, cached on disk."""
-    return cast(Callable[[F], F], numba.njit(signature, cache=True, **_OPTIONS))
+
+    def compile_now(fn: F) -> F:
+        try:
+            return cast(F, numba.njit(signature, cache=True, **_OPTIONS)(fn))
+        except RuntimeError as exc:
+            if "no locator available" not in str(exc):
+                raise
+        # A process that can write no cache directory still starts, compiling for itself.
+        warnings.warn(
+            f"{fn.__qualname__}: no writable cache directory (set NUMBA_CACHE_DIR); "
+            "compiled in this process only",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return cast(F, numba.njit(signature, **_OPTIONS)(fn))
+
+    return compile_now
 
 
 def fingerprint(*modules: ModuleType) -> str:
