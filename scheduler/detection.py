@@ -2,10 +2,11 @@
 
 ``screen`` takes a batch of readings for many devices (one metric or several) with their
 states, and returns every reading's verdict and the updated states; every reading costs
-O(1) work and the batch is vectorised. Its parts, one noun each:
+O(1) work, in one compiled pass over the batch. Its parts, one noun each:
 
 - ``scheduler.detector_step``: the per-reading model (what is predicted, how a residual
   is judged, when an episode opens and ends);
+- ``scheduler.detector_kernel``: that step run over a batch's readings, compiled;
 - ``scheduler.detector_state``: the state vector's layout and its stored bytes;
 - ``scheduler.detector_config``: the tuning, ``DetectorConfig``;
 - ``scheduler.anomaly_kind``: the kind codes of a verdict;
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from scheduler.anomaly_kind import KIND_CODES, KIND_NAMES
 from scheduler.detector_config import DetectorConfig
+from scheduler.detector_kernel import screen_cells, tuning
 from scheduler.detector_state import (
     STATE_BYTES,
     K,
@@ -29,7 +31,6 @@ from scheduler.detector_state import (
     storable,
     unpack_states,
 )
-from scheduler.detector_step import screen_cells, tuning
 from scheduler.dropout_sweep import find_dropouts
 from scheduler.errors import InvalidBatch
 

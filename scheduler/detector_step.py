@@ -39,24 +39,21 @@ is anomalous. One alert per episode of abnormal values: ``alert`` is True only o
 episode's first reading, and an episode ends after ``episode_end_readings`` quiet
 readings in a row. A silence is reported once on its own and opens no episode, so a
 spike just after a gap is still alerted.
+
+The step is scalar code compiled by numba (``scheduler.jit``): ``scheduler.detector_kernel``
+runs it over a batch, one reading after another.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections import namedtuple
-from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numba import types
 
-from scheduler import anomaly_kind, detector_config, detector_state, jit, seasonal
+from scheduler import jit, seasonal
 from scheduler.anomaly_kind import DIP, DRIFT, DROPOUT, LEVEL_SHIFT, NORMAL, SEASONAL, SPIKE, STUCK
-from scheduler.detector_config import DetectorConfig
 from scheduler.detector_state import (
     CNEG,
     COUNT,
@@ -75,7 +72,6 @@ from scheduler.detector_state import (
     LASTTS,
     LASTV,
     LEVEL,
-    NARROW,
     NORMRUN,
     RES,
     RNEG,
@@ -86,7 +82,6 @@ from scheduler.detector_state import (
     SPREAD,
     TAIL,
     TREND,
-    K,
 )
 from scheduler.jit import maximum, minimum
 
@@ -102,20 +97,6 @@ _FAR_P = 0.999
 _GAP_P = 0.99
 #: abs(residual) averages this fraction of a Gaussian's standard deviation.
 _MAD_TO_STD = 1.2533
-#: The first column stored as float32.
-_NARROW0 = NARROW.start
-
-_TUNING_FIELDS = tuple(f.name for f in dataclasses.fields(DetectorConfig))
-#: ``DetectorConfig`` as the kernel reads it: the same fields, every one a float (a
-#: namedtuple is what numba takes by field name; mypy wants its fields spelled out).
-Tuning: Any = namedtuple("Tuning", _TUNING_FIELDS)  # type: ignore[misc]
-_TUNING = types.NamedUniTuple(types.float64, len(_TUNING_FIELDS), Tuning)  # type: ignore[no-untyped-call]
-
-
-@cache
-def tuning(config: DetectorConfig) -> Any:
-    """``config`` as the kernel takes it."""
-    return Tuning(*(float(v) for v in dataclasses.astuple(config)))
 
 
 @jit.compiled
@@ -123,7 +104,6 @@ def _clip(v: float, bound: float) -> float:
     return minimum(maximum(v, -bound), bound)
 
 
-Position = tuple[int, int, float, int]
 #: The tail trackers' factors, up and down (``tail_factors``).
 TailFactors = tuple[float, float, float, float]
 
@@ -145,7 +125,7 @@ def tail_factors(c: Any) -> TailFactors:
 
 @jit.compiled
 def step(
-    st: F64, t: float, x: float, at: Position, c: Any, tails: TailFactors
+    st: F64, t: float, x: float, at: seasonal.Position, c: Any, tails: TailFactors
 ) -> tuple[float, int, bool, float, float]:
     """Advance one state vector by one reading at ``t`` (``at`` in the seasonal profile), in
     place; score, kind, alert, expected, band."""
@@ -324,96 +304,3 @@ def step(
     st[INEP] = 1.0 if value_anomalous or (in_episode and not ended) else 0.0
     st[NORMRUN] = 0.0 if ended else normal_run
     return score, kind, opens or dropout, expected, band
-
-
-@jit.compiled
-def _time_order(cell_row: IDX, ts: F64, cells: int) -> tuple[IDX, IDX]:
-    """Reading positions by cell, each cell's in time order (the batch's among equal ts),
-    and where each cell's start (``cells + 1`` bounds)."""
-    bounds = np.zeros(cells + 1, dtype=np.intp)
-    for row in cell_row:
-        bounds[row + 1] += 1
-    bounds = np.cumsum(bounds)
-    order = np.empty(cell_row.size, dtype=np.intp)
-    fill = bounds[:-1].copy()
-    for j, row in enumerate(cell_row):
-        order[fill[row]] = j
-        fill[row] += 1
-    for row in range(cells):
-        mine = order[bounds[row] : bounds[row + 1]]
-        for i in range(1, mine.size):
-            if ts[mine[i]] < ts[mine[i - 1]]:
-                mine[:] = mine[np.argsort(ts[mine], kind="mergesort")]
-                break
-    return order, bounds
-
-
-@jit.compiled
-def _round_stored(st: F64, at: Position, every: bool) -> None:
-    """Round ``st``'s float32 fields as storage will: all of them, or those a step changes."""
-    hour_a, hour_b, _, day = at
-    if every:
-        for col in range(_NARROW0, K):
-            st[col] = np.float32(st[col])
-        return
-    for col in range(_NARROW0, SEASON0):
-        st[col] = np.float32(st[col])
-    for col in (SEASON0 + hour_a, SEASON0 + hour_b, SEASON0 + seasonal.HOURS + day):
-        st[col] = np.float32(st[col])
-
-
-#: ``screen_cells``'s arguments: states, each reading's state row, ts and value and where
-#: its verdict goes; the tuning; the verdicts.
-_SIGNATURE = types.void(
-    types.float64[:, ::1],
-    types.intp[::1],
-    types.float64[::1],
-    types.float64[::1],
-    types.intp[::1],
-    _TUNING,
-    types.float64[::1],
-    types.int8[::1],
-    types.boolean[::1],
-    types.float64[::1],
-    types.float64[::1],
-)
-ScreenCells = Callable[[F64, IDX, F64, F64, IDX, Any, F64, I8, BOOL, F64, F64], None]
-
-
-def _build(depends_on: str) -> ScreenCells:
-    @jit.kernel(_SIGNATURE)
-    def screen_cells(
-        cells: F64,
-        cell_row: IDX,
-        ts: F64,
-        value: F64,
-        out_at: IDX,
-        c: Any,
-        score: F64,
-        kind: I8,
-        alert: BOOL,
-        expected: F64,
-        band: F64,
-    ) -> None:
-        _ = depends_on
-        tails = tail_factors(c)
-        order, bounds = _time_order(cell_row, ts, cells.shape[0])
-        for row in range(cells.shape[0]):
-            st = cells[row]
-            for i in range(bounds[row], bounds[row + 1]):
-                j = order[i]
-                at = seasonal.position(ts[j])
-                verdict = step(st, ts[j], value[j], at, c, tails)
-                # Round as storage will after every reading, so a state is the same whether
-                # a stream went through Redis between its batches or not, wherever they
-                # split; fields a step leaves alone were rounded after the cell's first.
-                _round_stored(st, at, i == bounds[row])
-                at_out = out_at[j]
-                score[at_out], kind[at_out], alert[at_out], expected[at_out], band[at_out] = verdict
-
-    return screen_cells
-
-
-#: Steps each reading through its row of ``cells`` in place, a row's readings in time order,
-#: and writes each one's verdict at its ``out_at``.
-screen_cells = _build(jit.fingerprint(anomaly_kind, detector_config, detector_state, jit, seasonal))

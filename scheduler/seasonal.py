@@ -18,6 +18,9 @@ import numpy.typing as npt
 from scheduler.jit import compiled, minimum
 
 F64 = npt.NDArray[np.float64]
+#: Where a reading falls in the profile (``position``): two hour bins, the second's
+#: weight, a day.
+Position = tuple[int, int, float, int]
 
 HOURS = 24
 DAYS = 7
@@ -34,8 +37,8 @@ _MAX_RATE = 0.5
 
 
 @compiled
-def position(ts: float) -> tuple[int, int, float, int]:
-    """Where a reading at ``ts`` falls in the profile: two hour bins, the second's weight, a day."""
+def position(ts: float) -> Position:
+    """Where a reading at ``ts`` falls in the profile."""
     hours = (ts % _DAY_S) / _HOUR_S - 0.5
     below = math.floor(hours)
     hour_a = int(below % HOURS)
@@ -44,14 +47,14 @@ def position(ts: float) -> tuple[int, int, float, int]:
 
 
 @compiled
-def daily(st: F64, base: int, at: tuple[int, int, float, int]) -> float:
+def daily(st: F64, base: int, at: Position) -> float:
     hour_a, hour_b, weight_next, _ = at
     a = st[base + hour_a]
     return float(a + weight_next * (st[base + hour_b] - a))
 
 
 @compiled
-def week(st: F64, base: int, at: tuple[int, int, float, int]) -> float:
+def week(st: F64, base: int, at: Position) -> float:
     return float(st[base + HOURS + at[3]])
 
 
@@ -59,7 +62,7 @@ def week(st: F64, base: int, at: tuple[int, int, float, int]) -> float:
 def learn(
     st: F64,
     base: int,
-    at: tuple[int, int, float, int],
+    at: Position,
     offset: float,
     dt_s: float,
     day_tau_s: float,

@@ -1,8 +1,8 @@
 """The detector as it was written in numpy, one round of readings at a time: the reference
-the compiled kernel (``scheduler.detector_step``) is checked against.
+the compiled kernel (``scheduler.detector_kernel``) is checked against.
 
 Copied from ``scheduler.detector_step``, ``scheduler.seasonal`` and ``scheduler.detection``
-as they were before the kernel replaced them; the model is documented there.
+as they were before the compiled kernel replaced them; the model is documented there.
 """
 
 from __future__ import annotations

@@ -170,3 +170,28 @@ def test_any_stream_of_readings_is_screened_as_the_numpy_detector_did(
         got, want = _screen_both(states, device[part], ts[part], value[part])
         _assert_agree(got, want)
         states = want[0]
+
+
+def test_inputs_of_other_dtypes_and_layouts_are_screened_as_float64_ones() -> None:
+    # Given a batch as float64 contiguous arrays, and the same batch in other dtypes and
+    # layouts (the kernel is compiled for one signature only: screen converts)
+    device, ts, value = _fleet(5, 100, 2)
+    states = det.fresh_states(8, 2)
+    want = det.screen(states, device.astype(np.intp), ts, value, CFG)
+    wide = np.zeros((value.shape[0], 4))
+    wide[:, ::2] = value
+    # When the others are screened
+    got = det.screen(
+        np.asfortranarray(states),
+        device.astype(np.int32),
+        ts.astype(np.float64),
+        wide[:, ::2],
+        CFG,
+    )
+    # Then the verdicts and states are the same
+    for a, b in zip(
+        (got.states, got.score, got.kind, got.alert, got.expected, got.band),
+        (want.states, want.score, want.kind, want.alert, want.expected, want.band),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
