@@ -22,7 +22,7 @@ from numba import types
 
 from scheduler import anomaly_kind, detector_config, detector_state, detector_step, jit, seasonal
 from scheduler.detector_config import DetectorConfig
-from scheduler.detector_state import NARROW, SEASON0, K
+from scheduler.detector_state import NARROW, PROFILE_HOURS, SEASON0, K
 from scheduler.detector_step import step, tail_factors
 
 F64 = npt.NDArray[np.float64]
@@ -78,7 +78,7 @@ def _round_stored(st: F64, at: seasonal.Position, every: bool) -> None:
         return
     for col in range(_NARROW0, SEASON0):
         st[col] = np.float32(st[col])
-    for col in (SEASON0 + hour_a, SEASON0 + hour_b, SEASON0 + seasonal.HOURS + day):
+    for col in (SEASON0 + hour_a, SEASON0 + hour_b, SEASON0 + PROFILE_HOURS + day):
         st[col] = np.float32(st[col])
 
 

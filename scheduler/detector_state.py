@@ -15,11 +15,16 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from scheduler import seasonal
-
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 
+#: The seasonal profile's bins (``scheduler.seasonal``): hours of the day, days of the week.
+PROFILE_HOURS = 24
+PROFILE_DAYS = 7
+PROFILE_FIELDS: tuple[str, ...] = (
+    *(f"hour_{h:02d}" for h in range(PROFILE_HOURS)),
+    *(f"weekday_{d}" for d in range(PROFILE_DAYS)),
+)
 #: The layout of one (device, metric) state vector; a device's blob is these x metrics.
 #: Stored as float64 (times, and values compared with or accumulated at the signal's own
 #: precision: a repeat must equal the last value exactly, a level of 1e6 must resolve noise
@@ -52,7 +57,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "in_episode",
     "episode_kind",  # the kind that opened the current episode
     "normal_run",  # consecutive normal readings inside an episode
-    *seasonal.PROFILE_FIELDS,
+    *PROFILE_FIELDS,
 )
 K = len(STATE_FIELDS)
 #: Column of each field in a state vector, in ``STATE_FIELDS`` order; the seasonal
@@ -82,8 +87,8 @@ K = len(STATE_FIELDS)
     INEP,
     EPKIND,
     NORMRUN,
-) = range(K - len(seasonal.PROFILE_FIELDS))
-SEASON0 = K - len(seasonal.PROFILE_FIELDS)
+) = range(K - len(PROFILE_FIELDS))
+SEASON0 = K - len(PROFILE_FIELDS)
 
 #: |z| of a standard Gaussian exceeded 1 % of the time: the tail a normal device shows.
 GAUSS_TAIL_Z = 2.576

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.detector_state import PROFILE_DAYS, PROFILE_HOURS
 from scheduler.jit import compiled, minimum
 
 F64 = npt.NDArray[np.float64]
@@ -22,12 +23,6 @@ F64 = npt.NDArray[np.float64]
 #: weight, a day.
 Position = tuple[int, int, float, int]
 
-HOURS = 24
-DAYS = 7
-PROFILE_FIELDS: tuple[str, ...] = (
-    *(f"hour_{h:02d}" for h in range(HOURS)),
-    *(f"weekday_{d}" for d in range(DAYS)),
-)
 _DAY_S = 86_400.0
 _HOUR_S = 3_600.0
 #: 1970-01-01 was a Thursday; shift so that offset 0 is Monday.
@@ -41,9 +36,9 @@ def position(ts: float) -> Position:
     """Where a reading at ``ts`` falls in the profile."""
     hours = (ts % _DAY_S) / _HOUR_S - 0.5
     below = math.floor(hours)
-    hour_a = int(below % HOURS)
-    day = int((math.floor(ts / _DAY_S) + _EPOCH_WEEKDAY) % DAYS)
-    return hour_a, (hour_a + 1) % HOURS, hours - below, day
+    hour_a = int(below % PROFILE_HOURS)
+    day = int((math.floor(ts / _DAY_S) + _EPOCH_WEEKDAY) % PROFILE_DAYS)
+    return hour_a, (hour_a + 1) % PROFILE_HOURS, hours - below, day
 
 
 @compiled
@@ -55,7 +50,7 @@ def daily(st: F64, base: int, at: Position) -> float:
 
 @compiled
 def week(st: F64, base: int, at: Position) -> float:
-    return float(st[base + HOURS + at[3]])
+    return float(st[base + PROFILE_HOURS + at[3]])
 
 
 @compiled
@@ -75,9 +70,9 @@ def learn(
     hour_a, hour_b, weight_next, day = at
     now_daily = daily(st, base, at)
     now_week = week(st, base, at)
-    rate_h = minimum(_MAX_RATE, HOURS * dt_s / day_tau_s)
-    rate_d = minimum(_MAX_RATE, DAYS * dt_s / week_tau_s)
+    rate_h = minimum(_MAX_RATE, PROFILE_HOURS * dt_s / day_tau_s)
+    rate_d = minimum(_MAX_RATE, PROFILE_DAYS * dt_s / week_tau_s)
     err_h = rate_h * (offset - now_week - now_daily)
     st[base + hour_a] += (1.0 - weight_next) * err_h
     st[base + hour_b] += weight_next * err_h
-    st[base + HOURS + day] = now_week + rate_d * (offset - now_daily - now_week)
+    st[base + PROFILE_HOURS + day] = now_week + rate_d * (offset - now_daily - now_week)
