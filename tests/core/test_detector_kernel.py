@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from scheduler import detection as det
 from scheduler.detector_state import NARROW, K
+from scheduler.errors import InvalidBatch
 
 CFG = det.DetectorConfig()
 START_TS = 1_700_000_000.0
@@ -195,3 +196,16 @@ def test_inputs_of_other_dtypes_and_layouts_are_screened_as_float64_ones() -> No
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad_ts", [np.nan, np.inf])
+def test_a_reading_without_a_finite_time_makes_the_batch_invalid(bad_ts: float) -> None:
+    # Given a batch with one reading whose ts is not a number (the kernel indexes the
+    # seasonal profile by time: it must never see one)
+    ts = START_TS + np.arange(4.0)
+    ts[2] = bad_ts
+    # When it is screened, then it is refused as an invalid batch, states untouched
+    states = det.fresh_states(2)
+    with pytest.raises(InvalidBatch):
+        det.screen(states, np.array([0, 1, 0, 1]), ts, np.ones(4), CFG)
+    np.testing.assert_array_equal(states, det.fresh_states(2))
