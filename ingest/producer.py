@@ -196,6 +196,7 @@ class Producer:
                 v[take],
                 first,
                 screened if screened.any() else None,
+                entered_ts=now,
             )
             if self.on_accepted is not None:
                 self.on_accepted(dev[take], t[take])
