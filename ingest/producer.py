@@ -196,7 +196,6 @@ class Producer:
                 v[take],
                 first,
                 screened if screened.any() else None,
-                entered_ts=now,
             )
             if self.on_accepted is not None:
                 self.on_accepted(dev[take], t[take])

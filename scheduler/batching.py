@@ -40,10 +40,9 @@ class BatchingConfig:
 
 @dataclass
 class _Buffer:
-    #: (device ids, event times, values, ingest times, already screened, aging from).
+    #: (device ids, event times, values, ingest times, already screened).
     chunks: list[tuple[npt.NDArray[np.generic], ...]] = field(default_factory=list)
     rows: int = 0
-    #: When the buffer's age starts: its oldest row's "aging from" time.
     oldest_ts: float = 0.0
 
 
@@ -77,25 +76,14 @@ class Batcher:
         values: npt.NDArray[np.float64],
         ingest_ts: npt.NDArray[np.float64],
         screened: npt.NDArray[np.bool_] | None = None,
-        entered_ts: float | None = None,
     ) -> list[Batch]:
         """Append rows; returns the batches that filled up (flush on size).
 
-        ``screened`` marks rows already sent to screening (``Batch.screened``).
-        ``entered_ts``: when the rows enter the batcher (the caller's clock). A later
-        tier's rows age from it rather than from their ``ingest_ts`` (first offer): rows
-        offered again long after their first offer (pushed back, then parked or held) made
-        their region's buffer due at once, so every re-offer went out as a batch of its
-        own, a few hundred readings, each paying a task's fixed cost. The first tier's
-        (premium's) rows age from their first offer: latency first. None: every row ages
-        from its ``ingest_ts``."""
+        ``screened`` marks rows already sent to screening (``Batch.screened``)."""
         if len(device_id) == 0:
             return []
         if screened is None:
             screened = np.zeros(len(device_id), dtype=np.bool_)
-        aging = ingest_ts
-        if entered_ts is not None:
-            aging = np.where(tier > 0, entered_ts, ingest_ts)
         n_tiers = len(self.topology.tiers)
         key = region.astype(np.int64) * n_tiers + tier.astype(np.int64)
         order = np.argsort(key, kind="stable")
@@ -109,16 +97,9 @@ class Batcher:
             buf_key = (k // n_tiers, k % n_tiers)
             buf = self._buffers.setdefault(buf_key, _Buffer())
             if buf.rows == 0:
-                buf.oldest_ts = float(aging[rows].min())
+                buf.oldest_ts = float(ingest_ts[rows].min())
             buf.chunks.append(
-                (
-                    device_id[rows],
-                    ts[rows],
-                    values[rows],
-                    ingest_ts[rows],
-                    screened[rows],
-                    aging[rows],
-                )
+                (device_id[rows], ts[rows], values[rows], ingest_ts[rows], screened[rows])
             )
             buf.rows += len(rows)
             if buf.rows >= self.config.max_readings:
@@ -182,17 +163,15 @@ class Batcher:
         return out
 
     def _cut(self, key: tuple[int, int], buf: _Buffer, whole: bool) -> list[Batch]:
-        cols = [np.concatenate([c[k] for c in buf.chunks]) for k in range(6)]
+        cols = [np.concatenate([c[k] for c in buf.chunks]) for k in range(5)]
         size = self.config.max_readings
         n = len(cols[0])
         n_out = n if whole else (n // size) * size
-        batches = [
-            self._make(key, *(c[i : i + size] for c in cols[:5])) for i in range(0, n_out, size)
-        ]
+        batches = [self._make(key, *(c[i : i + size] for c in cols)) for i in range(0, n_out, size)]
         rest = n - n_out
         if rest:
             buf.chunks = [tuple(c[n_out:] for c in cols)]
-            buf.oldest_ts = float(cols[5][n_out:].min())
+            buf.oldest_ts = float(cols[3][n_out:].min())
         else:
             buf.chunks = []
         buf.rows = rest

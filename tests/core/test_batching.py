@@ -32,35 +32,6 @@ def test_premium_flushes_after_its_age_limit_and_standard_waits_longer() -> None
     assert b.buffered_readings == 0
 
 
-def test_readings_offered_again_age_from_when_they_enter_the_batcher_but_premium() -> None:
-    # Given standard and premium readings first offered 5 s ago, offered again at 105.0
-    b = Batcher(TOPO, ("value",), "p")
-    b.add(*rows(10, 0, 1, t0=100.0), entered_ts=105.0)
-    b.add(*rows(10, 0, 0, t0=100.0), entered_ts=105.0)
-    # When the batcher is asked for due batches just after
-    at_once = b.due(105.001)
-    # Then premium goes at once (its age runs from its first offer), while standard waits
-    # for its age limit from when it entered, joined by what comes meanwhile
-    assert [(x.tier, len(x)) for x in at_once] == [("premium", 10)]
-    b.add(*rows(5, 0, 1, t0=105.1), entered_ts=105.1)
-    assert b.due(105.249) == []
-    later = b.due(105.251)
-    assert [(x.tier, len(x)) for x in later] == [("standard", 15)]
-    # And latency still runs from the first offer
-    assert later[0].ingest_ts.min() == 100.0
-
-
-def test_the_rest_of_a_full_buffer_ages_from_when_its_rows_entered() -> None:
-    # Given a standard buffer filled past its size by rows offered again
-    b = Batcher(TOPO, ("value",), "p", BatchingConfig(max_readings=10))
-    b.add(*rows(6, 0, 1, t0=100.0), entered_ts=105.0)
-    full = b.add(*rows(6, 0, 1, t0=101.0), entered_ts=105.2)
-    # When the full batch is cut, then the rest waits for its own age limit
-    assert [len(x) for x in full] == [10]
-    assert b.due(105.449) == []
-    assert [len(x) for x in b.due(105.451)] == [2]
-
-
 def test_first_tier_cuts_premium_whatever_its_age_but_what_the_hold_keeps() -> None:
     # Given fresh premium readings in two regions and standard readings
     b = Batcher(TOPO, ("value",), "p")

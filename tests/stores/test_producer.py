@@ -86,25 +86,6 @@ def test_full_batches_publish_at_once_and_the_rest_on_age() -> None:
     assert [len(b) for b in pub.batches] == [100, 100, 50]
 
 
-def test_standard_readings_offered_again_join_the_next_batch_instead_of_going_alone() -> None:
-    # Given standard and premium readings pushed back 3 s ago, offered again now
-    reg, _store, pub, producer = make()
-    standard = reg.device_id[reg.tier > 0][:20]
-    premium = reg.device_id[reg.tier == 0][:5]
-    ids = np.concatenate([standard, premium])
-    n = len(ids)
-    producer.ingest_columns(ids, np.full(n, NOW - 4), np.ones(n), offered_ts=np.full(n, NOW - 3.0))
-    # Then premium went out at once; standard waits for its batch to fill or to age from now
-    assert sorted(d for b in pub.batches for d in b.device_id.tolist()) == sorted(premium.tolist())
-    producer.poll(NOW + 0.1)
-    assert {b.tier for b in pub.batches} == {"premium"}
-    producer.poll(NOW + 0.26)
-    again = [b for b in pub.batches if b.tier != "premium"]
-    assert sum(len(b) for b in again) == len(standard)
-    # And its latency still runs from the first offer
-    assert {float(t) for b in again for t in b.ingest_ts} == {NOW - 3.0}
-
-
 def test_past_the_backlog_cap_standard_is_pushed_back_and_premium_still_taken() -> None:
     # Given eu-west's backlog is past its cap
     reg = generate_registry(10_000, seed=5)
