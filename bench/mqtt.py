@@ -65,7 +65,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             result = DriveResult(readings, readings, 0, started, finished)
             summary: dict[str, Any] = summarize(run_.store, run_.settings.tiers, result, done)
             started_ms = stage_percentiles(run_.store, STARTED_STAGE, run_.settings.tiers)
-            pushed_back = run_.store.counters().get("pushed_back", 0)
+            counters = run_.store.counters()
+            pushed_back = counters.get("pushed_back", 0)
+            batches = {t: counters.get(f"batches:{t}", 0) for t in run_.settings.tiers}
         finally:
             for b in bridges:
                 b.terminate()
@@ -93,6 +95,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "started_latency_ms": started_ms,
         # Readings ingest pushed back (admission control), counted at each offer.
         "pushed_back": pushed_back,
+        # Routine tasks per tier: each pays a task's fixed cost (fetch, claim, commit,
+        # ack) on top of its readings, so readings per batch is what that cost is shared by.
+        "routine_batches": batches,
         "processed": summary["processed"],
         "dead_lettered": summary["dead_lettered"],
         "lost": max(0, readings - summary["processed"] - summary["dead_lettered"]),
