@@ -25,6 +25,9 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from bench.loadrun import (
     DriveResult,
     stage_percentiles,
@@ -50,13 +53,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         assert run_.registry is not None
         bridges = [_start_bridge(args, prefix, root, i) for i in range(args.bridges)]
         try:
-            published, readings, started, finished = _publish(args, run_, root, progress)
+            # CPU is counted from here, every process started and idle: the bridges' and
+            # workers' start-up (a second or more each) is not what ingest costs.
+            workers = [p.pid for p in run_.cluster.procs.values()]
+            cpu_before = _cpu_split(bridges, workers)
+            published, readings, started, finished, publishers_cpu_s = _publish(
+                args, run_, root, progress
+            )
             drained, done = _wait_ingested_then_drained(run_, readings, args.timeout_s, progress)
+            cpu_s = _cpu_split(bridges, workers, publishers_cpu_s) - cpu_before
             result = DriveResult(readings, readings, 0, started, finished)
             summary: dict[str, Any] = summarize(run_.store, run_.settings.tiers, result, done)
             started_ms = stage_percentiles(run_.store, STARTED_STAGE, run_.settings.tiers)
-            pushed_back = run_.store.counters().get("pushed_back", 0)
-            bridge_cpu_s = sum(_cpu_s(b.pid) for b in bridges)
+            counters = run_.store.counters()
+            pushed_back = counters.get("pushed_back", 0)
+            batches = {t: counters.get(f"batches:{t}", 0) for t in run_.settings.tiers}
         finally:
             for b in bridges:
                 b.terminate()
@@ -84,14 +95,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "started_latency_ms": started_ms,
         # Readings ingest pushed back (admission control), counted at each offer.
         "pushed_back": pushed_back,
+        # Routine tasks per tier: each pays a task's fixed cost (fetch, claim, commit,
+        # ack) on top of its readings, so readings per batch is what that cost is shared by.
+        "routine_batches": batches,
         "processed": summary["processed"],
         "dead_lettered": summary["dead_lettered"],
         "lost": max(0, readings - summary["processed"] - summary["dead_lettered"]),
         "duplicated": max(0, summary["processed"] - readings),
         "drained": drained,
-        # CPU the bridges spent (Linux /proc), per reading: what ingest over MQTT costs,
-        # whatever else shares the machine.
-        "bridge_cpu_us_per_reading": round(bridge_cpu_s / max(readings, 1) * 1e6, 2),
+        # CPU the bridges spent (Linux /proc) from the first publish to drained, per
+        # reading: what ingest over MQTT costs, whatever else shares the machine.
+        "bridge_cpu_us_per_reading": _per_reading(cpu_s[0], readings),
+        # Where the machine's CPU went over the same time, per reading: the bridges, the
+        # workers (with their pool processes), the publishers (the simulated fleet), and
+        # the whole machine (/proc/stat); what is left of it is mostly the broker and Redis.
+        "cpu_us_per_reading": {
+            name: _per_reading(c, readings)
+            for name, c in zip(CPU_PARTS, cpu_s.tolist(), strict=True)
+        },
         "publishers": args.publishers,
         "publisher_nice": args.publisher_nice,
         "bridges": args.bridges,
@@ -129,7 +150,9 @@ def _start_bridge(
 
 def _publish(
     args: argparse.Namespace, run_: Any, root: str, progress: Any
-) -> tuple[int, int, float, float]:
+) -> tuple[int, int, float, float, float]:
+    """(messages, readings) the broker acknowledged, when the first publish started and
+    the last ended, and the CPU seconds the publishers spent publishing."""
     ids = [int(d) for d in run_.registry.device_id]
     tiers = run_.registry.tier.tolist()
     premium_ids = [d for d, t in zip(ids, tiers, strict=True) if t == 0 and not args.plain_topics]
@@ -168,7 +191,8 @@ def _publish(
     finished = time.time()
     if progress:
         progress(f"published {sum(g[0] for g in got):,} messages in {finished - started:.1f} s")
-    return sum(g[0] for g in got), sum(g[1] for g in got), started, finished
+    published, readings = sum(g[0] for g in got), sum(g[1] for g in got)
+    return published, readings, started, finished, sum(g[3] for g in got)
 
 
 def _cpu_s(pid: int) -> float:
@@ -179,6 +203,50 @@ def _cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a running process and its children (a worker's pool processes)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    return _cpu_s(pid) + sum(_tree_cpu_s(c) for c in children)
+
+
+def _machine_cpu_s() -> float:
+    """CPU seconds every process of the machine spent so far (0.0 where /proc is missing):
+    user, nice, system, irq, softirq and steal time over every core."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = f.readline().split()[1:]
+    except OSError:
+        return 0.0
+    busy = sum(int(ticks[i]) for i in (0, 1, 2, 5, 6, 7))
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+#: The parts of ``cpu_us_per_reading``, in the order ``_cpu_split`` counts them.
+CPU_PARTS = ("bridges", "workers", "publishers", "machine")
+
+
+def _cpu_split(
+    bridges: list[subprocess.Popen[bytes]], workers: list[int], publishers_s: float = 0.0
+) -> npt.NDArray[np.float64]:
+    """CPU seconds so far of CPU_PARTS (the publishers' as they reported it)."""
+    return np.array(
+        [
+            sum(_cpu_s(b.pid) for b in bridges),
+            sum(_tree_cpu_s(w) for w in workers),
+            publishers_s,
+            _machine_cpu_s(),
+        ]
+    )
+
+
+def _per_reading(cpu_s: float, readings: int) -> float:
+    return round(cpu_s / max(readings, 1) * 1e6, 2)
 
 
 def _wait_ingested_then_drained(

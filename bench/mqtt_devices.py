@@ -184,7 +184,8 @@ def _payload(devices: list[int], values: list[float], now: float) -> bytes:
 
 
 def publish_share(plan: PublishPlan, results: Any, start: Any = None) -> None:
-    """Publish ``plan.messages`` messages, paced; put (messages, readings, seconds) on results.
+    """Publish ``plan.messages`` messages, paced; put (messages, readings, seconds, CPU
+    seconds of this process while publishing) on results.
 
     ``start``: a barrier the publisher waits at once connected and its readings drawn,
     so the bench's clock starts at the first publish, not at process start-up.
@@ -213,7 +214,7 @@ def publish_share(plan: PublishPlan, results: Any, start: Any = None) -> None:
     root = plan.topic_root
     if start is not None:
         start.wait()
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     for i in range(plan.messages):
         if i % group == 0:
             for c in conns:  # every connection's packets out before waiting on any
@@ -248,5 +249,5 @@ def publish_share(plan: PublishPlan, results: Any, start: Any = None) -> None:
                 conn.add(topic, payload, len(part))
     deadline = time.time() + 60
     acked = [c.finish(deadline) for c in conns]
-    seconds = time.time() - started
-    results.put((sum(a[0] for a in acked), sum(a[1] for a in acked), seconds))
+    seconds, cpu_s = time.time() - started, time.process_time() - cpu_started
+    results.put((sum(a[0] for a in acked), sum(a[1] for a in acked), seconds, cpu_s))

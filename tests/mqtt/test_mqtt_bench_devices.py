@@ -38,7 +38,7 @@ def test_premium_devices_publish_to_their_premium_topics_and_the_rest_to_plain_o
     assert subscribed.wait(10)
     devices = list(range(1, 201))
     premium = {d for d in devices if d % 2 == 0}
-    results: queue.Queue[tuple[int, int, float]] = queue.Queue()
+    results: queue.Queue[tuple[int, int, float, float]] = queue.Queue()
     try:
         for per_message in (1, 10):
             got.clear()
@@ -55,7 +55,7 @@ def test_premium_devices_publish_to_their_premium_topics_and_the_rest_to_plain_o
             )
             # When a publisher publishes its share
             publish_share(plan, results)
-            messages, readings, _ = results.get(timeout=30)
+            messages, readings, _, _ = results.get(timeout=30)
             deadline = time.monotonic() + 10
             while sum(len(ids) for _, ids in got) < readings and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -96,7 +96,7 @@ def test_a_publisher_given_a_start_barrier_publishes_nothing_until_it_is_release
         seed=1,
         client_id=f"{topic_root}-pub",
     )
-    results: queue.Queue[tuple[int, int, float]] = queue.Queue()
+    results: queue.Queue[tuple[int, int, float, float]] = queue.Queue()
     start = threading.Barrier(2)
     publisher = threading.Thread(target=publish_share, args=(plan, results, start), daemon=True)
     try:
@@ -107,7 +107,7 @@ def test_a_publisher_given_a_start_barrier_publishes_nothing_until_it_is_release
         assert got == [] and results.empty()
         # And once released, it publishes its whole share
         start.wait(timeout=10)
-        messages, _readings, _ = results.get(timeout=30)
+        messages, _readings, _, _ = results.get(timeout=30)
         deadline = time.monotonic() + 10
         while len(got) < messages and time.monotonic() < deadline:
             time.sleep(0.05)
