@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ingest.producer import IngestResult, Producer
+from scheduler.latency import N_BUCKETS, bucket_of
 from scheduler.registry import Registry
 
 #: How long a producer waits before offering pushed-back readings again; doubled while
@@ -56,6 +58,10 @@ class HeldReadings:
         self.deferred = 0
         #: Readings the gateway held itself that ``screen`` screened while held.
         self.screened = 0
+        #: Per ``scheduler.latency`` bucket, readings handed to ``screen`` that had waited
+        #: here that long (``handover_wait_ms``). Counted with a bincount, not a sort: the
+        #: gateway is what falls behind when its machine is short of time.
+        self._handover_wait = np.zeros(N_BUCKETS, dtype=np.int64)
         self._screen = screen
         self._to_screen: list[tuple[npt.NDArray[Any], ...]] = []
         #: Per region code: readings held, and the newest of them not yet handed to
@@ -71,6 +77,14 @@ class HeldReadings:
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def handover_wait_ms(self) -> dict[int, int]:
+        """Histogram (``scheduler.latency`` buckets) of how long the readings handed to
+        ``screen`` had waited here, from their event time: the gateway's part of their
+        detection latency (it hands over a chunk a loop, behind premium and its new
+        readings, so a gateway short of time falls behind here first)."""
+        return {int(b): int(self._handover_wait[b]) for b in np.flatnonzero(self._handover_wait)}
 
     @property
     def full(self) -> bool:
@@ -155,11 +169,12 @@ class HeldReadings:
         now = ~later
         return tuple(c[now] for c in cols)
 
-    def screen_waiting(self) -> int:
+    def screen_waiting(self, now: float | None = None) -> int:
         """Hand readings held since to ``screen``, at most ``offer_readings`` a call, like
         a re-offer, so one call never holds up the premium arriving meanwhile; returns how
         many were handed over. Called once the readings offered beside them (premium
-        among them) are in."""
+        among them) are in; ``now`` (default: the clock) times their wait here."""
+        now = time.time() if now is None else now
         budget = self.offer_readings
         while self._screen is not None and self._to_screen and budget > 0:
             piece = self._to_screen[0]
@@ -170,6 +185,8 @@ class HeldReadings:
             else:
                 self._to_screen.pop(0)
             self.screened += self._screen(piece[0], piece[1], piece[2])
+            waited = bucket_of((now - piece[1].astype(np.float64)) * 1000.0)
+            self._handover_wait += np.bincount(waited, minlength=N_BUCKETS)
             _count(self._unscreened, piece[-1], -1)
             budget -= size
         return self.offer_readings - budget

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,6 +47,9 @@ class DriveResult:
     deferred: int = 0
     #: Readings still held (never admitted) when ``hold_timeout_s`` ran out: not accepted.
     unadmitted: int = 0
+    #: Histogram (ms) of how long held readings waited at the gateway, from their event
+    #: time, before it handed them to screening (``HeldReadings.handover_wait_ms``).
+    handover_wait_ms: dict[int, int] = field(default_factory=dict)
 
     @property
     def offered_rps(self) -> float:
@@ -225,7 +228,7 @@ class _Gateway:
     def offer_held(self, now: float) -> bool:
         """Screen what was held since (a chunk), and offer held readings again; whether any
         were screened, taken or rejected."""
-        screened = self.held.screen_waiting()
+        screened = self.held.screen_waiting(now)
         a, r = self.held.offer_again(self.producer, now)
         self.accepted, self.rejected = self.accepted + a, self.rejected + r
         return bool(screened or a or r)
@@ -250,6 +253,7 @@ class _Gateway:
             self.offered_until,
             held.deferred,
             held.size,
+            held.handover_wait_ms,
         )
 
 

@@ -103,7 +103,7 @@ def run_throughput(cfg: ThroughputConfig, progress: Progress | None = None) -> d
         cost = run_.producer.admission.screen_cost
         ratio = None if cost is None else cost()
         summary["held_screen_cost_ratio"] = None if ratio is None else round(ratio, 3)
-        summary["held_screening"] = _held_screening(run_)
+        summary["held_screening"] = _held_screening(run_, result)
         summary["registry_lookup_ms_per_100k"] = _lookup_ms(run_.registry)
         summary["anomalies_injected"] = stream.injected
         summary.update(
@@ -167,15 +167,22 @@ def _offered(result: DriveResult) -> dict[str, Any]:
     }
 
 
-def _held_screening(run_: RedisRun) -> dict[str, Any]:
+def _held_screening(run_: RedisRun, result: DriveResult) -> dict[str, Any]:
     """Where the held-screening sample ended: its share of each region's devices, what it
-    earned per admitted reading, and the readings kept for devices rejoining it."""
+    earned per admitted reading, and the readings kept for devices rejoining it; and how
+    long readings the gateway held waited there (from their event time) before it handed
+    them to screening, the gateway's part of their detection latency."""
     screener = run_.producer.held_screener
     regions = run_.settings.regions
+    wait = result.handover_wait_ms
     return {
         "share": {r: round(screener.budget.share(i), 3) for i, r in enumerate(regions)},
         "per_admitted": round(screener.budget.per_admitted, 3),
         "rejoin_kept": screener.rejoin.size,
+        "gateway_wait_ms": {
+            "p50": _round(percentile_ms(wait, 50)),
+            "p99": _round(percentile_ms(wait, 99)),
+        },
     }
 
 

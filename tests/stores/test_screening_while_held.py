@@ -10,6 +10,7 @@ from typing import Any
 
 import fakeredis
 import numpy as np
+import pytest
 from runtime_doubles import MakeRuntime
 
 from bench.held_readings import HeldReadings
@@ -19,6 +20,7 @@ from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import IngestResult, Producer
 from scheduler.codec import decode_batch
 from scheduler.held_screening import PER_UNSCREENED, HeldScreenBudget
+from scheduler.latency import percentile_ms
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from scheduler.wire import HELD_SCREEN_FIELD, ROUTINE_TASK, SCREEN_TASK
@@ -252,6 +254,24 @@ def test_a_gateway_screens_what_it_holds_a_chunk_at_a_time_before_offering_again
     assert seen == [4, 4, 2]
     # And oldest first, so no older reading comes after a newer one of its device
     assert screened_ts == sorted(screened_ts)
+
+
+def test_a_gateway_counts_how_long_what_it_held_waited_before_screening() -> None:
+    # Given a gateway handing 4 readings a loop to screening, holding 8 of eu-west's
+    # taken from their devices at t = 100 s
+    reg = generate_registry(1_000, seed=4)
+    held = HeldReadings(10_000, offer_readings=4, screen=lambda ids, ts, values: int(ids.size))
+    eu = reg.device_id[np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:8]]
+    ts = np.full(8, 100.0)
+    held.defer_non_premium(reg, eu, ts, ts[:, None], ts)
+    # When it hands four over at t = 101 s and the other four only at t = 103 s
+    held.screen_waiting(now=101.0)
+    held.screen_waiting(now=103.0)
+    # Then its hand-over wait shows half the readings waited 1 s and half 3 s
+    wait = held.handover_wait_ms
+    assert sum(wait.values()) == 8
+    assert percentile_ms(wait, 50) == pytest.approx(1000.0, rel=0.05)
+    assert percentile_ms(wait, 99) == pytest.approx(3000.0, rel=0.05)
 
 
 class _TakingProducer:
