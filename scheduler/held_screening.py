@@ -12,10 +12,11 @@ queue, ``{region}.screen``, ranks below premium either way), whatever admission 
 
     share = per_admitted * screen_cost / (per_admitted * screen_cost + routine_cost)
 
-``bench/screen_cost.py`` measures screening at about twice routine processing's cost
-per reading (7.1 vs 3.6 us) for copies with one reading per device: screening is mostly
-the detector states' MGET and MSET, so held copies, coalesced to several readings per
-device (``ingest.held_coalescer``), cost less per reading. The ratio is
+``bench/screen_cost.py`` measures screening at 1.7-2 times routine processing's cost per
+reading for copies with one reading per device: with the detector step compiled
+(``scheduler.detector_kernel``, 0.13-0.14 us a reading) screening is mostly the detector
+states' MGET and MSET, so held copies, coalesced to several readings per device
+(``ingest.held_coalescer``), cost less per reading. The ratio is
 taken at 1:1 until the workers' service is measured, then followed
 (``HeldScreenBudget.follow_cost``, from ``scheduler.screen_cost``).
 Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
