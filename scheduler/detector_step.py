@@ -86,9 +86,6 @@ from scheduler.detector_state import (
 from scheduler.jit import maximum, minimum
 
 F64 = npt.NDArray[np.float64]
-I8 = npt.NDArray[np.int8]
-IDX = npt.NDArray[np.intp]
-BOOL = npt.NDArray[np.bool_]
 
 #: Quantiles the tail trackers settle at (``GAUSS_TAIL_Z`` and ``GAUSS_FAR_Z`` are a
 #: Gaussian's), and the gap tracker's.
