@@ -106,3 +106,42 @@ def test_held_readings_go_back_per_region_oldest_first_closed_regions_untouched(
         held.offer_again(producer, now=10.0)
     taken = np.concatenate(producer.taken).tolist()
     assert sorted(taken) == list(range(24))
+
+
+class _ScreeningProducer:
+    """Screens whatever it is handed; takes every reading offered."""
+
+    def __init__(self) -> None:
+        self.screened: list[int] = []
+
+    def screen_held(self, ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> int:
+        self.screened.append(int(ids.size))
+        return int(ids.size)
+
+    def closed(self) -> None:
+        return None
+
+    def ingest_columns(self, ids: np.ndarray, *_: object, **__: object) -> object:
+        from ingest.producer import IngestResult
+
+        return IngestResult(int(ids.size), 0, {})
+
+
+def test_a_gateway_hands_held_readings_to_screening_until_its_loop_budget_is_spent() -> None:
+    from bench.loadrun import _Gateway
+
+    # Given a gateway of 4-reading chunks holding 10 of eu-west's standard readings
+    reg = generate_registry(1_000, seed=4)
+    producer = _ScreeningProducer()
+    gateway = _Gateway(producer, None, 100, 4, None, None)  # type: ignore[arg-type]
+    ids = reg.device_id[np.flatnonzero((reg.home_region == 0) & (reg.tier == 1))[:20]]
+    ts = np.arange(20.0)
+    gateway.held.defer_non_premium(reg, ids[:10], ts[:10], ts[:10, None], ts[:10])
+    # When its loop's budget is already spent
+    gateway.offer_held(20.0, handover_until=time.perf_counter() - 1.0)
+    # Then it hands over one chunk only
+    assert producer.screened == [4]
+    # And with time left in the loop, it hands over the rest in the same call
+    gateway.offer_held(20.0, handover_until=time.perf_counter() + 60.0)
+    assert producer.screened == [4, 4, 2]
+    assert gateway.held.screened == 10
