@@ -108,6 +108,27 @@ def test_wire_format_round_trips_and_rejects_garbage() -> None:
         decode_batch({"v": 1})
 
 
+def test_a_batch_whose_readings_share_an_ingest_time_sends_it_once() -> None:
+    # Given a screening copy: every reading copied at the same instant
+    ids = np.arange(1000, dtype=np.uint64)
+    ts = np.arange(1000.0)
+    copy = Batch("c:1", "eu-west", "standard", ("a",), ids, ts, ts[:, None], np.full(1000, 7.5))
+    # When it is encoded
+    payload = encode_batch(copy)
+    # Then the instant goes once, not as a column, and comes back as one
+    assert "ingest_ts" not in payload and payload["ingest_ts_all"] == 7.5
+    back = decode_batch(payload)
+    assert np.array_equal(back.ingest_ts, copy.ingest_ts) and np.array_equal(back.ts, ts)
+    # And a batch of different instants keeps its column, as before
+    varied = Batch("c:2", "eu-west", "standard", ("a",), ids, ts, ts[:, None], ts + 0.5)
+    assert decode_batch(encode_batch(varied)).ingest_ts.tolist() == (ts + 0.5).tolist()
+    assert encode_batch(varied)["v"] == 1
+    # And a count its columns do not hold is refused, not allocated
+    payload["n"] = 10**12
+    with pytest.raises(InvalidBatch):
+        decode_batch(payload)
+
+
 def test_latency_percentiles_are_within_five_percent() -> None:
     rng = np.random.default_rng(0)
     sample = rng.lognormal(3, 1, 100_000)
