@@ -288,9 +288,7 @@ class HeldReadings:
         return res.accepted, res.rejected
 
 
-def _count(
-    counts: dict[int, int], region: npt.NDArray[np.intp], sign: int
-) -> npt.NDArray[np.intp]:
+def _count(counts: dict[int, int], region: npt.NDArray[np.intp], sign: int) -> npt.NDArray[np.intp]:
     """Add ``sign`` per reading of each region code in ``region`` to ``counts``; returns
     the readings per region code (a bincount: region codes are few and small, and a
     count needs no sort)."""
