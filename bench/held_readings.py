@@ -269,8 +269,12 @@ class HeldReadings:
         ]
         if not pieces:  # a budget smaller than the open regions: the first gets one
             pieces = self._take(ready[0], 1)
+        # One piece (one region, taken whole or in part) needs no copy: nothing held is
+        # changed in place, only sliced or replaced.
         ids, ts, values, offered_ts = (
-            np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0]))
+            pieces[0]
+            if len(pieces) == 1
+            else (np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0])))
         )
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
         if not res.pushed_back:
