@@ -113,10 +113,11 @@ class HeldScreener:
     ) -> int:
         """Screen held readings (registry rows, ids, event times, values) per region within
         its budget; ``send`` None: none can be sent now. Returns the readings picked (sent
-        now or coalescing, ``poll``)."""
+        now or coalescing, ``poll``). The columns may be kept as they are (not copied):
+        the caller must not change them afterwards."""
         sent = 0
-        # Rows gathered by index, never by boolean mask: masks as scattered as regions
-        # and sampled devices are cost numpy about ten times as much per column.
+        # Rows gathered by index, never by boolean mask: a mask as scattered as regions
+        # and sampled devices are costs numpy about ten times as much per column.
         codes = region.astype(np.intp, copy=False)
         regions = np.flatnonzero(np.bincount(codes)).tolist()
         every = (*cols, tier)
