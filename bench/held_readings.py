@@ -152,8 +152,12 @@ class HeldReadings:
         later = known & (registry.tier[np.maximum(rows, 0)] > 0)
         if only_held:
             later &= np.isin(home, np.fromiter(self._held, dtype=np.intp))
-        if later.any():
-            held = tuple(c[later] for c in cols)
+        # Rows picked by index, not by boolean mask: a mask as scattered as tiers and
+        # regions are over devices costs numpy about ten times as much per column.
+        held_i = np.flatnonzero(later)
+        if held_i.size:
+            held = tuple(c[held_i] for c in cols)
+            held_home = home[held_i]
             if self._screen is not None:
                 # Oldest first: screened a chunk at a time, a device's older reading in a
                 # later chunk would count as screened already (its newer one went first).
@@ -161,13 +165,17 @@ class HeldReadings:
                 ts = held[1]
                 in_order = ts.size < 2 or bool((ts[1:] >= ts[:-1]).all())
                 by_ts = None if in_order else np.argsort(ts, kind="stable")
-                piece = (*held, home[later])
+                piece = (*held, held_home)
                 self._to_screen.append(piece if by_ts is None else tuple(c[by_ts] for c in piece))
-                _count(self._unscreened, home[later], 1)
-            self._add(held, home[later])
-            self.deferred += int(later.sum())
-        now = ~later
-        return tuple(c[now] for c in cols)
+                _count(self._unscreened, held_home, 1)
+            self._add(held, held_home)
+            self.deferred += int(held_i.size)
+        if held_i.size == later.size:
+            return tuple(c[:0] for c in cols)
+        if not held_i.size:
+            return cols
+        rest = np.flatnonzero(~later)
+        return tuple(c[rest] for c in cols)
 
     def screen_waiting(self, now: float | None = None) -> int:
         """Hand readings held since to ``screen``, at most ``offer_readings`` a call, like
@@ -199,16 +207,17 @@ class HeldReadings:
     ) -> None:
         """Hold ``cols`` behind what each region holds (``front``: ahead of it, for
         readings offered again and handed back, which are older than the rest)."""
-        codes = np.unique(region)
+        counts = _count(self._held_count, region, 1)
+        codes = np.flatnonzero(counts)
         for code in codes.tolist():
-            piece = cols if codes.size == 1 else tuple(c[region == code] for c in cols)
+            mine = np.flatnonzero(region == code) if codes.size > 1 else None
+            piece = cols if mine is None else tuple(c[mine] for c in cols)
             fifo = self._held.setdefault(code, deque())
             if front:
                 fifo.appendleft(piece)
             else:
                 fifo.append(piece)
         self._size += int(region.size)
-        _count(self._held_count, region, 1)
 
     def _take(self, code: int, n: int) -> list[tuple[npt.NDArray[Any], ...]]:
         """Up to ``n`` of the oldest readings held for a region, in order."""
@@ -260,8 +269,12 @@ class HeldReadings:
         ]
         if not pieces:  # a budget smaller than the open regions: the first gets one
             pieces = self._take(ready[0], 1)
+        # One piece (one region, taken whole or in part) needs no copy: nothing held is
+        # changed in place, only sliced or replaced.
         ids, ts, values, offered_ts = (
-            np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0]))
+            pieces[0]
+            if len(pieces) == 1
+            else (np.concatenate([p[k] for p in pieces]) for k in range(len(pieces[0])))
         )
         res = producer.ingest_columns(ids, ts, values, now_ts=now, offered_ts=offered_ts)
         if not res.pushed_back:
@@ -279,8 +292,11 @@ class HeldReadings:
         return res.accepted, res.rejected
 
 
-def _count(counts: dict[int, int], region: npt.NDArray[np.intp], sign: int) -> None:
-    """Add ``sign`` per reading of each region code in ``region`` to ``counts``."""
-    codes, n = np.unique(region, return_counts=True)
-    for code, k in zip(codes.tolist(), n.tolist(), strict=True):
-        counts[code] = counts.get(code, 0) + sign * k
+def _count(counts: dict[int, int], region: npt.NDArray[np.intp], sign: int) -> npt.NDArray[np.intp]:
+    """Add ``sign`` per reading of each region code in ``region`` to ``counts``; returns
+    the readings per region code (a bincount: region codes are few and small, and a
+    count needs no sort)."""
+    n = np.bincount(region)
+    for code in np.flatnonzero(n).tolist():
+        counts[code] = counts.get(code, 0) + sign * int(n[code])
+    return n

@@ -89,15 +89,19 @@ class HeldCoalescer:
         """The region's kept readings (of ``devices``' rows only, when given; the oldest
         ``limit`` only, when given), oldest first; left here until ``taken``."""
         pieces = self._pieces[region]
-        cols = [np.concatenate([p[k] for p in pieces]) for k in range(5)]
-        order = np.argsort(cols[2], kind="stable")
-        sorted_ = tuple(c[order] for c in cols)
+        if len(pieces) == 1:
+            cols = pieces[0]
+        else:
+            cols = tuple(np.concatenate([p[k] for p in pieces]) for k in range(5))  # type: ignore[assignment]
+        # Pieces usually arrive oldest first already: then no sort and no second copy.
+        t = cols[2]
+        in_order = t.size < 2 or bool((t[1:] >= t[:-1]).all())
+        order = None if in_order else np.argsort(t, kind="stable")
+        sorted_: Held = cols if order is None else tuple(c[order] for c in cols)  # type: ignore[assignment]
         # One piece from now on: a failed send keeps it, in order, for the next try.
-        self._pieces[region] = [sorted_]  # type: ignore[list-item]
-        if devices is None and limit is None:
-            return sorted_  # type: ignore[return-value]
-        mine = self._picked(sorted_, devices, limit)  # type: ignore[arg-type]
-        return tuple(c[mine] for c in sorted_)  # type: ignore[return-value]
+        self._pieces[region] = [sorted_]
+        picked = self._picked(sorted_, devices, limit)
+        return sorted_ if picked is None else tuple(c[picked] for c in sorted_)  # type: ignore[return-value]
 
     def taken(
         self,
@@ -109,10 +113,12 @@ class HeldCoalescer:
         if devices is not None or (limit is not None and limit < self._sizes[region]):
             (piece,) = self._pieces[region]
             sent = self._picked(piece, devices, limit)
-            if not sent.all():
+            if sent is not None:
+                left = _rest(sent, int(piece[0].size))
                 np.subtract.at(self._kept, piece[0][sent], 1)
-                self._pieces[region] = [tuple(c[~sent] for c in piece)]  # type: ignore[list-item]
-                self._sizes[region] = int((~sent).sum())
+                rest = tuple(c[left] for c in piece)
+                self._pieces[region] = [rest]  # type: ignore[list-item]
+                self._sizes[region] = int(rest[0].size)
                 return
         for piece in self._pieces.pop(region):
             np.subtract.at(self._kept, piece[0], 1)
@@ -122,15 +128,18 @@ class HeldCoalescer:
     @staticmethod
     def _picked(
         piece: Held, devices: npt.NDArray[np.int64] | None, limit: int | None
-    ) -> npt.NDArray[np.bool_]:
-        """Which readings of a region's one sorted piece ``devices`` and ``limit`` pick."""
-        picked = np.ones(piece[0].size, dtype=np.bool_)
-        if devices is not None:
-            picked = np.isin(piece[0], devices)
-        if limit is not None:
+    ) -> slice | npt.NDArray[np.intp] | None:
+        """Which readings of a region's one sorted piece ``devices`` and ``limit`` pick (a
+        prefix as a slice, others by index: gathering by a scattered boolean mask costs
+        numpy far more); None: all of them."""
+        size = int(piece[0].size)
+        if devices is None:
             # The oldest first: the rest of a device's readings follow in a later copy.
-            picked &= np.cumsum(picked) <= limit
-        return picked
+            return None if limit is None or limit >= size else slice(0, limit)
+        picked = np.flatnonzero(np.isin(piece[0], devices))
+        if limit is not None:
+            picked = picked[:limit]
+        return None if picked.size == size else picked
 
     def rebind(self, registry: Registry) -> None:
         """Follow a new registry snapshot: kept readings move with their devices' ids (a
@@ -145,3 +154,12 @@ class HeldCoalescer:
                 np.add.at(self._kept, new[ok], 1)
             self._pieces[code] = moved
             self._sizes[code] = sum(int(p[0].size) for p in moved)
+
+
+def _rest(picked: slice | npt.NDArray[np.intp], size: int) -> slice | npt.NDArray[np.intp]:
+    """The readings of a piece of ``size`` that ``picked`` (from ``_picked``) leaves."""
+    if isinstance(picked, slice):
+        return slice(picked.stop, size)
+    left = np.ones(size, dtype=np.bool_)
+    left[picked] = False
+    return np.flatnonzero(left)

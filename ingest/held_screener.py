@@ -11,6 +11,7 @@ denser copy costs less per reading, and the budget follows the measured cost.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -112,40 +113,46 @@ class HeldScreener:
     ) -> int:
         """Screen held readings (registry rows, ids, event times, values) per region within
         its budget; ``send`` None: none can be sent now. Returns the readings picked (sent
-        now or coalescing, ``poll``)."""
-        rows, dev, t, v = cols
+        now or coalescing, ``poll``). The columns may be kept as they are (not copied):
+        the caller must not change them afterwards."""
         sent = 0
-        for code in np.unique(region).tolist():
-            mine = np.flatnonzero(region == code)
-            mine = mine[~self.marks.screened(rows[mine], t[mine])]
-            waiting = np.ones(mine.size, dtype=np.bool_)
-            kept = np.zeros(mine.size, dtype=np.bool_)
+        # Rows gathered by index, never by boolean mask: a mask as scattered as regions
+        # and sampled devices are costs numpy about ten times as much per column.
+        codes = region.astype(np.intp, copy=False)
+        regions = np.flatnonzero(np.bincount(codes)).tolist()
+        every = (*cols, tier)
+        for code in regions:
+            mine = every if len(regions) == 1 else _gather(every, np.flatnonzero(codes == code))
+            new = np.flatnonzero(~self.marks.screened(mine[0], mine[2]))
+            if new.size < mine[0].size:
+                mine = _gather(mine, new)
+            r, t = mine[0], mine[2]
+            if send is None:
+                # None can go: all waits unscreened, its devices taking no part until admitted.
+                self.marks.held_unscreened(r, t)
+                continue
             kept_before = self.rejoin.size
-            if send is not None:
-                r = rows[mine]
-                clean = self.marks.clean(r) & ~self.rejoin.rejoining[r]
-                sample = in_sample(device_order(dev[mine]), self.budget.share(code))
-                waiting[clean & sample] = False
-                # In the sample but not clean: it rejoins (ingest.held_rejoin).
-                held = (r, dev[mine], t[mine], v[mine], tier[mine])
-                kept = self.rejoin.keep(code, held, sample & ~clean)
-            pick = mine[~waiting]
-            if send is not None:
-                # Readings kept for rejoining devices are spent now, when the sample takes
-                # them on, not when they go out in one lump after their devices' older
-                # readings (such a lump, up to HELD_REJOIN_MAX_READINGS, can outrun a
-                # window's earning and halve the sample). Spent even when nothing is: a
-                # sample shrunk to nothing must still be reviewed (resizes happen at spends).
-                spent = self.rejoin.size - kept_before + int(pick.size)
-                picked = (rows[pick], dev[pick], t[pick], v[pick], tier[pick])
-                self.coalescer.add(code, picked, now)
-                self.marks.sent_to_screening(rows[pick], t[pick])
-                sent += int(pick.size)
-                self.budget.spend(code, spent, now, self.coalescer.size_of(code))
+            clean = self.marks.clean(r) & ~self.rejoin.rejoining[r]
+            sample = in_sample(device_order(mine[1]), self.budget.share(code))
+            picked = clean & sample
+            # In the sample but not clean: it rejoins (ingest.held_rejoin).
+            kept = self.rejoin.keep(code, mine, sample & ~clean)  # type: ignore[arg-type]
+            pick = np.flatnonzero(picked)
+            chosen = mine if pick.size == r.size else _gather(mine, pick)
+            # Readings kept for rejoining devices are spent now, when the sample takes
+            # them on, not when they go out in one lump after their devices' older
+            # readings (such a lump, up to HELD_REJOIN_MAX_READINGS, can outrun a
+            # window's earning and halve the sample). Spent even when nothing is: a
+            # sample shrunk to nothing must still be reviewed (resizes happen at spends).
+            spent = self.rejoin.size - kept_before + int(pick.size)
+            self.coalescer.add(code, chosen, now)  # type: ignore[arg-type]
+            self.marks.sent_to_screening(chosen[0], chosen[2])
+            sent += int(pick.size)
+            self.budget.spend(code, spent, now, self.coalescer.size_of(code))
             # What was not sent (or kept) waits unscreened: its device takes no part until
             # admitted.
-            rest = mine[waiting & ~kept]
-            self.marks.held_unscreened(rows[rest], t[rest])
+            rest = np.flatnonzero(~(picked | kept))
+            self.marks.held_unscreened(r[rest], t[rest])
         self.poll(now, send, before_region)
         return sent
 
@@ -207,10 +214,11 @@ class HeldScreener:
         readings still buffered; True when sent (else they stay)."""
         _, dev, t, v, tier = self.coalescer.peek(code, devices, limit)
         before_region(code)
+        tiers = np.flatnonzero(np.bincount(tier.astype(np.intp, copy=False))).tolist()
         copies = [
             self._copy(code, k, dev[part], t[part], v[part], now)
-            for k in np.unique(tier).tolist()
-            for part in (tier == k,)
+            for k in tiers
+            for part in (slice(None) if len(tiers) == 1 else np.flatnonzero(tier == k),)
         ]
         if not send(copies):
             return False
@@ -223,7 +231,8 @@ class HeldScreener:
     ) -> Batch:
         """A screening copy of held readings of one (region, tier), oldest first (it may
         travel in pieces, each screened after the one before)."""
-        order = np.argsort(t)
+        # Coalesced copies come sorted already (``HeldCoalescer.peek``): no sort then.
+        order = slice(None) if _in_order(t) else np.argsort(t, kind="stable")
         topology = self._registry.topology
         self._copies += 1
         region_name, tier_name = topology.regions[region], topology.tiers[tier]
@@ -237,3 +246,15 @@ class HeldScreener:
             v[order],
             np.full(t.size, now),
         )
+
+
+def _gather(
+    cols: tuple[npt.NDArray[Any], ...], index: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[Any], ...]:
+    """The rows ``index`` of every column."""
+    return tuple(c[index] for c in cols)
+
+
+def _in_order(t: F64) -> bool:
+    """True when event times never go back."""
+    return t.size < 2 or bool((t[1:] >= t[:-1]).all())

@@ -245,11 +245,12 @@ class Producer:
         dev, t, v = as_columns(device_id, ts, values, self.limits)
         reg = self._current_registry()
         rows = reg.lookup(dev)
-        ok = check_columns(t, v, rows >= 0, self.limits, now) == 0
-        ok[ok] = reg.tier[rows[ok]] > 0
-        if not ok.any():
+        i = np.flatnonzero(check_columns(t, v, rows >= 0, self.limits, now) == 0)
+        # By index, not boolean mask: tiers are scattered over devices, and numpy gathers
+        # by such a mask many times slower.
+        i = i[np.flatnonzero(reg.tier[rows[i]] > 0)]
+        if not i.size:
             return 0
-        i = np.flatnonzero(ok)
         region, tier = self._place(reg, rows[i])
         n = self.held_copies.screen(rows[i], dev[i], t[i], v[i], region, tier, now)
         self.tally.count("screened_while_held", n)

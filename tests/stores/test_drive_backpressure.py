@@ -145,3 +145,51 @@ def test_a_gateway_hands_held_readings_to_screening_until_its_loop_budget_is_spe
     gateway.offer_held(20.0, handover_until=time.perf_counter() + 60.0)
     assert producer.screened == [4, 4, 2]
     assert gateway.held.screened == 10
+
+
+class TakingProducer:
+    """Takes every offered reading; records each offer's columns."""
+
+    def __init__(self) -> None:
+        self.offers: list[tuple[np.ndarray, ...]] = []
+
+    def closed(self) -> None:
+        return None
+
+    def ingest_columns(self, ids, ts, values, now_ts=None, offered_ts=None):  # type: ignore[no-untyped-def]
+        from ingest.producer import IngestResult
+
+        self.offers.append((ids, ts, values, offered_ts))
+        return IngestResult(int(ids.size), 0, {})
+
+
+def test_a_gateway_behind_its_schedule_offers_each_regions_readings_again_in_order() -> None:
+    from bench.held_readings import HeldReadings
+
+    # Given a gateway behind its schedule deferring two chunks of readings of every region
+    # and tier, the devices of all regions interleaved, event times rising
+    reg = generate_registry(600, seed=5)
+    held = HeldReadings(max_readings=10_000, offer_readings=10_000)
+    expected: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    for k in range(2):
+        ids = reg.device_id[np.random.default_rng(k).permutation(600)]
+        ts = k * 1_000.0 + np.arange(600.0)
+        rows = reg.lookup(ids)
+        for code in expected:
+            expected[code] += ts[(reg.home_region[rows] == code) & (reg.tier[rows] > 0)].tolist()
+        now_ids, now_ts, _, _ = held.defer_non_premium(reg, ids, ts, ts[:, None], ts)
+        # Then premium is offered at once, and only premium
+        assert (reg.tier[reg.lookup(now_ids)] == 0).all()
+        assert now_ts.tolist() == ts[reg.tier[rows] == 0].tolist()
+    # When every region takes them again
+    producer = TakingProducer()
+    held.offer_again(producer, now=1.0)  # type: ignore[arg-type]
+    # Then each region's readings come back once, in the order they came, with their
+    # values and first-offer times
+    (offer,) = producer.offers
+    ids, ts, values, first = offer
+    assert held.size == 0 and ts.size == held.deferred == sum(map(len, expected.values()))
+    assert values[:, 0].tolist() == ts.tolist() == first.tolist()
+    home = reg.home_region[reg.lookup(ids)]
+    for code, want in expected.items():
+        assert want and ts[home == code].tolist() == want

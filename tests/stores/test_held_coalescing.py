@@ -144,3 +144,36 @@ def test_a_paced_region_sends_what_its_budget_pays_oldest_first_and_keeps_the_re
             seen.setdefault(d, []).append(t)
     assert len(seen) == 300
     assert all(ts == [start - 5 + k for k in range(5)] for ts in seen.values())
+
+
+def test_readings_held_newest_first_in_one_chunk_are_sent_oldest_first() -> None:
+    # Given eu-west closed, a budget that has earned nothing yet, copies of 100 readings
+    app = RecordingApp()
+    now = [time.time()]
+    reg = generate_registry(2_000, seed=3)
+    producer = Producer(
+        lambda: reg,
+        CeleryPublisher(app, screening=True, clock=lambda: now[0]),  # type: ignore[arg-type]
+        MemoryStateStore(),
+        clock=lambda: now[0],
+        backlog_gate=lambda: np.full(3, True),
+        held_screening=HeldScreenBudget(per_admitted=1.0),
+    )
+    producer.held_screener.coalescer.max_readings = 100
+    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    start = now[0]
+    # When one chunk holds two readings per device, the newer ones first
+    both = np.concatenate([ids, ids])
+    ts = np.concatenate([np.full(300, start - 1), np.full(300, start - 2)])
+    producer.ingest_columns(both, ts, np.zeros(600))
+    # Then the copy the budget pays for is taken, the rest kept
+    assert producer.held_screener.coalescer.size == 500
+    # And every device's readings reach screening in time order: that copy took the
+    # oldest readings, not the first in the chunk
+    producer.flush()
+    seen: dict[int, list[float]] = {}
+    for sent in _held_copies(app):
+        for d, t in sent:
+            seen.setdefault(d, []).append(t)
+    assert len(seen) == 300
+    assert all(t == [start - 2, start - 1] for t in seen.values())
