@@ -15,9 +15,14 @@ separators and ASCII escapes. Anything else falls back to kombu's ``dumps``/``lo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from kombu.utils.json import dumps, loads, object_hook
+from kombu.utils import json as kombu_json
+
+_dumps: Callable[[Any], str] = kombu_json.dumps
+_loads: Callable[[str | bytes], Any] = kombu_json.loads
+_object_hook: Callable[[dict[str, Any]], Any] = kombu_json.object_hook
 
 #: Bodies shorter than this go through kombu's ``dumps``: splicing saves nothing there.
 SPLICE_MIN_CHARS = 4096
@@ -60,8 +65,8 @@ def message_json(message: dict[str, Any]) -> str | bytes:
     """What kombu's Redis ``Channel._put`` pushes for ``message``: ``dumps(message)``."""
     body = _spliceable_body(message)
     if body is None:
-        return dumps(message)  # type: ignore[no-any-return]
-    rest = dumps(_without_body(message))  # '{"content-encoding": ...}'
+        return _dumps(message)
+    rest = _dumps(_without_body(message))  # '{"content-encoding": ...}'
     return b"".join((_MESSAGE_HEAD, body, _BODY_END, rest[1:].encode()))
 
 
@@ -70,8 +75,8 @@ def unacked_json(raw: dict[str, Any], exchange: str, routing_key: str) -> str | 
     routing_key])``."""
     body = _spliceable_body(raw)
     if body is None:
-        return dumps([raw, exchange, routing_key])  # type: ignore[no-any-return]
-    rest = dumps([_without_body(raw), exchange, routing_key])  # '[{"content-encoding": ...'
+        return _dumps([raw, exchange, routing_key])
+    rest = _dumps([_without_body(raw), exchange, routing_key])  # '[{"content-encoding": ...'
     return b"".join((_UNACKED_HEAD, body, _BODY_END, rest[2:].encode()))
 
 
@@ -90,7 +95,7 @@ def message_from_json(payload: bytes | str) -> Any:
             if message is not None:
                 message["body"] = body.decode("ascii")
                 return message
-    return loads(payload)
+    return _loads(payload)
 
 
 def _with_empty_body(rest: bytes) -> dict[str, Any] | None:
@@ -100,7 +105,7 @@ def _with_empty_body(rest: bytes) -> dict[str, Any] | None:
 
     def decode_object(pairs: list[tuple[str, Any]]) -> Any:
         outermost[:] = pairs  # the outermost object is decoded last
-        return object_hook(dict(pairs))
+        return _object_hook(dict(pairs))
 
     message = json.loads(
         (_MESSAGE_HEAD + _BODY_END + rest).decode("utf-8"), object_pairs_hook=decode_object
