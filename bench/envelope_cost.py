@@ -20,25 +20,26 @@ import os
 import time
 from typing import Any
 
-from kombu import Connection, Consumer, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Queue
 from kombu.message import Message
+from kombu.messaging import Consumer, Producer
 
 from bench.redis_server import private_redis
 from runtime.redis_transport import transport_for
 
 
 def _round(url: str, transport: str | None, prefix: str, messages: int, body: bytes) -> Any:
-    queue = Queue("envelope", routing_key="envelope")
-    with Connection(
-        url, transport=transport, transport_options={"global_keyprefix": f"{prefix}:"}
-    ) as conn:
+    queue = Queue("envelope", routing_key="envelope")  # type: ignore[no-untyped-call]
+    options = {"global_keyprefix": f"{prefix}:"}
+    with Connection(url, transport=transport, transport_options=options) as conn:  # type: ignore[no-untyped-call]
         channel = conn.channel()
-        queue(channel).declare()
-        producer = Producer(channel)
+        queue(channel).declare()  # type: ignore[no-untyped-call]
+        producer = Producer(channel)  # type: ignore[no-untyped-call]
         wall_s, cpu_s = time.perf_counter(), time.process_time()
-        with producer.batch(messages + 1):
+        with producer.batch(messages + 1):  # type: ignore[no-untyped-call]
             for _ in range(messages):
-                producer.publish(
+                producer.publish(  # type: ignore[no-untyped-call]
                     body,
                     routing_key="envelope",
                     content_type="application/x-msgpack",
@@ -48,10 +49,11 @@ def _round(url: str, transport: str | None, prefix: str, messages: int, body: by
 
         got: list[Message] = []
         wall_s, cpu_s = time.perf_counter(), time.process_time()
-        with Consumer(channel, queues=[queue], on_message=got.append, no_ack=False):
+        consumer = Consumer(channel, queues=[queue], on_message=got.append, no_ack=False)  # type: ignore[no-untyped-call]
+        with consumer:
             while len(got) < messages:
                 conn.drain_events(timeout=30)
-                got[-1].ack()
+                got[-1].ack()  # type: ignore[no-untyped-call]
         consume = (time.perf_counter() - wall_s, time.process_time() - cpu_s)
     assert all(m.body == body for m in got)
     return publish, consume
