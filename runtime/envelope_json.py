@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from kombu.utils import json as kombu_json
 
 _dumps: Callable[[Any], str] = kombu_json.dumps
@@ -27,8 +28,6 @@ _object_hook: Callable[[dict[str, Any]], Any] = kombu_json.object_hook
 #: Bodies shorter than this go through kombu's ``dumps``: splicing saves nothing there.
 SPLICE_MIN_CHARS = 4096
 
-#: Every character base64 may hold (standard alphabet and padding): none needs a JSON escape.
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 _MESSAGE_HEAD = b'{"body": "'
 _UNACKED_HEAD = b'[{"body": "'
@@ -50,11 +49,19 @@ def _spliceable_body(message: Any) -> bytes | None:
     ):
         return None
     body_ascii = body.encode("ascii")
-    # The body came off a Redis list (anyone with write access to it could have put a
-    # quote or a control character there): only a true base64 alphabet is copied as is.
-    if body_ascii.translate(None, _BASE64_ALPHABET):
-        return None
-    return body_ascii
+    # A body read off a Redis list may hold anything (anyone who can write to the list):
+    # checked, not trusted, since a quote or a control character would break the JSON.
+    return body_ascii if _verbatim_in_json(body_ascii) else None
+
+
+def _verbatim_in_json(text: bytes) -> bool:
+    """Whether a JSON string holds ``text`` as it is, both ways: printable ASCII with no
+    quote or backslash is what json's encoder leaves unescaped (base64 always is).
+    numpy's min and max take ~15 µs on 400 KB, ``bytes.translate`` ~115 µs."""
+    if not text or b'"' in text or b"\\" in text:
+        return False
+    codes = np.frombuffer(text, np.uint8)
+    return int(codes.min()) >= 0x20 and int(codes.max()) <= 0x7E
 
 
 def _without_body(message: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +96,7 @@ def message_from_json(payload: bytes | str) -> Any:
         if (
             body_end - len(_MESSAGE_HEAD) >= SPLICE_MIN_CHARS
             and payload.startswith(_BODY_END, body_end)
-            and not body.translate(None, _BASE64_ALPHABET)
+            and _verbatim_in_json(body)
         ):
             message = _with_empty_body(payload[body_end + len(_BODY_END) :])
             if message is not None:

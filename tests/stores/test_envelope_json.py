@@ -61,6 +61,10 @@ MESSAGES = {
     "large body with a quote": _message("A" * 5000 + '"' + "A" * 5000),
     "large body with a newline": _message("A" * 5000 + "\n" + "A" * 5000),
     "large body with non-ASCII": _message("A" * 5000 + "é"),
+    "large body with a backslash": _message("A" * 5000 + "\\" + "A" * 5000),
+    "large body with a tab": _message("A" * 5000 + "\t"),
+    "large body with DEL": _message("A" * 5000 + "\x7f"),
+    "large printable body, not base64": _message("A b~c!" * 1000),
     "body not first": {k: v for k, v in reversed(_message(BIG).items())},
     "body only": {"body": BIG},
 }
@@ -93,6 +97,10 @@ HEAD = b'{"body": "' + b"A" * 5000 + b'", '
 JSON_TEXTS = {
     "compact separators": b'{"body":"' + b"A" * 5000 + b'","headers":{}}',
     "escaped quote in the body": b'{"body": "' + b"A" * 5000 + b'\\"A", "headers": {}}',
+    "escaped character in the body": HEAD[:-3] + b'\\u0041", "headers": {}}',
+    "DEL in the body": HEAD[:-3] + b'\x7f", "headers": {}}',
+    "UTF-8 in the body": HEAD[:-3] + "é".encode() + b'", "headers": {}}',
+    "body not a string": b'{"body": 5, "headers": {}}',
     "body key twice, other value": b'{"body": "' + b"A" * 5000 + b'", "body": "B", "headers": {}}',
     "body key twice": b'{"body": "' + b"A" * 5000 + b'", "h": {}, "body": ""}',
     "typed keys beside the body": HEAD + b'"__type__": "x", "__value__": 1}',
