@@ -2,14 +2,14 @@
 
 kombu's Redis transport JSON-encodes the whole message on every publish, and the
 whole ``[message, exchange, routing_key]`` triple again on every delivery (the
-unacked hash). Our routine batches are ~400 KB of base64 in ``body``: the JSON
-encoder scans every character of it for escapes, which cost the gateway ~0.7 ms
-per message, and its decoder the worker ~0.9 ms per delivery (measured on this
-machine). Base64 is plain ASCII that JSON never escapes, so the rest of the
-message is encoded (or decoded) alone and the body copied in (or sliced out) as
-it is. The bytes are exactly kombu's own: ``dumps`` puts ``body`` first (kombu's
-``prepare_message`` builds it first) with the default ``", "`` / ``": "``
-separators and ASCII escapes. Anything else falls back to kombu's ``dumps``/``loads``.
+unacked hash), and decodes it on every delivery. Our routine batches are ~400 KB of
+base64 in ``body``: scanning every character of it for escapes took ~0.6 ms to
+encode and ~0.2 ms to decode on this machine, against ~0.04 ms and ~0.06 ms here.
+Base64 is plain ASCII that JSON never escapes, so the rest of the message is encoded
+(or decoded) alone and the body copied in (or sliced out) as it is. The bytes are
+exactly kombu's own: ``dumps`` puts ``body`` first (kombu's ``prepare_message``
+builds it first) with the default ``", "`` / ``": "`` separators and ASCII escapes.
+Anything else falls back to kombu's ``dumps``/``loads``.
 """
 
 from __future__ import annotations

@@ -13,14 +13,15 @@ the unacked index, so kombu's visibility-timeout restore delivers it again, and
 the routine task's chunk claims make that second delivery apply nothing twice.
 
 kombu JSON-encodes every message it pushes (``Channel._put``), again with the
-exchange and routing key for every delivery it records unacked (``QoS.append``),
-and decodes every message it pops (``Channel._brpop_read``). A routine batch's body
-is ~400 KB of base64, and scanning it for escapes was the gateway's largest single
-cost at 2x capacity (kombu's ``dumps`` ~0.7 ms a message; ``loads`` ~0.9 ms a
-delivery on the workers). Those three methods are kombu 5.7's own, copied with
-``runtime.envelope_json`` in place of ``dumps``/``loads``: it writes the same bytes and
-reads the same message, splicing the body instead of scanning it
-(tests/stores/test_large_body_transport.py compares them with stock kombu's).
+exchange and routing key for every delivery it records unacked (``QoS.append``), and
+decodes every message it pops (``Channel._brpop_read``). A routine batch's body is
+~400 KB of base64, and scanning it for escapes was the gateway's largest single cost
+at 2x capacity (kombu's ``dumps`` ~0.6 ms a message, paid again per delivery by the
+workers, with ``loads`` ~0.2 ms; ``bench/envelope_cost.py`` measures it). Those
+three methods are kombu 5.7's own, copied with ``runtime.envelope_json`` in place of
+``dumps``/``loads``: it writes the same bytes and reads the same message, splicing
+the body instead of scanning it (tests/stores/test_large_body_transport.py compares
+them with stock kombu's).
 """
 
 from __future__ import annotations
