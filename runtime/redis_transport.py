@@ -1,4 +1,5 @@
-"""kombu's Redis transport, except that an ack Redis refuses still frees the delivery slot.
+"""kombu's Redis transport, except that an ack Redis refuses still frees the delivery slot,
+and a large base64 body is copied into and out of the message's JSON, not scanned.
 
 kombu's Redis ``QoS.ack`` removes the message from the unacked index first and
 forgets the delivery only if that succeeds. When Redis refuses the removal (at
@@ -10,17 +11,33 @@ region's worker took nothing more for two minutes after Redis went back under
 its memory limit). Here the delivery is forgotten anyway. The message stays in
 the unacked index, so kombu's visibility-timeout restore delivers it again, and
 the routine task's chunk claims make that second delivery apply nothing twice.
+
+kombu JSON-encodes every message it pushes (``Channel._put``), again with the
+exchange and routing key for every delivery it records unacked (``QoS.append``), and
+decodes every message it pops (``Channel._brpop_read``). A routine batch's body is
+~400 KB of base64, and scanning it for escapes was the gateway's largest single cost
+at 2x capacity (kombu's ``dumps`` ~0.6 ms a message, paid again per delivery by the
+workers, with ``loads`` ~0.2 ms; ``bench/envelope_cost.py`` measures it). Those
+three methods are kombu 5.7's own, copied with ``runtime.envelope_json`` in place of
+``dumps``/``loads``: it writes the same bytes and reads the same message, splicing
+the body instead of scanning it (tests/stores/test_large_body_transport.py compares
+them with stock kombu's).
 """
 
 from __future__ import annotations
 
 import logging
+from queue import Empty
+from time import time
 from typing import Any
 from urllib.parse import urlparse
 
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+
+from runtime.envelope_json import message_from_json, message_json, unacked_json
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +47,16 @@ REDIS_SCHEMES = ("redis", "rediss")
 
 
 class SettlingQoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        # kombu 5.7's QoS.append (its branch for redis-py < 3 dropped: kombu 5.7 needs 3+).
+        delivery = message.delivery_info
+        exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
+                self.unacked_key, delivery_tag, unacked_json(message._raw, exchange, routing_key)
+            ).execute()
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
     def ack(self, delivery_tag: Any) -> None:
         try:
             super().ack(delivery_tag)  # type: ignore[no-untyped-call]
@@ -56,6 +83,60 @@ class SettlingQoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = SettlingQoS
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        # kombu 5.7's Channel._put, the message encoded by message_json.
+        pri = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
+        key = self._q_for_pri(queue, pri)  # type: ignore[no-untyped-call]
+        publish_batch = kwargs.pop("_publish_batch", None)
+        payload = message_json(message)
+
+        if publish_batch is not None:
+            publish_batch.add("lpush", key, payload)
+            if self._expires and queue in self._expires:
+                for p in self.priority_steps:
+                    publish_batch.add(
+                        "pexpire",
+                        self._q_for_pri(queue, p),  # type: ignore[no-untyped-call]
+                        self._expires[queue],
+                    )
+            return
+
+        with self.conn_or_acquire() as client:
+            if self._expires and queue in self._expires:
+                with client.pipeline() as pipe:
+                    pipe.lpush(key, payload)
+                    for p in self.priority_steps:
+                        pipe.pexpire(
+                            self._q_for_pri(queue, p),  # type: ignore[no-untyped-call]
+                            self._expires[queue],
+                        )
+                    pipe.execute()
+            else:
+                client.lpush(key, payload)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        # kombu 5.7's Channel._brpop_read, the message decoded by message_from_json.
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                # if there's a ConnectionError, disconnect so the next
+                # iteration will reconnect automatically.
+                self.client.connection.disconnect()
+                raise
+            if dest__item:
+                dest, item = dest__item
+                dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]  # type: ignore[no-untyped-call]
+                self._queue_cycle.rotate(dest)
+                self.connection._deliver(message_from_json(item), dest)
+                return True
+            else:
+                raise Empty()
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            # The BRPOP connection is idle now: kombu flushes a pending re-auth token here.
+            self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
 
 
 class Transport(kombu_redis.Transport):
