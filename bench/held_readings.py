@@ -82,8 +82,9 @@ class HeldReadings:
     def handover_wait_ms(self) -> dict[int, int]:
         """Histogram (``scheduler.latency`` buckets) of how long the readings handed to
         ``screen`` had waited here, from their event time: the gateway's part of their
-        detection latency (it hands over a chunk a loop, behind premium and its new
-        readings, so a gateway short of time falls behind here first)."""
+        detection latency (it hands over chunks after premium and its new readings, for
+        as long as its loop's budget lasts, so a gateway short of time falls behind here
+        first)."""
         return {int(b): int(self._handover_wait[b]) for b in np.flatnonzero(self._handover_wait)}
 
     @property
