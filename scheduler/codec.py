@@ -17,8 +17,8 @@ WIRE_VERSION = 1
 #: The same columns, but ``ingest_ts`` sent once as ``ingest_ts_all`` (a float) where
 #: every reading of the batch shares it, as screening copies of held readings do (their
 #: copy time): a quarter of a one-metric batch's bytes, which the producer base64s and
-#: JSON-wraps for the broker and writes to the in-flight ledger besides, and it is the
-#: gateway's CPU that runs out first at 2x capacity. Readers of version 1 only refuse it
+#: JSON-wraps for the broker and writes to the in-flight ledger besides (the gateway's CPU
+#: was what ran short at 2x capacity on 2 cores). Readers of version 1 only refuse it
 #: by name (``unsupported wire version 2``): upgrade workers before producers.
 WIRE_VERSION_SHARED_INGEST_TS = 2
 
