@@ -24,6 +24,34 @@ def _held_copies(app: RecordingApp) -> list[list[tuple[int, float]]]:
     ]
 
 
+def _held_by_device(app: RecordingApp) -> dict[int, list[float]]:
+    """Per device, the event times its held copies carried, in the order sent."""
+    seen: dict[int, list[float]] = {}
+    for copy in _held_copies(app):
+        for d, t in copy:
+            seen.setdefault(d, []).append(t)
+    return seen
+
+
+def _clocked_closed_region(
+    app: RecordingApp, budget: HeldScreenBudget
+) -> tuple[Producer, np.ndarray, list[float]]:
+    """A producer on a clock of the test's own (``now[0]``), every region closed to
+    non-premium readings, and 300 standard eu-west devices."""
+    now = [time.time()]
+    reg = generate_registry(2_000, seed=3)
+    producer = Producer(
+        lambda: reg,
+        CeleryPublisher(app, screening=True, clock=lambda: now[0]),  # type: ignore[arg-type]
+        MemoryStateStore(),
+        clock=lambda: now[0],
+        backlog_gate=lambda: np.full(3, True),
+        held_screening=budget,
+    )
+    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    return producer, ids, now
+
+
 def _held_in_closed_region(
     app: RecordingApp, closed: list[bool]
 ) -> tuple[Producer, np.ndarray, float]:
@@ -40,17 +68,7 @@ def _held_in_closed_region(
 def test_held_readings_of_several_chunks_go_out_in_one_copy_once_old_enough() -> None:
     # Given eu-west closed to non-premium readings, on a clock of the test's own
     app = RecordingApp()
-    now = [time.time()]
-    reg = generate_registry(2_000, seed=3)
-    producer = Producer(
-        lambda: reg,
-        CeleryPublisher(app, screening=True, clock=lambda: now[0]),  # type: ignore[arg-type]
-        MemoryStateStore(),
-        clock=lambda: now[0],
-        backlog_gate=lambda: np.full(3, True),
-        held_screening=HeldScreenBudget(),
-    )
-    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
+    producer, ids, now = _clocked_closed_region(app, HeldScreenBudget())
     start = now[0]
     # When three chunks of one reading per device are held back, 0.1 s apart
     for k in range(3):
@@ -104,19 +122,9 @@ def test_only_the_devices_admitted_anew_have_their_held_readings_sent_early() ->
 def test_a_paced_region_sends_what_its_budget_pays_oldest_first_and_keeps_the_rest() -> None:
     # Given eu-west closed, a budget that has earned nothing yet, copies of 100 readings
     app = RecordingApp()
-    now = [time.time()]
-    reg = generate_registry(2_000, seed=3)
     budget = HeldScreenBudget(per_admitted=1.0)
-    producer = Producer(
-        lambda: reg,
-        CeleryPublisher(app, screening=True, clock=lambda: now[0]),  # type: ignore[arg-type]
-        MemoryStateStore(),
-        clock=lambda: now[0],
-        backlog_gate=lambda: np.full(3, True),
-        held_screening=budget,
-    )
+    producer, ids, now = _clocked_closed_region(app, budget)
     producer.held_screener.coalescer.max_readings = 100
-    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
     start = now[0]
     # When five chunks of one reading per device are held back and picked for screening
     for k in range(5):
@@ -138,10 +146,7 @@ def test_a_paced_region_sends_what_its_budget_pays_oldest_first_and_keeps_the_re
     assert max(sizes) <= 330
     producer.flush()
     # And every device's readings reached screening complete and in time order
-    seen: dict[int, list[float]] = {}
-    for copy in _held_copies(app):
-        for d, t in copy:
-            seen.setdefault(d, []).append(t)
+    seen = _held_by_device(app)
     assert len(seen) == 300
     assert all(ts == [start - 5 + k for k in range(5)] for ts in seen.values())
 
@@ -149,18 +154,8 @@ def test_a_paced_region_sends_what_its_budget_pays_oldest_first_and_keeps_the_re
 def test_readings_held_newest_first_in_one_chunk_are_sent_oldest_first() -> None:
     # Given eu-west closed, a budget that has earned nothing yet, copies of 100 readings
     app = RecordingApp()
-    now = [time.time()]
-    reg = generate_registry(2_000, seed=3)
-    producer = Producer(
-        lambda: reg,
-        CeleryPublisher(app, screening=True, clock=lambda: now[0]),  # type: ignore[arg-type]
-        MemoryStateStore(),
-        clock=lambda: now[0],
-        backlog_gate=lambda: np.full(3, True),
-        held_screening=HeldScreenBudget(per_admitted=1.0),
-    )
+    producer, ids, now = _clocked_closed_region(app, HeldScreenBudget(per_admitted=1.0))
     producer.held_screener.coalescer.max_readings = 100
-    ids = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[:300]]
     start = now[0]
     # When one chunk holds two readings per device, the newer ones first
     both = np.concatenate([ids, ids])
@@ -171,9 +166,6 @@ def test_readings_held_newest_first_in_one_chunk_are_sent_oldest_first() -> None
     # And every device's readings reach screening in time order: that copy took the
     # oldest readings, not the first in the chunk
     producer.flush()
-    seen: dict[int, list[float]] = {}
-    for sent in _held_copies(app):
-        for d, t in sent:
-            seen.setdefault(d, []).append(t)
+    seen = _held_by_device(app)
     assert len(seen) == 300
     assert all(t == [start - 2, start - 1] for t in seen.values())
