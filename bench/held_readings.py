@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ingest.held_coalescer import in_time_order
 from ingest.producer import IngestResult, Producer
 from scheduler.latency import N_BUCKETS, bucket_of
 from scheduler.registry import Registry
@@ -164,8 +165,7 @@ class HeldReadings:
                 # later chunk would count as screened already (its newer one went first).
                 # A source passing readings on in order needs neither the sort nor the copy.
                 ts = held[1]
-                in_order = ts.size < 2 or bool((ts[1:] >= ts[:-1]).all())
-                by_ts = None if in_order else np.argsort(ts, kind="stable")
+                by_ts = None if in_time_order(ts) else np.argsort(ts, kind="stable")
                 piece = (*held, held_home)
                 self._to_screen.append(piece if by_ts is None else tuple(c[by_ts] for c in piece))
                 _count(self._unscreened, held_home, 1)

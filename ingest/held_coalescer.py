@@ -95,8 +95,7 @@ class HeldCoalescer:
             cols = tuple(np.concatenate([p[k] for p in pieces]) for k in range(5))  # type: ignore[assignment]
         # Pieces usually arrive oldest first already: then no sort and no second copy.
         t = cols[2]
-        in_order = t.size < 2 or bool((t[1:] >= t[:-1]).all())
-        order = None if in_order else np.argsort(t, kind="stable")
+        order = None if in_time_order(t) else np.argsort(t, kind="stable")
         sorted_: Held = cols if order is None else tuple(c[order] for c in cols)  # type: ignore[assignment]
         # One piece from now on: a failed send keeps it, in order, for the next try.
         self._pieces[region] = [sorted_]
@@ -154,6 +153,11 @@ class HeldCoalescer:
                 np.add.at(self._kept, new[ok], 1)
             self._pieces[code] = moved
             self._sizes[code] = sum(int(p[0].size) for p in moved)
+
+
+def in_time_order(t: npt.NDArray[np.float64]) -> bool:
+    """True when event times never go back (then no sort, and no sorted copy, is needed)."""
+    return t.size < 2 or bool((t[1:] >= t[:-1]).all())
 
 
 def _rest(picked: slice | npt.NDArray[np.intp], size: int) -> slice | npt.NDArray[np.intp]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ingest.held_coalescer import HeldCoalescer
+from ingest.held_coalescer import HeldCoalescer, in_time_order
 from ingest.held_rejoin import RejoinBuffer
 from ingest.screened_marks import ScreenedMarks
 from scheduler.held_screening import HeldScreenBudget, device_order, in_sample
@@ -232,7 +232,7 @@ class HeldScreener:
         """A screening copy of held readings of one (region, tier), oldest first (it may
         travel in pieces, each screened after the one before)."""
         # Coalesced copies come sorted already (``HeldCoalescer.peek``): no sort then.
-        order = slice(None) if _in_order(t) else np.argsort(t, kind="stable")
+        order = slice(None) if in_time_order(t) else np.argsort(t, kind="stable")
         topology = self._registry.topology
         self._copies += 1
         region_name, tier_name = topology.regions[region], topology.tiers[tier]
@@ -253,8 +253,3 @@ def _gather(
 ) -> tuple[npt.NDArray[Any], ...]:
     """The rows ``index`` of every column."""
     return tuple(c[index] for c in cols)
-
-
-def _in_order(t: F64) -> bool:
-    """True when event times never go back."""
-    return t.size < 2 or bool((t[1:] >= t[:-1]).all())
