@@ -39,4 +39,3 @@ def warm_up(celery_app: IotschedApp) -> None:
         celery_app.runtime.registry.get()
     except Exception as exc:  # any failure leaves it to the lazy path
         LOGGER.info("worker warm-up left to the first task: %r", exc)
-
