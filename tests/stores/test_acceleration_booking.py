@@ -83,3 +83,27 @@ def test_the_in_memory_runtime_books_acceleration_too(
     # Then the alert is folded and its devices' pending data is booked for acceleration
     assert rt.stores.incidents.load("eu-west") is not None
     assert [devs for _, _, devs in _booked(recording_app)] == [[1, 2]]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_no_acceleration_is_booked_while_the_regions_budget_is_spent(
+    kind: str, make_runtime: MakeRuntime, recording_app: RecordingApp
+) -> None:
+    client = fakeredis.FakeRedis() if kind == "redis" else None
+    rt = make_runtime(client, accelerate_min_interval_s=INTERVAL_S)
+    rt.stores.state.save_registry(generate_registry(3_000, seed=0))
+    rt.sinks = [MemorySink()]
+    # Given eu-west's budget of work above premium spent (a minute of slot time charged)
+    rt.stores.work_budget.charge("eu-west", rt.clock(), 60.0)
+    # When an incident opens there
+    handle_alerts(rt, alerts("a", [1, 2]), NOW)
+    # Then it is folded, nothing is booked, and the skip is counted
+    assert rt.stores.incidents.load("eu-west") is not None
+    assert _booked(recording_app) == []
+    assert rt.stores.state.counters()["accelerate_skipped_budget"] == 1
+    # When the debt is paid (an hour on) and the incident grows
+    later_ts = rt.clock() + 3_600.0
+    rt.clock = lambda: later_ts
+    handle_alerts(rt, alerts("b", [3]), NOW + 0.01)
+    # Then its devices are booked, the ones it opened with included
+    assert [devs for _, _, devs in _booked(recording_app)] == [[1, 2, 3]]
