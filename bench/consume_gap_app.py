@@ -99,6 +99,22 @@ def _trace_parent() -> None:
     billiard.pool._get_send_offset = traced_send_offset
 
 
+def _pipe_bytes(size: int) -> None:
+    """Each pool child's job pipe this many bytes (``F_SETPIPE_SZ``), for comparison with
+    the kernel's default 64 KB."""
+    import fcntl
+
+    get_send_offset = billiard.pool._get_send_offset
+
+    def sized(connection: Any) -> Any:
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, size)
+        return get_send_offset(connection)
+
+    billiard.pool._get_send_offset = sized
+
+
+if os.environ.get("GAP_PIPE_BYTES"):
+    _pipe_bytes(int(os.environ["GAP_PIPE_BYTES"]))
 if os.environ.get("GAP_TRACE_PARENT") == "1":
     _trace_parent()
 

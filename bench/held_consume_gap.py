@@ -130,7 +130,14 @@ def parent_steps(events: list[tuple[int, str, float, str]], gaps: list[tuple[flo
     return {"median_ms": steps, "pipe_writes_median": statistics.median(writes)}
 
 
-def run(url: str, messages: int, readings: int, hogs: int, trace_parent: bool) -> dict[str, Any]:
+def run(
+    url: str,
+    messages: int,
+    readings: int,
+    hogs: int,
+    trace_parent: bool,
+    worker_extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     # celeryconfig reads the broker and key prefix from the environment when imported.
     prefix = os.environ.setdefault("IOTSCHED_KEY_PREFIX", f"gap{uuid.uuid4().hex[:6]}")
     os.environ["IOTSCHED_REDIS_URL"] = url
@@ -145,6 +152,7 @@ def run(url: str, messages: int, readings: int, hogs: int, trace_parent: bool) -
             prefix,
             GAP_TRACE_DIR=str(trace_dir),
             GAP_TRACE_PARENT="1" if trace_parent else "0",
+            **(worker_extra_env or {}),
         )
         argv = [
             sys.executable, "-m", "celery", "-A", "bench.consume_gap_app:app", "worker",
@@ -189,6 +197,7 @@ def run(url: str, messages: int, readings: int, hogs: int, trace_parent: bool) -
         "readings": readings,
         "messages": messages,
         "hogs": hogs,
+        "worker_env": worker_extra_env or {},
         "gap": _ms([b - a for a, b in gaps]),
         "task": _ms([post[1] - pre[1] for pre, post in runs]),
         "wall_ms_per_message": round(wall_s / messages * 1e3, 3),
@@ -212,11 +221,16 @@ def main() -> None:
     p.add_argument("--hogs", type=int, default=0)
     p.add_argument("--trace-parent", action="store_true")
     p.add_argument("--redis-url")
+    p.add_argument(
+        "--worker-env", action="append", default=[], metavar="NAME=VALUE",
+        help="set in the worker environment (GAP_PIPE_BYTES=1048576, MALLOC_TRIM_THRESHOLD_=...)",
+    )  # fmt: skip
     args = p.parse_args()
+    extra = dict(item.split("=", 1) for item in args.worker_env)
     with private_redis(args.redis_url) as url:
         for readings in (args.small_readings, args.readings):
             print(
-                json.dumps(run(url, args.messages, readings, args.hogs, args.trace_parent)),
+                json.dumps(run(url, args.messages, readings, args.hogs, args.trace_parent, extra)),
                 flush=True,
             )
 
