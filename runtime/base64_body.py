@@ -1,10 +1,10 @@
 """Decoding a large base64 message body, compiled: kombu's ``base64.b64decode`` is
 CPython 3.11's byte-at-a-time ``binascii`` loop.
 
-A held screening copy of 40,000 readings is 1.28 MB of msgpack, 1.71 MB of base64 in
-kombu's envelope; a region worker's parent decoded it in 3.8-4.6 ms (``binascii``), a
-fifth of all its CPU for that message (``bench/held_consume_gap.py``). This kernel
-decodes it in ~1.2 ms. It takes canonical base64 only (a multiple of 4 characters of the
+A held screening copy of 40,000 readings is 0.96 MB of msgpack, 1.28 MB of base64 in
+kombu's envelope; a region worker's parent decoded it in 4.9-5.0 ms (``binascii``), a
+quarter of all its CPU for that message (``bench/held_consume_gap.py``). This kernel
+decodes it in 0.8-1.0 ms. It takes canonical base64 only (a multiple of 4 characters of the
 standard alphabet, ``=`` padding in the last quad only: what kombu's ``b64encode`` writes)
 and returns exactly ``base64.b64decode``'s bytes; anything else returns None, and the
 caller decodes it kombu's way (same bytes, or same error).

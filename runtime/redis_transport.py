@@ -23,13 +23,15 @@ three methods are kombu 5.7's own, copied with ``runtime.envelope_json`` in plac
 the body instead of scanning it (tests/stores/test_large_body_transport.py compares
 them with stock kombu's).
 
-A held screening copy (40,000 readings: 1.71 MB of base64) cost a region worker's parent
-~20 ms of CPU between two tasks (``bench/held_consume_gap.py``), two steps of it far more
-than the bytes need: redis-py's hiredis packer copied the unacked-hash HSET's 1.71 MB
-into one command (``hiredis.pack_command``, 3.3 ms; its Python packer sends a large
-argument as it is, 0.003 ms), and kombu's ``base64.b64decode`` took 3.8-4.6 ms (the
-compiled ``runtime.base64_body``, ~1.2 ms). This transport's connections pack the
-Python way (the same bytes on the wire) and its channel decodes large bodies compiled.
+A held screening copy (40,000 readings: 1.28 MB of base64) cost a region worker's parent
+17-20 ms of CPU between two tasks (``bench/held_consume_gap.py``), two steps of it far
+more than the bytes need: redis-py's hiredis packer copies every argument into one
+command (``hiredis.pack_command``: 3.3 ms for 1.71 MB; its Python packer sends a large
+argument as it is, 0.003 ms), so the unacked-hash write took 5.0-5.3 ms (now 1.5-1.7),
+and kombu's ``base64.b64decode`` took 4.9-5.0 ms (the compiled ``runtime.base64_body``,
+0.8-1.0 ms). This transport's connections pack the Python way (the same bytes on the
+wire) and its channel decodes large bodies compiled: the parent's CPU per held copy went
+from 17-20 ms to 12-13.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ REDIS_SCHEMES = ("redis", "rediss")
 class _PythonPacking:
     """A connection that packs commands with redis-py's Python packer even when hiredis is
     installed: it sends an argument over 6,000 bytes as its own buffer, where
-    ``hiredis.pack_command`` copies every argument into one (3.3 ms for a held copy's
-    1.71 MB unacked-hash entry, and as much for the producer's LPUSH of it)."""
+    ``hiredis.pack_command`` copies every argument into one (3.3 ms for 1.71 MB: a held
+    copy's unacked-hash entry, and the producer's LPUSH of it, are 1.28 MB)."""
 
     _buffer_cutoff: int
     encoder: Any

@@ -25,7 +25,8 @@ from redis.connection import HiredisRespSerializer
 from runtime import base64_body
 from runtime.redis_transport import COMPILED_DECODE_MIN_CHARS, transport_for
 
-#: A held screening copy's msgpack body: 40,000 readings of one metric, wire version 1.
+#: A held screening copy's msgpack body, at most: 40,000 readings of one metric with their
+#: own ingest times (wire version 1; held copies share one, 0.96 MB).
 HELD_COPY_BYTES = 1_280_160
 
 

@@ -1,7 +1,7 @@
 """Our Redis transport leaves in Redis exactly what stock kombu leaves, and large bodies
 survive publish, delivery, unacked restore and redelivery (against a private redis-server).
 
-Given the same messages (a ~400 KB body, a held copy's 1.7 MB and a small one, unicode
+Given the same messages (a ~400 KB body, a held copy's 1.3-1.7 MB and a small one, unicode
 headers, a priority, a queue with an expiry) published plainly and in a publish batch,
 once through stock kombu and once through our transport, when each consumes them
 (BRPOP), restores the unacked deliveries and consumes them again, then every Redis list,
@@ -26,7 +26,7 @@ from runtime.redis_transport import Channel, transport_for
 pytestmark = pytest.mark.integration
 
 BIG = os.urandom(300_000)  # base64: 400,000 characters, a routine batch's size
-HELD_COPY = os.urandom(1_280_160)  # base64: 1.71 MB, a held screening copy of 40,000 readings
+HELD_COPY = os.urandom(1_280_160)  # base64: 1.71 MB, the most a held copy (40,000 readings) takes
 SMALL = b"small body"
 QUEUES = {"plain": {}, "expiring": {"expires": 600.0}}
 
