@@ -22,6 +22,16 @@ three methods are kombu 5.7's own, copied with ``runtime.envelope_json`` in plac
 ``dumps``/``loads``: it writes the same bytes and reads the same message, splicing
 the body instead of scanning it (tests/stores/test_large_body_transport.py compares
 them with stock kombu's).
+
+A held screening copy (40,000 readings: 1.28 MB of base64) cost a region worker's parent
+17-20 ms of CPU between two tasks (``bench/held_consume_gap.py``), two steps of it far
+more than the bytes need: redis-py's hiredis packer copies every argument into one
+command (``hiredis.pack_command``: 3.3 ms for 1.71 MB; its Python packer sends a large
+argument as it is, 0.003 ms), so the unacked-hash write took 5.0-5.3 ms (now 1.5-1.7),
+and kombu's ``base64.b64decode`` took 4.9-5.0 ms (the compiled ``runtime.base64_body``,
+0.8-1.0 ms). This transport's connections pack the Python way (the same bytes on the
+wire) and its channel decodes large bodies compiled: the parent's CPU per held copy went
+from 17-20 ms to 12-13.
 """
 
 from __future__ import annotations
@@ -36,14 +46,42 @@ import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
+from redis.connection import PythonRespSerializer
 
 from runtime.envelope_json import message_from_json, message_json, unacked_json
 
 log = logging.getLogger(__name__)
 
+#: Base64 bodies from this many characters on are decoded by ``runtime.base64_body``
+#: (smaller ones kombu's way: nothing to save there, and no numba import for them).
+COMPILED_DECODE_MIN_CHARS = 4096
+
 #: Broker URL schemes this transport serves (a ``rediss://`` URL always carries its
 #: ``ssl_cert_reqs``: scheduler.redis_url).
 REDIS_SCHEMES = ("redis", "rediss")
+
+
+class _PythonPacking:
+    """A connection that packs commands with redis-py's Python packer even when hiredis is
+    installed: it sends an argument over 6,000 bytes as its own buffer, where
+    ``hiredis.pack_command`` copies every argument into one (3.3 ms for 1.71 MB: a held
+    copy's unacked-hash entry, and the producer's LPUSH of it, are 1.28 MB)."""
+
+    _buffer_cutoff: int
+    encoder: Any
+
+    def _construct_command_packer(self, packer: Any) -> Any:
+        if packer is not None:
+            return packer
+        return PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)
+
+
+class PythonPackingConnection(_PythonPacking, redis.Connection):
+    pass
+
+
+class PythonPackingSSLConnection(_PythonPacking, redis.SSLConnection):
+    pass
 
 
 class SettlingQoS(kombu_redis.QoS):
@@ -83,6 +121,22 @@ class SettlingQoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = SettlingQoS
+    connection_class = PythonPackingConnection
+    connection_class_ssl = PythonPackingSSLConnection
+
+    def decode_body(self, body: Any, encoding: str | None = None) -> Any:
+        # kombu's Message decodes every body it is given here, in the worker's parent.
+        if (
+            encoding == "base64"
+            and isinstance(body, str)
+            and len(body) >= COMPILED_DECODE_MIN_CHARS
+        ):
+            from runtime import base64_body  # numba: imported by workers only
+
+            decoded = base64_body.decode(body)
+            if decoded is not None:
+                return decoded
+        return super().decode_body(body, encoding)  # type: ignore[no-untyped-call]
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         # kombu 5.7's Channel._put, the message encoded by message_json.

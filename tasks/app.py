@@ -7,6 +7,9 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
+# The worker's parent decodes each large message body with this kernel
+# (runtime.redis_transport): compiled, or loaded from numba's cache, before the first one.
+import runtime.base64_body  # noqa: F401
 from runtime.celery_app import IotschedApp, broker_app, make_app, region_apps
 
 __all__ = ["IotschedApp", "app", "broker_app", "make_app", "region_apps"]

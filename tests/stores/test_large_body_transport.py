@@ -1,12 +1,13 @@
 """Our Redis transport leaves in Redis exactly what stock kombu leaves, and large bodies
 survive publish, delivery, unacked restore and redelivery (against a private redis-server).
 
-Given the same messages (a ~400 KB body and a small one, unicode headers, a priority,
-a queue with an expiry) published plainly and in a publish batch, once through stock
-kombu and once through our transport, when each consumes them (BRPOP), restores the
-unacked deliveries and consumes them again, then every Redis list, set and the unacked
-hash hold the same bytes at each step, and the consumer gets back the bodies it sent.
-This pins the kombu methods runtime.redis_transport copies to the kombu it runs on.
+Given the same messages (a ~400 KB body, a held copy's 1.3-1.7 MB and a small one, unicode
+headers, a priority, a queue with an expiry) published plainly and in a publish batch,
+once through stock kombu and once through our transport, when each consumes them
+(BRPOP), restores the unacked deliveries and consumes them again, then every Redis list,
+set and the unacked hash hold the same bytes at each step, and the consumer gets back
+the bodies it sent. This pins the kombu methods runtime.redis_transport copies to the
+kombu it runs on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from runtime.redis_transport import Channel, transport_for
 pytestmark = pytest.mark.integration
 
 BIG = os.urandom(300_000)  # base64: 400,000 characters, a routine batch's size
+HELD_COPY = os.urandom(1_280_160)  # base64: 1.71 MB, the most a held copy (40,000 readings) takes
 SMALL = b"small body"
 QUEUES = {"plain": {}, "expiring": {"expires": 600.0}}
 
@@ -35,6 +37,7 @@ PUBLISHES: list[tuple[str, bytes, dict[str, Any], bool]] = [
     ("plain", BIG, {"priority": 5}, False),
     ("plain", BIG, {}, True),
     ("plain", BIG, {"priority": 9, "headers": {"note": "日本\u2028"}}, True),
+    ("plain", HELD_COPY, {}, True),
     ("expiring", BIG, {}, False),
     ("expiring", BIG, {"priority": 3}, True),
     ("expiring", SMALL, {}, True),
