@@ -11,6 +11,7 @@ import pytest
 from runtime_doubles import MakeRuntime, RecordingApp
 
 from alerts.stream_sink import MemorySink
+from runtime.runtime import Runtime
 from scheduler.registry import generate_registry
 from scheduler.wire import ACCELERATE_TASK
 from tasks.anomaly import handle_alerts, handle_tick
@@ -45,14 +46,20 @@ def _booked(app: RecordingApp) -> list[tuple[str, str, list[int]]]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-def test_opening_and_growth_book_acceleration_at_most_once_per_interval(
-    kind: str, make_runtime: MakeRuntime, recording_app: RecordingApp
-) -> None:
+def _alerting_runtime(kind: str, make_runtime: MakeRuntime) -> Runtime:
+    """A runtime (fakeredis or memory) with a 3,000-device registry and a memory sink."""
     client = fakeredis.FakeRedis() if kind == "redis" else None
     rt = make_runtime(client, accelerate_min_interval_s=INTERVAL_S)
     rt.stores.state.save_registry(generate_registry(3_000, seed=0))
     rt.sinks = [MemorySink()]
+    return rt
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_opening_and_growth_book_acceleration_at_most_once_per_interval(
+    kind: str, make_runtime: MakeRuntime, recording_app: RecordingApp
+) -> None:
+    rt = _alerting_runtime(kind, make_runtime)
     # Given devices 1 and 2 of group 0 alert: an incident opens
     handle_alerts(rt, alerts("a", [1, 2]), NOW)
     # When it grows at once, and timers run without growth
@@ -89,10 +96,7 @@ def test_the_in_memory_runtime_books_acceleration_too(
 def test_no_acceleration_is_booked_while_the_regions_budget_is_spent(
     kind: str, make_runtime: MakeRuntime, recording_app: RecordingApp
 ) -> None:
-    client = fakeredis.FakeRedis() if kind == "redis" else None
-    rt = make_runtime(client, accelerate_min_interval_s=INTERVAL_S)
-    rt.stores.state.save_registry(generate_registry(3_000, seed=0))
-    rt.sinks = [MemorySink()]
+    rt = _alerting_runtime(kind, make_runtime)
     # Given eu-west's budget of work above premium spent (a minute of slot time charged)
     rt.stores.work_budget.charge("eu-west", rt.clock(), 60.0)
     # When an incident opens there
