@@ -25,7 +25,7 @@ import numpy.typing as npt
 from celery import Celery
 from kombu.exceptions import BatchPublishError, OperationalError
 
-from scheduler import wire
+from scheduler import defaults, wire
 from scheduler.codec import encode_batch
 from scheduler.model import Batch, WorkClass, queue_name
 from stores.inflight import InflightBatch, InflightLedgerStore
@@ -47,6 +47,19 @@ def encode_accelerate(
     }
 
 
+def held_reference(payload: dict[str, Any]) -> dict[str, Any]:
+    """The message of a held copy recorded whole in the in-flight ledger: its id, where and
+    how many (what Flower, dead letters and the reaper's give-up read), no columns."""
+    return {
+        "id": payload["id"],
+        "region": payload["region"],
+        "tier": payload["tier"],
+        "n": payload["n"],
+        wire.HELD_SCREEN_FIELD: True,
+        wire.LEDGER_REF_FIELD: True,
+    }
+
+
 class Publisher:
     def __init__(
         self,
@@ -54,13 +67,16 @@ class Publisher:
         ledger: InflightLedgerStore | None,
         clock: Callable[[], float] = time.time,
         region_apps: Mapping[str, Celery] | None = None,
+        held_ref_min_readings: int = defaults.HELD_SCREEN_REF_MIN_READINGS,
     ) -> None:
         """``region_apps`` are the apps of regions with a broker of their own; ``ledger``
-        None only where nothing reaps (a bench measuring the bare broker path)."""
+        None only where nothing reaps (a bench measuring the bare broker path); held
+        copies of ``held_ref_min_readings`` or more go by reference to their ledger entry."""
         self.app = app
         self.ledger = ledger
         self.clock = clock
         self.region_apps = dict(region_apps or {})
+        self.held_ref_min_readings = held_ref_min_readings
 
     def app_for(self, region: str) -> Celery:
         """The app publishing to ``region``'s broker (its own, or the shared one)."""
@@ -95,17 +111,26 @@ class Publisher:
         readings held back by admission control, whose screening does not advance the
         stream's screened frontier."""
         sends = []
+        refs: dict[str, dict[str, Any]] = {}
         for batch, queue, held in copies:
             payload = encode_batch(batch)
             if held:
                 payload[wire.HELD_SCREEN_FIELD] = True
+                if self.ledger is not None and len(batch) >= self.held_ref_min_readings:
+                    refs[batch.batch_id] = held_reference(payload)
             sends.append((batch, queue, wire.SCREEN_TASK, payload))
-        self._send_batches(sends)
+        self._send_batches(sends, refs)
 
-    def _send_batches(self, sends: Sequence[tuple[Batch, str, str, dict[str, Any]]]) -> None:
+    def _send_batches(
+        self,
+        sends: Sequence[tuple[Batch, str, str, dict[str, Any]]],
+        refs: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Recorded in the ledger first, then published in one pipeline per broker (kombu's
         publish batch): a message per round trip cost more than the message itself under
-        load, and premium waits in the producer meanwhile."""
+        load, and premium waits in the producer meanwhile. A batch id in ``refs`` is
+        sent as that reference; its ledger entry keeps the whole payload (the reaper
+        sends that one)."""
         if not sends:
             return
         self._record([(b.batch_id, q, p, task) for b, q, task, p in sends])
@@ -113,10 +138,12 @@ class Publisher:
         for send in sends:
             app = self.app_for(send[1].rpartition(".")[0])
             by_app.setdefault(id(app), (app, []))[1].append(send)
+        refs = refs or {}
         for app, group in by_app.values():
             try:
                 with app.producer_or_acquire() as producer, producer.batch(len(group) + 1):
-                    for batch, queue, task, payload in group:
+                    for batch, queue, task, recorded in group:
+                        payload = refs.get(batch.batch_id, recorded)
                         app.send_task(
                             task,
                             args=(payload,),

@@ -23,6 +23,11 @@ HELD_COALESCE_MAX_AGE_MS = 500.0
 #: Age at which the publisher sends held copies it was given (sooner when a copy of
 #: admitted readings in the same queue is due, every 100 ms under load).
 HELD_SCREEN_MAX_AGE_MS = 500.0
+#: Held copies of at least this many readings go to the broker as a reference to their
+#: in-flight ledger entry (``wire.LEDGER_REF_FIELD``), the task fetching the columns in
+#: one HGET: a message's cost in the worker's main process and pool hand-off grows with
+#: its bytes, a fetch's hardly. Below it, the columns are cheaper to carry than to fetch.
+HELD_SCREEN_REF_MIN_READINGS = 1_000
 #: Readings a producer keeps, at most, for devices rejoining the held-screening sample
 #: (``ingest.held_rejoin``): copies in its memory, about 32 bytes a reading with one
 #: metric, so 6 MB: about a second of what a 2x overload holds back on this machine.

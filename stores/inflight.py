@@ -47,6 +47,9 @@ class InflightLedgerStore(Protocol):
     def done(self, batch_id: str) -> None:
         """The batch is applied, screened or dead-lettered: nobody need send it again."""
 
+    def payload(self, batch_id: str) -> dict[str, Any] | None:
+        """The payload recorded for ``batch_id``; None once it is done (or never was)."""
+
     def overdue(
         self,
         now_ts: float,
@@ -86,6 +89,14 @@ class RedisInflightLedger:
         )
         pipe.zadd(self.keys.inflight_since, {bid: now_ts for bid, _, _, _ in batches})
         pipe.execute()
+
+    def payload(self, batch_id: str) -> dict[str, Any] | None:
+        blob = self.client.hget(self.keys.inflight, batch_id)
+        if blob is None:
+            return None
+        entry = msgpack.unpackb(blob, raw=False)
+        payload: dict[str, Any] = entry["p"]
+        return payload
 
     def done(self, batch_id: str) -> None:
         # Packed: every routine and screening task ends here, and redis-py's pipeline
@@ -170,6 +181,11 @@ class MemoryInflightLedger:
             for bid, queue, payload, task in batches:
                 self._entries[bid] = InflightBatch(bid, queue, payload, task)
                 self._since[bid] = now_ts
+
+    def payload(self, batch_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._entries.get(batch_id)
+        return None if entry is None else entry.payload
 
     def done(self, batch_id: str) -> None:
         with self._lock:

@@ -42,7 +42,7 @@ from scheduler.model import Batch
 from scheduler.registry import Registry
 from scheduler.return_fold import fold_alerted_returns
 from scheduler.screen_cost import SCREEN_HELD_READINGS, SCREEN_HELD_US
-from scheduler.wire import ALERTS_WIRE_VERSION, HELD_SCREEN_FIELD
+from scheduler.wire import ALERTS_WIRE_VERSION, HELD_SCREEN_FIELD, LEDGER_REF_FIELD
 from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
 from stores.detector_store import ALERT_STAGE, DetectorStore, LoadedBatch
 from tasks.app import app
@@ -249,6 +249,13 @@ def tier_alert_stage(tier: str) -> str:
 
 def handle_screen(rt: Runtime, payload: dict[str, Any]) -> int:
     """Screen one batch copy; returns the device alerts emitted (0 when screened before)."""
+    if payload.get(LEDGER_REF_FIELD) is True:
+        recorded = rt.stores.inflight.payload(str(payload.get("id")))
+        if recorded is None:
+            # Settled: screened (or given up) by an earlier delivery of this message.
+            rt.stores.state.incr_counters({"screen_ref_settled": 1})
+            return 0
+        payload = recorded
     try:
         batch = decode_batch(payload)
     except InvalidBatch as exc:
