@@ -119,9 +119,6 @@ class Keys:
         """A region's correlator state (msgpack)."""
         return f"{self.prefix}:incidents:{region}"
 
-    def incidents_lock(self, region: str) -> str:
-        return f"{self.prefix}:incidents:{region}:lock"
-
     def incidents_tick(self, region: str) -> str:
         """When the next correlator tick for a region is scheduled (epoch seconds)."""
         return f"{self.prefix}:incidents:{region}:tick"
