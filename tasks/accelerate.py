@@ -12,6 +12,7 @@ worker reaches them it finds those chunks claimed and skips them (counted in
 
 Accelerated processing runs ahead of premium, so it spends from the region's budget of
 work above premium (``scheduler.work_budget``: a share of a slot's time and a burst):
+each pass is charged its measured time plus its delivery (``WorkBudget.run_cost_s``);
 past it the task does nothing but count ``accelerate_skipped_budget``; the routine
 workers still process those readings in order, so nothing is lost, only not hurried.
 
@@ -88,7 +89,11 @@ def handle_accelerate(rt: Runtime, payload: dict[str, Any]) -> int:
     devices = np.frombuffer(payload["device_id"], dtype="<u8")
     budget = rt.stores.work_budget
     started = rt.clock()
+    # Every pass is charged its delivery too (``WorkBudget.run_cost_s``), a skipped one
+    # only that: the budget holds the whole slot time above premium to its share, not
+    # just the time inside this function.
     if not budget.admits(region, started):
+        budget.charge(region, started, budget.budget.run_cost_s(0.0))
         rt.stores.state.incr_counters({"accelerate_skipped_budget": 1})
         return 0
     # One run spends at most the budget's burst: the budget is checked only when a run
@@ -97,7 +102,8 @@ def handle_accelerate(rt: Runtime, payload: dict[str, Any]) -> int:
     try:
         done = accelerate(rt, region, devices.tolist(), deadline_ts=deadline)
     finally:
-        budget.charge(region, rt.clock(), rt.clock() - started)
+        ended = rt.clock()
+        budget.charge(region, ended, budget.budget.run_cost_s(ended - started))
     counts = {"accelerated_readings": done.readings, "accelerated_chunks": done.chunks}
     if done.truncated:
         counts["accelerate_scans_truncated"] = 1
