@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import msgpack
@@ -44,6 +44,11 @@ class IncidentStore(Protocol):
 
     def want_accelerate(self, region: str, incident_id: str, interval_s: float) -> bool:
         """True at most once per ``interval_s`` per incident: the caller accelerates it."""
+
+    def want_accelerate_many(
+        self, region: str, incident_ids: Sequence[str], interval_s: float
+    ) -> list[bool]:
+        """``want_accelerate`` of each incident, in one round trip."""
 
 
 #: Books a timer run unless one is booked between now and the due time (``want_tick``):
@@ -109,8 +114,22 @@ class RedisIncidentStore:
         return bool(self._want_tick(keys=[key], args=[repr(due_ts), repr(now_ts), ttl_ms]))
 
     def want_accelerate(self, region: str, incident_id: str, interval_s: float) -> bool:
-        gate = self.keys.accelerate_gate(region, incident_id)
-        return bool(self.client.set(gate, 1, nx=True, px=max(1, int(interval_s * 1000))))
+        return self.want_accelerate_many(region, [incident_id], interval_s)[0]
+
+    def want_accelerate_many(
+        self, region: str, incident_ids: Sequence[str], interval_s: float
+    ) -> list[bool]:
+        if not incident_ids:
+            return []
+        px = max(1, int(interval_s * 1000))
+        gates = [
+            resp.command(b"SET", self.keys.accelerate_gate(region, i), b"1", b"NX", b"PX", px)
+            for i in incident_ids
+        ]
+        with resp.Session(self.client) as session:
+            # Safe to send again after a reconnect: a gate set on the lost try reads as
+            # taken, so that incident waits one interval, never accelerates twice.
+            return [reply is not None for reply in session.run(gates, retry=True)]
 
 
 def _unpacked(raw: bytes) -> State:
@@ -158,10 +177,19 @@ class MemoryIncidentStore:
             return True
 
     def want_accelerate(self, region: str, incident_id: str, interval_s: float) -> bool:
+        return self.want_accelerate_many(region, [incident_id], interval_s)[0]
+
+    def want_accelerate_many(
+        self, region: str, incident_ids: Sequence[str], interval_s: float
+    ) -> list[bool]:
         now = time.monotonic()
+        wanted = []
         with self._lock:
-            last = self._accelerated.get((region, incident_id))
-            if last is not None and now - last < interval_s:
-                return False
-            self._accelerated[(region, incident_id)] = now
-            return True
+            for incident_id in incident_ids:
+                last = self._accelerated.get((region, incident_id))
+                if last is not None and now - last < interval_s:
+                    wanted.append(False)
+                    continue
+                self._accelerated[(region, incident_id)] = now
+                wanted.append(True)
+        return wanted

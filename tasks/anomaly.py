@@ -182,9 +182,11 @@ def book_acceleration(rt: Runtime, region: str, folded: Folded) -> int:
         rt.stores.state.incr_counters({"accelerate_skipped_budget": len(folded.grown)})
         return 0
     interval_s = rt.settings.accelerate_min_interval_s
+    incidents = [incident for incident, _ in folded.grown]
+    wanted = rt.stores.incidents.want_accelerate_many(region, incidents, interval_s)
     booked = 0
-    for incident, devices in folded.grown:
-        if rt.stores.incidents.want_accelerate(region, incident, interval_s):
+    for (incident, devices), want in zip(folded.grown, wanted, strict=True):
+        if want:
             rt.publisher.send_accelerate(region, incident, np.fromiter(devices, dtype=np.uint64))
             booked += 1
     return booked

@@ -64,6 +64,20 @@ def test_acceleration_is_booked_at_most_once_per_interval(stores: Stores) -> Non
     assert stores.incidents.want_accelerate("eu", "i2", interval_s=60.0)
 
 
+def test_acceleration_of_several_incidents_is_booked_in_one_ask(stores: Stores) -> None:
+    assert stores.incidents.want_accelerate("eu", "i1", interval_s=60.0)
+    # Given i1 booked, a fold that grew i1, i2 and i3 may book only i2 and i3
+    wanted = stores.incidents.want_accelerate_many("eu", ["i1", "i2", "i3"], interval_s=60.0)
+    assert wanted == [False, True, True]
+    assert stores.incidents.want_accelerate_many("eu", ["i2", "i3"], interval_s=60.0) == [
+        False,
+        False,
+    ]
+    # And another region's incidents are its own; asking for none is no booking
+    assert stores.incidents.want_accelerate_many("us", ["i1"], interval_s=60.0) == [True]
+    assert stores.incidents.want_accelerate_many("eu", [], interval_s=60.0) == []
+
+
 def test_a_screening_streams_frontier_only_moves_forward(stores: Stores) -> None:
     ids = np.array([1], dtype=np.uint64)
     for batch_id, newest_ts in (("f1", 100.0), ("f2", 90.0), ("f3", 120.0)):
