@@ -1,4 +1,4 @@
-"""A region's correlator state (msgpack), updated under a lock, once per screened batch.
+"""A region's correlator state (msgpack), updated atomically, once per screened batch.
 
 ``fold`` runs a step on the current state and saves what it returns together with the
 batch's anomaly claim in one MULTI/EXEC, under a WATCH of the state: two anomaly workers
