@@ -134,8 +134,8 @@ def correlate(
     now_ts: float,
     silences: list[Silence] | None = None,
 ) -> Folded | None:
-    """Fold alerts and silence events (or just run the timers) under the region's lock;
-    None if folded before."""
+    """Fold alerts and silence events (or just run the timers) into the region's state in
+    one atomic update (``IncidentStore.fold``); None if folded before."""
 
     def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], Folded]:
         config = rt.correlator
