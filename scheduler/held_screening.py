@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from scheduler import defaults
+
 #: Share of a region's non-premium slot time screening of held readings may take: four
 #: fifths, because a reading screened while held is not screened again when admitted, so
 #: this moves screening earlier rather than adding work, and standard detection (5 s) is
@@ -97,6 +99,16 @@ ADJUST_EVERY = 0.5
 #: it measured above zero, or this many windows after it first earned or spent, if its
 #: drain is never measured (workers gone): the budget must not wait for ever.
 UNMEASURED_WINDOWS = 2.0
+#: Longest a held reading taken on by the sample may wait for credit before the sample
+#: shrinks (seconds): the detection bound less what comes after the credit (the copy's
+#: coalescing, half a second, and a second for its queue, its screening and the alert).
+#: A reading waiting for credit is screened late by its wait; a device dropped from the
+#: sample is screened only when admitted and rejoins only after its held backlog, so the
+#: rest of the overload (8-10 s late at 2x). Shrinking once a window's earning waited
+#: (2 s) dropped 40 % of the devices in a 2x run's third second, on a drain still rising
+#: from the workers' start; the earning passed the spending a second later and stayed
+#: three times above it.
+MAX_CREDIT_WAIT_S = defaults.DETECTION_BOUND_S - defaults.HELD_COALESCE_MAX_AGE_MS / 1000.0 - 1.0
 #: Device order values span the uint64 range: order / ORDER_SPAN is in [0, 1).
 ORDER_SPAN = float(2**64)
 
@@ -215,8 +227,8 @@ class HeldScreenBudget:
         taken on and still waiting for credit to go (unknown: as if more than any).
 
         Spending past the earning shrinks the sample only once what waits for credit
-        exceeds a window's earning: a reading taken on is screened within a window of
-        its pick until then, well inside standard detection's bound, while a device
+        would wait longer than ``MAX_CREDIT_WAIT_S`` at the window's rate of earning: a
+        reading taken on is screened within standard detection's bound until then, while a device
         dropped from the sample is screened only when admitted (at 1.8x capacity, 10 s
         later) and rejoins only after its held backlog (the rest of a short overload).
         Shrinking at the first overspend dropped devices for lumps the next second's
@@ -233,9 +245,10 @@ class HeldScreenBudget:
             return
         self._resized_ts[region] = now_ts
         earned, spent, share = self._earned[region], self._spent[region], self.share(region)
-        # What the balance does not pay for yet waits for credit.
+        # What the balance does not pay for yet waits for credit: at the window's rate of
+        # earning (earned / window_s), owed * window_s / earned seconds.
         owed = waiting - max(0.0, self._balance.get(region, 0.0))
-        if spent > earned and owed > earned:
+        if spent > earned and owed * self.window_s > MAX_CREDIT_WAIT_S * earned:
             factor = max(MAX_SHRINK, earned / spent)
             self._share[region] = share * factor
             # Judged once: the window's spending is restated as at most its earning, so

@@ -8,6 +8,7 @@ import pytest
 
 from scheduler.held_screening import (
     HELD_SCREEN_SHARE,
+    MAX_CREDIT_WAIT_S,
     PER_ADMITTED,
     HeldScreenBudget,
     device_order,
@@ -270,6 +271,27 @@ def test_spending_past_the_earning_keeps_every_device_while_what_waits_is_within
     assert budget.share(0) == 1.0
     # When more than a window's earning waits for credit
     budget.spend(0, 30_000, now_ts=3.0, waiting=60_000)
+    # Then the sample shrinks
+    assert budget.share(0) < 1.0
+
+
+def test_the_sample_shrinks_only_once_what_waits_for_credit_would_wait_past_the_bound() -> None:
+    # Given a region earning 10,000 readings of held screening a second, all sent (a
+    # fading window of 2 s then holds about 20,000 earned: 2 s of earning)
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    for step in range(200):
+        budget.earn(0, 1_000, now_ts=step * 0.1)
+    budget.sent(0, 200_000, now_ts=20.0)
+    earned_rps = 10_000
+    wait_s = MAX_CREDIT_WAIT_S - 0.5
+    # When a lump is taken on past the earning and what waits would wait under the bound
+    # at the rate of earning (longer than a window, so the old rule dropped devices)
+    assert wait_s > budget.window_s
+    budget.spend(0, 60_000, now_ts=20.0, waiting=wait_s * earned_rps)
+    # Then no device is dropped: the coming credit screens them in time
+    assert budget.share(0) == 1.0
+    # When what waits would wait past it
+    budget.spend(0, 60_000, now_ts=21.0, waiting=(MAX_CREDIT_WAIT_S + 1.0) * earned_rps)
     # Then the sample shrinks
     assert budget.share(0) < 1.0
 
