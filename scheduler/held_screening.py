@@ -105,9 +105,9 @@ UNMEASURED_WINDOWS = 2.0
 #: A reading waiting for credit is screened late by its wait; a device dropped from the
 #: sample is screened only when admitted and rejoins only after its held backlog, so the
 #: rest of the overload (8-10 s late at 2x). Shrinking once a window's earning waited
-#: (2 s) dropped 40 % of the devices in a 2x run's third second, on a drain still rising
-#: from the workers' start; the earning passed the spending a second later and stayed
-#: three times above it.
+#: (2 s) dropped 41-42 % of the devices 2.2 s into a 2x run, on a drain still rising
+#: from the workers' start; the earning passed the spending a second later and rose to
+#: two to three times it.
 MAX_CREDIT_WAIT_S = defaults.DETECTION_BOUND_S - defaults.HELD_COALESCE_MAX_AGE_MS / 1000.0 - 1.0
 #: Device order values span the uint64 range: order / ORDER_SPAN is in [0, 1).
 ORDER_SPAN = float(2**64)
