@@ -51,6 +51,11 @@ class IncidentStore(Protocol):
         """``want_accelerate`` of each incident, in one round trip."""
 
 
+#: How long a fold waits before looking again while a worker from before optimistic
+#: folds holds the region's lock (its folds take milliseconds).
+LEGACY_LOCK_POLL_S = 0.005
+
+
 #: Books a timer run unless one is booked between now and the due time (``want_tick``):
 #: KEYS[1] the tick key; ARGV due_ts, now_ts, TTL (ms). Returns 1 when the caller books.
 _WANT_TICK = """
@@ -82,18 +87,31 @@ class RedisIncidentStore:
         k = self.keys
         state_key = k.incidents(region)
         claim = k.anomaly_claim(batch_id) if batch_id is not None else None
-        watch = resp.command(b"WATCH", state_key)
-        reads = [watch, resp.command(b"EXISTS", claim)] if claim else [watch]
-        reads.append(resp.command(b"GET", state_key))
+        # Workers from before optimistic folds fold under this lock and watch nothing:
+        # while one holds it, a fold here could be overwritten by its write, so a fold
+        # waits for it, and one taken meanwhile (a watched key) aborts the EXEC. Mixed
+        # versions then fold one at a time during a rolling upgrade.
+        legacy_lock = k.incidents_lock(region)
+        reads = [
+            resp.command(b"WATCH", state_key, legacy_lock),
+            resp.command(b"EXISTS", legacy_lock),
+            resp.command(b"GET", state_key),
+        ]
+        if claim is not None:
+            reads.append(resp.command(b"EXISTS", claim))
         # No retry on a lost connection: a reconnect drops the WATCH (the Session
         # disconnects on any error, so no WATCH is left on a pooled connection).
         with resp.Session(self.client) as session:
             for _ in range(self.max_attempts):
                 replies = session.run(reads)
-                if claim is not None and int(replies[1]):
+                if claim is not None and int(replies[3]):
                     session.run([resp.command(b"UNWATCH")])
                     return None
-                raw = replies[-1]
+                if int(replies[1]):
+                    session.run([resp.command(b"UNWATCH")])
+                    time.sleep(LEGACY_LOCK_POLL_S)
+                    continue
+                raw = replies[2]
                 state = None if raw is None else _unpacked(raw)
                 new_state, result = step(state)
                 packed = msgpack.packb(new_state, use_bin_type=True)

@@ -119,6 +119,11 @@ class Keys:
         """A region's correlator state (msgpack)."""
         return f"{self.prefix}:incidents:{region}"
 
+    def incidents_lock(self, region: str) -> str:
+        """The lock workers from before optimistic incident folds fold under: folds wait
+        while it is held (``RedisIncidentStore.fold``), so a rolling upgrade is safe."""
+        return f"{self.prefix}:incidents:{region}:lock"
+
     def incidents_tick(self, region: str) -> str:
         """When the next correlator tick for a region is scheduled (epoch seconds)."""
         return f"{self.prefix}:incidents:{region}:tick"

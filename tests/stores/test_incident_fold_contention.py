@@ -7,9 +7,11 @@ redis-server, since the point is real WATCH/EXEC semantics.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
 import redis
 
@@ -119,3 +121,47 @@ def test_a_timer_run_is_booked_once_until_it_is_due(client: redis.Redis, key_pre
     # Once the booked moment is past, the next timer books again
     assert store.want_tick("eu", due_ts=1_030.0, now_ts=1_006.0)
     assert store.want_tick("us", due_ts=1_010.0, now_ts=1_000.0)
+
+
+def test_a_fold_waits_while_a_worker_from_before_holds_the_region_lock(
+    client: redis.Redis, key_prefix: str
+) -> None:
+    keys = Keys(key_prefix)
+    store = RedisIncidentStore(client, keys, max_attempts=3)
+    # Given a worker from before optimistic folds holding eu's lock (it folds under it)
+    client.set(keys.incidents_lock("eu"), "old-worker", px=60_000)
+    calls: list[int] = []
+    # When a fold of eu runs meanwhile
+    with pytest.raises(TransientError):
+        store.fold("eu", "b1", counting(calls))
+    # Then it neither stepped nor wrote: the old worker's write cannot overwrite it
+    assert calls == [] and store.load("eu") is None
+    # When the old worker releases the lock
+    client.delete(keys.incidents_lock("eu"))
+    # Then the fold goes through
+    assert store.fold("eu", "b1", counting(calls)) == 1
+
+
+def test_a_region_lock_taken_during_a_fold_aborts_it(client: redis.Redis, key_prefix: str) -> None:
+    keys = Keys(key_prefix)
+    store = RedisIncidentStore(client, keys)
+    outer: list[int] = []
+
+    def old_worker_writes_and_releases() -> None:
+        client.set(keys.incidents("eu"), msgpack.packb({"n": 10}))
+        client.delete(keys.incidents_lock("eu"))
+
+    def step(state: dict[str, Any] | None) -> tuple[dict[str, Any], int]:
+        if not outer:
+            # Given a worker from before takes eu's lock while this fold is in its step
+            # (it has read the state, and writes its fold of it 20 ms later)
+            client.set(keys.incidents_lock("eu"), "old-worker", px=60_000)
+            threading.Timer(0.02, old_worker_writes_and_releases).start()
+        return counting(outer)(state)
+
+    # When this fold commits
+    assert store.fold("eu", "b1", step) == 11
+    # Then it did not commit under the old worker's lock (whose write would have
+    # overwritten it), and folded again over the old worker's state
+    assert outer == [1, 11]
+    assert store.load("eu") == {"n": 11}
