@@ -156,7 +156,7 @@ def _unpacked(raw: bytes) -> State:
 
 
 class MemoryIncidentStore:
-    """The in-memory twin; one lock serialises folds like the Redis lock does."""
+    """The in-memory twin; one lock serialises folds, as the Redis store's WATCH does."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -177,10 +177,7 @@ class MemoryIncidentStore:
 
     def _load(self, region: str) -> State | None:
         raw = self._states.get(region)
-        if raw is None:
-            return None
-        state: State = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-        return state
+        return None if raw is None else _unpacked(raw)
 
     def load(self, region: str) -> State | None:
         with self._lock:
