@@ -20,6 +20,7 @@ from alerts.stream_sink import read_alerts
 from bench.loadrun import offer_columns
 from bench.redis_run import RedisRun
 from scheduler.batching import BatchingConfig
+from scheduler.correlation import CorrelatorConfig
 from scheduler.defaults import DETECTION_BOUND_S
 from scheduler.latency import percentile_ms
 from stores.detector_store import RedisDetectorStore
@@ -123,7 +124,13 @@ def test_an_injected_spike_is_alerted_within_the_bound(fleet: Fleet) -> None:
 def test_a_cascade_over_two_groups_yields_few_incidents(fleet: Fleet) -> None:
     # Given the warmed-up fleet; When groups 0 and 1 (2,000 devices) shift at once
     hit = fleet.group <= 1
-    before = len(read_alerts(fleet.client, fleet.run.keys))
+    warm_up_docs = read_alerts(fleet.client, fleet.run.keys)
+    before = len(warm_up_docs)
+    # A warm-up false positive in group 0 or 1 (a 4-sigma reading among 75,000 happens)
+    # leaves an incident open that the shift grows: its growth is notified at once only
+    # while its severity rises, then at most every group_interval_s, as for any incident.
+    open_before = _latest(warm_up_docs, {"0", "1"})
+    bound_s = DETECTION_BOUND_S * 2 + (CorrelatorConfig().group_interval_s if open_before else 0)
     now = time.time()
     for r in range(3):
         fleet.send(now + r * 0.2, np.where(hit, 30.0, 0.0))
@@ -131,7 +138,7 @@ def test_a_cascade_over_two_groups_yields_few_incidents(fleet: Fleet) -> None:
         lambda ds: (
             sum(d["device_count"] for d in _latest(ds, {"0", "1"}).values()) >= 0.95 * hit.sum()
         ),
-        DETECTION_BOUND_S * 2,
+        bound_s,
     )
     # Then nearly every device is in an incident, and the incidents are few:
     # at most one per (group, processing region), all linked as one cascade per region
