@@ -168,16 +168,24 @@ def _offered(result: DriveResult) -> dict[str, Any]:
 
 
 def _held_screening(run_: RedisRun, result: DriveResult) -> dict[str, Any]:
-    """Where the held-screening sample ended: its share of each region's devices, what it
-    earned per admitted reading, and the readings kept for devices rejoining it; and how
-    long readings the gateway held waited there (from their event time) before it handed
-    them to screening, the gateway's part of their detection latency."""
+    """Where the held-screening sample ended: its share of each region's devices, the
+    smallest share it had and when it first shrank (seconds into the run; None: never),
+    what it earned per admitted reading, and the readings kept for devices rejoining it;
+    and how long readings the gateway held waited there (from their event time) before
+    it handed them to screening, the gateway's part of their detection latency."""
     screener = run_.producer.held_screener
     regions = run_.settings.regions
     wait = result.handover_wait_ms
+    budget = screener.budget
+    first_shrink = [budget.first_shrink_ts(i) for i in range(len(regions))]
     return {
-        "share": {r: round(screener.budget.share(i), 3) for i, r in enumerate(regions)},
-        "per_admitted": round(screener.budget.per_admitted, 3),
+        "share": {r: round(budget.share(i), 3) for i, r in enumerate(regions)},
+        "share_lowest": {r: round(budget.lowest_share(i), 3) for i, r in enumerate(regions)},
+        "first_shrink_s": {
+            r: None if ts is None else round(ts - result.started_ts, 2)
+            for r, ts in zip(regions, first_shrink, strict=True)
+        },
+        "per_admitted": round(budget.per_admitted, 3),
         "rejoin_kept": screener.rejoin.size,
         "gateway_wait_ms": {
             "p50": _round(percentile_ms(wait, 50)),

@@ -147,6 +147,12 @@ class HeldScreenBudget:
     #: When each region's drain was first measured above zero, once drains are followed.
     _drained_ts: dict[int, float] = field(default_factory=dict)
     _follows_drain: bool = False
+    #: Per region, the smallest share its sample reached, and when it first shrank: a
+    #: run's detection latency turns on whether its sample ever shrank (a dropped
+    #: device is screened only when admitted until its held backlog is in), which the
+    #: share at the end does not say.
+    _lowest_share: dict[int, float] = field(default_factory=dict)
+    _first_shrink_ts: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.per_admitted < 0 or self.window_s <= 0:
@@ -221,6 +227,14 @@ class HeldScreenBudget:
         earning)."""
         return self._share.get(region, 1.0)
 
+    def lowest_share(self, region: int) -> float:
+        """The smallest share of the region's devices its sample has had (1.0: never shrank)."""
+        return self._lowest_share.get(region, 1.0)
+
+    def first_shrink_ts(self, region: int) -> float | None:
+        """When the region's sample first shrank (None: never)."""
+        return self._first_shrink_ts.get(region)
+
     def spend(self, region: int, readings: int, now_ts: float, waiting: float = math.inf) -> None:
         """The sample took ``readings`` on (their copies go now or coalescing, paced by
         ``may_send``); resizes the region's sample. ``waiting``: the region's readings
@@ -251,6 +265,8 @@ class HeldScreenBudget:
         if spent > earned and owed * self.window_s > MAX_CREDIT_WAIT_S * earned:
             factor = max(MAX_SHRINK, earned / spent)
             self._share[region] = share * factor
+            self._first_shrink_ts.setdefault(region, now_ts)
+            self._lowest_share[region] = min(self.lowest_share(region), share * factor)
             # Judged once: the window's spending is restated as at most its earning, so
             # later adjustments judge only what the shrunk sample spends. Left as it was,
             # one lump (a gateway's first seconds of held readings) stayed in the window

@@ -321,3 +321,20 @@ def test_a_drain_never_measured_still_judges_the_sample_after_a_few_windows() ->
         budget.spend(0, 5_000, now_ts=step * 0.1, waiting=5_000 * (step + 1))
     # Then the sample shrinks (the budget does not wait for a measurement for ever)
     assert budget.share(0) < 0.5
+
+
+def test_a_budget_reports_the_smallest_share_and_when_the_sample_first_shrank() -> None:
+    budget = HeldScreenBudget(per_admitted=0.5, window_s=2.0)
+    # Given a region that never overspent
+    budget.earn(0, 1, now_ts=8.0)
+    budget.earn(0, 1_000, now_ts=10.0)
+    budget.spend(0, 100, now_ts=10.0)
+    assert budget.lowest_share(0) == 1.0 and budget.first_shrink_ts(0) is None
+    # When it overspends at 11 s (halved) and grows back afterwards
+    budget.spend(0, 10_000, now_ts=11.0)
+    budget.earn(0, 1_000_000, now_ts=13.0)
+    budget.spend(0, 10, now_ts=13.0)
+    # Then the report keeps the low point and the first shrink, not where the share ended
+    assert budget.share(0) > budget.lowest_share(0) == pytest.approx(0.5)
+    assert budget.first_shrink_ts(0) == 11.0
+    assert budget.lowest_share(1) == 1.0 and budget.first_shrink_ts(1) is None
