@@ -124,22 +124,22 @@ def test_an_injected_spike_is_alerted_within_the_bound(fleet: Fleet) -> None:
 def test_a_cascade_over_two_groups_yields_few_incidents(fleet: Fleet) -> None:
     # Given the warmed-up fleet; When groups 0 and 1 (2,000 devices) shift at once
     hit = fleet.group <= 1
-    warm_up_docs = read_alerts(fleet.client, fleet.run.keys)
-    before = len(warm_up_docs)
-    # A warm-up false positive in group 0 or 1 (a 4-sigma reading among 75,000 happens)
-    # leaves an incident open that the shift grows: its growth is notified at once only
-    # while its severity rises, then at most every group_interval_s, as for any incident.
-    open_before = _latest(warm_up_docs, {"0", "1"})
-    bound_s = DETECTION_BOUND_S * 2 + (CorrelatorConfig().group_interval_s if open_before else 0)
+    before = len(read_alerts(fleet.client, fleet.run.keys))
     now = time.time()
     for r in range(3):
         fleet.send(now + r * 0.2, np.where(hit, 30.0, 0.0))
-    docs = fleet.wait_alerts(
-        lambda ds: (
-            sum(d["device_count"] for d in _latest(ds, {"0", "1"}).values()) >= 0.95 * hit.sum()
-        ),
-        bound_s,
-    )
+
+    def all_in(ds: list[dict[str, Any]]) -> bool:
+        return sum(d["device_count"] for d in _latest(ds, {"0", "1"}).values()) >= 0.95 * hit.sum()
+
+    docs = fleet.wait_alerts(all_in, DETECTION_BOUND_S * 2)
+    grown = any(d["first_seen_ts"] < now for d in _latest(docs, {"0", "1"}).values())
+    if grown and not all_in(docs):
+        # A warm-up false positive in group 0 or 1 (a 4-sigma reading among 75,000
+        # happens) left an incident open that the shift grew: its growth is notified at
+        # once only while its severity rises, then at most every group_interval_s, as for
+        # any incident (CI once saw it at 72 of its devices after the first 10 s).
+        docs = fleet.wait_alerts(all_in, CorrelatorConfig().group_interval_s + DETECTION_BOUND_S)
     # Then nearly every device is in an incident, and the incidents are few:
     # at most one per (group, processing region), all linked as one cascade per region
     latest = _latest(docs, {"0", "1"})

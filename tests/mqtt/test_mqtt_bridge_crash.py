@@ -97,11 +97,22 @@ def start_bridge(
     raise AssertionError("the bridge exited before subscribing")
 
 
+#: How long a bridge may take to exit on SIGTERM: it publishes what it buffered and acks
+#: it first. 20 s ran out once in a full CI run on a loaded 2-core machine.
+STOP_WAIT_S = 60
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
-    proc.wait(20)
-    assert proc.stdout is not None
-    proc.stdout.close()
+    try:
+        proc.wait(STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(f"the bridge did not exit {STOP_WAIT_S} s after SIGTERM") from None
+    finally:
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def queued_values(client: redis.Redis, keys: Keys, take: bool = False) -> list[float]:
@@ -232,9 +243,11 @@ def test_a_bridge_killed_while_readings_are_parked_loses_nothing(stream: Stream)
         while len(seen) < 1_800 and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        stop(bridge)
-        draining.set()
-        drainer.join(10)
+        try:
+            stop(bridge)
+        finally:
+            draining.set()
+            drainer.join(10)
     # Then every reading reached the workers, and nothing is left parked
     seen.update(queued_values(client, keys, take=True))
     assert seen == {float(i) for i in range(1_800)}
