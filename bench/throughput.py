@@ -177,13 +177,14 @@ def _held_screening(run_: RedisRun, result: DriveResult) -> dict[str, Any]:
     regions = run_.settings.regions
     wait = result.handover_wait_ms
     budget = screener.budget
-    first_shrink = [budget.first_shrink_ts(i) for i in range(len(regions))]
     return {
         "share": {r: round(budget.share(i), 3) for i, r in enumerate(regions)},
         "share_lowest": {r: round(budget.lowest_share(i), 3) for i, r in enumerate(regions)},
         "first_shrink_s": {
-            r: None if ts is None else round(ts - result.started_ts, 2)
-            for r, ts in zip(regions, first_shrink, strict=True)
+            r: None
+            if (ts := budget.first_shrink_ts(i)) is None
+            else round(ts - result.started_ts, 2)
+            for i, r in enumerate(regions)
         },
         "per_admitted": round(budget.per_admitted, 3),
         "rejoin_kept": screener.rejoin.size,

@@ -266,7 +266,7 @@ class HeldScreenBudget:
             factor = max(MAX_SHRINK, earned / spent)
             self._share[region] = share * factor
             self._first_shrink_ts.setdefault(region, now_ts)
-            self._lowest_share[region] = min(self.lowest_share(region), share * factor)
+            self._lowest_share[region] = min(self.lowest_share(region), self._share[region])
             # Judged once: the window's spending is restated as at most its earning, so
             # later adjustments judge only what the shrunk sample spends. Left as it was,
             # one lump (a gateway's first seconds of held readings) stayed in the window
