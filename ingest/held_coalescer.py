@@ -18,6 +18,7 @@ screener sends the region's kept readings first (``HeldScreener.admitted``).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +39,9 @@ class HeldCoalescer:
     _pieces: dict[int, list[Held]] = field(default_factory=dict)
     _since_ts: dict[int, float] = field(default_factory=dict)
     _sizes: dict[int, int] = field(default_factory=dict)
+    #: Per region, when its kept readings were taken on: [time, readings] oldest first,
+    #: consumed from the front as readings go (``oldest_ts``).
+    _taken_on: dict[int, deque[list[float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         #: Per registry row: readings kept here.
@@ -57,7 +61,17 @@ class HeldCoalescer:
         self._pieces.setdefault(region, []).append(held)
         self._since_ts.setdefault(region, now_ts)
         self._sizes[region] = self._sizes.get(region, 0) + int(held[0].size)
+        self._taken_on.setdefault(region, deque()).append([now_ts, float(held[0].size)])
         np.add.at(self._kept, held[0], 1)
+
+    def oldest_ts(self, region: int) -> float | None:
+        """When the oldest of the region's kept readings was taken on (None: none kept).
+
+        Readings go oldest first (by event time), so the count sent is taken from the
+        oldest additions; a copy of some devices' readings only (``taken`` with
+        ``devices``) is counted the same way, which can only make this look younger."""
+        taken_on = self._taken_on.get(region)
+        return taken_on[0][0] if taken_on else None
 
     def holds(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """True where a device has readings kept here."""
@@ -117,12 +131,25 @@ class HeldCoalescer:
                 np.subtract.at(self._kept, piece[0][sent], 1)
                 rest = tuple(c[left] for c in piece)
                 self._pieces[region] = [rest]  # type: ignore[list-item]
+                self._consume(region, self._sizes[region] - int(rest[0].size))
                 self._sizes[region] = int(rest[0].size)
                 return
         for piece in self._pieces.pop(region):
             np.subtract.at(self._kept, piece[0], 1)
         del self._since_ts[region]
         del self._sizes[region]
+        self._taken_on.pop(region, None)
+
+    def _consume(self, region: int, readings: int) -> None:
+        """``readings`` of the region went: they leave the oldest additions."""
+        taken_on, left = self._taken_on[region], float(readings)
+        while taken_on and left > 0:
+            head = taken_on[0]
+            if head[1] > left:
+                head[1] -= left
+                return
+            left -= head[1]
+            taken_on.popleft()
 
     @staticmethod
     def _picked(
@@ -152,7 +179,9 @@ class HeldCoalescer:
                 moved.append((new[ok], dev[ok], t[ok], v[ok], tier[ok]))
                 np.add.at(self._kept, new[ok], 1)
             self._pieces[code] = moved
-            self._sizes[code] = sum(int(p[0].size) for p in moved)
+            size = sum(int(p[0].size) for p in moved)
+            self._consume(code, self._sizes[code] - size)
+            self._sizes[code] = size
 
 
 def in_time_order(t: npt.NDArray[np.float64]) -> bool:

@@ -148,7 +148,14 @@ class HeldScreener:
             self.coalescer.add(code, chosen, now)  # type: ignore[arg-type]
             self.marks.sent_to_screening(chosen[0], chosen[2])
             sent += int(pick.size)
-            self.budget.spend(code, spent, now, self.coalescer.size_of(code))
+            oldest_ts = self.coalescer.oldest_ts(code)
+            self.budget.spend(
+                code,
+                spent,
+                now,
+                self.coalescer.size_of(code),
+                0.0 if oldest_ts is None else now - oldest_ts,
+            )
             # What was not sent (or kept) waits unscreened: its device takes no part until
             # admitted.
             rest = np.flatnonzero(~(picked | kept))

@@ -296,6 +296,31 @@ def test_the_sample_shrinks_only_once_what_waits_for_credit_would_wait_past_the_
     assert budget.share(0) < 1.0
 
 
+def test_a_drain_held_near_zero_drops_no_device_until_a_reading_has_waited_past_the_bound() -> None:
+    # Given two regions whose drain was measured for a window, then falls near zero (work
+    # queued above routine, as in a run's first seconds)
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    budget.follow_drain([10_000.0, 10_000.0])
+    for step in range(25):
+        for region in (0, 1):
+            budget.spend(region, 1_000, now_ts=step * 0.1, waiting=1_000, oldest_wait_s=0.0)
+    budget.follow_drain([100.0, 100.0])
+    # When held readings keep arriving far past the earning, and what waits for credit
+    # would wait past the bound at the window's rate, but none has waited that long yet
+    for step in range(25, 55):
+        waited_s = (step - 25) * 0.1
+        budget.spend(0, 20_000, now_ts=step * 0.1, waiting=400_000, oldest_wait_s=waited_s)
+        # (how long it waited unknown: the rule before, on the foreseen wait alone)
+        budget.spend(1, 20_000, now_ts=step * 0.1, waiting=400_000)
+    # Then no device is dropped: the drain may come back and pay in time
+    assert budget.share(0) == 1.0
+    assert budget.lowest_share(1) < 1.0
+    # When the oldest of them has waited past the bound and the drain has not come back
+    budget.spend(0, 20_000, now_ts=6.0, waiting=400_000, oldest_wait_s=MAX_CREDIT_WAIT_S + 0.1)
+    # Then the sample shrinks
+    assert budget.share(0) < 1.0
+
+
 def test_a_followed_drain_judges_the_sample_only_after_a_window_measured_above_zero() -> None:
     budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
     # Given a region whose workers are starting: its drain reads 0 for 3 s

@@ -169,3 +169,26 @@ def test_readings_held_newest_first_in_one_chunk_are_sent_oldest_first() -> None
     seen = _held_by_device(app)
     assert len(seen) == 300
     assert all(t == [start - 2, start - 1] for t in seen.values())
+
+
+def test_the_coalescer_knows_when_its_oldest_kept_reading_was_taken_on() -> None:
+    # Given three chunks of 100 readings taken on at 10 s, 11 s and 12 s
+    from ingest.held_coalescer import HeldCoalescer
+
+    coalescer = HeldCoalescer(n_rows=300, max_readings=1_000)
+    assert coalescer.oldest_ts(0) is None
+    for k in range(3):
+        rows = np.arange(100 * k, 100 * (k + 1), dtype=np.int64)
+        t = np.full(100, 100.0 + k)
+        held = (rows, rows.astype(np.uint64), t, np.zeros(100), np.ones(100, dtype=np.int8))
+        coalescer.add(0, held, now_ts=10.0 + k)
+    assert coalescer.oldest_ts(0) == 10.0
+    # When the oldest 150 go
+    coalescer.peek(0, limit=150)
+    coalescer.taken(0, limit=150)
+    # Then the oldest left was taken on with the second chunk
+    assert coalescer.oldest_ts(0) == 11.0
+    # And once the rest go, none is kept
+    coalescer.peek(0)
+    coalescer.taken(0)
+    assert coalescer.oldest_ts(0) is None

@@ -19,7 +19,7 @@ from bench.window import OfferWindow
 from ingest.celery_publisher import CeleryPublisher
 from ingest.producer import IngestResult, Producer
 from scheduler.codec import decode_batch
-from scheduler.held_screening import PER_UNSCREENED, HeldScreenBudget
+from scheduler.held_screening import MAX_CREDIT_WAIT_S, PER_UNSCREENED, HeldScreenBudget
 from scheduler.latency import percentile_ms
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
@@ -183,12 +183,17 @@ def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> N
     producer.flush()
     closed[0] = True
     producer.ingest_columns(ids, np.full(300, now - 8), np.zeros(300), now_ts=now)
+    # (no device is dropped before a reading has waited for credit past the bound: the
+    # drain may come back in time to pay for it)
+    assert producer.held_screener.budget.share(0) == 1.0
+    later = now + MAX_CREDIT_WAIT_S + 0.1
+    producer.ingest_columns(ids, np.full(300, now - 7), np.zeros(300), now_ts=later)
     producer.flush()
     assert 0.5 <= producer.held_screener.budget.share(0) < 0.6
     app.sent.clear()
     # When three newer readings per device are pushed back
     ids3, ts = np.tile(ids, 3), np.repeat(now - np.array([3.0, 2.0, 1.0]), 300)
-    res = producer.ingest_columns(ids3, ts, np.zeros(900), now_ts=now + 0.1)
+    res = producer.ingest_columns(ids3, ts, np.zeros(900), now_ts=later + 0.1)
     producer.flush()
     # Then about half the devices were screened at once, each with all three readings
     early = app.readings(SCREEN_TASK)
@@ -198,7 +203,7 @@ def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> N
     # When the region opens and the readings are offered again
     closed[0] = False
     app.sent.clear()
-    producer.ingest_columns(ids3, ts, np.zeros(900), now_ts=now + 1)
+    producer.ingest_columns(ids3, ts, np.zeros(900), now_ts=later + 1)
     producer.flush()
     # Then the other devices' readings are screened now, and none twice
     late = app.readings(SCREEN_TASK)
