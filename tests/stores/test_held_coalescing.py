@@ -9,6 +9,7 @@ import numpy as np
 from test_screening_while_held import RecordingApp, _producer
 
 from ingest.celery_publisher import CeleryPublisher
+from ingest.held_coalescer import HeldCoalescer
 from ingest.producer import Producer
 from scheduler.held_screening import PER_UNSCREENED, HeldScreenBudget
 from scheduler.registry import generate_registry
@@ -173,8 +174,6 @@ def test_readings_held_newest_first_in_one_chunk_are_sent_oldest_first() -> None
 
 def test_the_coalescer_knows_when_its_oldest_kept_reading_was_taken_on() -> None:
     # Given three chunks of 100 readings taken on at 10 s, 11 s and 12 s
-    from ingest.held_coalescer import HeldCoalescer
-
     coalescer = HeldCoalescer(n_rows=300, max_readings=1_000)
     assert coalescer.oldest_ts(0) is None
     for k in range(3):
