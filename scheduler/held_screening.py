@@ -264,7 +264,8 @@ class HeldScreenBudget:
         (5.2 s, logged at 2.5x capacity) halved the sample 2.3 s into the run, though
         the drain rose 0.15 s later; its dropped devices were screened only when
         admitted, 12-14 s late (standard detection p99 14.1 s). Judged on the real wait,
-        runs at 2.04-2.19x never shrank, their oldest reading waiting 0.06-2.36 s."""
+        runs at 2.04-2.19x never shrank (in the two logged, no reading waited more than
+        2.78 s)."""
         self._fade(region, now_ts)
         self._spent[region] += readings
         if now_ts - self._evidence_ts(region) < self.window_s:
