@@ -43,10 +43,12 @@ class HeldCopies:
         t: npt.NDArray[np.float64],
         region: npt.NDArray[np.integer],
         now: float,
+        offered_ts: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.bool_]:
-        """Non-premium readings admitted now (``HeldScreener.admitted``): which were
-        screened while held; devices' coalesced readings go ahead of their newer ones."""
-        return self.screener.admitted(rows, t, region, now, *self.senders(now))
+        """Non-premium readings admitted now (``HeldScreener.admitted``), first offered at
+        ``offered_ts``: which were screened while held; devices' coalesced readings go
+        ahead of their newer ones."""
+        return self.screener.admitted(rows, t, region, now, *self.senders(now), offered_ts)
 
     def poll(self, now: float) -> None:
         """Send the coalesced copies that are due."""

@@ -74,18 +74,27 @@ class HeldScreener:
         now: float,
         send: SendCopies | None,
         before_region: BeforeRegion,
+        offered_ts: F64 | None = None,
     ) -> npt.NDArray[np.bool_]:
         """Non-premium readings admitted to routine processing: they earn their region's
         budget, those not screened while held more (they are screened now, on routine's
         side of the slot time). Returns which of them were screened while held (no copy
-        again). ``send``/``before_region``: how coalesced copies go out now (``poll``)."""
+        again). ``send``/``before_region``: how coalesced copies go out now (``poll``).
+        ``offered_ts``: when each was first offered, so the budget knows how long a
+        region's readings wait to be admitted (None: unknown)."""
         screened = self.marks.screened(rows, ts)
         n_regions = len(self._registry.topology.regions)
         codes = region.astype(np.intp)
         counts = np.bincount(codes, minlength=n_regions)
         unscreened = np.bincount(codes[~screened], minlength=n_regions)
-        for code in np.flatnonzero(counts).tolist():
-            self.budget.earn(code, int(counts[code]), now, int(unscreened[code]))
+        present = np.flatnonzero(counts).tolist()
+        for code in present:
+            oldest = None
+            if offered_ts is not None:
+                oldest = float(
+                    offered_ts.min() if len(present) == 1 else offered_ts[codes == code].min()
+                )
+            self.budget.earn(code, int(counts[code]), now, int(unscreened[code]), oldest)
         overtaking = ~screened & self.coalescer.holds(rows)
         if overtaking.any():
             # A device's newer reading, screened at admission, must not reach screening

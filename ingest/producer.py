@@ -187,7 +187,9 @@ class Producer:
             if later.any():
                 # Readings screened while they were held go to routine processing only.
                 got = take[later]
-                screened[later] = self.held_copies.admitted(rows[got], t[got], region[later], now)
+                screened[later] = self.held_copies.admitted(
+                    rows[got], t[got], region[later], now, first[later]
+                )
             full = self.batcher.add(
                 region,
                 tier,

@@ -321,6 +321,47 @@ def test_a_drain_held_near_zero_drops_no_device_until_a_reading_has_waited_past_
     assert budget.share(0) < 1.0
 
 
+def test_no_device_is_dropped_while_screening_held_readings_still_beats_waiting_for_admission() -> (
+    None
+):
+    # Given two regions past their earning, whose held readings have waited past the bound
+    # for credit, and whose readings are admitted 12 s after they are first offered
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    budget.follow_drain([10_000.0, 10_000.0])
+    for step in range(25):
+        for region in (0, 1):
+            budget.spend(region, 1_000, now_ts=step * 0.1, waiting=1_000, oldest_wait_s=0.0)
+    budget.follow_drain([100.0, 100.0])
+    budget.earn(0, 1_000, now_ts=2.5, oldest_offered_ts=2.5 - 12.0)
+    # (region 1 never says when its readings were offered: the rule before)
+    budget.earn(1, 1_000, now_ts=2.5)
+    for step in range(25, 55):
+        for region in (0, 1):
+            budget.spend(
+                region, 20_000, step * 0.1, waiting=400_000, oldest_wait_s=MAX_CREDIT_WAIT_S + 1
+            )
+    # Then the region whose dropped devices would wait longer for admission keeps them all
+    assert budget.admission_lag_s(0, now_ts=5.5) == 15.0
+    assert budget.share(0) == 1.0
+    assert budget.share(1) < 1.0
+    # And once a reading has waited for credit longer than admission takes, it shrinks
+    budget.spend(0, 20_000, now_ts=6.0, waiting=400_000, oldest_wait_s=16.0)
+    assert budget.share(0) < 1.0
+
+
+def test_the_admission_lag_follows_the_oldest_reading_admitted_and_grows_while_none_is() -> None:
+    budget = HeldScreenBudget()
+    assert budget.admission_lag_s(0, now_ts=10.0) == 0.0
+    # Given readings admitted at 10 s whose oldest was first offered at 7 s
+    budget.earn(0, 500, now_ts=10.0, oldest_offered_ts=7.0)
+    assert budget.admission_lag_s(0, now_ts=10.0) == 3.0
+    # When nothing is admitted for 2 s, the readings held meanwhile are 2 s older
+    assert budget.admission_lag_s(0, now_ts=12.0) == 5.0
+    # And admissions of fresh readings bring it back down
+    budget.earn(0, 500, now_ts=12.5, oldest_offered_ts=12.4)
+    assert budget.admission_lag_s(0, now_ts=12.5) == pytest.approx(0.1)
+
+
 def test_a_followed_drain_judges_the_sample_only_after_a_window_measured_above_zero() -> None:
     budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
     # Given a region whose workers are starting: its drain reads 0 for 3 s

@@ -186,6 +186,16 @@ def test_past_its_budget_a_sample_of_whole_devices_is_screened_while_held() -> N
     # (no device is dropped before a reading has waited for credit past the bound: the
     # drain may come back in time to pay for it)
     assert producer.held_screener.budget.share(0) == 1.0
+    # (and the region admits other devices' readings a tenth of a second after they are
+    # offered, 0.3 s later: a device dropped from the sample would be screened sooner at
+    # admission than the held readings get credit)
+    closed[0] = False
+    others = reg.device_id[np.flatnonzero((reg.tier == 1) & (reg.home_region == 0))[300:305]]
+    offered = np.full(5, now + 0.2)
+    producer.ingest_columns(
+        others, np.full(5, now - 8), np.zeros(5), now_ts=now + 0.3, offered_ts=offered
+    )
+    closed[0] = True
     later = now + MAX_CREDIT_WAIT_S + 0.1
     producer.ingest_columns(ids, np.full(300, now - 7), np.zeros(300), now_ts=later)
     producer.flush()
@@ -467,3 +477,26 @@ def test_a_region_whose_sample_shrank_to_nothing_grows_it_back_as_admissions_ear
     now = base + 50.5
     producer.ingest_columns(ids, np.full(300, now - 0.1), np.zeros(300), now_ts=now)
     assert producer.held_screener.rejoin.size > 0
+
+
+def test_readings_admitted_tell_the_budget_how_long_their_region_took_to_admit_them() -> None:
+    # Given a producer whose regions are all open
+    app = RecordingApp()
+    producer = _producer(lambda: np.zeros(3, dtype=np.bool_), app)
+    reg = producer._registry()
+    budget = producer.held_screener.budget
+    later = np.flatnonzero(reg.tier > 0)[:200]
+    now = time.time()
+    ids, ts = reg.device_id[later], np.full(later.size, now - 1.0)
+    # When readings of the other tiers first offered 7 s ago (pushed back since) are admitted
+    offered = np.full(later.size, now - 7.0)
+    offered[0] = now - 9.0
+    res = producer.ingest_columns(ids, ts, np.zeros((later.size, 1)), now, offered_ts=offered)
+    assert res.accepted == later.size
+    # Then each region that admitted some knows its readings waited up to 9 s to be admitted
+    regions = np.unique(reg.home_region[later]).tolist()
+    first = int(reg.home_region[later[0]])
+    assert budget.admission_lag_s(first, now) == pytest.approx(9.0)
+    assert all(
+        budget.admission_lag_s(code, now) == pytest.approx(7.0) for code in regions if code != first
+    )
