@@ -80,15 +80,20 @@ class RedisInflightLedger:
         if not batches:
             return
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.inflight,
-            mapping={
-                bid: msgpack.packb({"q": q, "p": p, "t": t}, use_bin_type=True)
-                for bid, q, p, t in batches
-            },
-        )
-        pipe.zadd(self.keys.inflight_since, {bid: now_ts for bid, _, _, _ in batches})
+        for command in self.record_commands(batches, now_ts):
+            pipe.execute_command(*command)
         pipe.execute()
+
+    def record_commands(self, batches: Sequence[Entry], now_ts: float) -> list[tuple[Any, ...]]:
+        """The commands ``record_many`` sends (full key names), for a caller sending them in
+        a round trip of its own: the payload first, then when it was recorded (a record
+        cut short leaves a payload the reaper never sends, never a time with nothing)."""
+        entries: list[Any] = []
+        since: list[Any] = []
+        for bid, q, p, t in batches:
+            entries += (bid, msgpack.packb({"q": q, "p": p, "t": t}, use_bin_type=True))
+            since += (now_ts, bid)
+        return [("HSET", self.keys.inflight, *entries), ("ZADD", self.keys.inflight_since, *since)]
 
     def payload(self, batch_id: str) -> dict[str, Any] | None:
         blob = self.client.hget(self.keys.inflight, batch_id)

@@ -1,0 +1,127 @@
+"""The in-flight ledger's record rides the publish's round trip when both live in one Redis.
+
+Given a producer's publisher whose ledger is on the broker's server, a flush of routine
+batches records them and publishes them in one round trip, the ledger's commands first
+(against a private redis-server, every command it receives watched with MONITOR); on a
+ledger elsewhere (another database) the record takes a round trip of its own, first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from runtime.publisher import Publisher
+from scheduler.codec import decode_batch
+from scheduler.model import Batch, queue_name
+from stores.inflight import InflightLedger
+from stores.keys import Keys
+from tasks.app import broker_app
+
+pytestmark = pytest.mark.integration
+
+
+def batch(i: int, region: str = "eu-west", tier: str = "standard", n: int = 50) -> Batch:
+    ids = np.arange(n, dtype=np.uint64) + np.uint64(1_000 * i)
+    now = time.time()
+    return Batch(
+        f"b{i}", region, tier, ("v",), ids, np.full(n, now), np.ones((n, 1)), np.full(n, now)
+    )
+
+
+class Monitor:
+    """The commands the server receives meanwhile from the connections that touch keys of
+    ``prefix`` (the server is shared with other tests), in order, as (client, name)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._prefix = prefix
+        self.commands: list[tuple[str, str, str]] = []
+        self._ready = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+
+    def _run(self) -> None:
+        with self._client.monitor() as m:
+            self._ready.set()
+            for event in m.listen():
+                if self._stop:
+                    return
+                parts = event["command"].split(" ")
+                client = f"{event['client_address']}:{event.get('client_port')}"
+                self.commands.append((client, parts[0].upper(), event["command"]))
+
+    def stop(self) -> list[tuple[str, str]]:
+        self._stop = True
+        self._client.ping()
+        time.sleep(0.2)
+        ours = {client for client, _, text in self.commands if self._prefix in text}
+        return [(client, name) for client, name, _ in self.commands if client in ours]
+
+
+@pytest.fixture
+def keys(key_prefix: str) -> Iterator[Keys]:
+    yield Keys(key_prefix)
+
+
+def test_the_record_and_the_messages_go_in_one_round_trip_ledger_first(
+    redis_server: str, keys: Keys
+) -> None:
+    # Given a publisher whose ledger is on the broker's own server and database
+    client = redis.Redis.from_url(redis_server)
+    ledger = InflightLedger(client, keys)
+    app = broker_app(redis_server, keys)
+    publisher = Publisher(app, ledger)
+    sent = [batch(1), batch(2, region="us-east"), batch(3, tier="premium")]
+    # (connections opened and queues declared before watching)
+    publisher.send_routine([batch(10 + i, b.region, b.tier) for i, b in enumerate(sent)])
+    monitor = Monitor(redis_server, keys.prefix)
+    # When three batches of two regions and two tiers are flushed together
+    publisher.send_routine(sent)
+    commands = monitor.stop()
+    # Then the ledger's record and the three messages came over one connection, the
+    # record first, and nothing else was sent
+    assert [name for _, name in commands] == ["HSET", "ZADD", "LPUSH", "LPUSH", "LPUSH"]
+    assert len({address for address, _ in commands}) == 1
+    # And each batch is in the ledger under its own key (not the broker's prefix), and
+    # in its queue
+    for b in sent:
+        recorded = ledger.payload(b.batch_id)
+        assert recorded is not None and decode_batch(recorded).batch_id == b.batch_id
+        assert client.zscore(keys.inflight_since, b.batch_id) is not None
+        queue = queue_name(b.region, b.tier)
+        assert sum(client.llen(k) for k in keys.broker_queue_lists(queue)) == 2
+
+
+def test_a_ledger_on_another_database_is_recorded_first_in_a_round_trip_of_its_own(
+    redis_server: str, keys: Keys
+) -> None:
+    # Given a publisher whose ledger is in another database of the server
+    other_db = redis_server.rsplit("/", 1)[0] + "/5"
+    client = redis.Redis.from_url(other_db)
+    ledger = InflightLedger(client, keys)
+    publisher = Publisher(broker_app(redis_server, keys), ledger)
+    publisher.send_routine([batch(0)])  # (connections opened, queue declared)
+    monitor = Monitor(redis_server, keys.prefix)
+    # When batches are flushed
+    publisher.send_routine([batch(1), batch(2)])
+    commands = monitor.stop()
+    # Then the record went first, in a transaction of its own, then the messages
+    names = [name for _, name in commands]
+    assert names == ["SELECT", "MULTI", "HSET", "ZADD", "EXEC", "LPUSH", "LPUSH"] or names == [
+        "MULTI",
+        "HSET",
+        "ZADD",
+        "EXEC",
+        "LPUSH",
+        "LPUSH",
+    ]
+    assert ledger.payload("b1") is not None and ledger.payload("b2") is not None
+    assert redis.Redis.from_url(redis_server).hget(keys.inflight, "b1") is None
