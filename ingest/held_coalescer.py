@@ -18,6 +18,7 @@ screener sends the region's kept readings first (``HeldScreener.admitted``).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,6 +59,9 @@ class HeldCoalescer:
     def add(self, region: int, held: Held, now_ts: float) -> None:
         if not held[0].size:
             return
+        if not in_time_order(held[2]):
+            order = np.argsort(held[2], kind="stable")
+            held = tuple(c[order] for c in held)  # type: ignore[assignment]
         self._pieces.setdefault(region, []).append(held)
         self._since_ts.setdefault(region, now_ts)
         self._sizes[region] = self._sizes.get(region, 0) + int(held[0].size)
@@ -103,10 +107,18 @@ class HeldCoalescer:
         """The region's kept readings (of ``devices``' rows only, when given; the oldest
         ``limit`` only, when given), oldest first; left here until ``taken``."""
         pieces = self._pieces[region]
-        if len(pieces) == 1:
-            cols = pieces[0]
-        else:
-            cols = tuple(np.concatenate([p[k] for p in pieces]) for k in range(5))  # type: ignore[assignment]
+        if devices is None and limit is not None and _follow_on(pieces):
+            # The oldest ``limit`` only: the pieces ahead that hold them are joined, the
+            # rest left as they are. Joining every piece at every send copied the whole
+            # kept backlog each time (a million readings a region at 2x).
+            k, n = 0, 0
+            while k < len(pieces) and n < limit:
+                n += int(pieces[k][0].size)
+                k += 1
+            head = pieces[0] if k == 1 else _joined(pieces[:k])
+            self._pieces[region] = [head, *pieces[k:]]
+            return head if n <= limit else tuple(c[:limit] for c in head)  # type: ignore[return-value]
+        cols = pieces[0] if len(pieces) == 1 else _joined(pieces)
         # Pieces usually arrive oldest first already: then no sort and no second copy.
         t = cols[2]
         order = None if in_time_order(t) else np.argsort(t, kind="stable")
@@ -123,7 +135,17 @@ class HeldCoalescer:
         limit: int | None = None,
     ) -> None:
         """What ``peek`` returned for the same ``devices`` and ``limit`` was sent."""
-        if devices is not None or (limit is not None and limit < self._sizes[region]):
+        pieces = self._pieces[region]
+        if devices is None and limit is not None and limit < self._sizes[region]:
+            # ``peek`` left the oldest ``limit`` at the head of the first piece.
+            head = pieces[0]
+            np.subtract.at(self._kept, head[0][:limit], 1)
+            rest = tuple(c[limit:] for c in head)
+            self._pieces[region] = [rest, *pieces[1:]] if rest[0].size else pieces[1:]  # type: ignore[list-item]
+            self._consume(region, limit)
+            self._sizes[region] -= limit
+            return
+        if devices is not None:
             (piece,) = self._pieces[region]
             sent = self._picked(piece, devices, limit)
             if sent is not None:
@@ -182,6 +204,16 @@ class HeldCoalescer:
             size = sum(int(p[0].size) for p in moved)
             self._consume(code, self._sizes[code] - size)
             self._sizes[code] = size
+
+
+def _joined(pieces: list[Held]) -> Held:
+    return tuple(np.concatenate([p[k] for p in pieces]) for k in range(5))  # type: ignore[return-value]
+
+
+def _follow_on(pieces: list[Held]) -> bool:
+    """Whether the pieces, each in time order (``add``), are in time order one after the
+    other: then joined they need no sort."""
+    return all(a[2][-1] <= b[2][0] for a, b in itertools.pairwise(pieces))
 
 
 def in_time_order(t: npt.NDArray[np.float64]) -> bool:

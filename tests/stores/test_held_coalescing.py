@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from test_screening_while_held import RecordingApp, _producer
 
 from ingest.celery_publisher import CeleryPublisher
@@ -190,4 +191,38 @@ def test_the_coalescer_knows_when_its_oldest_kept_reading_was_taken_on() -> None
     # And once the rest go, none is kept
     coalescer.peek(0)
     coalescer.taken(0)
+    assert coalescer.oldest_ts(0) is None
+
+
+def _piece(first_row: int, n: int, t: np.ndarray) -> tuple[np.ndarray, ...]:
+    rows = np.arange(first_row, first_row + n, dtype=np.int64)
+    return rows, rows.astype(np.uint64), t, rows.astype(np.float64), np.ones(n, dtype=np.int8)
+
+
+@pytest.mark.parametrize("overlapping", [False, True], ids=["in-order", "overlapping"])
+def test_sends_of_the_oldest_readings_take_them_in_time_order_across_many_pieces(
+    overlapping: bool,
+) -> None:
+    # Given 40 pieces of 50 readings, each newer than the one before (or, overlapping,
+    # each piece's times spread over the next piece's too, and newest first inside it)
+    coalescer = HeldCoalescer(n_rows=2_000, max_readings=100_000)
+    rng = np.random.default_rng(7)
+    for k in range(40):
+        if overlapping:
+            t = np.sort(rng.uniform(k, k + 2.5, 50))[::-1].copy()
+        else:
+            t = k + np.linspace(0.0, 0.9, 50)
+        coalescer.add(0, _piece(50 * k, 50, t), now_ts=1_000.0 + k)
+    everything = np.sort(np.concatenate([p[2] for p in coalescer._pieces[0]]), kind="stable")
+    # When the oldest 130 go at a time, as a paced region sends them
+    sent: list[np.ndarray] = []
+    while coalescer.size_of(0):
+        rows, _, t, values, _ = coalescer.peek(0, limit=130)
+        assert rows.size == min(130, coalescer.size_of(0))
+        assert (values == rows).all()  # columns stay aligned
+        coalescer.taken(0, limit=130)
+        sent.append(t)
+    # Then every reading went once, oldest first over all the sends
+    assert np.array_equal(np.concatenate(sent), everything)
+    assert not coalescer.holds(np.arange(2_000)).any()
     assert coalescer.oldest_ts(0) is None
