@@ -298,7 +298,8 @@ class HeldScreenBudget:
         and the sample's p99 is the dropped devices' (a share of 0.76 is a quarter of the
         readings). Sustained 20 s at 1,000,000/s (1.94x and 2.22x this run's drain) the
         samples shrank at 13.6-15.9 s, standard detection p99 18,885.8 and 24,103.6 ms,
-        every region's held readings then admitted 15-20 s after first offered; with this
+        the dropped devices' readings screened at admission 16.9-20.9 s (p50) after they
+        were first offered; with this
         rule none shrank, and the held readings waiting for credit (every device's, in
         order) made detection later evenly: p99 1,815.72 and 9,084.39 ms (1.66x, 2.32x).
         The wait for admission grows with the overload (at 2x about a second a second),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -41,27 +42,27 @@ class Monitor:
     def __init__(self, url: str, prefix: str) -> None:
         self._client = redis.Redis.from_url(url)
         self._prefix = prefix
+        self._sentinel = f"monitor-done-{uuid.uuid4().hex}"
         self.commands: list[tuple[str, str, str]] = []
         self._ready = threading.Event()
-        self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-        assert self._ready.wait(5)
+        assert self._ready.wait(10)
 
     def _run(self) -> None:
         with self._client.monitor() as m:
             self._ready.set()
             for event in m.listen():
-                if self._stop:
-                    return
-                parts = event["command"].split(" ")
+                text = event["command"]
+                if self._sentinel in text:
+                    return  # every command sent before it was seen, in order
                 client = f"{event['client_address']}:{event.get('client_port')}"
-                self.commands.append((client, parts[0].upper(), event["command"]))
+                self.commands.append((client, text.split(" ")[0].upper(), text))
 
     def stop(self) -> list[tuple[str, str]]:
-        self._stop = True
-        self._client.ping()
-        time.sleep(0.2)
+        self._client.echo(self._sentinel)
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive()
         ours = {client for client, _, text in self.commands if self._prefix in text}
         return [(client, name) for client, name, _ in self.commands if client in ours]
 
