@@ -147,6 +147,8 @@ class HeldScreenBudget:
     _since_ts: dict[int, float] = field(default_factory=dict)
     #: When each region's drain was first measured above zero, once drains are followed.
     _drained_ts: dict[int, float] = field(default_factory=dict)
+    #: When each region's followed drain last read above zero.
+    _last_drained_ts: dict[int, float] = field(default_factory=dict)
     _follows_drain: bool = False
     #: Per region, the smallest share its sample reached, and when it first shrank: a
     #: run's detection latency turns on whether its sample ever shrank (a dropped
@@ -245,10 +247,17 @@ class HeldScreenBudget:
     def admission_lag_s(self, region: int, now_ts: float) -> float:
         """How long the region's readings wait to be admitted now: the first-offer age of
         the oldest reading last admitted, grown by the time since (a region admitting
-        nothing holds its readings longer every second); 0.0 when never told."""
+        nothing holds its readings longer every second); 0.0 when never told, and when
+        the region's followed drain has read zero for ``UNMEASURED_WINDOWS`` windows (its
+        workers gone: nothing will be admitted or earned, and the sample shrinks as it
+        did before, so its copies waiting for credit stop growing)."""
         lag = self._admission_lag.get(region)
         if lag is None:
             return 0.0
+        if self._follows_drain:
+            drained = self._last_drained_ts.get(region, float("-inf"))
+            if now_ts - drained > UNMEASURED_WINDOWS * self.window_s:
+                return 0.0
         lag_s, at_ts = lag
         return lag_s + max(0.0, now_ts - at_ts)
 
@@ -365,6 +374,7 @@ class HeldScreenBudget:
         drained = self._drain_rps.get(region, 0.0) * elapsed
         if self._drain_rps.get(region, 0.0) > 0:
             self._drained_ts.setdefault(region, now_ts)
+            self._last_drained_ts[region] = now_ts
         self._earned[region] = self._earned.get(region, 0.0) * fade
         if drained > 0:
             self._credit(region, self._per_routine(region) * drained)

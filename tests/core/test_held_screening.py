@@ -10,6 +10,7 @@ from scheduler.held_screening import (
     HELD_SCREEN_SHARE,
     MAX_CREDIT_WAIT_S,
     PER_ADMITTED,
+    UNMEASURED_WINDOWS,
     HeldScreenBudget,
     device_order,
     in_sample,
@@ -346,6 +347,27 @@ def test_no_device_is_dropped_while_screening_held_readings_still_beats_waiting_
     assert budget.share(1) < 1.0
     # And once a reading has waited for credit longer than admission takes, it shrinks
     budget.spend(0, 20_000, now_ts=6.0, waiting=400_000, oldest_wait_s=16.0)
+    assert budget.share(0) < 1.0
+
+
+def test_a_region_draining_nothing_for_a_few_windows_is_judged_without_its_admission_lag() -> None:
+    # Given a region whose readings waited 12 s for admission, whose workers then stop:
+    # its drain reads 0 from 2.5 s on
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    budget.follow_drain([10_000.0])
+    for step in range(25):
+        budget.spend(0, 1_000, now_ts=step * 0.1, waiting=1_000, oldest_wait_s=0.0)
+    budget.earn(0, 1_000, now_ts=2.5, oldest_offered_ts=2.5 - 12.0)
+    budget.follow_drain([0.0])
+    # When held readings keep waiting for credit past the bound
+    for step in range(25, 75):
+        budget.spend(0, 20_000, step * 0.1, waiting=400_000, oldest_wait_s=MAX_CREDIT_WAIT_S + 1)
+        # Then while the drain read zero for less than UNMEASURED_WINDOWS windows, the wait
+        # for admission (12 s and more) still keeps every device
+        if step * 0.1 - 2.5 < UNMEASURED_WINDOWS * 2.0:
+            assert budget.share(0) == 1.0
+    # And past them nothing will be admitted: the sample shrinks, its copies stop growing
+    assert budget.admission_lag_s(0, now_ts=7.5) == 0.0
     assert budget.share(0) < 1.0
 
 
