@@ -308,9 +308,9 @@ class HeldScreenBudget:
         readings). Sustained 20 s at 1,000,000/s (1.94x and 2.22x this run's drain) the
         samples shrank at 13.6-15.9 s, standard detection p99 18,885.8 and 24,103.6 ms,
         the dropped devices' readings screened at admission 16.9-20.9 s (p50) after they
-        were first offered; with this
-        rule none shrank, and the held readings waiting for credit (every device's, in
-        order) made detection later evenly: p99 1,815.72 and 9,084.39 ms (1.66x, 2.32x).
+        were first offered; with this rule none shrank, and the held readings waiting for
+        credit (every device's, in order) made detection later evenly: p99 1,815.72 and
+        9,084.39 ms (1.66x, 2.32x).
         The wait for admission grows with the overload (at 2x about a second a second),
         the wait for credit only with the budget's shortfall, so the sample shrinks
         when the shortfall is deep, not when it is a fraction."""
