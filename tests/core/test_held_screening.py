@@ -297,14 +297,21 @@ def test_the_sample_shrinks_only_once_what_waits_for_credit_would_wait_past_the_
     assert budget.share(0) < 1.0
 
 
+def _after_a_window_of_drain(regions: int) -> HeldScreenBudget:
+    """A budget whose regions drained 10,000 readings/s and spent within their earning for
+    2.5 s (a window of evidence: their samples are judged from then on)."""
+    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
+    budget.follow_drain([10_000.0] * regions)
+    for step in range(25):
+        for region in range(regions):
+            budget.spend(region, 1_000, now_ts=step * 0.1, waiting=1_000, oldest_wait_s=0.0)
+    return budget
+
+
 def test_a_drain_held_near_zero_drops_no_device_until_a_reading_has_waited_past_the_bound() -> None:
     # Given two regions whose drain was measured for a window, then falls near zero (work
     # queued above routine, as in a run's first seconds)
-    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
-    budget.follow_drain([10_000.0, 10_000.0])
-    for step in range(25):
-        for region in (0, 1):
-            budget.spend(region, 1_000, now_ts=step * 0.1, waiting=1_000, oldest_wait_s=0.0)
+    budget = _after_a_window_of_drain(regions=2)
     budget.follow_drain([100.0, 100.0])
     # When held readings keep arriving far past the earning, and what waits for credit
     # would wait past the bound at the window's rate, but none has waited that long yet
@@ -327,11 +334,7 @@ def test_no_device_is_dropped_while_screening_held_readings_still_beats_waiting_
 ):
     # Given two regions past their earning, whose held readings have waited past the bound
     # for credit, and whose readings are admitted 12 s after they are first offered
-    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
-    budget.follow_drain([10_000.0, 10_000.0])
-    for step in range(25):
-        for region in (0, 1):
-            budget.spend(region, 1_000, now_ts=step * 0.1, waiting=1_000, oldest_wait_s=0.0)
+    budget = _after_a_window_of_drain(regions=2)
     budget.follow_drain([100.0, 100.0])
     budget.earn(0, 1_000, now_ts=2.5, oldest_offered_ts=2.5 - 12.0)
     # (region 1 never says when its readings were offered: the rule before)
@@ -353,10 +356,7 @@ def test_no_device_is_dropped_while_screening_held_readings_still_beats_waiting_
 def test_a_region_draining_nothing_for_a_few_windows_is_judged_without_its_admission_lag() -> None:
     # Given a region whose readings waited 12 s for admission, whose workers then stop:
     # its drain reads 0 from 2.5 s on
-    budget = HeldScreenBudget(per_admitted=1.0, window_s=2.0)
-    budget.follow_drain([10_000.0])
-    for step in range(25):
-        budget.spend(0, 1_000, now_ts=step * 0.1, waiting=1_000, oldest_wait_s=0.0)
+    budget = _after_a_window_of_drain(regions=1)
     budget.earn(0, 1_000, now_ts=2.5, oldest_offered_ts=2.5 - 12.0)
     budget.follow_drain([0.0])
     # When held readings keep waiting for credit past the bound
