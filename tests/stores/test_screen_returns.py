@@ -42,6 +42,13 @@ def sent_alerts(recording_app: RecordingApp) -> list[dict[str, Any]]:
     return [args[0] for args in recording_app.named(ANOMALY_TASK)]
 
 
+@pytest.fixture(autouse=True)
+def alerts_sent_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Screening hands its alerts to the anomaly queue (as a premium copy's are) instead of
+    folding them where screened: these tests read the payload it hands on."""
+    monkeypatch.setattr("tasks.screen.folds_where_screened", lambda tier: False)
+
+
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 def test_a_fleet_back_from_a_short_pause_is_one_silence_event_and_one_incident(
     kind: str, make_runtime: MakeRuntime, recording_app: RecordingApp

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import fakeredis
 import numpy as np
 import pytest
+import redis
 from runtime_doubles import MakeRuntime, RecordingApp
 
 from alerts.stream_sink import MemorySink
 from runtime.runtime import Runtime
+from scheduler.codec import encode_batch
 from scheduler.injection import AnomalySpec, inject, normal_traffic
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
 from scheduler.wire import ANOMALY_TASK, INCIDENT_TICK_TASK
 from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
 from tasks.anomaly import handle_alerts, handle_tick
-from tasks.screen import screen_batch
+from tasks.screen import handle_screen, screen_batch
 
 NOW = 1_700_000_000.0
 
@@ -277,3 +280,75 @@ def test_alerts_stay_in_the_ledger_until_the_anomaly_task_folds_them(
     handle_alerts(rt, sent[0], now_ts=NOW)
     # Then the entry is settled
     assert rt.stores.inflight.size() == 0
+
+
+def _screened_copies(rt: Runtime, tier: str) -> list[Batch]:
+    """Warmed-up devices screened as copies of ``tier`` by the screening task, the last
+    copy holding device 3's spike; returns the copies."""
+    batches = [dataclasses.replace(b, tier=tier) for b in _warm_then_spike()]
+    for b in batches:
+        handle_screen(rt, encode_batch(b))
+    return batches
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_standard_copy_folds_its_alerts_where_it_is_screened(
+    kind: str, make_runtime: MakeRuntime, recording_app: RecordingApp
+) -> None:
+    # Given a worker screening standard copies (it takes its region's anomaly work too)
+    sink = MemorySink()
+    client = fakeredis.FakeRedis() if kind == "redis" else None
+    rt = _runtime(make_runtime, generate_registry(100, seed=0), sink, client)
+    rt.clock = lambda: NOW + 40
+    # When a copy holding a spike is screened
+    batches = _screened_copies(rt, "standard")
+    # Then its alert is folded into the region's incidents there: no anomaly message
+    assert recording_app.named(ANOMALY_TASK) == []
+    assert rt.stores.state.counters()["alerts_folded_at_screening"] == 1
+    # and the incident fires at the tick that fold booked, once the group wait is over
+    ((region, wait_s),) = _ticks(recording_app)
+    handle_tick(rt, {"region": region}, now_ts=NOW + 40 + wait_s)
+    assert [(d["status"], d["device_count"]) for d in sink.documents] == [("firing", 1)]
+    # When that copy is delivered again
+    handle_screen(rt, encode_batch(batches[-1]))
+    # Then nothing is folded or sent again
+    assert rt.stores.state.counters()["alerts_folded_at_screening"] == 1
+    assert recording_app.named(ANOMALY_TASK) == []
+
+
+def test_a_premium_copy_sends_its_alerts_to_the_anomaly_queue(
+    make_runtime: MakeRuntime, recording_app: RecordingApp
+) -> None:
+    # Given the premium lane screening premium copies (it takes no anomaly work)
+    rt = _runtime(make_runtime, generate_registry(100, seed=0), MemorySink())
+    # When a copy holding a spike is screened
+    _screened_copies(rt, "premium")
+    # Then its alert goes to the region's anomaly queue, not folded there
+    ((payload,),) = recording_app.named(ANOMALY_TASK)
+    assert np.frombuffer(payload["device_id"], dtype="<u8").tolist() == [3]
+    assert "alerts_folded_at_screening" not in rt.stores.state.counters()
+
+
+def test_a_fold_failing_where_screened_sends_the_alerts_instead(
+    make_runtime: MakeRuntime, recording_app: RecordingApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker screening standard copies whose incident store is unreachable
+    sink = MemorySink()
+    rt = _runtime(make_runtime, generate_registry(100, seed=0), sink)
+    fold = rt.stores.incidents.fold
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("incident store unreachable")
+
+    monkeypatch.setattr(rt.stores.incidents, "fold", unreachable)
+    # When a copy holding a spike is screened
+    _screened_copies(rt, "standard")
+    # Then its alert is sent to the anomaly queue instead of being lost
+    ((payload,),) = recording_app.named(ANOMALY_TASK)
+    assert np.frombuffer(payload["device_id"], dtype="<u8").tolist() == [3]
+    assert "alerts_folded_at_screening" not in rt.stores.state.counters()
+    # and the anomaly task folds it once the store is back
+    monkeypatch.setattr(rt.stores.incidents, "fold", fold)
+    handle_alerts(rt, payload, now_ts=NOW + 40)
+    handle_tick(rt, {"region": "eu-west"}, now_ts=NOW + 45)
+    assert [(d["status"], d["device_count"]) for d in sink.documents] == [("firing", 1)]
