@@ -24,9 +24,10 @@ Handed on how depends on the queue. A copy from ``{region}.screen`` (every tier 
 premium) is screened by a worker that takes the region's anomaly work anyway, ahead of
 everything else: the screening task folds its alerts itself. An anomaly message would
 only come back to the same worker next, and its delivery cost more than the fold: traced
-at 2x capacity (``iotsched bench --rate-rps 550000``), the anomaly folds were about half
-of a region worker's tasks, each with its delivery and the wait before it, and folding
-them here took standard detection p99 from 9,084.39 ms to 4,588.24 ms. A premium copy
+at about 2.2x capacity (``iotsched bench --rate-rps 550000``), the anomaly folds were about
+half of a region worker's tasks, each with its delivery and the wait before it; folded
+here, standard detection p99 was lower in six of nine interleaved runs (median 12.2 s
+against 15.5 s, on a host whose speed halved during them). A premium copy
 (``{region}.screen_premium``) is screened on the premium lane too, which takes no anomaly
 work (premium would wait behind it): its alerts go to ``{region}.anomaly``, as does a
 fold that fails here (the anomaly task folds it, once).
