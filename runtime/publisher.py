@@ -202,6 +202,15 @@ class Publisher:
         self._record([(payload["ledger_id"], queue, payload, wire.ANOMALY_TASK)])
         self._send(wire.ANOMALY_TASK, (payload,), queue)
 
+    def send_notices(self, region: str, batch_id: str, payload: dict[str, Any]) -> None:
+        """Notifications one fold of ``batch_id`` left due, to the region's anomaly queue
+        for its sinks (``iotsched.notify``), under ``wire.notices_ledger_id`` in the ledger:
+        the fold is claimed, so nothing would derive them again."""
+        queue = queue_name(region, WorkClass.ANOMALY.value)
+        payload = {**payload, "ledger_id": wire.notices_ledger_id(batch_id)}
+        self._record([(payload["ledger_id"], queue, payload, wire.NOTIFY_TASK)])
+        self._send(wire.NOTIFY_TASK, (payload,), queue)
+
     # --- control: derived again from stored state ------------------------------------------
 
     def send_accelerate(

@@ -15,6 +15,8 @@ ROUTINE_TASK: Final = "iotsched.routine"
 SCREEN_TASK: Final = "iotsched.screen"
 #: One screened batch's device alerts folded into incidents, on ``{region}.anomaly``.
 ANOMALY_TASK: Final = "iotsched.anomaly"
+#: Notifications a fold on the premium lane left due, sent to the sinks on ``{region}.anomaly``.
+NOTIFY_TASK: Final = "iotsched.notify"
 #: The incident correlator's timers (group wait, growth, resolution), on ``{region}.anomaly``.
 INCIDENT_TICK_TASK: Final = "iotsched.incident_tick"
 #: Accelerated processing of an incident's pending routine data, on ``{region}.anomaly``.
@@ -54,6 +56,12 @@ LEDGER_REF_FIELD: Final = "ledger_ref"
 
 #: Version of the columnar alerts payload (screening and the dropout sweep → anomaly).
 ALERTS_WIRE_VERSION: Final = 1
+
+
+def notices_ledger_id(batch_id: str) -> str:
+    """The in-flight ledger entry of the notifications one fold of ``batch_id`` left due
+    (``iotsched.notify``)."""
+    return f"notices:{batch_id}"
 
 
 def alerts_ledger_id(batch_id: str) -> str:

@@ -7,14 +7,17 @@ opened or grew, except storm incidents: a fleet-wide silence or reconnect folds 
 "ingest_gap" (seen while silent) / "mass_reconnect" (seen on return) incident per region
 (``scheduler.correlation``), a group's folded silence into one storm of the group, and
 their devices' routine data is not accelerated, so a storm never becomes per-device
-work above premium. ``iotsched.incident_tick`` runs the correlator's timers when no alert arrives:
-the group wait of a new incident, growth updates, and resolution. One tick at a time
-is booked per region, for the earliest moment something falls due.
+work above premium. ``iotsched.notify`` sends the notifications a fold on the premium
+lane left due (``hand_notices_on``). ``iotsched.incident_tick`` runs the correlator's
+timers when no alert arrives: the group wait of a new incident, growth updates, and
+resolution. One tick at a time is booked per region, for the earliest moment something
+falls due.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +32,7 @@ from scheduler.errors import InvalidBatch, IotschedError
 from scheduler.incident import Incident, IncidentUpdate
 from scheduler.latency import bucket_counts
 from scheduler.registry import Registry
-from scheduler.wire import ALERTS_WIRE_VERSION, ANOMALY_TASK, INCIDENT_TICK_TASK
+from scheduler.wire import ALERTS_WIRE_VERSION, ANOMALY_TASK, INCIDENT_TICK_TASK, NOTIFY_TASK
 from stores.detector_store import NOTIFY_STAGE
 from tasks.app import app
 from tasks.base import WorkTask, dead_letter_copy, timed
@@ -42,6 +45,9 @@ UNKNOWN_GROUP = "unknown"
 EVIDENCE_COLUMNS = ("observed", "expected", "band", "score")
 
 LOGGER = logging.getLogger(__name__)
+#: Where a fold's due notifications go: ``notify`` (the sinks, now) or ``hand_notices_on``;
+#: called with the fold's updates and its batch id (None for a tick).
+Notify = Callable[[Runtime, list[IncidentUpdate], str | None], int]
 #: Histograms of how long anomaly and incident tick tasks run (ms), beside detection's.
 ANOMALY_RUN_STAGE = "run:anomaly"
 TICK_RUN_STAGE = "run:incident_tick"
@@ -192,11 +198,39 @@ def book_acceleration(rt: Runtime, region: str, folded: Folded) -> int:
     return booked
 
 
-def notify(rt: Runtime, updates: list[IncidentUpdate]) -> int:
+def notify(rt: Runtime, updates: list[IncidentUpdate], batch_id: str | None = None) -> int:
     """Send due notifications to every sink; one failing sink does not silence the others."""
     if not updates:
         return 0
-    documents = [alert_document(u) for u in updates]
+    return emit_documents(rt, [alert_document(u) for u in updates], firing_latency_ms(updates))
+
+
+def hand_notices_on(rt: Runtime, updates: list[IncidentUpdate], batch_id: str | None) -> int:
+    """Send due notifications to the region's anomaly queue (``iotsched.notify``) instead of
+    the sinks: for a fold on a worker that must not wait for them (the premium lane; a
+    webhook sink down costs seconds per document). Returns the notifications handed on."""
+    if not updates:
+        return 0
+    region = updates[0].incident.region
+    payload = {
+        "region": region,
+        "documents": [alert_document(u) for u in updates],
+        "firing_ms": firing_latency_ms(updates).tolist(),
+    }
+    # A tick's fold has no batch id: its notices are named by the moment they fell due.
+    rt.publisher.send_notices(region, batch_id or f"tick:{region}:{updates[0].at_ts!r}", payload)
+    return len(updates)
+
+
+def firing_latency_ms(updates: list[IncidentUpdate]) -> np.ndarray:
+    """From each first notice's incident's first anomalous reading to the notice (ms)."""
+    return np.array(
+        [(u.at_ts - u.incident.first_seen_ts) * 1000.0 for u in updates if u.status == "firing"]
+    )
+
+
+def emit_documents(rt: Runtime, documents: list[dict[str, Any]], firing_ms: np.ndarray) -> int:
+    """Send notification documents to every sink, and record the first notices' latency."""
     failures = 0
     for sink in rt.sinks:
         try:
@@ -204,13 +238,28 @@ def notify(rt: Runtime, updates: list[IncidentUpdate]) -> int:
         except (IotschedError, OSError) as exc:
             failures += 1
             LOGGER.error("alert sink %s failed: %s", sink.name, exc)
-    firing = np.array(
-        [(u.at_ts - u.incident.first_seen_ts) * 1000.0 for u in updates if u.status == "firing"]
-    )
-    rt.stores.detector.add_latency(NOTIFY_STAGE, bucket_counts(firing))
+    rt.stores.detector.add_latency(NOTIFY_STAGE, bucket_counts(firing_ms))
     if failures:
         rt.stores.state.incr_counters({"alert_sink_failures": failures})
     return len(documents)
+
+
+def handle_notices(rt: Runtime, payload: dict[str, Any]) -> int:
+    """The notify task's work: a fold's notifications to the sinks (``hand_notices_on``)."""
+    try:
+        documents = payload["documents"]
+        firing_ms = np.asarray(payload["firing_ms"], dtype=np.float64)
+        if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
+            raise TypeError("documents must be a list of objects")
+        if firing_ms.ndim != 1:
+            raise ValueError("firing_ms must be a list of numbers")
+    except (KeyError, TypeError, ValueError) as exc:
+        dead_letter_copy(rt, payload, "invalid_notices", str(exc), NOTIFY_TASK)
+        settle_alerts(rt, payload)
+        return 0
+    sent = emit_documents(rt, documents, firing_ms)
+    settle_alerts(rt, payload)
+    return sent
 
 
 def book_tick(rt: Runtime, region: str, due_ts: float | None, now_ts: float) -> None:
@@ -219,14 +268,18 @@ def book_tick(rt: Runtime, region: str, due_ts: float | None, now_ts: float) -> 
 
 
 def settle_alerts(rt: Runtime, payload: Any) -> None:
-    """Drop an alerts message's in-flight ledger entry (``Publisher.send_alerts``)."""
+    """Drop an alerts (or notices) message's in-flight ledger entry
+    (``Publisher.send_alerts``, ``Publisher.send_notices``)."""
     ledger_id = payload.get("ledger_id") if isinstance(payload, dict) else None
     if isinstance(ledger_id, str):
         rt.stores.inflight.done(ledger_id)
 
 
-def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float | None = None) -> int:
-    """The anomaly task's work: returns the number of notifications sent."""
+def handle_alerts(
+    rt: Runtime, payload: dict[str, Any], now_ts: float | None = None, notify_with: Notify = notify
+) -> int:
+    """The anomaly task's work: returns the number of notifications sent (or handed on,
+    with ``notify_with=hand_notices_on``)."""
     now_ts = rt.clock() if now_ts is None else now_ts
     try:
         batch_id, region, alerts = decode_alerts(payload, rt.registry.get())
@@ -240,7 +293,7 @@ def handle_alerts(rt: Runtime, payload: dict[str, Any], now_ts: float | None = N
     settle_alerts(rt, payload)
     if folded is None:
         return 0
-    sent = notify(rt, folded.updates)
+    sent = notify_with(rt, folded.updates, batch_id)
     book_tick(rt, region, folded.due_ts, now_ts)
     book_acceleration(rt, region, folded)
     return sent
@@ -260,6 +313,12 @@ def handle_tick(rt: Runtime, payload: dict[str, Any], now_ts: float | None = Non
 def process_anomaly(self: WorkTask, payload: dict[str, Any]) -> int:
     """Returns the number of notifications sent."""
     return int(self.work(timed(ANOMALY_RUN_STAGE, handle_alerts), payload))
+
+
+@app.task(base=WorkTask, bind=True, **work_options(NOTIFY_TASK))
+def process_notify(self: WorkTask, payload: dict[str, Any]) -> int:
+    """Returns the number of notifications sent."""
+    return int(self.work(handle_notices, payload))
 
 
 @app.task(base=WorkTask, bind=True, **work_options(INCIDENT_TICK_TASK))

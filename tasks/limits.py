@@ -109,6 +109,7 @@ KIND_OF_TASK: dict[str, str] = {
     wire.SCREEN_TASK: "screen",
     wire.ANOMALY_TASK: "anomaly",
     wire.INCIDENT_TICK_TASK: "anomaly",
+    wire.NOTIFY_TASK: "anomaly",
     wire.ACCELERATE_TASK: "accelerate",
     wire.DROPOUT_TASK: "sweep",
     wire.PROBE_TASK: "probe",

@@ -20,17 +20,20 @@ again. Each screened batch's alerts are folded into incidents once (the fold's o
 ``tasks.anomaly.handle_alerts``), so an alert is never lost to a crash and never counted
 twice.
 
-Handed on how depends on the queue. A copy from ``{region}.screen`` (every tier but
-premium) is screened by a worker that takes the region's anomaly work anyway, ahead of
-everything else: the screening task folds its alerts itself. An anomaly message would
-only come back to the same worker next, and its delivery cost more than the fold: traced
-at about 2.2x capacity (``iotsched bench --rate-rps 550000``), the anomaly folds were about
-half of a region worker's tasks, each with its delivery and the wait before it; folded
-here, standard detection p99 was lower in six of nine interleaved runs (median 12.2 s
-against 15.5 s, on a host whose speed halved during them). A premium copy
-(``{region}.screen_premium``) is screened on the premium lane too, which takes no anomaly
-work (premium would wait behind it): its alerts go to ``{region}.anomaly``, as does a
-fold that fails here (the anomaly task folds it, once).
+The screening task folds its alerts itself (``fold_alerts_here``): an anomaly message
+would cost a delivery, and the wait before it, on a region worker. A copy from
+``{region}.screen`` (every tier but premium) is screened by a worker that takes the
+region's anomaly work anyway, ahead of everything else; traced at about 2.2x capacity
+(``iotsched bench --rate-rps 550000``), the anomaly folds were about half of a region
+worker's tasks, and folded here standard detection p99 was lower in six of nine
+interleaved runs (median 12.2 s against 15.5 s). A premium copy
+(``{region}.screen_premium``) is screened on the premium lane: it folds there too (a few
+milliseconds; those messages, one per premium copy with an alert, were then the region
+workers' only anomaly folds, and with their deliveries 15-18 % of a region worker's time
+at 1.8-2x capacity), but the notifications the fold leaves due go to ``{region}.anomaly``
+(``iotsched.notify``): premium would wait behind a sink that is slow or down. A fold
+that fails here sends the alerts to ``{region}.anomaly`` instead (the anomaly task folds
+them, once).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from scheduler.screen_cost import SCREEN_HELD_READINGS, SCREEN_HELD_US
 from scheduler.wire import ALERTS_WIRE_VERSION, HELD_SCREEN_FIELD, LEDGER_REF_FIELD
 from scheduler.wire import SCREEN_TASK as SCREEN_TASK  # re-exported: benches name it here
 from stores.detector_store import ALERT_STAGE, DetectorStore, LoadedBatch
-from tasks.anomaly import handle_alerts
+from tasks.anomaly import hand_notices_on, handle_alerts, notify
 from tasks.app import app
 from tasks.base import WorkTask, dead_letter_copy, record_service
 from tasks.limits import work_options
@@ -242,15 +245,15 @@ def _screened_and_committed(
     return (int(rows.size), payload) if committed else None
 
 
-def counted_emit(rt: Runtime, fold_here: bool = False) -> EmitAlerts:
+def counted_emit(rt: Runtime, fold_here: bool = False, notify_here: bool = True) -> EmitAlerts:
     """Hands alerts on, counting the silence events screening folded returns into (counted
     as sent: a batch screened again after a crash before its commit counts them twice).
 
-    ``fold_here``: fold them into the region's incidents now (``fold_alerts_here``);
-    otherwise send them to the region's anomaly queue."""
+    ``fold_here``: fold them into the region's incidents now (``fold_alerts_here``, with
+    ``notify_here``); otherwise send them to the region's anomaly queue."""
 
     def emit(payload: dict[str, Any]) -> None:
-        if not (fold_here and fold_alerts_here(rt, payload)):
+        if not (fold_here and fold_alerts_here(rt, payload, notify_here)):
             rt.publisher.send_alerts(payload)
         if silences := payload.get("silences"):
             folded = sum(int(s["devices"]) for s in silences)
@@ -261,15 +264,16 @@ def counted_emit(rt: Runtime, fold_here: bool = False) -> EmitAlerts:
     return emit
 
 
-def fold_alerts_here(rt: Runtime, payload: dict[str, Any]) -> bool:
-    """Fold one screened batch's alerts as the anomaly task would (incidents, notices,
-    ticks, acceleration); False when that failed and the alerts must be sent instead.
+def fold_alerts_here(rt: Runtime, payload: dict[str, Any], notify_here: bool = True) -> bool:
+    """Fold one screened batch's alerts as the anomaly task would (incidents, ticks,
+    acceleration, and the notifications due: to the sinks with ``notify_here``, else to
+    the anomaly queue); False when that failed and the alerts must be sent instead.
 
     Any failure falls back: the anomaly task then folds the same alerts under the same
     claim, with its own retries and dead letters, so a fold that half happened here is
     neither lost nor counted twice."""
     try:
-        handle_alerts(rt, payload)
+        handle_alerts(rt, payload, notify_with=notify if notify_here else hand_notices_on)
     except Exception:
         LOGGER.warning(
             "alerts of %s sent to the anomaly queue: fold failed here",
@@ -281,9 +285,14 @@ def fold_alerts_here(rt: Runtime, payload: dict[str, Any]) -> bool:
     return True
 
 
-def folds_where_screened(tier: str) -> bool:
-    """Whether a copy of ``tier`` is screened by a worker taking its region's anomaly
-    work (``{region}.screen``: not premium's copies, which the premium lane screens)."""
+#: Screened alerts are folded by the screening task (``fold_alerts_here``), not sent.
+FOLD_WHERE_SCREENED = True
+
+
+def notifies_where_screened(tier: str) -> bool:
+    """Whether a copy of ``tier`` is screened by a worker that may wait for the alert sinks:
+    one taking its region's anomaly work (``{region}.screen``), not the premium lane
+    (premium's copies, ``{region}.screen_premium``), where premium would wait behind them."""
     return work_class(tier) is not WorkClass.PREMIUM
 
 
@@ -329,7 +338,7 @@ def _screened_with_registry(rt: Runtime, batch: Batch, advance_frontier: bool) -
         screen_batch,
         batch,
         rt.stores.detector,
-        counted_emit(rt, fold_here=folds_where_screened(batch.tier)),
+        counted_emit(rt, FOLD_WHERE_SCREENED, notifies_where_screened(batch.tier)),
         clock=rt.clock,
         advance_frontier=advance_frontier,
     )

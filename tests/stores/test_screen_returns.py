@@ -44,9 +44,9 @@ def sent_alerts(recording_app: RecordingApp) -> list[dict[str, Any]]:
 
 @pytest.fixture(autouse=True)
 def alerts_sent_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Screening hands its alerts to the anomaly queue (as a premium copy's are) instead of
-    folding them where screened: these tests read the payload it hands on."""
-    monkeypatch.setattr("tasks.screen.folds_where_screened", lambda tier: False)
+    """Screening hands its alerts to the anomaly queue (as a fold failing where screened
+    does) instead of folding them there: these tests read the payload it hands on."""
+    monkeypatch.setattr("tasks.screen.FOLD_WHERE_SCREENED", False)
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])

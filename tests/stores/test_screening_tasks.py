@@ -17,9 +17,9 @@ from scheduler.codec import encode_batch
 from scheduler.injection import AnomalySpec, inject, normal_traffic
 from scheduler.model import Batch
 from scheduler.registry import Registry, generate_registry
-from scheduler.wire import ANOMALY_TASK, INCIDENT_TICK_TASK
+from scheduler.wire import ANOMALY_TASK, INCIDENT_TICK_TASK, NOTIFY_TASK
 from stores.detector_store import MemoryDetectorStore, RedisDetectorStore
-from tasks.anomaly import handle_alerts, handle_tick
+from tasks.anomaly import handle_alerts, handle_notices, handle_tick
 from tasks.screen import handle_screen, screen_batch
 
 NOW = 1_700_000_000.0
@@ -316,17 +316,46 @@ def test_a_standard_copy_folds_its_alerts_where_it_is_screened(
     assert recording_app.named(ANOMALY_TASK) == []
 
 
-def test_a_premium_copy_sends_its_alerts_to_the_anomaly_queue(
+def test_a_premium_copy_folds_its_alerts_and_hands_its_notices_to_the_anomaly_queue(
     make_runtime: MakeRuntime, recording_app: RecordingApp
 ) -> None:
-    # Given the premium lane screening premium copies (it takes no anomaly work)
-    rt = _runtime(make_runtime, generate_registry(100, seed=0), MemorySink())
+    # Given the premium lane screening premium copies (premium waits behind its work)
+    sink = MemorySink()
+    rt = _runtime(make_runtime, generate_registry(100, seed=0), sink)
+    rt.clock = lambda: NOW + 40
     # When a copy holding a spike is screened
     _screened_copies(rt, "premium")
-    # Then its alert goes to the region's anomaly queue, not folded there
-    ((payload,),) = recording_app.named(ANOMALY_TASK)
-    assert np.frombuffer(payload["device_id"], dtype="<u8").tolist() == [3]
-    assert "alerts_folded_at_screening" not in rt.stores.state.counters()
+    # Then its alert is folded into the region's incidents there: no anomaly message
+    assert recording_app.named(ANOMALY_TASK) == []
+    assert rt.stores.state.counters()["alerts_folded_at_screening"] == 1
+    # When a later premium copy, device 4 spiking, is screened once the group wait is over
+    ((_, wait_s),) = _ticks(recording_app)
+    rt.clock = lambda: NOW + 41 + wait_s
+    values = 20.0 + np.random.default_rng(2).normal(0, 0.5, 5)
+    values[3] += 50.0
+    later = _batch("b-later", np.arange(1, 6), np.full(5, NOW + 40), values)
+    assert handle_screen(rt, encode_batch(later)) == 1
+    # Then the notice that fold left due goes to the notify task, not to the sinks
+    assert sink.documents == []
+    ((notices,),) = recording_app.named(NOTIFY_TASK)
+    assert [d["status"] for d in notices["documents"]] == ["firing"]
+    assert rt.stores.inflight.size() == 1
+    # and the notify task sends it to the sinks, settling its ledger entry
+    assert handle_notices(rt, notices) == 1
+    assert [d["status"] for d in sink.documents] == ["firing"]
+    assert sink.documents[0]["incident_id"] == notices["documents"][0]["incident_id"]
+    assert rt.stores.inflight.size() == 0
+
+
+def test_a_notices_message_of_the_wrong_shape_is_dead_lettered(make_runtime: MakeRuntime) -> None:
+    # Given a runtime notifying a sink
+    sink = MemorySink()
+    rt = _runtime(make_runtime, generate_registry(100, seed=0), sink)
+    # When the notify task gets documents that are not objects
+    assert handle_notices(rt, {"region": "eu-west", "documents": [1, 2], "firing_ms": []}) == 0
+    # Then nothing is sent and the message is dead-lettered
+    assert sink.documents == []
+    assert [d.reason for d in rt.stores.state.dead_letters(10)] == ["invalid_notices"]
 
 
 def test_a_fold_failing_where_screened_sends_the_alerts_instead(
