@@ -14,11 +14,14 @@ SCREEN_MAX_AGE_MS = 100.0
 #: readings of a region (or this age, ``ingest.held_coalescer``): a device's held readings
 #: then share one fetch and store of its detector state, which is most of screening's
 #: cost (``bench/screen_cost.py``: at four readings per device a third of one's cost per
-#: reading). 40,000: half a second of a region's readings at 250,000/s offered to three
-#: regions, about six per device of a 20,000-device fleet. Bounded because a screening
-#: task holds its slot until done (about 0.3 s at this size): anomaly work and standard
-#: processing wait for it; premium has a lane of its own.
-HELD_SCREEN_MAX_READINGS = 40_000
+#: reading). 80,000: under half a second of a region's held readings at 2x capacity
+#: (about 180,000/s a region held at 680,000/s offered), about twelve per device of a
+#: 20,000-device fleet; at 40,000 the copies were full in a quarter second, and the
+#: state fetch and store, a third of a held copy's time, came twice as often per reading.
+#: Bounded because a screening task holds its slot until done (0.1-0.3 s at this size on
+#: a loaded 2-core host): anomaly work and standard processing wait for it; premium has
+#: a lane of its own.
+HELD_SCREEN_MAX_READINGS = 80_000
 HELD_COALESCE_MAX_AGE_MS = 500.0
 #: Age at which the publisher sends held copies it was given (sooner when a copy of
 #: admitted readings in the same queue is due, every 100 ms under load).

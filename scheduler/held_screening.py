@@ -19,7 +19,7 @@ states' MGET and MSET, so held copies, coalesced to several readings per device
 (``ingest.held_coalescer``), cost less per reading. The ratio is
 taken at 1:1 until the workers' service is measured, then followed
 (``HeldScreenBudget.follow_cost``, from ``scheduler.screen_cost``).
-Screening every held reading at 2x capacity cannot fit (it alone would take 1.2 slots),
+Screening every held reading fits the budget up to about 2x capacity (``HELD_SCREEN_SHARE``),
 so past the budget (once a held reading would wait longer for credit than for
 admission) a sample of devices is screened while held: a fixed share of each
 region's devices (picked by a hash of the id, so the same devices keep fast detection),
@@ -45,13 +45,18 @@ import numpy.typing as npt
 
 from scheduler import defaults
 
-#: Share of a region's non-premium slot time screening of held readings may take: four
-#: fifths, because a reading screened while held is not screened again when admitted, so
+#: Share of a region's non-premium slot time screening of held readings may take: nine
+#: tenths, because a reading screened while held is not screened again when admitted, so
 #: this moves screening earlier rather than adding work, and standard detection (5 s) is
-#: a hard bound where standard processing has none (routine keeps a fifth, so its wait
-#: stays bounded). At two thirds, 1.8x capacity left 514 of 869 standard alerts to
-#: screening at admission, 10 s late.
-HELD_SCREEN_SHARE = 0.8
+#: a hard bound where standard processing has none (routine keeps a tenth, so its wait
+#: stays bounded). At 2x capacity nearly every standard reading is held, and screening
+#: them all takes 2 x s / (r + s) of the slot at screening cost s and routine cost r per
+#: reading: 0.89 at the measured s = 0.8 r. At four fifths the held readings waited for
+#: credit longer every second (traced at 1.9x: their age at screening grew from 0.9 s to
+#: 3.4 s over 18 s; standard detection p99 5.1-8.2 s at 2.0-2.05x, 2.6 s with nine
+#: tenths and denser copies, ``defaults.HELD_SCREEN_MAX_READINGS``). At two thirds, 1.8x
+#: capacity left 514 of 869 standard alerts to screening at admission, 10 s late.
+HELD_SCREEN_SHARE = 0.9
 #: Screening's cost per reading over routine processing's until the workers' service
 #: is measured (``scheduler.screen_cost``), for held readings coalesced per device
 #: (``defaults.HELD_SCREEN_MAX_READINGS``): a device's readings share one fetch and
@@ -83,8 +88,13 @@ PER_UNSCREENED = round(HELD_SCREEN_SHARE / (1.0 - HELD_SCREEN_SHARE), 9)
 #: admission rounds, short enough to follow a change of drain within seconds.
 BUDGET_WINDOW_S = 2.0
 #: The sample shrinks at most this much per adjustment, and grows back by at most this
-#: factor while spending stays under ``GROW_BELOW`` of the earning: in proportion both
-#: ways. (Growing only under half the earning made the sample a ratchet: a lump of spending
+#: factor while spending stays under ``GROW_BELOW`` of the earning: by the square root of
+#: earning over spending both ways, half the step that would match them. At a held share
+#: of nine tenths routine keeps a tenth of the slot, so its admissions, and with them the
+#: earning, move about ten times as far as the sample does, and a full step overshot:
+#: under a steady 3.2x overload in the slot model of ``tests/core/test_held_screening.py``
+#: the sample swung between 0.36 and 0.81 of the devices (0.54-0.60 with half steps).
+#: (Growing only under half the earning made the sample a ratchet: a lump of spending
 #: shrank it, and at any share between half and all of what the budget pays it never grew.)
 MAX_SHRINK = 0.5
 GROW = 1.25
@@ -121,8 +131,8 @@ class HeldScreenBudget:
     Admissions earn ``per_admitted`` readings each (``PER_UNSCREENED`` more for one not
     screened while held); screening spends them, when the sample takes readings on. Both
     are summed over a fading window; at a spend, at most every ``ADJUST_EVERY`` window, a
-    region whose spending ran past its earning shrinks its sample in proportion, and one
-    spending under ``GROW_BELOW`` of it grows the sample in proportion (devices rejoin
+    region whose spending ran past its earning shrinks its sample toward it, and one
+    spending under ``GROW_BELOW`` of it grows the sample toward it (devices rejoin
     once their older held readings are admitted).
     """
 
@@ -331,7 +341,7 @@ class HeldScreenBudget:
         owed = waiting - max(0.0, self._balance.get(region, 0.0))
         late = oldest_wait_s > max(MAX_CREDIT_WAIT_S, self.admission_lag_s(region, now_ts))
         if late and spent > earned and owed * self.window_s > MAX_CREDIT_WAIT_S * earned:
-            factor = max(MAX_SHRINK, earned / spent)
+            factor = max(MAX_SHRINK, math.sqrt(earned / spent))
             self._share[region] = share * factor
             self._first_shrink_ts.setdefault(region, now_ts)
             self._lowest_share[region] = min(self.lowest_share(region), self._share[region])
@@ -345,7 +355,7 @@ class HeldScreenBudget:
             self._spent[region] = min(spent * factor, earned)
         elif spent < GROW_BELOW * earned:
             # At least GROW_STEP more: a sample halved to nothing would stay there.
-            grow = GROW if spent <= 0 else min(GROW, earned / spent)
+            grow = GROW if spent <= 0 else min(GROW, math.sqrt(earned / spent))
             self._share[region] = min(1.0, max(share * grow, share + GROW_STEP))
 
     def _evidence_ts(self, region: int) -> float:

@@ -25,16 +25,18 @@ def test_the_sample_shrinks_when_spending_outruns_earning_and_grows_back() -> No
     assert budget.share(0) == 1.0
     # When 1,000 are screened while held: twice the budget
     budget.spend(0, 1_000, now_ts=10.0)
-    # Then the region screens half its devices from now on; region 1 is untouched
-    assert budget.share(0) == pytest.approx(0.5, rel=0.01)
+    # Then the region screens fewer of its devices from now on, by the square root of
+    # what the budget pays (half the step, so the sample does not swing); region 1 is
+    # untouched
+    assert budget.share(0) == pytest.approx(0.5**0.5, rel=0.01)
     assert budget.share(1) == 1.0
     # And within the same half window it is not resized again, however lumpy the spending
     budget.spend(0, 5_000, now_ts=10.2)
-    assert budget.share(0) == pytest.approx(0.5, rel=0.01)
+    assert budget.share(0) == pytest.approx(0.5**0.5, rel=0.01)
     # When admissions earn far more than is spent, the sample grows back
     budget.earn(0, 100_000, now_ts=12.0)
     budget.spend(0, 10, now_ts=12.0)
-    assert budget.share(0) == pytest.approx(0.625, rel=0.01)
+    assert budget.share(0) == pytest.approx(0.5**0.5 * 1.25, rel=0.01)
 
 
 def test_held_readings_screened_before_any_admission_keep_every_device_for_a_window() -> None:
@@ -186,7 +188,7 @@ def test_a_sample_shrunk_by_a_lump_grows_back_to_what_the_budget_pays() -> None:
     # Given a region whose sample a lump of held readings halved
     for step in range(20):
         budget.earn(0, 1_000, now_ts=step * 0.1)
-    budget.spend(0, 40_000, now_ts=2.0)
+    budget.spend(0, 80_000, now_ts=2.0)
     assert budget.share(0) == pytest.approx(0.5)
     # When the devices in the sample then spend 80 % of the earning (the whole fleet
     # would spend 160 %)
@@ -235,8 +237,8 @@ def test_one_lump_of_held_readings_shrinks_the_sample_once_not_at_every_adjustme
     # Given a region earning 1,000 readings of held screening per 0.1 s for a window
     for step in range(20):
         budget.earn(0, 1_000, now_ts=step * 0.1)
-    # When a lump of 40,000 held readings is taken on (twice the window's earning)
-    budget.spend(0, 40_000, now_ts=2.0)
+    # When a lump of 80,000 held readings is taken on (four times the window's earning)
+    budget.spend(0, 80_000, now_ts=2.0)
     assert budget.share(0) == pytest.approx(0.5)
     # And then the sample's devices spend 80 % of the earning, for as long as the lump
     # is still part of the window (the whole fleet would spend 160 %)
