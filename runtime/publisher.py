@@ -198,18 +198,24 @@ class Publisher:
         """One screened batch's (or dropout sweep's) alerts to the region's anomaly queue,
         under ``wire.alerts_ledger_id`` (carried as ``ledger_id``) in the ledger."""
         queue = queue_name(str(payload["region"]), WorkClass.ANOMALY.value)
-        payload = {**payload, "ledger_id": wire.alerts_ledger_id(str(payload["batch_id"]))}
-        self._record([(payload["ledger_id"], queue, payload, wire.ANOMALY_TASK)])
-        self._send(wire.ANOMALY_TASK, (payload,), queue)
+        ledger_id = wire.alerts_ledger_id(str(payload["batch_id"]))
+        self._send_recorded(wire.ANOMALY_TASK, queue, ledger_id, payload)
 
     def send_notices(self, region: str, batch_id: str, payload: dict[str, Any]) -> None:
         """Notifications one fold of ``batch_id`` left due, to the region's anomaly queue
         for its sinks (``iotsched.notify``), under ``wire.notices_ledger_id`` in the ledger:
         the fold is claimed, so nothing would derive them again."""
         queue = queue_name(region, WorkClass.ANOMALY.value)
-        payload = {**payload, "ledger_id": wire.notices_ledger_id(batch_id)}
-        self._record([(payload["ledger_id"], queue, payload, wire.NOTIFY_TASK)])
-        self._send(wire.NOTIFY_TASK, (payload,), queue)
+        self._send_recorded(wire.NOTIFY_TASK, queue, wire.notices_ledger_id(batch_id), payload)
+
+    def _send_recorded(
+        self, task: str, queue: str, ledger_id: str, payload: dict[str, Any]
+    ) -> None:
+        """One message recorded in the ledger under ``ledger_id`` (carried in the payload,
+        for the task to settle), then sent."""
+        payload = {**payload, "ledger_id": ledger_id}
+        self._record([(ledger_id, queue, payload, task)])
+        self._send(task, (payload,), queue)
 
     # --- control: derived again from stored state ------------------------------------------
 

@@ -46,8 +46,8 @@ EVIDENCE_COLUMNS = ("observed", "expected", "band", "score")
 
 LOGGER = logging.getLogger(__name__)
 #: Where a fold's due notifications go: ``notify`` (the sinks, now) or ``hand_notices_on``;
-#: called with the fold's updates and its batch id (None for a tick).
-Notify = Callable[[Runtime, list[IncidentUpdate], str | None], int]
+#: called with the fold's updates and its batch id.
+Notify = Callable[[Runtime, list[IncidentUpdate], str], int]
 #: Histograms of how long anomaly and incident tick tasks run (ms), beside detection's.
 ANOMALY_RUN_STAGE = "run:anomaly"
 TICK_RUN_STAGE = "run:incident_tick"
@@ -205,7 +205,7 @@ def notify(rt: Runtime, updates: list[IncidentUpdate], batch_id: str | None = No
     return emit_documents(rt, [alert_document(u) for u in updates], firing_latency_ms(updates))
 
 
-def hand_notices_on(rt: Runtime, updates: list[IncidentUpdate], batch_id: str | None) -> int:
+def hand_notices_on(rt: Runtime, updates: list[IncidentUpdate], batch_id: str) -> int:
     """Send due notifications to the region's anomaly queue (``iotsched.notify``) instead of
     the sinks: for a fold on a worker that must not wait for them (the premium lane; a
     webhook sink down costs seconds per document). Returns the notifications handed on."""
@@ -217,8 +217,7 @@ def hand_notices_on(rt: Runtime, updates: list[IncidentUpdate], batch_id: str | 
         "documents": [alert_document(u) for u in updates],
         "firing_ms": firing_latency_ms(updates).tolist(),
     }
-    # A tick's fold has no batch id: its notices are named by the moment they fell due.
-    rt.publisher.send_notices(region, batch_id or f"tick:{region}:{updates[0].at_ts!r}", payload)
+    rt.publisher.send_notices(region, batch_id, payload)
     return len(updates)
 
 

@@ -245,15 +245,14 @@ def _screened_and_committed(
     return (int(rows.size), payload) if committed else None
 
 
-def counted_emit(rt: Runtime, fold_here: bool = False, notify_here: bool = True) -> EmitAlerts:
-    """Hands alerts on, counting the silence events screening folded returns into (counted
-    as sent: a batch screened again after a crash before its commit counts them twice).
-
-    ``fold_here``: fold them into the region's incidents now (``fold_alerts_here``, with
-    ``notify_here``); otherwise send them to the region's anomaly queue."""
+def counted_emit(rt: Runtime, notify_here: bool = True) -> EmitAlerts:
+    """Folds alerts into the region's incidents now (``fold_alerts_here``, with
+    ``notify_here``), sending them to the region's anomaly queue when that fails, and counts
+    the silence events screening folded returns into (counted as sent: a batch screened
+    again after a crash before its commit counts them twice)."""
 
     def emit(payload: dict[str, Any]) -> None:
-        if not (fold_here and fold_alerts_here(rt, payload, notify_here)):
+        if not fold_alerts_here(rt, payload, notify_here):
             rt.publisher.send_alerts(payload)
         if silences := payload.get("silences"):
             folded = sum(int(s["devices"]) for s in silences)
@@ -283,10 +282,6 @@ def fold_alerts_here(rt: Runtime, payload: dict[str, Any], notify_here: bool = T
         return False
     rt.stores.state.incr_counters({"alerts_folded_at_screening": 1})
     return True
-
-
-#: Screened alerts are folded by the screening task (``fold_alerts_here``), not sent.
-FOLD_WHERE_SCREENED = True
 
 
 def notifies_where_screened(tier: str) -> bool:
@@ -338,7 +333,7 @@ def _screened_with_registry(rt: Runtime, batch: Batch, advance_frontier: bool) -
         screen_batch,
         batch,
         rt.stores.detector,
-        counted_emit(rt, FOLD_WHERE_SCREENED, notifies_where_screened(batch.tier)),
+        counted_emit(rt, notifies_where_screened(batch.tier)),
         clock=rt.clock,
         advance_frontier=advance_frontier,
     )

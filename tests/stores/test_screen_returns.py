@@ -46,7 +46,7 @@ def sent_alerts(recording_app: RecordingApp) -> list[dict[str, Any]]:
 def alerts_sent_not_folded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Screening hands its alerts to the anomaly queue (as a fold failing where screened
     does) instead of folding them there: these tests read the payload it hands on."""
-    monkeypatch.setattr("tasks.screen.FOLD_WHERE_SCREENED", False)
+    monkeypatch.setattr("tasks.screen.fold_alerts_here", lambda *args: False)
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
