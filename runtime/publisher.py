@@ -51,12 +51,17 @@ def encode_accelerate(
 def held_reference(payload: dict[str, Any]) -> dict[str, Any]:
     """The message of a held copy recorded whole in the in-flight ledger: its id, where and
     how many (what Flower, dead letters and the reaper's give-up read), no columns."""
+    return {**ledger_reference(payload), wire.HELD_SCREEN_FIELD: True}
+
+
+def ledger_reference(payload: dict[str, Any]) -> dict[str, Any]:
+    """The message of a batch recorded whole in the in-flight ledger (a claim check): its
+    id, where and how many, no columns; the task fetches them with one HGET."""
     return {
         "id": payload["id"],
         "region": payload["region"],
         "tier": payload["tier"],
         "n": payload["n"],
-        wire.HELD_SCREEN_FIELD: True,
         wire.LEDGER_REF_FIELD: True,
     }
 
@@ -69,15 +74,19 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         region_apps: Mapping[str, Celery] | None = None,
         held_ref_min_readings: int = defaults.HELD_SCREEN_REF_MIN_READINGS,
+        claim_check_min_readings: int = defaults.CLAIM_CHECK_MIN_READINGS,
     ) -> None:
         """``region_apps`` are the apps of regions with a broker of their own; ``ledger``
         None only where nothing reaps (a bench measuring the bare broker path); held
-        copies of ``held_ref_min_readings`` or more go by reference to their ledger entry."""
+        copies of ``held_ref_min_readings`` or more go by reference to their ledger entry,
+        and so do standard batches and admitted screening copies of
+        ``claim_check_min_readings`` or more to a broker on the ledger's Redis."""
         self.app = app
         self.ledger = ledger
         self.clock = clock
         self.region_apps = dict(region_apps or {})
         self.held_ref_min_readings = held_ref_min_readings
+        self.claim_check_min_readings = claim_check_min_readings
 
     def app_for(self, region: str) -> Celery:
         """The app publishing to ``region``'s broker (its own, or the shared one)."""
@@ -99,7 +108,7 @@ class Publisher:
             return True
         if not isinstance(self.ledger, RedisInflightLedger):
             return False
-        commands = self.ledger.record_commands(entries, self.clock())
+        commands = self.ledger.record_commands(entries, self.clock()) if entries else []
         return ride_publish_batch(producer, self.ledger.client, commands)
 
     def _send(self, task: str, args: tuple[Any, ...], queue: str, **options: Any) -> None:
@@ -114,12 +123,25 @@ class Publisher:
         """Routine batches flushed together: one round trip for their ledger entries and
         one per broker for their messages.
 
+        A standard batch of ``claim_check_min_readings`` or more goes as a claim check
+        (``wire.LEDGER_REF_FIELD``) to a broker on the ledger's Redis: its task fetches the
+        columns with one HGET (``tasks.routine``). Remainders and the reaper's resends
+        carry their columns.
+
         Fails fast on a broker error (no reconnect loop): the producer keeps the batch
         in its outbox and tries again.
         """
-        self._send_batches(
-            [(b, queue_name(b.region, b.tier), wire.ROUTINE_TASK, encode_batch(b)) for b in batches]
-        )
+        sends = [
+            (b, queue_name(b.region, b.tier), wire.ROUTINE_TASK, encode_batch(b)) for b in batches
+        ]
+        riding_refs = {}
+        if isinstance(self.ledger, RedisInflightLedger):
+            riding_refs = {
+                b.batch_id: ledger_reference(payload)
+                for b, _, _, payload in sends
+                if b.tier != WorkClass.PREMIUM.value and len(b) >= self.claim_check_min_readings
+            }
+        self._send_batches(sends, riding_refs=riding_refs)
 
     def send_screens(self, copies: Sequence[tuple[Batch, str, bool]]) -> None:
         """Screening copies sent together, each (batch, queue, held): one round trip for
@@ -128,25 +150,32 @@ class Publisher:
         stream's screened frontier."""
         sends = []
         refs: dict[str, dict[str, Any]] = {}
+        riding_refs: dict[str, dict[str, Any]] = {}
+        riding = isinstance(self.ledger, RedisInflightLedger)
         for batch, queue, held in copies:
             payload = encode_batch(batch)
             if held:
                 payload[wire.HELD_SCREEN_FIELD] = True
                 if self.ledger is not None and len(batch) >= self.held_ref_min_readings:
                     refs[batch.batch_id] = held_reference(payload)
+            elif riding and len(batch) >= self.claim_check_min_readings:
+                riding_refs[batch.batch_id] = ledger_reference(payload)
             sends.append((batch, queue, wire.SCREEN_TASK, payload))
-        self._send_batches(sends, refs)
+        self._send_batches(sends, refs, riding_refs)
 
     def _send_batches(
         self,
         sends: Sequence[tuple[Batch, str, str, dict[str, Any]]],
         refs: Mapping[str, dict[str, Any]] | None = None,
+        riding_refs: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         """Recorded in the ledger first, then published in one pipeline per broker (kombu's
         publish batch): a message per round trip cost more than the message itself under
         load, and premium waits in the producer meanwhile. A batch id in ``refs`` is
         sent as that reference; its ledger entry keeps the whole payload (the reaper
-        sends that one)."""
+        sends that one). One in ``riding_refs`` is sent as that reference only to a broker
+        on the ledger's Redis (the default deployment): a region with a broker of its own
+        gets the columns, so its worker never needs the ledger's server to read a batch."""
         if not sends:
             return
         unrecorded = [(b.batch_id, q, p, task) for b, q, task, p in sends]
@@ -154,15 +183,19 @@ class Publisher:
         for send in sends:
             app = self.app_for(send[1].rpartition(".")[0])
             by_app.setdefault(id(app), (app, []))[1].append(send)
-        refs = refs or {}
+        refs, riding_refs = refs or {}, riding_refs or {}
         for app, group in by_app.values():
             try:
                 with app.producer_or_acquire() as producer, producer.batch(len(group) + 1):
-                    if unrecorded and not self._record_riding(producer, unrecorded):
+                    # Nothing left to record still tells whether the ledger is this broker's.
+                    rides = self._record_riding(producer, unrecorded)
+                    if unrecorded and not rides:
                         self._record(unrecorded)
                     unrecorded = []
                     for batch, queue, task, recorded in group:
-                        payload = refs.get(batch.batch_id, recorded)
+                        bid = batch.batch_id
+                        payload = refs.get(bid) or (riding_refs.get(bid) if rides else None)
+                        payload = payload or recorded
                         app.send_task(
                             task,
                             args=(payload,),

@@ -46,12 +46,13 @@ MSGPACK_CONTENT_TYPE: Final = "application/x-msgpack"
 #: screened within a budget that skips some devices' readings, so their screening does
 #: not advance the stream's screened frontier (``scheduler.held_screening``).
 HELD_SCREEN_FIELD: Final = "held"
-#: Screening payload field: True on a message that carries no columns, only the batch id
-#: of its in-flight ledger entry, where the producer recorded the whole copy anyway (a
-#: claim check). A held copy is up to 40,000 readings, about 1 MB: sent whole, the
-#: worker's main process received, base64-decoded and msgpack-checked it, then piped it
-#: to the pool child, 15-24 % of a loaded region worker's time at 2x capacity before
-#: the copy's task started (``Publisher.send_screens``, ``tasks.screen``).
+#: Routine and screening payload field: True on a message that carries no columns, only
+#: the batch id of its in-flight ledger entry, where the producer recorded the whole batch
+#: anyway (a claim check). A held copy is up to 80,000 readings, about 2 MB: sent whole,
+#: the worker's main process received, base64-decoded and msgpack-checked it, then piped
+#: it to the pool child, 15-24 % of a loaded region worker's time at 2x capacity before
+#: the copy's task started (``Publisher.send_screens``, ``tasks.screen``). Standard
+#: routine batches go the same way (``Publisher.send_routine``, ``tasks.routine``).
 LEDGER_REF_FIELD: Final = "ledger_ref"
 
 #: Version of the columnar alerts payload (screening and the dropout sweep → anomaly).

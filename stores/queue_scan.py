@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 
 from scheduler.model import WorkClass, queue_name
-from scheduler.wire import MSGPACK_CONTENT_TYPE, ROUTINE_TASK
+from scheduler.wire import LEDGER_REF_FIELD, MSGPACK_CONTENT_TYPE, ROUTINE_TASK
 from stores.keys import Keys
 
 #: Defaults per incident update: 500 messages of 5,000 readings is about 30 MB raw at most.
@@ -70,6 +70,18 @@ def decode_routine(raw: bytes | str | dict[str, Any]) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError, IndexError, binascii.Error, msgpack.UnpackException):
         return None
     payload = args[0] if isinstance(args, list) and args else None
+    return payload if isinstance(payload, dict) else None
+
+
+def _entry_payload(blob: bytes | None) -> dict[str, Any] | None:
+    """The batch an in-flight ledger entry holds (``stores.inflight``); None when gone or
+    unreadable."""
+    if blob is None:
+        return None
+    try:
+        payload = msgpack.unpackb(blob, raw=False)["p"]
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+        return None
     return payload if isinstance(payload, dict) else None
 
 
@@ -130,4 +142,27 @@ class QueueScan:
                 if truncated:
                     break
             active = full
-        return ScanResult(payloads, messages, size, skipped, truncated)
+        payloads, fetched, cut = self._resolved(payloads, self.max_bytes - size)
+        return ScanResult(payloads, messages, size + fetched, skipped, truncated or cut)
+
+    def _resolved(
+        self, payloads: list[dict[str, Any]], room_bytes: int
+    ) -> tuple[list[dict[str, Any]], int, bool]:
+        """``payloads`` with each claim check (``Publisher.send_routine``) replaced by the
+        batch its in-flight ledger entry holds, fetched in one round trip, in order, while
+        their bytes fit ``room_bytes``; a reference whose entry is gone was settled and is
+        left out. (payloads, bytes fetched, whether the bound cut any off.)"""
+        refs = [i for i, p in enumerate(payloads) if p.get(LEDGER_REF_FIELD) is True]
+        if not refs:
+            return payloads, 0, False
+        blobs = self.client.hmget(self.keys.inflight, [str(payloads[i].get("id")) for i in refs])
+        recorded: dict[int, dict[str, Any] | None] = {}
+        fetched, end = 0, len(payloads)
+        for i, blob in zip(refs, blobs, strict=True):
+            if blob is not None and fetched + len(blob) > room_bytes:
+                end = i
+                break
+            fetched += len(blob or b"")
+            recorded[i] = _entry_payload(blob)
+        out = [recorded.get(k, p) for k, p in enumerate(payloads[:end])]
+        return [p for p in out if p is not None], fetched, end < len(payloads)

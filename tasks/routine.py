@@ -76,10 +76,11 @@ from scheduler.registry import Registry
 from scheduler.routine import routine_effects
 from scheduler.screen_cost import routine_readings, routine_us
 from scheduler.validation import REASONS
+from scheduler.wire import LEDGER_REF_FIELD
 from scheduler.wire import PROBE_TASK as PROBE_TASK
 from scheduler.wire import ROUTINE_TASK as ROUTINE_TASK
 from tasks.app import app
-from tasks.base import STORE_ERRORS, RetryLater, WorkTask, record_service
+from tasks.base import STORE_ERRORS, GiveUp, RetryLater, WorkTask, record_service
 from tasks.deadletter import dead_letter_payload
 from tasks.limits import TRANSIENT_ERRORS, work_options
 
@@ -211,6 +212,16 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
     Raises ``RetryLater`` with the unfinished chunks on a transient failure.
     """
     started_ts = rt.clock()
+    if is_reference(payload):
+        try:
+            recorded = rt.stores.inflight.payload(str(payload.get("id")))
+        except TRANSIENT_ERRORS as exc:
+            raise RetryLater(exc, (payload,), _left_to_ledger(payload)) from exc
+        if recorded is None:
+            # Settled: applied (or dead-lettered) by an earlier delivery of this message.
+            rt.stores.state.incr_counters({"routine_ref_settled": 1})
+            return 0
+        payload = recorded
     try:
         cursor = ChunkCursor.from_payload(payload)
     except InvalidBatch as exc:
@@ -262,6 +273,24 @@ def handle_routine(rt: Runtime, payload: dict[str, Any]) -> int:
     return cursor.applied_readings
 
 
+def is_reference(payload: Any) -> bool:
+    """Whether a routine message is a claim check (``Publisher.send_routine``): its columns
+    are in the in-flight ledger entry of its batch id."""
+    return isinstance(payload, dict) and payload.get(LEDGER_REF_FIELD) is True
+
+
+def _left_to_ledger(payload: dict[str, Any]) -> GiveUp:
+    """Past the retry budget, a claim check whose columns could not be fetched stays in the
+    ledger: its reaper sends the whole batch again (dead-lettering the reference would
+    settle readings nobody applied)."""
+
+    def give_up(rt: Runtime, last: BaseException) -> int:
+        LOGGER.warning("batch %s left to the in-flight ledger: %r", payload.get("id"), last)
+        return 0
+
+    return give_up
+
+
 def _settle_if_named(rt: Runtime, payload: Any) -> None:
     """An undecodable payload that still names its batch leaves the in-flight ledger."""
     if isinstance(payload, dict) and isinstance(payload.get("id"), str):
@@ -299,11 +328,20 @@ def _given_up(exception: BaseException | None = None, args: Any = None, **_: Any
     if isinstance(exception, Reject):
         LOGGER.warning("routine retry not published (%r): left to the in-flight ledger", exception)
         return
+    payload = args[0]
+    if is_reference(payload):
+        try:
+            payload = rt.stores.inflight.payload(str(payload.get("id")))
+        except STORE_ERRORS as exc:
+            LOGGER.warning("batch %s left to the in-flight ledger: %r", args[0].get("id"), exc)
+            return
+        if payload is None:
+            return  # settled meanwhile
     try:
-        cursor = ChunkCursor.from_payload(args[0])
+        cursor = ChunkCursor.from_payload(payload)
     except InvalidBatch:
         detail = repr(exception)
-        dead_letter_payload(rt.stores.state, args[0], "invalid_batch", detail, ROUTINE_TASK)
+        dead_letter_payload(rt.stores.state, payload, "invalid_batch", detail, ROUTINE_TASK)
         return
     _give_up(rt, cursor, type(exception).__name__, repr(exception))
 
