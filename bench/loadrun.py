@@ -31,6 +31,14 @@ from stores.protocols import StateStore, processed_readings
 #: 5,855.88 ms, premium p99 257.92 ms). At 0.2 s the loop outgrew the schedule's step
 #: (ten chunks while behind) and the gateway fell a second behind (premium p99 1,422.66 ms).
 HANDOVER_BUDGET_S = 0.1
+#: ... but only one chunk a loop while the gateway is this far behind its schedule
+#: (seconds): premium arriving meanwhile waits for the loop, and its bound is 500 ms. In a
+#: fleet_spike past 3x capacity with 1,000,000 devices the gateway's loop could not keep
+#: up with its schedule and premium waited in it (premium p99 563.0-591.15 ms, 441.12-
+#: 463.18 of them before publishing); handing over less while behind, the held readings
+#: wait longer for screening (past 2x, where standard detection has no bound) and premium
+#: does not.
+HANDOVER_MAX_LAG_S = 0.15
 
 Progress = Callable[[str], None]
 
@@ -131,7 +139,8 @@ def drive(
         # Held readings are offered again only after the new ones: new readings carry
         # premium, held ones never do, and a re-offer (up to a chunk of other tiers'
         # batches to publish) must not hold up premium arriving meanwhile.
-        again = gateway.offer_held(time.time(), loop_began + HANDOVER_BUDGET_S)
+        budget_s = HANDOVER_BUDGET_S if gateway.lag_s(time.time()) < HANDOVER_MAX_LAG_S else 0.0
+        again = gateway.offer_held(time.time(), loop_began + budget_s)
         if progress and now - last_report >= 1.0:
             last_report = now
             gateway.report(progress, now, n, waiting)
@@ -199,6 +208,13 @@ class _Gateway:
         # (up to a buffer's worth) and lets premium through first (below).
         behind = allowed > chunk
         return False, min(10 * chunk if behind else chunk, allowed, readings - self.offered), behind
+
+    def lag_s(self, now: float) -> float:
+        """How long ago the next reading to offer was due (0.0 unpaced, or all offered)."""
+        if self.pace is None or self.offered >= self.readings:
+            return 0.0
+        due = self.started + float(self.pace.offer_instants(self.offered, 1)[0])
+        return max(0.0, now - due)
 
     def offer_new(self, now: float) -> tuple[bool, int]:
         """Offer the readings due now; (waiting, readings offered)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -117,7 +118,7 @@ class SyntheticStream:
 
     def _noise(self, n: int) -> npt.NDArray[np.float64]:
         """``n`` readings' noise: a stretch of a pool drawn once, from a random place (a
-        draw per reading was a fifth of a gateway's time at 1,300,000/s); a chunk larger
+        draw per reading was a fifth of a chunk's time); a chunk larger
         than the pool is drawn afresh."""
         size = n * self.n_metrics
         if size > NOISE_POOL // 2:
@@ -131,13 +132,14 @@ class SyntheticStream:
         """sin(ts / 600 + phase) of each reading's device, from the sine and cosine of each
         device's phase and of the chunk's first instant: a chunk spans 10 ms, so the rest
         of the angle is under 2e-5 and its first-order term leaves an error under 1e-9.
-        (``np.sin`` of every reading was a quarter of a gateway's time at 1,300,000/s.)"""
+        (``np.sin`` of every reading was a quarter of a chunk's time.)"""
         a0 = float(ts[0]) / 600.0
-        s0, c0 = np.sin(a0), np.cos(a0)
+        s0, c0 = math.sin(a0), math.cos(a0)
         sp, cp = self._sin_phase[rows], self._cos_phase[rows]
         at_a0 = s0 * cp + c0 * sp
         slope = c0 * cp - s0 * sp
-        return at_a0 + slope * ((ts - ts[0]) / 600.0)
+        wave: npt.NDArray[np.float64] = at_a0 + slope * ((ts - ts[0]) / 600.0)
+        return wave
 
     def _record(self, row: int, kind: str, onset_ts: float, sigma: float = 0.0) -> None:
         end_ts = onset_ts if kind in ("spike", "dip") else float("inf")

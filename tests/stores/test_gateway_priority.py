@@ -88,3 +88,23 @@ def test_a_region_with_held_readings_takes_its_new_readings_after_them() -> None
     new_rows = reg.lookup(new_ids)
     queued = (reg.home_region[new_rows] == region) & (reg.tier[new_rows] > 0)
     assert held.size == int(older.sum()) + int(queued.sum())
+
+
+def test_a_gateway_knows_how_long_ago_its_next_reading_was_due() -> None:
+    from bench.loadrun import SteadyPace, _Gateway
+
+    reg = generate_registry(1_000, seed=5)
+    producer = Producer(lambda: reg, Recorder(), MemoryStateStore())
+    stream = SyntheticStream(reg, seed=3)
+    # Given a gateway due to offer 1,000 readings a second, none offered yet
+    paced = _Gateway(producer, stream, 5_000, 500, SteadyPace(1_000.0), None)
+    # Then 0.3 s in it is 0.3 s behind (its first reading was due at the start)
+    assert abs(paced.lag_s(paced.started + 0.3) - 0.3) < 1e-6
+    # And once it offered 500 readings (due until 0.5 s), at 0.6 s it is 0.1 s behind,
+    # and ahead of the schedule it is not behind at all
+    paced.offered = 500
+    assert abs(paced.lag_s(paced.started + 0.6) - 0.1) < 1e-6
+    assert paced.lag_s(paced.started + 0.2) == 0.0
+    # And an unpaced gateway is never behind a schedule
+    unpaced = _Gateway(producer, stream, 5_000, 500, None, None)
+    assert unpaced.lag_s(unpaced.started + 10.0) == 0.0
